@@ -1,0 +1,37 @@
+"""feeds.yaml: the schema editors write and the loader that checks it."""
+
+from aggregator.config.loader import DATABASE_URL_ENV, load_config, load_text
+from aggregator.config.schema import (
+    Config,
+    Defaults,
+    Digest,
+    Filter,
+    Output,
+    Section,
+    Server,
+    Smtp,
+    Source,
+    Storage,
+    Topic,
+    format_duration,
+    parse_duration,
+)
+
+__all__ = [
+    "DATABASE_URL_ENV",
+    "Config",
+    "Defaults",
+    "Digest",
+    "Filter",
+    "Output",
+    "Section",
+    "Server",
+    "Smtp",
+    "Source",
+    "Storage",
+    "Topic",
+    "format_duration",
+    "load_config",
+    "load_text",
+    "parse_duration",
+]

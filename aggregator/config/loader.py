@@ -1,0 +1,154 @@
+"""Load feeds.yaml: every problem in one pass, each as `file:line:column: where: what to do`.
+
+Three kinds of check run independently so that one kind of mistake never hides another: YAML
+syntax and `${ENV}` substitution (yamlfile), the schema (schema), and the ids and references between
+entries (here, over the raw data, so a typo in a section id is reported even when a source
+elsewhere has a malformed interval).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Any
+
+from aggregator.config import schema, yamlfile
+from aggregator.config.schema import Config
+from aggregator.exceptions import ConfigError, ConfigProblem
+
+DATABASE_URL_ENV = "AGGREGATOR_DATABASE_URL"
+_LISTS = ("sections", "topics", "sources", "outputs", "digests")
+
+# (where the reference stands, which list it names); "*" is every item of a list.
+_REFERENCES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("sources", "*", "section"), "sections"),
+    (("sources", "*", "topics", "*"), "topics"),
+    (("outputs", "*", "filter", "sections", "*"), "sections"),
+    (("outputs", "*", "filter", "topics", "*"), "topics"),
+    (("outputs", "*", "filter", "sources", "*"), "sources"),
+    (("digests", "*", "filter", "sections", "*"), "sections"),
+    (("digests", "*", "filter", "topics", "*"), "topics"),
+    (("digests", "*", "filter", "sources", "*"), "sources"),
+    (("digests", "*", "output"), "outputs"),
+)
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([ConfigProblem(str(path), 1, 1, "", f"cannot read the file: {reason}")]) from None
+    return load_text(text, str(path), env)
+
+
+def load_text(text: str, name: str, env: Mapping[str, str] | None = None) -> Config:
+    """Validate config text; `name` is how problems refer to the file."""
+    env = os.environ if env is None else env
+    doc, yaml_problems = yamlfile.parse(text, env)
+    problems = [ConfigProblem(name, p.line, p.column, _where(p.loc), p.message) for p in yaml_problems]
+    if doc.root is None and problems:
+        raise ConfigError(problems)
+    data = {} if doc.data is None else doc.data
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [*problems, ConfigProblem(name, 1, 1, "", "the file must be a mapping with keys such as "
+                                      "sections:, topics:, sources:")]
+        )
+    config, schema_problems = schema.validate(data)
+    for sp in schema_problems:
+        line, col = doc.position(sp.loc, key=sp.kind in schema.EXTRA_KEY)
+        problems.append(ConfigProblem(name, line, col, _where(sp.loc), sp.message))
+    for loc, message, key in _cross_checks(data):
+        line, col = doc.position(loc, key=key)
+        problems.append(ConfigProblem(name, line, col, _where(loc), message))
+    if problems or config is None:
+        raise ConfigError(_unique(problems))
+    return _resolve(config, env)
+
+
+def _where(loc: yamlfile.Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _unique(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    return list(dict.fromkeys(problems))
+
+
+def _cross_checks(data: dict[str, Any]) -> Iterator[tuple[yamlfile.Loc, str, bool]]:
+    """Duplicate ids and references to ids that do not exist: (loc, message, point at key?)."""
+    known: dict[str, list[str]] = {}
+    for kind in _LISTS:
+        seen: dict[str, int] = {}
+        for loc, value in _select(data, (kind, "*", "id")):
+            if not isinstance(value, str):
+                continue
+            if value in seen:
+                yield loc, f"duplicate id {value!r}: {kind}[{seen[value]}] has it already", False
+            else:
+                seen[value] = int(loc[1])
+        known[kind] = list(seen)
+    for pattern, kind in _REFERENCES:
+        for loc, value in _select(data, pattern):
+            if isinstance(value, str) and value not in known[kind]:
+                yield loc, _unknown_reference(value, kind, known[kind]), False
+
+
+def _unknown_reference(value: str, kind: str, ids: list[str]) -> str:
+    noun = kind[:-1]
+    close = get_close_matches(value, ids, n=1, cutoff=0.6)
+    if close:
+        hint = f"did you mean {close[0]!r}?"
+    elif ids:
+        hint = f"defined {kind}: {', '.join(ids[:10])}{', ...' if len(ids) > 10 else ''}"
+    else:
+        hint = f"no {kind} are defined; add one under {kind}:"
+    return f"{noun} {value!r} does not exist ({hint})"
+
+
+def _select(node: Any, pattern: tuple[str, ...], loc: yamlfile.Loc = ()) -> Iterator[tuple[yamlfile.Loc, Any]]:
+    """Values at a path pattern in raw data, skipping whatever is malformed on the way."""
+    if not pattern:
+        yield loc, node
+        return
+    head, rest = pattern[0], pattern[1:]
+    if head == "*":
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                yield from _select(item, rest, (*loc, index))
+    elif isinstance(node, dict) and head in node:
+        yield from _select(node[head], rest, (*loc, head))
+
+
+def _resolve(config: Config, env: Mapping[str, str]) -> Config:
+    """Fill what an entry leaves to `defaults`, so the rest of the code never looks there."""
+    d = config.defaults
+    sources = tuple(
+        s if s.interval is not None else dataclasses.replace(s, interval=d.interval)
+        for s in config.sources
+    )
+    outputs = tuple(
+        dataclasses.replace(o, formats=o.formats or d.formats, limit=o.limit or d.limit)
+        for o in config.outputs
+    )
+    digests = tuple(
+        g if g.timezone else dataclasses.replace(g, timezone=d.timezone) for g in config.digests
+    )
+    server = config.server
+    if server.base_url is None:
+        host = "localhost" if server.host in ("0.0.0.0", "::", "") else server.host
+        server = dataclasses.replace(server, base_url=f"http://{host}:{server.port}/")
+    storage = config.storage
+    if env.get(DATABASE_URL_ENV):
+        storage = dataclasses.replace(storage, url=env[DATABASE_URL_ENV])
+    return dataclasses.replace(
+        config, sources=sources, outputs=outputs, digests=digests, server=server, storage=storage
+    )

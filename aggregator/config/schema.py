@@ -1,0 +1,494 @@
+"""The schema of feeds.yaml, declared once: types, defaults and the help text the README documents.
+
+The config types are frozen dataclasses validated by pydantic (the only module that imports it):
+pydantic collects every problem of a document in one pass and gives each a path, which the loader
+turns into file:line:column. Cross-references (a source naming a section that does not exist) are
+checked by the loader, not here, so that they are reported even when other parts are malformed.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass as _std_dataclass
+from dataclasses import fields, is_dataclass
+from datetime import timedelta
+from difflib import get_close_matches
+from functools import cache
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
+
+import email_validator
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic import ValidationError as _PydanticValidationError
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
+
+from aggregator import scheduling
+
+_FROZEN = ConfigDict(extra="forbid", str_strip_whitespace=True)
+FORMATS = ("atom", "rss", "json")
+EXTRA_KEY = ("extra_forbidden", "unexpected_keyword_argument")
+TOPIC_FIELDS = ("title", "summary", "content", "categories")
+
+# -- value types an editor writes -------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> timedelta:
+    """`30s`, `15m`, `2h`, `1d` or a sum such as `1h30m`; a bare number is refused (which unit?)."""
+    if isinstance(value, timedelta):
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    if not isinstance(value, bool) and text and _DURATION_PART.sub("", text) == "":
+        seconds = sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+        if seconds > 0:
+            return timedelta(seconds=seconds)
+    raise PydanticCustomError(
+        "duration", "{value} is not a duration (use 30s, 15m, 2h)", {"value": _show(value)}
+    )
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest spelling `parse_duration` reads back, for messages and OPML import."""
+    seconds = int(value.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
+
+
+def _at_least(minimum: timedelta) -> AfterValidator:
+    def check(value: timedelta) -> timedelta:
+        if value < minimum:
+            raise PydanticCustomError(
+                "duration_too_short",
+                "{value} is too short (at least {minimum})",
+                {"value": format_duration(value), "minimum": format_duration(minimum)},
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _show(value: object) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def _check_id(value: str) -> str:
+    if not _ID.fullmatch(value):
+        raise PydanticCustomError(
+            "id",
+            "{value} is not a valid id (use lowercase letters, digits, '-' and '_', "
+            "starting with a letter or digit)",
+            {"value": _show(value)},
+        )
+    return value
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
+        raise PydanticCustomError(
+            "url",
+            "{value} is not a valid URL (expected http:// or https:// and a host name)",
+            {"value": _show(value)},
+        )
+    return value
+
+
+def _check_email(value: str) -> str:
+    try:
+        email_validator.validate_email(value, check_deliverability=False)
+    except email_validator.EmailNotValidError as exc:
+        raise PydanticCustomError(
+            "email",
+            "{value} is not a valid e-mail address ({reason})",
+            {"value": _show(value), "reason": _lower_first(str(exc).rstrip("."))},
+        ) from None
+    return value
+
+
+@cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        close = get_close_matches(value, _zone_names(), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else " (use an IANA name such as Europe/London)"
+        raise PydanticCustomError(
+            "timezone", "{value} is not a time zone{hint}", {"value": _show(value), "hint": hint}
+        ) from None
+    return value
+
+
+def _check_cron(value: str) -> str:
+    problem = scheduling.cron_problem(value)
+    if problem:
+        raise PydanticCustomError(
+            "cron",
+            "{value} is not a cron schedule: {problem} "
+            "(five fields: minute hour day-of-month month day-of-week, e.g. '0 7 * * *')",
+            {"value": _show(value), "problem": problem.replace("Error validating expression ", "")},
+        )
+    return value
+
+
+def _check_term(value: str) -> str:
+    """A matching term: a word or phrase, `word*` for a prefix, or `/regex/` for experts."""
+    if not value:
+        raise PydanticCustomError("term", "an empty term matches nothing", {})
+    if len(value) >= 2 and value.startswith("/") and value.endswith("/"):
+        try:
+            re.compile(value[1:-1])
+        except re.error as exc:
+            raise PydanticCustomError(
+                "term", "{value} is not a valid regular expression: {reason}",
+                {"value": _show(value), "reason": str(exc)},
+            ) from None
+    return value
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+Url = Annotated[str, AfterValidator(_check_url)]
+Email = Annotated[str, AfterValidator(_check_email)]
+TimeZone = Annotated[str, AfterValidator(_check_timezone)]
+Cron = Annotated[str, AfterValidator(_check_cron)]
+Term = Annotated[str, AfterValidator(_check_term)]
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Interval = Annotated[timedelta, BeforeValidator(parse_duration), _at_least(timedelta(seconds=30))]
+Format = Literal["atom", "rss", "json"]
+
+
+def _doc(text: str, default: Any = ..., **kwargs: Any) -> Any:
+    """A field with its help text; the README must document every field (tests check)."""
+    if "default_factory" in kwargs:
+        return Field(description=text, **kwargs)
+    return Field(default, description=text, **kwargs)
+
+
+# -- the sections of feeds.yaml ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, config=_FROZEN)
+class Section:
+    """A part of the publication every item is filed under exactly once (World, Opinion, ...)."""
+
+    id: Id = _doc("Short lowercase name, used in URLs such as /sections/world.atom.")
+    title: str = _doc("Name shown to readers.")
+    description: str = _doc("One sentence for feed readers and the index page.", "")
+
+
+@dataclass(frozen=True, config=_FROZEN)
+class Topic:
+    """A subject an item can be about (zero or more per item), found by matching terms."""
+
+    id: Id = _doc("Short lowercase name, used in URLs such as /topics/climate.atom.")
+    title: str = _doc("Name shown to readers.")
+    description: str = _doc("One sentence for feed readers and the index page.", "")
+    keywords: tuple[Term, ...] = _doc(
+        "Terms that file an item under this topic: words or phrases (matched on word "
+        "boundaries, ignoring case and accents), `word*` for a prefix, `/regex/` for experts.",
+        (),
+    )
+    exclude: tuple[Term, ...] = _doc("Terms that keep an item out of this topic.", ())
+    fields: tuple[Literal["title", "summary", "content", "categories"], ...] = _doc(
+        "Which parts of an item the terms are looked for in.", TOPIC_FIELDS
+    )
+    min_matches: int = _doc("How many keyword hits an item needs.", 1, ge=1)
+
+
+@dataclass(frozen=True, config=_FROZEN)
+class Source:
+    """One feed to poll."""
+
+    id: Id = _doc("Short lowercase name; stays the same when the URL changes.")
+    url: Url = _doc("Address of the RSS, Atom or JSON feed.")
+    section: Id = _doc("The section its items are filed under unless a rule says otherwise.")
+    title: str = _doc("Name shown to readers; the feed's own title when empty.", "")
+    topics: tuple[Id, ...] = _doc("Topics every item of this source gets.", ())
+    interval: Interval | None = _doc(
+        "How often to poll, e.g. 30s, 15m, 2h; `defaults.interval` when not given.", None
+    )
+    enabled: bool = _doc("`false` stops polling but keeps the source's items.", True)
+    headers: Mapping[str, str] = _doc(
+        "Extra HTTP request headers, e.g. an API key: `{Authorization: \"Bearer ${TOKEN}\"}`.",
+        default_factory=dict,
+    )
+    include: tuple[Term, ...] = _doc("Keep only items matching at least one of these terms.", ())
+    exclude: tuple[Term, ...] = _doc("Drop items matching any of these terms.", ())
+    priority: int = _doc(
+        "When several sources carry one story, the highest priority source's item leads.", 0
+    )
+
+
+@dataclass(frozen=True, config=_FROZEN)
+class Filter:
+    """Which items an output or digest takes; empty lists mean no restriction."""
+
+    sections: tuple[Id, ...] = _doc("Only items in these sections.", ())
+    topics: tuple[Id, ...] = _doc("Only items with at least one of these topics.", ())
+    sources: tuple[Id, ...] = _doc("Only items from these sources.", ())
+    include: tuple[Term, ...] = _doc("Only items matching at least one of these terms.", ())
+    exclude: tuple[Term, ...] = _doc("Leave out items matching any of these terms.", ())
+
+
+@dataclass(frozen=True, config=_FROZEN)
+class Output:
+    """A feed the service publishes."""
+
+    id: Id = _doc("Short lowercase name, used in URLs such as /feeds/ID.atom.")
+    title: str = _doc("Title of the published feed.")
+    description: str = _doc("Subtitle of the published feed.", "")
+    filter: Filter = _doc("Which items go in.", default_factory=Filter)
+    formats: tuple[Format, ...] | None = _doc(
+        "Which of atom, rss, json to publish; `defaults.formats` when not given.", None
+    )
+    limit: int | None = _doc(
+        "How many entries the feed holds; `defaults.limit` when not given.", None, ge=1, le=1000
+    )
+
+
+@dataclass(frozen=True, config=_FROZEN)
+class Digest:
+    """An e-mail sent on a schedule with what is new since the last one."""
+
+    id: Id = _doc("Short lowercase name, used in unsubscribe links and `aggregator digest`.")
+    title: str = _doc("Name of the digest, shown in the e-mail.")
+    schedule: Cron = _doc("When to send, as cron: minute hour day-of-month month day-of-week.")
+    timezone: TimeZone | None = _doc(
+        "Time zone of the schedule and of times in the e-mail; `defaults.timezone` when not given.",
+        None,
+    )
+    output: Id | None = _doc("Take the items of this output (give `output` or `filter`).", None)
+    filter: Filter | None = _doc("Or choose the items here.", None)
+    recipients: tuple[Email, ...] = _doc("Addresses that always get this digest.", ())
+
+    def __post_init__(self) -> None:
+        if (self.output is None) == (self.filter is None):
+            raise PydanticCustomError(
+                "digest_items", "give exactly one of 'output' or 'filter' to choose the items", {}
+            )
+
+
+@dataclass(frozen=True, config=_FROZEN)
+class Smtp:
+    """The mail server digests are sent through."""
+
+    host: str = _doc("Host name of the SMTP server.", "localhost")
+    port: int = _doc("Port: usually 587 with starttls, 465 with tls, 25 with none.", 587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = _doc("How the connection is encrypted.", "starttls")
+    username: str = _doc("Login name; no login when empty.", "")
+    password: str = _doc("Password; write `${SMTP_PASSWORD}` to take it from the environment.", "")
+    sender: Email | None = _doc("Address digests come from.", None, alias="from")
+    timeout: Duration = _doc("How long to wait for the server.", timedelta(seconds=30))
+
+
+@dataclass(frozen=True, config=_FROZEN)
+class Server:
+    """Where the web service listens and how the world reaches it."""
+
+    host: str = _doc("Address to listen on; 0.0.0.0 for every interface.", "127.0.0.1")
+    port: int = _doc("Port to listen on.", 8080, ge=1, le=65535)
+    base_url: Url | None = _doc(
+        "Public address used in feeds and e-mails; http://HOST:PORT/ when not given.", None
+    )
+
+
+@dataclass(frozen=True, config=_FROZEN)
+class Storage:
+    """The database."""
+
+    url: str = _doc(
+        "SQLAlchemy database URL: sqlite:///data/aggregator.db (relative to the working "
+        "directory) or postgresql://user@host/db. AGGREGATOR_DATABASE_URL overrides it.",
+        "sqlite:///data/aggregator.db",
+    )
+
+
+@dataclass(frozen=True, config=_FROZEN)
+class Defaults:
+    """Values used wherever a source, output or digest does not set its own."""
+
+    interval: Interval = _doc("Poll interval of sources.", timedelta(minutes=15))
+    timezone: TimeZone = _doc("Time zone of digests.", "UTC")
+    limit: int = _doc("Entries per published feed.", 50, ge=1, le=1000)
+    formats: tuple[Format, ...] = _doc("Formats of published feeds.", FORMATS)
+
+
+@dataclass(frozen=True, config=_FROZEN)
+class Config:
+    """The whole of feeds.yaml."""
+
+    sections: tuple[Section, ...] = _doc("Sections items are filed under.", ())
+    topics: tuple[Topic, ...] = _doc("Topics items can be about.", ())
+    sources: tuple[Source, ...] = _doc("Feeds to poll.", ())
+    outputs: tuple[Output, ...] = _doc("Feeds to publish.", ())
+    digests: tuple[Digest, ...] = _doc("E-mail digests to send.", ())
+    smtp: Smtp = _doc("Mail server settings.", default_factory=Smtp)
+    server: Server = _doc("Web server settings.", default_factory=Server)
+    storage: Storage = _doc("Database settings.", default_factory=Storage)
+    defaults: Defaults = _doc("Default values.", default_factory=Defaults)
+
+
+_CONFIG = TypeAdapter(Config)
+
+
+@_std_dataclass(frozen=True)
+class SchemaProblem:
+    """One validation failure, located by its path in the document."""
+
+    loc: tuple[str | int, ...]
+    kind: str
+    message: str
+    value: object
+
+
+def validate(data: object) -> tuple[Config | None, list[SchemaProblem]]:
+    """Validate plain data; return the config, or every problem found."""
+    try:
+        return _CONFIG.validate_python(data), []
+    except _PydanticValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            loc = tuple(part for part in error["loc"] if not _is_wrapper(part))
+            problems.append(
+                SchemaProblem(loc, error["type"], _message(error, loc), error.get("input"))
+            )
+        return None, problems
+
+
+def _is_wrapper(part: object) -> bool:
+    # pydantic adds validator names (e.g. "function-after[...]") to some locations.
+    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
+
+
+_TYPE_NAMES = {
+    "string_type": "text",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a mapping of keys to values",
+    "dataclass_type": "a mapping of keys to values",
+    "dataclass_args_type": "a mapping of keys to values",
+    "model_type": "a mapping of keys to values",
+}
+
+
+def _message(error: Any, loc: tuple[str | int, ...]) -> str:
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "missing":
+        return f"required key {loc[-1]!r} is missing"
+    if kind in EXTRA_KEY:
+        known = [f.alias for f in field_docs(_owner_of(loc))]
+        close = get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known)})"
+        return f"unknown key {loc[-1]!r}{hint}"
+    if kind in _TYPE_NAMES:
+        return f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}"
+    if kind == "literal_error":
+        return f"{_show(value)} is not one of: {error['ctx']['expected'].replace(chr(39), '')}"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        return f"{_show(value)}: {error['msg'].lower().replace('input should be', 'must be')}"
+    return str(error["msg"])
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return _show(value)
+
+
+# -- introspection, for error hints and the documentation test --------------------------------
+
+
+@_std_dataclass(frozen=True)
+class FieldDoc:
+    """A key of feeds.yaml with its help text."""
+
+    alias: str
+    help: str
+    type: Any
+
+
+def field_docs(cls: type | None) -> list[FieldDoc]:
+    """The keys a config dataclass accepts, in declaration order."""
+    if cls is None or not is_dataclass(cls):
+        return []
+    hints = get_type_hints(cls, include_extras=True)
+    out = []
+    for f in fields(cls):
+        info = f.default
+        alias = getattr(info, "alias", None) or f.name
+        out.append(FieldDoc(alias, getattr(info, "description", "") or "", hints[f.name]))
+    return out
+
+
+def _dataclass_in(tp: Any) -> type | None:
+    """The config dataclass inside a type such as `tuple[Source, ...]` or `Filter | None`."""
+    if isinstance(tp, type) and is_dataclass(tp):
+        return tp
+    for arg in get_args(tp):
+        found = _dataclass_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _owner_of(loc: tuple[str | int, ...]) -> type | None:
+    """The dataclass whose key `loc[-1]` is (for 'did you mean' over its siblings)."""
+    cls: type | None = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        by_alias = {d.alias: d for d in field_docs(cls)}
+        if part not in by_alias:
+            return None
+        cls = _dataclass_in(by_alias[part].type)
+    return cls
+
+
+def walk_keys(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, FieldDoc]]:
+    """Every key of the schema as a dotted path (`sources[].interval`), for documentation."""
+    for doc in field_docs(cls):
+        path = f"{prefix}{doc.alias}"
+        yield path, doc
+        inner = _dataclass_in(doc.type)
+        if inner is not None:
+            many = get_origin(_strip(doc.type)) is tuple
+            yield from walk_keys(inner, f"{path}[]." if many else f"{path}.")
+
+
+def _strip(tp: Any) -> Any:
+    """`X | None` -> X, for telling lists of objects from single objects."""
+    if get_origin(tp) is Union or type(tp).__name__ == "UnionType":
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else tp
+    return tp

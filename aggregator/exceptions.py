@@ -1,0 +1,49 @@
+"""The one exception root of the aggregator and its narrow subclasses.
+
+Each subclass also inherits the builtin it refines, so callers that only know
+Python's own exceptions still catch it::
+
+    AggregatorError
+    ├── ConfigError (ValueError)        feeds.yaml is unreadable or invalid; carries every problem
+    ├── OpmlError (ValueError)          an OPML file cannot be read
+    └── StorageError (RuntimeError)     the database cannot be opened or migrated
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AggregatorError(Exception):
+    """Root of every error the aggregator raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One mistake in a config file, located so an editor can jump to it."""
+
+    path: str
+    line: int
+    column: int
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        prefix = f"{self.path}:{self.line}:{self.column}: "
+        return prefix + (f"{self.where}: {self.message}" if self.where else self.message)
+
+
+class ConfigError(AggregatorError, ValueError):
+    """The config has problems; all of them are listed, in file order."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.path, p.line, p.column))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class OpmlError(AggregatorError, ValueError):
+    """An OPML document is not well-formed or has no outlines to import."""
+
+
+class StorageError(AggregatorError, RuntimeError):
+    """The database is unreachable, or its schema cannot be brought up to date."""
