@@ -13,7 +13,6 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -146,13 +145,10 @@ def dump(data: Any) -> str:
     return buffer.getvalue()
 
 
-def append_to_lists(path: Path, additions: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-    """Append entries to top-level lists of a YAML file, keeping its comments and layout.
-
-    The file is replaced atomically, so an interrupted write never leaves half a config.
-    """
+def append_to_lists(text: str, additions: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """Append entries to top-level lists of a YAML document, keeping its comments and layout."""
     yaml = _yaml()
-    root = yaml.load(path.read_text(encoding="utf-8"))
+    root = yaml.load(text)
     if root is None:
         root = CommentedMap()
     for key, entries in additions.items():
@@ -164,6 +160,4 @@ def append_to_lists(path: Path, additions: Mapping[str, Sequence[Mapping[str, An
             root[key].append(CommentedMap(entry))
     buffer = io.StringIO()
     yaml.dump(root, buffer)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    tmp.replace(path)
+    return buffer.getvalue()

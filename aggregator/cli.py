@@ -1,0 +1,233 @@
+"""The `aggregator` command (click is imported here only).
+
+Exit codes: 0 success, 1 a runtime failure (database unreachable, unreadable file), 2 an invalid
+config or wrong usage, so scripts and CI can tell an editor's mistake from an outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aggregator import __version__
+from aggregator.config import Config, load_config, load_text
+from aggregator.config import yamlfile
+from aggregator.exceptions import AggregatorError, ConfigError
+from aggregator.storage import Storage
+
+DEFAULT_CONFIG = "config/feeds.yaml"
+CONFIG_ENV = "AGGREGATOR_CONFIG"
+
+config_option = click.option(
+    "--config", "-c", "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=lambda: os.environ.get(CONFIG_ENV, DEFAULT_CONFIG),
+    show_default=f"${CONFIG_ENV} or {DEFAULT_CONFIG}",
+    help="The feeds.yaml to use.",
+)
+
+
+def _load(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _report_config_error(exc)
+        raise SystemExit(2) from None
+
+
+def _report_config_error(exc: ConfigError) -> None:
+    for problem in exc.problems:
+        click.echo(str(problem), err=True)
+    count = len(exc.problems)
+    click.secho(f"{count} problem{'s' if count != 1 else ''} found; nothing was changed.",
+                err=True, fg="red")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="aggregator")
+@click.option("--log-level", default=lambda: os.environ.get("AGGREGATOR_LOG_LEVEL", "INFO"),
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="How much the service logs.", show_default="INFO")
+def cli(log_level: str) -> None:
+    """Poll feeds, merge them, and republish them as feeds, pages and e-mail digests."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@config_option
+def check(path: Path | None, config_path: Path) -> None:
+    """Validate feeds.yaml without touching the database; exit 2 listing every problem."""
+    config = _load(path or config_path)
+    enabled = sum(1 for s in config.sources if s.enabled)
+    click.echo(f"{path or config_path}: OK")
+    click.echo(
+        f"  {len(config.sources)} sources ({enabled} enabled), {len(config.sections)} sections, "
+        f"{len(config.topics)} topics, {len(config.outputs)} outputs, {len(config.digests)} digests"
+    )
+
+
+@cli.command()
+@config_option
+def run(config_path: Path) -> None:
+    """Run the service in one process until SIGTERM or Ctrl-C."""
+    from aggregator import service
+
+    try:
+        service.run_forever(config_path)
+    except ConfigError as exc:
+        _report_config_error(exc)
+        raise SystemExit(2) from None
+
+
+@cli.command("sources")
+@config_option
+def list_sources(config_path: Path) -> None:
+    """Show every source's state: health, last poll, next poll, URL changes."""
+    config = _load(config_path)
+    storage = Storage.open(config.storage.url)
+    try:
+        states = storage.sources()
+        counts = {s.id: storage.count_items(s.id) for s in states}
+    finally:
+        storage.close()
+    if not states:
+        click.echo("No sources stored yet: `aggregator run` stores the configured ones.")
+        return
+    rows = [("SOURCE", "STATE", "ITEMS", "LAST POLL", "NEXT POLL", "LAST ERROR")]
+    for s in states:
+        if not s.in_config:
+            state = "removed"
+        elif not s.enabled:
+            state = "paused"
+        elif s.gone_at:
+            state = "gone"
+        elif s.consecutive_failures:
+            state = f"failing x{s.consecutive_failures}"
+        else:
+            state = "ok" if s.last_success_at else "new"
+        rows.append((s.id, state, str(counts[s.id]), _when(s.last_fetched_at),
+                     _when(s.next_due_at), (s.last_error or "")[:60]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for s in states:
+        if s.moved:
+            click.echo(f"{s.id}: moved permanently; update its url in feeds.yaml to {s.fetch_url}")
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command()
+@config_option
+def upgrade(config_path: Path) -> None:
+    """Apply every pending migration (also done on each start)."""
+    config = _load(config_path)
+    storage = Storage.open(config.storage.url, upgrade=False)
+    try:
+        before = storage.schema_revision()
+        storage.upgrade()
+        after = storage.schema_revision()
+    finally:
+        storage.close()
+    if before == after:
+        click.echo(f"{storage.url}: already at revision {after}")
+    else:
+        click.echo(f"{storage.url}: upgraded from {before or 'empty'} to {after}")
+
+
+@db.command()
+@config_option
+def status(config_path: Path) -> None:
+    """Show the database's schema revision and the newest this version knows."""
+    from aggregator.storage import migrate
+
+    config = _load(config_path)
+    storage = Storage.open(config.storage.url, upgrade=False)
+    try:
+        current = storage.schema_revision()
+    finally:
+        storage.close()
+    newest = migrate.head()
+    state = "up to date" if current == newest else "needs `aggregator db upgrade`"
+    click.echo(f"{storage.url}: revision {current or 'empty'}, newest {newest}: {state}")
+
+
+@cli.group()
+def opml() -> None:
+    """Move subscriptions between this service and other feed readers."""
+
+
+@opml.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@config_option
+@click.option("--section", default="general", show_default=True,
+              help="Section for feeds the OPML file puts in no category.")
+@click.option("--write", is_flag=True,
+              help="Add the sources to the config file (comments kept) instead of printing them.")
+def opml_import(file: Path, config_path: Path, section: str, write: bool) -> None:
+    """Turn an OPML export of another reader into sources: entries."""
+    from aggregator.opml import plan_import, read_opml
+
+    config = _load(config_path) if config_path.exists() else None
+    plan = plan_import(read_opml(file.read_bytes()), config, section)
+    for reason in plan.skipped:
+        click.echo(f"skipped {reason}", err=True)
+    additions: dict[str, Any] = {"sections": list(plan.sections), "sources": list(plan.sources)}
+    if not write:
+        click.echo(yamlfile.dump({k: v for k, v in additions.items() if v}), nl=False)
+        return
+    if not plan.sources:
+        click.echo(f"nothing to add to {config_path}")
+        return
+    original = config_path.read_text(encoding="utf-8") if config_path.exists() else ""
+    merged = yamlfile.append_to_lists(original, additions)
+    try:
+        load_text(merged, str(config_path))
+    except ConfigError as exc:
+        _report_config_error(exc)
+        raise SystemExit(2) from None
+    temporary = config_path.with_name(f".{config_path.name}.tmp")
+    temporary.write_text(merged, encoding="utf-8")
+    temporary.replace(config_path)
+    click.echo(f"added {len(plan.sources)} sources and {len(plan.sections)} sections to {config_path}")
+
+
+@opml.command("export")
+@config_option
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file instead of standard output.")
+def opml_export(config_path: Path, out: Path | None) -> None:
+    """Write the configured sources as OPML 2.0."""
+    from aggregator.opml import write_opml
+
+    data = write_opml(_load(config_path), "Aggregator sources", datetime.now(UTC))
+    if out:
+        out.write_bytes(data)
+        click.echo(f"wrote {out}")
+    else:
+        sys.stdout.buffer.write(data)
+
+
+def main() -> None:
+    """Entry point: aggregator errors become one clear line and exit 1, not a traceback."""
+    try:
+        cli.main(standalone_mode=True)
+    except AggregatorError as exc:
+        click.secho(f"error: {exc}", err=True, fg="red")
+        raise SystemExit(1) from None

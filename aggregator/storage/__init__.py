@@ -1,0 +1,203 @@
+"""Storage: the one interface to the database; rows never leave this package.
+
+Each method is one transaction. The implementation is split per entity (sources, items, digests,
+subscribers); this class only opens transactions and hands the frozen domain types back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
+
+from aggregator.config import Source
+from aggregator.exceptions import StorageError
+from aggregator.storage import digests, items, migrate, sources, subscribers
+from aggregator.storage.engine import make_engine, normalise_url
+from aggregator.types import (
+    Delivery,
+    DeliveryStatus,
+    DigestRun,
+    Entry,
+    FetchRecord,
+    Item,
+    SaveReport,
+    SourceState,
+    Subscriber,
+    SubscriberStatus,
+    SyncReport,
+)
+
+__all__ = ["Storage", "normalise_url"]
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Storage:
+    """The aggregator's database, SQLite or PostgreSQL, behind one set of methods."""
+
+    def __init__(self, engine: Engine, clock: Clock = utcnow) -> None:
+        self._engine = engine
+        self.clock = clock
+
+    @classmethod
+    def open(cls, url: str, *, upgrade: bool = True, clock: Clock = utcnow) -> Storage:
+        """Connect, and (by default) bring the schema up to date first."""
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except OperationalError as exc:
+            engine.dispose()
+            raise StorageError(f"cannot open the database {engine.url!r}: {exc.orig}") from None
+        if upgrade:
+            migrate.upgrade(engine)
+        return cls(engine, clock)
+
+    @property
+    def backend(self) -> str:
+        """'sqlite' or 'postgresql'."""
+        return self._engine.dialect.name
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password hidden, for logs and messages."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self._engine.begin() as conn:
+            yield conn
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def schema_revision(self) -> str | None:
+        return migrate.current(self._engine)
+
+    def upgrade(self) -> None:
+        migrate.upgrade(self._engine)
+
+    # -- sources ------------------------------------------------------------------------------
+
+    def sync_sources(self, configured: Sequence[Source]) -> SyncReport:
+        with self._tx() as conn:
+            return sources.sync(conn, configured, self.clock())
+
+    def source(self, source_id: str) -> SourceState | None:
+        with self._tx() as conn:
+            return sources.get(conn, source_id)
+
+    def sources(self) -> list[SourceState]:
+        with self._tx() as conn:
+            return sources.all_states(conn)
+
+    def claim_due_sources(self, owner: str, lease: timedelta, limit: int) -> list[SourceState]:
+        with self._tx() as conn:
+            return sources.claim_due(conn, self.clock(), owner, lease, limit)
+
+    def release_source(self, source_id: str, owner: str) -> None:
+        with self._tx() as conn:
+            sources.release(conn, source_id, owner)
+
+    def record_fetch(
+        self,
+        record: FetchRecord,
+        entries: Iterable[Entry] = (),
+        owner: str | None = None,
+        section_id: str | None = None,
+    ) -> SaveReport | None:
+        """Store a poll's entries and outcome in one transaction; None if the lease was lost."""
+        with self._tx() as conn:
+            if not sources.record_fetch(conn, record, owner):
+                conn.rollback()
+                return None
+            return items.save(conn, record.source_id, entries, record.fetched_at, section_id)
+
+    # -- items --------------------------------------------------------------------------------
+
+    def save_entries(
+        self, source_id: str, entries: Iterable[Entry], section_id: str | None = None
+    ) -> SaveReport:
+        with self._tx() as conn:
+            return items.save(conn, source_id, entries, self.clock(), section_id)
+
+    def item(self, item_id: int) -> Item | None:
+        with self._tx() as conn:
+            return items.get(conn, item_id)
+
+    def recent_items(self, limit: int = 50, source_id: str | None = None) -> list[Item]:
+        with self._tx() as conn:
+            return items.recent(conn, limit, source_id)
+
+    def count_items(self, source_id: str | None = None) -> int:
+        with self._tx() as conn:
+            return items.count(conn, source_id)
+
+    # -- digests ------------------------------------------------------------------------------
+
+    def claim_digest_run(
+        self, digest_id: str, start: datetime, end: datetime, owner: str, lease: timedelta
+    ) -> DigestRun | None:
+        with self._tx() as conn:
+            return digests.claim_run(conn, digest_id, start, end, owner, lease, self.clock())
+
+    def finish_digest_run(self, run_id: int) -> None:
+        with self._tx() as conn:
+            digests.finish_run(conn, run_id, self.clock())
+
+    def digest_runs(self, digest_id: str, limit: int = 20) -> list[DigestRun]:
+        with self._tx() as conn:
+            return digests.runs(conn, digest_id, limit)
+
+    def record_delivery(
+        self,
+        run_id: int,
+        recipient: str,
+        status: DeliveryStatus,
+        error: str | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        with self._tx() as conn:
+            digests.record_delivery(conn, run_id, recipient, status, self.clock(), error, message_id)
+
+    def deliveries(self, run_id: int) -> list[Delivery]:
+        with self._tx() as conn:
+            return digests.run_deliveries(conn, run_id)
+
+    def delivered_recipients(self, run_id: int) -> set[str]:
+        with self._tx() as conn:
+            return digests.delivered(conn, run_id)
+
+    # -- subscribers --------------------------------------------------------------------------
+
+    def add_subscriber(self, digest_id: str, email: str) -> Subscriber:
+        with self._tx() as conn:
+            return subscribers.add(conn, digest_id, email, self.clock())
+
+    def confirm_subscriber(self, digest_id: str, email: str) -> bool:
+        with self._tx() as conn:
+            return subscribers.confirm(conn, digest_id, email, self.clock())
+
+    def unsubscribe(self, digest_id: str, email: str) -> bool:
+        with self._tx() as conn:
+            return subscribers.unsubscribe(conn, digest_id, email, self.clock())
+
+    def subscriber(self, digest_id: str, email: str) -> Subscriber | None:
+        with self._tx() as conn:
+            return subscribers.get(conn, digest_id, email)
+
+    def subscribers(
+        self, digest_id: str, status: SubscriberStatus | None = None
+    ) -> list[Subscriber]:
+        with self._tx() as conn:
+            return subscribers.listing(conn, digest_id, status)

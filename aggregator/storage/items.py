@@ -1,0 +1,155 @@
+"""Items: every entry of every source stored once, updated in place when the publisher edits it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, select, update
+
+from aggregator.storage.tables import item_topics, items
+from aggregator.types import Enclosure, Entry, Item, SaveReport
+
+_CHUNK = 500  # keys per IN (...) query: well under SQLite's bound-parameter limit
+
+
+def content_hash(entry: Entry) -> str:
+    """A digest of what a reader sees; equal hashes mean the publisher changed nothing."""
+    parts = [
+        entry.title, entry.link, entry.guid, entry.summary, entry.content, list(entry.authors),
+        list(entry.categories), [(e.url, e.type, e.length) for e in entry.enclosures],
+        entry.language, entry.published.isoformat() if entry.published else None,
+        entry.updated.isoformat() if entry.updated else None,
+    ]
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
+
+
+def _columns(entry: Entry) -> dict[str, Any]:
+    return {
+        "guid": entry.guid,
+        "url": entry.link,
+        "canonical_url": entry.canonical_link,
+        "title": entry.title,
+        "summary": entry.summary,
+        "content": entry.content,
+        "authors": list(entry.authors),
+        "categories": list(entry.categories),
+        "enclosures": [{"url": e.url, "type": e.type, "length": e.length} for e in entry.enclosures],
+        "language": entry.language,
+        "published_at": entry.published,
+        "updated_at": entry.updated,
+        "content_hash": content_hash(entry),
+    }
+
+
+def save(
+    conn: Connection,
+    source_id: str,
+    entries: Iterable[Entry],
+    now: datetime,
+    section_id: str | None = None,
+) -> SaveReport:
+    """Insert new entries, update changed ones in place, touch the rest; keyed by (source, key).
+
+    An entry repeated in one batch is stored once (the first wins), so a feed that lists the same
+    guid twice never yields two items.
+    """
+    batch: dict[str, Entry] = {}
+    for entry in entries:
+        batch.setdefault(entry.key, entry)
+    known: dict[str, tuple[int, str]] = {}
+    keys = list(batch)
+    for start in range(0, len(keys), _CHUNK):
+        rows = conn.execute(
+            select(items.c.key, items.c.id, items.c.content_hash).where(
+                items.c.source_id == source_id, items.c.key.in_(keys[start : start + _CHUNK])
+            )
+        )
+        known.update({row.key: (row.id, row.content_hash) for row in rows})
+    new, changed, unchanged = [], [], []
+    for key, entry in batch.items():
+        columns = _columns(entry)
+        if key not in known:
+            item_id = conn.execute(
+                items.insert()
+                .values(source_id=source_id, key=key, first_seen_at=now, last_seen_at=now,
+                        changed_at=now, section_id=section_id, **columns)
+                .returning(items.c.id)
+            ).scalar_one()
+            new.append(item_id)
+        elif known[key][1] != columns["content_hash"]:
+            item_id = known[key][0]
+            conn.execute(
+                update(items).where(items.c.id == item_id)
+                .values(last_seen_at=now, changed_at=now, **columns)
+            )
+            changed.append(item_id)
+        else:
+            unchanged.append(known[key][0])
+    for start in range(0, len(unchanged), _CHUNK):
+        conn.execute(
+            update(items).where(items.c.id.in_(unchanged[start : start + _CHUNK]))
+            .values(last_seen_at=now)
+        )
+    return SaveReport(tuple(new), tuple(changed), len(unchanged))
+
+
+def _item(row: Row[Any], topics: Sequence[str]) -> Item:
+    m = row._mapping
+    entry = Entry(
+        key=m["key"],
+        title=m["title"],
+        link=m["url"],
+        canonical_link=m["canonical_url"],
+        guid=m["guid"],
+        summary=m["summary"],
+        content=m["content"],
+        authors=tuple(m["authors"]),
+        categories=tuple(m["categories"]),
+        enclosures=tuple(Enclosure(e["url"], e.get("type") or "", e.get("length"))
+                         for e in m["enclosures"]),
+        language=m["language"],
+        published=m["published_at"],
+        updated=m["updated_at"],
+    )
+    return Item(
+        id=m["id"], source_id=m["source_id"], entry=entry, first_seen_at=m["first_seen_at"],
+        last_seen_at=m["last_seen_at"], changed_at=m["changed_at"], section_id=m["section_id"],
+        story_id=m["story_id"], topics=tuple(topics),
+    )
+
+
+def _with_topics(conn: Connection, rows: Sequence[Row[Any]]) -> list[Item]:
+    ids = [row.id for row in rows]
+    topics: dict[int, list[str]] = {item_id: [] for item_id in ids}
+    for start in range(0, len(ids), _CHUNK):
+        for link in conn.execute(
+            select(item_topics.c.item_id, item_topics.c.topic_id)
+            .where(item_topics.c.item_id.in_(ids[start : start + _CHUNK]))
+            .order_by(item_topics.c.topic_id)
+        ):
+            topics[link.item_id].append(link.topic_id)
+    return [_item(row, topics[row.id]) for row in rows]
+
+
+def get(conn: Connection, item_id: int) -> Item | None:
+    rows = conn.execute(select(items).where(items.c.id == item_id)).all()
+    return _with_topics(conn, rows)[0] if rows else None
+
+
+def recent(conn: Connection, limit: int = 50, source_id: str | None = None) -> list[Item]:
+    """Newest first by when the service first saw them."""
+    query = select(items).order_by(items.c.first_seen_at.desc(), items.c.id.desc()).limit(limit)
+    if source_id is not None:
+        query = query.where(items.c.source_id == source_id)
+    return _with_topics(conn, conn.execute(query).all())
+
+
+def count(conn: Connection, source_id: str | None = None) -> int:
+    query = select(func.count()).select_from(items)
+    if source_id is not None:
+        query = query.where(items.c.source_id == source_id)
+    return int(conn.execute(query).scalar_one())

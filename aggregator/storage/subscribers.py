@@ -1,0 +1,85 @@
+"""People who signed up for a digest on the web: pending until they confirm, kept when they leave."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, select, update
+
+from aggregator.storage.tables import subscribers as t
+from aggregator.types import Subscriber, SubscriberStatus
+
+
+def _subscriber(row: Row[Any]) -> Subscriber:
+    return Subscriber(
+        digest_id=row.digest_id, email=row.email, status=SubscriberStatus(row.status),
+        created_at=row.created_at, confirmed_at=row.confirmed_at,
+        unsubscribed_at=row.unsubscribed_at,
+    )
+
+
+def _normal(email: str) -> str:
+    """Addresses compare case-insensitively in their domain; keep the local part as written."""
+    local, _, domain = email.strip().rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def get(conn: Connection, digest_id: str, email: str) -> Subscriber | None:
+    row = conn.execute(
+        select(t).where(t.c.digest_id == digest_id, t.c.email == _normal(email))
+    ).first()
+    return _subscriber(row) if row else None
+
+
+def add(conn: Connection, digest_id: str, email: str, now: datetime) -> Subscriber:
+    """Sign someone up (pending); someone who had left starts over, anyone else is unchanged."""
+    email = _normal(email)
+    existing = get(conn, digest_id, email)
+    if existing is None:
+        conn.execute(
+            t.insert().values(digest_id=digest_id, email=email, status=SubscriberStatus.PENDING,
+                              created_at=now)
+        )
+    elif existing.status is SubscriberStatus.UNSUBSCRIBED:
+        conn.execute(
+            update(t).where(t.c.digest_id == digest_id, t.c.email == email)
+            .values(status=SubscriberStatus.PENDING, created_at=now, confirmed_at=None,
+                    unsubscribed_at=None)
+        )
+    result = get(conn, digest_id, email)
+    assert result is not None
+    return result
+
+
+def _set_status(
+    conn: Connection, digest_id: str, email: str, status: SubscriberStatus, now: datetime,
+    allowed_from: tuple[SubscriberStatus, ...],
+) -> bool:
+    column = "confirmed_at" if status is SubscriberStatus.CONFIRMED else "unsubscribed_at"
+    result = conn.execute(
+        update(t)
+        .where(t.c.digest_id == digest_id, t.c.email == _normal(email),
+               t.c.status.in_([s.value for s in allowed_from]))
+        .values(status=status, **{column: now})
+    )
+    return result.rowcount == 1
+
+
+def confirm(conn: Connection, digest_id: str, email: str, now: datetime) -> bool:
+    """Double opt-in completed; False when there was no pending sign-up."""
+    return _set_status(conn, digest_id, email, SubscriberStatus.CONFIRMED, now,
+                       (SubscriberStatus.PENDING,))
+
+
+def unsubscribe(conn: Connection, digest_id: str, email: str, now: datetime) -> bool:
+    """Stop sending; False when the address was not subscribed (nothing changes)."""
+    return _set_status(conn, digest_id, email, SubscriberStatus.UNSUBSCRIBED, now,
+                       (SubscriberStatus.PENDING, SubscriberStatus.CONFIRMED))
+
+
+def listing(conn: Connection, digest_id: str, status: SubscriberStatus | None = None) -> list[Subscriber]:
+    query = select(t).where(t.c.digest_id == digest_id).order_by(t.c.email)
+    if status is not None:
+        query = query.where(t.c.status == status)
+    return [_subscriber(row) for row in conn.execute(query)]

@@ -1,0 +1,185 @@
+"""The database schema as SQLAlchemy Core tables: the one place that names columns.
+
+Migrations under `migrations/versions` create exactly this (a test compares them), so a change here
+always comes with a new migration.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite would otherwise hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given to storage; use aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # defensive: SQLite rows written by hand
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# An autoincrementing key that is 64-bit on PostgreSQL and SQLite's ROWID on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("fetch_url", Text, nullable=False),
+    Column("title", Text, nullable=False, default=""),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("in_config", Boolean, nullable=False, default=True),
+    Column("interval_seconds", Integer, nullable=False),
+    Column("next_due_at", UTCDateTime, nullable=False, index=True),
+    Column("etag", Text),
+    Column("last_modified", Text),
+    Column("last_fetched_at", UTCDateTime),
+    Column("last_success_at", UTCDateTime),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("gone_at", UTCDateTime),
+    Column("lease_owner", String(128)),
+    Column("lease_expires_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+stories = Table(
+    "stories",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("primary_item_id", BigId),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source_id", String(64), ForeignKey("sources.id"), nullable=False),
+    Column("key", Text, nullable=False),
+    Column("guid", Text),
+    Column("url", Text),
+    Column("canonical_url", Text, index=True),
+    Column("title", Text, nullable=False, default=""),
+    Column("summary", Text, nullable=False, default=""),
+    Column("content", Text, nullable=False, default=""),
+    Column("authors", JSON, nullable=False),
+    Column("categories", JSON, nullable=False),
+    Column("enclosures", JSON, nullable=False),
+    Column("language", String(35)),
+    Column("published_at", UTCDateTime),
+    Column("updated_at", UTCDateTime),
+    Column("content_hash", String(64), nullable=False),
+    Column("first_seen_at", UTCDateTime, nullable=False, index=True),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+    Column("section_id", String(64)),
+    Column("story_id", BigId, ForeignKey("stories.id", ondelete="SET NULL"), index=True),
+    UniqueConstraint("source_id", "key"),
+)
+
+item_topics = Table(
+    "item_topics",
+    metadata,
+    Column("item_id", BigId, ForeignKey("items.id", ondelete="CASCADE"), nullable=False),
+    Column("topic_id", String(64), nullable=False),
+    Column("reason", JSON, nullable=False),
+    PrimaryKeyConstraint("item_id", "topic_id"),
+    Index("ix_item_topics_topic_id", "topic_id"),
+)
+
+output_state = Table(
+    "output_state",
+    metadata,
+    Column("output_id", String(64), primary_key=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("item_count", Integer, nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+)
+
+digest_runs = Table(
+    "digest_runs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("digest_id", String(64), nullable=False),
+    Column("period_start", UTCDateTime, nullable=False),
+    Column("period_end", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("claimed_by", String(128)),
+    Column("lease_expires_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    UniqueConstraint("digest_id", "period_start"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("run_id", BigId, ForeignKey("digest_runs.id", ondelete="CASCADE"), nullable=False),
+    Column("recipient", String(320), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("error", Text),
+    Column("message_id", Text),
+    Column("at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("run_id", "recipient"),
+)
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("digest_id", String(64), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("confirmed_at", UTCDateTime),
+    Column("unsubscribed_at", UTCDateTime),
+    UniqueConstraint("digest_id", "email"),
+)

@@ -1,0 +1,176 @@
+"""Domain types shared by the stages: small frozen dataclasses, datetimes always aware UTC.
+
+The config types (Source, Section, Topic, Output, Digest) live in `aggregator.config`, declared
+once with their YAML help text; these are the types of what the service learns and stores.
+A stage hands storage an "intent" (FetchRecord) and gets back plain values, never rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What the service knows about one source between polls."""
+
+    id: str
+    url: str
+    fetch_url: str
+    title: str
+    enabled: bool
+    in_config: bool
+    interval: timedelta
+    next_due_at: datetime
+    etag: str | None = None
+    last_modified: str | None = None
+    last_fetched_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    gone_at: datetime | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+
+    @property
+    def moved(self) -> bool:
+        """The feed answered a permanent redirect: editors should update the URL in feeds.yaml."""
+        return self.fetch_url != self.url
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """How applying the config changed the stored sources."""
+
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FetchRecord:
+    """The outcome of one poll of a source, handed to storage in one piece (and its lease released)."""
+
+    source_id: str
+    fetched_at: datetime
+    next_due_at: datetime
+    status: int | None = None
+    ok: bool = True
+    error: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    permanent_url: str | None = None
+    gone: bool = False
+
+
+@dataclass(frozen=True)
+class Enclosure:
+    url: str
+    type: str = ""
+    length: int | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of a feed document, normalised at the parse boundary.
+
+    `key` is stable for the same entry across polls (guid, else link, else a content hash);
+    summary and content are already sanitised HTML.
+    """
+
+    key: str
+    title: str
+    link: str | None = None
+    canonical_link: str | None = None
+    guid: str | None = None
+    summary: str = ""
+    content: str = ""
+    authors: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    enclosures: tuple[Enclosure, ...] = ()
+    language: str | None = None
+    published: datetime | None = None
+    updated: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Item:
+    """A stored entry: what a source published plus what the service decided about it."""
+
+    id: int
+    source_id: str
+    entry: Entry
+    first_seen_at: datetime
+    last_seen_at: datetime
+    changed_at: datetime
+    section_id: str | None = None
+    story_id: int | None = None
+    topics: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class SaveReport:
+    """What storing a batch of entries did."""
+
+    new: tuple[int, ...] = ()
+    updated: tuple[int, ...] = ()
+    unchanged: int = 0
+
+
+class RunStatus(StrEnum):
+    SENDING = "sending"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class DigestRun:
+    """One period of one digest, claimed by one worker at a time."""
+
+    id: int
+    digest_id: str
+    period_start: datetime
+    period_end: datetime
+    status: RunStatus
+    claimed_by: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class DeliveryStatus(StrEnum):
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One recipient's copy of one digest run."""
+
+    run_id: int
+    recipient: str
+    status: DeliveryStatus
+    attempts: int
+    at: datetime
+    error: str | None = None
+    message_id: str | None = None
+
+
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """Someone who signed up for a digest on the web (double opt-in)."""
+
+    digest_id: str
+    email: str
+    status: SubscriberStatus
+    created_at: datetime
+    confirmed_at: datetime | None = None
+    unsubscribed_at: datetime | None = None
