@@ -61,7 +61,11 @@ def load_text(text: str, name: str, env: Mapping[str, str] | None = None) -> Con
                                       "sections:, topics:, sources:")]
         )
     config, schema_problems = schema.validate(data)
+    # A value already reported (a refused tag, a missing variable) is not reported again by type.
+    reported = [p.loc for p in yaml_problems]
     for sp in schema_problems:
+        if any(loc and sp.loc[: len(loc)] == loc for loc in reported):
+            continue
         line, col = doc.position(sp.loc, key=sp.kind in schema.EXTRA_KEY)
         problems.append(ConfigProblem(name, line, col, _where(sp.loc), sp.message))
     for loc, message, key in _cross_checks(data):

@@ -84,6 +84,9 @@ def parse(text: str, env: Mapping[str, str] | None = None) -> tuple[YamlDocument
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = " ".join(str(part) for part in (exc.problem, exc.context) if part)
+        start = exc.context_mark
+        if exc.context and start and mark and (start.line, start.column) != (mark.line, mark.column):
+            what += f" that starts at line {start.line + 1}, column {start.column + 1}"
         if "duplicate key" in (exc.problem or ""):
             what = exc.problem.replace("found duplicate key", "duplicate key").split(" with value")[0]
             what += " (each key may appear once in a mapping)"

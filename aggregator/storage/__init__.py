@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from aggregator.config import Source
 from aggregator.exceptions import StorageError
 from aggregator.storage import digests, items, migrate, sources, subscribers
-from aggregator.storage.engine import make_engine, normalise_url
+from aggregator.storage.engine import WRITE_OPTION, make_engine, normalise_url
 from aggregator.types import (
     Delivery,
     DeliveryStatus,
@@ -75,9 +75,12 @@ class Storage:
         self._engine.dispose()
 
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        with self._engine.begin() as conn:
-            yield conn
+    def _tx(self, write: bool = True) -> Iterator[Connection]:
+        """One transaction; read-only ones (`write=False`) never wait for SQLite's write lock."""
+        with self._engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: write})
+            with conn.begin():
+                yield conn
 
     # -- schema -------------------------------------------------------------------------------
 
@@ -94,11 +97,11 @@ class Storage:
             return sources.sync(conn, configured, self.clock())
 
     def source(self, source_id: str) -> SourceState | None:
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             return sources.get(conn, source_id)
 
     def sources(self) -> list[SourceState]:
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             return sources.all_states(conn)
 
     def claim_due_sources(self, owner: str, lease: timedelta, limit: int) -> list[SourceState]:
@@ -132,15 +135,15 @@ class Storage:
             return items.save(conn, source_id, entries, self.clock(), section_id)
 
     def item(self, item_id: int) -> Item | None:
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             return items.get(conn, item_id)
 
     def recent_items(self, limit: int = 50, source_id: str | None = None) -> list[Item]:
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             return items.recent(conn, limit, source_id)
 
     def count_items(self, source_id: str | None = None) -> int:
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             return items.count(conn, source_id)
 
     # -- digests ------------------------------------------------------------------------------
@@ -156,7 +159,7 @@ class Storage:
             digests.finish_run(conn, run_id, self.clock())
 
     def digest_runs(self, digest_id: str, limit: int = 20) -> list[DigestRun]:
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             return digests.runs(conn, digest_id, limit)
 
     def record_delivery(
@@ -171,11 +174,11 @@ class Storage:
             digests.record_delivery(conn, run_id, recipient, status, self.clock(), error, message_id)
 
     def deliveries(self, run_id: int) -> list[Delivery]:
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             return digests.run_deliveries(conn, run_id)
 
     def delivered_recipients(self, run_id: int) -> set[str]:
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             return digests.delivered(conn, run_id)
 
     # -- subscribers --------------------------------------------------------------------------
@@ -193,11 +196,11 @@ class Storage:
             return subscribers.unsubscribe(conn, digest_id, email, self.clock())
 
     def subscriber(self, digest_id: str, email: str) -> Subscriber | None:
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             return subscribers.get(conn, digest_id, email)
 
     def subscribers(
         self, digest_id: str, status: SubscriberStatus | None = None
     ) -> list[Subscriber]:
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             return subscribers.listing(conn, digest_id, status)

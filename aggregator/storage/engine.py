@@ -3,7 +3,7 @@
 SQLite runs in WAL mode (readers never wait for the writer), with foreign keys enforced and a busy
 timeout so that a second connection waits for the lock instead of failing at once. pysqlite's own
 transaction handling is switched off and SQLAlchemy emits BEGIN itself, so a read followed by a
-write in one transaction is really one transaction.
+write in one transaction is really one transaction; transactions that may write begin IMMEDIATE.
 """
 
 from __future__ import annotations
@@ -58,5 +58,11 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+WRITE_OPTION = "aggregator_write"
+
+
 def _sqlite_on_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # A transaction that may write takes the write lock up front (IMMEDIATE): upgrading a read
+    # lock later fails at once with "database is locked" when another writer got in between.
+    write = connection.get_execution_options().get(WRITE_OPTION, True)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Set up and run the project with nothing but Python 3.11+: the README's two commands.
+
+    python3 tasks.py run  [ARGS]   create .venv, install the service, start it (SQLite by default)
+    python3 tasks.py test [ARGS]   create .venv, install the service and its test tools, run pytest
+    python3 tasks.py lint          ruff (lint and format check) and mypy
+
+The virtual environment is reinstalled only when pyproject.toml changes, so the second run starts
+at once. Standard library only: this runs before anything is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+EXTRAS = {"run": "", "test": "[dev]", "lint": "[dev]"}
+
+
+def _say(message: str) -> None:
+    print(f"tasks.py: {message}", file=sys.stderr, flush=True)
+
+
+def ensure_venv(extras: str) -> None:
+    """Create .venv and install the project (editable) unless it is already up to date."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"tasks.py: Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    stamp = VENV / f".installed-{digest}{extras.strip('[]') and '-' + extras.strip('[]')}"
+    if stamp.exists() or (extras == "" and any(VENV.glob(f".installed-{digest}-*"))):
+        return
+    if not PYTHON.exists():
+        _say(f"creating {VENV.relative_to(ROOT)}")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    _say("installing the project and its dependencies (first run only)")
+    pip = [str(PYTHON), "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "install", "--editable", f"{ROOT}{extras}"], check=True)
+    for old in VENV.glob(".installed-*"):
+        old.unlink()
+    stamp.touch()
+
+
+def _exec(args: list[str]) -> int:
+    return subprocess.run(args, cwd=ROOT).returncode
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in EXTRAS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    task, rest = argv[0], argv[1:]
+    ensure_venv(EXTRAS[task])
+    if task == "run":
+        return _exec([str(PYTHON), "-m", "aggregator", "run", *rest])
+    if task == "test":
+        return _exec([str(PYTHON), "-m", "pytest", *rest])
+    for command in (
+        [str(PYTHON), "-m", "ruff", "check", "."],
+        [str(PYTHON), "-m", "ruff", "format", "--check", "."],
+        [str(PYTHON), "-m", "mypy"],
+    ):
+        _say(" ".join(command[2:]))
+        if code := _exec(command):
+            return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

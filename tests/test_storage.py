@@ -1,0 +1,294 @@
+"""The storage contract, run against real SQLite and real PostgreSQL alike."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine
+
+from aggregator.config import Source
+from aggregator.exceptions import StorageError
+from aggregator.storage import Storage, migrate
+from aggregator.storage.tables import metadata
+from aggregator.types import (
+    DeliveryStatus,
+    Enclosure,
+    Entry,
+    FetchRecord,
+    RunStatus,
+    SubscriberStatus,
+)
+from tests.support import Clock
+
+LEASE = timedelta(minutes=5)
+
+
+def source(sid: str, **kw: object) -> Source:
+    values: dict[str, object] = {
+        "id": sid, "url": f"https://{sid}.example/feed", "section": "world",
+        "interval": timedelta(minutes=15),
+    }
+    values.update(kw)
+    return Source(**values)  # type: ignore[arg-type]
+
+
+def entry(key: str, title: str = "A title", **kw: object) -> Entry:
+    return Entry(key=key, title=title, link=f"https://news.example/{key}", **kw)  # type: ignore[arg-type]
+
+
+# -- schema ---------------------------------------------------------------------------------
+
+
+def test_migrations_create_exactly_the_declared_tables(storage: Storage, database_url: str) -> None:
+    assert storage.schema_revision() == migrate.head()
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert differences == []
+
+
+def test_upgrade_is_idempotent_and_downgrade_reversible(storage: Storage) -> None:
+    storage.upgrade()
+    assert storage.schema_revision() == migrate.head()
+    migrate.downgrade(storage._engine, "base")
+    assert storage.schema_revision() is None
+    storage.upgrade()
+    assert storage.schema_revision() == migrate.head()
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: object) -> None:
+    store = Storage.open(f"sqlite:///{tmp_path}/x/nested/agg.db")
+    with store._engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    store.close()
+
+
+def test_unreachable_or_bad_database_is_a_storage_error() -> None:
+    with pytest.raises(StorageError, match="cannot open the database"):
+        Storage.open("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(StorageError, match="unsupported database"):
+        Storage.open("mysql://x@localhost/db")
+
+
+def test_naive_datetimes_are_refused(storage: Storage, clock: Clock) -> None:
+    clock.now = datetime(2026, 1, 1)  # naive: a bug in the caller, never stored silently
+    with pytest.raises(Exception, match="naive datetime"):
+        storage.sync_sources([source("a")])
+
+
+# -- sources --------------------------------------------------------------------------------
+
+
+def test_sync_adds_changes_and_keeps_removed_sources(storage: Storage, clock: Clock) -> None:
+    report = storage.sync_sources([source("a"), source("b", title="B")])
+    assert report.added == ("a", "b") and report.changed == () and report.removed == ()
+    assert [s.id for s in storage.sources()] == ["a", "b"]
+    state = storage.source("b")
+    assert state is not None
+    assert state.title == "B" and state.next_due_at == clock.now and state.in_config
+
+    clock.advance(minutes=1)
+    report = storage.sync_sources([source("a", url="https://moved.example/feed", enabled=False)])
+    assert report.changed == ("a",) and report.removed == ("b",)
+    a, b = storage.source("a"), storage.source("b")
+    assert a is not None and b is not None
+    assert a.url == a.fetch_url == "https://moved.example/feed" and not a.enabled
+    assert not b.in_config  # kept, with its items, but no longer polled
+
+    assert storage.sync_sources([source("a", url="https://moved.example/feed", enabled=False)]) \
+        .changed == ()
+
+
+def test_claims_are_leased_and_expire(storage: Storage, clock: Clock) -> None:
+    storage.sync_sources([source("a"), source("b"), source("c", enabled=False)])
+    first = storage.claim_due_sources("w1", LEASE, limit=10)
+    assert [s.id for s in first] == ["a", "b"]
+    assert all(s.lease_owner == "w1" for s in first)
+    assert storage.claim_due_sources("w2", LEASE, limit=10) == []
+    clock.advance(minutes=6)  # w1 died: its leases lapse
+    assert [s.id for s in storage.claim_due_sources("w2", LEASE, limit=1)] == ["a"]
+
+
+def test_record_fetch_releases_lease_and_tracks_health(storage: Storage, clock: Clock) -> None:
+    storage.sync_sources([source("a")])
+    [claimed] = storage.claim_due_sources("w1", LEASE, limit=1)
+    now = clock.now
+    failed = FetchRecord("a", now, now + timedelta(minutes=2), status=503, ok=False,
+                         error="HTTP 503 Service Unavailable")
+    assert storage.record_fetch(failed, owner="w1") is not None
+    state = storage.source("a")
+    assert state is not None
+    assert state.consecutive_failures == 1 and state.last_error == "HTTP 503 Service Unavailable"
+    assert state.lease_owner is None and state.next_due_at == now + timedelta(minutes=2)
+
+    clock.advance(minutes=3)
+    [claimed] = storage.claim_due_sources("w1", LEASE, limit=1)
+    ok = FetchRecord("a", clock.now, clock.now + timedelta(minutes=15), status=200, etag='"v1"',
+                     last_modified="Tue, 24 Nov 2026 12:00:00 GMT",
+                     permanent_url="https://new.example/feed")
+    assert storage.record_fetch(ok, [entry("k1")], owner="w1") is not None
+    state = storage.source("a")
+    assert state is not None
+    assert state.consecutive_failures == 0 and state.last_error is None
+    assert state.etag == '"v1"' and state.last_success_at == clock.now
+    assert state.moved and state.fetch_url == "https://new.example/feed"
+
+    clock.advance(minutes=16)
+    storage.claim_due_sources("w1", LEASE, limit=1)
+    not_modified = FetchRecord("a", clock.now, clock.now + timedelta(minutes=15), status=304)
+    storage.record_fetch(not_modified, owner="w1")
+    state = storage.source("a")
+    assert state is not None and state.etag == '"v1"'  # a 304 keeps the validators
+
+
+def test_a_lost_lease_stores_nothing(storage: Storage, clock: Clock) -> None:
+    storage.sync_sources([source("a")])
+    storage.claim_due_sources("w1", LEASE, limit=1)
+    clock.advance(minutes=6)
+    storage.claim_due_sources("w2", LEASE, limit=1)
+    late = FetchRecord("a", clock.now, clock.now + timedelta(minutes=15), status=200)
+    assert storage.record_fetch(late, [entry("k1")], owner="w1") is None
+    assert storage.count_items() == 0
+    state = storage.source("a")
+    assert state is not None and state.lease_owner == "w2"
+
+
+def test_gone_sources_are_not_claimed_again(storage: Storage, clock: Clock) -> None:
+    storage.sync_sources([source("a")])
+    storage.claim_due_sources("w1", LEASE, limit=1)
+    gone = FetchRecord("a", clock.now, clock.now, status=410, ok=False, error="HTTP 410 Gone",
+                       gone=True)
+    storage.record_fetch(gone, owner="w1")
+    clock.advance(days=1)
+    assert storage.claim_due_sources("w1", LEASE, limit=1) == []
+
+
+def test_concurrent_workers_never_claim_the_same_source(storage: Storage, clock: Clock) -> None:
+    storage.sync_sources([source(f"s{i:02d}") for i in range(40)])
+    claimed: dict[str, list[str]] = {"w1": [], "w2": [], "w3": []}
+
+    def work(owner: str) -> None:
+        for _ in range(100):  # bounded: 40 sources, at least one claimed per round
+            batch = storage.claim_due_sources(owner, LEASE, limit=3)
+            if not batch:
+                return
+            claimed[owner].extend(s.id for s in batch)
+
+    threads = [threading.Thread(target=work, args=(owner,)) for owner in claimed]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    every = [sid for ids in claimed.values() for sid in ids]
+    assert sorted(every) == [f"s{i:02d}" for i in range(40)]  # each exactly once
+
+
+# -- items ----------------------------------------------------------------------------------
+
+
+def test_entries_are_stored_once_and_edits_update_in_place(storage: Storage, clock: Clock) -> None:
+    storage.sync_sources([source("a")])
+    published = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
+    first = storage.save_entries("a", [
+        entry("k1", "Ceasefire talks resume", published=published,
+              enclosures=(Enclosure("https://cdn.example/a.mp3", "audio/mpeg", 1234),)),
+        entry("k2", "محادثات وقف إطلاق النار"),
+        entry("k1", "A repeated guid in one document"),
+    ], section_id="world")
+    assert len(first.new) == 2 and first.updated == () and first.unchanged == 0
+
+    clock.advance(minutes=15)
+    again = storage.save_entries("a", [
+        entry("k1", "Ceasefire talks resume", published=published,
+              enclosures=(Enclosure("https://cdn.example/a.mp3", "audio/mpeg", 1234),)),
+        entry("k2", "محادثات وقف إطلاق النار: تحديث"),
+    ])
+    assert again.new == () and again.updated == (first.new[1],) and again.unchanged == 1
+    assert storage.count_items("a") == 2
+
+    k1 = storage.item(first.new[0])
+    assert k1 is not None
+    assert k1.entry.title == "Ceasefire talks resume" and k1.section_id == "world"
+    assert k1.entry.published == published and k1.entry.published.tzinfo is not None
+    assert k1.entry.enclosures == (Enclosure("https://cdn.example/a.mp3", "audio/mpeg", 1234),)
+    assert k1.last_seen_at == clock.now and k1.changed_at == k1.first_seen_at
+    k2 = storage.item(first.new[1])
+    assert k2 is not None and k2.entry.title.endswith("تحديث") and k2.changed_at == clock.now
+
+    newest = storage.recent_items(limit=1)
+    assert [i.id for i in newest] == [first.new[1]]
+
+
+def test_items_of_different_sources_with_the_same_key_are_distinct(storage: Storage) -> None:
+    storage.sync_sources([source("a"), source("b")])
+    storage.save_entries("a", [entry("same")])
+    storage.save_entries("b", [entry("same")])
+    assert storage.count_items() == 2
+
+
+def test_a_large_batch_is_stored_in_chunks(storage: Storage) -> None:
+    storage.sync_sources([source("a")])
+    report = storage.save_entries("a", [entry(f"k{i}") for i in range(1200)])
+    assert len(report.new) == 1200
+    assert storage.save_entries("a", [entry(f"k{i}") for i in range(1200)]).unchanged == 1200
+
+
+# -- digests --------------------------------------------------------------------------------
+
+
+def test_one_worker_claims_a_digest_period(storage: Storage, clock: Clock) -> None:
+    start, end = clock.now - timedelta(days=1), clock.now
+    run = storage.claim_digest_run("morning", start, end, "w1", LEASE)
+    assert run is not None and run.status is RunStatus.SENDING and run.claimed_by == "w1"
+    assert storage.claim_digest_run("morning", start, end, "w2", LEASE) is None
+    again = storage.claim_digest_run("morning", start, end, "w1", LEASE)
+    assert again is not None and again.id == run.id  # the holder may renew
+
+    clock.advance(minutes=6)  # w1 crashed mid-send: w2 resumes the same run
+    resumed = storage.claim_digest_run("morning", start, end, "w2", LEASE)
+    assert resumed is not None and resumed.id == run.id
+
+    storage.finish_digest_run(run.id)
+    clock.advance(minutes=10)
+    assert storage.claim_digest_run("morning", start, end, "w3", LEASE) is None
+    [latest] = storage.digest_runs("morning")
+    assert latest.status is RunStatus.DONE and latest.finished_at == clock.now - timedelta(minutes=10)
+
+
+def test_deliveries_are_recorded_per_recipient(storage: Storage, clock: Clock) -> None:
+    run = storage.claim_digest_run("d", clock.now - timedelta(days=1), clock.now, "w1", LEASE)
+    assert run is not None
+    storage.record_delivery(run.id, "a@example.org", DeliveryStatus.SENT, message_id="<1@x>")
+    storage.record_delivery(run.id, "b@example.org", DeliveryStatus.FAILED, error="451 try later")
+    storage.record_delivery(run.id, "b@example.org", DeliveryStatus.SENT, message_id="<2@x>")
+    storage.record_delivery(run.id, "c@example.org", DeliveryStatus.FAILED, error="550 no such user")
+    assert storage.delivered_recipients(run.id) == {"a@example.org", "b@example.org"}
+    by_recipient = {d.recipient: d for d in storage.deliveries(run.id)}
+    assert by_recipient["b@example.org"].attempts == 2
+    assert by_recipient["b@example.org"].error is None
+    assert by_recipient["c@example.org"].error == "550 no such user"
+
+
+# -- subscribers ----------------------------------------------------------------------------
+
+
+def test_subscriber_lifecycle(storage: Storage, clock: Clock) -> None:
+    added = storage.add_subscriber("d", "Reader@Example.ORG")
+    assert added.status is SubscriberStatus.PENDING and added.email == "Reader@example.org"
+    assert storage.unsubscribe("d", "other@example.org") is False
+    assert storage.confirm_subscriber("d", "reader@EXAMPLE.org") is False  # local part differs
+    assert storage.confirm_subscriber("d", "Reader@example.org") is True
+    assert storage.confirm_subscriber("d", "Reader@example.org") is False  # only once
+    assert storage.add_subscriber("d", "Reader@example.org").status is SubscriberStatus.CONFIRMED
+    assert storage.unsubscribe("d", "Reader@example.org") is True
+    left = storage.subscriber("d", "Reader@example.org")
+    assert left is not None and left.unsubscribed_at == clock.now
+    assert storage.subscribers("d", SubscriberStatus.CONFIRMED) == []
+    assert storage.add_subscriber("d", "Reader@example.org").status is SubscriberStatus.PENDING
