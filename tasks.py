@@ -31,7 +31,7 @@ def _say(message: str) -> None:
 
 def ensure_venv(extras: str) -> None:
     """Create .venv and install the project (editable) unless it is already up to date."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 (this file runs before any check of the version)
         sys.exit(f"tasks.py: Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
     stamp = VENV / f".installed-{digest}{extras.strip('[]') and '-' + extras.strip('[]')}"

@@ -16,8 +16,7 @@ from typing import Any
 import click
 
 from aggregator import __version__
-from aggregator.config import Config, load_config, load_text
-from aggregator.config import yamlfile
+from aggregator.config import Config, load_config, load_text, yamlfile
 from aggregator.exceptions import AggregatorError, ConfigError
 from aggregator.storage import Storage
 
@@ -25,7 +24,9 @@ DEFAULT_CONFIG = "config/feeds.yaml"
 CONFIG_ENV = "AGGREGATOR_CONFIG"
 
 config_option = click.option(
-    "--config", "-c", "config_path",
+    "--config",
+    "-c",
+    "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=lambda: os.environ.get(CONFIG_ENV, DEFAULT_CONFIG),
     show_default=f"${CONFIG_ENV} or {DEFAULT_CONFIG}",
@@ -45,15 +46,22 @@ def _report_config_error(exc: ConfigError) -> None:
     for problem in exc.problems:
         click.echo(str(problem), err=True)
     count = len(exc.problems)
-    click.secho(f"{count} problem{'s' if count != 1 else ''} found; nothing was changed.",
-                err=True, fg="red")
+    click.secho(
+        f"{count} problem{'s' if count != 1 else ''} found; nothing was changed.",
+        err=True,
+        fg="red",
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="aggregator")
-@click.option("--log-level", default=lambda: os.environ.get("AGGREGATOR_LOG_LEVEL", "INFO"),
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              help="How much the service logs.", show_default="INFO")
+@click.option(
+    "--log-level",
+    default=lambda: os.environ.get("AGGREGATOR_LOG_LEVEL", "INFO"),
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="How much the service logs.",
+    show_default="INFO",
+)
 def cli(log_level: str) -> None:
     """Poll feeds, merge them, and republish them as feeds, pages and e-mail digests."""
     logging.basicConfig(
@@ -114,11 +122,21 @@ def list_sources(config_path: Path) -> None:
             state = f"failing x{s.consecutive_failures}"
         else:
             state = "ok" if s.last_success_at else "new"
-        rows.append((s.id, state, str(counts[s.id]), _when(s.last_fetched_at),
-                     _when(s.next_due_at), (s.last_error or "")[:60]))
+        rows.append(
+            (
+                s.id,
+                state,
+                str(counts[s.id]),
+                _when(s.last_fetched_at),
+                _when(s.next_due_at),
+                (s.last_error or "")[:60],
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     for s in states:
         if s.moved:
             click.echo(f"{s.id}: moved permanently; update its url in feeds.yaml to {s.fetch_url}")
@@ -176,10 +194,17 @@ def opml() -> None:
 @opml.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @config_option
-@click.option("--section", default="general", show_default=True,
-              help="Section for feeds the OPML file puts in no category.")
-@click.option("--write", is_flag=True,
-              help="Add the sources to the config file (comments kept) instead of printing them.")
+@click.option(
+    "--section",
+    default="general",
+    show_default=True,
+    help="Section for feeds the OPML file puts in no category.",
+)
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Add the sources to the config file (comments kept) instead of printing them.",
+)
 def opml_import(file: Path, config_path: Path, section: str, write: bool) -> None:
     """Turn an OPML export of another reader into sources: entries."""
     from aggregator.opml import plan_import, read_opml
@@ -205,13 +230,19 @@ def opml_import(file: Path, config_path: Path, section: str, write: bool) -> Non
     temporary = config_path.with_name(f".{config_path.name}.tmp")
     temporary.write_text(merged, encoding="utf-8")
     temporary.replace(config_path)
-    click.echo(f"added {len(plan.sources)} sources and {len(plan.sections)} sections to {config_path}")
+    click.echo(
+        f"added {len(plan.sources)} sources and {len(plan.sections)} sections to {config_path}"
+    )
 
 
 @opml.command("export")
 @config_option
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file instead of standard output.")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of standard output.",
+)
 def opml_export(config_path: Path, out: Path | None) -> None:
     """Write the configured sources as OPML 2.0."""
     from aggregator.opml import write_opml

@@ -69,7 +69,7 @@ def _walk(node: ET.Element, path: tuple[str, ...], out: list[OpmlFeed]) -> None:
 
 
 def slug(text: str) -> str:
-    """An id from a title: `Le Monde – International` -> `le-monde-international`."""
+    """An id from a title: `Le Monde: International` -> `le-monde-international`."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:64].rstrip("-")
 
@@ -106,7 +106,12 @@ def plan_import(
         section_id = slug(title) or "general"
         if section_id not in section_ids:
             section_ids.add(section_id)
-            new_sections.append({"id": section_id, "title": title})
+            new_sections.append(
+                {
+                    "id": section_id,
+                    "title": title if title != section_id else title.replace("-", " ").capitalize(),
+                }
+            )
         section_titles[title.casefold()] = section_id
         return section_id
 
@@ -140,8 +145,13 @@ def write_opml(config: Config, title: str, now: datetime) -> bytes:
         group = ET.SubElement(body, "outline", text=section.title, title=section.title)
         for source in members:
             ET.SubElement(
-                group, "outline", type="rss", text=source.title or source.id,
-                title=source.title or source.id, xmlUrl=source.url,
+                group,
+                "outline",
+                type="rss",
+                text=source.title or source.id,
+                title=source.title or source.id,
+                xmlUrl=source.url,
             )
     ET.indent(root)
-    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8") + b"\n"
+    document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return document + b"\n"

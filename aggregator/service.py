@@ -41,8 +41,14 @@ def start(config_path: Path) -> Started:
     log.info(
         "aggregator %s: %d sources (%d new, %d changed, %d removed), %d outputs, %d digests; "
         "database %s",
-        __version__, len(config.sources), len(report.added), len(report.changed),
-        len(report.removed), len(config.outputs), len(config.digests), storage.url,
+        __version__,
+        len(config.sources),
+        len(report.added),
+        len(report.changed),
+        len(report.removed),
+        len(config.outputs),
+        len(config.digests),
+        storage.url,
     )
     ticker = Ticker()
     ticker.every(TICK, "status", lambda: _status(storage))

@@ -52,7 +52,7 @@ class SyncReport:
 
 @dataclass(frozen=True)
 class FetchRecord:
-    """The outcome of one poll of a source, handed to storage in one piece (and its lease released)."""
+    """The outcome of one poll of a source, handed to storage in one piece; releases the lease."""
 
     source_id: str
     fetched_at: datetime

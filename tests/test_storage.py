@@ -29,7 +29,9 @@ LEASE = timedelta(minutes=5)
 
 def source(sid: str, **kw: object) -> Source:
     values: dict[str, object] = {
-        "id": sid, "url": f"https://{sid}.example/feed", "section": "world",
+        "id": sid,
+        "url": f"https://{sid}.example/feed",
+        "section": "world",
         "interval": timedelta(minutes=15),
     }
     values.update(kw)
@@ -102,8 +104,10 @@ def test_sync_adds_changes_and_keeps_removed_sources(storage: Storage, clock: Cl
     assert a.url == a.fetch_url == "https://moved.example/feed" and not a.enabled
     assert not b.in_config  # kept, with its items, but no longer polled
 
-    assert storage.sync_sources([source("a", url="https://moved.example/feed", enabled=False)]) \
-        .changed == ()
+    assert (
+        storage.sync_sources([source("a", url="https://moved.example/feed", enabled=False)]).changed
+        == ()
+    )
 
 
 def test_claims_are_leased_and_expire(storage: Storage, clock: Clock) -> None:
@@ -118,10 +122,16 @@ def test_claims_are_leased_and_expire(storage: Storage, clock: Clock) -> None:
 
 def test_record_fetch_releases_lease_and_tracks_health(storage: Storage, clock: Clock) -> None:
     storage.sync_sources([source("a")])
-    [claimed] = storage.claim_due_sources("w1", LEASE, limit=1)
+    storage.claim_due_sources("w1", LEASE, limit=1)
     now = clock.now
-    failed = FetchRecord("a", now, now + timedelta(minutes=2), status=503, ok=False,
-                         error="HTTP 503 Service Unavailable")
+    failed = FetchRecord(
+        "a",
+        now,
+        now + timedelta(minutes=2),
+        status=503,
+        ok=False,
+        error="HTTP 503 Service Unavailable",
+    )
     assert storage.record_fetch(failed, owner="w1") is not None
     state = storage.source("a")
     assert state is not None
@@ -129,10 +139,16 @@ def test_record_fetch_releases_lease_and_tracks_health(storage: Storage, clock: 
     assert state.lease_owner is None and state.next_due_at == now + timedelta(minutes=2)
 
     clock.advance(minutes=3)
-    [claimed] = storage.claim_due_sources("w1", LEASE, limit=1)
-    ok = FetchRecord("a", clock.now, clock.now + timedelta(minutes=15), status=200, etag='"v1"',
-                     last_modified="Tue, 24 Nov 2026 12:00:00 GMT",
-                     permanent_url="https://new.example/feed")
+    storage.claim_due_sources("w1", LEASE, limit=1)
+    ok = FetchRecord(
+        "a",
+        clock.now,
+        clock.now + timedelta(minutes=15),
+        status=200,
+        etag='"v1"',
+        last_modified="Tue, 24 Nov 2026 12:00:00 GMT",
+        permanent_url="https://new.example/feed",
+    )
     assert storage.record_fetch(ok, [entry("k1")], owner="w1") is not None
     state = storage.source("a")
     assert state is not None
@@ -163,8 +179,9 @@ def test_a_lost_lease_stores_nothing(storage: Storage, clock: Clock) -> None:
 def test_gone_sources_are_not_claimed_again(storage: Storage, clock: Clock) -> None:
     storage.sync_sources([source("a")])
     storage.claim_due_sources("w1", LEASE, limit=1)
-    gone = FetchRecord("a", clock.now, clock.now, status=410, ok=False, error="HTTP 410 Gone",
-                       gone=True)
+    gone = FetchRecord(
+        "a", clock.now, clock.now, status=410, ok=False, error="HTTP 410 Gone", gone=True
+    )
     storage.record_fetch(gone, owner="w1")
     clock.advance(days=1)
     assert storage.claim_due_sources("w1", LEASE, limit=1) == []
@@ -196,20 +213,35 @@ def test_concurrent_workers_never_claim_the_same_source(storage: Storage, clock:
 def test_entries_are_stored_once_and_edits_update_in_place(storage: Storage, clock: Clock) -> None:
     storage.sync_sources([source("a")])
     published = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
-    first = storage.save_entries("a", [
-        entry("k1", "Ceasefire talks resume", published=published,
-              enclosures=(Enclosure("https://cdn.example/a.mp3", "audio/mpeg", 1234),)),
-        entry("k2", "محادثات وقف إطلاق النار"),
-        entry("k1", "A repeated guid in one document"),
-    ], section_id="world")
+    first = storage.save_entries(
+        "a",
+        [
+            entry(
+                "k1",
+                "Ceasefire talks resume",
+                published=published,
+                enclosures=(Enclosure("https://cdn.example/a.mp3", "audio/mpeg", 1234),),
+            ),
+            entry("k2", "محادثات وقف إطلاق النار"),
+            entry("k1", "A repeated guid in one document"),
+        ],
+        section_id="world",
+    )
     assert len(first.new) == 2 and first.updated == () and first.unchanged == 0
 
     clock.advance(minutes=15)
-    again = storage.save_entries("a", [
-        entry("k1", "Ceasefire talks resume", published=published,
-              enclosures=(Enclosure("https://cdn.example/a.mp3", "audio/mpeg", 1234),)),
-        entry("k2", "محادثات وقف إطلاق النار: تحديث"),
-    ])
+    again = storage.save_entries(
+        "a",
+        [
+            entry(
+                "k1",
+                "Ceasefire talks resume",
+                published=published,
+                enclosures=(Enclosure("https://cdn.example/a.mp3", "audio/mpeg", 1234),),
+            ),
+            entry("k2", "محادثات وقف إطلاق النار: تحديث"),
+        ],
+    )
     assert again.new == () and again.updated == (first.new[1],) and again.unchanged == 1
     assert storage.count_items("a") == 2
 
@@ -259,7 +291,9 @@ def test_one_worker_claims_a_digest_period(storage: Storage, clock: Clock) -> No
     clock.advance(minutes=10)
     assert storage.claim_digest_run("morning", start, end, "w3", LEASE) is None
     [latest] = storage.digest_runs("morning")
-    assert latest.status is RunStatus.DONE and latest.finished_at == clock.now - timedelta(minutes=10)
+    assert latest.status is RunStatus.DONE and latest.finished_at == clock.now - timedelta(
+        minutes=10
+    )
 
 
 def test_deliveries_are_recorded_per_recipient(storage: Storage, clock: Clock) -> None:
@@ -268,7 +302,9 @@ def test_deliveries_are_recorded_per_recipient(storage: Storage, clock: Clock) -
     storage.record_delivery(run.id, "a@example.org", DeliveryStatus.SENT, message_id="<1@x>")
     storage.record_delivery(run.id, "b@example.org", DeliveryStatus.FAILED, error="451 try later")
     storage.record_delivery(run.id, "b@example.org", DeliveryStatus.SENT, message_id="<2@x>")
-    storage.record_delivery(run.id, "c@example.org", DeliveryStatus.FAILED, error="550 no such user")
+    storage.record_delivery(
+        run.id, "c@example.org", DeliveryStatus.FAILED, error="550 no such user"
+    )
     assert storage.delivered_recipients(run.id) == {"a@example.org", "b@example.org"}
     by_recipient = {d.recipient: d for d in storage.deliveries(run.id)}
     assert by_recipient["b@example.org"].attempts == 2

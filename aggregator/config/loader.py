@@ -43,7 +43,9 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError([ConfigProblem(str(path), 1, 1, "", f"cannot read the file: {reason}")]) from None
+        raise ConfigError(
+            [ConfigProblem(str(path), 1, 1, "", f"cannot read the file: {reason}")]
+        ) from None
     return load_text(text, str(path), env)
 
 
@@ -51,14 +53,24 @@ def load_text(text: str, name: str, env: Mapping[str, str] | None = None) -> Con
     """Validate config text; `name` is how problems refer to the file."""
     env = os.environ if env is None else env
     doc, yaml_problems = yamlfile.parse(text, env)
-    problems = [ConfigProblem(name, p.line, p.column, _where(p.loc), p.message) for p in yaml_problems]
+    problems = [
+        ConfigProblem(name, p.line, p.column, _where(p.loc), p.message) for p in yaml_problems
+    ]
     if doc.root is None and problems:
         raise ConfigError(problems)
     data = {} if doc.data is None else doc.data
     if not isinstance(data, dict):
         raise ConfigError(
-            [*problems, ConfigProblem(name, 1, 1, "", "the file must be a mapping with keys such as "
-                                      "sections:, topics:, sources:")]
+            [
+                *problems,
+                ConfigProblem(
+                    name,
+                    1,
+                    1,
+                    "",
+                    "the file must be a mapping with keys such as sections:, topics:, sources:",
+                ),
+            ]
         )
     config, schema_problems = schema.validate(data)
     # A value already reported (a refused tag, a missing variable) is not reported again by type.
@@ -118,7 +130,9 @@ def _unknown_reference(value: str, kind: str, ids: list[str]) -> str:
     return f"{noun} {value!r} does not exist ({hint})"
 
 
-def _select(node: Any, pattern: tuple[str, ...], loc: yamlfile.Loc = ()) -> Iterator[tuple[yamlfile.Loc, Any]]:
+def _select(
+    node: Any, pattern: tuple[str, ...], loc: yamlfile.Loc = ()
+) -> Iterator[tuple[yamlfile.Loc, Any]]:
     """Values at a path pattern in raw data, skipping whatever is malformed on the way."""
     if not pattern:
         yield loc, node

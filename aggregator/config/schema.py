@@ -131,7 +131,11 @@ def _check_timezone(value: str) -> str:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         close = get_close_matches(value, _zone_names(), n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else " (use an IANA name such as Europe/London)"
+        hint = (
+            f" (did you mean {close[0]!r}?)"
+            if close
+            else " (use an IANA name such as Europe/London)"
+        )
         raise PydanticCustomError(
             "timezone", "{value} is not a time zone{hint}", {"value": _show(value), "hint": hint}
         ) from None
@@ -159,7 +163,8 @@ def _check_term(value: str) -> str:
             re.compile(value[1:-1])
         except re.error as exc:
             raise PydanticCustomError(
-                "term", "{value} is not a valid regular expression: {reason}",
+                "term",
+                "{value} is not a valid regular expression: {reason}",
                 {"value": _show(value), "reason": str(exc)},
             ) from None
     return value
@@ -228,7 +233,7 @@ class Source:
     )
     enabled: bool = _doc("`false` stops polling but keeps the source's items.", True)
     headers: Mapping[str, str] = _doc(
-        "Extra HTTP request headers, e.g. an API key: `{Authorization: \"Bearer ${TOKEN}\"}`.",
+        'Extra HTTP request headers, e.g. an API key: `{Authorization: "Bearer ${TOKEN}"}`.',
         default_factory=dict,
     )
     include: tuple[Term, ...] = _doc("Keep only items matching at least one of these terms.", ())
@@ -292,8 +297,12 @@ class Smtp:
     """The mail server digests are sent through."""
 
     host: str = _doc("Host name of the SMTP server.", "localhost")
-    port: int = _doc("Port: usually 587 with starttls, 465 with tls, 25 with none.", 587, ge=1, le=65535)
-    security: Literal["starttls", "tls", "none"] = _doc("How the connection is encrypted.", "starttls")
+    port: int = _doc(
+        "Port: usually 587 with starttls, 465 with tls, 25 with none.", 587, ge=1, le=65535
+    )
+    security: Literal["starttls", "tls", "none"] = _doc(
+        "How the connection is encrypted.", "starttls"
+    )
     username: str = _doc("Login name; no login when empty.", "")
     password: str = _doc("Password; write `${SMTP_PASSWORD}` to take it from the environment.", "")
     sender: Email | None = _doc("Address digests come from.", None, alias="from")

@@ -1,4 +1,4 @@
-"""Reading and editing YAML with positions and comments kept (the only module importing ruamel.yaml).
+"""Reading and editing YAML with positions and comments kept (only this module imports ruamel).
 
 ruamel.yaml's round-trip loader records the line and column of every key and value, which is what
 turns a validation failure into `feeds.yaml:12:15: ...`, and it writes a document back with the
@@ -76,7 +76,9 @@ def _yaml() -> YAML:
     return yaml
 
 
-def parse(text: str, env: Mapping[str, str] | None = None) -> tuple[YamlDocument, list[YamlProblem]]:
+def parse(
+    text: str, env: Mapping[str, str] | None = None
+) -> tuple[YamlDocument, list[YamlProblem]]:
     """Parse a document, substituting `${NAME}` from `env`; syntax errors come back as problems."""
     try:
         root = _yaml().load(text)
@@ -85,10 +87,17 @@ def parse(text: str, env: Mapping[str, str] | None = None) -> tuple[YamlDocument
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = " ".join(str(part) for part in (exc.problem, exc.context) if part)
         start = exc.context_mark
-        if exc.context and start and mark and (start.line, start.column) != (mark.line, mark.column):
+        if (
+            exc.context
+            and start
+            and mark
+            and (start.line, start.column) != (mark.line, mark.column)
+        ):
             what += f" that starts at line {start.line + 1}, column {start.column + 1}"
         if "duplicate key" in (exc.problem or ""):
-            what = exc.problem.replace("found duplicate key", "duplicate key").split(" with value")[0]
+            what = exc.problem.replace("found duplicate key", "duplicate key").split(" with value")[
+                0
+            ]
             what += " (each key may appear once in a mapping)"
         return YamlDocument(None, None), [YamlProblem((), line, col, f"YAML syntax: {what}")]
     except YAMLError as exc:
@@ -99,7 +108,9 @@ def parse(text: str, env: Mapping[str, str] | None = None) -> tuple[YamlDocument
     return YamlDocument(data, root), problems
 
 
-def _plain(node: Any, loc: Loc, doc: YamlDocument, env: Mapping[str, str], out: list[YamlProblem]) -> Any:
+def _plain(
+    node: Any, loc: Loc, doc: YamlDocument, env: Mapping[str, str], out: list[YamlProblem]
+) -> Any:
     tag = getattr(getattr(node, "tag", None), "value", None)
     if tag and not _STANDARD_TAG.match(tag):
         line, col = doc.position(loc)
@@ -120,7 +131,9 @@ def _plain(node: Any, loc: Loc, doc: YamlDocument, env: Mapping[str, str], out: 
     return node
 
 
-def _substitute(text: str, loc: Loc, doc: YamlDocument, env: Mapping[str, str], out: list[YamlProblem]) -> str:
+def _substitute(
+    text: str, loc: Loc, doc: YamlDocument, env: Mapping[str, str], out: list[YamlProblem]
+) -> str:
     """Replace `${NAME}` by the environment variable; `$$` writes a literal `$`."""
 
     def replace(match: re.Match[str]) -> str:
@@ -133,7 +146,9 @@ def _substitute(text: str, loc: Loc, doc: YamlDocument, env: Mapping[str, str], 
             return ""
         if name not in env:
             out.append(
-                YamlProblem(loc, line, col, f"environment variable {name} is not set (used as ${{{name}}})")
+                YamlProblem(
+                    loc, line, col, f"environment variable {name} is not set (used as ${{{name}}})"
+                )
             )
             return ""
         return env[name]

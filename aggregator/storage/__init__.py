@@ -171,7 +171,9 @@ class Storage:
         message_id: str | None = None,
     ) -> None:
         with self._tx() as conn:
-            digests.record_delivery(conn, run_id, recipient, status, self.clock(), error, message_id)
+            digests.record_delivery(
+                conn, run_id, recipient, status, self.clock(), error, message_id
+            )
 
     def deliveries(self, run_id: int) -> list[Delivery]:
         with self._tx(write=False) as conn:

@@ -25,9 +25,14 @@ def _insert(conn: Connection, table: Any) -> Any:
 def _run(row: Row[Any]) -> DigestRun:
     m = row._mapping
     return DigestRun(
-        id=m["id"], digest_id=m["digest_id"], period_start=m["period_start"],
-        period_end=m["period_end"], status=RunStatus(m["status"]), claimed_by=m["claimed_by"],
-        lease_expires_at=m["lease_expires_at"], created_at=m["created_at"],
+        id=m["id"],
+        digest_id=m["digest_id"],
+        period_start=m["period_start"],
+        period_end=m["period_end"],
+        status=RunStatus(m["status"]),
+        claimed_by=m["claimed_by"],
+        lease_expires_at=m["lease_expires_at"],
+        created_at=m["created_at"],
         finished_at=m["finished_at"],
     )
 
@@ -44,8 +49,13 @@ def claim_run(
     """Claim the run of one period; None when it is finished or another worker holds it."""
     conn.execute(
         _insert(conn, digest_runs)
-        .values(digest_id=digest_id, period_start=start, period_end=end, status=RunStatus.SENDING,
-                created_at=now)
+        .values(
+            digest_id=digest_id,
+            period_start=start,
+            period_end=end,
+            status=RunStatus.SENDING,
+            created_at=now,
+        )
         .on_conflict_do_nothing(index_elements=["digest_id", "period_start"])
     )
     taken = conn.execute(
@@ -102,8 +112,13 @@ def record_delivery(
 ) -> None:
     """Record an attempt for one recipient; repeated attempts count up, the latest outcome wins."""
     statement = _insert(conn, deliveries).values(
-        run_id=run_id, recipient=recipient, status=status, attempts=1, error=error,
-        message_id=message_id, at=now,
+        run_id=run_id,
+        recipient=recipient,
+        status=status,
+        attempts=1,
+        error=error,
+        message_id=message_id,
+        at=now,
     )
     conn.execute(
         statement.on_conflict_do_update(
@@ -125,8 +140,13 @@ def run_deliveries(conn: Connection, run_id: int) -> list[Delivery]:
     )
     return [
         Delivery(
-            run_id=row.run_id, recipient=row.recipient, status=DeliveryStatus(row.status),
-            attempts=row.attempts, at=row.at, error=row.error, message_id=row.message_id,
+            run_id=row.run_id,
+            recipient=row.recipient,
+            status=DeliveryStatus(row.status),
+            attempts=row.attempts,
+            at=row.at,
+            error=row.error,
+            message_id=row.message_id,
         )
         for row in rows
     ]

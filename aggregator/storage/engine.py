@@ -45,7 +45,9 @@ def make_engine(url: str) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql":
         return create_engine(parsed, pool_pre_ping=True)
-    raise StorageError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
+    raise StorageError(
+        f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql"
+    )
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -19,9 +19,16 @@ _CHUNK = 500  # keys per IN (...) query: well under SQLite's bound-parameter lim
 def content_hash(entry: Entry) -> str:
     """A digest of what a reader sees; equal hashes mean the publisher changed nothing."""
     parts = [
-        entry.title, entry.link, entry.guid, entry.summary, entry.content, list(entry.authors),
-        list(entry.categories), [(e.url, e.type, e.length) for e in entry.enclosures],
-        entry.language, entry.published.isoformat() if entry.published else None,
+        entry.title,
+        entry.link,
+        entry.guid,
+        entry.summary,
+        entry.content,
+        list(entry.authors),
+        list(entry.categories),
+        [(e.url, e.type, e.length) for e in entry.enclosures],
+        entry.language,
+        entry.published.isoformat() if entry.published else None,
         entry.updated.isoformat() if entry.updated else None,
     ]
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
@@ -37,7 +44,9 @@ def _columns(entry: Entry) -> dict[str, Any]:
         "content": entry.content,
         "authors": list(entry.authors),
         "categories": list(entry.categories),
-        "enclosures": [{"url": e.url, "type": e.type, "length": e.length} for e in entry.enclosures],
+        "enclosures": [
+            {"url": e.url, "type": e.type, "length": e.length} for e in entry.enclosures
+        ],
         "language": entry.language,
         "published_at": entry.published,
         "updated_at": entry.updated,
@@ -75,15 +84,23 @@ def save(
         if key not in known:
             item_id = conn.execute(
                 items.insert()
-                .values(source_id=source_id, key=key, first_seen_at=now, last_seen_at=now,
-                        changed_at=now, section_id=section_id, **columns)
+                .values(
+                    source_id=source_id,
+                    key=key,
+                    first_seen_at=now,
+                    last_seen_at=now,
+                    changed_at=now,
+                    section_id=section_id,
+                    **columns,
+                )
                 .returning(items.c.id)
             ).scalar_one()
             new.append(item_id)
         elif known[key][1] != columns["content_hash"]:
             item_id = known[key][0]
             conn.execute(
-                update(items).where(items.c.id == item_id)
+                update(items)
+                .where(items.c.id == item_id)
                 .values(last_seen_at=now, changed_at=now, **columns)
             )
             changed.append(item_id)
@@ -91,7 +108,8 @@ def save(
             unchanged.append(known[key][0])
     for start in range(0, len(unchanged), _CHUNK):
         conn.execute(
-            update(items).where(items.c.id.in_(unchanged[start : start + _CHUNK]))
+            update(items)
+            .where(items.c.id.in_(unchanged[start : start + _CHUNK]))
             .values(last_seen_at=now)
         )
     return SaveReport(tuple(new), tuple(changed), len(unchanged))
@@ -109,16 +127,23 @@ def _item(row: Row[Any], topics: Sequence[str]) -> Item:
         content=m["content"],
         authors=tuple(m["authors"]),
         categories=tuple(m["categories"]),
-        enclosures=tuple(Enclosure(e["url"], e.get("type") or "", e.get("length"))
-                         for e in m["enclosures"]),
+        enclosures=tuple(
+            Enclosure(e["url"], e.get("type") or "", e.get("length")) for e in m["enclosures"]
+        ),
         language=m["language"],
         published=m["published_at"],
         updated=m["updated_at"],
     )
     return Item(
-        id=m["id"], source_id=m["source_id"], entry=entry, first_seen_at=m["first_seen_at"],
-        last_seen_at=m["last_seen_at"], changed_at=m["changed_at"], section_id=m["section_id"],
-        story_id=m["story_id"], topics=tuple(topics),
+        id=m["id"],
+        source_id=m["source_id"],
+        entry=entry,
+        first_seen_at=m["first_seen_at"],
+        last_seen_at=m["last_seen_at"],
+        changed_at=m["changed_at"],
+        section_id=m["section_id"],
+        story_id=m["story_id"],
+        topics=tuple(topics),
     )
 
 

@@ -47,19 +47,38 @@ def sync(conn: Connection, configured: Sequence[Source], now: datetime) -> SyncR
         if row is None:
             conn.execute(
                 t.insert().values(
-                    id=source.id, url=source.url, fetch_url=source.url, title=source.title,
-                    enabled=source.enabled, in_config=True, interval_seconds=interval,
-                    next_due_at=now, consecutive_failures=0, created_at=now, updated_at=now,
+                    id=source.id,
+                    url=source.url,
+                    fetch_url=source.url,
+                    title=source.title,
+                    enabled=source.enabled,
+                    in_config=True,
+                    interval_seconds=interval,
+                    next_due_at=now,
+                    consecutive_failures=0,
+                    created_at=now,
+                    updated_at=now,
                 )
             )
             added.append(source.id)
             continue
         values: dict[str, Any] = {}
         if row.url != source.url:  # a new URL starts afresh: no validators, no redirect, not gone
-            values.update(url=source.url, fetch_url=source.url, etag=None, last_modified=None,
-                          gone_at=None, consecutive_failures=0, next_due_at=now)
-        for column, value in (("title", source.title), ("enabled", source.enabled),
-                              ("in_config", True), ("interval_seconds", interval)):
+            values.update(
+                url=source.url,
+                fetch_url=source.url,
+                etag=None,
+                last_modified=None,
+                gone_at=None,
+                consecutive_failures=0,
+                next_due_at=now,
+            )
+        for column, value in (
+            ("title", source.title),
+            ("enabled", source.enabled),
+            ("in_config", True),
+            ("interval_seconds", interval),
+        ):
             if getattr(row, column) != value:
                 values[column] = value
         if values:

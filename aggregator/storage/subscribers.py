@@ -1,4 +1,4 @@
-"""People who signed up for a digest on the web: pending until they confirm, kept when they leave."""
+"""People who signed up for a digest on the web: pending until confirmed, kept when they leave."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ from aggregator.types import Subscriber, SubscriberStatus
 
 def _subscriber(row: Row[Any]) -> Subscriber:
     return Subscriber(
-        digest_id=row.digest_id, email=row.email, status=SubscriberStatus(row.status),
-        created_at=row.created_at, confirmed_at=row.confirmed_at,
+        digest_id=row.digest_id,
+        email=row.email,
+        status=SubscriberStatus(row.status),
+        created_at=row.created_at,
+        confirmed_at=row.confirmed_at,
         unsubscribed_at=row.unsubscribed_at,
     )
 
@@ -38,14 +41,20 @@ def add(conn: Connection, digest_id: str, email: str, now: datetime) -> Subscrib
     existing = get(conn, digest_id, email)
     if existing is None:
         conn.execute(
-            t.insert().values(digest_id=digest_id, email=email, status=SubscriberStatus.PENDING,
-                              created_at=now)
+            t.insert().values(
+                digest_id=digest_id, email=email, status=SubscriberStatus.PENDING, created_at=now
+            )
         )
     elif existing.status is SubscriberStatus.UNSUBSCRIBED:
         conn.execute(
-            update(t).where(t.c.digest_id == digest_id, t.c.email == email)
-            .values(status=SubscriberStatus.PENDING, created_at=now, confirmed_at=None,
-                    unsubscribed_at=None)
+            update(t)
+            .where(t.c.digest_id == digest_id, t.c.email == email)
+            .values(
+                status=SubscriberStatus.PENDING,
+                created_at=now,
+                confirmed_at=None,
+                unsubscribed_at=None,
+            )
         )
     result = get(conn, digest_id, email)
     assert result is not None
@@ -53,14 +62,21 @@ def add(conn: Connection, digest_id: str, email: str, now: datetime) -> Subscrib
 
 
 def _set_status(
-    conn: Connection, digest_id: str, email: str, status: SubscriberStatus, now: datetime,
+    conn: Connection,
+    digest_id: str,
+    email: str,
+    status: SubscriberStatus,
+    now: datetime,
     allowed_from: tuple[SubscriberStatus, ...],
 ) -> bool:
     column = "confirmed_at" if status is SubscriberStatus.CONFIRMED else "unsubscribed_at"
     result = conn.execute(
         update(t)
-        .where(t.c.digest_id == digest_id, t.c.email == _normal(email),
-               t.c.status.in_([s.value for s in allowed_from]))
+        .where(
+            t.c.digest_id == digest_id,
+            t.c.email == _normal(email),
+            t.c.status.in_([s.value for s in allowed_from]),
+        )
         .values(status=status, **{column: now})
     )
     return result.rowcount == 1
@@ -68,17 +84,26 @@ def _set_status(
 
 def confirm(conn: Connection, digest_id: str, email: str, now: datetime) -> bool:
     """Double opt-in completed; False when there was no pending sign-up."""
-    return _set_status(conn, digest_id, email, SubscriberStatus.CONFIRMED, now,
-                       (SubscriberStatus.PENDING,))
+    return _set_status(
+        conn, digest_id, email, SubscriberStatus.CONFIRMED, now, (SubscriberStatus.PENDING,)
+    )
 
 
 def unsubscribe(conn: Connection, digest_id: str, email: str, now: datetime) -> bool:
     """Stop sending; False when the address was not subscribed (nothing changes)."""
-    return _set_status(conn, digest_id, email, SubscriberStatus.UNSUBSCRIBED, now,
-                       (SubscriberStatus.PENDING, SubscriberStatus.CONFIRMED))
+    return _set_status(
+        conn,
+        digest_id,
+        email,
+        SubscriberStatus.UNSUBSCRIBED,
+        now,
+        (SubscriberStatus.PENDING, SubscriberStatus.CONFIRMED),
+    )
 
 
-def listing(conn: Connection, digest_id: str, status: SubscriberStatus | None = None) -> list[Subscriber]:
+def listing(
+    conn: Connection, digest_id: str, status: SubscriberStatus | None = None
+) -> list[Subscriber]:
     query = select(t).where(t.c.digest_id == digest_id).order_by(t.c.email)
     if status is not None:
         query = query.where(t.c.status == status)

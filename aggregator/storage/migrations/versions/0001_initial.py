@@ -119,7 +119,9 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("finished_at", UTCDateTime),
         sa.PrimaryKeyConstraint("id", name="pk_digest_runs"),
-        sa.UniqueConstraint("digest_id", "period_start", name="uq_digest_runs_digest_id_period_start"),
+        sa.UniqueConstraint(
+            "digest_id", "period_start", name="uq_digest_runs_digest_id_period_start"
+        ),
     )
 
     op.create_table(
@@ -133,7 +135,10 @@ def upgrade() -> None:
         sa.Column("at", UTCDateTime, nullable=False),
         sa.PrimaryKeyConstraint("run_id", "recipient", name="pk_deliveries"),
         sa.ForeignKeyConstraint(
-            ["run_id"], ["digest_runs.id"], name="fk_deliveries_run_id_digest_runs", ondelete="CASCADE"
+            ["run_id"],
+            ["digest_runs.id"],
+            name="fk_deliveries_run_id_digest_runs",
+            ondelete="CASCADE",
         ),
     )
 

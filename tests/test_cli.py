@@ -1,0 +1,202 @@
+"""The `aggregator` command as an editor uses it: real processes, real files, a real database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from aggregator.cli import cli
+from aggregator.config import load_config
+from aggregator.opml import read_opml
+from aggregator.storage import Storage
+from tests.conftest import DATA, ROOT
+
+EXAMPLE = ROOT / "config" / "feeds.yaml"
+
+
+def aggregator(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "aggregator", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_summarises_a_valid_file_without_touching_the_database(tmp_path: Path) -> None:
+    result = aggregator("check", str(EXAMPLE), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1].strip() == (
+        "11 sources (10 enabled), 4 sections, 4 topics, 3 outputs, 2 digests"
+    )
+    assert not (tmp_path / "data").exists()
+
+
+def test_check_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
+    broken = DATA / "config" / "unknown_reference.yaml"
+    result = aggregator("check", "--config", str(broken), cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == (
+        f"{broken}:12:14: sources[0].section: section 'wrold' does not exist "
+        "(did you mean 'world'?)"
+    )
+    assert lines[-1] == "4 problems found; nothing was changed."
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_console_script_is_installed() -> None:
+    script = shutil.which("aggregator", path=str(Path(sys.executable).parent))
+    assert script is not None
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("aggregator, version ")
+
+
+def test_db_upgrade_and_status(tmp_path: Path) -> None:
+    env = {"AGGREGATOR_DATABASE_URL": f"sqlite:///{tmp_path / 'db' / 'agg.db'}"}
+    first = aggregator("db", "upgrade", "-c", str(EXAMPLE), cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "upgraded from empty to 0001" in first.stdout
+    again = aggregator("db", "upgrade", "-c", str(EXAMPLE), cwd=tmp_path, env=env)
+    assert "already at revision 0001" in again.stdout
+    status = aggregator("db", "status", "-c", str(EXAMPLE), cwd=tmp_path, env=env)
+    assert "revision 0001, newest 0001: up to date" in status.stdout
+
+
+def test_an_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:
+    env = {"AGGREGATOR_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    result = aggregator("db", "upgrade", "-c", str(EXAMPLE), cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot open the database")
+    assert "Traceback" not in result.stderr
+
+
+def test_sources_lists_stored_state(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'agg.db'}"
+    config = load_config(EXAMPLE, env={})
+    store = Storage.open(url)
+    store.sync_sources(config.sources)
+    store.close()
+    result = CliRunner().invoke(
+        cli, ["sources", "-c", str(EXAMPLE)], env={"AGGREGATOR_DATABASE_URL": url}
+    )
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[1] for line in result.output.splitlines()[1:]}
+    assert rows["bbc-world"] == "new" and rows["inside-climate-news"] == "paused"
+
+
+# -- OPML -----------------------------------------------------------------------------------
+
+
+def test_opml_import_prints_sources_to_paste(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["opml", "import", str(DATA / "opml" / "subscriptions.opml"), "-c", str(EXAMPLE)],
+        env={},
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "skipped https://feeds.bbci.co.uk/news/world/rss.xml: already configured" in result.stderr
+    )
+    assert "skipped gopher://example.org/feed: not an http(s) URL" in result.stderr
+    printed = result.stdout
+    assert "- id: le-monde-international\n" in printed
+    assert "section: world\n" in printed  # the OPML folder "World" is the existing section
+    assert "- id: middle-east-eye\n" in printed
+    assert "section: middle-east\n" in printed  # category="/Middle East" is an existing section
+    assert "- id: hacker-news-2\n" in printed  # two feeds with one title get distinct ids
+    assert "carbonbrief" not in printed
+
+
+def test_opml_import_without_a_config_creates_sections_from_folders(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["opml", "import", str(DATA / "opml" / "subscriptions.opml"), "-c", str(tmp_path / "no")],
+        env={},
+    )
+    assert result.exit_code == 0, result.output
+    printed = result.stdout
+    sections = printed.split("sources:")[0]
+    for section_id, title in [
+        ("world", "World"),
+        ("science-climate", "Science & Climate"),
+        ("middle-east", "Middle East"),
+        ("general", "General"),
+    ]:
+        assert f"- id: {section_id}\n    title: {title}\n" in sections
+    assert "url: https://www.carbonbrief.org/feed/\n    section: science-climate\n" in printed
+
+
+def test_opml_import_write_merges_and_keeps_comments(tmp_path: Path) -> None:
+    config_path = tmp_path / "feeds.yaml"
+    shutil.copy(EXAMPLE, config_path)
+    before = load_config(config_path, env={})
+    result = CliRunner().invoke(
+        cli,
+        [
+            "opml",
+            "import",
+            str(DATA / "opml" / "subscriptions.opml"),
+            "-c",
+            str(config_path),
+            "--write",
+            "--section",
+            "world",
+        ],
+        env={},
+    )
+    assert result.exit_code == 0, result.output
+    text = config_path.read_text(encoding="utf-8")
+    assert "# feeds.yaml: everything the aggregator polls" in text
+    assert "# when outlets carry the same story, the BBC's item leads" in text
+    after = load_config(config_path, env={})
+    added = {s.url: s for s in after.sources[len(before.sources) :]}
+    assert set(added) == {
+        "https://www.lemonde.fr/en/international/rss_full.xml",
+        "https://www.carbonbrief.org/feed/",
+        "https://www.middleeasteye.net/rss",
+        "https://news.ycombinator.com/rss",
+        "https://hnrss.org/frontpage",
+    } - {s.url for s in before.sources}
+    assert added["https://news.ycombinator.com/rss"].section == "world"
+    assert [s.id for s in after.sections] == [s.id for s in before.sections]  # none needed
+
+
+def test_opml_export_round_trips(tmp_path: Path) -> None:
+    out = tmp_path / "sources.opml"
+    result = CliRunner().invoke(cli, ["opml", "export", "-c", str(EXAMPLE), "-o", str(out)], env={})
+    assert result.exit_code == 0, result.output
+    config = load_config(EXAMPLE, env={})
+    feeds = read_opml(out.read_bytes())
+    assert [f.url for f in feeds] == [
+        s.url for section in config.sections for s in config.sources if s.section == section.id
+    ]
+    titles = {s.id: s.title for s in config.sections}
+    by_url = {s.url: titles[s.section] for s in config.sources}
+    assert all(f.categories == (by_url[f.url],) for f in feeds)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("bomb.opml", "not a well-formed OPML file: limit on input amplification"),
+    ],
+)
+def test_hostile_or_broken_opml_is_a_clear_error(name: str, message: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["opml", "import", str(DATA / "opml" / name), "-c", str(EXAMPLE)], env={}
+    )
+    assert result.exit_code == 1
+    assert message in str(result.exception)
