@@ -53,6 +53,16 @@ def _exec(args: list[str]) -> int:
     return subprocess.run(args, cwd=ROOT).returncode
 
 
+def _replace_process(args: list[str]) -> int:
+    """Become the command, so Ctrl-C and SIGTERM reach it directly (POSIX); else run it."""
+    if os.name == "nt":
+        return _exec(args)
+    os.chdir(ROOT)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(args[0], args)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in EXTRAS:
         print(__doc__, file=sys.stderr)
@@ -60,9 +70,9 @@ def main(argv: list[str]) -> int:
     task, rest = argv[0], argv[1:]
     ensure_venv(EXTRAS[task])
     if task == "run":
-        return _exec([str(PYTHON), "-m", "aggregator", "run", *rest])
+        return _replace_process([str(PYTHON), "-m", "aggregator", "run", *rest])
     if task == "test":
-        return _exec([str(PYTHON), "-m", "pytest", *rest])
+        return _replace_process([str(PYTHON), "-m", "pytest", *rest])
     for command in (
         [str(PYTHON), "-m", "ruff", "check", "."],
         [str(PYTHON), "-m", "ruff", "format", "--check", "."],

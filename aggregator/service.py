@@ -40,7 +40,7 @@ def start(config_path: Path) -> Started:
     report = storage.sync_sources(config.sources)
     log.info(
         "aggregator %s: %d sources (%d new, %d changed, %d removed), %d outputs, %d digests; "
-        "database %s",
+        "database %s (schema %s)",
         __version__,
         len(config.sources),
         len(report.added),
@@ -49,6 +49,7 @@ def start(config_path: Path) -> Started:
         len(config.outputs),
         len(config.digests),
         storage.url,
+        storage.schema_revision(),
     )
     ticker = Ticker()
     ticker.every(TICK, "status", lambda: _status(storage))
