@@ -6,6 +6,7 @@ Python's own exceptions still catch it::
     AggregatorError
     ├── ConfigError (ValueError)        feeds.yaml is unreadable or invalid; carries every problem
     ├── OpmlError (ValueError)          an OPML file cannot be read
+    ├── ParseError (ValueError)         a fetched document is not a feed we can read
     └── StorageError (RuntimeError)     the database cannot be opened or migrated
 """
 
@@ -43,6 +44,10 @@ class ConfigError(AggregatorError, ValueError):
 
 class OpmlError(AggregatorError, ValueError):
     """An OPML document is not well-formed or has no outlines to import."""
+
+
+class ParseError(AggregatorError, ValueError):
+    """A fetched document yields no entries and is not a well-formed feed."""
 
 
 class StorageError(AggregatorError, RuntimeError):

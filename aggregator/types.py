@@ -34,6 +34,9 @@ class SourceState:
     gone_at: datetime | None = None
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
+    feed_title: str | None = None
+    last_warning: str | None = None
+    last_entry_count: int | None = None
 
     @property
     def moved(self) -> bool:
@@ -64,6 +67,9 @@ class FetchRecord:
     last_modified: str | None = None
     permanent_url: str | None = None
     gone: bool = False
+    warning: str | None = None
+    entry_count: int | None = None
+    feed_title: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class Entry:
     categories: tuple[str, ...] = ()
     enclosures: tuple[Enclosure, ...] = ()
     language: str | None = None
+    image: str | None = None
     published: datetime | None = None
     updated: datetime | None = None
 
@@ -109,6 +116,11 @@ class Item:
     section_id: str | None = None
     story_id: int | None = None
     topics: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def published(self) -> datetime:
+        """When the item was published, or first seen when its feed gave no (plausible) date."""
+        return self.entry.published or self.first_seen_at
 
 
 @dataclass(frozen=True)

@@ -149,8 +149,13 @@ def _select(
 def _resolve(config: Config, env: Mapping[str, str]) -> Config:
     """Fill what an entry leaves to `defaults`, so the rest of the code never looks there."""
     d = config.defaults
+    adaptive = config.polling.adaptive
     sources = tuple(
-        s if s.interval is not None else dataclasses.replace(s, interval=d.interval)
+        dataclasses.replace(
+            s,
+            interval=s.interval or d.interval,
+            adaptive=adaptive if s.adaptive is None else s.adaptive,
+        )
         for s in config.sources
     )
     outputs = tuple(

@@ -45,11 +45,37 @@ def parse_duration(value: object) -> timedelta:
     text = str(value).strip().lower().replace(" ", "")
     if not isinstance(value, bool) and text and _DURATION_PART.sub("", text) == "":
         seconds = sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
-        if seconds > 0:
-            return timedelta(seconds=seconds)
+        return timedelta(seconds=seconds)
     raise PydanticCustomError(
         "duration", "{value} is not a duration (use 30s, 15m, 2h)", {"value": _show(value)}
     )
+
+
+_SIZE = re.compile(r"(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?")
+_SIZE_UNITS = {
+    None: 1,
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+
+
+def parse_size(value: object) -> int:
+    """A number of bytes: `10MiB`, `500KB`, or a plain number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.fullmatch(str(value).strip().lower().replace(" ", ""))
+    if not match or isinstance(value, bool):
+        raise PydanticCustomError(
+            "size",
+            "{value} is not a size (use 500KB, 10MiB or a number of bytes)",
+            {"value": _show(value)},
+        )
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
 
 
 def format_duration(value: timedelta) -> str:
@@ -178,6 +204,7 @@ Cron = Annotated[str, AfterValidator(_check_cron)]
 Term = Annotated[str, AfterValidator(_check_term)]
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Interval = Annotated[timedelta, BeforeValidator(parse_duration), _at_least(timedelta(seconds=30))]
+Size = Annotated[int, BeforeValidator(parse_size)]
 Format = Literal["atom", "rss", "json"]
 
 
@@ -240,6 +267,9 @@ class Source:
     exclude: tuple[Term, ...] = _doc("Drop items matching any of these terms.", ())
     priority: int = _doc(
         "When several sources carry one story, the highest priority source's item leads.", 0
+    )
+    adaptive: bool | None = _doc(
+        "Poll as often as the feed really publishes; `polling.adaptive` when not given.", None
     )
 
 
@@ -342,6 +372,36 @@ class Defaults:
 
 
 @dataclass(frozen=True, config=_FROZEN)
+class Polling:
+    """How sources are fetched: limits that keep the service polite and safe."""
+
+    timeout: Duration = _doc("Longest time one fetch may take, all told.", timedelta(seconds=20))
+    max_size: Size = _doc("Largest feed body accepted (decompressed): 500KB, 10MiB.", 10 * 1024**2)
+    max_redirects: int = _doc("Redirects followed before giving up.", 5, ge=0, le=20)
+    concurrency: int = _doc("Fetches in flight at once, in all.", 8, ge=1, le=256)
+    per_host: int = _doc("Fetches in flight at once to one host.", 2, ge=1, le=64)
+    host_gap: Duration = _doc("Pause between two requests to one host.", timedelta(seconds=1))
+    max_backoff: Duration = _doc(
+        "Longest wait before retrying a failing source (backoff doubles up to this).",
+        timedelta(hours=24),
+    )
+    unhealthy_after: int = _doc(
+        "Consecutive failures after which a source shows as unhealthy.", 3, ge=1
+    )
+    adaptive: bool = _doc(
+        "Poll each source as often as it really publishes, within min_interval and max_interval.",
+        False,
+    )
+    min_interval: Interval = _doc("Shortest adaptive interval.", timedelta(minutes=5))
+    max_interval: Interval = _doc("Longest adaptive interval.", timedelta(hours=6))
+    retention: Duration = _doc(
+        "How long items are kept after they were last seen in their feed; pruned items never "
+        "come back.",
+        timedelta(days=90),
+    )
+
+
+@dataclass(frozen=True, config=_FROZEN)
 class Config:
     """The whole of feeds.yaml."""
 
@@ -354,6 +414,7 @@ class Config:
     server: Server = _doc("Web server settings.", default_factory=Server)
     storage: Storage = _doc("Database settings.", default_factory=Storage)
     defaults: Defaults = _doc("Default values.", default_factory=Defaults)
+    polling: Polling = _doc("Fetching settings.", default_factory=Polling)
 
 
 _CONFIG = TypeAdapter(Config)

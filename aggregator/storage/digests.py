@@ -11,15 +11,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from aggregator.storage.dialect import insert as _insert
 from aggregator.storage.tables import deliveries, digest_runs
 from aggregator.types import Delivery, DeliveryStatus, DigestRun, RunStatus
-
-
-def _insert(conn: Connection, table: Any) -> Any:
-    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
 def _run(row: Row[Any]) -> DigestRun:

@@ -4,32 +4,33 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, Row, delete, func, select, update
 
-from aggregator.storage.tables import item_topics, items
+from aggregator.storage.dialect import insert as _insert
+from aggregator.storage.tables import item_topics, items, pruned_keys
 from aggregator.types import Enclosure, Entry, Item, SaveReport
 
 _CHUNK = 500  # keys per IN (...) query: well under SQLite's bound-parameter limit
 
 
+MAX_REVISIONS = 50
+
+
 def content_hash(entry: Entry) -> str:
-    """A digest of what a reader sees; equal hashes mean the publisher changed nothing."""
+    """A digest of what a reader sees; equal hashes mean the publisher changed nothing.
+
+    The entry's `updated` date is left out: some feeds stamp every entry with the time of the
+    request, which would make every poll look like an edit.
+    """
     parts = [
-        entry.title,
-        entry.link,
-        entry.guid,
-        entry.summary,
-        entry.content,
-        list(entry.authors),
-        list(entry.categories),
-        [(e.url, e.type, e.length) for e in entry.enclosures],
-        entry.language,
+        entry.title, entry.link, entry.guid, entry.summary, entry.content, list(entry.authors),
+        list(entry.categories), [(e.url, e.type, e.length) for e in entry.enclosures],
+        entry.language, entry.image,
         entry.published.isoformat() if entry.published else None,
-        entry.updated.isoformat() if entry.updated else None,
     ]
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
 
@@ -44,14 +45,18 @@ def _columns(entry: Entry) -> dict[str, Any]:
         "content": entry.content,
         "authors": list(entry.authors),
         "categories": list(entry.categories),
-        "enclosures": [
-            {"url": e.url, "type": e.type, "length": e.length} for e in entry.enclosures
-        ],
+        "enclosures": [{"url": e.url, "type": e.type, "length": e.length} for e in entry.enclosures],
         "language": entry.language,
+        "image": entry.image,
         "published_at": entry.published,
         "updated_at": entry.updated,
         "content_hash": content_hash(entry),
     }
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
 
 
 def save(
@@ -64,55 +69,68 @@ def save(
     """Insert new entries, update changed ones in place, touch the rest; keyed by (source, key).
 
     An entry repeated in one batch is stored once (the first wins), so a feed that lists the same
-    guid twice never yields two items.
+    guid twice never yields two items. Keys removed by retention are never stored again. An item
+    is revised at most MAX_REVISIONS times, so a feed whose entries change on every fetch cannot
+    churn forever.
     """
     batch: dict[str, Entry] = {}
     for entry in entries:
         batch.setdefault(entry.key, entry)
-    known: dict[str, tuple[int, str]] = {}
     keys = list(batch)
-    for start in range(0, len(keys), _CHUNK):
+    known: dict[str, tuple[int, str, int]] = {}
+    for chunk in _chunks(keys):
         rows = conn.execute(
-            select(items.c.key, items.c.id, items.c.content_hash).where(
-                items.c.source_id == source_id, items.c.key.in_(keys[start : start + _CHUNK])
+            select(items.c.key, items.c.id, items.c.content_hash, items.c.revisions).where(
+                items.c.source_id == source_id, items.c.key.in_(chunk)
             )
         )
-        known.update({row.key: (row.id, row.content_hash) for row in rows})
+        known.update({row.key: (row.id, row.content_hash, row.revisions) for row in rows})
+        pruned = conn.execute(
+            select(pruned_keys.c.key).where(
+                pruned_keys.c.source_id == source_id, pruned_keys.c.key.in_(chunk)
+            )
+        ).scalars()
+        for key in pruned:
+            batch.pop(key, None)
     new, changed, unchanged = [], [], []
     for key, entry in batch.items():
         columns = _columns(entry)
         if key not in known:
             item_id = conn.execute(
                 items.insert()
-                .values(
-                    source_id=source_id,
-                    key=key,
-                    first_seen_at=now,
-                    last_seen_at=now,
-                    changed_at=now,
-                    section_id=section_id,
-                    **columns,
-                )
+                .values(source_id=source_id, key=key, first_seen_at=now, last_seen_at=now,
+                        changed_at=now, section_id=section_id, revisions=0, **columns)
                 .returning(items.c.id)
             ).scalar_one()
             new.append(item_id)
-        elif known[key][1] != columns["content_hash"]:
-            item_id = known[key][0]
+            continue
+        item_id, old_hash, revisions = known[key]
+        if old_hash != columns["content_hash"] and revisions < MAX_REVISIONS:
             conn.execute(
-                update(items)
-                .where(items.c.id == item_id)
-                .values(last_seen_at=now, changed_at=now, **columns)
+                update(items).where(items.c.id == item_id)
+                .values(last_seen_at=now, changed_at=now, revisions=revisions + 1, **columns)
             )
             changed.append(item_id)
         else:
-            unchanged.append(known[key][0])
-    for start in range(0, len(unchanged), _CHUNK):
-        conn.execute(
-            update(items)
-            .where(items.c.id.in_(unchanged[start : start + _CHUNK]))
-            .values(last_seen_at=now)
-        )
+            unchanged.append(item_id)
+    for chunk in _chunks(unchanged):
+        conn.execute(update(items).where(items.c.id.in_(chunk)).values(last_seen_at=now))
     return SaveReport(tuple(new), tuple(changed), len(unchanged))
+
+
+def prune(conn: Connection, older_than: datetime, now: datetime) -> int:
+    """Delete items last seen in their feed before `older_than`, remembering their keys."""
+    doomed = conn.execute(
+        select(items.c.id, items.c.source_id, items.c.key).where(items.c.last_seen_at < older_than)
+    ).all()
+    for chunk in _chunks(doomed):
+        conn.execute(
+            _insert(conn, pruned_keys)
+            .values([{"source_id": r.source_id, "key": r.key, "pruned_at": now} for r in chunk])
+            .on_conflict_do_nothing()
+        )
+        conn.execute(delete(items).where(items.c.id.in_([r.id for r in chunk])))
+    return len(doomed)
 
 
 def _item(row: Row[Any], topics: Sequence[str]) -> Item:
@@ -131,6 +149,7 @@ def _item(row: Row[Any], topics: Sequence[str]) -> Item:
             Enclosure(e["url"], e.get("type") or "", e.get("length")) for e in m["enclosures"]
         ),
         language=m["language"],
+        image=m["image"],
         published=m["published_at"],
         updated=m["updated_at"],
     )
@@ -150,10 +169,10 @@ def _item(row: Row[Any], topics: Sequence[str]) -> Item:
 def _with_topics(conn: Connection, rows: Sequence[Row[Any]]) -> list[Item]:
     ids = [row.id for row in rows]
     topics: dict[int, list[str]] = {item_id: [] for item_id in ids}
-    for start in range(0, len(ids), _CHUNK):
+    for chunk in _chunks(ids):
         for link in conn.execute(
             select(item_topics.c.item_id, item_topics.c.topic_id)
-            .where(item_topics.c.item_id.in_(ids[start : start + _CHUNK]))
+            .where(item_topics.c.item_id.in_(chunk))
             .order_by(item_topics.c.topic_id)
         ):
             topics[link.item_id].append(link.topic_id)

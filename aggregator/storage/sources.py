@@ -34,6 +34,9 @@ def _state(row: Row[Any]) -> SourceState:
         gone_at=m["gone_at"],
         lease_owner=m["lease_owner"],
         lease_expires_at=m["lease_expires_at"],
+        feed_title=m["feed_title"],
+        last_warning=m["last_warning"],
+        last_entry_count=m["last_entry_count"],
     )
 
 
@@ -157,6 +160,10 @@ def record_fetch(conn: Connection, record: FetchRecord, owner: str | None = None
     }
     if record.ok:
         values.update(last_success_at=record.fetched_at, last_error=None, consecutive_failures=0)
+        if record.status != 304:  # a 304 says nothing new about the document
+            values.update(last_warning=record.warning, last_entry_count=record.entry_count)
+        if record.feed_title:
+            values["feed_title"] = record.feed_title
     else:
         values.update(last_error=record.error, consecutive_failures=t.c.consecutive_failures + 1)
     if record.etag is not None:

@@ -86,6 +86,9 @@ sources = Table(
     Column("lease_expires_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("feed_title", Text),
+    Column("last_warning", Text),
+    Column("last_entry_count", Integer),
 )
 
 stories = Table(
@@ -113,6 +116,7 @@ items = Table(
     Column("categories", JSON, nullable=False),
     Column("enclosures", JSON, nullable=False),
     Column("language", String(35)),
+    Column("image", Text),
     Column("published_at", UTCDateTime),
     Column("updated_at", UTCDateTime),
     Column("content_hash", String(64), nullable=False),
@@ -121,7 +125,20 @@ items = Table(
     Column("changed_at", UTCDateTime, nullable=False),
     Column("section_id", String(64)),
     Column("story_id", BigId, ForeignKey("stories.id", ondelete="SET NULL"), index=True),
+    Column("revisions", Integer, nullable=False, default=0),
     UniqueConstraint("source_id", "key"),
+    Index("ix_items_source_id_first_seen_at", "source_id", "first_seen_at"),
+    Index("ix_items_last_seen_at", "last_seen_at"),
+)
+
+# Keys of items removed by retention: an entry with such a key is never stored again.
+pruned_keys = Table(
+    "pruned_keys",
+    metadata,
+    Column("source_id", String(64), ForeignKey("sources.id"), nullable=False),
+    Column("key", Text, nullable=False),
+    Column("pruned_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("source_id", "key"),
 )
 
 item_topics = Table(

@@ -1,0 +1,242 @@
+"""HTTP retrieval of feeds (the only module that imports httpx); its transport is a parameter.
+
+Every fetch is bounded: a total deadline, a body cap counted on the decompressed bytes (so a gzip
+bomb is cut off like an endless body), and a redirect limit. Redirects are followed by hand to tell
+permanent moves (301/308: editors should update feeds.yaml) from temporary ones. Politeness is
+enforced here, for every caller: at most `per_host` requests in flight to one host and a minimum
+gap between two requests to it. A failure is returned as data, never raised, so one bad source
+never stops a poll.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from aggregator import __version__
+
+REDIRECTS = (301, 302, 303, 307, 308)
+PERMANENT = (301, 308)
+_CHUNK = 64 * 1024
+_KEPT_HEADERS = ("etag", "last-modified", "content-type", "retry-after", "cache-control", "expires",
+                 "date", "age")
+
+
+class FetchError(StrEnum):
+    """Why a fetch produced no response to use."""
+
+    TIMEOUT = "timeout"
+    TOO_LARGE = "too_large"
+    NETWORK = "network"
+    REDIRECTS = "redirects"
+    INVALID_URL = "invalid_url"
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What came back: a final status and body, or an error saying why not."""
+
+    url: str
+    status: int | None = None
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    permanent_url: str | None = None
+    error: FetchError | None = None
+    message: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+
+def user_agent(base_url: str | None) -> str:
+    """Names the service, its version and where publishers can learn about it."""
+    return f"aggregator/{__version__} (+{base_url or 'https://github.com/'})"
+
+
+class _HostGate:
+    """At most `limit` requests in flight to one host, and `gap` seconds between their starts."""
+
+    def __init__(self, limit: int, gap: float, clock: Callable[[], float],
+                 sleep: Callable[[float], None]) -> None:
+        self._slots = threading.BoundedSemaphore(limit)
+        self._gap = gap
+        self._lock = threading.Lock()
+        self._next_start = 0.0
+        self._clock = clock
+        self._sleep = sleep
+
+    def __enter__(self) -> None:
+        self._slots.acquire()
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next_start)
+            self._next_start = start + self._gap
+        if start > now:
+            self._sleep(start - now)
+
+    def __exit__(self, *_exc: object) -> None:
+        self._slots.release()
+
+
+class Fetcher:
+    """Fetches feeds politely and within bounds; safe to call from many threads."""
+
+    def __init__(
+        self,
+        *,
+        user_agent: str,
+        timeout: float = 20.0,
+        max_bytes: int = 10 * 1024 * 1024,
+        max_redirects: int = 5,
+        per_host: int = 2,
+        host_gap: float = 1.0,
+        connections: int = 16,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._timeout = timeout
+        self._max_bytes = max_bytes
+        self._max_redirects = max_redirects
+        self._per_host = per_host
+        self._host_gap = host_gap
+        self._clock = clock
+        self._sleep = sleep
+        self._gates: dict[str, _HostGate] = {}
+        self._gates_lock = threading.Lock()
+        self._client = httpx.Client(
+            transport=transport,
+            follow_redirects=False,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            headers={"User-Agent": user_agent, "Accept": _ACCEPT},
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _gate(self, url: str) -> _HostGate:
+        host = (urlsplit(url).hostname or "").lower()
+        with self._gates_lock:
+            gate = self._gates.get(host)
+            if gate is None:
+                gate = _HostGate(self._per_host, self._host_gap, self._clock, self._sleep)
+                self._gates[host] = gate
+            return gate
+
+    def fetch(self, request: FetchRequest) -> FetchResult:
+        """GET a feed conditionally, following up to `max_redirects` redirects."""
+        started = time.monotonic()
+        deadline = started + self._timeout
+        url, permanent, all_permanent = request.url, None, True
+        headers = dict(request.headers)
+        if request.etag:
+            headers["If-None-Match"] = request.etag
+        if request.last_modified:
+            headers["If-Modified-Since"] = request.last_modified
+        for _hop in range(self._max_redirects + 1):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                return FetchResult(request.url, error=FetchError.INVALID_URL,
+                                   message=f"not an http(s) URL: {url}", permanent_url=permanent)
+            try:
+                with self._gate(url):
+                    outcome = self._get(url, headers, deadline)
+            except httpx.TimeoutException:
+                return self._failed(request, FetchError.TIMEOUT,
+                                    f"timed out after {self._timeout:g}s", started, permanent)
+            except httpx.InvalidURL as exc:
+                return self._failed(request, FetchError.INVALID_URL, str(exc), started, permanent)
+            except (httpx.HTTPError, OSError) as exc:
+                return self._failed(request, FetchError.NETWORK, _describe(exc), started, permanent)
+            if isinstance(outcome, FetchResult):
+                return _finish(outcome, request.url, permanent, started)
+            status, location = outcome
+            url = urljoin(url, location)
+            all_permanent = all_permanent and status in PERMANENT
+            if all_permanent:
+                permanent = url
+        return self._failed(request, FetchError.REDIRECTS,
+                            f"more than {self._max_redirects} redirects", started, permanent)
+
+    def _get(
+        self, url: str, headers: Mapping[str, str], deadline: float
+    ) -> FetchResult | tuple[int, str]:
+        """One request: a redirect to follow, or the final result."""
+        remaining = max(0.001, deadline - time.monotonic())
+        timeout = httpx.Timeout(remaining, connect=min(remaining, 10.0))
+        with self._client.stream("GET", url, headers=headers, timeout=timeout) as response:
+            if response.status_code in REDIRECTS and response.headers.get("location"):
+                return response.status_code, response.headers["location"]
+            kept = {name: response.headers[name] for name in _KEPT_HEADERS
+                    if name in response.headers}
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self._max_bytes:
+                return FetchResult(url, response.status_code, headers=kept,
+                                   error=FetchError.TOO_LARGE,
+                                   message=_too_large(self._max_bytes, f"{int(declared):,} bytes"))
+            body = bytearray()
+            if response.status_code != 304:
+                for chunk in response.iter_bytes(_CHUNK):
+                    body += chunk
+                    if len(body) > self._max_bytes:
+                        return FetchResult(url, response.status_code, headers=kept,
+                                           error=FetchError.TOO_LARGE,
+                                           message=_too_large(self._max_bytes, "more"))
+                    if time.monotonic() > deadline:
+                        raise httpx.ReadTimeout("total deadline passed")
+            return FetchResult(url, response.status_code, bytes(body), kept)
+
+    def _failed(self, request: FetchRequest, error: FetchError, message: str, started: float,
+                permanent: str | None) -> FetchResult:
+        return FetchResult(request.url, error=error, message=message, permanent_url=permanent,
+                           seconds=time.monotonic() - started)
+
+
+_ACCEPT = (
+    "application/atom+xml, application/rss+xml, application/feed+json, application/json;q=0.9, "
+    "application/rdf+xml;q=0.9, application/xml;q=0.8, text/xml;q=0.8, */*;q=0.1"
+)
+
+
+def _finish(result: FetchResult, original: str, permanent: str | None, started: float) -> FetchResult:
+    return FetchResult(
+        url=result.url, status=result.status, body=result.body, headers=result.headers,
+        permanent_url=permanent if permanent and permanent != original else None,
+        error=result.error, message=result.message, seconds=time.monotonic() - started,
+    )
+
+
+def _too_large(limit: int, got: str) -> str:
+    return f"the feed is larger than the limit of {limit:,} bytes ({got})"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError):
+        return f"could not connect: {text}"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"the server broke the HTTP protocol: {text}"
+    return text

@@ -1,0 +1,14 @@
+"""What differs between SQLite and PostgreSQL in the statements storage writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+
+def insert(conn: Connection, table: Table) -> Any:
+    """An INSERT that supports ON CONFLICT on the connection's backend."""
+    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)

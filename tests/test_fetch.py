@@ -1,0 +1,169 @@
+"""Fetching against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from aggregator.fetch import Fetcher, FetchError, FetchRequest, user_agent
+from tests.feedserver import FeedServer, Reply, Request, endless, feed_file
+
+RSS = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
+<item><guid>1</guid><title>One</title></item></channel></rss>"""
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    with FeedServer() as running:
+        yield running
+
+
+@pytest.fixture
+def fetcher() -> Iterator[Fetcher]:
+    with Fetcher(user_agent=user_agent("https://news.example.org/"), timeout=2.0,
+                 max_bytes=1024 * 1024, host_gap=0.0) as client:
+        yield client
+
+
+def test_etag_gives_304_on_the_second_fetch(server: FeedServer, fetcher: Fetcher) -> None:
+    server.routes["/feed"] = feed_file(RSS, etag='"v1"')
+    first = fetcher.fetch(FetchRequest(server.url("/feed")))
+    assert first.status == 200 and first.body == RSS and first.headers["etag"] == '"v1"'
+    second = fetcher.fetch(FetchRequest(server.url("/feed"), etag=first.headers["etag"]))
+    assert second.not_modified and second.body == b""
+    [_, conditional] = server.requests_to("/feed")
+    assert conditional.headers["if-none-match"] == '"v1"'
+    assert conditional.headers["user-agent"].startswith("aggregator/0.")
+    assert "https://news.example.org/" in conditional.headers["user-agent"]
+
+
+def test_last_modified_gives_304(server: FeedServer, fetcher: Fetcher) -> None:
+    stamp = "Tue, 24 Nov 2026 10:00:00 GMT"
+    server.routes["/feed"] = feed_file(RSS, last_modified=stamp)
+    first = fetcher.fetch(FetchRequest(server.url("/feed")))
+    again = fetcher.fetch(FetchRequest(server.url("/feed"), last_modified=first.headers["last-modified"]))
+    assert first.status == 200 and again.status == 304
+
+
+def test_gzip_is_accepted_and_decoded(server: FeedServer, fetcher: Fetcher) -> None:
+    server.routes["/feed"] = feed_file(RSS, gzipped=True)
+    result = fetcher.fetch(FetchRequest(server.url("/feed")))
+    assert result.status == 200 and result.body == RSS
+    assert "gzip" in server.requests_to("/feed")[0].headers["accept-encoding"]
+
+
+def test_permanent_redirect_reports_the_new_url(server: FeedServer, fetcher: Fetcher) -> None:
+    server.routes["/old"] = lambda r: Reply(301, headers={"Location": "/new"})
+    server.routes["/new"] = feed_file(RSS)
+    result = fetcher.fetch(FetchRequest(server.url("/old")))
+    assert result.status == 200 and result.body == RSS
+    assert result.permanent_url == server.url("/new")
+
+
+def test_temporary_redirect_keeps_the_old_url(server: FeedServer, fetcher: Fetcher) -> None:
+    server.routes["/old"] = lambda r: Reply(302, headers={"Location": server.url("/tmp")})
+    server.routes["/tmp"] = feed_file(RSS)
+    result = fetcher.fetch(FetchRequest(server.url("/old")))
+    assert result.status == 200 and result.permanent_url is None
+
+
+def test_a_permanent_move_then_a_temporary_hop_keeps_the_permanent_target(
+    server: FeedServer, fetcher: Fetcher
+) -> None:
+    server.routes["/a"] = lambda r: Reply(308, headers={"Location": "/b"})
+    server.routes["/b"] = lambda r: Reply(307, headers={"Location": "/c"})
+    server.routes["/c"] = feed_file(RSS)
+    assert fetcher.fetch(FetchRequest(server.url("/a"))).permanent_url == server.url("/b")
+
+
+def test_redirect_loops_stop(server: FeedServer, fetcher: Fetcher) -> None:
+    server.routes["/loop"] = lambda r: Reply(302, headers={"Location": "/loop"})
+    result = fetcher.fetch(FetchRequest(server.url("/loop")))
+    assert result.error is FetchError.REDIRECTS and result.message == "more than 5 redirects"
+    assert len(server.requests_to("/loop")) == 6
+
+
+@pytest.mark.parametrize("status", [404, 410, 429, 500, 503])
+def test_error_statuses_come_back_as_data(server: FeedServer, fetcher: Fetcher, status: int) -> None:
+    server.routes["/feed"] = lambda r: Reply(status, b"no", {"Retry-After": "120"})
+    result = fetcher.fetch(FetchRequest(server.url("/feed")))
+    assert result.status == status and result.error is None
+    assert result.headers["retry-after"] == "120"
+
+
+def test_a_stalled_server_times_out(server: FeedServer) -> None:
+    server.routes["/stall"] = lambda r: Reply(200, RSS, delay=3.0)
+    with Fetcher(user_agent="t", timeout=0.5, host_gap=0.0) as fetcher:
+        result = fetcher.fetch(FetchRequest(server.url("/stall")))
+    assert result.error is FetchError.TIMEOUT and result.message == "timed out after 0.5s"
+
+
+def test_an_endless_body_is_cut_at_the_size_limit(server: FeedServer, fetcher: Fetcher) -> None:
+    server.routes["/endless"] = lambda r: Reply(200, endless())
+    result = fetcher.fetch(FetchRequest(server.url("/endless")))
+    assert result.error is FetchError.TOO_LARGE
+    assert result.message == "the feed is larger than the limit of 1,048,576 bytes (more)"
+
+
+def test_a_declared_huge_body_is_refused_before_reading(server: FeedServer, fetcher: Fetcher) -> None:
+    server.routes["/big"] = lambda r: Reply(200, b"x" * (2 * 1024 * 1024))
+    result = fetcher.fetch(FetchRequest(server.url("/big")))
+    assert result.error is FetchError.TOO_LARGE and "(2,097,152 bytes)" in (result.message or "")
+
+
+def test_a_gzip_bomb_is_cut_at_the_decompressed_size(server: FeedServer, fetcher: Fetcher) -> None:
+    bomb = gzip.compress(b"\0" * (8 * 1024 * 1024))  # 8 KB on the wire, 8 MiB unpacked
+    server.routes["/bomb"] = lambda r: Reply(200, bomb, {"Content-Encoding": "gzip"})
+    result = fetcher.fetch(FetchRequest(server.url("/bomb")))
+    assert len(bomb) < 64 * 1024 and result.error is FetchError.TOO_LARGE
+
+
+def test_refused_connections_are_network_errors(fetcher: Fetcher) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = fetcher.fetch(FetchRequest(f"http://127.0.0.1:{port}/feed"))
+    assert result.error is FetchError.NETWORK and result.message.startswith("could not connect")  # type: ignore[union-attr]
+
+
+def test_extra_headers_are_sent(server: FeedServer, fetcher: Fetcher) -> None:
+    server.routes["/feed"] = feed_file(RSS)
+    fetcher.fetch(FetchRequest(server.url("/feed"), headers={"Authorization": "Bearer t0k"}))
+    assert server.requests_to("/feed")[0].headers["authorization"] == "Bearer t0k"
+
+
+def test_at_most_per_host_requests_are_in_flight(server: FeedServer) -> None:
+    in_flight, most = 0, 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def slow(_request: Request) -> Reply:
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+        release.wait(0.2)
+        with lock:
+            in_flight -= 1
+        return Reply(200, RSS)
+
+    server.routes["/slow"] = slow
+    with Fetcher(user_agent="t", per_host=2, host_gap=0.0, timeout=10) as fetcher, \
+            ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: fetcher.fetch(FetchRequest(server.url("/slow"))), range(8)))
+    assert all(r.status == 200 for r in results)
+    assert most == 2
+
+
+def test_requests_to_one_host_are_spaced_by_the_gap(server: FeedServer) -> None:
+    server.routes["/feed"] = feed_file(RSS)
+    slept: list[float] = []
+    with Fetcher(user_agent="t", host_gap=5.0, clock=lambda: 100.0, sleep=slept.append) as fetcher:
+        for _ in range(3):
+            fetcher.fetch(FetchRequest(server.url("/feed")))
+    assert slept == [5.0, 10.0]  # the clock stands still, so each waits for its own slot
