@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,60 +90,154 @@ def check(path: Path | None, config_path: Path) -> None:
 @cli.command()
 @config_option
 def run(config_path: Path) -> None:
-    """Run the service in one process until SIGTERM or Ctrl-C."""
+    """Run the whole service in one process until SIGTERM or Ctrl-C."""
+    _serve(config_path, "run")
+
+
+@cli.command()
+@config_option
+def worker(config_path: Path) -> None:
+    """Poll sources only, sharing the work with other workers through the database."""
+    _serve(config_path, "worker")
+
+
+def _serve(config_path: Path, role: str) -> None:
     from aggregator import service
 
     try:
-        service.run_forever(config_path)
+        service.run_forever(config_path, role)
     except ConfigError as exc:
         _report_config_error(exc)
         raise SystemExit(2) from None
 
 
+@cli.command()
+@config_option
+@click.option(
+    "--source",
+    "-s",
+    "only",
+    multiple=True,
+    metavar="ID",
+    help="Poll this source now, due or not (repeat for several).",
+)
+@click.option("--once", "every", is_flag=True, help="Poll every enabled source once, due or not.")
+def poll(config_path: Path, only: tuple[str, ...], every: bool) -> None:
+    """Fetch the due sources now (or the named ones), then show what each one gave."""
+    from aggregator.poll import Poller, PollResult, make_fetcher
+
+    config = _load(config_path)
+    unknown = [sid for sid in only if sid not in {s.id for s in config.sources}]
+    if unknown:
+        raise click.BadParameter(
+            f"not in {config_path}: {', '.join(unknown)}", param_hint="--source"
+        )
+    storage = Storage.open(config.storage.url)
+    try:
+        storage.sync_sources(config.sources)
+        now = storage.clock()
+        states = storage.sources()
+        if only:
+            targets: list[str] | None = list(only)
+        elif every:
+            targets = [s.id for s in states if s.enabled and s.in_config and not s.gone_at]
+        else:
+            targets = None
+        total = (
+            len(targets)
+            if targets is not None
+            else sum(
+                1
+                for s in states
+                if s.enabled and s.in_config and not s.gone_at and s.next_due_at <= now
+            )
+        )
+        with (
+            make_fetcher(config) as fetcher,
+            click.progressbar(length=total, label="polling", file=sys.stderr, show_pos=True) as bar,
+        ):
+            poller = Poller(storage, config, fetcher)
+            results: list[PollResult] = poller.run_once(
+                only=targets, on_result=lambda _: bar.update(1)
+            )
+    finally:
+        storage.close()
+    if not results:
+        click.echo("nothing is due; `aggregator poll --once` polls every source now")
+        return
+    rows = [("SOURCE", "STATUS", "NEW", "UPDATED", "UNCHANGED", "RESULT")]
+    for r in sorted(results, key=lambda r: (r.ok, r.source_id)):
+        outcome = "ok" if r.ok else f"failed: {r.error}"
+        if r.ok and r.warning:
+            outcome = f"ok, {r.warning}"
+        if r.moved_to:
+            outcome += f"; moved to {r.moved_to}, update feeds.yaml"
+        rows.append(
+            (
+                r.source_id,
+                str(r.status or "-"),
+                str(r.new),
+                str(r.updated),
+                str(r.unchanged),
+                outcome,
+            )
+        )
+    _print_table(rows)
+    failed = sum(1 for r in results if not r.ok)
+    click.echo(f"{len(results)} polled, {sum(r.new for r in results)} new items, {failed} failed")
+
+
 @cli.command("sources")
 @config_option
-def list_sources(config_path: Path) -> None:
-    """Show every source's state: health, last poll, next poll, URL changes."""
+@click.option("--json", "as_json", is_flag=True, help="A JSON list, for scripts.")
+def list_sources(config_path: Path, as_json: bool) -> None:
+    """Every source's health, failing ones first, with URL changes to copy into feeds.yaml."""
+    import json
+
+    from aggregator.health import report
+
     config = _load(config_path)
     storage = Storage.open(config.storage.url)
     try:
-        states = storage.sources()
-        counts = {s.id: storage.count_items(s.id) for s in states}
+        rows = report(storage.sources(), storage.item_counts(), config.polling.unhealthy_after)
     finally:
         storage.close()
-    if not states:
-        click.echo("No sources stored yet: `aggregator run` stores the configured ones.")
+    if as_json:
+        click.echo(json.dumps([r.as_json() for r in rows], indent=2, ensure_ascii=False))
         return
-    rows = [("SOURCE", "STATE", "ITEMS", "LAST POLL", "NEXT POLL", "LAST ERROR")]
-    for s in states:
-        if not s.in_config:
-            state = "removed"
-        elif not s.enabled:
-            state = "paused"
-        elif s.gone_at:
-            state = "gone"
-        elif s.consecutive_failures:
-            state = f"failing x{s.consecutive_failures}"
-        else:
-            state = "ok" if s.last_success_at else "new"
-        rows.append(
+    if not rows:
+        click.echo("No sources stored yet: `aggregator run` or `aggregator poll` stores them.")
+        return
+    table = [("SOURCE", "STATUS", "ITEMS", "PER DAY", "LAST SUCCESS", "NEXT POLL", "PROBLEM")]
+    for r in rows:
+        s = r.state
+        problem = s.last_error or s.last_warning or ""
+        if s.consecutive_failures:
+            problem = f"{s.consecutive_failures}x: {problem}"
+        table.append(
             (
                 s.id,
-                state,
-                str(counts[s.id]),
-                _when(s.last_fetched_at),
+                r.health.value,
+                str(r.counts.stored),
+                f"{r.per_day:.1f}",
+                _when(s.last_success_at),
                 _when(s.next_due_at),
-                (s.last_error or "")[:60],
+                problem[:70],
             )
         )
+    _print_table(table)
+    for r in rows:
+        if r.state.moved:
+            click.echo(
+                f"{r.state.id}: moved permanently; change its url in feeds.yaml to "
+                f"{r.state.fetch_url}"
+            )
+
+
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        click.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
-    for s in states:
-        if s.moved:
-            click.echo(f"{s.id}: moved permanently; update its url in feeds.yaml to {s.fetch_url}")
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _when(moment: datetime | None) -> str:

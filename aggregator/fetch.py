@@ -24,8 +24,16 @@ from aggregator import __version__
 REDIRECTS = (301, 302, 303, 307, 308)
 PERMANENT = (301, 308)
 _CHUNK = 64 * 1024
-_KEPT_HEADERS = ("etag", "last-modified", "content-type", "retry-after", "cache-control", "expires",
-                 "date", "age")
+_KEPT_HEADERS = (
+    "etag",
+    "last-modified",
+    "content-type",
+    "retry-after",
+    "cache-control",
+    "expires",
+    "date",
+    "age",
+)
 
 
 class FetchError(StrEnum):
@@ -72,8 +80,9 @@ def user_agent(base_url: str | None) -> str:
 class _HostGate:
     """At most `limit` requests in flight to one host, and `gap` seconds between their starts."""
 
-    def __init__(self, limit: int, gap: float, clock: Callable[[], float],
-                 sleep: Callable[[float], None]) -> None:
+    def __init__(
+        self, limit: int, gap: float, clock: Callable[[], float], sleep: Callable[[float], None]
+    ) -> None:
         self._slots = threading.BoundedSemaphore(limit)
         self._gap = gap
         self._lock = threading.Lock()
@@ -159,14 +168,23 @@ class Fetcher:
         for _hop in range(self._max_redirects + 1):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                return FetchResult(request.url, error=FetchError.INVALID_URL,
-                                   message=f"not an http(s) URL: {url}", permanent_url=permanent)
+                return FetchResult(
+                    request.url,
+                    error=FetchError.INVALID_URL,
+                    message=f"not an http(s) URL: {url}",
+                    permanent_url=permanent,
+                )
             try:
                 with self._gate(url):
                     outcome = self._get(url, headers, deadline)
             except httpx.TimeoutException:
-                return self._failed(request, FetchError.TIMEOUT,
-                                    f"timed out after {self._timeout:g}s", started, permanent)
+                return self._failed(
+                    request,
+                    FetchError.TIMEOUT,
+                    f"timed out after {self._timeout:g}s",
+                    started,
+                    permanent,
+                )
             except httpx.InvalidURL as exc:
                 return self._failed(request, FetchError.INVALID_URL, str(exc), started, permanent)
             except (httpx.HTTPError, OSError) as exc:
@@ -178,8 +196,13 @@ class Fetcher:
             all_permanent = all_permanent and status in PERMANENT
             if all_permanent:
                 permanent = url
-        return self._failed(request, FetchError.REDIRECTS,
-                            f"more than {self._max_redirects} redirects", started, permanent)
+        return self._failed(
+            request,
+            FetchError.REDIRECTS,
+            f"more than {self._max_redirects} redirects",
+            started,
+            permanent,
+        )
 
     def _get(
         self, url: str, headers: Mapping[str, str], deadline: float
@@ -190,29 +213,49 @@ class Fetcher:
         with self._client.stream("GET", url, headers=headers, timeout=timeout) as response:
             if response.status_code in REDIRECTS and response.headers.get("location"):
                 return response.status_code, response.headers["location"]
-            kept = {name: response.headers[name] for name in _KEPT_HEADERS
-                    if name in response.headers}
+            kept = {
+                name: response.headers[name] for name in _KEPT_HEADERS if name in response.headers
+            }
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self._max_bytes:
-                return FetchResult(url, response.status_code, headers=kept,
-                                   error=FetchError.TOO_LARGE,
-                                   message=_too_large(self._max_bytes, f"{int(declared):,} bytes"))
+                return FetchResult(
+                    url,
+                    response.status_code,
+                    headers=kept,
+                    error=FetchError.TOO_LARGE,
+                    message=_too_large(self._max_bytes, f"{int(declared):,} bytes"),
+                )
             body = bytearray()
             if response.status_code != 304:
                 for chunk in response.iter_bytes(_CHUNK):
                     body += chunk
                     if len(body) > self._max_bytes:
-                        return FetchResult(url, response.status_code, headers=kept,
-                                           error=FetchError.TOO_LARGE,
-                                           message=_too_large(self._max_bytes, "more"))
+                        return FetchResult(
+                            url,
+                            response.status_code,
+                            headers=kept,
+                            error=FetchError.TOO_LARGE,
+                            message=_too_large(self._max_bytes, "more"),
+                        )
                     if time.monotonic() > deadline:
                         raise httpx.ReadTimeout("total deadline passed")
             return FetchResult(url, response.status_code, bytes(body), kept)
 
-    def _failed(self, request: FetchRequest, error: FetchError, message: str, started: float,
-                permanent: str | None) -> FetchResult:
-        return FetchResult(request.url, error=error, message=message, permanent_url=permanent,
-                           seconds=time.monotonic() - started)
+    def _failed(
+        self,
+        request: FetchRequest,
+        error: FetchError,
+        message: str,
+        started: float,
+        permanent: str | None,
+    ) -> FetchResult:
+        return FetchResult(
+            request.url,
+            error=error,
+            message=message,
+            permanent_url=permanent,
+            seconds=time.monotonic() - started,
+        )
 
 
 _ACCEPT = (
@@ -221,11 +264,18 @@ _ACCEPT = (
 )
 
 
-def _finish(result: FetchResult, original: str, permanent: str | None, started: float) -> FetchResult:
+def _finish(
+    result: FetchResult, original: str, permanent: str | None, started: float
+) -> FetchResult:
     return FetchResult(
-        url=result.url, status=result.status, body=result.body, headers=result.headers,
+        url=result.url,
+        status=result.status,
+        body=result.body,
+        headers=result.headers,
         permanent_url=permanent if permanent and permanent != original else None,
-        error=result.error, message=result.message, seconds=time.monotonic() - started,
+        error=result.error,
+        message=result.message,
+        seconds=time.monotonic() - started,
     )
 
 

@@ -55,10 +55,16 @@ def _date(value: Any) -> datetime | None:
 
 
 def _authors(item: dict[str, Any], feed: dict[str, Any]) -> tuple[str, ...]:
-    people = item.get("authors") or ([item["author"]] if isinstance(item.get("author"), dict) else [])
+    people = item.get("authors") or (
+        [item["author"]] if isinstance(item.get("author"), dict) else []
+    )
     if not people:
-        people = feed.get("authors") or ([feed["author"]] if isinstance(feed.get("author"), dict) else [])
-    return tuple(_text(p.get("name")) for p in people if isinstance(p, dict) and _text(p.get("name")))
+        people = feed.get("authors") or (
+            [feed["author"]] if isinstance(feed.get("author"), dict) else []
+        )
+    return tuple(
+        _text(p.get("name")) for p in people if isinstance(p, dict) and _text(p.get("name"))
+    )
 
 
 def _attachments(item: dict[str, Any]) -> tuple[Enclosure, ...]:
@@ -67,8 +73,13 @@ def _attachments(item: dict[str, Any]) -> tuple[Enclosure, ...]:
         if not isinstance(attachment, dict) or not _url(attachment.get("url")):
             continue
         size = attachment.get("size_in_bytes")
-        out.append(Enclosure(str(_url(attachment["url"])), _text(attachment.get("mime_type")),
-                             size if isinstance(size, int) and size >= 0 else None))
+        out.append(
+            Enclosure(
+                str(_url(attachment["url"])),
+                _text(attachment.get("mime_type")),
+                size if isinstance(size, int) and size >= 0 else None,
+            )
+        )
     return tuple(out)
 
 
@@ -76,7 +87,7 @@ def _entry(item: dict[str, Any], feed: dict[str, Any]) -> RawEntry:
     item_id = item.get("id")
     guid = str(item_id).strip() if isinstance(item_id, str | int) and str(item_id).strip() else None
     content = _text(item.get("content_html")) or escape(_text(item.get("content_text")))
-    tags = item.get("tags") if isinstance(item.get("tags"), list) else []
+    tags: list[Any] = item["tags"] if isinstance(item.get("tags"), list) else []
     return RawEntry(
         guid=guid,
         title=_text(item.get("title")),
@@ -103,8 +114,9 @@ def parse(body: bytes, url: str) -> JsonFeed:
     if not isinstance(document, dict) or not str(document.get("version", "")).startswith(
         _VERSION_PREFIX
     ):
-        raise ParseError("not a readable feed: JSON without a JSON Feed version "
-                         f"({_VERSION_PREFIX}.x)")
+        raise ParseError(
+            f"not a readable feed: JSON without a JSON Feed version ({_VERSION_PREFIX}.x)"
+        )
     items = document.get("items")
     if not isinstance(items, list):
         raise ParseError("not a readable feed: the JSON Feed has no items list")

@@ -51,9 +51,10 @@ def _absolute(base: str, url: str | None) -> str | None:
 def _key(raw: RawEntry, link: str | None, repeated: bool) -> str:
     """guid, else link, else a digest of title and content; a guid the document repeats for
     different entries is made unique with the entry's link or digest."""
-    digest = "sha256:" + hashlib.sha256(
-        f"{raw.title}\0{raw.content or raw.summary}".encode()
-    ).hexdigest()[:32]
+    digest = (
+        "sha256:"
+        + hashlib.sha256(f"{raw.title}\0{raw.content or raw.summary}".encode()).hexdigest()[:32]
+    )
     if raw.guid:
         return f"{raw.guid}#{link or digest}" if repeated else raw.guid
     return link or digest
@@ -94,10 +95,13 @@ def normalise(raws: Sequence[RawEntry], feed_url: str, now: datetime) -> tuple[E
                 summary=clean_html(raw.summary, html_base),
                 content=clean_html(raw.content, html_base),
                 authors=tuple(dict.fromkeys(a.strip() for a in raw.authors if a and a.strip())),
-                categories=tuple(dict.fromkeys(c.strip() for c in raw.categories if c and c.strip())),
+                categories=tuple(
+                    dict.fromkeys(c.strip() for c in raw.categories if c and c.strip())
+                ),
                 enclosures=tuple(
                     Enclosure(_absolute(base, e.url) or e.url, e.type, e.length)
-                    for e in raw.enclosures if e.url
+                    for e in raw.enclosures
+                    if e.url
                 ),
                 language=raw.language,
                 image=_absolute(html_base, raw.image),

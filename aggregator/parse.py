@@ -24,7 +24,6 @@ from aggregator.normalise import RawEntry, normalise
 from aggregator.sanitize import escape
 from aggregator.types import Enclosure, Entry
 
-
 _BENIGN = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
 
 
@@ -46,9 +45,15 @@ def parse_document(
 ) -> ParsedFeed:
     """Parse a fetched body; `url` is where it came from (the base of relative links)."""
     if jsonfeed.looks_like_json(body, content_type):
-        feed = jsonfeed.parse(body, url)
-        return ParsedFeed("json", feed.title, feed.home_page_url, feed.language, None,
-                          normalise(feed.entries, url, now))
+        document = jsonfeed.parse(body, url)
+        return ParsedFeed(
+            "json",
+            document.title,
+            document.home_page_url,
+            document.language,
+            None,
+            normalise(document.entries, url, now),
+        )
     headers = {"content-location": url}
     if content_type:
         headers["content-type"] = content_type
@@ -117,8 +122,11 @@ def _image(entry: Any) -> str | None:
     for key in ("media_thumbnail", "media_content"):
         for media in entry.get(key) or ():
             url = media.get("url")
-            if url and (key == "media_thumbnail" or str(media.get("medium", "image")) == "image"
-                        or str(media.get("type", "")).startswith("image/")):
+            if url and (
+                key == "media_thumbnail"
+                or str(media.get("medium", "image")) == "image"
+                or str(media.get("type", "")).startswith("image/")
+            ):
                 return str(url)
     image = entry.get("image")
     if isinstance(image, Mapping) and image.get("href"):
@@ -159,7 +167,9 @@ def _raw(entry: Any, feed: Any) -> RawEntry:
         content=content_value,
         base=(content or {}).get("base") or detail.get("base") or None,
         authors=tuple(authors),
-        categories=tuple(str(t.get("term") or t.get("label") or "") for t in entry.get("tags") or ()),
+        categories=tuple(
+            str(t.get("term") or t.get("label") or "") for t in entry.get("tags") or ()
+        ),
         enclosures=tuple(enclosures),
         language=(detail.get("language") or feed.get("language") or None),
         image=_image(entry),

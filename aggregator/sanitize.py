@@ -16,8 +16,17 @@ import nh3
 
 _URL_ATTRIBUTES = frozenset({"href", "src", "cite", "poster", "longdesc"})
 _SCHEMES = frozenset({"http", "https", "mailto"})
-_TAGS = frozenset(nh3.ALLOWED_TAGS) | {"figure", "figcaption", "picture", "source", "audio", "video",
-                                      "track", "time", "mark"}
+_TAGS = frozenset(nh3.ALLOWED_TAGS) | {
+    "figure",
+    "figcaption",
+    "picture",
+    "source",
+    "audio",
+    "video",
+    "track",
+    "time",
+    "mark",
+}
 _ATTRIBUTES = {tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()}
 _ATTRIBUTES.setdefault("img", set()).update({"src", "alt", "title", "width", "height"})
 _ATTRIBUTES.setdefault("source", set()).update({"src", "type", "media"})
@@ -53,7 +62,7 @@ def clean_html(fragment: str, base: str = "") -> str:
 
 
 def html_to_text(fragment: str) -> str:
-    """Plain text of an HTML fragment (for titles): tags dropped, entities decoded, spaces folded."""
+    """Plain text of an HTML fragment (for titles): no tags, entities decoded, spaces folded."""
     if not fragment:
         return ""
     if "<" in fragment:

@@ -1,7 +1,8 @@
-"""The long-running service: open storage, apply the config, tick until told to stop.
+"""The long-running service: open storage, apply the config, poll on ticks until told to stop.
 
-Signals are turned into one stop event; everything started here is stopped in reverse order, so
-SIGTERM or Ctrl-C leaves no half-written state.
+Signals are turned into one stop event; everything started here is stopped in reverse order:
+the poller stops claiming, fetches in flight finish and are stored, then the scheduler and the
+database close, so SIGTERM or Ctrl-C leaves no half-written state and no stranded lease.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from types import FrameType
 
 from aggregator import __version__
 from aggregator.config import Config, load_config
+from aggregator.fetch import Fetcher
+from aggregator.poll import Poller, make_fetcher
 from aggregator.scheduling import Ticker
 from aggregator.storage import Storage
 
 log = logging.getLogger("aggregator")
 
-TICK = timedelta(seconds=30)
+POLL_TICK = timedelta(seconds=5)
+PRUNE_TICK = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -30,18 +34,21 @@ class Started:
 
     config: Config
     storage: Storage
+    fetcher: Fetcher
+    poller: Poller
     ticker: Ticker
 
 
-def start(config_path: Path) -> Started:
-    """Load and apply the config, migrate the database, start the scheduler."""
+def start(config_path: Path, role: str = "run") -> Started:
+    """Load and apply the config, migrate the database, start polling on ticks."""
     config = load_config(config_path)
     storage = Storage.open(config.storage.url)
     report = storage.sync_sources(config.sources)
     log.info(
-        "aggregator %s: %d sources (%d new, %d changed, %d removed), %d outputs, %d digests; "
-        "database %s (schema %s)",
+        "aggregator %s (%s): %d sources (%d new, %d changed, %d removed), %d outputs, "
+        "%d digests; database %s (schema %s)",
         __version__,
+        role,
         len(config.sources),
         len(report.added),
         len(report.changed),
@@ -51,24 +58,31 @@ def start(config_path: Path) -> Started:
         storage.url,
         storage.schema_revision(),
     )
+    fetcher = make_fetcher(config)
+    poller = Poller(storage, config, fetcher)
     ticker = Ticker()
-    ticker.every(TICK, "status", lambda: _status(storage))
+    ticker.every(POLL_TICK, "poll", poller.run_once)
+    ticker.every(PRUNE_TICK, "prune", lambda: _prune(storage, config))
     ticker.start()
-    return Started(config, storage, ticker)
+    return Started(config, storage, fetcher, poller, ticker)
 
 
-def _status(storage: Storage) -> None:
-    states = storage.sources()
-    enabled = [s for s in states if s.enabled and s.in_config and s.gone_at is None]
-    log.info("tick: %d sources enabled; fetching is not part of this version yet", len(enabled))
+def _prune(storage: Storage, config: Config) -> None:
+    removed = storage.prune_items(config.polling.retention)
+    if removed:
+        log.info("retention: removed %d items not seen for %s", removed, config.polling.retention)
 
 
 def stop(started: Started) -> None:
+    started.poller.stop()
     started.ticker.shutdown(wait=True)
+    started.fetcher.close()
     started.storage.close()
 
 
-def run_forever(config_path: Path, stop_event: threading.Event | None = None) -> None:
+def run_forever(
+    config_path: Path, role: str = "run", stop_event: threading.Event | None = None
+) -> None:
     """Run until SIGTERM/SIGINT (or `stop_event`, for embedding and tests)."""
     stop_event = stop_event or threading.Event()
 
@@ -78,7 +92,7 @@ def run_forever(config_path: Path, stop_event: threading.Event | None = None) ->
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    started = start(config_path)
+    started = start(config_path, role)
     log.info("ready")
     try:
         stop_event.wait()

@@ -5,11 +5,35 @@ from __future__ import annotations
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 _TRACKING_PREFIXES = ("utm_", "mtm_", "pk_", "__hs")
-_TRACKING = frozenset({
-    "fbclid", "gclid", "dclid", "gclsrc", "msclkid", "yclid", "twclid", "igshid", "mc_cid",
-    "mc_eid", "_hsenc", "_hsmi", "mkt_tok", "oly_anon_id", "oly_enc_id", "vero_id", "wt_mc",
-    "cmpid", "ito", "at_medium", "at_campaign", "ncid", "sr_share", "smid", "guccounter",
-})
+_TRACKING = frozenset(
+    {
+        "fbclid",
+        "gclid",
+        "dclid",
+        "gclsrc",
+        "msclkid",
+        "yclid",
+        "twclid",
+        "igshid",
+        "mc_cid",
+        "mc_eid",
+        "_hsenc",
+        "_hsmi",
+        "mkt_tok",
+        "oly_anon_id",
+        "oly_enc_id",
+        "vero_id",
+        "wt_mc",
+        "cmpid",
+        "ito",
+        "at_medium",
+        "at_campaign",
+        "ncid",
+        "sr_share",
+        "smid",
+        "guccounter",
+    }
+)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

@@ -1,4 +1,4 @@
-"""A real HTTP server on 127.0.0.1 for tests: routes answer with scripted replies, every request is logged."""
+"""A real HTTP server on 127.0.0.1 for tests: scripted replies per path, every request logged."""
 
 from __future__ import annotations
 
@@ -38,8 +38,13 @@ class Request:
         return self.headers.get(name.lower())
 
 
-def feed_file(body: bytes, content_type: str = "application/rss+xml", etag: str | None = None,
-              last_modified: str | None = None, gzipped: bool = False) -> Route:
+def feed_file(
+    body: bytes,
+    content_type: str = "application/rss+xml",
+    etag: str | None = None,
+    last_modified: str | None = None,
+    gzipped: bool = False,
+) -> Route:
     """A static feed with validators: 304 when the client sends them back."""
 
     def route(request: Request) -> Reply:
@@ -76,7 +81,7 @@ class FeedServer:
             def log_message(self, *_args: object) -> None:
                 return
 
-            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            def do_GET(self) -> None:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with server._lock:
                     server.log.append(Logged(self.path, headers, time.monotonic()))
@@ -127,7 +132,7 @@ class FeedServer:
 
 
 def endless(chunk: bytes = b"<item>" * 10_000, limit: int = 64 * 1024 * 1024) -> Iterator[bytes]:
-    """A body that goes on and on (bounded at `limit` bytes so a broken client cannot hang a test)."""
+    """A body that goes on and on (bounded, so a broken client cannot hang a test)."""
     sent = 0
     while sent < limit:
         yield chunk

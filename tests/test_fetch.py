@@ -25,8 +25,12 @@ def server() -> Iterator[FeedServer]:
 
 @pytest.fixture
 def fetcher() -> Iterator[Fetcher]:
-    with Fetcher(user_agent=user_agent("https://news.example.org/"), timeout=2.0,
-                 max_bytes=1024 * 1024, host_gap=0.0) as client:
+    with Fetcher(
+        user_agent=user_agent("https://news.example.org/"),
+        timeout=2.0,
+        max_bytes=1024 * 1024,
+        host_gap=0.0,
+    ) as client:
         yield client
 
 
@@ -46,7 +50,9 @@ def test_last_modified_gives_304(server: FeedServer, fetcher: Fetcher) -> None:
     stamp = "Tue, 24 Nov 2026 10:00:00 GMT"
     server.routes["/feed"] = feed_file(RSS, last_modified=stamp)
     first = fetcher.fetch(FetchRequest(server.url("/feed")))
-    again = fetcher.fetch(FetchRequest(server.url("/feed"), last_modified=first.headers["last-modified"]))
+    again = fetcher.fetch(
+        FetchRequest(server.url("/feed"), last_modified=first.headers["last-modified"])
+    )
     assert first.status == 200 and again.status == 304
 
 
@@ -89,7 +95,9 @@ def test_redirect_loops_stop(server: FeedServer, fetcher: Fetcher) -> None:
 
 
 @pytest.mark.parametrize("status", [404, 410, 429, 500, 503])
-def test_error_statuses_come_back_as_data(server: FeedServer, fetcher: Fetcher, status: int) -> None:
+def test_error_statuses_come_back_as_data(
+    server: FeedServer, fetcher: Fetcher, status: int
+) -> None:
     server.routes["/feed"] = lambda r: Reply(status, b"no", {"Retry-After": "120"})
     result = fetcher.fetch(FetchRequest(server.url("/feed")))
     assert result.status == status and result.error is None
@@ -110,7 +118,9 @@ def test_an_endless_body_is_cut_at_the_size_limit(server: FeedServer, fetcher: F
     assert result.message == "the feed is larger than the limit of 1,048,576 bytes (more)"
 
 
-def test_a_declared_huge_body_is_refused_before_reading(server: FeedServer, fetcher: Fetcher) -> None:
+def test_a_declared_huge_body_is_refused_before_reading(
+    server: FeedServer, fetcher: Fetcher
+) -> None:
     server.routes["/big"] = lambda r: Reply(200, b"x" * (2 * 1024 * 1024))
     result = fetcher.fetch(FetchRequest(server.url("/big")))
     assert result.error is FetchError.TOO_LARGE and "(2,097,152 bytes)" in (result.message or "")
@@ -153,9 +163,13 @@ def test_at_most_per_host_requests_are_in_flight(server: FeedServer) -> None:
         return Reply(200, RSS)
 
     server.routes["/slow"] = slow
-    with Fetcher(user_agent="t", per_host=2, host_gap=0.0, timeout=10) as fetcher, \
-            ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda _: fetcher.fetch(FetchRequest(server.url("/slow"))), range(8)))
+    with (
+        Fetcher(user_agent="t", per_host=2, host_gap=0.0, timeout=10) as fetcher,
+        ThreadPoolExecutor(8) as pool,
+    ):
+        results = list(
+            pool.map(lambda _: fetcher.fetch(FetchRequest(server.url("/slow"))), range(8))
+        )
     assert all(r.status == 200 for r in results)
     assert most == 2
 

@@ -17,6 +17,7 @@ from aggregator.config import Source
 from aggregator.exceptions import StorageError
 from aggregator.storage import digests, items, migrate, sources, subscribers
 from aggregator.storage.engine import WRITE_OPTION, make_engine, normalise_url
+from aggregator.storage.items import SourceCounts
 from aggregator.types import (
     Delivery,
     DeliveryStatus,
@@ -31,7 +32,7 @@ from aggregator.types import (
     SyncReport,
 )
 
-__all__ = ["Storage", "normalise_url"]
+__all__ = ["SourceCounts", "Storage", "normalise_url"]
 
 Clock = Callable[[], datetime]
 
@@ -108,6 +109,14 @@ class Storage:
         with self._tx() as conn:
             return sources.claim_due(conn, self.clock(), owner, lease, limit)
 
+    def claim_sources(self, ids: Sequence[str], owner: str, lease: timedelta) -> list[SourceState]:
+        with self._tx() as conn:
+            return sources.claim_named(conn, ids, self.clock(), owner, lease)
+
+    def next_due(self) -> datetime | None:
+        with self._tx(write=False) as conn:
+            return sources.next_due(conn)
+
     def release_source(self, source_id: str, owner: str) -> None:
         with self._tx() as conn:
             sources.release(conn, source_id, owner)
@@ -141,6 +150,21 @@ class Storage:
     def recent_items(self, limit: int = 50, source_id: str | None = None) -> list[Item]:
         with self._tx(write=False) as conn:
             return items.recent(conn, limit, source_id)
+
+    def publication_times(self, source_id: str, limit: int = 20) -> list[datetime]:
+        with self._tx(write=False) as conn:
+            return items.publication_times(conn, source_id, limit)
+
+    def item_counts(self) -> dict[str, SourceCounts]:
+        """Per source: stored items, and new ones in the last day and week."""
+        with self._tx(write=False) as conn:
+            return items.counts_by_source(conn, self.clock())
+
+    def prune_items(self, retention: timedelta) -> int:
+        """Drop items not seen in their feed for `retention`; their keys are never stored again."""
+        with self._tx() as conn:
+            now = self.clock()
+            return items.prune(conn, now - retention, now)
 
     def count_items(self, source_id: str | None = None) -> int:
         with self._tx(write=False) as conn:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, select, update
+from sqlalchemy import Connection, Row, case, delete, func, select, update
 
 from aggregator.storage.dialect import insert as _insert
 from aggregator.storage.tables import item_topics, items, pruned_keys
@@ -27,9 +28,16 @@ def content_hash(entry: Entry) -> str:
     request, which would make every poll look like an edit.
     """
     parts = [
-        entry.title, entry.link, entry.guid, entry.summary, entry.content, list(entry.authors),
-        list(entry.categories), [(e.url, e.type, e.length) for e in entry.enclosures],
-        entry.language, entry.image,
+        entry.title,
+        entry.link,
+        entry.guid,
+        entry.summary,
+        entry.content,
+        list(entry.authors),
+        list(entry.categories),
+        [(e.url, e.type, e.length) for e in entry.enclosures],
+        entry.language,
+        entry.image,
         entry.published.isoformat() if entry.published else None,
     ]
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
@@ -45,7 +53,9 @@ def _columns(entry: Entry) -> dict[str, Any]:
         "content": entry.content,
         "authors": list(entry.authors),
         "categories": list(entry.categories),
-        "enclosures": [{"url": e.url, "type": e.type, "length": e.length} for e in entry.enclosures],
+        "enclosures": [
+            {"url": e.url, "type": e.type, "length": e.length} for e in entry.enclosures
+        ],
         "language": entry.language,
         "image": entry.image,
         "published_at": entry.published,
@@ -98,8 +108,16 @@ def save(
         if key not in known:
             item_id = conn.execute(
                 items.insert()
-                .values(source_id=source_id, key=key, first_seen_at=now, last_seen_at=now,
-                        changed_at=now, section_id=section_id, revisions=0, **columns)
+                .values(
+                    source_id=source_id,
+                    key=key,
+                    first_seen_at=now,
+                    last_seen_at=now,
+                    changed_at=now,
+                    section_id=section_id,
+                    revisions=0,
+                    **columns,
+                )
                 .returning(items.c.id)
             ).scalar_one()
             new.append(item_id)
@@ -107,7 +125,8 @@ def save(
         item_id, old_hash, revisions = known[key]
         if old_hash != columns["content_hash"] and revisions < MAX_REVISIONS:
             conn.execute(
-                update(items).where(items.c.id == item_id)
+                update(items)
+                .where(items.c.id == item_id)
                 .values(last_seen_at=now, changed_at=now, revisions=revisions + 1, **columns)
             )
             changed.append(item_id)
@@ -190,6 +209,39 @@ def recent(conn: Connection, limit: int = 50, source_id: str | None = None) -> l
     if source_id is not None:
         query = query.where(items.c.source_id == source_id)
     return _with_topics(conn, conn.execute(query).all())
+
+
+def publication_times(conn: Connection, source_id: str, limit: int = 20) -> list[datetime]:
+    """When the source's latest items were published (first seen, when undated)."""
+    moment = func.coalesce(items.c.published_at, items.c.first_seen_at)
+    rows = conn.execute(
+        select(moment.label("at"))
+        .where(items.c.source_id == source_id)
+        .order_by(items.c.first_seen_at.desc(), items.c.id.desc())
+        .limit(limit)
+    )
+    return [row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC) for row in rows]
+
+
+@dataclass(frozen=True)
+class SourceCounts:
+    stored: int
+    last_day: int
+    last_week: int
+
+
+def counts_by_source(conn: Connection, now: datetime) -> dict[str, SourceCounts]:
+    """Stored items, and items first seen in the last day and week, per source."""
+    day, week = now - timedelta(days=1), now - timedelta(days=7)
+    rows = conn.execute(
+        select(
+            items.c.source_id,
+            func.count(),
+            func.sum(case((items.c.first_seen_at >= day, 1), else_=0)),
+            func.sum(case((items.c.first_seen_at >= week, 1), else_=0)),
+        ).group_by(items.c.source_id)
+    )
+    return {row[0]: SourceCounts(int(row[1]), int(row[2] or 0), int(row[3] or 0)) for row in rows}
 
 
 def count(conn: Connection, source_id: str | None = None) -> int:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, or_, select, update
+from sqlalchemy import Connection, Row, and_, func, or_, select, update
 
 from aggregator.config import Defaults, Source
 from aggregator.storage.tables import sources as t
@@ -137,6 +137,36 @@ def claim_due(
         return []
     rows = conn.execute(select(t).where(t.c.id.in_(claimed)).order_by(t.c.next_due_at, t.c.id))
     return [_state(row) for row in rows]
+
+
+def claim_named(
+    conn: Connection, ids: Sequence[str], now: datetime, owner: str, lease: timedelta
+) -> list[SourceState]:
+    """Lease the named sources whether due or not (an editor asked to poll them now), unless
+    another worker holds them; sources no longer in the config are left alone."""
+    free = and_(
+        t.c.in_config.is_(True), or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now)
+    )
+    claimed = []
+    for source_id in ids:
+        result = conn.execute(
+            update(t)
+            .where(t.c.id == source_id, free)
+            .values(lease_owner=owner, lease_expires_at=now + lease)
+        )
+        if result.rowcount == 1:
+            claimed.append(source_id)
+    by_id = {row.id: _state(row) for row in conn.execute(select(t).where(t.c.id.in_(claimed)))}
+    return [by_id[source_id] for source_id in claimed]
+
+
+def next_due(conn: Connection) -> datetime | None:
+    """When the earliest pollable source falls due."""
+    return conn.execute(
+        select(func.min(t.c.next_due_at)).where(
+            t.c.enabled.is_(True), t.c.in_config.is_(True), t.c.gone_at.is_(None)
+        )
+    ).scalar_one_or_none()
 
 
 def release(conn: Connection, source_id: str, owner: str) -> None:

@@ -1,0 +1,114 @@
+"""When to poll a source next: pure functions of what the last fetch said.
+
+- success: the configured interval, or with `adaptive` the feed's real publishing rhythm within
+  [min_interval, max_interval]; never earlier than the feed's `<ttl>`, `Cache-Control: max-age` or
+  `Expires` ask (bounded by max_backoff, so a typo in a header cannot silence a source for a year);
+- failure: exponential backoff from the interval, doubling per consecutive failure, capped;
+- 429/503 with `Retry-After`: at least what the server asks, bounded the same way;
+- every delay gets +-10% jitter so sources configured alike spread out instead of polling in step.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from itertools import pairwise
+from statistics import median
+
+JITTER = 0.1
+_MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Rhythm:
+    """The knobs that shape a source's schedule."""
+
+    interval: timedelta
+    adaptive: bool = False
+    min_interval: timedelta = timedelta(minutes=5)
+    max_interval: timedelta = timedelta(hours=6)
+    max_backoff: timedelta = timedelta(hours=24)
+
+
+def http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def retry_after(value: str | None, now: datetime) -> timedelta | None:
+    """`Retry-After` as seconds or as an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return timedelta(seconds=int(text))
+    moment = http_date(text)
+    return max(moment - now, timedelta(0)) if moment else None
+
+
+def freshness(headers: Mapping[str, str], now: datetime) -> timedelta | None:
+    """How long the server says the response stays fresh (Cache-Control beats Expires)."""
+    control = headers.get("cache-control", "")
+    if "no-cache" in control.lower() or "no-store" in control.lower():
+        return None
+    match = _MAX_AGE.search(control)
+    if match:
+        age = int(headers.get("age", "0") or 0) if (headers.get("age") or "").isdigit() else 0
+        return timedelta(seconds=max(int(match.group(1)) - age, 0))
+    expires = http_date(headers.get("expires"))
+    return max(expires - now, timedelta(0)) if expires else None
+
+
+def publishing_gap(moments: Sequence[datetime]) -> timedelta | None:
+    """The median time between consecutive publications (needs at least three)."""
+    ordered = sorted(moments)
+    gaps = [later - earlier for earlier, later in pairwise(ordered) if later > earlier]
+    if len(gaps) < 2:
+        return None
+    return timedelta(seconds=median(g.total_seconds() for g in gaps))
+
+
+def _jitter(delay: timedelta, rng: random.Random, minimum: timedelta = timedelta(0)) -> timedelta:
+    """Spread by +-JITTER, but never below what a server asked for."""
+    return max(delay * (1 + rng.uniform(-JITTER, JITTER)), minimum)
+
+
+def after_success(
+    now: datetime,
+    rhythm: Rhythm,
+    rng: random.Random,
+    *,
+    published: Sequence[datetime] = (),
+    ttl: timedelta | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> datetime:
+    delay = rhythm.interval
+    if rhythm.adaptive:
+        gap = publishing_gap(published)
+        delay = min(max(gap or rhythm.interval, rhythm.min_interval), rhythm.max_interval)
+    asks = [ttl, freshness(headers or {}, now)]
+    floor = min(max((a for a in asks if a is not None), default=timedelta(0)), rhythm.max_backoff)
+    return now + _jitter(max(delay, floor), rng, floor)
+
+
+def after_failure(
+    now: datetime,
+    rhythm: Rhythm,
+    rng: random.Random,
+    failures: int,
+    headers: Mapping[str, str] | None = None,
+) -> datetime:
+    """`failures` counts this one: 1 waits about one interval, then 2, 4, 8... intervals."""
+    delay = min(rhythm.interval * (2 ** min(max(failures - 1, 0), 30)), rhythm.max_backoff)
+    asked = retry_after((headers or {}).get("retry-after"), now)
+    floor = min(asked, rhythm.max_backoff) if asked is not None else timedelta(0)
+    return now + _jitter(max(delay, floor), rng, floor)

@@ -1,0 +1,274 @@
+"""One poll cycle: claim due sources, fetch, parse, store; one source's failure is only its own.
+
+The database is the coordinator: sources are claimed with a lease, so any number of pollers in any
+number of processes share the work and none fetches a source another holds. Each source's outcome
+(entries and health) is stored in one transaction, and only while the lease is still ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from http import HTTPStatus
+
+from aggregator import policy
+from aggregator.config import Config, Source
+from aggregator.exceptions import ParseError
+from aggregator.fetch import Fetcher, FetchRequest, FetchResult, user_agent
+from aggregator.parse import parse_document
+from aggregator.storage import Storage
+from aggregator.types import Entry, FetchRecord, SourceState
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What polling one source did, for the log, the `poll` table and tests."""
+
+    source_id: str
+    ok: bool
+    status: int | None
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    error: str | None = None
+    warning: str | None = None
+    moved_to: str | None = None
+    seconds: float = 0.0
+    lost_lease: bool = False
+
+
+def worker_id() -> str:
+    """Names this process in leases: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def make_fetcher(config: Config) -> Fetcher:
+    p = config.polling
+    return Fetcher(
+        user_agent=user_agent(config.server.base_url),
+        timeout=p.timeout.total_seconds(),
+        max_bytes=p.max_size,
+        max_redirects=p.max_redirects,
+        per_host=p.per_host,
+        host_gap=p.host_gap.total_seconds(),
+        connections=p.concurrency,
+    )
+
+
+def _status_text(status: int) -> str:
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
+
+
+class Poller:
+    """Polls sources for one process; `stop()` makes a running cycle wind down."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        config: Config,
+        fetcher: Fetcher,
+        *,
+        owner: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.storage = storage
+        self.fetcher = fetcher
+        self.owner = owner or worker_id()
+        self._rng = rng or random.Random()
+        self._stop = threading.Event()
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Take a new config (sources added, removed or changed) for the next sources polled."""
+        self._config = config
+        self._sources = {s.id: s for s in config.sources}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run_once(
+        self,
+        only: Sequence[str] | None = None,
+        on_result: Callable[[PollResult], None] | None = None,
+    ) -> list[PollResult]:
+        """Poll every due source (or exactly `only`) once; return when nothing is left to do."""
+        concurrency = self._config.polling.concurrency
+        results: list[PollResult] = []
+        pending_named = list(only) if only is not None else None
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="poll") as pool:
+            running: set[Future[PollResult]] = set()
+            while not self._stop.is_set():
+                free = concurrency - len(running)
+                if free > 0:
+                    for state in self._claim(free, pending_named):
+                        running.add(pool.submit(self.poll_source, state))
+                if not running:
+                    break
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()
+                    results.append(result)
+                    if on_result:
+                        on_result(result)
+            for future in running:  # stopping: let what is in flight finish and be stored
+                results.append(future.result())
+        return results
+
+    def _claim(self, count: int, named: list[str] | None) -> list[SourceState]:
+        if named is None:
+            return self.storage.claim_due_sources(self.owner, LEASE, count)
+        batch, named[:] = named[:count], named[count:]
+        return self.storage.claim_sources(batch, self.owner, LEASE) if batch else []
+
+    def poll_source(self, state: SourceState) -> PollResult:
+        """Fetch, parse and store one claimed source; never raises for the source's own faults."""
+        source = self._sources.get(state.id)
+        try:
+            return self._poll(state, source)
+        except Exception as exc:  # a bug must not kill the worker or strand the lease
+            log.exception("source %s: unexpected error", state.id)
+            now = self.storage.clock()
+            record = FetchRecord(
+                state.id, now, now + state.interval, ok=False, error=f"internal error: {exc}"
+            )
+            self.storage.record_fetch(record, owner=self.owner)
+            return PollResult(state.id, False, None, error=record.error)
+
+    def _rhythm(self, state: SourceState, source: Source | None) -> policy.Rhythm:
+        p = self._config.polling
+        return policy.Rhythm(
+            interval=(source.interval if source and source.interval else state.interval),
+            adaptive=bool(source and source.adaptive),
+            min_interval=p.min_interval,
+            max_interval=p.max_interval,
+            max_backoff=p.max_backoff,
+        )
+
+    def _poll(self, state: SourceState, source: Source | None) -> PollResult:
+        request = FetchRequest(
+            state.fetch_url, state.etag, state.last_modified, dict(source.headers) if source else {}
+        )
+        fetched = self.fetcher.fetch(request)
+        now = self.storage.clock()
+        rhythm = self._rhythm(state, source)
+        entries: tuple[Entry, ...] = ()
+        title, warning, ttl, error = None, None, None, fetched.message
+        if fetched.error is None and fetched.status is not None and 200 <= fetched.status < 300:
+            try:
+                parsed = parse_document(
+                    fetched.body, fetched.url, now, fetched.headers.get("content-type")
+                )
+            except ParseError as exc:
+                error = str(exc)
+            else:
+                entries, title, warning, ttl = (
+                    parsed.entries,
+                    parsed.title,
+                    parsed.warning,
+                    parsed.ttl,
+                )
+        elif fetched.error is None and fetched.status != 304:
+            error = _status_text(fetched.status or 0)
+        ok = error is None
+        gone = fetched.status == 410
+        if gone:
+            error = f"{_status_text(410)}: the publisher removed this feed; polling stopped"
+        failures = 0 if ok else state.consecutive_failures + 1
+        next_due = self._next_due(state, rhythm, now, fetched, ok, failures, ttl)
+        record = FetchRecord(
+            source_id=state.id,
+            fetched_at=now,
+            next_due_at=next_due,
+            status=fetched.status,
+            ok=ok,
+            error=error,
+            etag=fetched.headers.get("etag") if ok else None,
+            last_modified=fetched.headers.get("last-modified") if ok else None,
+            permanent_url=fetched.permanent_url,
+            gone=gone,
+            warning=warning,
+            entry_count=len(entries) if ok and fetched.status != 304 else None,
+            feed_title=title or None,
+        )
+        section = source.section if source else None
+        saved = self.storage.record_fetch(record, entries, owner=self.owner, section_id=section)
+        result = PollResult(
+            state.id,
+            ok,
+            fetched.status,
+            new=len(saved.new) if saved else 0,
+            updated=len(saved.updated) if saved else 0,
+            unchanged=saved.unchanged if saved else 0,
+            error=error,
+            warning=warning,
+            moved_to=fetched.permanent_url,
+            seconds=fetched.seconds,
+            lost_lease=saved is None,
+        )
+        _log(result, failures)
+        return result
+
+    def _next_due(
+        self,
+        state: SourceState,
+        rhythm: policy.Rhythm,
+        now: datetime,
+        fetched: FetchResult,
+        ok: bool,
+        failures: int,
+        ttl: timedelta | None,
+    ) -> datetime:
+        if not ok:
+            return policy.after_failure(now, rhythm, self._rng, failures, fetched.headers)
+        published: list[datetime] = []
+        if rhythm.adaptive:
+            published = self.storage.publication_times(state.id)
+        return policy.after_success(
+            now, rhythm, self._rng, published=published, ttl=ttl, headers=fetched.headers
+        )
+
+
+def _log(result: PollResult, failures: int) -> None:
+    status = result.status if result.status is not None else "-"
+    if result.lost_lease:
+        log.warning("source %s: lease lost to another worker; result discarded", result.source_id)
+    elif result.ok:
+        log.info(
+            "source %s: %s in %.2fs, %d new, %d updated%s",
+            result.source_id,
+            status,
+            result.seconds,
+            result.new,
+            result.updated,
+            f" ({result.warning})" if result.warning else "",
+        )
+    else:
+        log.warning(
+            "source %s: %s in %.2fs, failure %d in a row: %s",
+            result.source_id,
+            status,
+            result.seconds,
+            failures,
+            result.error,
+        )
+    if result.moved_to:
+        log.warning(
+            "source %s moved permanently to %s: update its url in feeds.yaml",
+            result.source_id,
+            result.moved_to,
+        )
