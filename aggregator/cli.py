@@ -69,7 +69,7 @@ def cli(log_level: str) -> None:
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if log_level.upper() != "DEBUG":  # their routine INFO lines drown ours
-        for chatty in ("apscheduler", "alembic"):
+        for chatty in ("apscheduler", "alembic", "httpx", "httpcore"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
 
 

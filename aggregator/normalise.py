@@ -74,6 +74,9 @@ def normalise(raws: Sequence[RawEntry], feed_url: str, now: datetime) -> tuple[E
     entries: list[Entry] = []
     seen: set[str] = set()
     for raw in raws:
+        if not (raw.title.strip() or raw.link or raw.summary.strip() or raw.content.strip()
+                or raw.enclosures):
+            continue  # an empty <item/> says nothing; storing it would only add noise
         base = raw.base or feed_url
         link = _absolute(base, raw.link)
         guid_repeated = guid_uses[raw.guid] > 1 if raw.guid else False

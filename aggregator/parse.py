@@ -174,5 +174,6 @@ def _raw(entry: Any, feed: Any) -> RawEntry:
         language=(detail.get("language") or feed.get("language") or None),
         image=_image(entry),
         published=_date(entry.get("published_parsed")),
-        updated=_date(entry.get("updated_parsed")),
+        # dict.get: feedparser's own .get maps a missing updated date to the published one
+        updated=_date(dict.get(entry, "updated_parsed")),
     )

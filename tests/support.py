@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 
 @dataclass
@@ -18,3 +19,19 @@ class Clock:
     def advance(self, **kwargs: float) -> datetime:
         self.now += timedelta(**kwargs)
         return self.now
+
+
+def rss(name: str, count: int, start: int = 0, extra: str = "") -> bytes:
+    """An RSS 2.0 document with `count` items numbered from `start`, newest first."""
+    items = "".join(
+        f"<item><guid>{name}-{n}</guid><title>{name} story {n}</title>"
+        f"<link>https://{name}.example/story/{n}</link>"
+        f"<description>Body of story {n} {extra}</description>"
+        f"<pubDate>{format_datetime(datetime(2026, 11, 1, tzinfo=UTC) + timedelta(hours=n))}"
+        "</pubDate></item>"
+        for n in reversed(range(start, start + count))
+    )
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>{name}</title>'
+        f"<link>https://{name}.example/</link><description>d</description>{items}</channel></rss>"
+    ).encode()

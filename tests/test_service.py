@@ -15,6 +15,8 @@ import pytest
 
 from aggregator.storage import Storage
 from tests.conftest import ROOT
+from tests.feedserver import FeedServer, feed_file
+from tests.support import rss
 
 EXAMPLE = ROOT / "config" / "feeds.yaml"
 
@@ -42,6 +44,10 @@ class Running:
             self.lines.put(line.rstrip("\n"))
 
     def wait_for(self, text: str, timeout: float = 30) -> str:
+        """The first line logged so far or within `timeout` that contains `text`."""
+        for line in self.seen:
+            if text in line:
+                return line
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -60,25 +66,41 @@ class Running:
         return self.process.wait(timeout=30)
 
 
+def local_config(server: FeedServer, path: Path, count: int = 3) -> None:
+    sources = "".join(
+        f"  - {{id: feed-{i}, url: '{server.url(f'/feed-{i}.xml')}', section: world}}\n"
+        for i in range(count)
+    )
+    path.write_text(
+        "sections: [{id: world, title: World}]\n"
+        f"sources:\n{sources}"
+        "polling: {host_gap: 0s}\n"
+    )
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_run_starts_stays_up_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "feeds.yaml").write_text(EXAMPLE.read_text(encoding="utf-8"))
-    service = Running(["run"], cwd=tmp_path)
-    try:
-        started = service.wait_for("aggregator 0.")
-        assert "11 sources (11 new, 0 changed, 0 removed), 3 outputs, 2 digests" in started
-        service.wait_for("ready")
-        service.wait_for("tick:")  # the scheduler is ticking
-        assert service.process.poll() is None
-        # the embedded default: SQLite at data/aggregator.db under the working directory
-        store = Storage.open(f"sqlite:///{tmp_path / 'data' / 'aggregator.db'}", upgrade=False)
-        assert len(store.sources()) == 11
-        store.close()
-    finally:
-        code = service.stop(sig)
-    assert code == 0
-    service.wait_for("stopped")
+def test_run_polls_stays_up_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    with FeedServer() as server:
+        for i in range(3):
+            server.routes[f"/feed-{i}.xml"] = feed_file(rss(f"feed-{i}", 5), etag=f'"{i}"')
+        (tmp_path / "config").mkdir()
+        local_config(server, tmp_path / "config" / "feeds.yaml")
+        service = Running(["run"], cwd=tmp_path)
+        try:
+            started = service.wait_for("aggregator 0.")
+            assert "3 sources (3 new, 0 changed, 0 removed)" in started
+            service.wait_for("ready")
+            for i in range(3):
+                service.wait_for(f"source feed-{i}: 200")
+            assert service.process.poll() is None
+            # the embedded default: SQLite at data/aggregator.db under the working directory
+            store = Storage.open(f"sqlite:///{tmp_path / 'data' / 'aggregator.db'}", upgrade=False)
+            assert store.count_items() == 15
+            store.close()
+        finally:
+            code = service.stop(sig)
+        assert code == 0
+        service.wait_for("stopped")
 
 
 def test_run_refuses_an_invalid_config(tmp_path: Path) -> None:

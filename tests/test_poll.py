@@ -1,0 +1,263 @@
+"""Polling end to end: a real feed server on 127.0.0.1, real storage (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from aggregator.config import Config, load_text
+from aggregator.fetch import Fetcher
+from aggregator.poll import Poller, PollResult
+from aggregator.storage import Storage
+from tests.feedserver import FeedServer, Reply, endless, feed_file
+from tests.support import Clock, rss
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    with FeedServer() as running:
+        yield running
+
+
+def make_config(server: FeedServer, *paths: str, extra: str = "") -> Config:
+    sources = "".join(
+        f"  - {{id: {path.strip('/').split('.')[0]}, url: '{server.url(path)}', section: world, "
+        f"interval: 10m}}\n"
+        for path in paths
+    )
+    text = (
+        "sections: [{id: world, title: World}]\n"
+        f"sources:\n{sources}"
+        "polling: {timeout: 2s, max_size: 1MiB, host_gap: 0s, unhealthy_after: 2}\n" + extra
+    )
+    return load_text(text, "test.yaml", env={})
+
+
+class Harness:
+    """A poller over the given config, with a fixed seed and the test clock."""
+
+    def __init__(self, storage: Storage, config: Config) -> None:
+        self.storage = storage
+        self.config = config
+        storage.sync_sources(config.sources)
+        p = config.polling
+        self.fetcher = Fetcher(user_agent="test", timeout=p.timeout.total_seconds(),
+                               max_bytes=p.max_size, host_gap=0.0)
+        self.poller = Poller(storage, config, self.fetcher, owner="test-worker",
+                             rng=random.Random(7))
+
+    def poll(self, *ids: str) -> dict[str, PollResult]:
+        results = self.poller.run_once(only=list(ids) if ids else None)
+        return {r.source_id: r for r in results}
+
+    def close(self) -> None:
+        self.fetcher.close()
+
+
+@pytest.fixture
+def harness_for(storage: Storage) -> Iterator[object]:
+    made: list[Harness] = []
+
+    def build(config: Config) -> Harness:
+        made.append(Harness(storage, config))
+        return made[-1]
+
+    yield build
+    for harness in made:
+        harness.close()
+
+
+def test_new_then_not_modified_then_edited(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: object
+) -> None:
+    server.routes["/a.xml"] = feed_file(rss("a", 3), etag='"1"')
+    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    first = h.poll()["a"]
+    assert (first.ok, first.status, first.new, first.updated) == (True, 200, 3, 0)
+
+    clock.advance(minutes=11)
+    second = h.poll()["a"]
+    assert (second.status, second.new, second.updated, second.unchanged) == (304, 0, 0, 0)
+    assert server.requests_to("/a.xml")[-1].headers["if-none-match"] == '"1"'
+
+    clock.advance(minutes=11)
+    server.routes["/a.xml"] = feed_file(rss("a", 4, extra="(updated)"), etag='"2"')
+    third = h.poll()["a"]
+    assert (third.new, third.updated, third.unchanged) == (1, 3, 0)
+    assert storage.count_items("a") == 4
+    state = storage.source("a")
+    assert state is not None and state.etag == '"2"' and state.last_entry_count == 4
+    assert state.feed_title == "a"
+
+
+def test_nothing_is_polled_before_it_is_due(
+    server: FeedServer, clock: Clock, harness_for: object
+) -> None:
+    server.routes["/a.xml"] = feed_file(rss("a", 1))
+    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    h.poll()
+    clock.advance(minutes=5)
+    assert h.poll() == {}
+    clock.advance(minutes=7)  # 10 minutes +-10% jitter
+    assert set(h.poll()) == {"a"}
+
+
+def test_permanent_redirect_is_remembered(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: object
+) -> None:
+    server.routes["/a.xml"] = lambda r: Reply(301, headers={"Location": "/moved.xml"})
+    server.routes["/moved.xml"] = feed_file(rss("a", 2))
+    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    result = h.poll()["a"]
+    assert result.ok and result.moved_to == server.url("/moved.xml")
+    state = storage.source("a")
+    assert state is not None and state.moved and state.fetch_url == server.url("/moved.xml")
+    clock.advance(minutes=11)
+    h.poll()
+    assert len(server.requests_to("/a.xml")) == 1  # the old address is not asked again
+    assert len(server.requests_to("/moved.xml")) == 2
+
+
+def test_temporary_redirect_keeps_the_configured_url(
+    server: FeedServer, storage: Storage, harness_for: object
+) -> None:
+    server.routes["/a.xml"] = lambda r: Reply(302, headers={"Location": "/elsewhere.xml"})
+    server.routes["/elsewhere.xml"] = feed_file(rss("a", 2))
+    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    assert h.poll()["a"].new == 2
+    state = storage.source("a")
+    assert state is not None and not state.moved
+
+
+def test_gone_stops_polling_and_says_why(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: object
+) -> None:
+    server.routes["/a.xml"] = lambda r: Reply(410, b"gone")
+    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    result = h.poll()["a"]
+    assert not result.ok and result.error == (
+        "HTTP 410 Gone: the publisher removed this feed; polling stopped"
+    )
+    clock.advance(days=30)
+    assert h.poll() == {}
+    state = storage.source("a")
+    assert state is not None and state.gone_at is not None
+
+
+def test_failures_back_off_exponentially(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: object
+) -> None:
+    server.routes["/a.xml"] = lambda r: Reply(503, b"down")
+    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    waits = []
+    for _ in range(4):
+        result = h.poll("a")["a"]
+        assert result.error == "HTTP 503 Service Unavailable"
+        state = storage.source("a")
+        assert state is not None
+        waits.append((state.next_due_at - clock.now) / timedelta(minutes=10))
+    expected = [1, 2, 4, 8]  # intervals: doubling, each with at most 10% jitter
+    assert all(abs(w / e - 1) <= 0.1 for w, e in zip(waits, expected, strict=True)), waits
+    state = storage.source("a")
+    assert state is not None and state.consecutive_failures == 4
+
+
+def test_retry_after_is_honoured(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: object
+) -> None:
+    server.routes["/a.xml"] = lambda r: Reply(429, b"slow down", {"Retry-After": "7200"})
+    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    assert h.poll()["a"].error == "HTTP 429 Too Many Requests"
+    state = storage.source("a")
+    assert state is not None and state.next_due_at - clock.now >= timedelta(hours=2)
+
+
+def test_ttl_and_cache_control_are_floors(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: object
+) -> None:
+    with_ttl = rss("a", 1).replace(b"<description>d</description>", b"<ttl>60</ttl>")
+    server.routes["/a.xml"] = feed_file(with_ttl)
+    server.routes["/b.xml"] = lambda r: Reply(200, rss("b", 1), {"Cache-Control": "max-age=5400"})
+    h = harness_for(make_config(server, "/a.xml", "/b.xml"))  # type: ignore[operator]
+    h.poll()
+    a, b = storage.source("a"), storage.source("b")
+    assert a is not None and a.next_due_at - clock.now >= timedelta(minutes=60)
+    assert b is not None and b.next_due_at - clock.now >= timedelta(minutes=90)
+
+
+def test_one_bad_source_does_not_stop_the_others(
+    server: FeedServer, storage: Storage, harness_for: object
+) -> None:
+    server.routes["/stall.xml"] = lambda r: Reply(200, rss("stall", 1), delay=4.0)
+    server.routes["/huge.xml"] = lambda r: Reply(200, endless())
+    server.routes["/broken.xml"] = lambda r: Reply(200, b"<html><body>Oops</body></html>",
+                                                    {"Content-Type": "text/html"})
+    server.routes["/fine.xml"] = feed_file(rss("fine", 2))
+    h = harness_for(make_config(server, "/stall.xml", "/huge.xml", "/broken.xml", "/fine.xml"))  # type: ignore[operator]
+    results = h.poll()
+    assert results["stall"].error == "timed out after 2s"
+    assert results["huge"].error == (
+        "the feed is larger than the limit of 1,048,576 bytes (more)"
+    )
+    assert results["broken"].error == (
+        "not a readable feed: no RSS, Atom or JSON Feed document found"
+    )
+    assert results["fine"].ok and results["fine"].new == 2
+    stall = storage.source("stall")
+    assert stall is not None and stall.last_error == "timed out after 2s"
+
+
+def test_a_malformed_feed_with_entries_is_kept_with_a_warning(
+    server: FeedServer, storage: Storage, harness_for: object
+) -> None:
+    server.routes["/a.xml"] = feed_file(rss("a", 2).replace(b"</channel></rss>", b"<item>"))
+    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    result = h.poll()["a"]
+    assert result.ok and result.new == 2 and result.warning is not None
+    assert result.warning.startswith("malformed feed, read anyway: line 1, column")
+    state = storage.source("a")
+    assert state is not None and state.last_warning == result.warning
+
+
+def test_json_feed(server: FeedServer, storage: Storage, harness_for: object) -> None:
+    document = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "J",
+        "items": [
+            {"id": "1", "url": "/posts/1", "title": "First", "content_html": "<p>Hi</p>",
+             "date_published": "2026-11-20T10:00:00+02:00", "authors": [{"name": "Ann"}]},
+            {"id": 2, "content_text": "Second <plain> text", "tags": ["x"]},
+        ],
+    }
+    server.routes["/j.json"] = feed_file(json.dumps(document).encode(), "application/feed+json")
+    h = harness_for(make_config(server, "/j.json"))  # type: ignore[operator]
+    assert h.poll()["j"].new == 2
+    first, second = sorted(storage.recent_items(10, "j"), key=lambda i: i.entry.key)
+    assert first.entry.link == server.url("/posts/1") and first.entry.authors == ("Ann",)
+    assert first.entry.published is not None and first.entry.published.hour == 8
+    assert second.entry.content == "Second &lt;plain&gt; text" and second.entry.categories == ("x",)
+
+
+def test_a_wrong_charset_header_does_not_garble_text(
+    server: FeedServer, storage: Storage, harness_for: object
+) -> None:
+    body = rss("a", 1).replace(b"a story 0", "Türkiye’s story".encode())
+    server.routes["/a.xml"] = lambda r: Reply(200, body, {"Content-Type": "text/xml; charset=iso-8859-1"})
+    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    assert h.poll()["a"].ok
+    [item] = storage.recent_items(1, "a")
+    assert item.entry.title == "Türkiye’s story"
+
+
+def test_named_sources_are_polled_even_when_not_due(
+    server: FeedServer, clock: Clock, harness_for: object
+) -> None:
+    server.routes["/a.xml"] = feed_file(rss("a", 1))
+    server.routes["/b.xml"] = feed_file(rss("b", 1))
+    h = harness_for(make_config(server, "/a.xml", "/b.xml"))  # type: ignore[operator]
+    h.poll()
+    assert set(h.poll("b")) == {"b"}
