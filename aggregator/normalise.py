@@ -74,9 +74,20 @@ def normalise(raws: Sequence[RawEntry], feed_url: str, now: datetime) -> tuple[E
     entries: list[Entry] = []
     seen: set[str] = set()
     for raw in raws:
-        if not (raw.title.strip() or raw.link or raw.summary.strip() or raw.content.strip()
-                or raw.enclosures):
-            continue  # an empty <item/> says nothing; storing it would only add noise
+        if not (
+            raw.guid
+            or raw.title.strip()
+            or raw.link
+            or raw.summary.strip()
+            or raw.content.strip()
+            or raw.enclosures
+            or raw.authors
+            or raw.categories
+            or raw.published
+            or raw.updated
+            or raw.image
+        ):
+            continue  # an empty <item/>: nothing to store
         base = raw.base or feed_url
         link = _absolute(base, raw.link)
         guid_repeated = guid_uses[raw.guid] > 1 if raw.guid else False

@@ -54,9 +54,9 @@ def parse_document(
             None,
             normalise(document.entries, url, now),
         )
-    headers = {"content-location": url}
-    if content_type:
-        headers["content-type"] = content_type
+    # Without a declared type feedparser would guess a Latin-1 text type; XML's own rules (the
+    # encoding declaration, else UTF-8) are right for a document whose server said nothing.
+    headers = {"content-location": url, "content-type": content_type or "application/xml"}
     result = feedparser.parse(
         body, response_headers=headers, resolve_relative_uris=True, sanitize_html=False
     )
@@ -143,11 +143,11 @@ def _raw(entry: Any, feed: Any) -> RawEntry:
     html_content = next((c for c in contents if "html" in str(c.get("type", ""))), None)
     content = html_content or (contents[0] if contents else None)
     content_value = str(content["value"]) if content else ""
-    if content and "html" not in str(content.get("type", "html")):
-        content_value = escape(content_value)
     summary = str(entry.get("summary") or "")
     if summary and summary == content_value:
-        summary = ""
+        summary = ""  # feedparser copies content into a missing summary
+    if content and "html" not in str(content.get("type", "html")):
+        content_value = escape(content_value)
     if entry.get("summary_detail") and "html" not in str(entry.summary_detail.get("type", "html")):
         summary = escape(summary)
     authors = [str(a.get("name") or a.get("email") or "") for a in entry.get("authors") or ()]

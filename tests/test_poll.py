@@ -45,10 +45,12 @@ class Harness:
         self.config = config
         storage.sync_sources(config.sources)
         p = config.polling
-        self.fetcher = Fetcher(user_agent="test", timeout=p.timeout.total_seconds(),
-                               max_bytes=p.max_size, host_gap=0.0)
-        self.poller = Poller(storage, config, self.fetcher, owner="test-worker",
-                             rng=random.Random(7))
+        self.fetcher = Fetcher(
+            user_agent="test", timeout=p.timeout.total_seconds(), max_bytes=p.max_size, host_gap=0.0
+        )
+        self.poller = Poller(
+            storage, config, self.fetcher, owner="test-worker", rng=random.Random(7)
+        )
 
     def poll(self, *ids: str) -> dict[str, PollResult]:
         results = self.poller.run_once(only=list(ids) if ids else None)
@@ -194,15 +196,14 @@ def test_one_bad_source_does_not_stop_the_others(
 ) -> None:
     server.routes["/stall.xml"] = lambda r: Reply(200, rss("stall", 1), delay=4.0)
     server.routes["/huge.xml"] = lambda r: Reply(200, endless())
-    server.routes["/broken.xml"] = lambda r: Reply(200, b"<html><body>Oops</body></html>",
-                                                    {"Content-Type": "text/html"})
+    server.routes["/broken.xml"] = lambda r: Reply(
+        200, b"<html><body>Oops</body></html>", {"Content-Type": "text/html"}
+    )
     server.routes["/fine.xml"] = feed_file(rss("fine", 2))
     h = harness_for(make_config(server, "/stall.xml", "/huge.xml", "/broken.xml", "/fine.xml"))  # type: ignore[operator]
     results = h.poll()
     assert results["stall"].error == "timed out after 2s"
-    assert results["huge"].error == (
-        "the feed is larger than the limit of 1,048,576 bytes (more)"
-    )
+    assert results["huge"].error == ("the feed is larger than the limit of 1,048,576 bytes (more)")
     assert results["broken"].error == (
         "not a readable feed: no RSS, Atom or JSON Feed document found"
     )
@@ -228,8 +229,14 @@ def test_json_feed(server: FeedServer, storage: Storage, harness_for: object) ->
         "version": "https://jsonfeed.org/version/1.1",
         "title": "J",
         "items": [
-            {"id": "1", "url": "/posts/1", "title": "First", "content_html": "<p>Hi</p>",
-             "date_published": "2026-11-20T10:00:00+02:00", "authors": [{"name": "Ann"}]},
+            {
+                "id": "1",
+                "url": "/posts/1",
+                "title": "First",
+                "content_html": "<p>Hi</p>",
+                "date_published": "2026-11-20T10:00:00+02:00",
+                "authors": [{"name": "Ann"}],
+            },
             {"id": 2, "content_text": "Second <plain> text", "tags": ["x"]},
         ],
     }
@@ -246,7 +253,9 @@ def test_a_wrong_charset_header_does_not_garble_text(
     server: FeedServer, storage: Storage, harness_for: object
 ) -> None:
     body = rss("a", 1).replace(b"a story 0", "Türkiye’s story".encode())
-    server.routes["/a.xml"] = lambda r: Reply(200, body, {"Content-Type": "text/xml; charset=iso-8859-1"})
+    server.routes["/a.xml"] = lambda r: Reply(
+        200, body, {"Content-Type": "text/xml; charset=iso-8859-1"}
+    )
     h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
     assert h.poll()["a"].ok
     [item] = storage.recent_items(1, "a")

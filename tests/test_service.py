@@ -72,9 +72,7 @@ def local_config(server: FeedServer, path: Path, count: int = 3) -> None:
         for i in range(count)
     )
     path.write_text(
-        "sections: [{id: world, title: World}]\n"
-        f"sources:\n{sources}"
-        "polling: {host_gap: 0s}\n"
+        f"sections: [{{id: world, title: World}}]\nsources:\n{sources}polling: {{host_gap: 0s}}\n"
     )
 
 
