@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
@@ -60,8 +60,11 @@ class Harness:
         self.fetcher.close()
 
 
+Build = Callable[[Config], Harness]
+
+
 @pytest.fixture
-def harness_for(storage: Storage) -> Iterator[object]:
+def harness_for(storage: Storage) -> Iterator[Build]:
     made: list[Harness] = []
 
     def build(config: Config) -> Harness:
@@ -74,10 +77,10 @@ def harness_for(storage: Storage) -> Iterator[object]:
 
 
 def test_new_then_not_modified_then_edited(
-    server: FeedServer, storage: Storage, clock: Clock, harness_for: object
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
 ) -> None:
     server.routes["/a.xml"] = feed_file(rss("a", 3), etag='"1"')
-    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    h = harness_for(make_config(server, "/a.xml"))
     first = h.poll()["a"]
     assert (first.ok, first.status, first.new, first.updated) == (True, 200, 3, 0)
 
@@ -97,10 +100,10 @@ def test_new_then_not_modified_then_edited(
 
 
 def test_nothing_is_polled_before_it_is_due(
-    server: FeedServer, clock: Clock, harness_for: object
+    server: FeedServer, clock: Clock, harness_for: Build
 ) -> None:
     server.routes["/a.xml"] = feed_file(rss("a", 1))
-    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    h = harness_for(make_config(server, "/a.xml"))
     h.poll()
     clock.advance(minutes=5)
     assert h.poll() == {}
@@ -109,11 +112,11 @@ def test_nothing_is_polled_before_it_is_due(
 
 
 def test_permanent_redirect_is_remembered(
-    server: FeedServer, storage: Storage, clock: Clock, harness_for: object
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
 ) -> None:
     server.routes["/a.xml"] = lambda r: Reply(301, headers={"Location": "/moved.xml"})
     server.routes["/moved.xml"] = feed_file(rss("a", 2))
-    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    h = harness_for(make_config(server, "/a.xml"))
     result = h.poll()["a"]
     assert result.ok and result.moved_to == server.url("/moved.xml")
     state = storage.source("a")
@@ -125,21 +128,21 @@ def test_permanent_redirect_is_remembered(
 
 
 def test_temporary_redirect_keeps_the_configured_url(
-    server: FeedServer, storage: Storage, harness_for: object
+    server: FeedServer, storage: Storage, harness_for: Build
 ) -> None:
     server.routes["/a.xml"] = lambda r: Reply(302, headers={"Location": "/elsewhere.xml"})
     server.routes["/elsewhere.xml"] = feed_file(rss("a", 2))
-    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    h = harness_for(make_config(server, "/a.xml"))
     assert h.poll()["a"].new == 2
     state = storage.source("a")
     assert state is not None and not state.moved
 
 
 def test_gone_stops_polling_and_says_why(
-    server: FeedServer, storage: Storage, clock: Clock, harness_for: object
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
 ) -> None:
     server.routes["/a.xml"] = lambda r: Reply(410, b"gone")
-    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    h = harness_for(make_config(server, "/a.xml"))
     result = h.poll()["a"]
     assert not result.ok and result.error == (
         "HTTP 410 Gone: the publisher removed this feed; polling stopped"
@@ -151,10 +154,10 @@ def test_gone_stops_polling_and_says_why(
 
 
 def test_failures_back_off_exponentially(
-    server: FeedServer, storage: Storage, clock: Clock, harness_for: object
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
 ) -> None:
     server.routes["/a.xml"] = lambda r: Reply(503, b"down")
-    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    h = harness_for(make_config(server, "/a.xml"))
     waits = []
     for _ in range(4):
         result = h.poll("a")["a"]
@@ -169,22 +172,22 @@ def test_failures_back_off_exponentially(
 
 
 def test_retry_after_is_honoured(
-    server: FeedServer, storage: Storage, clock: Clock, harness_for: object
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
 ) -> None:
     server.routes["/a.xml"] = lambda r: Reply(429, b"slow down", {"Retry-After": "7200"})
-    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    h = harness_for(make_config(server, "/a.xml"))
     assert h.poll()["a"].error == "HTTP 429 Too Many Requests"
     state = storage.source("a")
     assert state is not None and state.next_due_at - clock.now >= timedelta(hours=2)
 
 
 def test_ttl_and_cache_control_are_floors(
-    server: FeedServer, storage: Storage, clock: Clock, harness_for: object
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
 ) -> None:
     with_ttl = rss("a", 1).replace(b"<description>d</description>", b"<ttl>60</ttl>")
     server.routes["/a.xml"] = feed_file(with_ttl)
     server.routes["/b.xml"] = lambda r: Reply(200, rss("b", 1), {"Cache-Control": "max-age=5400"})
-    h = harness_for(make_config(server, "/a.xml", "/b.xml"))  # type: ignore[operator]
+    h = harness_for(make_config(server, "/a.xml", "/b.xml"))
     h.poll()
     a, b = storage.source("a"), storage.source("b")
     assert a is not None and a.next_due_at - clock.now >= timedelta(minutes=60)
@@ -192,7 +195,7 @@ def test_ttl_and_cache_control_are_floors(
 
 
 def test_one_bad_source_does_not_stop_the_others(
-    server: FeedServer, storage: Storage, harness_for: object
+    server: FeedServer, storage: Storage, harness_for: Build
 ) -> None:
     server.routes["/stall.xml"] = lambda r: Reply(200, rss("stall", 1), delay=4.0)
     server.routes["/huge.xml"] = lambda r: Reply(200, endless())
@@ -200,7 +203,7 @@ def test_one_bad_source_does_not_stop_the_others(
         200, b"<html><body>Oops</body></html>", {"Content-Type": "text/html"}
     )
     server.routes["/fine.xml"] = feed_file(rss("fine", 2))
-    h = harness_for(make_config(server, "/stall.xml", "/huge.xml", "/broken.xml", "/fine.xml"))  # type: ignore[operator]
+    h = harness_for(make_config(server, "/stall.xml", "/huge.xml", "/broken.xml", "/fine.xml"))
     results = h.poll()
     assert results["stall"].error == "timed out after 2s"
     assert results["huge"].error == ("the feed is larger than the limit of 1,048,576 bytes (more)")
@@ -213,10 +216,10 @@ def test_one_bad_source_does_not_stop_the_others(
 
 
 def test_a_malformed_feed_with_entries_is_kept_with_a_warning(
-    server: FeedServer, storage: Storage, harness_for: object
+    server: FeedServer, storage: Storage, harness_for: Build
 ) -> None:
     server.routes["/a.xml"] = feed_file(rss("a", 2).replace(b"</channel></rss>", b"<item>"))
-    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    h = harness_for(make_config(server, "/a.xml"))
     result = h.poll()["a"]
     assert result.ok and result.new == 2 and result.warning is not None
     assert result.warning.startswith("malformed feed, read anyway: line 1, column")
@@ -224,7 +227,7 @@ def test_a_malformed_feed_with_entries_is_kept_with_a_warning(
     assert state is not None and state.last_warning == result.warning
 
 
-def test_json_feed(server: FeedServer, storage: Storage, harness_for: object) -> None:
+def test_json_feed(server: FeedServer, storage: Storage, harness_for: Build) -> None:
     document = {
         "version": "https://jsonfeed.org/version/1.1",
         "title": "J",
@@ -241,7 +244,7 @@ def test_json_feed(server: FeedServer, storage: Storage, harness_for: object) ->
         ],
     }
     server.routes["/j.json"] = feed_file(json.dumps(document).encode(), "application/feed+json")
-    h = harness_for(make_config(server, "/j.json"))  # type: ignore[operator]
+    h = harness_for(make_config(server, "/j.json"))
     assert h.poll()["j"].new == 2
     first, second = sorted(storage.recent_items(10, "j"), key=lambda i: i.entry.key)
     assert first.entry.link == server.url("/posts/1") and first.entry.authors == ("Ann",)
@@ -250,23 +253,23 @@ def test_json_feed(server: FeedServer, storage: Storage, harness_for: object) ->
 
 
 def test_a_wrong_charset_header_does_not_garble_text(
-    server: FeedServer, storage: Storage, harness_for: object
+    server: FeedServer, storage: Storage, harness_for: Build
 ) -> None:
-    body = rss("a", 1).replace(b"a story 0", "Türkiye’s story".encode())
+    body = rss("a", 1).replace(b"a story 0", "Türkiye\u2019s story".encode())
     server.routes["/a.xml"] = lambda r: Reply(
         200, body, {"Content-Type": "text/xml; charset=iso-8859-1"}
     )
-    h = harness_for(make_config(server, "/a.xml"))  # type: ignore[operator]
+    h = harness_for(make_config(server, "/a.xml"))
     assert h.poll()["a"].ok
     [item] = storage.recent_items(1, "a")
-    assert item.entry.title == "Türkiye’s story"
+    assert item.entry.title == "Türkiye\u2019s story"
 
 
 def test_named_sources_are_polled_even_when_not_due(
-    server: FeedServer, clock: Clock, harness_for: object
+    server: FeedServer, clock: Clock, harness_for: Build
 ) -> None:
     server.routes["/a.xml"] = feed_file(rss("a", 1))
     server.routes["/b.xml"] = feed_file(rss("b", 1))
-    h = harness_for(make_config(server, "/a.xml", "/b.xml"))  # type: ignore[operator]
+    h = harness_for(make_config(server, "/a.xml", "/b.xml"))
     h.poll()
     assert set(h.poll("b")) == {"b"}
