@@ -29,7 +29,11 @@ from aggregator.types import Entry, FetchRecord, SourceState
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=10)
+def lease_for(config: Config) -> timedelta:
+    """How long a claim lasts: longer than a fetch can take (it is bounded by the timeout, plus
+    the wait for a slot at its host), short enough that a dead worker's sources move on soon."""
+    p = config.polling
+    return p.timeout * 3 + p.host_gap * p.concurrency + timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class Poller:
         """Take a new config (sources added, removed or changed) for the next sources polled."""
         self._config = config
         self._sources = {s.id: s for s in config.sources}
+        self._lease = lease_for(config)
 
     def stop(self) -> None:
         self._stop.set()
@@ -131,9 +136,9 @@ class Poller:
 
     def _claim(self, count: int, named: list[str] | None) -> list[SourceState]:
         if named is None:
-            return self.storage.claim_due_sources(self.owner, LEASE, count)
+            return self.storage.claim_due_sources(self.owner, self._lease, count)
         batch, named[:] = named[:count], named[count:]
-        return self.storage.claim_sources(batch, self.owner, LEASE) if batch else []
+        return self.storage.claim_sources(batch, self.owner, self._lease) if batch else []
 
     def poll_source(self, state: SourceState) -> PollResult:
         """Fetch, parse and store one claimed source; never raises for the source's own faults."""
