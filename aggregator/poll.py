@@ -29,6 +29,7 @@ from aggregator.types import Entry, FetchRecord, SourceState
 
 log = logging.getLogger(__name__)
 
+
 def lease_for(config: Config) -> timedelta:
     """How long a claim lasts: longer than a fetch can take (it is bounded by the timeout, plus
     the wait for a slot at its host), short enough that a dead worker's sources move on soon."""

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.exceptions import StorageError
+from aggregator.storage.dialect import serialise
 
 SCRIPTS = Path(__file__).parent / "migrations"
 
@@ -40,6 +41,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database to `revision`; safe to call on every start."""
     try:
         with engine.begin() as connection:
+            serialise(connection, "aggregator.migrate")
             command.upgrade(_config(connection), revision)
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot migrate the database: {exc}") from exc

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, func, or_, select, update
 
 from aggregator.config import Defaults, Source
+from aggregator.storage.dialect import serialise
 from aggregator.storage.tables import sources as t
 from aggregator.types import FetchRecord, SourceState, SyncReport
 
@@ -42,6 +43,7 @@ def _state(row: Row[Any]) -> SourceState:
 
 def sync(conn: Connection, configured: Sequence[Source], now: datetime) -> SyncReport:
     """Make the stored sources match the config; removed ones are kept (with their items)."""
+    serialise(conn, "aggregator.sync_sources")
     existing = {row.id: row for row in conn.execute(select(t))}
     added, changed = [], []
     for source in configured:
