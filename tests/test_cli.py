@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -201,3 +202,46 @@ def test_hostile_or_broken_opml_is_a_clear_error(name: str, message: str) -> Non
     )
     assert result.exit_code == 1
     assert message in str(result.exception)
+
+
+def test_poll_prints_a_table_and_sources_json_reports_health(tmp_path: Path) -> None:
+    from tests.feedserver import FeedServer, Reply, feed_file
+    from tests.support import rss
+
+    with FeedServer() as server:
+        server.routes["/good.xml"] = feed_file(rss("good", 3))
+        server.routes["/bad.xml"] = lambda r: Reply(500, b"oops")
+        config = tmp_path / "feeds.yaml"
+        config.write_text(
+            "sections: [{id: world, title: World}]\nsources:\n"
+            f"  - {{id: good, url: '{server.url('/good.xml')}', section: world}}\n"
+            f"  - {{id: bad, url: '{server.url('/bad.xml')}', section: world}}\n"
+            "polling: {host_gap: 0s, unhealthy_after: 1}\n"
+        )
+        env = {"AGGREGATOR_DATABASE_URL": f"sqlite:///{tmp_path / 'agg.db'}"}
+        result = aggregator("poll", "-c", str(config), cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].split() == ["SOURCE", "STATUS", "NEW", "UPDATED", "UNCHANGED", "RESULT"]
+        assert lines[1].split()[:5] == ["bad", "500", "0", "0", "0"]
+        assert lines[1].endswith("failed: HTTP 500 Internal Server Error")
+        assert lines[2].split() == ["good", "200", "3", "0", "0", "ok"]
+        assert lines[-1] == "2 polled, 3 new items, 1 failed"
+        assert "polling" in result.stderr  # the progress bar
+
+        again = aggregator("poll", "-c", str(config), cwd=tmp_path, env=env)
+        assert "nothing is due" in again.stdout
+        forced = aggregator("poll", "--source", "good", "-c", str(config), cwd=tmp_path, env=env)
+        assert forced.stdout.splitlines()[-1] == "1 polled, 0 new items, 0 failed"
+
+        listing = aggregator("sources", "--json", "-c", str(config), cwd=tmp_path, env=env)
+        rows = json.loads(listing.stdout)
+        assert [r["id"] for r in rows] == ["bad", "good"]  # failing first
+        bad, good = rows
+        assert bad["status"] == "unhealthy" and bad["last_error"] == "HTTP 500 Internal Server Error"
+        assert bad["consecutive_failures"] == 1 and bad["last_http_status"] == 500
+        assert good["status"] == "ok" and good["stored_items"] == 3
+        assert good["url_in_use"] == server.url("/good.xml") and good["last_success"]
+
+        unknown = aggregator("poll", "--source", "nope", "-c", str(config), cwd=tmp_path, env=env)
+        assert unknown.returncode == 2 and "not in" in unknown.stderr

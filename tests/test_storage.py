@@ -328,3 +328,30 @@ def test_subscriber_lifecycle(storage: Storage, clock: Clock) -> None:
     assert left is not None and left.unsubscribed_at == clock.now
     assert storage.subscribers("d", SubscriberStatus.CONFIRMED) == []
     assert storage.add_subscriber("d", "Reader@example.org").status is SubscriberStatus.PENDING
+
+
+def test_retention_prunes_old_items_and_never_brings_them_back(
+    storage: Storage, clock: Clock
+) -> None:
+    storage.sync_sources([source("a")])
+    storage.save_entries("a", [entry("old"), entry("fresh")])
+    clock.advance(days=50)
+    storage.save_entries("a", [entry("fresh")])  # "old" has left the feed
+    clock.advance(days=45)
+    assert storage.prune_items(timedelta(days=90)) == 1
+    assert storage.count_items("a") == 1
+    again = storage.save_entries("a", [entry("old"), entry("fresh")])
+    assert again.new == () and again.unchanged == 1  # the pruned key stays pruned
+    assert storage.prune_items(timedelta(days=90)) == 0
+
+
+def test_an_item_stops_being_revised_after_the_cap(storage: Storage, clock: Clock) -> None:
+    from aggregator.storage.items import MAX_REVISIONS
+
+    storage.sync_sources([source("a")])
+    for n in range(MAX_REVISIONS + 5):  # a feed whose entry changes on every fetch
+        report = storage.save_entries("a", [entry("k", f"Title {n}")])
+        clock.advance(minutes=1)
+    assert report.updated == () and report.unchanged == 1
+    [item] = storage.recent_items(1, "a")
+    assert item.entry.title == f"Title {MAX_REVISIONS}"
