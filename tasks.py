@@ -4,6 +4,7 @@
     python3 tasks.py run  [ARGS]   create .venv, install the service, start it (SQLite by default)
     python3 tasks.py test [ARGS]   create .venv, install the service and its test tools, run pytest
     python3 tasks.py lint          ruff (lint and format check) and mypy
+    python3 tasks.py bench [ARGS]  the benchmarks in bench/ (on demand, never in CI)
 
 The virtual environment is reinstalled only when pyproject.toml changes, so the second run starts
 at once. Standard library only: this runs before anything is installed.
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
-EXTRAS = {"run": "", "test": "[dev]", "lint": "[dev]"}
+EXTRAS = {"run": "", "test": "[dev]", "lint": "[dev]", "bench": ""}
 
 
 def _say(message: str) -> None:
@@ -73,6 +74,8 @@ def main(argv: list[str]) -> int:
         return _replace_process([str(PYTHON), "-m", "aggregator", "run", *rest])
     if task == "test":
         return _replace_process([str(PYTHON), "-m", "pytest", *rest])
+    if task == "bench":
+        return _replace_process([str(PYTHON), str(ROOT / "bench" / "ingest.py"), *rest])
     for command in (
         [str(PYTHON), "-m", "ruff", "check", "."],
         [str(PYTHON), "-m", "ruff", "format", "--check", "."],

@@ -95,7 +95,8 @@ def normalise(raws: Sequence[RawEntry], feed_url: str, now: datetime) -> tuple[E
         if key in seen:
             continue
         seen.add(key)
-        html_base = link or base
+        # an explicit xml:base wins; else the article's own address; else the feed's
+        html_base = raw.base if raw.base and raw.base != feed_url else (link or feed_url)
         title = html_to_text(raw.title) if raw.title_is_html else " ".join(raw.title.split())
         published = _plausible(raw.published, now)
         updated = _plausible(raw.updated, now)

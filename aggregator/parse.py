@@ -1,7 +1,8 @@
 """Feed documents to entries: the only module that sees feedparser's dictionaries.
 
-RSS 0.9x/1.0/2.0 and Atom go through feedparser, with its own HTML sanitiser off (nh3 does that,
-at a fraction of the cost, in `normalise`); JSON Feed goes through our adapter (`jsonfeed`), since
+RSS 0.9x/1.0/2.0 and Atom go through feedparser, with its own HTML sanitiser and its resolution of
+relative URLs inside HTML off: nh3 does both, at a fraction of the cost, in `normalise`, using the
+base feedparser works out (xml:base, else the document's URL); JSON Feed goes through our adapter (`jsonfeed`), since
 feedparser does not read it. A malformed document that still yields entries is accepted with a
 warning (feedparser's "bozo"); one that yields nothing raises ParseError.
 """
@@ -58,7 +59,7 @@ def parse_document(
     # encoding declaration, else UTF-8) are right for a document whose server said nothing.
     headers = {"content-location": url, "content-type": content_type or "application/xml"}
     result = feedparser.parse(
-        body, response_headers=headers, resolve_relative_uris=True, sanitize_html=False
+        body, response_headers=headers, resolve_relative_uris=False, sanitize_html=False
     )
     raws = [_raw(entry, result.feed) for entry in result.entries]
     problem = result.get("bozo_exception")

@@ -120,7 +120,8 @@ class Poller:
             running: set[Future[PollResult]] = set()
             while not self._stop.is_set():
                 free = concurrency - len(running)
-                if free > 0:
+                # claim in batches (half the pool at least), not one source per transaction
+                if free >= max(1, concurrency // 2) or not running:
                     for state in self._claim(free, pending_named):
                         running.add(pool.submit(self.poll_source, state))
                 if not running:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import re
-from functools import lru_cache
+import threading
 from urllib.parse import urljoin
 
 import nh3
@@ -37,28 +37,38 @@ _ATTRIBUTES.setdefault("time", set()).add("datetime")
 _SPACE = re.compile(r"\s+")
 
 
-@lru_cache(maxsize=256)
-def _cleaner(base: str) -> nh3.Cleaner:
-    def absolute(_tag: str, attribute: str, value: str) -> str | None:
-        if attribute in _URL_ATTRIBUTES and base:
-            return urljoin(base, value.strip())
-        return value
+_local = threading.local()
 
-    return nh3.Cleaner(
-        tags=set(_TAGS),
-        attributes=_ATTRIBUTES,
-        url_schemes=set(_SCHEMES),
-        attribute_filter=absolute,
-        link_rel="noopener noreferrer nofollow",
-        strip_comments=True,
-    )
+
+def _absolute(_tag: str, attribute: str, value: str) -> str | None:
+    base = getattr(_local, "base", "")
+    if attribute in _URL_ATTRIBUTES and base:
+        return urljoin(base, value.strip())
+    return value
+
+
+# One cleaner for every call: building one costs more than cleaning a fragment. The base URL of
+# the fragment being cleaned reaches the attribute filter through a thread-local, since the filter
+# runs synchronously in the calling thread.
+_CLEANER = nh3.Cleaner(
+    tags=set(_TAGS),
+    attributes=_ATTRIBUTES,
+    url_schemes=set(_SCHEMES),
+    attribute_filter=_absolute,
+    link_rel="noopener noreferrer nofollow",
+    strip_comments=True,
+)
 
 
 def clean_html(fragment: str, base: str = "") -> str:
     """Safe HTML with absolute URLs; an empty string stays empty."""
     if not fragment or not fragment.strip():
         return ""
-    return _cleaner(base).clean(fragment).strip()
+    _local.base = base
+    try:
+        return str(_CLEANER.clean(fragment)).strip()
+    finally:
+        _local.base = ""
 
 
 def html_to_text(fragment: str) -> str:

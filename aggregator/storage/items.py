@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, case, delete, func, select, update
+from sqlalchemy import Connection, Row, bindparam, case, delete, func, select, update
 
 from aggregator.storage.dialect import insert as _insert
 from aggregator.storage.tables import item_topics, items, pruned_keys
@@ -102,36 +102,34 @@ def save(
         ).scalars()
         for key in pruned:
             batch.pop(key, None)
-    new, changed, unchanged = [], [], []
+    inserts: list[dict[str, Any]] = []
+    changes: list[dict[str, Any]] = []
+    unchanged: list[int] = []
     for key, entry in batch.items():
         columns = _columns(entry)
         if key not in known:
-            item_id = conn.execute(
-                items.insert()
-                .values(
-                    source_id=source_id,
-                    key=key,
-                    first_seen_at=now,
-                    last_seen_at=now,
-                    changed_at=now,
-                    section_id=section_id,
-                    revisions=0,
-                    **columns,
-                )
-                .returning(items.c.id)
-            ).scalar_one()
-            new.append(item_id)
+            inserts.append({"source_id": source_id, "key": key, "first_seen_at": now,
+                            "last_seen_at": now, "changed_at": now, "section_id": section_id,
+                            "revisions": 0, "story_id": None, **columns})
             continue
         item_id, old_hash, revisions = known[key]
         if old_hash != columns["content_hash"] and revisions < MAX_REVISIONS:
-            conn.execute(
-                update(items)
-                .where(items.c.id == item_id)
-                .values(last_seen_at=now, changed_at=now, revisions=revisions + 1, **columns)
-            )
-            changed.append(item_id)
+            changes.append({"item_id": item_id, "last_seen_at": now, "changed_at": now,
+                            "revisions": revisions + 1, **columns})
         else:
             unchanged.append(item_id)
+    new: list[int] = []
+    if inserts:  # one statement for the batch: "insertmanyvalues" on both backends
+        new = list(conn.execute(
+            items.insert().returning(items.c.id, sort_by_parameter_order=True), inserts
+        ).scalars())
+    if changes:
+        conn.execute(
+            update(items).where(items.c.id == bindparam("item_id"))
+            .values({name: bindparam(name) for name in changes[0] if name != "item_id"}),
+            changes,
+        )
+    changed = [change["item_id"] for change in changes]
     for chunk in _chunks(unchanged):
         conn.execute(update(items).where(items.c.id.in_(chunk)).values(last_seen_at=now))
     return SaveReport(tuple(new), tuple(changed), len(unchanged))

@@ -115,6 +115,21 @@ def _claimable(now: datetime) -> Any:
     )
 
 
+def _lease(
+    conn: Connection, ids: Sequence[str], condition: Any, owner: str, until: datetime
+) -> list[SourceState]:
+    """One guarded UPDATE ... RETURNING: only rows still free are taken, on any backend."""
+    if not ids:
+        return []
+    rows = conn.execute(
+        update(t).where(t.c.id.in_(ids), condition)
+        .values(lease_owner=owner, lease_expires_at=until)
+        .returning(*t.c)
+    )
+    states = {row.id: _state(row) for row in rows}
+    return [states[source_id] for source_id in ids if source_id in states]
+
+
 def claim_due(
     conn: Connection, now: datetime, owner: str, lease: timedelta, limit: int
 ) -> list[SourceState]:
@@ -126,19 +141,8 @@ def claim_due(
     query = select(t.c.id).where(_claimable(now)).order_by(t.c.next_due_at, t.c.id).limit(limit)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    claimed = []
-    for source_id in conn.execute(query).scalars().all():
-        result = conn.execute(
-            update(t)
-            .where(t.c.id == source_id, _claimable(now))
-            .values(lease_owner=owner, lease_expires_at=now + lease)
-        )
-        if result.rowcount == 1:
-            claimed.append(source_id)
-    if not claimed:
-        return []
-    rows = conn.execute(select(t).where(t.c.id.in_(claimed)).order_by(t.c.next_due_at, t.c.id))
-    return [_state(row) for row in rows]
+    ids = list(conn.execute(query).scalars())
+    return _lease(conn, ids, _claimable(now), owner, now + lease)
 
 
 def claim_named(
@@ -146,20 +150,9 @@ def claim_named(
 ) -> list[SourceState]:
     """Lease the named sources whether due or not (an editor asked to poll them now), unless
     another worker holds them; sources no longer in the config are left alone."""
-    free = and_(
-        t.c.in_config.is_(True), or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now)
-    )
-    claimed = []
-    for source_id in ids:
-        result = conn.execute(
-            update(t)
-            .where(t.c.id == source_id, free)
-            .values(lease_owner=owner, lease_expires_at=now + lease)
-        )
-        if result.rowcount == 1:
-            claimed.append(source_id)
-    by_id = {row.id: _state(row) for row in conn.execute(select(t).where(t.c.id.in_(claimed)))}
-    return [by_id[source_id] for source_id in claimed]
+    free = and_(t.c.in_config.is_(True),
+                or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now))
+    return _lease(conn, list(ids), free, owner, now + lease)
 
 
 def next_due(conn: Connection) -> datetime | None:
