@@ -73,8 +73,8 @@ class FetchResult:
 
 
 def user_agent(base_url: str | None) -> str:
-    """Names the service, its version and where publishers can learn about it."""
-    return f"aggregator/{__version__} (+{base_url or 'https://github.com/'})"
+    """Names the service, its version and where publishers can reach whoever runs it."""
+    return f"aggregator/{__version__} (+{base_url})" if base_url else f"aggregator/{__version__}"
 
 
 class _HostGate:

@@ -2,9 +2,9 @@
 
 RSS 0.9x/1.0/2.0 and Atom go through feedparser, with its own HTML sanitiser and its resolution of
 relative URLs inside HTML off: nh3 does both, at a fraction of the cost, in `normalise`, using the
-base feedparser works out (xml:base, else the document's URL); JSON Feed goes through our adapter (`jsonfeed`), since
-feedparser does not read it. A malformed document that still yields entries is accepted with a
-warning (feedparser's "bozo"); one that yields nothing raises ParseError.
+base feedparser works out (xml:base, else the document's URL). JSON Feed goes through our adapter
+(`jsonfeed`), since feedparser does not read it. A malformed document that still yields entries
+is accepted with a warning (feedparser's "bozo"); one that yields nothing raises ParseError.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 
 def load(directory: Path) -> dict[bytes, tuple[bytes, bytes]]:
@@ -19,7 +20,7 @@ def load(directory: Path) -> dict[bytes, tuple[bytes, bytes]]:
 
 
 class Feeds(asyncio.Protocol):
-    files: dict[bytes, tuple[bytes, bytes]] = {}
+    files: ClassVar[dict[bytes, tuple[bytes, bytes]]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -39,20 +40,28 @@ class Feeds(asyncio.Protocol):
             if found is None:
                 self.transport.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
             elif headers.get(b"if-none-match") == found[0]:
-                self.transport.write(b"HTTP/1.1 304 Not Modified\r\nETag: " + found[0] + b"\r\n\r\n")
+                self.transport.write(
+                    b"HTTP/1.1 304 Not Modified\r\nETag: " + found[0] + b"\r\n\r\n"
+                )
             else:
                 self.transport.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml; charset=utf-8\r\n"
-                    b"ETag: " + found[0] + b"\r\nContent-Length: "
-                    + str(len(found[1])).encode() + b"\r\n\r\n" + found[1]
+                    b"ETag: "
+                    + found[0]
+                    + b"\r\nContent-Length: "
+                    + str(len(found[1])).encode()
+                    + b"\r\n\r\n"
+                    + found[1]
                 )
 
 
 async def main(directory: Path, port: int) -> None:
     Feeds.files = load(directory)
     server = await asyncio.get_running_loop().create_server(Feeds, "127.0.0.1", port, backlog=1024)
-    print(f"serving {len(Feeds.files)} feeds on 127.0.0.1:{server.sockets[0].getsockname()[1]}",
-          flush=True)
+    print(
+        f"serving {len(Feeds.files)} feeds on 127.0.0.1:{server.sockets[0].getsockname()[1]}",
+        flush=True,
+    )
     async with server:
         await server.serve_forever()
 

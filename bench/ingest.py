@@ -27,7 +27,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORDS = (
+WORDS = (  # noqa: SIM905 (a word list reads best as text)
     "government minister talks ceasefire election climate market energy court report crisis "
     "city council water health school police border refugees aid summit vote budget storm "
     "drought wildfire research science study museum festival league final transfer record "
@@ -49,8 +49,10 @@ def make_feed(index: int, rng: random.Random) -> bytes:
     for n in range(count):
         paragraphs = []
         while sum(len(p) for p in paragraphs) < per_item:
-            paragraphs.append(f"<p>{sentence(rng, rng.randint(12, 30))} "
-                              f'<a href="/story/{index}/{n}?utm_source=rss">more</a></p>')
+            paragraphs.append(
+                f"<p>{sentence(rng, rng.randint(12, 30))} "
+                f'<a href="/story/{index}/{n}?utm_source=rss">more</a></p>'
+            )
         if n % 7 == 0:
             paragraphs.append('<script>track()</script><img src="/i.png" onerror="x()">')
         when = start + timedelta(minutes=37 * n + index)
@@ -99,25 +101,37 @@ def run_cycles(port: int, count: int, database: str, concurrency: int) -> None:
         for i in range(count)
     )
     config = load_text(
-        "sections: [{id: news, title: News}]\nsources:\n" + lines
+        "sections: [{id: news, title: News}]\nsources:\n"
+        + lines
         + f"polling: {{host_gap: 0s, per_host: {concurrency}, concurrency: {concurrency}}}\n",
-        "bench.yaml", env={},
+        "bench.yaml",
+        env={},
     )
     storage = Storage.open(database)
     storage.sync_sources(config.sources)
     ids = [s.id for s in config.sources]
-    with Fetcher(user_agent=user_agent(None), host_gap=0.0, per_host=concurrency,
-                 connections=concurrency) as fetcher:
+    with Fetcher(
+        user_agent=user_agent(None), host_gap=0.0, per_host=concurrency, connections=concurrency
+    ) as fetcher:
         poller = Poller(storage, config, fetcher)
         for cycle in ("first", "second"):
             started = time.perf_counter()
             results = poller.run_once(only=ids)
             seconds = time.perf_counter() - started
-            print(json.dumps({
-                "cycle": cycle, "seconds": seconds, "sources": len(results),
-                "failed": sum(not r.ok for r in results), "new": sum(r.new for r in results),
-                "not_modified": sum(r.status == 304 for r in results), "peak_mib": peak_mib(),
-            }), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "cycle": cycle,
+                        "seconds": seconds,
+                        "sources": len(results),
+                        "failed": sum(not r.ok for r in results),
+                        "new": sum(r.new for r in results),
+                        "not_modified": sum(r.status == 304 for r in results),
+                        "peak_mib": peak_mib(),
+                    }
+                ),
+                flush=True,
+            )
     print(json.dumps({"items": storage.count_items()}), flush=True)
     storage.close()
 
@@ -140,8 +154,9 @@ def run_floor(directory: Path) -> None:
 
 
 def child(*args: str) -> list[dict[str, object]]:
-    result = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                            check=False, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=False, cwd=ROOT
+    )
     if result.returncode != 0:
         sys.exit(f"bench child failed:\n{result.stderr[-3000:]}")
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
@@ -153,10 +168,16 @@ def bench(count: int, database: str | None, concurrency: int) -> None:
     feeds.mkdir()
     try:
         size = generate(feeds, count)
-        print(f"\n== {count:,} sources: {size / 1e6:.0f} MB of feeds, "
-              f"{size / count / 1000:.0f} KB each on average", flush=True)
-        server = subprocess.Popen([sys.executable, str(ROOT / "bench" / "feed_server.py"),
-                                   str(feeds)], stdout=subprocess.PIPE, text=True)
+        print(
+            f"\n== {count:,} sources: {size / 1e6:.0f} MB of feeds, "
+            f"{size / count / 1000:.0f} KB each on average",
+            flush=True,
+        )
+        server = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "feed_server.py"), str(feeds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert server.stdout is not None
         port = int(server.stdout.readline().rsplit(":", 1)[1])
         try:
@@ -168,18 +189,26 @@ def bench(count: int, database: str | None, concurrency: int) -> None:
         floor = child("--child-floor", str(feeds))[0]
         first, second, stored = cycles
         print(f"{'':34}{'wall s':>9}{'sources/s':>11}{'peak MiB':>10}")
-        for label, row in (("first cycle (all content)", first),
-                           ("second cycle (all 304)", second)):
-            print(f"{label:34}{row['seconds']:>9.1f}{count / float(row['seconds']):>11.0f}"  # type: ignore[arg-type]
-                  f"{row['peak_mib']:>10.0f}")
-        print(f"{'feedparser alone, same files':34}{floor['seconds']:>9.1f}"
-              f"{count / float(floor['seconds']):>11.0f}{floor['peak_mib']:>10.0f}")  # type: ignore[arg-type]
+        for label, row in (
+            ("first cycle (all content)", first),
+            ("second cycle (all 304)", second),
+        ):
+            print(
+                f"{label:34}{row['seconds']:>9.1f}{count / float(row['seconds']):>11.0f}"  # type: ignore[arg-type]
+                f"{row['peak_mib']:>10.0f}"
+            )
+        print(
+            f"{'feedparser alone, same files':34}{floor['seconds']:>9.1f}"
+            f"{count / float(floor['seconds']):>11.0f}{floor['peak_mib']:>10.0f}"
+        )  # type: ignore[arg-type]
         ratio = float(first["seconds"]) / float(floor["seconds"])  # type: ignore[arg-type]
-        print(f"first cycle / feedparser alone: {ratio:.2f}x; "
-              f"items stored: {stored['items']:,}; failures: {first['failed']} + {second['failed']}; "
-              f"304s in second cycle: {second['not_modified']:,}; database: "
-              f"{'SQLite' if not database else database.split(':', 1)[0]}; "
-              f"concurrency {concurrency}")
+        print(
+            f"first cycle / feedparser alone: {ratio:.2f}x; "
+            f"items stored: {stored['items']:,}; failures: {first['failed']} + {second['failed']}; "
+            f"304s in second cycle: {second['not_modified']:,}; database: "
+            f"{'SQLite' if not database else database.split(':', 1)[0]}; "
+            f"concurrency {concurrency}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

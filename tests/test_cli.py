@@ -238,7 +238,9 @@ def test_poll_prints_a_table_and_sources_json_reports_health(tmp_path: Path) -> 
         rows = json.loads(listing.stdout)
         assert [r["id"] for r in rows] == ["bad", "good"]  # failing first
         bad, good = rows
-        assert bad["status"] == "unhealthy" and bad["last_error"] == "HTTP 500 Internal Server Error"
+        assert (
+            bad["status"] == "unhealthy" and bad["last_error"] == "HTTP 500 Internal Server Error"
+        )
         assert bad["consecutive_failures"] == 1 and bad["last_http_status"] == 500
         assert good["status"] == "ok" and good["stored_items"] == 3
         assert good["url_in_use"] == server.url("/good.xml") and good["last_success"]

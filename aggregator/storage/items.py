@@ -108,24 +108,44 @@ def save(
     for key, entry in batch.items():
         columns = _columns(entry)
         if key not in known:
-            inserts.append({"source_id": source_id, "key": key, "first_seen_at": now,
-                            "last_seen_at": now, "changed_at": now, "section_id": section_id,
-                            "revisions": 0, "story_id": None, **columns})
+            inserts.append(
+                {
+                    "source_id": source_id,
+                    "key": key,
+                    "first_seen_at": now,
+                    "last_seen_at": now,
+                    "changed_at": now,
+                    "section_id": section_id,
+                    "revisions": 0,
+                    "story_id": None,
+                    **columns,
+                }
+            )
             continue
         item_id, old_hash, revisions = known[key]
         if old_hash != columns["content_hash"] and revisions < MAX_REVISIONS:
-            changes.append({"item_id": item_id, "last_seen_at": now, "changed_at": now,
-                            "revisions": revisions + 1, **columns})
+            changes.append(
+                {
+                    "item_id": item_id,
+                    "last_seen_at": now,
+                    "changed_at": now,
+                    "revisions": revisions + 1,
+                    **columns,
+                }
+            )
         else:
             unchanged.append(item_id)
     new: list[int] = []
     if inserts:  # one statement for the batch: "insertmanyvalues" on both backends
-        new = list(conn.execute(
-            items.insert().returning(items.c.id, sort_by_parameter_order=True), inserts
-        ).scalars())
+        new = list(
+            conn.execute(
+                items.insert().returning(items.c.id, sort_by_parameter_order=True), inserts
+            ).scalars()
+        )
     if changes:
         conn.execute(
-            update(items).where(items.c.id == bindparam("item_id"))
+            update(items)
+            .where(items.c.id == bindparam("item_id"))
             .values({name: bindparam(name) for name in changes[0] if name != "item_id"}),
             changes,
         )

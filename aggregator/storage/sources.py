@@ -6,7 +6,22 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Integer,
+    Row,
+    String,
+    Text,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 
 from aggregator.config import Defaults, Source
 from aggregator.storage.dialect import serialise
@@ -122,7 +137,8 @@ def _lease(
     if not ids:
         return []
     rows = conn.execute(
-        update(t).where(t.c.id.in_(ids), condition)
+        update(t)
+        .where(t.c.id.in_(ids), condition)
         .values(lease_owner=owner, lease_expires_at=until)
         .returning(*t.c)
     )
@@ -150,8 +166,9 @@ def claim_named(
 ) -> list[SourceState]:
     """Lease the named sources whether due or not (an editor asked to poll them now), unless
     another worker holds them; sources no longer in the config are left alone."""
-    free = and_(t.c.in_config.is_(True),
-                or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now))
+    free = and_(
+        t.c.in_config.is_(True), or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now)
+    )
     return _lease(conn, list(ids), free, owner, now + lease)
 
 
@@ -173,33 +190,69 @@ def release(conn: Connection, source_id: str, owner: str) -> None:
     )
 
 
+def _keep_unless(flag: str, value: Any, column: Any) -> Any:
+    return case((bindparam(flag, type_=Boolean) == true(), value), else_=column)
+
+
+# One statement for every outcome, built once: the flags in the parameters decide which columns
+# change, so SQLAlchemy compiles it once instead of once per combination and per call.
+_RECORD = (
+    update(t)
+    .where(
+        t.c.id == bindparam("source_id"),
+        or_(
+            bindparam("owner", type_=String) == None,  # noqa: E711 (SQL NULL test)
+            t.c.lease_owner == bindparam("owner", type_=String),
+            t.c.lease_owner.is_(None),
+        ),
+    )
+    .values(
+        last_fetched_at=bindparam("fetched_at", type_=t.c.last_fetched_at.type),
+        last_status=bindparam("status", type_=Integer),
+        next_due_at=bindparam("next_due_at", type_=t.c.next_due_at.type),
+        lease_owner=None,
+        lease_expires_at=None,
+        updated_at=bindparam("fetched_at", type_=t.c.updated_at.type),
+        last_success_at=_keep_unless("ok", bindparam("fetched_at"), t.c.last_success_at),
+        last_error=bindparam("error", type_=Text),
+        consecutive_failures=_keep_unless("ok", 0, t.c.consecutive_failures + 1),
+        last_warning=_keep_unless("document", bindparam("warning", type_=Text), t.c.last_warning),
+        last_entry_count=_keep_unless(
+            "document", bindparam("entry_count", type_=Integer), t.c.last_entry_count
+        ),
+        feed_title=func.coalesce(bindparam("feed_title", type_=Text), t.c.feed_title),
+        etag=func.coalesce(bindparam("etag", type_=Text), t.c.etag),
+        last_modified=func.coalesce(bindparam("last_modified", type_=Text), t.c.last_modified),
+        fetch_url=func.coalesce(bindparam("permanent_url", type_=Text), t.c.fetch_url),
+        gone_at=_keep_unless("gone", bindparam("fetched_at"), t.c.gone_at),
+    )
+)
+
+
 def record_fetch(conn: Connection, record: FetchRecord, owner: str | None = None) -> bool:
-    """Store a poll's outcome and release the lease; False if `owner` no longer holds it."""
-    values: dict[str, Any] = {
-        "last_fetched_at": record.fetched_at,
-        "last_status": record.status,
-        "next_due_at": record.next_due_at,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "updated_at": record.fetched_at,
-    }
-    if record.ok:
-        values.update(last_success_at=record.fetched_at, last_error=None, consecutive_failures=0)
-        if record.status != 304:  # a 304 says nothing new about the document
-            values.update(last_warning=record.warning, last_entry_count=record.entry_count)
-        if record.feed_title:
-            values["feed_title"] = record.feed_title
-    else:
-        values.update(last_error=record.error, consecutive_failures=t.c.consecutive_failures + 1)
-    if record.etag is not None:
-        values["etag"] = record.etag
-    if record.last_modified is not None:
-        values["last_modified"] = record.last_modified
-    if record.permanent_url:
-        values["fetch_url"] = record.permanent_url
-    if record.gone:
-        values["gone_at"] = record.fetched_at
-    query = update(t).where(t.c.id == record.source_id)
-    if owner is not None:
-        query = query.where(or_(t.c.lease_owner == owner, t.c.lease_owner.is_(None)))
-    return conn.execute(query.values(**values)).rowcount == 1
+    """Store a poll's outcome and release the lease; False if `owner` no longer holds it.
+
+    A 304 keeps what the last document said (validators, warning, entry count); a failure keeps
+    the validators and the last success.
+    """
+    result = conn.execute(
+        _RECORD,
+        {
+            "source_id": record.source_id,
+            "owner": owner,
+            "fetched_at": record.fetched_at,
+            "status": record.status,
+            "next_due_at": record.next_due_at,
+            "ok": record.ok,
+            "error": None if record.ok else record.error,
+            "document": record.ok and record.status != 304,
+            "warning": record.warning,
+            "entry_count": record.entry_count,
+            "feed_title": record.feed_title or None,
+            "etag": record.etag,
+            "last_modified": record.last_modified,
+            "permanent_url": record.permanent_url or None,
+            "gone": record.gone,
+        },
+    )
+    return result.rowcount == 1
