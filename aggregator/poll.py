@@ -25,6 +25,7 @@ from aggregator.config import Config, Source
 from aggregator.exceptions import ParseError
 from aggregator.fetch import Fetcher, FetchRequest, FetchResult, user_agent
 from aggregator.parse import parse_document
+from aggregator.process.pipeline import Processor
 from aggregator.storage import Storage
 from aggregator.types import Entry, FetchRecord, SourceState
 
@@ -100,6 +101,7 @@ class Poller:
         # Parsing is pure CPU under the GIL: one thread at a time parses, while the others wait
         # on the network. Letting all of them parse at once was a third slower (GIL contention).
         self._parsing = threading.Lock()
+        self._processor: Processor | None = None
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -107,6 +109,25 @@ class Poller:
         self._config = config
         self._sources = {s.id: s for s in config.sources}
         self._lease = lease_for(config)
+        if self._processor is None:
+            self._processor = Processor(config)
+        else:
+            self._processor.configure(config)
+        self._warm = False
+
+    @property
+    def processor(self) -> Processor:
+        assert self._processor is not None
+        return self._processor
+
+    def _warm_index(self) -> None:
+        """Fill a new story index from storage before the first items are linked, in a read
+        transaction, rather than inside the first write."""
+        index = self.processor.index
+        if not self._warm and index is not None:
+            loaded = self.storage.warm_index(index)
+            log.info("story index: %d recent items loaded", loaded)
+        self._warm = True
 
     def stop(self) -> None:
         self._stop.set()
@@ -122,6 +143,7 @@ class Poller:
         transaction per batch rather than per source; on stop, claimed sources not yet started
         are released at once for other workers.
         """
+        self._warm_index()
         concurrency = self._config.polling.concurrency
         results: list[PollResult] = []
         pending_named = list(only) if only is not None else None
@@ -227,8 +249,12 @@ class Poller:
             entry_count=len(entries) if ok and fetched.status != 304 else None,
             feed_title=title or None,
         )
-        section = source.section if source else None
-        saved = self.storage.record_fetch(record, entries, owner=self.owner, section_id=section)
+        kept = self.processor.keep(state.id, entries)
+        if kept.dropped:
+            log.debug("source %s: %d entries left out by its filters", state.id, len(kept.dropped))
+        saved = self.storage.record_fetch(
+            record, kept.entries, owner=self.owner, filer=self.processor
+        )
         result = PollResult(
             state.id,
             ok,

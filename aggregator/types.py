@@ -7,9 +7,11 @@ A stage hands storage an "intent" (FetchRecord) and gets back plain values, neve
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,54 @@ class Item:
     def published(self) -> datetime:
         """When the item was published, or first seen when its feed gave no (plausible) date."""
         return self.entry.published or self.first_seen_at
+
+
+@dataclass(frozen=True)
+class Filing:
+    """Where processing files a new or edited entry, and why; storage keeps the reasons."""
+
+    section_id: str | None = None
+    section_reason: Mapping[str, Any] | None = None
+    topics: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # topic id -> reason
+    fingerprint: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Match:
+    """A stored item whose text is alike, and how alike (estimated Jaccard similarity)."""
+
+    item_id: int
+    score: float
+
+
+class StoryIndex(Protocol):
+    """The similarity index storage consults (and feeds) while linking new items to stories."""
+
+    watermark: int
+    window: timedelta
+
+    def similar_many(
+        self, fps: Sequence[bytes], whens: Sequence[datetime]
+    ) -> list[list[Match]]: ...
+
+    def similar_within(
+        self, fps: Sequence[bytes], whens: Sequence[datetime]
+    ) -> list[list[tuple[int, float]]]: ...
+
+    def add_many(self, rows: Iterable[tuple[int, bytes, datetime]]) -> None: ...
+
+    def expire(self, now: datetime) -> int: ...
+
+
+class Filer(Protocol):
+    """Files entries as storage saves them: only new and edited entries are filed."""
+
+    @property
+    def index(self) -> StoryIndex | None:
+        """Where alike items are found; None files every item as its own story."""
+        ...
+
+    def file(self, source_id: str, entry: Entry) -> Filing: ...
 
 
 @dataclass(frozen=True)

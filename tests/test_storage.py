@@ -10,8 +10,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from aggregator.config import Source
+from aggregator.config import Config, Section, Source
 from aggregator.exceptions import StorageError
+from aggregator.process.pipeline import Processor
 from aggregator.storage import Storage, migrate
 from aggregator.storage.tables import metadata
 from aggregator.types import (
@@ -225,7 +226,7 @@ def test_entries_are_stored_once_and_edits_update_in_place(storage: Storage, clo
             entry("k2", "محادثات وقف إطلاق النار"),
             entry("k1", "A repeated guid in one document"),
         ],
-        section_id="world",
+        filer=Processor(Config(sections=(Section("world", "World"),), sources=(source("a"),))),
     )
     assert len(first.new) == 2 and first.updated == () and first.unchanged == 0
 

@@ -26,6 +26,7 @@ from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
 from aggregator import scheduling
+from aggregator.process.terms import path_problem, term_problem
 
 _FROZEN = ConfigDict(extra="forbid", str_strip_whitespace=True)
 FORMATS = ("atom", "rss", "json")
@@ -182,18 +183,30 @@ def _check_cron(value: str) -> str:
 
 def _check_term(value: str) -> str:
     """A matching term: a word or phrase, `word*` for a prefix, or `/regex/` for experts."""
-    if not value:
-        raise PydanticCustomError("term", "an empty term matches nothing", {})
-    if len(value) >= 2 and value.startswith("/") and value.endswith("/"):
-        try:
-            re.compile(value[1:-1])
-        except re.error as exc:
-            raise PydanticCustomError(
-                "term",
-                "{value} is not a valid regular expression: {reason}",
-                {"value": _show(value), "reason": str(exc)},
-            ) from None
+    problem = term_problem(value)
+    if problem:
+        raise PydanticCustomError("term", "{problem}", {"problem": problem})
     return value
+
+
+def _check_path(value: str) -> str:
+    problem = path_problem(value)
+    if problem:
+        raise PydanticCustomError("path", "{problem}", {"problem": problem})
+    return value
+
+
+_LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8})*")
+
+
+def _check_language(value: str) -> str:
+    if not _LANGUAGE.fullmatch(value.lower()):
+        raise PydanticCustomError(
+            "language",
+            "{value} is not a language code (use one such as en, fr, ar or pt-br)",
+            {"value": _show(value)},
+        )
+    return value.lower()
 
 
 Id = Annotated[str, AfterValidator(_check_id)]
@@ -202,6 +215,8 @@ Email = Annotated[str, AfterValidator(_check_email)]
 TimeZone = Annotated[str, AfterValidator(_check_timezone)]
 Cron = Annotated[str, AfterValidator(_check_cron)]
 Term = Annotated[str, AfterValidator(_check_term)]
+PathPattern = Annotated[str, AfterValidator(_check_path)]
+Language = Annotated[str, AfterValidator(_check_language)]
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Interval = Annotated[timedelta, BeforeValidator(parse_duration), _at_least(timedelta(seconds=30))]
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -225,6 +240,17 @@ class Section:
     id: Id = _doc("Short lowercase name, used in URLs such as /sections/world.atom.")
     title: str = _doc("Name shown to readers.")
     description: str = _doc("One sentence for feed readers and the index page.", "")
+    paths: tuple[PathPattern, ...] = _doc(
+        "Items whose link has one of these in its path go here, whatever their source: "
+        "`/opinion/`, or with a host, `theguardian.com/commentisfree/`; `*` stands for any "
+        "characters but `/`. The first section (in file order) with a matching rule wins.",
+        (),
+    )
+    categories: tuple[Term, ...] = _doc(
+        "Items the feed itself files under one of these categories go here (when no path "
+        "rule matched): a category must equal the term, ignoring case and accents.",
+        (),
+    )
 
 
 @dataclass(frozen=True, config=_FROZEN)
@@ -265,6 +291,12 @@ class Source:
     )
     include: tuple[Term, ...] = _doc("Keep only items matching at least one of these terms.", ())
     exclude: tuple[Term, ...] = _doc("Drop items matching any of these terms.", ())
+    min_words: int = _doc("Drop items shorter than this many words (title and text).", 0, ge=0)
+    languages: tuple[Language, ...] = _doc(
+        "Keep only items in these languages (`en` also takes `en-GB`); items whose feed "
+        "gives no language are kept.",
+        (),
+    )
     priority: int = _doc(
         "When several sources carry one story, the highest priority source's item leads.", 0
     )
@@ -282,6 +314,15 @@ class Filter:
     sources: tuple[Id, ...] = _doc("Only items from these sources.", ())
     include: tuple[Term, ...] = _doc("Only items matching at least one of these terms.", ())
     exclude: tuple[Term, ...] = _doc("Leave out items matching any of these terms.", ())
+    min_words: int = _doc("Only items of at least this many words.", 0, ge=0)
+    languages: tuple[Language, ...] = _doc(
+        "Only items in these languages (or whose feed gives none).", ()
+    )
+    every_item: bool = _doc(
+        "`true` lists every item; by default a story told by several sources appears once, "
+        "as its leading item.",
+        False,
+    )
 
 
 @dataclass(frozen=True, config=_FROZEN)
@@ -402,6 +443,23 @@ class Polling:
 
 
 @dataclass(frozen=True, config=_FROZEN)
+class Dedupe:
+    """How the same story from several sources is recognised."""
+
+    enabled: bool = _doc("`false` files every item as its own story.", True)
+    threshold: float = _doc(
+        "How alike two items' words must be (0 to 1, Jaccard similarity of their word pairs) "
+        "to count as one story; higher merges less.",
+        0.5,
+        ge=0.1,
+        le=1.0,
+    )
+    window: Duration = _doc(
+        "Items further apart in time than this are never merged.", timedelta(hours=72)
+    )
+
+
+@dataclass(frozen=True, config=_FROZEN)
 class Config:
     """The whole of feeds.yaml."""
 
@@ -415,6 +473,7 @@ class Config:
     storage: Storage = _doc("Database settings.", default_factory=Storage)
     defaults: Defaults = _doc("Default values.", default_factory=Defaults)
     polling: Polling = _doc("Fetching settings.", default_factory=Polling)
+    dedupe: Dedupe = _doc("Duplicate story settings.", default_factory=Dedupe)
 
 
 _CONFIG = TypeAdapter(Config)

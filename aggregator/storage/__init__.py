@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from aggregator.config import Source
 from aggregator.exceptions import StorageError
-from aggregator.storage import digests, items, migrate, sources, subscribers
+from aggregator.storage import digests, items, migrate, sources, stories, subscribers
 from aggregator.storage.engine import WRITE_OPTION, make_engine, normalise_url
 from aggregator.storage.items import SourceCounts
 from aggregator.types import (
@@ -25,9 +25,11 @@ from aggregator.types import (
     DigestRun,
     Entry,
     FetchRecord,
+    Filer,
     Item,
     SaveReport,
     SourceState,
+    StoryIndex,
     Subscriber,
     SubscriberStatus,
     SyncReport,
@@ -134,22 +136,48 @@ class Storage:
         record: FetchRecord,
         entries: Iterable[Entry] = (),
         owner: str | None = None,
-        section_id: str | None = None,
+        filer: Filer | None = None,
     ) -> SaveReport | None:
-        """Store a poll's entries and outcome in one transaction; None if the lease was lost."""
+        """Store a poll's entries and outcome in one transaction; None if the lease was lost.
+
+        New and edited entries are filed by `filer` (section, topics, fingerprint) and new ones
+        linked to stories, in the same transaction.
+        """
+        entries = list(entries)
         with self._tx() as conn:
+            if entries:
+                stories.lock(conn)
             if not sources.record_fetch(conn, record, owner):
                 conn.rollback()
                 return None
-            return items.save(conn, record.source_id, entries, record.fetched_at, section_id)
+            return self._save(conn, record.source_id, entries, record.fetched_at, filer)
+
+    @staticmethod
+    def _save(
+        conn: Connection,
+        source_id: str,
+        entries: Sequence[Entry],
+        now: datetime,
+        filer: Filer | None,
+    ) -> SaveReport:
+        report, fresh = items.save(conn, source_id, entries, now, filer)
+        stories.link(conn, fresh, filer.index if filer else None, now)
+        return report
 
     # -- items --------------------------------------------------------------------------------
 
     def save_entries(
-        self, source_id: str, entries: Iterable[Entry], section_id: str | None = None
+        self, source_id: str, entries: Iterable[Entry], filer: Filer | None = None
     ) -> SaveReport:
+        entries = list(entries)
         with self._tx() as conn:
-            return items.save(conn, source_id, entries, self.clock(), section_id)
+            stories.lock(conn)
+            return self._save(conn, source_id, entries, self.clock(), filer)
+
+    def warm_index(self, index: StoryIndex) -> int:
+        """Load the fingerprints of the items in the window into a fresh index (at start)."""
+        with self._tx(write=False) as conn:
+            return stories.catch_up(conn, index, self.clock())
 
     def item(self, item_id: int) -> Item | None:
         with self._tx(write=False) as conn:
@@ -172,7 +200,11 @@ class Storage:
         """Drop items not seen in their feed for `retention`; their keys are never stored again."""
         with self._tx() as conn:
             now = self.clock()
-            return items.prune(conn, now - retention, now)
+            stories.lock(conn)
+            pruned = items.prune(conn, now - retention, now)
+            if pruned:
+                stories.tidy(conn, now)
+            return pruned
 
     def count_items(self, source_id: str | None = None) -> int:
         with self._tx(write=False) as conn:

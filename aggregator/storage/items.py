@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Row, bindparam, case, delete, func, select, u
 
 from aggregator.storage.dialect import insert as _insert
 from aggregator.storage.tables import item_topics, items, pruned_keys
-from aggregator.types import Enclosure, Entry, Item, SaveReport
+from aggregator.types import Enclosure, Entry, Filer, Filing, Item, SaveReport
 
 _CHUNK = 500  # keys per IN (...) query: well under SQLite's bound-parameter limit
 
@@ -69,13 +69,50 @@ def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield values[start : start + _CHUNK]
 
 
+@dataclass(frozen=True)
+class NewItem:
+    """An item just inserted, for linking it to a story in the same transaction."""
+
+    id: int
+    source_id: str
+    entry: Entry
+    filing: Filing
+    first_seen_at: datetime
+
+    @property
+    def when(self) -> datetime:
+        return self.entry.published or self.first_seen_at
+
+
+def _filing_columns(filing: Filing) -> dict[str, Any]:
+    return {
+        "section_id": filing.section_id,
+        "section_reason": dict(filing.section_reason) if filing.section_reason else None,
+        "fingerprint": filing.fingerprint,
+    }
+
+
+def _set_topics(conn: Connection, filed: Sequence[tuple[int, Filing]], replace: bool) -> None:
+    ids = [item_id for item_id, _ in filed]
+    if replace:
+        for chunk in _chunks(ids):
+            conn.execute(delete(item_topics).where(item_topics.c.item_id.in_(chunk)))
+    rows = [
+        {"item_id": item_id, "topic_id": topic_id, "reason": dict(reason)}
+        for item_id, filing in filed
+        for topic_id, reason in filing.topics.items()
+    ]
+    if rows:
+        conn.execute(item_topics.insert(), rows)
+
+
 def save(
     conn: Connection,
     source_id: str,
     entries: Iterable[Entry],
     now: datetime,
-    section_id: str | None = None,
-) -> SaveReport:
+    filer: Filer | None = None,
+) -> tuple[SaveReport, list[NewItem]]:
     """Insert new entries, update changed ones in place, touch the rest; keyed by (source, key).
 
     An entry repeated in one batch is stored once (the first wins), so a feed that lists the same
@@ -103,11 +140,15 @@ def save(
         for key in pruned:
             batch.pop(key, None)
     inserts: list[dict[str, Any]] = []
+    inserted: list[tuple[Entry, Filing]] = []
     changes: list[dict[str, Any]] = []
+    changed_filings: list[tuple[int, Filing]] = []
     unchanged: list[int] = []
     for key, entry in batch.items():
         columns = _columns(entry)
         if key not in known:
+            filing = filer.file(source_id, entry) if filer else Filing()
+            inserted.append((entry, filing))
             inserts.append(
                 {
                     "source_id": source_id,
@@ -115,10 +156,12 @@ def save(
                     "first_seen_at": now,
                     "last_seen_at": now,
                     "changed_at": now,
-                    "section_id": section_id,
                     "revisions": 0,
                     "story_id": None,
+                    "story_reason": None,
+                    "story_pinned": False,
                     **columns,
+                    **_filing_columns(filing),
                 }
             )
             continue
@@ -133,6 +176,10 @@ def save(
                     **columns,
                 }
             )
+            if filer is not None:  # an edit can change what the item is about
+                filing = filer.file(source_id, entry)
+                changes[-1].update(_filing_columns(filing))
+                changed_filings.append((item_id, filing))
         else:
             unchanged.append(item_id)
     new: list[int] = []
@@ -142,17 +189,32 @@ def save(
                 items.insert().returning(items.c.id, sort_by_parameter_order=True), inserts
             ).scalars()
         )
+        _set_topics(conn, [(i, f) for i, (_, f) in zip(new, inserted, strict=True)], False)
     if changes:
-        conn.execute(
-            update(items)
-            .where(items.c.id == bindparam("item_id"))
-            .values({name: bindparam(name) for name in changes[0] if name != "item_id"}),
-            changes,
-        )
+        for group in _same_columns(changes):
+            conn.execute(
+                update(items)
+                .where(items.c.id == bindparam("item_id"))
+                .values({name: bindparam(name) for name in group[0] if name != "item_id"}),
+                group,
+            )
+        _set_topics(conn, changed_filings, True)
     changed = [change["item_id"] for change in changes]
     for chunk in _chunks(unchanged):
         conn.execute(update(items).where(items.c.id.in_(chunk)).values(last_seen_at=now))
-    return SaveReport(tuple(new), tuple(changed), len(unchanged))
+    fresh = [
+        NewItem(item_id, source_id, entry, filing, now)
+        for item_id, (entry, filing) in zip(new, inserted, strict=True)
+    ]
+    return SaveReport(tuple(new), tuple(changed), len(unchanged)), fresh
+
+
+def _same_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Rows grouped by the columns they set, since one executemany sets one list of columns."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    return list(groups.values())
 
 
 def prune(conn: Connection, older_than: datetime, now: datetime) -> int:

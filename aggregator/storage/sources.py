@@ -78,6 +78,7 @@ def sync(conn: Connection, configured: Sequence[Source], now: datetime) -> SyncR
                     consecutive_failures=0,
                     created_at=now,
                     updated_at=now,
+                    priority=source.priority,
                 )
             )
             added.append(source.id)
@@ -98,6 +99,7 @@ def sync(conn: Connection, configured: Sequence[Source], now: datetime) -> SyncR
             ("enabled", source.enabled),
             ("in_config", True),
             ("interval_seconds", interval),
+            ("priority", source.priority),
         ):
             if getattr(row, column) != value:
                 values[column] = value

@@ -19,12 +19,15 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -89,6 +92,7 @@ sources = Table(
     Column("feed_title", Text),
     Column("last_warning", Text),
     Column("last_entry_count", Integer),
+    Column("priority", Integer, nullable=False, default=0, server_default=text("0")),
 )
 
 stories = Table(
@@ -123,9 +127,13 @@ items = Table(
     Column("first_seen_at", UTCDateTime, nullable=False, index=True),
     Column("last_seen_at", UTCDateTime, nullable=False),
     Column("changed_at", UTCDateTime, nullable=False),
-    Column("section_id", String(64)),
+    Column("section_id", String(64), index=True),
     Column("story_id", BigId, ForeignKey("stories.id", ondelete="SET NULL"), index=True),
     Column("revisions", Integer, nullable=False, default=0),
+    Column("fingerprint", LargeBinary),  # MinHash signature of the text, for the story index
+    Column("section_reason", JSON),
+    Column("story_reason", JSON),
+    Column("story_pinned", Boolean, nullable=False, default=False, server_default=false()),
     UniqueConstraint("source_id", "key"),
     Index("ix_items_source_id_first_seen_at", "source_id", "first_seen_at"),
     Index("ix_items_last_seen_at", "last_seen_at"),

@@ -1,0 +1,347 @@
+"""The same story in other words: MinHash fingerprints of an item's text and an index to find
+items whose text is alike (Jaccard similarity of word pairs), within a time window.
+
+datasketch computes the MinHash signatures (its affine32 scheme: 4 bytes a permutation, stable
+across processes and versions since 2.0). Its own LSH index keeps a Python dict entry per band
+and item, which measured about 8.6 KB an item (1.7 GB for 200,000 items), so the bands are kept
+here instead, in numpy: one sorted array of band keys with the slot of each item, plus a small
+dict of recent additions merged into it in batches. A query costs a few binary searches however
+many items the window holds; candidates are then checked against the full signature.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+import numpy as np
+from datasketch import MinHash
+from numpy.typing import NDArray
+
+from aggregator.process.text import ItemText
+from aggregator.types import Entry, Match
+
+NUM_PERM = 128
+SHINGLE = 2  # words per shingle
+MIN_SHINGLES = 4  # fewer than this and an item is too short to compare by text
+SUMMARY_WORDS = 150  # the opening words that stand for a long text
+_SCHEME = "affine32"
+
+
+def _identity(value: int) -> int:
+    return value
+
+
+# Shingles are hashed here (crc32: stable across processes, unlike hash()); copies of one
+# template share its permutations, which datasketch would otherwise rebuild for every sketch.
+_TEMPLATE = MinHash(num_perm=NUM_PERM, seed=1, scheme=_SCHEME, hashfunc=_identity)
+_local = threading.local()  # one sketch per thread, cleared and reused
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_MAX_CANDIDATES = 5_000  # a key shared by more items than this is boilerplate, not a story
+
+
+def _words(entry: Entry, text: ItemText) -> list[str]:
+    title = text.fields(("title",))[0].folded.split()
+    body = text.fields(("summary",))[0].folded.split()
+    if len(body) < 20:
+        content = text.fields(("content",))[0].folded.split()
+        if len(content) > len(body):
+            body = content
+    return title + body[:SUMMARY_WORDS]
+
+
+def shingles(entry: Entry, text: ItemText | None = None) -> set[int]:
+    """Hashes of the word pairs of the title and opening text, folded (case, accents)."""
+    words = _words(entry, text or ItemText(entry))
+    if len(words) < SHINGLE:
+        return {zlib.crc32(w.encode()) for w in words}
+    return {
+        zlib.crc32(" ".join(words[i : i + SHINGLE]).encode())
+        for i in range(len(words) - SHINGLE + 1)
+    }
+
+
+def fingerprint(entry: Entry, text: ItemText | None = None) -> bytes | None:
+    """The item's MinHash signature as bytes, or None when it has too little text to compare."""
+    found = shingles(entry, text)
+    if len(found) < MIN_SHINGLES:
+        return None
+    minhash = getattr(_local, "minhash", None)
+    if minhash is None:
+        minhash = _local.minhash = _TEMPLATE.copy()
+    else:
+        minhash.clear()
+    minhash.update_batch(found)
+    return bytes(minhash.hashvalues.astype("<u4").tobytes())
+
+
+def _signature(fp: bytes) -> NDArray[np.uint32]:
+    return np.frombuffer(fp, dtype="<u4")
+
+
+def similarity(a: bytes, b: bytes) -> float:
+    """Estimated Jaccard similarity of two items' word pairs."""
+    return float(np.count_nonzero(_signature(a) == _signature(b))) / NUM_PERM
+
+
+def lsh_shape(threshold: float) -> tuple[int, int]:
+    """Bands and rows per band: the fewest candidates that still find 97% of the pairs
+    exactly at the threshold (pairs above it are found more surely still)."""
+    for rows in range(8, 0, -1):
+        bands = NUM_PERM // rows
+        if 1 - (1 - threshold**rows) ** bands >= 0.97:
+            return bands, rows
+    return NUM_PERM, 1
+
+
+class _Run:
+    """Band keys in sorted order, with the slot of the item each came from."""
+
+    def __init__(
+        self,
+        keys: NDArray[np.int64] | None = None,
+        slots: NDArray[np.int32] | None = None,
+        items: int = 0,
+    ) -> None:
+        self.keys = keys if keys is not None else np.zeros(0, dtype=np.int64)
+        self.slots = slots if slots is not None else np.zeros(0, dtype=np.int32)
+        self.items = items
+
+    def lookup(self, query: NDArray[np.int64]) -> list[tuple[int, NDArray[np.int32]]]:
+        """For each query key present: its position in `query` and the slots filed under it."""
+        keys = self.keys
+        if not len(keys):
+            return []
+        left = np.searchsorted(keys, query)
+        inside = np.nonzero(left < len(keys))[0]
+        hit = inside[keys[left[inside]] == query[inside]]
+        if not len(hit):
+            return []
+        right = np.searchsorted(keys, query[hit], "right")
+        return [
+            (at, self.slots[a:b])
+            for at, a, b in zip(hit.tolist(), left[hit].tolist(), right.tolist(), strict=True)
+        ]
+
+    def merged(
+        self,
+        keys: NDArray[np.int64],
+        slots: NDArray[np.int32],
+        items: int,
+        alive: NDArray[np.bool_],
+    ) -> _Run:
+        """A new run holding this one's live entries and the given ones."""
+        keep = alive[self.slots]
+        old_keys, old_slots = self.keys[keep], self.slots[keep]
+        order = np.argsort(keys, kind="stable")
+        keys, slots = keys[order], slots[order]
+        at = np.searchsorted(old_keys, keys)
+        return _Run(
+            np.insert(old_keys, at, keys), np.insert(old_slots, at, slots), self.items + items
+        )
+
+
+class SimilarityIndex:
+    """Fingerprints of the items in the window, to find the ones like a new item.
+
+    Band keys live in three sorted runs, newest first: the last few hundred items, a small run,
+    and the big one. A batch is merged into the newest run; that one into the small run every
+    RECENT items, and the small run into the big one when it reaches an eighth of its size, so
+    no item pays for copying the big arrays more than a few times over the window. Work is done
+    a batch at a time (a poll's entries), in numpy, with Python loops only over actual hits.
+    """
+
+    RECENT = 256
+    YOUNG = 8192
+
+    def __init__(self, threshold: float, window: timedelta) -> None:
+        self.threshold = threshold
+        self.window = window
+        self.bands, self.rows = lsh_shape(threshold)
+        self.watermark = 0  # highest item id seen: storage catches up from here
+        self._lock = threading.RLock()
+        self._reset()
+
+    def _reset(self, capacity: int = 1024) -> None:
+        self._sigs = np.zeros((capacity, NUM_PERM), dtype=np.uint32)
+        self._ids = np.zeros(capacity, dtype=np.int64)
+        self._times = np.zeros(capacity, dtype=np.float64)
+        self._alive = np.zeros(capacity, dtype=bool)
+        self._size = 0
+        self._dead = 0
+        self._runs = [_Run(), _Run(), _Run()]  # recent, young, old
+        self._by_id: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return self._size - self._dead
+
+    def _band_keys(self, sigs: NDArray[np.uint32]) -> NDArray[np.int64]:
+        """One 64-bit key per signature and band (collisions only add candidates to check)."""
+        count = len(sigs)
+        bands = sigs[:, : self.bands * self.rows].reshape(count, self.bands, self.rows)
+        keys = np.zeros((count, self.bands), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for row in range(self.rows):
+                keys *= _MIX
+                keys += bands[:, :, row]
+                keys ^= keys >> np.uint64(29)
+            keys += np.arange(self.bands, dtype=np.uint64) * _MIX
+        return keys.view(np.int64)
+
+    def add(self, item_id: int, fp: bytes, when: datetime) -> None:
+        self.add_many([(item_id, fp, when)])
+
+    def add_many(self, rows: Iterable[tuple[int, bytes, datetime]]) -> None:
+        with self._lock:
+            batch = [row for row in rows if row[0] not in self._by_id]
+            if not batch:
+                return
+            self._grow(self._size + len(batch))
+            start = self._size
+            end = start + len(batch)
+            self._sigs[start:end] = _signatures([fp for _, fp, _ in batch])
+            self._ids[start:end] = [item_id for item_id, _, _ in batch]
+            self._times[start:end] = [when.timestamp() for _, _, when in batch]
+            self._alive[start:end] = True
+            self._size = end
+            for slot, (item_id, _, _) in enumerate(batch, start):
+                self._by_id[item_id] = slot
+            self.watermark = max(self.watermark, max(row[0] for row in batch))
+            keys = self._band_keys(self._sigs[start:end]).ravel()
+            slots = np.repeat(np.arange(start, end, dtype=np.int32), self.bands)
+            level = 2 if len(batch) > self.RECENT else 0  # a rebuild goes straight to the big run
+            self._runs[level] = self._runs[level].merged(keys, slots, len(batch), self._alive)
+            self._settle()
+
+    def _settle(self) -> None:
+        recent, young, old = self._runs
+        if recent.items >= self.RECENT:
+            young = young.merged(recent.keys, recent.slots, recent.items, self._alive)
+            recent = _Run()
+        if young.items >= max(self.YOUNG, old.items // 8):
+            old = old.merged(young.keys, young.slots, young.items, self._alive)
+            young = _Run()
+        self._runs = [recent, young, old]
+
+    def _grow(self, needed: int) -> None:
+        capacity = len(self._ids)
+        if needed <= capacity:
+            return
+        while capacity < needed:
+            capacity *= 2
+        self._sigs = np.resize(self._sigs, (capacity, NUM_PERM))
+        for name in ("_ids", "_times", "_alive"):
+            old = getattr(self, name)
+            new = np.zeros(capacity, dtype=old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)
+
+    def similar(self, fp: bytes, when: datetime) -> list[Match]:
+        """Items at least `threshold` alike and within the window of `when`, most alike first."""
+        return self.similar_many([fp], [when])[0]
+
+    def similar_many(self, fps: Sequence[bytes], whens: Sequence[datetime]) -> list[list[Match]]:
+        """`similar` for a batch; the batch's items are not compared with each other."""
+        if not fps:
+            return []
+        with self._lock:
+            sigs = _signatures(fps)
+            query = self._band_keys(sigs).ravel()
+            found: list[list[NDArray[np.int32]]] = [[] for _ in fps]
+            for run in self._runs:
+                for at, slots in run.lookup(query):
+                    found[at // self.bands].append(slots)
+            return [
+                self._verify(sigs[i], whens[i], parts) if parts else []
+                for i, parts in enumerate(found)
+            ]
+
+    def _verify(
+        self, sig: NDArray[np.uint32], when: datetime, parts: list[NDArray[np.int32]]
+    ) -> list[Match]:
+        candidates = np.unique(np.concatenate(parts))
+        if len(candidates) > _MAX_CANDIDATES:
+            candidates = candidates[-_MAX_CANDIDATES:]  # the newest
+        moment = when.timestamp()
+        span = self.window.total_seconds()
+        candidates = candidates[
+            self._alive[candidates] & (np.abs(self._times[candidates] - moment) <= span)
+        ]
+        if not len(candidates):
+            return []
+        scores = np.count_nonzero(self._sigs[candidates] == sig, axis=1) / NUM_PERM
+        good = scores >= self.threshold
+        ranked = sorted(
+            zip(scores[good].tolist(), self._ids[candidates[good]].tolist(), strict=True),
+            key=lambda pair: (-pair[0], pair[1]),
+        )
+        return [Match(int(item_id), float(score)) for score, item_id in ranked]
+
+    def similar_within(
+        self, fps: Sequence[bytes], whens: Sequence[datetime]
+    ) -> list[list[tuple[int, float]]]:
+        """For each item of a batch, the earlier ones of the same batch it is alike, as
+        (position, score), most alike first."""
+        result: list[list[tuple[int, float]]] = [[] for _ in fps]
+        if len(fps) < 2:
+            return result
+        sigs = _signatures(fps)
+        times = np.array([w.timestamp() for w in whens])
+        span = self.window.total_seconds()
+        for i in range(1, len(fps)):
+            scores = np.count_nonzero(sigs[:i] == sigs[i], axis=1) / NUM_PERM
+            close = np.abs(times[:i] - times[i]) <= span
+            pairs = [
+                (j, float(scores[j]))
+                for j in np.nonzero((scores >= self.threshold) & close)[0].tolist()
+            ]
+            result[i] = sorted(pairs, key=lambda pair: -pair[1])
+        return result
+
+    def remove(self, item_ids: Sequence[int]) -> None:
+        with self._lock:
+            for item_id in item_ids:
+                slot = self._by_id.pop(item_id, None)
+                if slot is not None and self._alive[slot]:
+                    self._alive[slot] = False
+                    self._dead += 1
+
+    def expire(self, now: datetime) -> int:
+        """Forget items older than the window; reclaims memory once half the slots are dead."""
+        with self._lock:
+            cutoff = (now - self.window).timestamp()
+            size = self._size
+            old = self._alive[:size] & (self._times[:size] < cutoff)
+            gone = int(np.count_nonzero(old))
+            if gone:
+                for item_id in self._ids[:size][old].tolist():
+                    self._by_id.pop(item_id, None)
+                self._alive[:size][old] = False
+                self._dead += gone
+            if self._dead > 1024 and self._dead * 2 > self._size:
+                self._compact()
+            return gone
+
+    def _compact(self) -> None:
+        live = np.nonzero(self._alive[: self._size])[0]
+        sigs, ids, times = self._sigs[live], self._ids[live], self._times[live]
+        count = len(live)
+        self._reset(max(1024, count))
+        self._sigs[:count], self._ids[:count], self._times[:count] = sigs, ids, times
+        self._alive[:count] = True
+        self._size = count
+        self._by_id = {item_id: slot for slot, item_id in enumerate(ids.tolist())}
+        keys = self._band_keys(sigs).ravel()
+        slots = np.repeat(np.arange(count, dtype=np.int32), self.bands)
+        self._runs[2] = _Run().merged(keys, slots, count, self._alive)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the index's arrays."""
+        held = self._sigs.nbytes + self._ids.nbytes + self._times.nbytes + self._alive.nbytes
+        return held + sum(run.keys.nbytes + run.slots.nbytes for run in self._runs)
+
+
+def _signatures(fps: Sequence[bytes]) -> NDArray[np.uint32]:
+    return np.frombuffer(b"".join(fps), dtype="<u4").reshape(len(fps), NUM_PERM)

@@ -1,0 +1,85 @@
+"""The processing stage in one place: a source's filters, then filing (section, topics,
+fingerprint) for storage, and the story index storage links new items with.
+
+The Poller hands each poll's entries to `keep`; storage calls `file` for the entries that are new
+or edited (filing every unchanged entry on every poll would be wasted work).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aggregator.config import Config
+from aggregator.process.categorise import Categories, Categoriser
+from aggregator.process.dedupe import SimilarityIndex, fingerprint
+from aggregator.process.filters import EntryFilter, Rejection
+from aggregator.process.text import ItemText
+from aggregator.types import Entry, Filing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What a source's filters let through, and what they dropped with the reason."""
+
+    entries: tuple[Entry, ...]
+    dropped: tuple[tuple[Entry, Rejection], ...] = ()
+
+
+class Processor:
+    """The rules of one config, compiled; `configure` swaps them, keeping the story index when
+    its settings did not change (rebuilding it means reading every fingerprint in the window)."""
+
+    def __init__(self, config: Config) -> None:
+        self._index: SimilarityIndex | None = None
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        self.config = config
+        self.categoriser = Categoriser(config)
+        self._filters = {s.id: EntryFilter.of_source(s) for s in config.sources}
+        dedupe = config.dedupe
+        if not dedupe.enabled:
+            self._index = None
+        elif (
+            self._index is None
+            or self._index.threshold != dedupe.threshold
+            or self._index.window != dedupe.window
+        ):
+            self._index = SimilarityIndex(dedupe.threshold, dedupe.window)
+
+    @property
+    def index(self) -> SimilarityIndex | None:
+        return self._index
+
+    def keep(self, source_id: str, entries: Iterable[Entry]) -> Kept:
+        """Apply the source's include/exclude/min_words/languages filters."""
+        entries = tuple(entries)
+        rules = self._filters.get(source_id)
+        if not rules:
+            return Kept(entries)
+        kept: list[Entry] = []
+        dropped: list[tuple[Entry, Rejection]] = []
+        for entry in entries:
+            rejection = rules.rejects(entry)
+            if rejection is None:
+                kept.append(entry)
+            else:
+                dropped.append((entry, rejection))
+        return Kept(tuple(kept), tuple(dropped))
+
+    def categorise(self, source_id: str, entry: Entry) -> Categories:
+        return self.categoriser.categorise(source_id, entry)
+
+    def file(self, source_id: str, entry: Entry) -> Filing:
+        text = ItemText(entry)
+        categories = self.categoriser.categorise(source_id, entry, text)
+        return Filing(
+            section_id=categories.section.section_id or None,
+            section_reason=categories.section.as_json(),
+            topics={t.topic_id: t.as_json() for t in categories.topics},
+            fingerprint=fingerprint(entry, text) if self._index is not None else None,
+        )

@@ -1,0 +1,220 @@
+"""Stories: each item belongs to one; alike items from any source share one.
+
+Linking runs in the transaction that inserts the items, under a database-wide lock
+(`serialise`), so two workers never open two stories for one event, and item ids enter the
+story index in the order their transactions commit: each process's index catches up on what
+others stored by reading the ids above its watermark.
+
+How an item joined its story is kept on the item (`story_reason`): {"by": "link"} (same
+canonical link as an item of the story), {"by": "text", "score": 0.82} (alike text), {"by":
+"new"} (it opened the story) or {"by": "editor"} (split off by hand, and never merged again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, func, select, update
+
+from aggregator.storage.dialect import serialise
+from aggregator.storage.items import NewItem
+from aggregator.storage.tables import items, sources, stories
+from aggregator.types import StoryIndex
+
+_CHUNK = 500
+LOCK = "aggregator.stories"
+
+
+def catch_up(conn: Connection, index: StoryIndex, now: datetime) -> int:
+    """Add to the index the items stored since its watermark (by any process), in the window."""
+    since = now - index.window
+    rows = conn.execute(
+        select(
+            items.c.id,
+            items.c.fingerprint,
+            func.coalesce(items.c.published_at, items.c.first_seen_at).label("at"),
+        )
+        .where(
+            items.c.id > index.watermark,
+            items.c.fingerprint.is_not(None),
+            items.c.first_seen_at >= since,
+        )
+        .order_by(items.c.id)
+    ).all()
+    index.add_many((row.id, row.fingerprint, _aware(row.at)) for row in rows)
+    if rows:
+        index.expire(now)
+    return len(rows)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def link(
+    conn: Connection, fresh: Sequence[NewItem], index: StoryIndex | None, now: datetime
+) -> None:
+    """Give each new item a story: the story of an item with the same canonical link, else of
+    the most alike item in the window, else a new one; then settle each touched story's lead."""
+    if not fresh:
+        return
+    if index is not None:
+        catch_up(conn, index, now)
+    story_of: dict[int, int] = {}  # item id -> story id, for this batch
+    reasons: dict[int, dict[str, Any]] = {}
+    by_link = _stories_by_link(conn, fresh) if index is not None else {}
+    similar = _similar(conn, fresh, index) if index is not None else {}
+    within = _within(fresh, index) if index is not None else {}
+    first_with_link: dict[str, int] = {}
+    for item in fresh:
+        link_url = item.entry.canonical_link
+        story_id: int | None = None
+        if link_url and link_url in by_link:
+            story_id, reasons[item.id] = by_link[link_url], {"by": "link"}
+        elif index is not None and link_url and link_url in first_with_link:
+            story_id, reasons[item.id] = story_of[first_with_link[link_url]], {"by": "link"}
+        elif item.id in similar:
+            story_id, score, other = similar[item.id]
+            reasons[item.id] = {"by": "text", "score": round(score, 3), "item": other}
+        elif item.id in within:
+            other, score = within[item.id]
+            story_id = story_of[other]
+            reasons[item.id] = {"by": "text", "score": round(score, 3), "item": other}
+        if story_id is None:
+            story_id = int(
+                conn.execute(
+                    stories.insert()
+                    .values(primary_item_id=item.id, created_at=now, updated_at=now)
+                    .returning(stories.c.id)
+                ).scalar_one()
+            )
+            reasons[item.id] = {"by": "new"}
+        story_of[item.id] = story_id
+        if link_url:
+            first_with_link.setdefault(link_url, item.id)
+    conn.execute(
+        update(items)
+        .where(items.c.id == bindparam("item_id"))
+        .values(story_id=bindparam("story"), story_reason=bindparam("reason")),
+        [
+            {"item_id": item_id, "story": story_id, "reason": reasons[item_id]}
+            for item_id, story_id in story_of.items()
+        ],
+    )
+    settle_leads(conn, set(story_of.values()), now)
+    if index is not None:
+        index.add_many(
+            (item.id, item.filing.fingerprint, item.when)
+            for item in fresh
+            if item.filing.fingerprint
+        )
+
+
+def _within(fresh: Sequence[NewItem], index: StoryIndex) -> dict[int, tuple[int, float]]:
+    """New item id -> (earlier new item, score) for items like another of the same batch."""
+    with_text = [item for item in fresh if item.filing.fingerprint]
+    found = index.similar_within(
+        [item.filing.fingerprint or b"" for item in with_text], [item.when for item in with_text]
+    )
+    return {
+        with_text[i].id: (with_text[pairs[0][0]].id, pairs[0][1])
+        for i, pairs in enumerate(found)
+        if pairs
+    }
+
+
+def _stories_by_link(conn: Connection, fresh: Sequence[NewItem]) -> dict[str, int]:
+    links = sorted({i.entry.canonical_link for i in fresh if i.entry.canonical_link})
+    found: dict[str, int] = {}
+    for start in range(0, len(links), _CHUNK):
+        rows = conn.execute(
+            select(items.c.canonical_url, items.c.story_id)
+            .where(items.c.canonical_url.in_(links[start : start + _CHUNK]))
+            .where(items.c.story_id.is_not(None))
+            .order_by(items.c.id)
+        )
+        for row in rows:
+            found.setdefault(row.canonical_url, row.story_id)
+    return found
+
+
+def _similar(
+    conn: Connection, fresh: Sequence[NewItem], index: StoryIndex
+) -> dict[int, tuple[int, float, int]]:
+    """New item id -> (story, score, alike item) for items like one already in a story."""
+    with_text = [item for item in fresh if item.filing.fingerprint]
+    if not with_text:
+        return {}
+    matches = index.similar_many(
+        [item.filing.fingerprint or b"" for item in with_text], [item.when for item in with_text]
+    )
+    wanted = sorted({m.item_id for found in matches for m in found})
+    stories_of: dict[int, int] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        rows = conn.execute(
+            select(items.c.id, items.c.story_id).where(
+                items.c.id.in_(wanted[start : start + _CHUNK]), items.c.story_id.is_not(None)
+            )
+        )
+        stories_of.update({row.id: row.story_id for row in rows})
+    result: dict[int, tuple[int, float, int]] = {}
+    for item, found in zip(with_text, matches, strict=True):
+        for match in found:  # most alike first; skip items deleted since they were indexed
+            if match.item_id in stories_of:
+                result[item.id] = (stories_of[match.item_id], match.score, match.item_id)
+                break
+    return result
+
+
+def settle_leads(conn: Connection, story_ids: Iterable[int], now: datetime) -> None:
+    """Make each story's lead its item from the highest-priority source, earliest first."""
+    ids = sorted(story_ids)
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        rows = conn.execute(
+            select(
+                items.c.id,
+                items.c.story_id,
+                sources.c.priority,
+                func.coalesce(items.c.published_at, items.c.first_seen_at).label("at"),
+            )
+            .join(sources, sources.c.id == items.c.source_id)
+            .where(items.c.story_id.in_(chunk))
+        ).all()
+        best: dict[int, tuple[int, datetime, int]] = {}
+        for row in rows:
+            rank = (-row.priority, _aware(row.at), row.id)
+            if row.story_id not in best or rank < best[row.story_id]:
+                best[row.story_id] = rank
+        current = dict(
+            conn.execute(
+                select(stories.c.id, stories.c.primary_item_id).where(stories.c.id.in_(chunk))
+            ).all()
+        )
+        moves = [
+            {"sid": story_id, "lead": rank[2]}
+            for story_id, rank in best.items()
+            if current.get(story_id) != rank[2]
+        ]
+        if moves:
+            conn.execute(
+                update(stories)
+                .where(stories.c.id == bindparam("sid"))
+                .values(primary_item_id=bindparam("lead"), updated_at=now),
+                moves,
+            )
+
+
+def lock(conn: Connection) -> None:
+    serialise(conn, LOCK)
+
+
+def tidy(conn: Connection, now: datetime) -> None:
+    """After items were deleted: drop stories left empty, and find new leads for the others."""
+    has_items = select(items.c.id).where(items.c.story_id == stories.c.id).exists()
+    conn.execute(delete(stories).where(~has_items))
+    lead_exists = select(items.c.id).where(items.c.id == stories.c.primary_item_id).exists()
+    orphaned = conn.execute(select(stories.c.id).where(~lead_exists)).scalars().all()
+    settle_leads(conn, orphaned, now)
