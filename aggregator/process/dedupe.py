@@ -11,7 +11,9 @@ many items the window holds; candidates are then checked against the full signat
 
 from __future__ import annotations
 
+import re
 import threading
+import unicodedata
 import zlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -24,9 +26,11 @@ from aggregator.process.text import ItemText
 from aggregator.types import Entry, Match
 
 NUM_PERM = 128
+NUMBERS = 4  # headline numbers kept per fingerprint
+FP_WORDS = NUM_PERM + NUMBERS  # a fingerprint is this many little-endian uint32
 SHINGLE = 2  # words per shingle
 MIN_SHINGLES = 4  # fewer than this and an item is too short to compare by text
-SUMMARY_WORDS = 150  # the opening words that stand for a long text
+SUMMARY_WORDS = 60  # the opening words that stand for a long text (a lede survives trimming)
 _SCHEME = "affine32"
 
 
@@ -63,8 +67,21 @@ def shingles(entry: Entry, text: ItemText | None = None) -> set[int]:
     }
 
 
+_NUMBER = re.compile(r"(?<![\w.,])\d+(?:[.,]\d+)*(?!\w)")
+
+
+def title_numbers(title: str) -> list[int]:
+    """The numbers a headline carries, hashed: 'day 1,727' and 'day 1,728' are two stories."""
+    found = set()
+    for number in _NUMBER.findall(title):
+        digits = "".join(str(unicodedata.digit(c)) if c.isdigit() else c for c in number)
+        found.add(zlib.crc32(digits.replace(",", "").encode()) or 1)
+    return sorted(found)[:NUMBERS]
+
+
 def fingerprint(entry: Entry, text: ItemText | None = None) -> bytes | None:
-    """The item's MinHash signature as bytes, or None when it has too little text to compare."""
+    """The item's MinHash signature and title numbers as bytes, or None when it has too little
+    text to compare."""
     found = shingles(entry, text)
     if len(found) < MIN_SHINGLES:
         return None
@@ -74,16 +91,34 @@ def fingerprint(entry: Entry, text: ItemText | None = None) -> bytes | None:
     else:
         minhash.clear()
     minhash.update_batch(found)
-    return bytes(minhash.hashvalues.astype("<u4").tobytes())
+    numbers = title_numbers(entry.title)
+    numbers += [0] * (NUMBERS - len(numbers))
+    tail = np.array(numbers, dtype="<u4").tobytes()
+    return bytes(minhash.hashvalues.astype("<u4").tobytes()) + tail
 
 
-def _signature(fp: bytes) -> NDArray[np.uint32]:
+def _words_of(fp: bytes) -> NDArray[np.uint32]:
     return np.frombuffer(fp, dtype="<u4")
 
 
 def similarity(a: bytes, b: bytes) -> float:
     """Estimated Jaccard similarity of two items' word pairs."""
-    return float(np.count_nonzero(_signature(a) == _signature(b))) / NUM_PERM
+    return float(np.count_nonzero(_words_of(a)[:NUM_PERM] == _words_of(b)[:NUM_PERM])) / NUM_PERM
+
+
+def _conflicts(numbers: NDArray[np.uint32], mine: NDArray[np.uint32]) -> NDArray[np.bool_]:
+    """Rows of `numbers` whose headline numbers share none with `mine`, both having some."""
+    if not mine.any():
+        return np.zeros(len(numbers), dtype=bool)
+    wanted = mine[mine != 0]
+    shared = np.isin(numbers, wanted).any(axis=1)
+    return np.asarray(numbers.any(axis=1) & ~shared, dtype=bool)
+
+
+def alike(a: bytes, b: bytes, threshold: float) -> bool:
+    """The rule the index applies, for two fingerprints."""
+    numbers = _words_of(a)[NUM_PERM:].reshape(1, NUMBERS)
+    return similarity(a, b) >= threshold and not _conflicts(numbers, _words_of(b)[NUM_PERM:])[0]
 
 
 def lsh_shape(threshold: float) -> tuple[int, int]:
@@ -165,7 +200,7 @@ class SimilarityIndex:
         self._reset()
 
     def _reset(self, capacity: int = 1024) -> None:
-        self._sigs = np.zeros((capacity, NUM_PERM), dtype=np.uint32)
+        self._sigs = np.zeros((capacity, FP_WORDS), dtype=np.uint32)
         self._ids = np.zeros(capacity, dtype=np.int64)
         self._times = np.zeros(capacity, dtype=np.float64)
         self._alive = np.zeros(capacity, dtype=bool)
@@ -231,7 +266,7 @@ class SimilarityIndex:
             return
         while capacity < needed:
             capacity *= 2
-        self._sigs = np.resize(self._sigs, (capacity, NUM_PERM))
+        self._sigs = np.resize(self._sigs, (capacity, FP_WORDS))
         for name in ("_ids", "_times", "_alive"):
             old = getattr(self, name)
             new = np.zeros(capacity, dtype=old.dtype)
@@ -271,8 +306,9 @@ class SimilarityIndex:
         ]
         if not len(candidates):
             return []
-        scores = np.count_nonzero(self._sigs[candidates] == sig, axis=1) / NUM_PERM
-        good = scores >= self.threshold
+        rows = self._sigs[candidates]
+        scores = np.count_nonzero(rows[:, :NUM_PERM] == sig[:NUM_PERM], axis=1) / NUM_PERM
+        good = (scores >= self.threshold) & ~_conflicts(rows[:, NUM_PERM:], sig[NUM_PERM:])
         ranked = sorted(
             zip(scores[good].tolist(), self._ids[candidates[good]].tolist(), strict=True),
             key=lambda pair: (-pair[0], pair[1]),
@@ -291,8 +327,10 @@ class SimilarityIndex:
         times = np.array([w.timestamp() for w in whens])
         span = self.window.total_seconds()
         for i in range(1, len(fps)):
-            scores = np.count_nonzero(sigs[:i] == sigs[i], axis=1) / NUM_PERM
+            scores = np.count_nonzero(sigs[:i, :NUM_PERM] == sigs[i, :NUM_PERM], axis=1)
+            scores = scores / NUM_PERM
             close = np.abs(times[:i] - times[i]) <= span
+            close &= ~_conflicts(sigs[:i, NUM_PERM:], sigs[i, NUM_PERM:])
             pairs = [
                 (j, float(scores[j]))
                 for j in np.nonzero((scores >= self.threshold) & close)[0].tolist()
@@ -344,4 +382,4 @@ class SimilarityIndex:
 
 
 def _signatures(fps: Sequence[bytes]) -> NDArray[np.uint32]:
-    return np.frombuffer(b"".join(fps), dtype="<u4").reshape(len(fps), NUM_PERM)
+    return np.frombuffer(b"".join(fps), dtype="<u4").reshape(len(fps), FP_WORDS)
