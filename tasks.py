@@ -4,7 +4,9 @@
     python3 tasks.py run  [ARGS]   create .venv, install the service, start it (SQLite by default)
     python3 tasks.py test [ARGS]   create .venv, install the service and its test tools, run pytest
     python3 tasks.py lint          ruff (lint and format check) and mypy
-    python3 tasks.py bench [ARGS]  the benchmarks in bench/ (on demand, never in CI)
+    python3 tasks.py bench [NAME] [ARGS]
+                                   a benchmark in bench/ (on demand, never in CI): ingest
+                                   (the default), dedupe, or quality
 
 The virtual environment is reinstalled only when pyproject.toml changes, so the second run starts
 at once. Standard library only: this runs before anything is installed.
@@ -24,6 +26,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 EXTRAS = {"run": "", "test": "[dev]", "lint": "[dev]", "bench": ""}
+BENCHES = ("ingest", "dedupe", "quality")
 
 
 def _say(message: str) -> None:
@@ -75,7 +78,8 @@ def main(argv: list[str]) -> int:
     if task == "test":
         return _replace_process([str(PYTHON), "-m", "pytest", *rest])
     if task == "bench":
-        return _replace_process([str(PYTHON), str(ROOT / "bench" / "ingest.py"), *rest])
+        name = rest.pop(0) if rest and rest[0] in BENCHES else "ingest"
+        return _replace_process([str(PYTHON), str(ROOT / "bench" / f"{name}.py"), *rest])
     for command in (
         [str(PYTHON), "-m", "ruff", "check", "."],
         [str(PYTHON), "-m", "ruff", "format", "--check", "."],

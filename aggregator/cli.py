@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -232,6 +232,133 @@ def list_sources(config_path: Path, as_json: bool) -> None:
                 f"{r.state.id}: moved permanently; change its url in feeds.yaml to "
                 f"{r.state.fetch_url}"
             )
+
+
+def _find_item(storage: Storage, ref: str) -> int:
+    """An item id, or the link of an item (the newest with that link)."""
+    if ref.isdigit():
+        return int(ref)
+    found = storage.find_items(ref)
+    if not found:
+        raise click.ClickException(f"no stored item has the link {ref}")
+    return found[0]
+
+
+def _describe_join(reason: Mapping[str, Any]) -> str:
+    how = reason.get("by")
+    if how == "link":
+        return "same link as another item of the story"
+    if how == "text":
+        return f"alike text: similarity {reason.get('score')} to item {reason.get('item')}"
+    if how == "editor":
+        return "split off by an editor (never merged again)"
+    return "opened the story"
+
+
+@cli.command()
+@config_option
+@click.argument("item")
+def explain(config_path: Path, item: str) -> None:
+    """Why ITEM (an id or a link) is filed where it is: section, topics, story, and reasons."""
+    from aggregator.process.categorise import SectionChoice, TopicVerdict
+    from aggregator.process.pipeline import Processor
+
+    config = _load(config_path)
+    storage = Storage.open(config.storage.url)
+    try:
+        details = storage.item_details(_find_item(storage, item))
+    finally:
+        storage.close()
+    if details is None:
+        raise click.ClickException(f"no stored item {item}")
+    it = details.item
+    click.secho(f"Item {it.id}: {it.entry.title}", bold=True)
+    click.echo(f"  source     {it.source_id}")
+    click.echo(f"  link       {it.entry.link or '-'}")
+    click.echo(f"  published  {_when(it.published)} UTC (first seen {_when(it.first_seen_at)})")
+    section = SectionChoice.from_json(it.section_id or "", details.section_reason)
+    click.secho(f"Section: {it.section_id or '-'}", bold=True)
+    click.echo(f"  because {section.describe()}")
+    click.secho(f"Topics: {', '.join(it.topics) or 'none'}", bold=True)
+    for topic_id, reason in details.topic_reasons.items():
+        click.echo(f"  {topic_id}: {TopicVerdict.from_json(topic_id, reason).describe()}")
+    if details.members:
+        click.secho(f"Story: {len(details.members)} item(s)", bold=True)
+        for member in details.members:
+            mark = ">" if member.item.id == it.id else " "
+            lead = " (leads the story)" if member.lead else ""
+            click.echo(
+                f" {mark} {member.item.id:>7} {member.item.source_id:<20} "
+                f"{member.item.entry.title[:60]}{lead}"
+            )
+            click.echo(f"           {_describe_join(member.reason)}")
+        if len(details.members) > 1:
+            click.echo(f"  a wrong merge? `aggregator unmerge {it.id}` splits this item off")
+    # what the current rules say, which may differ from when the item was filed
+    processor = Processor(config)
+    now = processor.categorise(it.source_id, it.entry)
+    verdicts = processor.categoriser.verdicts(it.source_id, it.entry)
+    near = [v for v in verdicts if not v.assigned and v.hits]
+    if near:
+        click.secho("Near misses:", bold=True)
+        for verdict in near:
+            click.echo(f"  {verdict.topic_id}: {verdict.describe()}")
+    if now.section.section_id != (it.section_id or "") or set(now.topic_ids) != set(it.topics):
+        click.secho(
+            f"The current rules would file it under {now.section.section_id} with topics "
+            f"{', '.join(now.topic_ids) or 'none'}: `aggregator recategorise` applies them.",
+            fg="yellow",
+        )
+
+
+@cli.command()
+@config_option
+@click.argument("item")
+def unmerge(config_path: Path, item: str) -> None:
+    """Split ITEM (an id or a link) off its story into one of its own, for good."""
+    config = _load(config_path)
+    storage = Storage.open(config.storage.url)
+    try:
+        item_id = _find_item(storage, item)
+        story = storage.detach_item(item_id)
+    finally:
+        storage.close()
+    if story is None:
+        raise click.ClickException(f"no stored item {item}")
+    click.echo(f"item {item_id} now stands alone as story {story}; it will not be merged again")
+
+
+@cli.command()
+@config_option
+@click.option("--dry-run", is_flag=True, help="Show what would move; change nothing.")
+def recategorise(config_path: Path, dry_run: bool) -> None:
+    """Apply the current section and topic rules to every stored item; show what moves."""
+    from aggregator.process.pipeline import Processor
+    from aggregator.refile import recategorise as refile_all
+
+    config = _load(config_path)
+    storage = Storage.open(config.storage.url)
+    try:
+        storage.sync_sources(config.sources)
+        total = storage.count_items()
+        with click.progressbar(
+            length=total, label="recategorising", file=sys.stderr, show_pos=True
+        ) as bar:
+            report = refile_all(storage, Processor(config), dry_run=dry_run, progress=bar.update)
+    finally:
+        storage.close()
+    verb = "would move" if dry_run else "moved"
+    click.echo(f"{report.checked} items checked, {report.changed} {verb}")
+    if report.movements:
+        rows = [("", "NAME", "IN", "OUT", "EXAMPLES")]
+        for (kind, name), move in sorted(report.movements.items()):
+            examples = [f"+{i.id} {i.entry.title[:40]}" for i in move.came_examples]
+            examples += [f"-{i.id} {i.entry.title[:40]}" for i in move.left_examples]
+            rows.append((kind, name, str(move.came), str(move.left), examples[0]))
+            rows.extend(("", "", "", "", example) for example in examples[1:])
+        _print_table(rows)
+    if dry_run and report.rewritten:
+        click.echo("nothing was changed (--dry-run)")
 
 
 def _print_table(rows: Sequence[tuple[str, ...]]) -> None:

@@ -174,6 +174,36 @@ class Filer(Protocol):
 
 
 @dataclass(frozen=True)
+class StoryMember:
+    """One item of a story, how it joined, and whether it leads the story."""
+
+    item: Item
+    reason: Mapping[str, Any]
+    lead: bool
+
+
+@dataclass(frozen=True)
+class ItemDetails:
+    """Everything `aggregator explain` shows about one item."""
+
+    item: Item
+    section_reason: Mapping[str, Any] | None
+    topic_reasons: Mapping[str, Mapping[str, Any]]
+    story_reason: Mapping[str, Any] | None
+    pinned: bool
+    members: tuple[StoryMember, ...] = ()
+
+
+@dataclass(frozen=True)
+class Refiling:
+    """A stored item's filing, as recategorising reads it and then rewrites it."""
+
+    item: Item
+    section_reason: Mapping[str, Any] | None
+    topic_reasons: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
 class SaveReport:
     """What storing a batch of entries did."""
 

@@ -1,6 +1,6 @@
 """How well sections, topics and story detection match a labelled set.
 
-    python3 tasks.py quality [--items FILE] [--config FILE] [--show-errors]
+    python3 tasks.py bench quality [--items FILE] [--config FILE] [--show-errors]
 
 Defaults to the evaluation set in tests/data/eval. Prints precision, recall and F1 per topic and
 overall, section accuracy, and pairwise precision/recall/F1 of duplicate detection.
@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         for title, wrong in (("wrong merges", found - expected), ("missed", expected - found)):
             print(f"\n{title}:")
             for a, b in sorted(wrong):
-                print(f"  {a} {by_id[a].item.raw.title[:60]!r}\n  {b} {by_id[b].item.raw.title[:60]!r}")
+                print(f"  {a} {by_id[a].item.raw.title[:60]!r}")
+                print(f"  {b} {by_id[b].item.raw.title[:60]!r}")
         print("\ntopic errors:")
         for o in outcomes:
             if o.topics != o.item.topics:
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\nsection errors:")
         for o in outcomes:
             if o.section != o.item.section:
-                print(f"  {o.item.id} {o.section} (want {o.item.section}) {o.item.raw.title[:60]!r}")
+                title = o.item.raw.title[:60]
+                print(f"  {o.item.id} {o.section} (want {o.item.section}) {title!r}")
     return 0
 
 

@@ -247,3 +247,84 @@ def test_poll_prints_a_table_and_sources_json_reports_health(tmp_path: Path) -> 
 
         unknown = aggregator("poll", "--source", "nope", "-c", str(config), cwd=tmp_path, env=env)
         assert unknown.returncode == 2 and "not in" in unknown.stderr
+
+
+STORY_CONFIG = """
+sections:
+  - {id: world, title: World}
+  - {id: opinion, title: Opinion, paths: [/opinion/]}
+topics:
+  - {id: palestine, title: Palestine, keywords: [Gaza, Palestin*]}
+  - {id: climate, title: Climate, keywords: [climate], min_matches: 2}
+sources:
+  - {id: wire, url: "https://wire.example/feed", section: world, priority: 10}
+  - {id: paper, url: "https://paper.example/feed", section: world}
+storage:
+  url: sqlite:///news.db
+"""
+
+
+def test_explain_unmerge_and_recategorise(tmp_path: Path) -> None:
+    from aggregator.process.pipeline import Processor
+    from aggregator.types import Entry
+
+    (tmp_path / "feeds.yaml").write_text(STORY_CONFIG)
+    config = load_config(tmp_path / "feeds.yaml")
+    text = (
+        "Indirect talks between Israel and Hamas on the next phase of the Gaza ceasefire "
+        "stalled on Wednesday over the mandate of an international force, officials said."
+    )
+    storage = Storage.open(f"sqlite:///{tmp_path}/news.db")
+    try:
+        storage.sync_sources(config.sources)
+        processor = Processor(config)
+        link = "https://wire.example/gaza-talks"
+        storage.save_entries(
+            "wire", [Entry("w1", "Gaza talks stall", link, link, summary=text)], processor
+        )
+        storage.save_entries(
+            "paper",
+            [Entry("p1", "Gaza truce talks stall", "https://paper.example/p1", summary=text)],
+            processor,
+        )
+    finally:
+        storage.close()
+
+    by_link = aggregator(
+        "explain", "https://WIRE.example/gaza-talks", "-c", "feeds.yaml", cwd=tmp_path
+    )
+    assert by_link.returncode == 0, by_link.stderr
+    lines = by_link.stdout.splitlines()
+    assert lines[0] == "Item 1: Gaza talks stall"
+    assert "Section: world" in lines and "  because its source's section" in lines
+    assert "  palestine: matched 'Gaza' ('Gaza' in title), 'Gaza' ('Gaza' in summary)" in lines
+    assert "Story: 2 item(s)" in lines
+    assert any("wire" in line and "(leads the story)" in line for line in lines)
+    assert any("alike text: similarity" in line and "to item 1" in line for line in lines)
+    assert "  climate: no keyword matched" not in lines  # only near misses are listed
+
+    split = aggregator("unmerge", "2", "-c", "feeds.yaml", cwd=tmp_path)
+    assert split.returncode == 0, split.stderr
+    assert "item 2 now stands alone" in split.stdout
+    after = aggregator("explain", "2", "-c", "feeds.yaml", cwd=tmp_path)
+    assert "split off by an editor (never merged again)" in after.stdout
+
+    (tmp_path / "feeds.yaml").write_text(
+        STORY_CONFIG.replace("keywords: [Gaza, Palestin*]", "keywords: [Palestin*]")
+    )
+    dry = aggregator("recategorise", "--dry-run", "-c", "feeds.yaml", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert "2 items checked, 2 would move" in dry.stdout
+    assert any(
+        line.split()[:4] == ["topic", "palestine", "0", "2"] for line in dry.stdout.splitlines()
+    )
+    assert "nothing was changed (--dry-run)" in dry.stdout
+    assert (
+        "The current rules would file it under world with topics none"
+        in aggregator("explain", "1", "-c", "feeds.yaml", cwd=tmp_path).stdout
+    )
+    done = aggregator("recategorise", "-c", "feeds.yaml", cwd=tmp_path)
+    assert "2 items checked, 2 moved" in done.stdout
+    assert "Topics: none" in aggregator("explain", "1", "-c", "feeds.yaml", cwd=tmp_path).stdout
+    missing = aggregator("explain", "https://nowhere.example/x", "-c", "feeds.yaml", cwd=tmp_path)
+    assert missing.returncode == 1 and "no stored item has the link" in missing.stderr

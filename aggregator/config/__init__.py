@@ -3,6 +3,7 @@
 from aggregator.config.loader import DATABASE_URL_ENV, load_config, load_text
 from aggregator.config.schema import (
     Config,
+    Dedupe,
     Defaults,
     Digest,
     Filter,
@@ -20,6 +21,7 @@ from aggregator.config.schema import (
 __all__ = [
     "DATABASE_URL_ENV",
     "Config",
+    "Dedupe",
     "Defaults",
     "Digest",
     "Filter",

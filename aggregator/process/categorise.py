@@ -11,12 +11,13 @@ whose `exclude` terms appear there, plus the source's fixed topics.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aggregator.config import Config, Source, Topic
-from aggregator.process.terms import Hit, PathRule, Terms
+from aggregator.process.terms import Hit, PathRule, TermIndex, split_link
 from aggregator.process.text import ItemText
 from aggregator.types import Entry
 
@@ -99,73 +100,87 @@ class Categories:
         return tuple(t.topic_id for t in self.topics)
 
 
-@dataclass(frozen=True)
-class _TopicRule:
-    topic: Topic
-    keywords: Terms
-    exclude: Terms
-
-
 class Categoriser:
-    """The section and topic rules of one config, compiled once."""
+    """The section and topic rules of one config, compiled once.
+
+    Every topic's keywords and exclusions go into one term index, so an item's words are looked
+    up once for all topics (a config with many topics costs little more than one with a few).
+    """
 
     def __init__(self, config: Config) -> None:
         self._paths = [(s.id, PathRule(p)) for s in config.sections for p in s.paths]
-        self._categories = [
-            (s.id, Terms(s.categories, whole=True)) for s in config.sections if s.categories
-        ]
-        self._topics = [_TopicRule(t, Terms(t.keywords), Terms(t.exclude)) for t in config.topics]
+        # most links match no rule: one search over every rule's path says so at once
+        self._any_path = (
+            re.compile("|".join(f"(?:{rule.path_pattern})" for _, rule in self._paths))
+            if self._paths
+            else None
+        )
+        mapped = [s for s in config.sections if s.categories]
+        self._category_sections = [s.id for s in mapped]
+        self._categories = TermIndex([s.categories for s in mapped], whole=True)
+        self._topics: list[Topic] = list(config.topics)
+        self._index = TermIndex([g for t in self._topics for g in (t.keywords, t.exclude)])
+        self._fields = tuple(f for f in ItemText.FIELDS if any(f in t.fields for t in self._topics))
         self._sources: dict[str, Source] = {s.id: s for s in config.sources}
-        self._known_topics = {t.id for t in config.topics}
 
     def section(self, source_id: str, entry: Entry, text: ItemText | None = None) -> SectionChoice:
-        for section_id, rule in self._paths:
-            for link in (entry.link, entry.canonical_link):
-                if rule.matches(link):
-                    return SectionChoice(section_id, "path", rule.pattern, link or "")
-        if self._categories and entry.categories:
+        if self._paths:
+            links = [
+                (link, split_link(link)) for link in {entry.link, entry.canonical_link} if link
+            ]
+            for section_id, rule in self._paths:
+                for link, parts in links:
+                    if rule.matches_parts(*parts):
+                        return SectionChoice(section_id, "path", rule.pattern, link)
+        if self._category_sections and entry.categories:
             fields = (text or ItemText(entry)).fields(("categories",))
-            for section_id, terms in self._categories:
-                hit = terms.first(fields)
-                if hit is not None:
-                    return SectionChoice(section_id, "category", hit.term, hit.text)
+            found = self._categories.scan(fields)
+            for section_id, hits in zip(self._category_sections, found, strict=True):
+                if hits:
+                    return SectionChoice(section_id, "category", hits[0].term, hits[0].text)
         source = self._sources.get(source_id)
         return SectionChoice(source.section if source else "", "source")
 
     def verdicts(
-        self, source_id: str, entry: Entry, text: ItemText | None = None
+        self,
+        source_id: str,
+        entry: Entry,
+        text: ItemText | None = None,
+        *,
+        only_assigned: bool = False,
     ) -> list[TopicVerdict]:
-        """One verdict per topic in the config, assigned or not (for `explain`)."""
+        """One verdict per topic in the config, assigned or not (for `explain`); with
+        `only_assigned`, just the topics the item gets (what filing needs)."""
         text = text or ItemText(entry)
         source = self._sources.get(source_id)
         fixed = set(source.topics) if source else set()
+        found = self._index.scan(text.fields(self._fields)) if self._topics else []
         verdicts = []
-        for rule in self._topics:
-            topic = rule.topic
+        for number, topic in enumerate(self._topics):
             if topic.id in fixed:
                 verdicts.append(TopicVerdict(topic.id, True, "source"))
                 continue
-            verdicts.append(self._keywords(rule, text))
+            keyword_hits = found[2 * number]
+            if only_assigned and not keyword_hits:
+                continue
+            hits = tuple(h for h in keyword_hits if h.field in topic.fields)
+            needed = topic.min_matches
+            if len(hits) < needed or not hits:
+                if not only_assigned:
+                    verdicts.append(TopicVerdict(topic.id, False, "keywords", hits, needed=needed))
+                continue
+            excluded = next((h for h in found[2 * number + 1] if h.field in topic.fields), None)
+            verdicts.append(
+                TopicVerdict(topic.id, excluded is None, "keywords", hits, excluded, needed)
+            )
         return verdicts
-
-    def _keywords(self, rule: _TopicRule, text: ItemText) -> TopicVerdict:
-        topic = rule.topic
-        if not rule.keywords:
-            return TopicVerdict(topic.id, False, "keywords", needed=topic.min_matches)
-        fields = text.fields(topic.fields)
-        hits = tuple(rule.keywords.hits(fields))
-        if len(hits) < topic.min_matches:
-            return TopicVerdict(topic.id, False, "keywords", hits, needed=topic.min_matches)
-        excluded = rule.exclude.first(fields) if rule.exclude else None
-        return TopicVerdict(
-            topic.id, excluded is None, "keywords", hits, excluded, needed=topic.min_matches
-        )
 
     def categorise(self, source_id: str, entry: Entry, text: ItemText | None = None) -> Categories:
         text = text or ItemText(entry)
         section = self.section(source_id, entry, text)
-        topics = tuple(v for v in self.verdicts(source_id, entry, text) if v.assigned)
+        verdicts = self.verdicts(source_id, entry, text, only_assigned=True)
+        topics = tuple(v for v in verdicts if v.assigned)
         return Categories(section, topics)
 
     def topic_ids(self) -> Sequence[str]:
-        return [rule.topic.id for rule in self._topics]
+        return [topic.id for topic in self._topics]

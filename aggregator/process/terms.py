@@ -1,10 +1,14 @@
-"""Terms editors write in feeds.yaml, compiled once into matchers over folded text.
+"""Terms editors write in feeds.yaml, compiled once into matchers over folded words.
 
 A term is a word or phrase (`Gaza`, `West Bank`), matched on word boundaries ignoring case and
 accents; `*` inside a word stands for any letters (`Palestin*`, `COP2*`); `/.../` is a Python
-regular expression for experts, matched against the original text, ignoring case. The word terms
-of a list become one regular expression with a group per term, so a text is scanned once per
-list and every hit still says which term it was.
+regular expression for experts, matched against the original text, ignoring case.
+
+Word terms are matched word by word, not with one big regular expression: every list of terms
+an item is checked against (each topic's keywords and exclusions, say) goes into one index, and
+each distinct word of the text is looked up once, its candidates remembered, so an item costs a
+dictionary lookup per word whatever the number of topics. News vocabulary repeats, so the
+remembered words cover nearly every word seen.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aggregator.process.text import PATTERN_WORD, Field, fold
+
+_MEMO_LIMIT = 500_000  # distinct words remembered before starting afresh
 
 
 def is_regex(term: str) -> bool:
@@ -42,11 +48,6 @@ def term_problem(term: str) -> str | None:
     return None
 
 
-def word_pattern(term: str) -> str:
-    """A phrase as a regex over folded words: words joined by one space, `*` any letters."""
-    return " ".join(re.escape(w).replace(r"\*", r"\S*") for w in _pattern_words(term))
-
-
 @dataclass(frozen=True)
 class Hit:
     """One occurrence of a term in one field."""
@@ -59,17 +60,121 @@ class Hit:
         return {"term": self.term, "field": self.field, "text": self.text}
 
 
+_Word = str | re.Pattern[str]  # a literal folded word, or a word with wildcards
+
+
+def _word(word: str) -> _Word:
+    if "*" not in word:
+        return word
+    return re.compile(".*".join(re.escape(part) for part in word.split("*")))
+
+
+def _same(matcher: _Word, word: str) -> bool:
+    return matcher == word if isinstance(matcher, str) else bool(matcher.fullmatch(word))
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A term that may start at a word: which list and term, and the words that must follow."""
+
+    group: int
+    order: int
+    term: str
+    rest: tuple[_Word, ...]
+
+
+class TermIndex:
+    """Several lists of terms, matched against fields in one pass; `scan` returns the hits of
+    each list. Within a list, hits do not overlap: at each word the first term of the list that
+    matches there wins and the scan goes on after it, as a regex alternation would."""
+
+    def __init__(self, groups: Sequence[Sequence[str]], *, whole: bool = False) -> None:
+        """`whole`: a word term must match a field entirely (a feed's category, say)."""
+        self.groups = [tuple(g) for g in groups]
+        self._whole = whole
+        self._literal: dict[str, list[_Candidate]] = {}
+        self._wild: list[tuple[re.Pattern[str], _Candidate]] = []
+        self._regexes: list[list[tuple[str, re.Pattern[str]]]] = [[] for _ in self.groups]
+        for group, terms in enumerate(self.groups):
+            for order, term in enumerate(terms):
+                if is_regex(term):
+                    self._regexes[group].append((term, re.compile(term[1:-1], re.IGNORECASE)))
+                    continue
+                words = _pattern_words(term)
+                if not words:
+                    continue
+                candidate = _Candidate(group, order, term, tuple(_word(w) for w in words[1:]))
+                first = _word(words[0])
+                if isinstance(first, str):
+                    self._literal.setdefault(first, []).append(candidate)
+                else:
+                    self._wild.append((first, candidate))
+        self._memo: dict[str, tuple[_Candidate, ...]] = {}
+        # one alternation says whether any wildcard word matches, before trying each
+        self._any_wild = (
+            re.compile("|".join(f"(?:{p.pattern})" for p, _ in self._wild)) if self._wild else None
+        )
+
+    def _starting(self, word: str) -> tuple[_Candidate, ...]:
+        found = self._memo.get(word)
+        if found is None:
+            found = tuple(self._literal.get(word, ()))
+            if self._any_wild is not None and self._any_wild.fullmatch(word):
+                found += tuple(c for pattern, c in self._wild if pattern.fullmatch(word))
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo = {}
+            self._memo[word] = found
+        return found
+
+    def scan(self, fields: Iterable[Field]) -> list[list[Hit]]:
+        hits: list[list[Hit]] = [[] for _ in self.groups]
+        for field in fields:
+            self._scan_words(field, hits)
+            for group, regexes in enumerate(self._regexes):
+                for term, regex in regexes:
+                    for match in regex.finditer(field.text):
+                        if match.group():
+                            hits[group].append(Hit(term, field.name, match.group()))
+        return hits
+
+    def _scan_words(self, field: Field, hits: list[list[Hit]]) -> None:
+        words = field.words
+        if not words:
+            return
+        memo = self._memo
+        starts: list[tuple[int, tuple[_Candidate, ...]]] = []
+        for at, word in enumerate(words[:1] if self._whole else words):
+            candidates = memo.get(word)
+            if candidates is None:
+                candidates = self._starting(word)
+            if candidates:
+                starts.append((at, candidates))
+        # group -> the word where its next hit may start (hits of one list do not overlap)
+        free: dict[int, int] = {}
+        for at, candidates in starts:
+            best: dict[int, _Candidate] = {}  # group -> the earliest term matching here
+            for c in candidates:
+                if free.get(c.group, 0) > at:
+                    continue
+                end = at + len(c.rest)
+                if end >= len(words) or (self._whole and end != len(words) - 1):
+                    continue
+                if c.rest and not all(_same(m, words[at + 1 + k]) for k, m in enumerate(c.rest)):
+                    continue
+                if c.group not in best or c.order < best[c.group].order:
+                    best[c.group] = c
+            for group, c in best.items():
+                end = at + len(c.rest)
+                hits[group].append(Hit(c.term, field.name, field.original(at, end)))
+                free[group] = end + 1
+
+
 class Terms:
-    """A compiled list of terms; `hits` finds every occurrence in the given fields."""
+    """One list of terms (a filter's, or a section's categories)."""
 
     def __init__(self, terms: Sequence[str], *, whole: bool = False) -> None:
-        """`whole`: a word term must match a field entirely (a feed's category, say)."""
         self.terms = tuple(terms)
-        self._word_terms = [t for t in self.terms if not is_regex(t)]
-        alternatives = "|".join(f"({word_pattern(t)})" for t in self._word_terms)
-        pattern = rf"^(?:{alternatives})$" if whole else rf"(?<!\S)(?:{alternatives})(?!\S)"
-        self._words = re.compile(pattern) if self._word_terms else None
-        self._regexes = [(t, re.compile(t[1:-1], re.IGNORECASE)) for t in self.terms if is_regex(t)]
+        self._index = TermIndex([self.terms], whole=whole)
 
     def __bool__(self) -> bool:
         return bool(self.terms)
@@ -77,14 +182,7 @@ class Terms:
     def hits(self, fields: Iterable[Field]) -> Iterator[Hit]:
         """Every occurrence, field by field, in order."""
         for field in fields:
-            if self._words is not None and field.folded:
-                for match in self._words.finditer(field.folded):
-                    term = self._word_terms[(match.lastindex or 1) - 1]
-                    yield Hit(term, field.name, field.original(*match.span()))
-            for term, regex in self._regexes:
-                for match in regex.finditer(field.text):
-                    if match.group():
-                        yield Hit(term, field.name, match.group())
+            yield from self._index.scan([field])[0]
 
     def first(self, fields: Iterable[Field]) -> Hit | None:
         return next(self.hits(fields), None)
@@ -116,12 +214,28 @@ class PathRule:
             path = "/" + path
         self._path = re.compile(re.escape(path.lower()).replace(r"\*", "[^/]*"))
 
+    @property
+    def path_pattern(self) -> str:
+        return self._path.pattern
+
     def matches(self, url: str | None) -> bool:
-        if not url:
+        return self.matches_parts(*split_link(url)) if url else False
+
+    def matches_parts(self, hostname: str, path: str) -> bool:
+        """For a link already split by `split_link` (a section check splits it once)."""
+        if self._host and hostname != self._host and not hostname.endswith("." + self._host):
             return False
+        return self._path.search(path) is not None
+
+
+_LINK = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://(?:[^@/?#]*@)?(\[[^\]]*\]|[^:/?#]*)[^/?#]*([^?#]*)")
+
+
+def split_link(url: str) -> tuple[str, str]:
+    """A link's host name and lowercased path, as path rules compare them (a regex: urlsplit
+    costs more than the rules)."""
+    match = _LINK.match(url)
+    if match is None:
         parts = urlsplit(url)
-        if self._host:
-            hostname = parts.hostname or ""
-            if hostname != self._host and not hostname.endswith("." + self._host):
-                return False
-        return self._path.search(parts.path.lower() or "/") is not None
+        return parts.hostname or "", parts.path.lower() or "/"
+    return match.group(1).lower().strip("[]"), match.group(2).lower() or "/"

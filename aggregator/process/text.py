@@ -61,6 +61,7 @@ _FOLD = {
     for code in range(0x300, min(sys.maxunicode, 0x20000))
     if unicodedata.combining(chr(code)) or unicodedata.category(chr(code)) == "Mn"
 } | _LETTERS
+_MARKS_ONLY = {code: None for code in _FOLD if code not in _LETTERS}
 _FOLDED_WORD = re.compile(r"\w+")  # folded text has no marks left, so plain \w+ will do
 
 
@@ -71,9 +72,33 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFKD", text).casefold().translate(_FOLD)
 
 
+_MEMO_LIMIT = 200_000
+_memo: dict[str, str] = {}
+
+
 def folded_words(text: str) -> str:
-    """The folded words of `text` joined by single spaces."""
-    return " ".join(_FOLDED_WORD.findall(fold(text)))
+    """The folded words of `text` joined by single spaces.
+
+    Text that is not plain ASCII is folded a whitespace-separated token at a time, each
+    remembered: folding (NFKD, a translation table) costs ten times more than looking up a token
+    seen before, and news repeats its vocabulary. Folding never joins or splits across spaces,
+    so the result is the same as folding the whole text.
+    """
+    if text.isascii():
+        return " ".join(_FOLDED_WORD.findall(text.lower().replace("_", " ")))
+    global _memo
+    memo = _memo
+    out = []
+    for token in text.split():
+        folded = memo.get(token)
+        if folded is None:
+            folded = " ".join(_FOLDED_WORD.findall(fold(token)))
+            if len(memo) >= _MEMO_LIMIT:
+                memo = _memo = {}
+            memo[token] = folded
+        if folded:
+            out.append(folded)
+    return " ".join(out)
 
 
 def word_count(text: str) -> int:
@@ -91,19 +116,28 @@ class Field:
     def folded(self) -> str:
         return folded_words(self.text)
 
-    def original(self, start: int, end: int) -> str:
-        """The words of the original text behind `folded[start:end]`, for showing why it matched.
+    @cached_property
+    def words(self) -> list[str]:
+        return self.folded.split(" ") if self.folded else []
 
-        Falls back to the folded words when folding changed the number of words (NFKD splits a
-        few characters, such as fractions, in two).
-        """
-        words = list(WORD.finditer(self.text))
-        expected = self.folded.count(" ") + 1 if self.folded else 0
-        if len(words) != expected:
-            return self.folded[start:end]
-        first = self.folded.count(" ", 0, start)
-        last = self.folded.count(" ", 0, end)
-        return self.text[words[first].start() : words[last].end()]
+    @cached_property
+    def _spans(self) -> list[tuple[int, int]] | None:
+        """Where each folded word is in the original text; None when folding changed the
+        number of words (NFKD splits a few characters, such as fractions, in two)."""
+        text = self.text
+        plain = text.isascii() or len(text.translate(_MARKS_ONLY)) == len(text)
+        spans = [m.span() for m in (_FOLDED_WORD if plain else WORD).finditer(text)]
+        if len(spans) != len(self.words) or "_" in text:
+            return None
+        return spans
+
+    def original(self, first: int, last: int) -> str:
+        """Words `first` to `last` (inclusive) as the original text wrote them, for showing why
+        an item matched (the folded words when the two cannot be lined up)."""
+        spans = self._spans
+        if spans is None:
+            return " ".join(self.words[first : last + 1])
+        return self.text[spans[first][0] : spans[last][1]]
 
 
 class ItemText:

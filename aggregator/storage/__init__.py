@@ -26,7 +26,10 @@ from aggregator.types import (
     Entry,
     FetchRecord,
     Filer,
+    Filing,
     Item,
+    ItemDetails,
+    Refiling,
     SaveReport,
     SourceState,
     StoryIndex,
@@ -186,6 +189,38 @@ class Storage:
     def recent_items(self, limit: int = 50, source_id: str | None = None) -> list[Item]:
         with self._tx(write=False) as conn:
             return items.recent(conn, limit, source_id)
+
+    def item_details(self, item_id: int) -> ItemDetails | None:
+        """The item with why it was filed where it is, and its story's other items."""
+        with self._tx(write=False) as conn:
+            return items.details(conn, item_id)
+
+    def find_items(self, url: str) -> list[int]:
+        """Ids of items with this link (compared in canonical form too), newest first."""
+        with self._tx(write=False) as conn:
+            return items.find(conn, url)
+
+    def detach_item(self, item_id: int) -> int | None:
+        """Give an item a story of its own and keep it there; None if there is no such item."""
+        with self._tx() as conn:
+            stories.lock(conn)
+            return stories.detach(conn, item_id, self.clock())
+
+    def items_after(self, after_id: int, limit: int = 500) -> list[Refiling]:
+        """A batch of stored items in id order with their filing reasons."""
+        with self._tx(write=False) as conn:
+            return items.batch_after(conn, after_id, limit)
+
+    def refile(self, filings: Sequence[tuple[int, Filing]]) -> None:
+        """Rewrite the sections and topics of these items."""
+        with self._tx() as conn:
+            items.refile(conn, filings)
+
+    def settle_story_leads(self) -> None:
+        """Choose every story's lead again, after source priorities changed."""
+        with self._tx() as conn:
+            stories.lock(conn)
+            stories.settle_all(conn, self.clock())
 
     def publication_times(self, source_id: str, limit: int = 20) -> list[datetime]:
         with self._tx(write=False) as conn:

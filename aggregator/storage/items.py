@@ -12,8 +12,19 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, case, delete, func, select, update
 
 from aggregator.storage.dialect import insert as _insert
-from aggregator.storage.tables import item_topics, items, pruned_keys
-from aggregator.types import Enclosure, Entry, Filer, Filing, Item, SaveReport
+from aggregator.storage.tables import item_topics, items, pruned_keys, stories
+from aggregator.types import (
+    Enclosure,
+    Entry,
+    Filer,
+    Filing,
+    Item,
+    ItemDetails,
+    Refiling,
+    SaveReport,
+    StoryMember,
+)
+from aggregator.urls import canonical_url
 
 _CHUNK = 500  # keys per IN (...) query: well under SQLite's bound-parameter limit
 
@@ -276,6 +287,89 @@ def _with_topics(conn: Connection, rows: Sequence[Row[Any]]) -> list[Item]:
         ):
             topics[link.item_id].append(link.topic_id)
     return [_item(row, topics[row.id]) for row in rows]
+
+
+def topic_reasons(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    found: dict[int, dict[str, Any]] = {item_id: {} for item_id in ids}
+    for chunk in _chunks(list(ids)):
+        for link in conn.execute(
+            select(item_topics.c.item_id, item_topics.c.topic_id, item_topics.c.reason)
+            .where(item_topics.c.item_id.in_(chunk))
+            .order_by(item_topics.c.topic_id)
+        ):
+            found[link.item_id][link.topic_id] = link.reason
+    return found
+
+
+def details(conn: Connection, item_id: int) -> ItemDetails | None:
+    rows = conn.execute(select(items).where(items.c.id == item_id)).all()
+    if not rows:
+        return None
+    row = rows[0]
+    item = _with_topics(conn, rows)[0]
+    members: list[StoryMember] = []
+    if row.story_id is not None:
+        lead = conn.execute(
+            select(stories.c.primary_item_id).where(stories.c.id == row.story_id)
+        ).scalar()
+        others = conn.execute(
+            select(items).where(items.c.story_id == row.story_id).order_by(items.c.id)
+        ).all()
+        members = [
+            StoryMember(member, other.story_reason or {}, member.id == lead)
+            for member, other in zip(_with_topics(conn, others), others, strict=True)
+        ]
+    return ItemDetails(
+        item,
+        row.section_reason,
+        topic_reasons(conn, [item_id])[item_id],
+        row.story_reason,
+        bool(row.story_pinned),
+        tuple(members),
+    )
+
+
+def find(conn: Connection, url: str) -> list[int]:
+    """Items whose link (or canonical link) is this URL, newest first."""
+    canonical = canonical_url(url) or url
+    rows = conn.execute(
+        select(items.c.id)
+        .where((items.c.url == url) | (items.c.canonical_url == canonical))
+        .order_by(items.c.id.desc())
+    )
+    return list(rows.scalars())
+
+
+def batch_after(conn: Connection, after_id: int, limit: int) -> list[Refiling]:
+    """The next items in id order with their reasons, for re-applying the rules to all."""
+    rows = conn.execute(
+        select(items).where(items.c.id > after_id).order_by(items.c.id).limit(limit)
+    ).all()
+    reasons = topic_reasons(conn, [row.id for row in rows])
+    return [
+        Refiling(item, row.section_reason, reasons[row.id])
+        for item, row in zip(_with_topics(conn, rows), rows, strict=True)
+    ]
+
+
+def refile(conn: Connection, filings: Sequence[tuple[int, Filing]]) -> None:
+    """Rewrite the section and topics of items (not their text or fingerprint)."""
+    if not filings:
+        return
+    conn.execute(
+        update(items)
+        .where(items.c.id == bindparam("item_id"))
+        .values(section_id=bindparam("section"), section_reason=bindparam("reason")),
+        [
+            {
+                "item_id": item_id,
+                "section": filing.section_id,
+                "reason": dict(filing.section_reason) if filing.section_reason else None,
+            }
+            for item_id, filing in filings
+        ],
+    )
+    _set_topics(conn, filings, True)
 
 
 def get(conn: Connection, item_id: int) -> Item | None:

@@ -207,6 +207,34 @@ def settle_leads(conn: Connection, story_ids: Iterable[int], now: datetime) -> N
             )
 
 
+def detach(conn: Connection, item_id: int, now: datetime) -> int | None:
+    """Split an item off into a story of its own, for good (an editor undoing a wrong merge)."""
+    old = conn.execute(select(items.c.story_id).where(items.c.id == item_id)).first()
+    if old is None:
+        return None
+    story_id = int(
+        conn.execute(
+            stories.insert()
+            .values(primary_item_id=item_id, created_at=now, updated_at=now)
+            .returning(stories.c.id)
+        ).scalar_one()
+    )
+    conn.execute(
+        update(items)
+        .where(items.c.id == item_id)
+        .values(story_id=story_id, story_reason={"by": "editor"}, story_pinned=True)
+    )
+    if old.story_id is not None:
+        tidy(conn, now)
+        settle_leads(conn, [old.story_id], now)
+    return story_id
+
+
+def settle_all(conn: Connection, now: datetime) -> None:
+    """Choose every story's lead again (after source priorities changed)."""
+    settle_leads(conn, conn.execute(select(stories.c.id)).scalars().all(), now)
+
+
 def lock(conn: Connection) -> None:
     serialise(conn, LOCK)
 

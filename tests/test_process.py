@@ -1,0 +1,280 @@
+"""The matching engine, sections, topics and filters: pure functions, tested with plain values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from aggregator.config import Config, Filter, Section, Source, Topic
+from aggregator.process.categorise import Categoriser
+from aggregator.process.filters import EntryFilter, ItemFilter
+from aggregator.process.pipeline import Processor
+from aggregator.process.terms import PathRule, Terms, term_problem
+from aggregator.process.text import Field, fold, folded_words
+from aggregator.types import Entry, Item
+
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def entry(title: str = "", summary: str = "", **kw: Any) -> Entry:
+    return Entry(key=kw.pop("key", "k"), title=title, summary=summary, **kw)
+
+
+def matched(terms: list[str], text: str) -> list[tuple[str, str]]:
+    return [(hit.term, hit.text) for hit in Terms(terms).hits([Field("title", text)])]
+
+
+# -- folding and terms ----------------------------------------------------------------------
+
+
+def test_folding_ignores_case_accents_and_letter_variants() -> None:
+    assert fold("Türkiye") == "turkiye"
+    assert fold("ISTANBUL") == fold("İstanbul") == "istanbul"
+    assert fold("Ağrı") == "agri"  # dotless ı
+    assert fold("Straße") == "strasse"
+    assert folded_words("Réfugiés, à Genève!") == "refugies a geneve"
+    # Arabic: vowel marks, hamza forms of alef, ta marbuta, tatweel
+    assert folded_words("غَزَّة") == folded_words("غزة") == folded_words("غـزه")
+    assert folded_words("أوكرانيا") == folded_words("اوكرانيا")
+
+
+@pytest.mark.parametrize(
+    ("term", "text", "expected"),
+    [
+        ("Turkiye", "Talks in Türkiye resume", "Türkiye"),
+        ("Türkiye", "TURKIYE and Greece", "TURKIYE"),
+        ("İstanbul", "Summit in ISTANBUL", "ISTANBUL"),
+        ("Palestin*", "Palestinians return", "Palestinians"),
+        ("*stan", "Kazakhstan and Russia", "Kazakhstan"),
+        ("West Bank", "raids in the West-Bank town", "West-Bank"),
+        ("West Bank", "the west\nbank", "west\nbank"),
+        ("COP2*", "At COP29, negotiators", "COP29"),
+        ("غزة", "قصف على غَزَّة اليوم", "غَزَّة"),
+        ("*غزة", "مستشفيات بغزة", "بغزة"),
+        ("Réfugiés", "refugies arrive", "refugies"),
+    ],
+)
+def test_a_term_matches_on_word_boundaries_ignoring_case_and_accents(
+    term: str, text: str, expected: str
+) -> None:
+    assert matched([term], text) == [(term, expected)]
+
+
+@pytest.mark.parametrize(
+    ("term", "text"),
+    [
+        ("Gaza", "Gazans wait"),  # a word, not a prefix, unless it says *
+        ("Iran", "Irani restaurant in Tirana"),
+        ("West Bank", "west of the bank"),
+        ("COP2*", "COP31 opens"),
+        ("Sudan", "Sudanese"),
+    ],
+)
+def test_a_term_does_not_match_inside_other_words(term: str, text: str) -> None:
+    assert matched([term], text) == []
+
+
+def test_regular_expressions_match_the_original_text_ignoring_case() -> None:
+    assert matched([r"/(?<!South )\bSudan\b/"], "South Sudan and Sudan") == [
+        (r"/(?<!South )\bSudan\b/", "Sudan")
+    ]
+    assert matched(["/(?-i:Turkey)/"], "turkey farms in Turkey") == [("/(?-i:Turkey)/", "Turkey")]
+    assert matched([r"/u\.?n\.?/"], "The U.N. said") == [(r"/u\.?n\.?/", "U.N.")]
+
+
+def test_every_occurrence_is_a_hit_and_names_its_term() -> None:
+    hits = matched(["Gaza", "Rafah", "Palestin*"], "Gaza: Rafah crossing; Palestinians in Gaza")
+    assert hits == [
+        ("Gaza", "Gaza"),
+        ("Rafah", "Rafah"),
+        ("Palestin*", "Palestinians"),
+        ("Gaza", "Gaza"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("term", "problem"),
+    [
+        ("", "an empty term matches nothing"),
+        ("*", "'*' has no letters or digits to match"),
+        ("--", "'--' has no letters or digits to match"),
+        ("/(/", "'/(/' is not a valid regular expression: missing ), unterminated subpattern"),
+        ("/a?/", "'/a?/' matches an empty text, so it would match every item"),
+    ],
+)
+def test_invalid_terms_are_explained(term: str, problem: str) -> None:
+    assert (term_problem(term) or "").startswith(problem)
+    assert term_problem("ok") is None and term_problem("/ok/") is None
+
+
+def test_path_rules_match_paths_and_hosts() -> None:
+    opinion = PathRule("/opinion*/")
+    assert opinion.matches("https://www.aljazeera.com/opinions/2026/11/18/x")
+    assert opinion.matches("https://news.example/world/OPINION/x")
+    assert not opinion.matches("https://news.example/opinionated-piece")
+    assert not opinion.matches(None)
+    guardian = PathRule("theguardian.com/commentisfree/")
+    assert guardian.matches("https://www.theguardian.com/commentisfree/2026/nov/18/x")
+    assert not guardian.matches("https://example.com/commentisfree/x")
+    assert not guardian.matches("https://notguardian.com/commentisfree/x")
+
+
+# -- sections and topics --------------------------------------------------------------------
+
+
+CONFIG = Config(
+    sections=(
+        Section("opinion", "Opinion", paths=("/commentisfree/",), categories=("Opinion",)),
+        Section(
+            "environment",
+            "Environment",
+            paths=("/environment/",),
+            categories=("Climate crisis", "Environment*"),
+        ),
+        Section("world", "World"),
+    ),
+    topics=(
+        Topic(
+            "climate",
+            "Climate",
+            keywords=("climate", "emissions"),
+            exclude=("political climate",),
+            fields=("title", "summary"),
+        ),
+        Topic("palestine", "Palestine", keywords=("Gaza", "West Bank", "Palestin*")),
+        Topic("ukraine", "Ukraine", keywords=("Ukrain*", "Kyiv"), min_matches=2),
+        Topic("energy", "Energy"),
+    ),
+    sources=(
+        Source("wire", "https://wire.example/feed", "world"),
+        Source("green", "https://green.example/feed", "environment", topics=("energy",)),
+    ),
+)
+
+
+def test_the_section_comes_from_a_path_rule_then_a_category_rule_then_the_source() -> None:
+    rules = Categoriser(CONFIG)
+    by_path = rules.section(
+        "wire",
+        entry("x", link="https://theguardian.com/commentisfree/a", categories=("Climate crisis",)),
+    )
+    assert (by_path.section_id, by_path.rule, by_path.pattern) == (
+        "opinion",
+        "path",
+        "/commentisfree/",
+    )
+    by_category = rules.section("wire", entry("x", categories=("World news", "Climate crisis")))
+    assert (by_category.section_id, by_category.rule, by_category.matched) == (
+        "environment",
+        "category",
+        "Climate crisis",
+    )
+    # a category must equal the term (a wildcard aside): "Opinion polls" is not "Opinion"
+    default = rules.section("wire", entry("x", categories=("Opinion polls",)))
+    assert (default.section_id, default.rule) == ("world", "source")
+    assert "source's section" in default.describe()
+
+
+def test_topics_carry_the_words_that_matched() -> None:
+    item = entry(
+        "Gaza ceasefire holds",
+        "<p>Aid reaches the <b>West</b> Bank &amp; Gaza</p>",
+        categories=("Middle East",),
+    )
+    found = Categoriser(CONFIG).categorise("wire", item)
+    assert found.topic_ids == ("palestine",)
+    hits = [(h.field, h.text) for h in found.topics[0].hits]
+    assert hits == [("title", "Gaza"), ("summary", "West Bank"), ("summary", "Gaza")]
+
+
+def test_exclude_terms_fields_and_minimum_matches() -> None:
+    rules = Categoriser(CONFIG)
+    verdicts = {
+        v.topic_id: v
+        for v in rules.verdicts(
+            "wire",
+            entry(
+                "A tense political climate before the vote",
+                "Emissions rose.",
+                content="Kyiv said nothing.",
+            ),
+        )
+    }
+    assert not verdicts["climate"].assigned
+    assert "excludes it" in verdicts["climate"].describe()
+    assert not verdicts["ukraine"].assigned  # one hit, two needed
+    assert "1 of the 2 matches needed" in verdicts["ukraine"].describe()
+    # climate only looks at title and summary: content alone does not count
+    quiet = rules.verdicts("wire", entry("Budget", "Nothing.", content="climate climate"))
+    assert not next(v for v in quiet if v.topic_id == "climate").hits
+    twice = rules.categorise("wire", entry("Ukraine talks", "Ukrainian and Kyiv officials"))
+    assert "ukraine" in twice.topic_ids
+
+
+def test_a_source_gives_its_fixed_topics_to_every_item() -> None:
+    found = Categoriser(CONFIG).categorise("green", entry("Wind farms", "Nothing else."))
+    assert found.topic_ids == ("energy",)
+    assert found.topics[0].describe() == "every item of its source gets this topic"
+
+
+def test_filing_turns_decisions_into_what_storage_keeps() -> None:
+    filing = Processor(CONFIG).file("wire", entry("Gaza talks", "Officials met in Cairo today."))
+    assert filing.section_id == "world"
+    assert filing.section_reason == {"rule": "source", "pattern": "", "matched": ""}
+    assert list(filing.topics) == ["palestine"]
+    assert filing.topics["palestine"]["hits"] == [
+        {"term": "Gaza", "field": "title", "text": "Gaza"}
+    ]
+    assert filing.fingerprint is not None
+
+
+# -- filters --------------------------------------------------------------------------------
+
+
+def test_source_filters_drop_entries_and_say_why() -> None:
+    rules = EntryFilter(
+        include=("Gaza", "Sudan"), exclude=("crossword",), min_words=4, languages=("en",)
+    )
+    assert rules.rejects(entry("Gaza talks resume in Cairo", language="en-GB")) is None
+    assert rules.rejects(entry("Sudan talks resume in Jeddah")) is None  # no language: kept
+    assert str(rules.rejects(entry("Gaza talks resume in Cairo", language="fr"))).startswith(
+        "languages"
+    )
+    assert str(rules.rejects(entry("Gaza talks"))) == "min_words: 2 words, fewer than 4"
+    assert str(rules.rejects(entry("Gaza crossword number 1,234"))).startswith(
+        "exclude: 'crossword'"
+    )
+    assert str(rules.rejects(entry("Markets rally on Friday again"))).startswith("include")
+
+
+def test_the_processor_keeps_what_a_source_allows() -> None:
+    config = Config(
+        sections=(Section("world", "World"),),
+        sources=(Source("g", "https://g.example/feed", "world", exclude=("quiz of the week",)),),
+    )
+    kept = Processor(config).keep(
+        "g", [entry("Quiz of the week: 10 questions", key="a"), entry("Floods in Spain", key="b")]
+    )
+    assert [e.key for e in kept.entries] == ["b"]
+    assert [(e.key, r.rule) for e, r in kept.dropped] == [("a", "exclude")]
+
+
+def test_output_filters_use_sections_topics_sources_and_terms() -> None:
+    item = Item(
+        id=1,
+        source_id="wire",
+        entry=entry("Gaza aid convoy reaches Rafah", "Trucks crossed on Tuesday."),
+        first_seen_at=NOW,
+        last_seen_at=NOW,
+        changed_at=NOW,
+        section_id="world",
+        topics=("palestine",),
+    )
+    assert ItemFilter(Filter(sections=("world",), topics=("palestine", "syria"))).accepts(item)
+    assert not ItemFilter(Filter(sections=("opinion",))).accepts(item)
+    assert not ItemFilter(Filter(topics=("climate",))).accepts(item)
+    assert not ItemFilter(Filter(sources=("other",))).accepts(item)
+    assert not ItemFilter(Filter(exclude=("convoy",))).accepts(item)
+    assert ItemFilter(Filter(include=("Rafah",), min_words=5)).accepts(item)

@@ -1,0 +1,279 @@
+"""One story, one item: stories linked as items are stored, on real SQLite and real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from aggregator.config import Config, Dedupe, Section, Source, Topic
+from aggregator.process.dedupe import SimilarityIndex, alike, fingerprint, similarity
+from aggregator.process.pipeline import Processor
+from aggregator.refile import recategorise
+from aggregator.storage import Storage
+from aggregator.types import Entry
+from tests.support import Clock
+
+WIRE = (
+    "CAIRO (AP) — Indirect talks between Israel and Hamas on the next phase of the Gaza "
+    "ceasefire stalled Wednesday over the mandate of a proposed international stabilization "
+    "force, two Egyptian officials said."
+)
+OTHER = (
+    "Aid trucks lined up at the Kerem Shalom crossing on Wednesday as the United Nations said "
+    "deliveries of shelter materials to Gaza remained far below what families need for winter."
+)
+
+
+def config(**dedupe: object) -> Config:
+    return Config(
+        sections=(Section("world", "World"), Section("opinion", "Opinion", paths=("/opinion/",))),
+        topics=(Topic("palestine", "Palestine", keywords=("Gaza", "Palestin*")),),
+        sources=tuple(
+            Source(sid, f"https://{sid}.example/feed", "world", priority=priority)
+            for sid, priority in (("ap", 10), ("herald", 0), ("star", 0), ("bbc", 5))
+        ),
+        dedupe=Dedupe(**dedupe),  # type: ignore[arg-type]
+    )
+
+
+def entry(key: str, title: str, summary: str, link: str | None = None, **kw: object) -> Entry:
+    link = link or f"https://news.example/{key}"
+    return Entry(key=key, title=title, link=link, canonical_link=link, summary=summary, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def processor(storage: Storage) -> Processor:
+    proc = Processor(config())
+    storage.sync_sources(proc.config.sources)
+    return proc
+
+
+def story_of(storage: Storage, item_id: int) -> int:
+    item = storage.item(item_id)
+    assert item is not None and item.story_id is not None
+    return item.story_id
+
+
+def test_a_wire_copy_from_another_source_joins_the_story(
+    storage: Storage, processor: Processor, clock: Clock
+) -> None:
+    first = storage.save_entries("herald", [entry("h1", "Gaza truce talks stall", WIRE)], processor)
+    clock.advance(minutes=40)
+    copy = WIRE.replace("CAIRO (AP) — ", "").replace("stabilization", "stabilisation")
+    second = storage.save_entries(
+        "star",
+        [entry("s1", "Gaza ceasefire talks in Cairo hit snag", copy + " More later.")],
+        processor,
+    )
+    unrelated = storage.save_entries("star", [entry("s2", "Aid trucks wait", OTHER)], processor)
+    assert story_of(storage, first.new[0]) == story_of(storage, second.new[0])
+    assert story_of(storage, unrelated.new[0]) != story_of(storage, first.new[0])
+    details = storage.item_details(second.new[0])
+    assert details is not None
+    assert details.story_reason is not None and details.story_reason["by"] == "text"
+    assert details.story_reason["item"] == first.new[0] and details.story_reason["score"] >= 0.5
+    # the earliest item leads while both sources have the same priority
+    assert [m.item.id for m in details.members if m.lead] == [first.new[0]]
+
+
+def test_the_higher_priority_source_leads_the_story(
+    storage: Storage, processor: Processor, clock: Clock
+) -> None:
+    local = storage.save_entries("herald", [entry("h1", "Gaza talks stall", WIRE)], processor)
+    clock.advance(hours=1)
+    wire = storage.save_entries(
+        "ap", [entry("a1", "Gaza talks stall, officials say", WIRE)], processor
+    )
+    details = storage.item_details(local.new[0])
+    assert details is not None
+    assert [m.item.id for m in details.members if m.lead] == [wire.new[0]]
+
+
+def test_the_same_link_in_two_sources_is_one_story(storage: Storage, processor: Processor) -> None:
+    link = "https://www.bbc.co.uk/news/world-middle-east-68123456"
+    a = storage.save_entries("bbc", [entry("b1", "Short", "Gaza.", link=link)], processor)
+    b = storage.save_entries("herald", [entry("x9", "Different", "Words.", link=link)], processor)
+    assert story_of(storage, a.new[0]) == story_of(storage, b.new[0])
+    details = storage.item_details(b.new[0])
+    assert details is not None and details.story_reason == {"by": "link"}
+
+
+def test_alike_items_in_one_batch_share_a_story(storage: Storage, processor: Processor) -> None:
+    report = storage.save_entries(
+        "herald",
+        [
+            entry("x1", "Gaza talks stall", WIRE),
+            entry("x2", "Gaza talks stall over force", WIRE + " Talks resume Thursday."),
+            entry("x3", "Aid trucks wait", OTHER),
+        ],
+        processor,
+    )
+    x1, x2, x3 = (story_of(storage, i) for i in report.new)
+    assert x1 == x2 != x3
+
+
+def test_an_edited_headline_updates_the_item_and_keeps_its_story(
+    storage: Storage, processor: Processor, clock: Clock
+) -> None:
+    first = storage.save_entries("ap", [entry("a1", "Gaza talks stall", WIRE)], processor)
+    story = story_of(storage, first.new[0])
+    clock.advance(minutes=20)
+    edited = storage.save_entries(
+        "ap", [entry("a1", "Gaza ceasefire talks stall over international force", WIRE)], processor
+    )
+    assert edited.new == () and edited.updated == first.new
+    assert story_of(storage, first.new[0]) == story
+    assert storage.count_items() == 1
+
+
+def test_daily_series_with_different_numbers_stay_apart(
+    storage: Storage, processor: Processor, clock: Clock
+) -> None:
+    text = "These are the key events on day {} of Russia's war on Ukraine, as it happened."
+    one = storage.save_entries(
+        "bbc", [entry("d1", "Key events, day 1,727", text.format("1,727"))], processor
+    )
+    clock.advance(days=1)
+    two = storage.save_entries(
+        "bbc", [entry("d2", "Key events, day 1,728", text.format("1,728"))], processor
+    )
+    assert story_of(storage, one.new[0]) != story_of(storage, two.new[0])
+
+
+def test_items_further_apart_than_the_window_are_not_merged(storage: Storage, clock: Clock) -> None:
+    processor = Processor(config(window=timedelta(hours=6)))
+    storage.sync_sources(processor.config.sources)
+    one = storage.save_entries("herald", [entry("h1", "Gaza talks stall", WIRE)], processor)
+    clock.advance(hours=7)
+    two = storage.save_entries("star", [entry("s1", "Gaza talks stall", WIRE)], processor)
+    assert story_of(storage, one.new[0]) != story_of(storage, two.new[0])
+
+
+def test_with_dedupe_off_every_item_is_its_own_story(storage: Storage) -> None:
+    processor = Processor(config(enabled=False))
+    storage.sync_sources(processor.config.sources)
+    report = storage.save_entries(
+        "herald", [entry("a", "Gaza talks", WIRE), entry("b", "Gaza talks", WIRE)], processor
+    )
+    assert story_of(storage, report.new[0]) != story_of(storage, report.new[1])
+
+
+def test_the_index_is_rebuilt_from_storage_by_another_process(
+    storage: Storage, database_url: str, clock: Clock
+) -> None:
+    """A second worker (its own storage and index) finds the stories the first one stored."""
+    first = Processor(config())
+    storage.sync_sources(first.config.sources)
+    stored = storage.save_entries("herald", [entry("h1", "Gaza talks stall", WIRE)], first)
+    other_storage = Storage.open(database_url, clock=clock)
+    try:
+        second = Processor(config())  # a fresh, empty index, as after a restart
+        assert other_storage.warm_index(second.index) == 1  # type: ignore[arg-type]
+        copy = other_storage.save_entries("star", [entry("s1", "Gaza talks", WIRE)], second)
+        # and what the second worker stored reaches the first one's index by catching up
+        third = storage.save_entries("bbc", [entry("b1", "Gaza talks", WIRE + " Update.")], first)
+    finally:
+        other_storage.close()
+    stories = {story_of(storage, i) for i in (*stored.new, *copy.new, *third.new)}
+    assert len(stories) == 1
+
+
+def test_an_editor_can_undo_a_wrong_merge(storage: Storage, processor: Processor) -> None:
+    report = storage.save_entries(
+        "herald", [entry("x1", "Gaza talks", WIRE), entry("x2", "Gaza talks", WIRE)], processor
+    )
+    a, b = report.new
+    assert story_of(storage, a) == story_of(storage, b)
+    new_story = storage.detach_item(b)
+    assert new_story is not None and story_of(storage, b) == new_story != story_of(storage, a)
+    details = storage.item_details(b)
+    assert details is not None and details.pinned and details.story_reason == {"by": "editor"}
+    assert [m.lead for m in details.members] == [True]
+    assert storage.detach_item(999_999) is None
+
+
+def test_pruning_removes_empty_stories_and_moves_the_lead(
+    storage: Storage, processor: Processor, clock: Clock
+) -> None:
+    ap = storage.save_entries("ap", [entry("a1", "Gaza talks stall", WIRE)], processor)
+    clock.advance(days=2)
+    local = storage.save_entries("herald", [entry("h1", "Gaza talks stall", WIRE)], processor)
+    clock.advance(days=1)
+    storage.save_entries("herald", [entry("h1", "Gaza talks stall", WIRE)], processor)  # seen
+    assert storage.prune_items(timedelta(days=2)) == 1  # the AP item left its feed long ago
+    details = storage.item_details(local.new[0])
+    assert details is not None and [m.lead for m in details.members] == [True]
+    assert storage.item(ap.new[0]) is None
+
+
+def test_recategorise_moves_items_to_the_current_rules(storage: Storage, clock: Clock) -> None:
+    old = Processor(config())
+    storage.sync_sources(old.config.sources)
+    report = storage.save_entries(
+        "herald",
+        [
+            entry("o1", "Why the truce will fail", OTHER, link="https://h.example/opinion/1"),
+            entry("n1", "Gaza talks stall", WIRE),
+            entry("n2", "Markets rally", "Stocks rose on Friday as oil fell back."),
+        ],
+        old,
+    )
+    new_rules = Config(
+        sections=(Section("world", "World"), Section("opinion", "Opinion")),  # path rule gone
+        topics=(
+            Topic("palestine", "Palestine", keywords=("Palestin*",)),  # no longer "Gaza"
+            Topic("markets", "Markets", keywords=("stocks", "markets")),
+        ),
+        sources=old.config.sources,
+    )
+    dry = recategorise(storage, Processor(new_rules), dry_run=True)
+    assert dry.checked == 3 and dry.changed == 3  # o1: section and topic; n1, n2: a topic
+    assert storage.item(report.new[0]).section_id == "opinion"  # type: ignore[union-attr]
+    moves = {key: (m.came, m.left) for key, m in dry.movements.items()}
+    assert moves == {
+        ("section", "opinion"): (0, 1),
+        ("section", "world"): (1, 0),
+        ("topic", "palestine"): (0, 2),
+        ("topic", "markets"): (1, 0),
+    }
+    done = recategorise(storage, Processor(new_rules))
+    assert done.changed == 3
+    o1, n1, n2 = (storage.item(i) for i in report.new)
+    assert o1 is not None and o1.section_id == "world" and o1.topics == ()
+    assert n1 is not None and n1.topics == ()
+    assert n2 is not None and n2.topics == ("markets",)
+    assert recategorise(storage, Processor(new_rules)).changed == 0
+
+
+# -- the index itself -------------------------------------------------------------------------
+
+
+def test_the_index_finds_alike_items_and_forgets_old_ones() -> None:
+    index = SimilarityIndex(0.5, timedelta(hours=72))
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    wire = fingerprint(entry("a", "Gaza talks stall", WIRE))
+    copy = fingerprint(entry("b", "Gaza truce talks stall", WIRE.replace("CAIRO (AP) — ", "")))
+    other = fingerprint(entry("c", "Aid trucks wait", OTHER))
+    assert wire and copy and other
+    assert similarity(wire, copy) >= 0.5 and alike(wire, copy, 0.5)
+    assert similarity(wire, other) < 0.2
+    index.add_many([(1, wire, start), (2, other, start)])
+    assert [m.item_id for m in index.similar(copy, start + timedelta(hours=1))] == [1]
+    # many unrelated items later, the match is still found (from the big sorted run)
+    filler = [
+        (
+            10 + n,
+            fingerprint(entry(f"f{n}", f"Story {n}", f"{OTHER} Number {n} {n * 7}.")) or b"",
+            start,
+        )
+        for n in range(600)
+    ]
+    index.add_many(filler[:300])
+    for row in filler[300:]:
+        index.add(*row)
+    assert 1 in [m.item_id for m in index.similar(copy, start)]
+    assert index.expire(start + timedelta(hours=73)) == 602
+    assert len(index) == 0 and index.similar(copy, start + timedelta(hours=73)) == []
+    index.add(2000, wire, start + timedelta(hours=80))
+    assert [m.item_id for m in index.similar(copy, start + timedelta(hours=80))] == [2000]
