@@ -108,6 +108,12 @@ def measure(window: int, count: int, batch: int, seed: int, rounds: int) -> dict
     index.add_many(backlog)
     warm = time.perf_counter() - fill
     del backlog
+    profiler = None
+    if os.environ.get("BENCH_PROFILE"):  # where the measured time goes: BENCH_PROFILE=file.out
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     # the measured part: new items, a batch at a time, in rounds (the median round is reported)
     next_id = window + 1
     matched = 0
@@ -127,6 +133,9 @@ def measure(window: int, count: int, batch: int, seed: int, rounds: int) -> dict
             index.add_many((next_id + i, fp, when) for i, fp in enumerate(fps))
             next_id += len(fps)
         rates.append(count / (time.perf_counter() - clock))
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(os.environ["BENCH_PROFILE"])
     elapsed = count / statistics.median(rates)
     return {
         "window": window,

@@ -109,6 +109,14 @@ class TermIndex:
                     self._literal.setdefault(first, []).append(candidate)
                 else:
                     self._wild.append((first, candidate))
+        regexes = [t[1:-1] for g in self.groups for t in g if is_regex(t)]
+        # one search over every regex term says whether any of them is in a field at all
+        self._any_regex: re.Pattern[str] | None = None
+        if len(regexes) > 1:
+            try:
+                self._any_regex = re.compile("|".join(f"(?:{r})" for r in regexes), re.I)
+            except re.error:  # a term with global flags cannot be joined: check each in turn
+                self._any_regex = None
         self._memo: dict[str, tuple[_Candidate, ...]] = {}
         # one alternation says whether any wildcard word matches, before trying each
         self._any_wild = (
@@ -130,6 +138,8 @@ class TermIndex:
         hits: list[list[Hit]] = [[] for _ in self.groups]
         for field in fields:
             self._scan_words(field, hits)
+            if self._any_regex is not None and not self._any_regex.search(field.text):
+                continue
             for group, regexes in enumerate(self._regexes):
                 for term, regex in regexes:
                     for match in regex.finditer(field.text):
