@@ -44,6 +44,7 @@ def _identity(value: int) -> int:
 _TEMPLATE = MinHash(num_perm=NUM_PERM, seed=1, scheme=_SCHEME, hashfunc=_identity)
 _A, _B = (np.asarray(p, dtype=np.uint32) for p in _TEMPLATE.permutations)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_EXPIRE_EVERY = timedelta(minutes=1)
 _MAX_CANDIDATES = 5_000  # a key shared by more items than this is boilerplate, not a story
 
 
@@ -233,6 +234,7 @@ class SimilarityIndex:
         self.bands, self.rows = lsh_shape(threshold)
         self.watermark = 0  # highest item id seen: storage catches up from here
         self._lock = threading.RLock()
+        self._expired_at: datetime | None = None
         self._reset()
 
     def _reset(self, capacity: int = 1024) -> None:
@@ -397,8 +399,12 @@ class SimilarityIndex:
                     self._dead += 1
 
     def expire(self, now: datetime) -> int:
-        """Forget items older than the window; reclaims memory once half the slots are dead."""
+        """Forget items older than the window; reclaims memory once half the slots are dead.
+        Runs at most once a minute (of `now`): it looks at every slot."""
         with self._lock:
+            if self._expired_at is not None and abs(now - self._expired_at) < _EXPIRE_EVERY:
+                return 0
+            self._expired_at = now
             cutoff = (now - self.window).timestamp()
             size = self._size
             old = self._alive[:size] & (self._times[:size] < cutoff)

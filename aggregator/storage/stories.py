@@ -6,8 +6,8 @@ story index in the order their transactions commit: each process's index catches
 others stored by reading the ids above its watermark.
 
 How an item joined its story is kept on the item (`story_reason`): {"by": "link"} (same
-canonical link as an item of the story), {"by": "text", "score": 0.82} (alike text), {"by":
-"new"} (it opened the story) or {"by": "editor"} (split off by hand, and never merged again).
+canonical link as an item of the story), {"by": "text", "score": 0.82, "item": 12} (alike text),
+{"by": "editor"} (split off by hand, and never merged again), or NULL: it opened the story.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ _CHUNK = 500
 LOCK = "aggregator.stories"
 
 
-def catch_up(conn: Connection, index: StoryIndex, now: datetime) -> int:
-    """Add to the index the items stored since its watermark (by any process), in the window."""
+def catch_up(conn: Connection, index: StoryIndex, now: datetime, below: int | None = None) -> int:
+    """Add to the index the items stored since its watermark (by any process), in the window;
+    `below`: only ids under it (the batch being linked is added once it is linked)."""
     since = now - index.window
-    rows = conn.execute(
+    query = (
         select(
             items.c.id,
             items.c.fingerprint,
@@ -42,10 +43,12 @@ def catch_up(conn: Connection, index: StoryIndex, now: datetime) -> int:
             items.c.first_seen_at >= since,
         )
         .order_by(items.c.id)
-    ).all()
+    )
+    if below is not None:
+        query = query.where(items.c.id < below)
+    rows = conn.execute(query).all()
     index.add_many((row.id, row.fingerprint, _aware(row.at)) for row in rows)
-    if rows:
-        index.expire(now)
+    index.expire(now)
     return len(rows)
 
 
@@ -57,53 +60,65 @@ def link(
     conn: Connection, fresh: Sequence[NewItem], index: StoryIndex | None, now: datetime
 ) -> None:
     """Give each new item a story: the story of an item with the same canonical link, else of
-    the most alike item in the window, else a new one; then settle each touched story's lead."""
+    the most alike item in the window, else a new one; then settle the lead of each story that
+    gained an item. A handful of statements per batch, however many items it holds."""
     if not fresh:
         return
     if index is not None:
-        catch_up(conn, index, now)
-    story_of: dict[int, int] = {}  # item id -> story id, for this batch
-    reasons: dict[int, dict[str, Any]] = {}
+        catch_up(conn, index, now, below=min(item.id for item in fresh))
     by_link = _stories_by_link(conn, fresh) if index is not None else {}
     similar = _similar(conn, fresh, index) if index is not None else {}
     within = _within(fresh, index) if index is not None else {}
+    # first decide, by item: an existing story, an earlier item of this batch, or a new story
+    joins: dict[int, int] = {}  # item id -> existing story id
+    follows: dict[int, int] = {}  # item id -> earlier item of this batch
+    reasons: dict[int, dict[str, Any]] = {}
     first_with_link: dict[str, int] = {}
     for item in fresh:
         link_url = item.entry.canonical_link
-        story_id: int | None = None
         if link_url and link_url in by_link:
-            story_id, reasons[item.id] = by_link[link_url], {"by": "link"}
+            joins[item.id], reasons[item.id] = by_link[link_url], {"by": "link"}
         elif index is not None and link_url and link_url in first_with_link:
-            story_id, reasons[item.id] = story_of[first_with_link[link_url]], {"by": "link"}
+            follows[item.id], reasons[item.id] = first_with_link[link_url], {"by": "link"}
         elif item.id in similar:
-            story_id, score, other = similar[item.id]
+            joins[item.id], score, other = similar[item.id]
             reasons[item.id] = {"by": "text", "score": round(score, 3), "item": other}
         elif item.id in within:
-            other, score = within[item.id]
-            story_id = story_of[other]
-            reasons[item.id] = {"by": "text", "score": round(score, 3), "item": other}
-        if story_id is None:
-            story_id = int(
-                conn.execute(
-                    stories.insert()
-                    .values(primary_item_id=item.id, created_at=now, updated_at=now)
-                    .returning(stories.c.id)
-                ).scalar_one()
-            )
+            follows[item.id], score = within[item.id]
+            reasons[item.id] = {"by": "text", "score": round(score, 3), "item": follows[item.id]}
+        else:
             reasons[item.id] = {"by": "new"}
-        story_of[item.id] = story_id
         if link_url:
             first_with_link.setdefault(link_url, item.id)
+    # then write: the new stories in one statement, the items' stories in another
+    opening = [item.id for item in fresh if reasons[item.id]["by"] == "new"]
+    story_of = dict(joins)
+    if opening:
+        created = conn.execute(
+            stories.insert().returning(stories.c.id, sort_by_parameter_order=True),
+            [{"primary_item_id": i, "created_at": now, "updated_at": now} for i in opening],
+        ).scalars()
+        story_of.update(zip(opening, created, strict=True))
+    for item in fresh:  # in order, so an item followed an earlier one whose story is known
+        if item.id in follows:
+            story_of[item.id] = story_of[follows[item.id]]
     conn.execute(
         update(items)
         .where(items.c.id == bindparam("item_id"))
         .values(story_id=bindparam("story"), story_reason=bindparam("reason")),
         [
-            {"item_id": item_id, "story": story_id, "reason": reasons[item_id]}
-            for item_id, story_id in story_of.items()
+            {
+                "item_id": item.id,
+                "story": story_of[item.id],
+                # the common case, an item opening its story, is stored as no reason at all
+                "reason": None if reasons[item.id]["by"] == "new" else reasons[item.id],
+            }
+            for item in fresh
         ],
     )
-    settle_leads(conn, set(story_of.values()), now)
+    grown = {story_of[i] for i in (*joins, *follows)}
+    if grown:
+        settle_leads(conn, grown, now)
     if index is not None:
         index.add_many(
             (item.id, item.filing.fingerprint, item.when)
