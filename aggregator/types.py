@@ -195,6 +195,24 @@ class ItemDetails:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """Which items an output or digest takes (the storage side of a config `Filter`)."""
+
+    sections: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    every_item: bool = False  # False: one entry per story
+
+
+@dataclass(frozen=True)
+class Selected:
+    """An item to publish, with the story's other items ("also reported by")."""
+
+    item: Item
+    also: tuple[Item, ...] = ()
+
+
+@dataclass(frozen=True)
 class Refiling:
     """A stored item's filing, as recategorising reads it and then rewrites it."""
 

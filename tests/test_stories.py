@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from aggregator.config import Config, Dedupe, Section, Source, Topic
+from aggregator.config import Config, Dedupe, Filter, Section, Source, Topic
 from aggregator.process.dedupe import SimilarityIndex, alike, fingerprint, similarity
+from aggregator.process.filters import ItemFilter
 from aggregator.process.pipeline import Processor
 from aggregator.refile import recategorise
 from aggregator.storage import Storage
-from aggregator.types import Entry
+from aggregator.types import Entry, Selection
 from tests.support import Clock
 
 WIRE = (
@@ -277,3 +278,52 @@ def test_the_index_finds_alike_items_and_forgets_old_ones() -> None:
     assert len(index) == 0 and index.similar(copy, start + timedelta(hours=73)) == []
     index.add(2000, wire, start + timedelta(hours=80))
     assert [m.item_id for m in index.similar(copy, start + timedelta(hours=80))] == [2000]
+
+
+# -- what outputs and digests select ----------------------------------------------------------
+
+
+def test_one_entry_per_story_led_by_the_lead_with_the_others_alongside(
+    storage: Storage, processor: Processor, clock: Clock
+) -> None:
+    ap = storage.save_entries("ap", [entry("a1", "Gaza talks stall", WIRE)], processor)
+    clock.advance(minutes=30)
+    herald = storage.save_entries("herald", [entry("h1", "Gaza talks stall", WIRE)], processor)
+    clock.advance(minutes=30)
+    star = storage.save_entries("star", [entry("s1", "Gaza talks stall", WIRE)], processor)
+    clock.advance(minutes=30)
+    other = storage.save_entries("star", [entry("s2", "Aid trucks wait", OTHER)], processor)
+    shown = storage.select_items(Selection(), limit=10)
+    assert [s.item.id for s in shown] == [other.new[0], ap.new[0]]
+    assert sorted(o.id for o in shown[1].also) == sorted([herald.new[0], star.new[0]])
+    every = storage.select_items(Selection(every_item=True), limit=10)
+    assert len(every) == 4 and all(s.also == () for s in every)
+    # an output of the local papers only: the story shows through its newest selected item
+    local = storage.select_items(Selection(sources=("herald", "star")), limit=10)
+    assert [s.item.id for s in local] == [other.new[0], star.new[0]]
+    assert ap.new[0] in {o.id for o in local[1].also}
+    # topics are selected in the database, terms by the caller's test
+    on_topic = storage.select_items(Selection(topics=("palestine",)), limit=10)
+    assert [s.item.id for s in on_topic] == [other.new[0], ap.new[0]]  # both mention Gaza
+    assert storage.select_items(Selection(topics=("climate",)), limit=10) == []
+    assert storage.select_items(Selection(sections=("opinion",)), limit=10) == []
+    rules = ItemFilter(Filter(exclude=("trucks",)))
+    assert [s.item.id for s in storage.select_items(rules.selection, 10, rules.accepts_text)] == [
+        ap.new[0]
+    ]
+
+
+def test_selection_pages_through_many_items_and_stops_at_the_limit(
+    storage: Storage, processor: Processor, clock: Clock
+) -> None:
+    for n in range(130):
+        clock.advance(minutes=1)
+        storage.save_entries(
+            "herald", [entry(f"k{n}", f"Story number {n}", f"{OTHER} Detail {n} of {n * 3}.")]
+        )
+    newest = storage.select_items(Selection(), limit=5)
+    assert [s.item.entry.key for s in newest] == ["k129", "k128", "k127", "k126", "k125"]
+    odd = storage.select_items(
+        Selection(), limit=70, accept=lambda item: int(item.entry.key[1:]) % 2 == 1
+    )
+    assert len(odd) == 65 and odd[-1].item.entry.key == "k1"

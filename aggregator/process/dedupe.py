@@ -23,7 +23,7 @@ import numpy as np
 from datasketch import MinHash
 from numpy.typing import NDArray
 
-from aggregator.process.text import ItemText
+from aggregator.process.text import Field, ItemText, folded_words
 from aggregator.types import Entry, Match
 
 NUM_PERM = 128
@@ -48,14 +48,22 @@ _EXPIRE_EVERY = timedelta(minutes=1)
 _MAX_CANDIDATES = 5_000  # a key shared by more items than this is boilerplate, not a story
 
 
+def _opening(field: Field, count: int) -> list[str]:
+    """The first `count` folded words of a field, folding only its opening unless the whole
+    field was folded already (for the topic rules)."""
+    if "folded" in field.__dict__:
+        return field.words[:count]
+    return folded_words(field.text[: count * 16]).split()[:count]
+
+
 def _words(entry: Entry, text: ItemText) -> list[str]:
-    title = text.fields(("title",))[0].folded.split()
-    body = text.fields(("summary",))[0].folded.split()
+    title = text.fields(("title",))[0].words
+    body = _opening(text.fields(("summary",))[0], SUMMARY_WORDS)
     if len(body) < 20:
-        content = text.fields(("content",))[0].folded.split()
+        content = _opening(text.fields(("content",))[0], SUMMARY_WORDS)
         if len(content) > len(body):
             body = content
-    return title + body[:SUMMARY_WORDS]
+    return title + body
 
 
 def shingles(entry: Entry, text: ItemText | None = None) -> set[int]:

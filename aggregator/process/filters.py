@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from aggregator.config import Filter, Source
 from aggregator.process.terms import Terms
 from aggregator.process.text import ItemText
-from aggregator.types import Entry, Item
+from aggregator.types import Entry, Item, Selection
 
 
 def language_matches(language: str | None, wanted: Sequence[str]) -> bool:
@@ -83,11 +83,20 @@ class ItemFilter:
     """An output's or digest's choice of items: sections, topics, sources, then terms."""
 
     def __init__(self, selection: Filter) -> None:
-        self.selection = selection
+        self.selection_filter = selection
         self._sections = frozenset(selection.sections)
         self._topics = frozenset(selection.topics)
         self._sources = frozenset(selection.sources)
         self._terms = EntryFilter.of_filter(selection)
+
+    @property
+    def selection(self) -> Selection:
+        """What storage can select by itself; `accepts_text` does the rest."""
+        f = self.selection_filter
+        return Selection(f.sections, f.topics, f.sources, f.every_item)
+
+    def accepts_text(self, item: Item) -> bool:
+        return self._terms.rejects(item.entry) is None
 
     def accepts(self, item: Item) -> bool:
         if self._sections and item.section_id not in self._sections:

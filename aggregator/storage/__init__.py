@@ -31,6 +31,8 @@ from aggregator.types import (
     ItemDetails,
     Refiling,
     SaveReport,
+    Selected,
+    Selection,
     SourceState,
     StoryIndex,
     Subscriber,
@@ -45,6 +47,16 @@ Clock = Callable[[], datetime]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _in(item: Item, selection: Selection, accept: Callable[[Item], bool] | None) -> bool:
+    """The selection's test in Python, for an item read outside the selecting query."""
+    return (
+        (not selection.sections or item.section_id in selection.sections)
+        and (not selection.sources or item.source_id in selection.sources)
+        and (not selection.topics or bool(set(selection.topics) & set(item.topics)))
+        and (accept is None or accept(item))
+    )
 
 
 class Storage:
@@ -221,6 +233,57 @@ class Storage:
         with self._tx() as conn:
             stories.lock(conn)
             stories.settle_all(conn, self.clock())
+
+    def select_items(
+        self,
+        selection: Selection,
+        limit: int,
+        accept: Callable[[Item], bool] | None = None,
+    ) -> list[Selected]:
+        """The newest items of a selection, for a feed or a digest: by default one per story
+        (its lead when the lead is selected too, else the story's first selected item), each
+        with the story's other items; `accept` is a further test (an output's terms, say).
+
+        Reads pages of candidates until `limit` entries are found or the items run out.
+        """
+        chosen: dict[int, Item] = {}  # story (or item) -> the entry shown for it
+        leads: dict[int, int | None] = {}
+        order: list[int] = []
+        before: tuple[datetime, int] | None = None
+        page = max(4 * limit, 100)
+        with self._tx(write=False) as conn:
+            while len(order) < limit:
+                batch = items.select_page(conn, selection, page, before)
+                for item, lead in batch:
+                    if accept is not None and not accept(item):
+                        continue
+                    key = (
+                        item.id if selection.every_item or item.story_id is None else -item.story_id
+                    )
+                    if key not in chosen:
+                        if len(order) < limit:
+                            chosen[key], leads[key] = item, lead
+                            order.append(key)
+                    elif item.id == lead:  # the lead takes its story's place
+                        chosen[key] = item
+                if len(batch) < page:
+                    break
+                last = batch[-1][0]
+                before = (last.first_seen_at, last.id)
+            stories_shown = [-key for key in order if key < 0]
+            members = items.story_members(conn, stories_shown) if stories_shown else {}
+        for key in order:  # a lead older than every page read still takes its story's place
+            lead = leads.get(key)
+            if key < 0 and lead is not None and chosen[key].id != lead:
+                found = next((m for m in members.get(-key, []) if m.id == lead), None)
+                if found is not None and _in(found, selection, accept):
+                    chosen[key] = found
+        result = []
+        for key in order:
+            item = chosen[key]
+            others = members.get(item.story_id or 0, []) if key < 0 else []
+            result.append(Selected(item, tuple(o for o in others if o.id != item.id)))
+        return result
 
     def publication_times(self, source_id: str, limit: int = 20) -> list[datetime]:
         with self._tx(write=False) as conn:

@@ -22,6 +22,7 @@ from aggregator.types import (
     ItemDetails,
     Refiling,
     SaveReport,
+    Selection,
     StoryMember,
 )
 from aggregator.urls import canonical_url
@@ -370,6 +371,52 @@ def refile(conn: Connection, filings: Sequence[tuple[int, Filing]]) -> None:
         ],
     )
     _set_topics(conn, filings, True)
+
+
+def select_page(
+    conn: Connection, selection: Selection, limit: int, before: tuple[datetime, int] | None
+) -> list[tuple[Item, int | None]]:
+    """Items matching the selection's sections, sources and topics, newest first by when they
+    were first seen, with their story's lead; `before` continues after the last one returned."""
+    query = (
+        select(items, stories.c.primary_item_id)
+        .outerjoin(stories, stories.c.id == items.c.story_id)
+        .order_by(items.c.first_seen_at.desc(), items.c.id.desc())
+        .limit(limit)
+    )
+    if selection.sections:
+        query = query.where(items.c.section_id.in_(selection.sections))
+    if selection.sources:
+        query = query.where(items.c.source_id.in_(selection.sources))
+    if selection.topics:
+        query = query.where(
+            select(item_topics.c.item_id)
+            .where(
+                item_topics.c.item_id == items.c.id,
+                item_topics.c.topic_id.in_(selection.topics),
+            )
+            .exists()
+        )
+    if before is not None:
+        moment, item_id = before
+        query = query.where(
+            (items.c.first_seen_at < moment)
+            | ((items.c.first_seen_at == moment) & (items.c.id < item_id))
+        )
+    rows = conn.execute(query).all()
+    return list(zip(_with_topics(conn, rows), (r.primary_item_id for r in rows), strict=True))
+
+
+def story_members(conn: Connection, story_ids: Sequence[int]) -> dict[int, list[Item]]:
+    found: dict[int, list[Item]] = {story_id: [] for story_id in story_ids}
+    for chunk in _chunks(list(story_ids)):
+        rows = conn.execute(
+            select(items).where(items.c.story_id.in_(chunk)).order_by(items.c.id)
+        ).all()
+        for item in _with_topics(conn, rows):
+            assert item.story_id is not None
+            found[item.story_id].append(item)
+    return found
 
 
 def get(conn: Connection, item_id: int) -> Item | None:
