@@ -77,7 +77,9 @@ def html_to_text(fragment: str) -> str:
         return ""
     if "<" in fragment:
         fragment = nh3.clean(fragment, tags=set(), clean_content_tags={"script", "style"})
-    return _SPACE.sub(" ", html.unescape(fragment)).strip()
+    if "&" in fragment:
+        fragment = html.unescape(fragment)
+    return " ".join(fragment.split())
 
 
 def escape(text: str) -> str:

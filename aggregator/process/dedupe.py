@@ -228,7 +228,7 @@ class SimilarityIndex:
 
     Band keys live in three sorted runs, newest first: the last few hundred items, a small run,
     and the big one. A batch is merged into the newest run; that one into the small run every
-    RECENT items, and the small run into the big one when it reaches an eighth of its size, so
+    RECENT items, and the small run into the big one when it reaches half its size, so
     no item pays for copying the big arrays more than a few times over the window. Work is done
     a batch at a time (a poll's entries), in numpy, with Python loops only over actual hits.
     """
@@ -312,7 +312,7 @@ class SimilarityIndex:
         if recent.items >= self.RECENT:
             young = young.merged(recent.keys, recent.slots, recent.items, self._alive)
             recent = _Run()
-        if young.items >= max(self.YOUNG, old.items // 8):
+        if young.items >= max(self.YOUNG, old.items // 2):
             old = old.merged(young.keys, young.slots, young.items, self._alive)
             young = _Run()
         self._runs = [recent, young, old]

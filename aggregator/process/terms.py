@@ -110,11 +110,13 @@ class TermIndex:
                 else:
                     self._wild.append((first, candidate))
         regexes = [t[1:-1] for g in self.groups for t in g if is_regex(t)]
-        # one search over every regex term says whether any of them is in a field at all
+        # One search of every regex term over all the fields at once (a line each, so `^` and
+        # `$` still find field edges) says whether any of them can be there at all.
         self._any_regex: re.Pattern[str] | None = None
-        if len(regexes) > 1:
+        if regexes and not any("\\A" in r or "\\Z" in r for r in regexes):
             try:
-                self._any_regex = re.compile("|".join(f"(?:{r})" for r in regexes), re.I)
+                joined = "|".join(f"(?:{r})" for r in regexes)
+                self._any_regex = re.compile(joined, re.IGNORECASE | re.MULTILINE)
             except re.error:  # a term with global flags cannot be joined: check each in turn
                 self._any_regex = None
         self._memo: dict[str, tuple[_Candidate, ...]] = {}
@@ -136,9 +138,14 @@ class TermIndex:
 
     def scan(self, fields: Iterable[Field]) -> list[list[Hit]]:
         hits: list[list[Hit]] = [[] for _ in self.groups]
+        fields = list(fields)
+        regexes_apply = any(self._regexes) and (
+            self._any_regex is None
+            or self._any_regex.search("\n".join(f.text for f in fields)) is not None
+        )
         for field in fields:
             self._scan_words(field, hits)
-            if self._any_regex is not None and not self._any_regex.search(field.text):
+            if not regexes_apply:
                 continue
             for group, regexes in enumerate(self._regexes):
                 for term, regex in regexes:
