@@ -24,6 +24,7 @@ from aggregator.storage.tables import items, sources, stories
 from aggregator.types import StoryIndex
 
 _CHUNK = 500
+_LOAD_PART = 50_000
 LOCK = "aggregator.stories"
 
 
@@ -46,10 +47,14 @@ def catch_up(conn: Connection, index: StoryIndex, now: datetime, below: int | No
     )
     if below is not None:
         query = query.where(items.c.id < below)
-    rows = conn.execute(query).all()
-    index.add_many((row.id, row.fingerprint, _aware(row.at)) for row in rows)
+    count = 0
+    # in parts, so that loading a full window at start never holds every row at once
+    result = conn.execute(query.execution_options(yield_per=_LOAD_PART))
+    for part in result.partitions():
+        index.add_many((row.id, row.fingerprint, _aware(row.at)) for row in part)
+        count += len(part)
     index.expire(now)
-    return len(rows)
+    return count
 
 
 def _aware(moment: datetime) -> datetime:
