@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -234,6 +235,15 @@ def list_sources(config_path: Path, as_json: bool) -> None:
             )
 
 
+@contextmanager
+def _opened(config: Config) -> Iterator[Storage]:
+    storage = Storage.open(config.storage.url)
+    try:
+        yield storage
+    finally:
+        storage.close()
+
+
 def _find_item(storage: Storage, ref: str) -> int:
     """An item id, or the link of an item (the newest with that link)."""
     if ref.isdigit():
@@ -264,11 +274,8 @@ def explain(config_path: Path, item: str) -> None:
     from aggregator.process.pipeline import Processor
 
     config = _load(config_path)
-    storage = Storage.open(config.storage.url)
-    try:
+    with _opened(config) as storage:
         details = storage.item_details(_find_item(storage, item))
-    finally:
-        storage.close()
     if details is None:
         raise click.ClickException(f"no stored item {item}")
     it = details.item
@@ -317,12 +324,9 @@ def explain(config_path: Path, item: str) -> None:
 def unmerge(config_path: Path, item: str) -> None:
     """Split ITEM (an id or a link) off its story into one of its own, for good."""
     config = _load(config_path)
-    storage = Storage.open(config.storage.url)
-    try:
+    with _opened(config) as storage:
         item_id = _find_item(storage, item)
         story = storage.detach_item(item_id)
-    finally:
-        storage.close()
     if story is None:
         raise click.ClickException(f"no stored item {item}")
     click.echo(f"item {item_id} now stands alone as story {story}; it will not be merged again")
@@ -337,16 +341,13 @@ def recategorise(config_path: Path, dry_run: bool) -> None:
     from aggregator.refile import recategorise as refile_all
 
     config = _load(config_path)
-    storage = Storage.open(config.storage.url)
-    try:
+    with _opened(config) as storage:
         storage.sync_sources(config.sources)
         total = storage.count_items()
         with click.progressbar(
             length=total, label="recategorising", file=sys.stderr, show_pos=True
         ) as bar:
             report = refile_all(storage, Processor(config), dry_run=dry_run, progress=bar.update)
-    finally:
-        storage.close()
     verb = "would move" if dry_run else "moved"
     click.echo(f"{report.checked} items checked, {report.changed} {verb}")
     if report.movements:
