@@ -160,8 +160,6 @@ class Storage:
         """
         entries = list(entries)
         with self._tx() as conn:
-            if entries:
-                stories.lock(conn)
             if not sources.record_fetch(conn, record, owner):
                 conn.rollback()
                 return None
@@ -175,7 +173,9 @@ class Storage:
         now: datetime,
         filer: Filer | None,
     ) -> SaveReport:
-        report, fresh = items.save(conn, source_id, entries, now, filer)
+        report, fresh = items.save(
+            conn, source_id, entries, now, filer, before_insert=lambda: stories.lock(conn)
+        )
         stories.link(conn, fresh, filer.index if filer else None, now)
         return report
 
@@ -186,7 +186,6 @@ class Storage:
     ) -> SaveReport:
         entries = list(entries)
         with self._tx() as conn:
-            stories.lock(conn)
             return self._save(conn, source_id, entries, self.clock(), filer)
 
     def warm_index(self, index: StoryIndex) -> int:

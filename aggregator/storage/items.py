@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -124,6 +124,7 @@ def save(
     entries: Iterable[Entry],
     now: datetime,
     filer: Filer | None = None,
+    before_insert: Callable[[], None] | None = None,
 ) -> tuple[SaveReport, list[NewItem]]:
     """Insert new entries, update changed ones in place, touch the rest; keyed by (source, key).
 
@@ -195,6 +196,8 @@ def save(
         else:
             unchanged.append(item_id)
     new: list[int] = []
+    if inserts and before_insert is not None:
+        before_insert()  # the story lock: taken only by saves that add items
     if inserts:  # one statement for the batch: "insertmanyvalues" on both backends
         new = list(
             conn.execute(
