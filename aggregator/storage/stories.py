@@ -31,6 +31,9 @@ LOCK = "aggregator.stories"
 def catch_up(conn: Connection, index: StoryIndex, now: datetime, below: int | None = None) -> int:
     """Add to the index the items stored since its watermark (by any process), in the window;
     `below`: only ids under it (the batch being linked is added once it is linked)."""
+    if below is not None and below <= index.watermark + 1:
+        index.expire(now)
+        return 0  # ids are handed out in lock order: nobody stored anything in between
     since = now - index.window
     query = (
         select(
