@@ -198,12 +198,14 @@ def save(
     new: list[int] = []
     if inserts and before_insert is not None:
         before_insert()  # the story lock: taken only by saves that add items
-    if inserts:  # one statement for the batch: "insertmanyvalues" on both backends
-        new = list(
-            conn.execute(
-                items.insert().returning(items.c.id, sort_by_parameter_order=True), inserts
-            ).scalars()
-        )
+    if inserts:
+        # Rows come back keyed, not in order: asking for parameter order made SQLAlchemy
+        # insert row by row on SQLite; unordered, the batch goes in a few statements.
+        ids = {
+            row.key: row.id
+            for row in conn.execute(items.insert().returning(items.c.id, items.c.key), inserts)
+        }
+        new = [ids[row["key"]] for row in inserts]
         _set_topics(conn, [(i, f) for i, (_, f) in zip(new, inserted, strict=True)], False)
     if changes:
         for group in _same_columns(changes):

@@ -102,11 +102,11 @@ def link(
     opening = [item.id for item in fresh if reasons[item.id]["by"] == "new"]
     story_of = dict(joins)
     if opening:
-        created = conn.execute(
-            stories.insert().returning(stories.c.id, sort_by_parameter_order=True),
+        created = conn.execute(  # keyed by lead, not ordered: see items.save
+            stories.insert().returning(stories.c.id, stories.c.primary_item_id),
             [{"primary_item_id": i, "created_at": now, "updated_at": now} for i in opening],
-        ).scalars()
-        story_of.update(zip(opening, created, strict=True))
+        )
+        story_of.update((row.primary_item_id, row.id) for row in created)
     for item in fresh:  # in order, so an item followed an earlier one whose story is known
         if item.id in follows:
             story_of[item.id] = story_of[follows[item.id]]
