@@ -301,6 +301,8 @@ def explain(config_path: Path, item: str) -> None:
             click.echo(f"           {_describe_join(member.reason)}")
         if len(details.members) > 1:
             click.echo(f"  a wrong merge? `aggregator unmerge {it.id}` splits this item off")
+    else:
+        click.secho("Story: this item alone (no other source carries it)", bold=True)
     # what the current rules say, which may differ from when the item was filed
     processor = Processor(config)
     now = processor.categorise(it.source_id, it.entry)

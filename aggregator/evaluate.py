@@ -115,7 +115,7 @@ def run(config: Config, labelled: Sequence[Labelled]) -> list[Outcome]:
                             outcome.item,
                             stored.section_id,
                             frozenset(stored.topics),
-                            stored.story_id,
+                            _story(stored.story_id, stored.id),
                             outcome.reason,
                         )
         finally:
@@ -130,9 +130,14 @@ def _outcome(storage: Storage, item: Labelled, stored_id: int) -> Outcome:
         item,
         stored.section_id,
         frozenset(stored.topics),
-        stored.story_id,
+        _story(stored.story_id, stored.id),
         {"stored_id": stored_id},
     )
+
+
+def _story(story_id: int | None, item_id: int) -> int:
+    """An item alone has no story row: it stands for its own story (negated, to stay apart)."""
+    return story_id if story_id is not None else -item_id
 
 
 def _stored_id(outcome: Outcome) -> int:

@@ -116,7 +116,7 @@ class Item:
     last_seen_at: datetime
     changed_at: datetime
     section_id: str | None = None
-    story_id: int | None = None
+    story_id: int | None = None  # None: a story of its own (no other item repeats it)
     topics: tuple[str, ...] = field(default_factory=tuple)
 
     @property

@@ -51,9 +51,10 @@ def processor(storage: Storage) -> Processor:
 
 
 def story_of(storage: Storage, item_id: int) -> int:
+    """The item's story; an item alone has no story row, and stands for itself (negated)."""
     item = storage.item(item_id)
-    assert item is not None and item.story_id is not None
-    return item.story_id
+    assert item is not None
+    return item.story_id if item.story_id is not None else -item.id
 
 
 def test_a_wire_copy_from_another_source_joins_the_story(

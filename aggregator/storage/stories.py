@@ -5,9 +5,10 @@ Linking runs in the transaction that inserts the items, under a database-wide lo
 story index in the order their transactions commit: each process's index catches up on what
 others stored by reading the ids above its watermark.
 
-How an item joined its story is kept on the item (`story_reason`): {"by": "link"} (same
-canonical link as an item of the story), {"by": "text", "score": 0.82, "item": 12} (alike text),
-{"by": "editor"} (split off by hand, and never merged again), or NULL: it opened the story.
+An item that repeats no other has no story row (story_id NULL: a story of its own); the row is
+made when a second item joins. How an item joined is kept on it (`story_reason`): {"by":
+"link"} (same canonical link), {"by": "text", "score": 0.82, "item": 12} (alike text), {"by":
+"editor"} (split off by hand, and never merged again), or NULL: it opened the story.
 """
 
 from __future__ import annotations
@@ -67,66 +68,103 @@ def _aware(moment: datetime) -> datetime:
 def link(
     conn: Connection, fresh: Sequence[NewItem], index: StoryIndex | None, now: datetime
 ) -> None:
-    """Give each new item a story: the story of an item with the same canonical link, else of
-    the most alike item in the window, else a new one; then settle the lead of each story that
-    gained an item. A handful of statements per batch, however many items it holds."""
+    """Link each new item to the item it repeats: one with the same canonical link, else the
+    most alike in the window (stored before, or earlier in this batch). An item that repeats
+    nothing stays alone, with no story row (most items: this writes nothing for them); a story
+    row is made when a second item joins, and its lead settled when it grows.
+    """
     if not fresh:
         return
+    first_id = min(item.id for item in fresh)
     if index is not None:
-        catch_up(conn, index, now, below=min(item.id for item in fresh))
-    by_link = _stories_by_link(conn, fresh) if index is not None else {}
-    similar = _similar(conn, fresh, index) if index is not None else {}
-    within = _within(fresh, index) if index is not None else {}
-    # first decide, by item: an existing story, an earlier item of this batch, or a new story
-    joins: dict[int, int] = {}  # item id -> existing story id
-    follows: dict[int, int] = {}  # item id -> earlier item of this batch
+        catch_up(conn, index, now, below=first_id)
+        stored = _by_link(conn, fresh, first_id)
+        similar = _similar(conn, fresh, index)
+        within = _within(fresh, index)
+    else:
+        stored, similar, within = {}, {}, {}
+    # decide: each new item follows a stored item (and its story, if it has one), an earlier
+    # new item, or nothing
+    targets: dict[int, tuple[str, int, int | None]] = {}  # item -> (kind, item, story)
     reasons: dict[int, dict[str, Any]] = {}
     first_with_link: dict[str, int] = {}
     for item in fresh:
-        link_url = item.entry.canonical_link
-        if link_url and link_url in by_link:
-            joins[item.id], reasons[item.id] = by_link[link_url], {"by": "link"}
-        elif index is not None and link_url and link_url in first_with_link:
-            follows[item.id], reasons[item.id] = first_with_link[link_url], {"by": "link"}
+        url = item.entry.canonical_link
+        if url and url in stored:
+            other, story = stored[url]
+            targets[item.id], reasons[item.id] = ("stored", other, story), {"by": "link"}
+        elif index is not None and url and url in first_with_link:
+            targets[item.id] = ("new", first_with_link[url], None)
+            reasons[item.id] = {"by": "link"}
         elif item.id in similar:
-            joins[item.id], score, other = similar[item.id]
+            other, story, score = similar[item.id]
+            targets[item.id] = ("stored", other, story)
             reasons[item.id] = {"by": "text", "score": round(score, 3), "item": other}
         elif item.id in within:
-            follows[item.id], score = within[item.id]
-            reasons[item.id] = {"by": "text", "score": round(score, 3), "item": follows[item.id]}
+            other, score = within[item.id]
+            targets[item.id] = ("new", other, None)
+            reasons[item.id] = {"by": "text", "score": round(score, 3), "item": other}
+        if url:
+            first_with_link.setdefault(url, item.id)
+    if not targets:
+        _index(index, fresh)
+        return
+    # group: by the stored story, or the stored item, or the first new item of a chain
+    group_of: dict[int, tuple[str, int]] = {}
+    for item in fresh:  # in order: an item follows only earlier ones
+        target = targets.get(item.id)
+        if target is None:
+            group_of[item.id] = ("new", item.id)
+        elif target[0] == "new":
+            group_of[item.id] = group_of[target[1]]
+        elif target[2] is not None:
+            group_of[item.id] = ("story", target[2])
         else:
-            reasons[item.id] = {"by": "new"}
-        if link_url:
-            first_with_link.setdefault(link_url, item.id)
-    # then write: the new stories in one statement, the items' stories in another
-    opening = [item.id for item in fresh if reasons[item.id]["by"] == "new"]
-    story_of = dict(joins)
+            group_of[item.id] = ("stored", target[1])
+    members: dict[tuple[str, int], list[int]] = {}
+    for item_id, group in group_of.items():
+        members.setdefault(group, []).append(item_id)
+    # a story row for every group of two or more that has none yet, led (for now) by its first
+    opening = sorted(
+        group[1] if group[0] == "stored" else ids[0]
+        for group, ids in members.items()
+        if group[0] != "story" and (group[0] == "stored" or len(ids) > 1)
+    )
+    story_of_group: dict[tuple[str, int], int] = {
+        group: group[1] for group in members if group[0] == "story"
+    }
     if opening:
         created = conn.execute(  # keyed by lead, not ordered: see items.save
             stories.insert().returning(stories.c.id, stories.c.primary_item_id),
             [{"primary_item_id": i, "created_at": now, "updated_at": now} for i in opening],
         )
-        story_of.update((row.primary_item_id, row.id) for row in created)
-    for item in fresh:  # in order, so an item followed an earlier one whose story is known
-        if item.id in follows:
-            story_of[item.id] = story_of[follows[item.id]]
+        by_lead = {row.primary_item_id: row.id for row in created}
+        for group, ids in members.items():
+            lead = group[1] if group[0] == "stored" else ids[0]
+            if group[0] != "story" and lead in by_lead:
+                story_of_group[group] = by_lead[lead]
+    writes = [
+        {"item_id": item_id, "story": story_of_group[group], "reason": reasons.get(item_id)}
+        for group, ids in members.items()
+        if group in story_of_group
+        for item_id in ids
+    ]
+    writes += [  # stored items that were alone and now lead a story
+        {"item_id": group[1], "story": story_of_group[group], "reason": None}
+        for group in members
+        if group[0] == "stored"
+    ]
     conn.execute(
         update(items)
         .where(items.c.id == bindparam("item_id"))
         .values(story_id=bindparam("story"), story_reason=bindparam("reason")),
-        [
-            {
-                "item_id": item.id,
-                "story": story_of[item.id],
-                # the common case, an item opening its story, is stored as no reason at all
-                "reason": None if reasons[item.id]["by"] == "new" else reasons[item.id],
-            }
-            for item in fresh
-        ],
+        writes,
     )
-    grown = {story_of[i] for i in (*joins, *follows)}
-    if grown:
-        settle_leads(conn, grown, now)
+    settle_leads(conn, set(story_of_group.values()), now)
+    _index(index, fresh)
+
+
+def _index(index: StoryIndex | None, fresh: Sequence[NewItem]) -> None:
     if index is not None:
         index.add_many(
             (item.id, item.filing.fingerprint, item.when)
@@ -148,25 +186,28 @@ def _within(fresh: Sequence[NewItem], index: StoryIndex) -> dict[int, tuple[int,
     }
 
 
-def _stories_by_link(conn: Connection, fresh: Sequence[NewItem]) -> dict[str, int]:
+def _by_link(
+    conn: Connection, fresh: Sequence[NewItem], below: int
+) -> dict[str, tuple[int, int | None]]:
+    """Canonical link -> the first stored item with it (and its story), for the new items'."""
     links = sorted({i.entry.canonical_link for i in fresh if i.entry.canonical_link})
-    found: dict[str, int] = {}
+    found: dict[str, tuple[int, int | None]] = {}
     for start in range(0, len(links), _CHUNK):
         rows = conn.execute(
-            select(items.c.canonical_url, items.c.story_id)
+            select(items.c.canonical_url, items.c.id, items.c.story_id)
             .where(items.c.canonical_url.in_(links[start : start + _CHUNK]))
-            .where(items.c.story_id.is_not(None))
+            .where(items.c.id < below)
             .order_by(items.c.id)
         )
         for row in rows:
-            found.setdefault(row.canonical_url, row.story_id)
+            found.setdefault(row.canonical_url, (row.id, row.story_id))
     return found
 
 
 def _similar(
     conn: Connection, fresh: Sequence[NewItem], index: StoryIndex
-) -> dict[int, tuple[int, float, int]]:
-    """New item id -> (story, score, alike item) for items like one already in a story."""
+) -> dict[int, tuple[int, int | None, float]]:
+    """New item id -> (alike stored item, its story, score), the most alike still stored."""
     with_text = [item for item in fresh if item.filing.fingerprint]
     if not with_text:
         return {}
@@ -174,19 +215,19 @@ def _similar(
         [item.filing.fingerprint or b"" for item in with_text], [item.when for item in with_text]
     )
     wanted = sorted({m.item_id for found in matches for m in found})
-    stories_of: dict[int, int] = {}
+    stories_of: dict[int, int | None] = {}
     for start in range(0, len(wanted), _CHUNK):
         rows = conn.execute(
             select(items.c.id, items.c.story_id).where(
-                items.c.id.in_(wanted[start : start + _CHUNK]), items.c.story_id.is_not(None)
+                items.c.id.in_(wanted[start : start + _CHUNK])
             )
         )
         stories_of.update({row.id: row.story_id for row in rows})
-    result: dict[int, tuple[int, float, int]] = {}
+    result: dict[int, tuple[int, int | None, float]] = {}
     for item, found in zip(with_text, matches, strict=True):
         for match in found:  # most alike first; skip items deleted since they were indexed
             if match.item_id in stories_of:
-                result[item.id] = (stories_of[match.item_id], match.score, match.item_id)
+                result[item.id] = (match.item_id, stories_of[match.item_id], match.score)
                 break
     return result
 
