@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from aggregator.config import Config, Filter, Section, Source, Topic
 from aggregator.process.categorise import Categoriser
+from aggregator.process.dedupe import SimilarityIndex, fingerprint
 from aggregator.process.filters import EntryFilter, ItemFilter
 from aggregator.process.pipeline import Processor
-from aggregator.process.terms import PathRule, Terms, term_problem
-from aggregator.process.text import Field, fold, folded_words
+from aggregator.process.terms import PathRule, TermIndex, Terms, term_problem
+from aggregator.process.text import Field, ItemText, fold, folded_words
 from aggregator.types import Entry, Item
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
@@ -278,3 +279,38 @@ def test_output_filters_use_sections_topics_sources_and_terms() -> None:
     assert not ItemFilter(Filter(sources=("other",))).accepts(item)
     assert not ItemFilter(Filter(exclude=("convoy",))).accepts(item)
     assert ItemFilter(Filter(include=("Rafah",), min_words=5)).accepts(item)
+
+
+def test_marks_of_other_scripts_stay_and_symbols_separate_words() -> None:
+    # a Devanagari vowel sign is part of the word: Hindi and Hindu stay two words
+    assert folded_words("हिंदू त्योहार भारत").split() == ["हिंदू", "त्योहार", "भारत"]
+    assert matched(["हिंदी"], "हिंदू त्योहार") == []
+    assert fold("ガス") != fold("カス")  # a Japanese voicing mark is spelling, not an accent
+    assert matched(["Apple"], "Apple™ Watch") == [("Apple", "Apple")]
+    # what a hit shows is the original word, even where folding adds or removes words
+    assert matched(["Gaza"], "ـ Gaza ™ news") == [("Gaza", "Gaza")]
+    assert matched(["Gaza"], "5½ Gaza ـ") == [("Gaza", "Gaza")]
+
+
+def test_regex_terms_with_backreferences_or_lookarounds_still_match() -> None:
+    index = TermIndex([["/(a)b/"], [r"/(x)\1/"], [r"/\d%(?!\s)/"]])
+    found = index.scan([Field("title", "the xx files: prices rise 5%"), Field("summary", "x")])
+    assert [[h.text for h in hits] for hits in found] == [[], ["xx"], ["5%"]]
+
+
+def test_a_fingerprint_does_not_depend_on_what_was_folded_before() -> None:
+    item = entry("東京で会議", "長い要約。" * 300 + " Gaza talks resume in Cairo today.")
+    plain = fingerprint(item)
+    text = ItemText(item)
+    _ = text.fields(("summary",))[0].words  # the topic rules folded the whole summary
+    assert fingerprint(item, text) == plain
+
+
+def test_an_index_batch_with_one_id_twice_keeps_one() -> None:
+    index = SimilarityIndex(0.5, timedelta(hours=72))
+    fp = fingerprint(entry("Gaza talks stall in Cairo", "Officials said talks stalled again."))
+    assert fp is not None
+    index.add_many([(1, fp, NOW), (1, fp, NOW)])
+    assert len(index) == 1
+    index.remove([1])
+    assert index.similar(fp, NOW) == []

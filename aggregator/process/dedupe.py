@@ -49,11 +49,18 @@ _MAX_CANDIDATES = 5_000  # a key shared by more items than this is boilerplate, 
 
 
 def _opening(field: Field, count: int) -> list[str]:
-    """The first `count` folded words of a field, folding only its opening unless the whole
-    field was folded already (for the topic rules)."""
+    """The first `count` folded words of a field: the same words whether or not the topic
+    rules folded the whole field already, but folding only as much as needed if not."""
     if "folded" in field.__dict__:
         return field.words[:count]
-    return folded_words(field.text[: count * 16]).split()[:count]
+    words: list[str] = []
+    for token in field.text.split():
+        folded = folded_words(token)
+        if folded:
+            words.extend(folded.split(" "))
+            if len(words) >= count:
+                break
+    return words[:count]
 
 
 def _words(entry: Entry, text: ItemText) -> list[str]:
@@ -277,7 +284,7 @@ class SimilarityIndex:
 
     def add_many(self, rows: Iterable[tuple[int, bytes, datetime]]) -> None:
         with self._lock:
-            batch = [row for row in rows if row[0] not in self._by_id]
+            batch = list({row[0]: row for row in rows if row[0] not in self._by_id}.values())
             if not batch:
                 return
             self._grow(self._size + len(batch))

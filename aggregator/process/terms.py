@@ -110,13 +110,12 @@ class TermIndex:
                 else:
                     self._wild.append((first, candidate))
         regexes = [t[1:-1] for g in self.groups for t in g if is_regex(t)]
-        # One search of every regex term over all the fields at once (a line each, so `^` and
-        # `$` still find field edges) says whether any of them can be there at all.
+        # With several regex terms, one search of them all says whether any is in a field.
+        # Joined, group numbers shift: terms with backreferences are checked one by one.
         self._any_regex: re.Pattern[str] | None = None
-        if regexes and not any("\\A" in r or "\\Z" in r for r in regexes):
+        if len(regexes) > 1 and not any(re.search(r"\\\d|\(\?P=", r) for r in regexes):
             try:
-                joined = "|".join(f"(?:{r})" for r in regexes)
-                self._any_regex = re.compile(joined, re.IGNORECASE | re.MULTILINE)
+                self._any_regex = re.compile("|".join(f"(?:{r})" for r in regexes), re.I)
             except re.error:  # a term with global flags cannot be joined: check each in turn
                 self._any_regex = None
         self._memo: dict[str, tuple[_Candidate, ...]] = {}
@@ -138,14 +137,12 @@ class TermIndex:
 
     def scan(self, fields: Iterable[Field]) -> list[list[Hit]]:
         hits: list[list[Hit]] = [[] for _ in self.groups]
-        fields = list(fields)
-        regexes_apply = any(self._regexes) and (
-            self._any_regex is None
-            or self._any_regex.search("\n".join(f.text for f in fields)) is not None
-        )
+        has_regexes = any(self._regexes)
         for field in fields:
             self._scan_words(field, hits)
-            if not regexes_apply:
+            if not has_regexes or (
+                self._any_regex is not None and self._any_regex.search(field.text) is None
+            ):
                 continue
             for group, regexes in enumerate(self._regexes):
                 for term, regex in regexes:

@@ -1,10 +1,12 @@
 """Text as the matcher sees it: folded (case, accents, Arabic letter variants) and split into words.
 
 Editors write `Turkiye` and mean `Türkiye`, write `Gaza` and mean `غزة` with or without its
-vowel marks, so matching happens on a folded copy: NFKD, combining marks removed, case folded,
-and the few letters that casefolding leaves apart brought together (Turkish dotless i, Arabic
-alef, ya and ta marbuta variants, tatweel). A folded text keeps only its words, joined by one
-space, so a phrase matches across any punctuation or line break.
+vowel marks, so matching happens on a folded copy: symbols dropped, NFKD, accents removed, case
+folded, and the few letters that casefolding leaves apart brought together (Turkish dotless i,
+Arabic alef, ya and ta marbuta variants, tatweel). A folded text keeps only its words, joined
+by one space, so a phrase matches across any punctuation or line break. Words are what spaces
+and punctuation separate: scripts written without spaces (Chinese, Japanese) have no words to
+match on, and need `/regex/` terms.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import re
 import sys
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -20,26 +22,51 @@ from aggregator.sanitize import html_to_text
 from aggregator.types import Entry
 
 
-def _mark_ranges() -> str:
-    """A regex class of every combining mark, built once from the Unicode database."""
+def _codes(test: Callable[[str], bool]) -> list[int]:
+    return [code for code in range(0x80, min(sys.maxunicode, 0x20000)) if test(chr(code))]
+
+
+def _char_class(codes: Iterable[int]) -> str:
+    """A regex character class body for these code points, as ranges."""
     ranges: list[tuple[int, int]] = []
-    for code in range(0x300, min(sys.maxunicode, 0x20000)):
-        if unicodedata.combining(chr(code)) or unicodedata.category(chr(code)) == "Mn":
-            if ranges and ranges[-1][1] == code - 1:
-                ranges[-1] = (ranges[-1][0], code)
-            else:
-                ranges.append((code, code))
+    for code in codes:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1] = (ranges[-1][0], code)
+        else:
+            ranges.append((code, code))
     return "".join(
         re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
         for a, b in ranges
     )
 
 
-_MARKS_CLASS = _mark_ranges()
-# A word: letters and digits, with any marks inside it (Arabic vowel marks split nothing).
+# Marks of every script belong to the word they sit in (a Hindi vowel sign, an Arabic vowel
+# mark): `\w` alone would split words at them.
+_MARKS_CLASS = _char_class(_codes(lambda c: unicodedata.category(c) in ("Mn", "Mc", "Me")))
 WORD = re.compile(rf"[\w{_MARKS_CLASS}]+")
 # A word of a term an editor wrote, where `*` stands for any letters.
 PATTERN_WORD = re.compile(rf"[\w{_MARKS_CLASS}*]+")
+_ASCII_WORD = re.compile(r"\w+")
+
+# Marks that are accents on a letter, dropped when folding: the combining diacritics used by
+# Latin, Greek and Cyrillic, and the vowel and other points of Hebrew, Arabic and Syriac. The
+# marks of other scripts (a Devanagari vowel sign, a Japanese voicing mark) are part of the
+# spelling and stay.
+_ACCENT_BLOCKS = (
+    (0x0300, 0x036F),
+    (0x0483, 0x0489),
+    (0x0591, 0x05C7),
+    (0x0610, 0x061A),
+    (0x064B, 0x065F),
+    (0x0670, 0x0670),
+    (0x06D6, 0x06ED),
+    (0x0711, 0x0711),
+    (0x0730, 0x074A),
+    (0x1AB0, 0x1AFF),
+    (0x1DC0, 0x1DFF),
+    (0x20D0, 0x20FF),
+    (0xFE20, 0xFE2F),
+)
 _LETTERS = str.maketrans(
     {
         "\u0131": "i",  # Turkish dotless i (capital dotted I folds to i through NFKD)
@@ -53,23 +80,24 @@ _LETTERS = str.maketrans(
         "_": " ",  # \w counts the underscore as a letter; readers do not
     }
 )
-
-
-# One translation table: drop every combining mark, then bring the letters above together.
-_FOLD = {
+# Applied after NFKD and casefolding: accents dropped, the letters above brought together.
+_FOLD: dict[int, str | int | None] = {
     code: None
-    for code in range(0x300, min(sys.maxunicode, 0x20000))
-    if unicodedata.combining(chr(code)) or unicodedata.category(chr(code)) == "Mn"
-} | _LETTERS
-_MARKS_ONLY = {code: None for code in _FOLD if code not in _LETTERS}
-_FOLDED_WORD = re.compile(r"\w+")  # folded text has no marks left, so plain \w+ will do
+    for first, last in _ACCENT_BLOCKS
+    for code in range(first, last + 1)
+    if unicodedata.category(chr(code)) in ("Mn", "Me")
+}
+_FOLD.update(_LETTERS)
+# Applied before NFKD: symbols become spaces, or NFKD would turn "Apple™" into "appletm".
+_SYMBOLS = dict.fromkeys(_codes(lambda c: unicodedata.category(c).startswith("S")), " ")
 
 
 def fold(text: str) -> str:
-    """Lower case without accents or marks; the same words, not the same characters."""
+    """Lower case without accents; the same words, not the same characters."""
     if text.isascii():
         return text.lower().replace("_", " ")
-    return unicodedata.normalize("NFKD", text).casefold().translate(_FOLD)
+    decomposed = unicodedata.normalize("NFKD", text.translate(_SYMBOLS))
+    return decomposed.casefold().translate(_FOLD)
 
 
 _MEMO_LIMIT = 200_000
@@ -85,20 +113,25 @@ def folded_words(text: str) -> str:
     so the result is the same as folding the whole text.
     """
     if text.isascii():
-        return " ".join(_FOLDED_WORD.findall(text.lower().replace("_", " ")))
-    global _memo
-    memo = _memo
+        return " ".join(_ASCII_WORD.findall(text.lower().replace("_", " ")))
     out = []
     for token in text.split():
-        folded = memo.get(token)
-        if folded is None:
-            folded = " ".join(_FOLDED_WORD.findall(fold(token)))
-            if len(memo) >= _MEMO_LIMIT:
-                memo = _memo = {}
-            memo[token] = folded
+        folded = folded_token(token)
         if folded:
             out.append(folded)
     return " ".join(out)
+
+
+def folded_token(token: str) -> str:
+    """The folded words of one whitespace-free piece of text, remembered."""
+    global _memo
+    folded = _memo.get(token)
+    if folded is None:
+        folded = " ".join(WORD.findall(fold(token)))
+        if len(_memo) >= _MEMO_LIMIT:
+            _memo = {}
+        _memo[token] = folded
+    return folded
 
 
 def word_count(text: str) -> int:
@@ -122,14 +155,18 @@ class Field:
 
     @cached_property
     def _spans(self) -> list[tuple[int, int]] | None:
-        """Where each folded word is in the original text; None when folding changed the
-        number of words (NFKD splits a few characters, such as fractions, in two)."""
+        """Where each folded word is in the original text. An original word may fold to
+        several (`5½` to `51 2`) or none (a tatweel): its place is repeated that many times.
+        None if the two still do not line up."""
         text = self.text
-        plain = text.isascii() or len(text.translate(_MARKS_ONLY)) == len(text)
-        spans = [m.span() for m in (_FOLDED_WORD if plain else WORD).finditer(text)]
-        if len(spans) != len(self.words) or "_" in text:
-            return None
-        return spans
+        if text.isascii() and "_" not in text:
+            spans = [m.span() for m in _ASCII_WORD.finditer(text)]
+        else:
+            spans = []
+            for match in WORD.finditer(text):
+                folded = folded_token(match.group())
+                spans.extend([match.span()] * (folded.count(" ") + 1 if folded else 0))
+        return spans if len(spans) == len(self.words) else None
 
     def original(self, first: int, last: int) -> str:
         """Words `first` to `last` (inclusive) as the original text wrote them, for showing why

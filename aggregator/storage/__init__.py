@@ -163,7 +163,8 @@ class Storage:
             if not sources.record_fetch(conn, record, owner):
                 conn.rollback()
                 return None
-            return self._save(conn, record.source_id, entries, record.fetched_at, filer)
+            report, fresh = self._save(conn, record.source_id, entries, record.fetched_at, filer)
+        return self._committed(report, fresh, filer)
 
     @staticmethod
     def _save(
@@ -172,11 +173,21 @@ class Storage:
         entries: Sequence[Entry],
         now: datetime,
         filer: Filer | None,
-    ) -> SaveReport:
+    ) -> tuple[SaveReport, list[items.NewItem]]:
         report, fresh = items.save(
             conn, source_id, entries, now, filer, before_insert=lambda: stories.lock(conn)
         )
         stories.link(conn, fresh, filer.index if filer else None, now)
+        return report, fresh
+
+    @staticmethod
+    def _committed(
+        report: SaveReport, fresh: list[items.NewItem], filer: Filer | None
+    ) -> SaveReport:
+        """Only what was committed enters the story index: a rolled-back save must leave no
+        fingerprint behind (SQLite hands its ids out again)."""
+        if filer is not None and filer.index is not None:
+            stories.remember(filer.index, fresh)
         return report
 
     # -- items --------------------------------------------------------------------------------
@@ -186,7 +197,8 @@ class Storage:
     ) -> SaveReport:
         entries = list(entries)
         with self._tx() as conn:
-            return self._save(conn, source_id, entries, self.clock(), filer)
+            report, fresh = self._save(conn, source_id, entries, self.clock(), filer)
+        return self._committed(report, fresh, filer)
 
     def warm_index(self, index: StoryIndex) -> int:
         """Load the fingerprints of the items in the window into a fresh index (at start)."""

@@ -107,7 +107,6 @@ def link(
         if url:
             first_with_link.setdefault(url, item.id)
     if not targets:
-        _index(index, fresh)
         return
     # group: by the stored story, or the stored item, or the first new item of a chain
     group_of: dict[int, tuple[str, int]] = {}
@@ -161,16 +160,13 @@ def link(
         writes,
     )
     settle_leads(conn, set(story_of_group.values()), now)
-    _index(index, fresh)
 
 
-def _index(index: StoryIndex | None, fresh: Sequence[NewItem]) -> None:
-    if index is not None:
-        index.add_many(
-            (item.id, item.filing.fingerprint, item.when)
-            for item in fresh
-            if item.filing.fingerprint
-        )
+def remember(index: StoryIndex, fresh: Sequence[NewItem]) -> None:
+    """Add committed new items to the index (storage calls this after the commit)."""
+    index.add_many(
+        (item.id, item.filing.fingerprint, item.when) for item in fresh if item.filing.fingerprint
+    )
 
 
 def _within(fresh: Sequence[NewItem], index: StoryIndex) -> dict[int, tuple[int, float]]:
