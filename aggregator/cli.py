@@ -304,18 +304,19 @@ def explain(config_path: Path, item: str) -> None:
     else:
         click.secho("Story: this item alone (no other source carries it)", bold=True)
     # what the current rules say, which may differ from when the item was filed
-    processor = Processor(config)
-    now = processor.categorise(it.source_id, it.entry)
-    verdicts = processor.categoriser.verdicts(it.source_id, it.entry)
+    rules = Processor(config).categoriser
+    verdicts = rules.verdicts(it.source_id, it.entry)
+    section_now = rules.section(it.source_id, it.entry).section_id
+    topics_now = [v.topic_id for v in verdicts if v.assigned]
     near = [v for v in verdicts if not v.assigned and v.hits]
     if near:
         click.secho("Near misses:", bold=True)
         for verdict in near:
             click.echo(f"  {verdict.topic_id}: {verdict.describe()}")
-    if now.section.section_id != (it.section_id or "") or set(now.topic_ids) != set(it.topics):
+    if section_now != (it.section_id or "") or set(topics_now) != set(it.topics):
         click.secho(
-            f"The current rules would file it under {now.section.section_id} with topics "
-            f"{', '.join(now.topic_ids) or 'none'}: `aggregator recategorise` applies them.",
+            f"The current rules would file it under {section_now} with topics "
+            f"{', '.join(topics_now) or 'none'}: `aggregator recategorise` applies them.",
             fg="yellow",
         )
 

@@ -13,7 +13,7 @@ import json
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import combinations
 from pathlib import Path
@@ -79,7 +79,7 @@ class Outcome:
     section: str | None
     topics: frozenset[str]
     story: int | None
-    reason: dict[str, object] = field(default_factory=dict)
+    stored_id: int | None = None
 
 
 def run(config: Config, labelled: Sequence[Labelled]) -> list[Outcome]:
@@ -109,14 +109,14 @@ def run(config: Config, labelled: Sequence[Labelled]) -> list[Outcome]:
             # an item updated in place later may have changed: read every outcome back
             for item_id, outcome in list(outcomes.items()):
                 if outcome.story is not None:
-                    stored = storage.item(_stored_id(outcome))
+                    stored = storage.item(outcome.stored_id or 0)
                     if stored is not None:
                         outcomes[item_id] = Outcome(
                             outcome.item,
                             stored.section_id,
                             frozenset(stored.topics),
                             _story(stored.story_id, stored.id),
-                            outcome.reason,
+                            outcome.stored_id,
                         )
         finally:
             storage.close()
@@ -131,19 +131,13 @@ def _outcome(storage: Storage, item: Labelled, stored_id: int) -> Outcome:
         stored.section_id,
         frozenset(stored.topics),
         _story(stored.story_id, stored.id),
-        {"stored_id": stored_id},
+        stored_id,
     )
 
 
 def _story(story_id: int | None, item_id: int) -> int:
     """An item alone has no story row: it stands for its own story (negated, to stay apart)."""
     return story_id if story_id is not None else -item_id
-
-
-def _stored_id(outcome: Outcome) -> int:
-    value = outcome.reason.get("stored_id")
-    assert isinstance(value, int)
-    return value
 
 
 @dataclass(frozen=True)

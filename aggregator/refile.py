@@ -85,7 +85,7 @@ def recategorise(
                 report.move("topic", topic, item, came=topic in topics)
             report.checked += 1
             report.changed += moved
-            reason = None if categories.section.rule == "source" else categories.section.as_json()
+            reason = categories.section.stored()
             if moved or reason != stored.section_reason or topics != stored.topic_reasons:
                 writes.append((item.id, Filing(section, reason, topics)))
         report.rewritten += len(writes)

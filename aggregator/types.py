@@ -203,6 +203,14 @@ class Selection:
     sources: tuple[str, ...] = ()
     every_item: bool = False  # False: one entry per story
 
+    def matches(self, item: Item) -> bool:
+        """The selection's own test (storage runs the same one in SQL)."""
+        return (
+            (not self.sections or item.section_id in self.sections)
+            and (not self.sources or item.source_id in self.sources)
+            and (not self.topics or not set(self.topics).isdisjoint(item.topics))
+        )
+
 
 @dataclass(frozen=True)
 class Selected:

@@ -12,7 +12,7 @@ whose `exclude` terms appear there, plus the source's fixed topics.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,10 @@ class SectionChoice:
 
     def as_json(self) -> dict[str, str]:
         return {"rule": self.rule, "pattern": self.pattern, "matched": self.matched}
+
+    def stored(self) -> dict[str, str] | None:
+        """What storage keeps: nothing for the common case, the source's own section."""
+        return None if self.rule == "source" else self.as_json()
 
     @classmethod
     def from_json(cls, section_id: str, data: Mapping[str, Any] | None) -> SectionChoice:
@@ -181,6 +185,3 @@ class Categoriser:
         verdicts = self.verdicts(source_id, entry, text, only_assigned=True)
         topics = tuple(v for v in verdicts if v.assigned)
         return Categories(section, topics)
-
-    def topic_ids(self) -> Sequence[str]:
-        return [topic.id for topic in self._topics]

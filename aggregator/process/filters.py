@@ -83,26 +83,14 @@ class ItemFilter:
     """An output's or digest's choice of items: sections, topics, sources, then terms."""
 
     def __init__(self, selection: Filter) -> None:
-        self.selection_filter = selection
-        self._sections = frozenset(selection.sections)
-        self._topics = frozenset(selection.topics)
-        self._sources = frozenset(selection.sources)
+        # what storage can select by itself; `accepts_text` does the rest
+        self.selection = Selection(
+            selection.sections, selection.topics, selection.sources, selection.every_item
+        )
         self._terms = EntryFilter.of_filter(selection)
-
-    @property
-    def selection(self) -> Selection:
-        """What storage can select by itself; `accepts_text` does the rest."""
-        f = self.selection_filter
-        return Selection(f.sections, f.topics, f.sources, f.every_item)
 
     def accepts_text(self, item: Item) -> bool:
         return self._terms.rejects(item.entry) is None
 
     def accepts(self, item: Item) -> bool:
-        if self._sections and item.section_id not in self._sections:
-            return False
-        if self._topics and not self._topics.intersection(item.topics):
-            return False
-        if self._sources and item.source_id not in self._sources:
-            return False
-        return self._terms.rejects(item.entry) is None
+        return self.selection.matches(item) and self.accepts_text(item)

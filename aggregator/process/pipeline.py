@@ -79,10 +79,7 @@ class Processor:
         categories = self.categoriser.categorise(source_id, entry, text)
         return Filing(
             section_id=categories.section.section_id or None,
-            # the common case, the source's own section, needs no reason stored
-            section_reason=(
-                None if categories.section.rule == "source" else categories.section.as_json()
-            ),
+            section_reason=categories.section.stored(),
             topics={t.topic_id: t.as_json() for t in categories.topics},
             fingerprint=fingerprint(entry, text) if self._index is not None else None,
         )

@@ -49,16 +49,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _in(item: Item, selection: Selection, accept: Callable[[Item], bool] | None) -> bool:
-    """The selection's test in Python, for an item read outside the selecting query."""
-    return (
-        (not selection.sections or item.section_id in selection.sections)
-        and (not selection.sources or item.source_id in selection.sources)
-        and (not selection.topics or bool(set(selection.topics) & set(item.topics)))
-        and (accept is None or accept(item))
-    )
-
-
 class Storage:
     """The aggregator's database, SQLite or PostgreSQL, behind one set of methods."""
 
@@ -287,7 +277,11 @@ class Storage:
             lead = leads.get(key)
             if key < 0 and lead is not None and chosen[key].id != lead:
                 found = next((m for m in members.get(-key, []) if m.id == lead), None)
-                if found is not None and _in(found, selection, accept):
+                if (
+                    found is not None
+                    and selection.matches(found)
+                    and (accept is None or accept(found))
+                ):
                     chosen[key] = found
         result = []
         for key in order:

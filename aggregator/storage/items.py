@@ -208,13 +208,12 @@ def save(
         new = [ids[row["key"]] for row in inserts]
         _set_topics(conn, [(i, f) for i, (_, f) in zip(new, inserted, strict=True)], False)
     if changes:
-        for group in _same_columns(changes):
-            conn.execute(
-                update(items)
-                .where(items.c.id == bindparam("item_id"))
-                .values({name: bindparam(name) for name in group[0] if name != "item_id"}),
-                group,
-            )
+        conn.execute(  # one filer for the call: every row sets the same columns
+            update(items)
+            .where(items.c.id == bindparam("item_id"))
+            .values({name: bindparam(name) for name in changes[0] if name != "item_id"}),
+            changes,
+        )
         _set_topics(conn, changed_filings, True)
     changed = [change["item_id"] for change in changes]
     for chunk in _chunks(unchanged):
@@ -224,14 +223,6 @@ def save(
         for item_id, (entry, filing) in zip(new, inserted, strict=True)
     ]
     return SaveReport(tuple(new), tuple(changed), len(unchanged)), fresh
-
-
-def _same_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Rows grouped by the columns they set, since one executemany sets one list of columns."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(sorted(row)), []).append(row)
-    return list(groups.values())
 
 
 def prune(conn: Connection, older_than: datetime, now: datetime) -> int:
