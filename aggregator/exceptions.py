@@ -7,7 +7,10 @@ Python's own exceptions still catch it::
     ├── ConfigError (ValueError)        feeds.yaml is unreadable or invalid; carries every problem
     ├── OpmlError (ValueError)          an OPML file cannot be read
     ├── ParseError (ValueError)         a fetched document is not a feed we can read
-    └── StorageError (RuntimeError)     the database cannot be opened or migrated
+    ├── StorageError (RuntimeError)     the database cannot be opened or migrated
+    ├── NotPublishedError (LookupError)      no published feed or page has this address (HTTP 404)
+    ├── BadRequestError (ValueError)         a request's parameters make no sense (HTTP 400)
+    └── ExportError (OSError)           a static export could not be written
 """
 
 from __future__ import annotations
@@ -52,3 +55,15 @@ class ParseError(AggregatorError, ValueError):
 
 class StorageError(AggregatorError, RuntimeError):
     """The database is unreachable, or its schema cannot be brought up to date."""
+
+
+class NotPublishedError(AggregatorError, LookupError):
+    """Nothing is published under this kind, id or format."""
+
+
+class BadRequestError(AggregatorError, ValueError):
+    """A query parameter is malformed (a paging cursor, say)."""
+
+
+class ExportError(AggregatorError, OSError):
+    """A static export could not be written; the previous export is left as it was."""

@@ -204,6 +204,20 @@ class Fetcher:
             permanent,
         )
 
+    def post_form(self, url: str, data: Mapping[str, str]) -> FetchResult:
+        """POST a form (a WebSub ping, say) within the same bounds; the body is not kept."""
+        started = time.monotonic()
+        try:
+            with self._gate(url):
+                response = self._client.post(url, data=dict(data))
+        except httpx.TimeoutException:
+            return FetchResult(url, error=FetchError.TIMEOUT, message="timed out")
+        except httpx.InvalidURL as exc:
+            return FetchResult(url, error=FetchError.INVALID_URL, message=str(exc))
+        except (httpx.HTTPError, OSError) as exc:
+            return FetchResult(url, error=FetchError.NETWORK, message=_describe(exc))
+        return FetchResult(url, response.status_code, seconds=time.monotonic() - started)
+
     def _get(
         self, url: str, headers: Mapping[str, str], deadline: float
     ) -> FetchResult | tuple[int, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
@@ -133,25 +133,43 @@ def plan_import(
 
 def write_opml(config: Config, title: str, now: datetime) -> bytes:
     """OPML 2.0 of the configured sources, grouped by section, for import into any reader."""
+    groups = [
+        (
+            section.title,
+            [
+                OpmlFeed(source.url, source.title or source.id)
+                for source in config.sources
+                if source.section == section.id
+            ],
+        )
+        for section in config.sections
+    ]
+    return write_outlines(title, groups, now)
+
+
+def write_outlines(
+    title: str,
+    groups: Iterable[tuple[str, Sequence[OpmlFeed]]],
+    now: datetime | None = None,
+) -> bytes:
+    """OPML 2.0 with one folder per group (empty groups left out); without `now` the same
+    feeds always give the same bytes."""
     root = ET.Element("opml", version="2.0")
     head = ET.SubElement(root, "head")
     ET.SubElement(head, "title").text = title
-    ET.SubElement(head, "dateCreated").text = format_datetime(now)
+    if now is not None:
+        ET.SubElement(head, "dateCreated").text = format_datetime(now)
     body = ET.SubElement(root, "body")
-    for section in config.sections:
-        members = [s for s in config.sources if s.section == section.id]
-        if not members:
+    for name, feeds in groups:
+        if not feeds:
             continue
-        group = ET.SubElement(body, "outline", text=section.title, title=section.title)
-        for source in members:
-            ET.SubElement(
-                group,
-                "outline",
-                type="rss",
-                text=source.title or source.id,
-                title=source.title or source.id,
-                xmlUrl=source.url,
-            )
+        group = ET.SubElement(body, "outline", text=name, title=name)
+        for feed in feeds:
+            attributes = {"type": "rss", "text": feed.title, "title": feed.title}
+            attributes["xmlUrl"] = feed.url
+            if feed.html_url:
+                attributes["htmlUrl"] = feed.html_url
+            ET.SubElement(group, "outline", attributes)
     ET.indent(root)
     document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return document + b"\n"

@@ -202,11 +202,13 @@ class Selection:
     topics: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     every_item: bool = False  # False: one entry per story
+    seen_since: datetime | None = None  # only items first seen at or after this
 
     def matches(self, item: Item) -> bool:
         """The selection's own test (storage runs the same one in SQL)."""
         return (
-            (not self.sections or item.section_id in self.sections)
+            (self.seen_since is None or item.first_seen_at >= self.seen_since)
+            and (not self.sections or item.section_id in self.sections)
             and (not self.sources or item.source_id in self.sources)
             and (not self.topics or not set(self.topics).isdisjoint(item.topics))
         )
@@ -218,6 +220,7 @@ class Selected:
 
     item: Item
     also: tuple[Item, ...] = ()
+    position: tuple[datetime, int] | None = None  # (first seen, item id): where paging resumes
 
 
 @dataclass(frozen=True)

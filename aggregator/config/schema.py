@@ -323,6 +323,9 @@ class Filter:
         "as its leading item.",
         False,
     )
+    max_age: Duration | None = _doc(
+        "Only items published within this long, e.g. 2d; older ones drop out of the feed.", None
+    )
 
 
 @dataclass(frozen=True, config=_FROZEN)
@@ -460,6 +463,27 @@ class Dedupe:
 
 
 @dataclass(frozen=True, config=_FROZEN)
+class Publishing:
+    """How the published feeds and pages are served."""
+
+    title: str = _doc(
+        "Name of the site: the title of the index page and the author of every feed.",
+        "Aggregator",
+    )
+    section_feeds: bool = _doc(
+        "Publish a feed for every section (/sections/ID.atom, .rss, .json).", True
+    )
+    topic_feeds: bool = _doc("Publish a feed for every topic (/topics/ID.atom, .rss, .json).", True)
+    cache_max_age: Duration = _doc(
+        "How long readers and proxies may reuse a feed before asking again (Cache-Control).",
+        timedelta(minutes=5),
+    )
+    hub: Url | None = _doc(
+        "A WebSub hub: feeds name it as rel=hub, and it is told when a feed gains items.", None
+    )
+
+
+@dataclass(frozen=True, config=_FROZEN)
 class Config:
     """The whole of feeds.yaml."""
 
@@ -474,6 +498,7 @@ class Config:
     defaults: Defaults = _doc("Default values.", default_factory=Defaults)
     polling: Polling = _doc("Fetching settings.", default_factory=Polling)
     dedupe: Dedupe = _doc("Duplicate story settings.", default_factory=Dedupe)
+    publishing: Publishing = _doc("Published feeds and pages.", default_factory=Publishing)
 
 
 _CONFIG = TypeAdapter(Config)

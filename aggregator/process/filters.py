@@ -8,7 +8,8 @@ use the same terms as topics, looked for in title, summary, content and categori
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 from aggregator.config import Filter, Source
 from aggregator.process.terms import Terms
@@ -88,9 +89,23 @@ class ItemFilter:
             selection.sections, selection.topics, selection.sources, selection.every_item
         )
         self._terms = EntryFilter.of_filter(selection)
+        self.max_age = selection.max_age
 
     def accepts_text(self, item: Item) -> bool:
         return self._terms.rejects(item.entry) is None
 
     def accepts(self, item: Item) -> bool:
         return self.selection.matches(item) and self.accepts_text(item)
+
+    def selection_at(self, now: datetime) -> Selection:
+        """The storage selection at `now`: with a maximum age, only items first seen since (an
+        item is first seen no earlier than it is published, so this bounds the scan)."""
+        if self.max_age is None:
+            return self.selection
+        return replace(self.selection, seen_since=now - self.max_age)
+
+    def accepts_at(self, item: Item, now: datetime) -> bool:
+        """The further test storage cannot run: terms, words, languages and publication age."""
+        if self.max_age is not None and item.published < now - self.max_age:
+            return False
+        return self.accepts_text(item)

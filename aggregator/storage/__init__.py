@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from aggregator.config import Source
 from aggregator.exceptions import StorageError
-from aggregator.storage import digests, items, migrate, sources, stories, subscribers
+from aggregator.storage import digests, items, migrate, outputs, sources, stories, subscribers
 from aggregator.storage.engine import WRITE_OPTION, make_engine, normalise_url
 from aggregator.storage.items import SourceCounts
 from aggregator.types import (
@@ -168,6 +168,8 @@ class Storage:
             conn, source_id, entries, now, filer, before_insert=lambda: stories.lock(conn)
         )
         stories.link(conn, fresh, filer.index if filer else None, now)
+        if report.new or report.updated:
+            outputs.bump(conn)
         return report, fresh
 
     @staticmethod
@@ -217,6 +219,7 @@ class Storage:
         """Give an item a story of its own and keep it there; None if there is no such item."""
         with self._tx() as conn:
             stories.lock(conn)
+            outputs.bump(conn)
             return stories.detach(conn, item_id, self.clock())
 
     def items_after(self, after_id: int, limit: int = 500) -> list[Refiling]:
@@ -228,67 +231,100 @@ class Storage:
         """Rewrite the sections and topics of these items."""
         with self._tx() as conn:
             items.refile(conn, filings)
+            outputs.bump(conn)
 
     def settle_story_leads(self) -> None:
         """Choose every story's lead again, after source priorities changed."""
         with self._tx() as conn:
             stories.lock(conn)
             stories.settle_all(conn, self.clock())
+            outputs.bump(conn)
 
     def select_items(
         self,
         selection: Selection,
         limit: int,
         accept: Callable[[Item], bool] | None = None,
+        before: tuple[datetime, int] | None = None,
     ) -> list[Selected]:
         """The newest items of a selection, for a feed or a digest: by default one per story
         (its lead when the lead is selected too, else the story's first selected item), each
         with the story's other items; `accept` is a further test (an output's terms, say).
 
+        An entry's place is its story's newest selected item (`Selected.position`); `before`
+        continues after the last entry of a previous page, leaving out stories shown there.
         Reads pages of candidates until `limit` entries are found or the items run out.
         """
+
+        def wanted(item: Item) -> bool:
+            return selection.matches(item) and (accept is None or accept(item))
+
         chosen: dict[int, Item] = {}  # story (or item) -> the entry shown for it
         leads: dict[int, int | None] = {}
+        places: dict[int, tuple[datetime, int]] = {}
         order: list[int] = []
-        before: tuple[datetime, int] | None = None
+        earlier: set[int] = set()  # stories that had their place on an earlier page
+        members: dict[int, list[Item]] = {}
+        cursor = before
         page = max(4 * limit, 100)
         with self._tx(write=False) as conn:
-            while len(order) < limit:
-                batch = items.select_page(conn, selection, page, before)
+            while True:
+                batch = items.select_page(conn, selection, page, cursor)
+                fresh: list[int] = []
                 for item, lead in batch:
                     if accept is not None and not accept(item):
                         continue
                     key = (
                         item.id if selection.every_item or item.story_id is None else -item.story_id
                     )
+                    if key in earlier:
+                        continue
                     if key not in chosen:
-                        if len(order) < limit:
-                            chosen[key], leads[key] = item, lead
-                            order.append(key)
+                        chosen[key], leads[key] = item, lead
+                        places[key] = (item.first_seen_at, item.id)
+                        order.append(key)
+                        fresh.append(key)
                     elif item.id == lead:  # the lead takes its story's place
                         chosen[key] = item
-                if len(batch) < page:
+                if before is not None and fresh:
+                    found = items.story_members(conn, [-key for key in fresh if key < 0])
+                    members.update(found)
+                    for key in fresh:
+                        if key < 0 and any(
+                            (m.first_seen_at, m.id) >= before and wanted(m) for m in found[-key]
+                        ):
+                            earlier.add(key)
+                    order = [key for key in order if key not in earlier]
+                if len(order) >= limit or len(batch) < page:
                     break
                 last = batch[-1][0]
-                before = (last.first_seen_at, last.id)
-            stories_shown = [-key for key in order if key < 0]
-            members = items.story_members(conn, stories_shown) if stories_shown else {}
+                cursor = (last.first_seen_at, last.id)
+            order = order[:limit]
+            missing = [-key for key in order if key < 0 and -key not in members]
+            if missing:
+                members.update(items.story_members(conn, missing))
         for key in order:  # a lead older than every page read still takes its story's place
             lead = leads.get(key)
             if key < 0 and lead is not None and chosen[key].id != lead:
-                found = next((m for m in members.get(-key, []) if m.id == lead), None)
-                if (
-                    found is not None
-                    and selection.matches(found)
-                    and (accept is None or accept(found))
-                ):
-                    chosen[key] = found
+                found_lead = next((m for m in members.get(-key, []) if m.id == lead), None)
+                if found_lead is not None and wanted(found_lead):
+                    chosen[key] = found_lead
         result = []
         for key in order:
             item = chosen[key]
             others = members.get(item.story_id or 0, []) if key < 0 else []
-            result.append(Selected(item, tuple(o for o in others if o.id != item.id)))
+            result.append(Selected(item, tuple(o for o in others if o.id != item.id), places[key]))
         return result
+
+    def revision(self) -> int:
+        """A counter that moves whenever stored items change in a way a published feed shows."""
+        with self._tx(write=False) as conn:
+            return outputs.revision(conn)
+
+    def announce_output(self, output_id: str, content_hash: str, count: int) -> bool:
+        """Record an output's new first page; True for the one caller that should ping the hub."""
+        with self._tx() as conn:
+            return outputs.announce(conn, output_id, content_hash, count, self.clock())
 
     def publication_times(self, source_id: str, limit: int = 20) -> list[datetime]:
         with self._tx(write=False) as conn:
@@ -307,6 +343,7 @@ class Storage:
             pruned = items.prune(conn, now - retention, now)
             if pruned:
                 stories.tidy(conn, now)
+                outputs.bump(conn)
             return pruned
 
     def count_items(self, source_id: str | None = None) -> int:

@@ -380,6 +380,8 @@ def select_page(
         .order_by(items.c.first_seen_at.desc(), items.c.id.desc())
         .limit(limit)
     )
+    if selection.seen_since is not None:
+        query = query.where(items.c.first_seen_at >= selection.seen_since)
     if selection.sections:
         query = query.where(items.c.section_id.in_(selection.sections))
     if selection.sources:

@@ -159,13 +159,25 @@ item_topics = Table(
     Index("ix_item_topics_topic_id", "topic_id"),
 )
 
+# Per published feed (`feeds/ID`, `sections/ID`, ...): what its first page held when a worker
+# last told the WebSub hub, so that one worker (not each) pings per change.
 output_state = Table(
     "output_state",
     metadata,
-    Column("output_id", String(64), primary_key=True),
+    Column("output_id", String(100), primary_key=True),
     Column("content_hash", String(64), nullable=False),
     Column("item_count", Integer, nullable=False),
     Column("changed_at", UTCDateTime, nullable=False),
+)
+
+# Counters that move in the transaction that changes what they count: `items` moves whenever an
+# item is added, edited, refiled, merged, unmerged or pruned, so a web process knows its cached
+# feeds may be stale by reading one row.
+revisions = Table(
+    "revisions",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )
 
 digest_runs = Table(

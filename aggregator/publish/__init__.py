@@ -1,0 +1,1 @@
+"""Republishing: feeds (Atom, RSS, JSON Feed), pages, OPML and static export of stored items."""

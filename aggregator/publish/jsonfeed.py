@@ -1,0 +1,79 @@
+"""JSON Feed 1.1 (https://jsonfeed.org/version/1.1), written by hand: feedgen has no JSON Feed.
+
+The format is a small dictionary; what the spec leaves to extensions (an item's source, section
+and the other outlets that carried the story) goes under `_aggregator`, as extensions must start
+with an underscore. Key order is fixed, so the same view always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from aggregator.publish.view import EntryView, FeedView
+
+VERSION = "https://jsonfeed.org/version/1.1"
+
+
+def _date(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _item(entry: EntryView) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": entry.id}
+    if entry.link:
+        item["url"] = entry.link
+    item["title"] = entry.title
+    item["content_html"] = entry.content_html or entry.title
+    if entry.summary_text:
+        item["summary"] = entry.summary_text
+    if entry.image:
+        item["image"] = entry.image
+    item["date_published"] = _date(entry.published)
+    item["date_modified"] = _date(entry.updated)
+    if entry.authors:
+        item["authors"] = [{"name": name} for name in entry.authors]
+    if entry.categories:
+        item["tags"] = [category.label for category in entry.categories]
+    if entry.language:
+        item["language"] = entry.language
+    if entry.enclosures:
+        item["attachments"] = [
+            {
+                "url": e.url,
+                "mime_type": e.type or "application/octet-stream",
+                **({"size_in_bytes": e.length} if e.length else {}),
+            }
+            for e in entry.enclosures
+        ]
+    item["_aggregator"] = {
+        "source": {"id": entry.source_id, "title": entry.source_title},
+        "categories": [
+            {"term": c.term, "label": c.label, "scheme": c.scheme} for c in entry.categories
+        ],
+        "also_reported_by": [
+            {"source": a.source, "title": a.title, **({"url": a.link} if a.link else {})}
+            for a in entry.also
+        ],
+    }
+    return item
+
+
+def render(view: FeedView) -> bytes:
+    publication = view.publication
+    feed: dict[str, Any] = {
+        "version": VERSION,
+        "title": publication.title,
+        "home_page_url": view.links.page,
+        "feed_url": view.links.feed("json", view.before),
+    }
+    if publication.description:
+        feed["description"] = publication.description
+    if view.next is not None:
+        feed["next_url"] = view.links.feed("json", view.next)
+    feed["authors"] = [{"name": view.site_title}]
+    if view.hub:
+        feed["hubs"] = [{"type": "WebSub", "url": view.hub}]
+    feed["items"] = [_item(entry) for entry in view.entries]
+    return json.dumps(feed, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"

@@ -1,0 +1,99 @@
+"""HTML pages for people: the index of everything published, a preview of each feed, errors.
+
+Pages carry `<link rel="alternate">` for every feed they show, so pasting a page's address into a
+feed reader finds the feeds (autodiscovery).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aggregator.publish.catalog import FORMAT_NAMES, KIND_TITLES, Catalog, Kind, Publication
+from aggregator.publish.view import FeedView, Links
+from aggregator.templating import render
+
+
+@dataclass(frozen=True)
+class FeedLink:
+    name: str
+    title: str
+    media_type: str
+    href: str
+
+
+def feed_links(links: Links) -> list[FeedLink]:
+    title = links.publication.title
+    return [
+        FeedLink(FORMAT_NAMES[fmt], f"{title} ({FORMAT_NAMES[fmt]})", media_type, href)
+        for fmt, media_type, href in links.alternates()
+    ]
+
+
+@dataclass(frozen=True)
+class Listed:
+    title: str
+    description: str
+    page: str
+    feeds: list[FeedLink]
+
+
+@dataclass(frozen=True)
+class Group:
+    title: str
+    publications: list[Listed]
+
+
+def index(catalog: Catalog, base: str, site_title: str) -> str:
+    groups = []
+    alternates: list[FeedLink] = []
+    for kind in Kind:
+        listed = []
+        for publication in catalog.of_kind(kind):
+            links = Links(base, publication)
+            feeds = feed_links(links)
+            alternates += feeds
+            listed.append(Listed(publication.title, publication.description, links.page, feeds))
+        if listed:
+            groups.append(Group(KIND_TITLES[kind], listed))
+    return render(
+        "index.html",
+        site_title=site_title,
+        groups=groups,
+        alternates=alternates,
+        opml_url=f"{base}opml.xml",
+    )
+
+
+def preview(view: FeedView) -> str:
+    publication: Publication = view.publication
+    links = view.links
+    feeds = feed_links(links)
+    newer = None
+    if view.previous is not None:
+        newer = f"{links.page}?before={view.previous}" if view.previous else links.page
+    older = f"{links.page}?before={view.next}" if view.next else None
+    return render(
+        "feed.html",
+        site_title=view.site_title,
+        home=links.base,
+        kind_title=KIND_TITLES[publication.kind],
+        title=publication.title,
+        description=publication.description,
+        feeds=feeds,
+        alternates=feeds,
+        entries=view.entries,
+        newer=newer,
+        older=older,
+    )
+
+
+def error(status: int, heading: str, message: str, base: str, site_title: str) -> str:
+    return render(
+        "error.html",
+        site_title=site_title,
+        status=status,
+        heading=heading,
+        message=message,
+        home=base,
+        alternates=[],
+    )

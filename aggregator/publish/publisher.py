@@ -1,0 +1,342 @@
+"""Rendered documents, cached until their items change: the web app and the export both ask here.
+
+A document is rebuilt only when storage's revision counter has moved (something was added,
+edited, refiled, merged or pruned) *and* the page's entries differ from what was rendered, or
+when an output's maximum age drops its oldest entry. The revision is read at most once per
+`refresh` seconds, so a busy web process does one small query a second, not one per request.
+Rendering is deterministic (no build times), so the body hash is a strong ETag that survives
+restarts and is the same in every web replica.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from aggregator.config import Config
+from aggregator.exceptions import BadRequestError, NotPublishedError
+from aggregator.opml import OpmlFeed, write_outlines
+from aggregator.publish import feeds, jsonfeed, pages
+from aggregator.publish.catalog import KIND_TITLES, MEDIA_TYPES, Catalog, Kind, Publication
+from aggregator.publish.view import (
+    FeedView,
+    Links,
+    decode_cursor,
+    encode_cursor,
+    entry_view,
+)
+from aggregator.storage import Storage
+
+HTML = "text/html; charset=utf-8"
+OPML = "text/x-opml; charset=utf-8"
+WRITERS: dict[str, Callable[[FeedView], bytes]] = {
+    "atom": feeds.atom,
+    "rss": feeds.rss,
+    "json": jsonfeed.render,
+}
+CACHE_SIZE = 2048  # documents kept (first pages and the archive pages readers walk)
+PREVIOUS_WALK = 25  # pages walked from the top to find an archive page's newer neighbour
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Document:
+    """A rendered response body with what HTTP caching needs."""
+
+    body: bytes
+    media_type: str
+    etag: str  # strong, quoted, from the body's hash
+    last_modified: datetime | None = None
+    revision: int = -1
+    expires: datetime | None = None  # when an entry ages out of a max_age filter
+    fingerprint: str = ""  # of the view it was rendered from
+
+    @property
+    def gzipped(self) -> bytes:
+        return _gzipped(self)
+
+    @property
+    def gzip_etag(self) -> str:
+        """Another representation, another strong ETag (RFC 9110 8.8.3)."""
+        return self.etag[:-1] + '-gz"'
+
+
+_GZ: dict[str, bytes] = {}
+_GZ_LOCK = threading.Lock()
+
+
+def _gzipped(document: Document) -> bytes:
+    with _GZ_LOCK:
+        found = _GZ.get(document.etag)
+    if found is None:
+        found = gzip.compress(document.body, compresslevel=6, mtime=0)
+        with _GZ_LOCK:
+            if len(_GZ) >= CACHE_SIZE:
+                _GZ.pop(next(iter(_GZ)))
+            _GZ[document.etag] = found
+    return found
+
+
+def make_document(body: bytes, media_type: str, **kwargs: object) -> Document:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()[:18]).decode()
+    return Document(body, media_type, f'"{digest}"', **kwargs)  # type: ignore[arg-type]
+
+
+def base_url(config: Config) -> str:
+    url = config.server.base_url or f"http://{config.server.host}:{config.server.port}/"
+    return url if url.endswith("/") else url + "/"
+
+
+class Publisher:
+    """Documents for every publication of one config; safe to use from many threads."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        config: Config,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        refresh: float = 1.0,
+        paged: bool = True,
+    ) -> None:
+        self.storage = storage
+        self.config = config
+        self.catalog = Catalog(config)
+        self.base = base_url(config)
+        self.site_title = config.publishing.title
+        self.hub = config.publishing.hub
+        self.clock = clock
+        self._refresh = refresh
+        self.paged = paged  # False for a static export, where `?before=` pages cannot exist
+        self._revision = -1
+        self._checked = float("-inf")
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[str, ...], Document] = OrderedDict()
+        self._building: dict[tuple[str, ...], threading.Lock] = {}
+        self._source_titles: dict[str, str] = {}
+        self._source_urls: dict[str, str] = {}
+        self._sources_revision = -2
+
+    # -- freshness ------------------------------------------------------------------------------
+
+    def check(self) -> int:
+        """Read the storage revision now (a web app's background task calls this each second)."""
+        revision = self.storage.revision()
+        with self._lock:
+            self._revision = revision
+            self._checked = time.monotonic()
+        return revision
+
+    def revision(self) -> int:
+        if time.monotonic() - self._checked >= self._refresh:
+            return self.check()
+        return self._revision
+
+    def cached(self, *key: str) -> Document | None:
+        """The document for `key` if it is known to be current, without touching the database."""
+        with self._lock:
+            document = self._cache.get(key)
+            if document is None or document.revision != self._revision:
+                return None
+            self._cache.move_to_end(key)
+        if document.expires is not None and self.clock() >= document.expires:
+            return None
+        return document
+
+    def _remember(self, key: tuple[str, ...], document: Document) -> Document:
+        with self._lock:
+            self._cache[key] = document
+            self._cache.move_to_end(key)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return document
+
+    def _build(
+        self, key: tuple[str, ...], make: Callable[[Document | None, int], Document]
+    ) -> Document:
+        """The cached document, or `make(previous, revision)`; one builder per key at a time."""
+        found = self.cached(*key)
+        if found is not None and found.revision == self.revision():
+            return found
+        with self._lock:
+            building = self._building.setdefault(key, threading.Lock())
+        with building:
+            revision = self.revision()
+            found = self.cached(*key)
+            if found is not None and found.revision == revision:
+                return found
+            with self._lock:
+                previous = self._cache.get(key)
+            return self._remember(key, make(previous, revision))
+
+    # -- what is published ---------------------------------------------------------------------
+
+    def publication(self, kind: str, publication_id: str, fmt: str | None = None) -> Publication:
+        publication = self.catalog.get(kind, publication_id)
+        if publication is None:
+            raise NotPublishedError(f"nothing is published at /{kind}/{publication_id}")
+        if fmt is not None and fmt not in publication.formats:
+            raise NotPublishedError(f"/{kind}/{publication_id} is not published as {fmt}")
+        return publication
+
+    def _sources(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Source names and feed URLs: the config's titles, else the feed's own."""
+        if self._sources_revision != self._revision:
+            configured = {s.id: s.title for s in self.config.sources if s.title}
+            states = self.storage.sources()
+            titles = {s.id: configured.get(s.id) or s.feed_title or s.title or s.id for s in states}
+            titles.update(configured)
+            self._source_titles = titles
+            self._source_urls = {s.id: s.url for s in states}
+            self._sources_revision = self._revision
+        return self._source_titles, self._source_urls
+
+    def view(self, publication: Publication, before: str | None = None) -> FeedView:
+        """One page of a publication, read from storage now."""
+        cursor = None
+        if before is not None:
+            cursor = decode_cursor(before)
+            if cursor is None:
+                raise BadRequestError(
+                    f"'before' must be a paging cursor such as 1764000000000000.42, "
+                    f"not {before[:60]!r}"
+                )
+        now = self.clock()
+        rules = self.catalog.filter_of(publication)
+        selected = self.storage.select_items(
+            rules.selection_at(now),
+            publication.limit + 1,
+            lambda item: rules.accepts_at(item, now),
+            before=cursor,
+        )
+        more = self.paged and len(selected) > publication.limit
+        selected = selected[: publication.limit]
+        titles, urls = self._sources()
+        entries = tuple(entry_view(s, self.catalog, self.base, titles, urls) for s in selected)
+        last = selected[-1].position if selected else None
+        return FeedView(
+            publication=publication,
+            links=Links(self.base, publication),
+            entries=entries,
+            before=before,
+            next=encode_cursor(last) if more and last is not None else None,
+            previous=self._previous(publication, cursor) if cursor is not None else None,
+            hub=self.hub,
+            site_title=self.site_title,
+        )
+
+    def _previous(self, publication: Publication, cursor: tuple[datetime, int]) -> str:
+        """The cursor of the page just newer than `cursor` ('' for the first page), found by
+        walking pages from the top (capped: deep archive pages point back to the first)."""
+        now = self.clock()
+        rules = self.catalog.filter_of(publication)
+        page: tuple[datetime, int] | None = None
+        for _ in range(PREVIOUS_WALK):
+            selected = self.storage.select_items(
+                rules.selection_at(now),
+                publication.limit,
+                lambda item: rules.accepts_at(item, now),
+                before=page,
+            )
+            last = selected[-1].position if len(selected) == publication.limit else None
+            if last is None or last <= cursor:
+                break
+            page = last
+        return encode_cursor(page) if page is not None else ""
+
+    def _expires(self, publication: Publication, view: FeedView) -> datetime | None:
+        max_age = publication.filter.max_age
+        if max_age is None or not view.entries:
+            return None
+        return min(e.published for e in view.entries) + max_age
+
+    def _view_document(
+        self,
+        publication: Publication,
+        before: str | None,
+        fmt: str,
+        write: Callable[[FeedView], bytes],
+        media_type: str,
+    ) -> Document:
+        def make(previous: Document | None, revision: int) -> Document:
+            view = self.view(publication, before)
+            fingerprint = view.fingerprint
+            expires = self._expires(publication, view)
+            if previous is not None and previous.fingerprint == fingerprint:
+                return replace(previous, revision=revision, expires=expires)
+            return make_document(
+                write(view),
+                media_type,
+                last_modified=view.updated,
+                revision=revision,
+                expires=expires,
+                fingerprint=fingerprint,
+            )
+
+        return self._build((publication.key, fmt, before or ""), make)
+
+    def feed(self, kind: str, publication_id: str, fmt: str, before: str | None = None) -> Document:
+        publication = self.publication(kind, publication_id, fmt)
+        media_type = f"{MEDIA_TYPES[fmt]}; charset=utf-8"
+        return self._view_document(publication, before, fmt, WRITERS[fmt], media_type)
+
+    def page(self, kind: str, publication_id: str, before: str | None = None) -> Document:
+        publication = self.publication(kind, publication_id)
+        return self._view_document(
+            publication, before, "html", lambda v: pages.preview(v).encode(), HTML
+        )
+
+    def index(self) -> Document:
+        """Depends on the config only."""
+
+        def make(previous: Document | None, revision: int) -> Document:
+            if previous is not None:
+                return replace(previous, revision=revision)
+            body = pages.index(self.catalog, self.base, self.site_title).encode()
+            return make_document(body, HTML, revision=revision)
+
+        return self._build(("index",), make)
+
+    def opml(self) -> Document:
+        """Every publication, one folder per kind, for one-click import into a reader."""
+
+        def make(previous: Document | None, revision: int) -> Document:
+            if previous is not None:
+                return replace(previous, revision=revision)
+            groups = []
+            for kind in Kind:
+                listed = []
+                for publication in self.catalog.of_kind(kind):
+                    links = Links(self.base, publication)
+                    fmt = publication.formats[0]
+                    listed.append(OpmlFeed(links.feed(fmt), publication.title, (), links.page))
+                groups.append((KIND_TITLES[kind], listed))
+            body = write_outlines(self.site_title, groups)
+            return make_document(body, OPML, revision=revision)
+
+        return self._build(("opml",), make)
+
+    def error(self, status: int, heading: str, message: str) -> bytes:
+        return pages.error(status, heading, message, self.base, self.site_title).encode()
+
+    def every_document(self) -> Iterator[tuple[str, Document]]:
+        """Each document's path under the base URL, for a static export (first pages only)."""
+        yield "index.html", self.index()
+        yield "opml.xml", self.opml()
+        for publication in self.catalog:
+            yield f"{publication.key}.html", self.page(publication.kind, publication.id)
+            for fmt in publication.formats:
+                yield (
+                    f"{publication.key}.{fmt}",
+                    self.feed(publication.kind, publication.id, fmt),
+                )

@@ -1,0 +1,208 @@
+"""A published feed as plain values: the one model the Atom, RSS, JSON Feed and HTML writers share.
+
+Identity is what subscribers' readers remember, so it is derived from what never changes:
+an entry's id is a name-based UUID of the source id and the entry's stable key, taken from the
+item that opened the story (its lowest item id), so re-rendering, restarting, re-categorising or
+a higher-priority copy taking the lead never changes it. `updated` moves only when the shown item
+changed or another source joined the story.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote, urlencode
+
+from aggregator.publish.catalog import MEDIA_TYPES, Catalog, Publication
+from aggregator.sanitize import clean_html, html_to_text
+from aggregator.types import Enclosure, Item, Selected
+
+# Fixed forever: changing it would change every published id.
+ID_NAMESPACE = uuid.UUID("8f1d0a4e-6c1b-5b7e-9a43-2f6d1c0e9b57")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SUMMARY_CHARS = 400
+
+
+def entry_id(source_id: str, key: str) -> str:
+    name = source_id + "\n" + key
+    return f"urn:uuid:{uuid.uuid5(ID_NAMESPACE, name)}"
+
+
+def feed_id(publication_key: str) -> str:
+    """The same for every page and format of a publication, wherever it is served from."""
+    return f"urn:uuid:{uuid.uuid5(ID_NAMESPACE, 'publication:' + publication_key)}"
+
+
+def encode_cursor(position: tuple[datetime, int]) -> str:
+    """`before=` value: microseconds since the epoch and an item id, e.g. `1764000000000000.42`."""
+    moment, item_id = position
+    micros = (moment - EPOCH) // _MICROSECOND
+    return f"{micros}.{item_id}"
+
+
+def decode_cursor(text: str) -> tuple[datetime, int] | None:
+    """The position in a `before=` value, or None if it is not one."""
+    micros, dot, item_id = text.partition(".")
+    if not dot or not micros.isdigit() or not item_id.isdigit() or len(text) > 40:
+        return None
+    try:
+        return EPOCH + int(micros) * _MICROSECOND, int(item_id)
+    except OverflowError:
+        return None
+
+
+_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - EPOCH
+
+
+@dataclass(frozen=True)
+class Category:
+    term: str
+    label: str
+    scheme: str
+
+
+@dataclass(frozen=True)
+class Also:
+    """Another outlet's copy of the story."""
+
+    title: str
+    link: str | None
+    source: str
+
+
+@dataclass(frozen=True)
+class EntryView:
+    id: str
+    title: str
+    link: str | None
+    content_html: str  # sanitised, with the story's other sources appended
+    summary_text: str  # plain, shortened: for JSON Feed's summary and the HTML preview
+    authors: tuple[str, ...]
+    categories: tuple[Category, ...]
+    enclosures: tuple[Enclosure, ...]
+    image: str | None
+    language: str | None
+    published: datetime
+    updated: datetime
+    source_id: str
+    source_title: str
+    source_url: str
+    also: tuple[Also, ...]
+
+
+@dataclass(frozen=True)
+class Links:
+    """The absolute URLs of one page of one publication."""
+
+    base: str  # ends with '/'
+    publication: Publication
+
+    def feed(self, fmt: str, before: str | None = None) -> str:
+        url = f"{self.base}{quote(self.publication.key)}.{fmt}"
+        return f"{url}?{urlencode({'before': before})}" if before else url
+
+    @property
+    def page(self) -> str:
+        """The HTML preview."""
+        return f"{self.base}{quote(self.publication.key)}"
+
+    def alternates(self) -> list[tuple[str, str, str]]:
+        """(format, media type, url) of every format the publication has."""
+        return [(f, MEDIA_TYPES[f], self.feed(f)) for f in self.publication.formats]
+
+
+@dataclass(frozen=True)
+class FeedView:
+    """One page of a publication, newest first."""
+
+    publication: Publication
+    links: Links
+    entries: tuple[EntryView, ...]
+    before: str | None  # this page's cursor; None on the first page
+    next: str | None  # the cursor of the page after this one
+    previous: str | None  # the cursor of the page before ('' for the first page)
+    hub: str | None
+    site_title: str
+
+    @property
+    def updated(self) -> datetime | None:
+        return max((e.updated for e in self.entries), default=None)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever anything a writer puts in a document changes."""
+        digest = hashlib.sha256(
+            repr((self.entries, self.before, self.next, self.previous, self.hub)).encode()
+        )
+        return digest.hexdigest()
+
+
+def categories(item: Item, catalog: Catalog, base: str) -> tuple[Category, ...]:
+    found = []
+    if item.section_id is not None:
+        title = catalog.section_titles.get(item.section_id, item.section_id)
+        found.append(Category(item.section_id, title, f"{base}sections/"))
+    for topic in item.topics:
+        found.append(Category(topic, catalog.topic_titles.get(topic, topic), f"{base}topics/"))
+    return tuple(found)
+
+
+def shorten(text: str, limit: int = SUMMARY_CHARS) -> str:
+    """At most `limit` characters, cut at a word, with an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(",;:.-\u2013\u2014 ")
+    return f"{cut}…"
+
+
+def entry_view(
+    selected: Selected,
+    catalog: Catalog,
+    base: str,
+    source_titles: dict[str, str],
+    source_urls: dict[str, str],
+) -> EntryView:
+    item = selected.item
+    entry = item.entry
+    opener = min((item, *selected.also), key=lambda i: i.id)
+    also = tuple(
+        Also(o.entry.title or o.entry.link or "(untitled)", o.entry.link, _title(o, source_titles))
+        for o in sorted(selected.also, key=lambda o: o.id)
+    )
+    body = entry.content or entry.summary
+    if also:
+        links = ", ".join(
+            f'<a href="{html.escape(a.link)}">{html.escape(a.source)}</a>'
+            if a.link
+            else html.escape(a.source)
+            for a in also
+        )
+        body = f"{body}\n<p>Also reported by: {links}</p>"
+    updated = max((item.changed_at, item.published, *(o.changed_at for o in selected.also)))
+    return EntryView(
+        id=entry_id(opener.source_id, opener.entry.key),
+        title=entry.title or shorten(html_to_text(body), 80) or "(untitled)",
+        link=entry.link,
+        # stored HTML was sanitised when it was parsed; once more here, since what readers get
+        # must be safe whatever reached the database
+        content_html=clean_html(body),
+        summary_text=shorten(html_to_text(entry.summary or entry.content)),
+        authors=entry.authors,
+        categories=categories(item, catalog, base),
+        enclosures=entry.enclosures,
+        image=entry.image,
+        language=entry.language,
+        published=item.published,
+        updated=updated,
+        source_id=item.source_id,
+        source_title=_title(item, source_titles),
+        source_url=source_urls.get(item.source_id, ""),
+        also=also,
+    )
+
+
+def _title(item: Item, source_titles: dict[str, str]) -> str:
+    return source_titles.get(item.source_id) or item.source_id

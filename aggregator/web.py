@@ -1,0 +1,231 @@
+"""The HTTP app: feeds, pages and OPML (Starlette, served by uvicorn; the only module importing
+either).
+
+Requests are answered from the publisher's cache without touching the database: a background
+task reads the revision counter once a second, and a document is rebuilt (in a worker thread)
+only when that moved and the document's entries changed. Conditional requests follow RFC 9110:
+`If-None-Match` (weak comparison, `*` too) wins over `If-Modified-Since`; gzip is a separate
+representation with its own strong ETag. Bad input is a 400 and unknown addresses a 404, each a
+small HTML page; only a real fault is a 500 (or 503 while the database is away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC
+from email.utils import format_datetime, parsedate_to_datetime
+
+import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aggregator.exceptions import BadRequestError, NotPublishedError, StorageError
+from aggregator.publish.catalog import MEDIA_TYPES, Kind
+from aggregator.publish.publisher import HTML, Document, Publisher
+
+log = logging.getLogger("aggregator.web")
+
+FORMATS = tuple(MEDIA_TYPES)
+KINDS = {kind.value for kind in Kind}
+
+
+def _accepts_gzip(request: Request) -> bool:
+    for part in request.headers.get("accept-encoding", "").split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip"):
+            quality = params.strip().lower()
+            return not (quality.startswith("q=") and _q(quality[2:]) == 0.0)
+    return False
+
+
+def _q(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 1.0
+
+
+def _etags(header: str) -> list[str]:
+    tags = []
+    for part in header.split(","):
+        tag = part.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag:
+            tags.append(tag)
+    return tags
+
+
+def _not_modified(request: Request, document: Document) -> bool:
+    match = request.headers.get("if-none-match")
+    if match is not None:
+        tags = _etags(match)
+        return "*" in tags or document.etag in tags or document.gzip_etag in tags
+    since = request.headers.get("if-modified-since")
+    if since and document.last_modified is not None:
+        try:
+            moment = parsedate_to_datetime(since)
+        except (TypeError, ValueError, IndexError):
+            return False
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return document.last_modified.replace(microsecond=0) <= moment
+    return False
+
+
+def respond(request: Request, document: Document, max_age: int) -> Response:
+    gz = _accepts_gzip(request)
+    headers = {
+        "ETag": document.gzip_etag if gz else document.etag,
+        "Cache-Control": f"public, max-age={max_age}",
+        "Vary": "Accept-Encoding",
+    }
+    if document.last_modified is not None:
+        headers["Last-Modified"] = format_datetime(document.last_modified, usegmt=True)
+    if _not_modified(request, document):
+        return Response(status_code=304, headers=headers)
+    if gz:
+        headers["Content-Encoding"] = "gzip"
+        return Response(document.gzipped, headers=headers, media_type=document.media_type)
+    return Response(document.body, headers=headers, media_type=document.media_type)
+
+
+def create_app(publisher: Publisher, *, refresh: float = 1.0) -> Starlette:
+    """The app for one publisher; `refresh` is how often the revision counter is read."""
+    max_age = int(publisher.config.publishing.cache_max_age.total_seconds())
+
+    def page(status: int, heading: str, message: str) -> Response:
+        body = publisher.error(status, heading, message)
+        return Response(body, status_code=status, media_type=HTML)
+
+    async def serve(
+        request: Request, key: tuple[str, ...], build: Callable[[], Document]
+    ) -> Response:
+        document = publisher.cached(*key)
+        if document is None:
+            try:
+                document = await run_in_threadpool(build)
+            except NotPublishedError as exc:
+                return page(404, "Not found", f"{exc}.")
+            except BadRequestError as exc:
+                return page(400, "Bad request", f"{exc}.")
+            except (StorageError, SQLAlchemyError):
+                log.exception("cannot read the database for %s", request.url.path)
+                return page(
+                    503, "Temporarily unavailable", "The database cannot be read; try again soon."
+                )
+        return respond(request, document, max_age)
+
+    async def index(request: Request) -> Response:
+        return await serve(request, ("index",), publisher.index)
+
+    async def opml(request: Request) -> Response:
+        return await serve(request, ("opml",), publisher.opml)
+
+    async def published(request: Request) -> Response:
+        kind = request.path_params["kind"]
+        name: str = request.path_params["name"]
+        if kind not in KINDS:
+            return page(404, "Not found", f"nothing is published at {request.url.path}.")
+        before = request.query_params.get("before") or None
+        stem, dot, fmt = name.rpartition(".")
+        if dot and fmt in FORMATS:
+            return await serve(
+                request,
+                (f"{kind}/{stem}", fmt, before or ""),
+                lambda: publisher.feed(kind, stem, fmt, before),
+            )
+        if dot and fmt == "html":
+            name = stem
+        elif dot:
+            return page(
+                404,
+                "Not found",
+                f"{fmt!r} is not a format published here; use .atom, .rss or .json.",
+            )
+        return await serve(
+            request,
+            (f"{kind}/{name}", "html", before or ""),
+            lambda: publisher.page(kind, name, before),
+        )
+
+    async def not_found(request: Request, _exc: Exception) -> Response:
+        return page(404, "Not found", f"nothing is published at {request.url.path}.")
+
+    async def failed(request: Request, _exc: Exception) -> Response:
+        log.exception("error answering %s", request.url.path)
+        return page(500, "Something went wrong", "The error was logged; try again later.")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(_watch(publisher, refresh))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    routes = [
+        Route("/", index),
+        Route("/opml", opml),
+        Route("/opml.xml", opml),
+        Route("/{kind}/{name}", published),
+    ]
+    handlers: dict[int | type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
+        404: not_found,
+        Exception: failed,
+    }
+    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+
+
+async def _watch(publisher: Publisher, every: float) -> None:
+    """Read the revision counter on a timer, so requests never wait for the database."""
+    while True:
+        try:
+            await run_in_threadpool(publisher.check)
+        except Exception:
+            log.warning("cannot read the revision counter; serving cached documents", exc_info=True)
+        await asyncio.sleep(every)
+
+
+class WebServer:
+    """uvicorn on a socket of our own, so tests and `aggregator run` can start and stop it."""
+
+    def __init__(self, app: Starlette, host: str, port: int, *, access_log: bool = False) -> None:
+        self.socket = socket.create_server((host, port), reuse_port=False)
+        self.config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=access_log,
+            http="httptools",
+            loop="uvloop",
+            lifespan="on",
+            server_header=False,
+            date_header=True,
+        )
+        self.server = uvicorn.Server(self.config)
+
+    @property
+    def port(self) -> int:
+        port: int = self.socket.getsockname()[1]
+        return port
+
+    def run(self) -> None:
+        """Serve until `stop()` (or SIGINT/SIGTERM when run in the main thread)."""
+        self.server.run(sockets=[self.socket])
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+
+    @property
+    def started(self) -> bool:
+        return bool(self.server.started)
