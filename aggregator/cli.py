@@ -91,8 +91,16 @@ def check(path: Path | None, config_path: Path) -> None:
 @cli.command()
 @config_option
 def run(config_path: Path) -> None:
-    """Run the whole service in one process until SIGTERM or Ctrl-C."""
+    """Run the whole service in one process (polling and the web server) until SIGTERM or
+    Ctrl-C."""
     _serve(config_path, "run")
+
+
+@cli.command()
+@config_option
+def web(config_path: Path) -> None:
+    """Serve the published feeds and pages only (run workers separately)."""
+    _serve(config_path, "web")
 
 
 @cli.command()
@@ -482,6 +490,38 @@ def opml_export(config_path: Path, out: Path | None) -> None:
         click.echo(f"wrote {out}")
     else:
         sys.stdout.buffer.write(data)
+
+
+@cli.command("export")
+@config_option
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write; it is replaced as a whole once the new export is complete.",
+)
+def export_command(config_path: Path, out: Path) -> None:
+    """Write every published feed, the OPML list and the HTML pages to a directory, for a
+    static host or CDN."""
+    from aggregator.publish.export import count, export
+    from aggregator.publish.publisher import Publisher
+
+    config = _load(config_path)
+    with _opened(config) as storage:
+        publisher = Publisher(storage, config, paged=False)
+        with click.progressbar(
+            length=count(publisher),
+            label="exporting",
+            file=sys.stderr,
+            item_show_func=lambda name: name,
+        ) as bar:
+
+            def advance(name: str) -> None:
+                bar.update(1, name)
+
+            report = export(publisher, out, advance)
+    click.echo(f"wrote {report.files} files ({report.bytes:,} bytes) to {report.out}")
 
 
 def main() -> None:

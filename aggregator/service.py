@@ -1,8 +1,8 @@
-"""The long-running service: open storage, apply the config, poll on ticks until told to stop.
+"""The long-running service: `run` (everything in one process), `worker` (polling) or `web`.
 
-Signals are turned into one stop event; everything started here is stopped in reverse order:
-the poller stops claiming, fetches in flight finish and are stored, then the scheduler and the
-database close, so SIGTERM or Ctrl-C leaves no half-written state and no stranded lease.
+Signals are turned into one stop: the web server stops taking requests, the poller stops
+claiming, fetches in flight finish and are stored, then the scheduler and the database close,
+so SIGTERM or Ctrl-C leaves no half-written state and no stranded lease.
 """
 
 from __future__ import annotations
@@ -19,13 +19,18 @@ from aggregator import __version__
 from aggregator.config import Config, load_config
 from aggregator.fetch import Fetcher
 from aggregator.poll import Poller, make_fetcher
+from aggregator.publish.publisher import Publisher
+from aggregator.publish.websub import Announcer
 from aggregator.scheduling import Ticker
 from aggregator.storage import Storage
+from aggregator.web import WebServer, create_app
 
 log = logging.getLogger("aggregator")
 
 POLL_TICK = timedelta(seconds=5)
 PRUNE_TICK = timedelta(hours=1)
+WEBSUB_TICK = timedelta(seconds=10)
+ROLES = ("run", "worker", "web")
 
 
 @dataclass(frozen=True)
@@ -34,13 +39,15 @@ class Started:
 
     config: Config
     storage: Storage
-    fetcher: Fetcher
-    poller: Poller
-    ticker: Ticker
+    fetcher: Fetcher | None = None
+    poller: Poller | None = None
+    ticker: Ticker | None = None
+    web: WebServer | None = None
 
 
 def start(config_path: Path, role: str = "run") -> Started:
-    """Load and apply the config, migrate the database, start polling on ticks."""
+    """Load and apply the config, migrate the database, start polling on ticks and (for `run`
+    and `web`) make the web server ready; its `run()` is the caller's to call."""
     config = load_config(config_path)
     storage = Storage.open(config.storage.url)
     report = storage.sync_sources(config.sources)
@@ -58,13 +65,23 @@ def start(config_path: Path, role: str = "run") -> Started:
         storage.url,
         storage.schema_revision(),
     )
-    fetcher = make_fetcher(config)
-    poller = Poller(storage, config, fetcher)
-    ticker = Ticker()
-    ticker.every(POLL_TICK, "poll", poller.run_once)
-    ticker.every(PRUNE_TICK, "prune", lambda: _prune(storage, config))
-    ticker.start()
-    return Started(config, storage, fetcher, poller, ticker)
+    fetcher = poller = ticker = web = None
+    if role in ("run", "worker"):
+        fetcher = make_fetcher(config)
+        poller = Poller(storage, config, fetcher)
+        ticker = Ticker()
+        ticker.every(POLL_TICK, "poll", poller.run_once)
+        ticker.every(PRUNE_TICK, "prune", lambda: _prune(storage, config))
+        hub = config.publishing.hub
+        if hub:
+            announcer = Announcer(Publisher(storage, config), hub, fetcher.post_form)
+            ticker.every(WEBSUB_TICK, "websub", announcer.run_once)
+        ticker.start()
+    if role in ("run", "web"):
+        publisher = Publisher(storage, config)
+        web = WebServer(create_app(publisher), config.server.host, config.server.port)
+        log.info("serving feeds at %s", publisher.base)
+    return Started(config, storage, fetcher, poller, ticker, web)
 
 
 def _prune(storage: Storage, config: Config) -> None:
@@ -74,9 +91,14 @@ def _prune(storage: Storage, config: Config) -> None:
 
 
 def stop(started: Started) -> None:
-    started.poller.stop()
-    started.ticker.shutdown(wait=True)
-    started.fetcher.close()
+    if started.web is not None:
+        started.web.stop()
+    if started.poller is not None:
+        started.poller.stop()
+    if started.ticker is not None:
+        started.ticker.shutdown(wait=True)
+    if started.fetcher is not None:
+        started.fetcher.close()
     started.storage.close()
 
 
@@ -87,15 +109,28 @@ def run_forever(
     stop_event = stop_event or threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
+        if not stop_event.is_set():
+            log.info("received %s, stopping", signal.Signals(signum).name)
         stop_event.set()
 
+    # uvicorn takes these over while it serves, then puts ours back and raises the signal again
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     started = start(config_path, role)
-    log.info("ready")
+    web = started.web
     try:
-        stop_event.wait()
+        log.info("ready")
+        if web is not None:
+
+            def stop_web() -> None:
+                stop_event.wait()
+                web.stop()
+
+            threading.Thread(target=stop_web, name="stop-watch", daemon=True).start()
+            web.run()  # serves in this thread until a signal or stop_event
+            stop_event.set()
+        else:
+            stop_event.wait()
     finally:
         stop(started)
         log.info("stopped")

@@ -94,7 +94,7 @@ def _generator(view: FeedView, fmt: str) -> FeedGenerator:
         links = []
         if entry.link:
             links.append({"rel": "alternate", "type": "text/html", "href": entry.link})
-        fe.content(entry.content_html or entry.title, type="html")
+        fe.content(entry.content_html, type="html")
         if entry.summary_text:
             fe.summary(entry.summary_text)
         for category in entry.categories:

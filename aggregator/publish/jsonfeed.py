@@ -25,7 +25,7 @@ def _item(entry: EntryView) -> dict[str, Any]:
     if entry.link:
         item["url"] = entry.link
     item["title"] = entry.title
-    item["content_html"] = entry.content_html or entry.title
+    item["content_html"] = entry.content_html
     if entry.summary_text:
         item["summary"] = entry.summary_text
     if entry.image:

@@ -60,6 +60,7 @@ class Document:
     revision: int = -1
     expires: datetime | None = None  # when an entry ages out of a max_age filter
     fingerprint: str = ""  # of the view it was rendered from
+    entries: int = 0
 
     @property
     def gzipped(self) -> bytes:
@@ -281,6 +282,7 @@ class Publisher:
                 revision=revision,
                 expires=expires,
                 fingerprint=fingerprint,
+                entries=len(view.entries),
             )
 
         return self._build((publication.key, fmt, before or ""), make)

@@ -182,13 +182,14 @@ def entry_view(
         )
         body = f"{body}\n<p>Also reported by: {links}</p>"
     updated = max((item.changed_at, item.published, *(o.changed_at for o in selected.also)))
+    title = entry.title or shorten(html_to_text(body), 80) or "(untitled)"
     return EntryView(
         id=entry_id(opener.source_id, opener.entry.key),
-        title=entry.title or shorten(html_to_text(body), 80) or "(untitled)",
+        title=title,
         link=entry.link,
         # stored HTML was sanitised when it was parsed; once more here, since what readers get
-        # must be safe whatever reached the database
-        content_html=clean_html(body),
+        # must be safe whatever reached the database. A title is text: escaped, never markup.
+        content_html=clean_html(body) or html.escape(title),
         summary_text=shorten(html_to_text(entry.summary or entry.content)),
         authors=entry.authors,
         categories=categories(item, catalog, base),
