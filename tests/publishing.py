@@ -59,9 +59,7 @@ def newsroom(hub: str | None = None, limit: int = 50, **publishing: object) -> C
 
 def entry(key: str, title: str, summary: str, link: str | None = None, **kw: object) -> Entry:
     link = link or f"https://news.example/{key}"
-    return Entry(  # type: ignore[arg-type]
-        key=key, title=title, link=link, canonical_link=link, summary=summary, **kw
-    )
+    return Entry(key=key, title=title, link=link, canonical_link=link, summary=summary, **kw)  # type: ignore[arg-type]
 
 
 def fill(storage: Storage, processor: Processor, count: int = 6) -> list[SaveReport]:
