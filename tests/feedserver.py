@@ -24,6 +24,8 @@ class Logged:
     path: str
     headers: dict[str, str]
     at: float
+    method: str = "GET"
+    body: bytes = b""
 
 
 Route = Callable[["Request"], Reply]
@@ -93,6 +95,16 @@ class FeedServer:
                     self._send(reply)
                 except (BrokenPipeError, ConnectionResetError):
                     return
+
+            def do_POST(self) -> None:
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                length = int(headers.get("content-length") or 0)
+                body = self.rfile.read(min(length, 1024 * 1024))
+                with server._lock:
+                    server.log.append(Logged(self.path, headers, time.monotonic(), "POST", body))
+                route = server.routes.get(self.path)
+                reply = route(Request(self.path, headers)) if route else Reply(404, b"not found")
+                self._send(reply)
 
             def _send(self, reply: Reply) -> None:
                 self.send_response(reply.status)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -66,14 +69,26 @@ class Running:
         return self.process.wait(timeout=30)
 
 
-def local_config(server: FeedServer, path: Path, count: int = 3) -> None:
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def local_config(server: FeedServer, path: Path, count: int = 3, port: int | None = None) -> int:
+    """A config polling `count` feeds of `server`, serving on a free port (returned)."""
+    port = port or free_port()
     sources = "".join(
         f"  - {{id: feed-{i}, url: '{server.url(f'/feed-{i}.xml')}', section: world}}\n"
         for i in range(count)
     )
     path.write_text(
         f"sections: [{{id: world, title: World}}]\nsources:\n{sources}polling: {{host_gap: 0s}}\n"
+        f"server: {{host: 127.0.0.1, port: {port}}}\n"
+        "outputs: [{id: all, title: All, filter: {every_item: true}}]\n"
     )
+    return port
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -82,7 +97,7 @@ def test_run_polls_stays_up_and_stops_cleanly(tmp_path: Path, sig: signal.Signal
         for i in range(3):
             server.routes[f"/feed-{i}.xml"] = feed_file(rss(f"feed-{i}", 5), etag=f'"{i}"')
         (tmp_path / "config").mkdir()
-        local_config(server, tmp_path / "config" / "feeds.yaml")
+        port = local_config(server, tmp_path / "config" / "feeds.yaml")
         service = Running(["run"], cwd=tmp_path)
         try:
             started = service.wait_for("aggregator 0.")
@@ -95,6 +110,15 @@ def test_run_polls_stays_up_and_stops_cleanly(tmp_path: Path, sig: signal.Signal
             store = Storage.open(f"sqlite:///{tmp_path / 'data' / 'aggregator.db'}", upgrade=False)
             assert store.count_items() == 15
             store.close()
+            # the same process serves what it polled
+            deadline = time.monotonic() + 10
+            while True:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/feeds/all.json") as r:
+                    items = json.load(r)["items"]
+                if len(items) == 15 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert len(items) == 15
         finally:
             code = service.stop(sig)
         assert code == 0

@@ -41,8 +41,9 @@ def announce(
             _insert(conn, output_state)
             .values(output_id=output_id, **values)
             .on_conflict_do_nothing(index_elements=["output_id"])
+            .returning(output_state.c.output_id)
         )
-        return inserted.rowcount == 1
+        return inserted.first() is not None
     changed = conn.execute(
         update(output_state)
         .where(output_state.c.output_id == output_id, output_state.c.content_hash == known)
