@@ -5,7 +5,7 @@ Requests are answered from the publisher's cache without touching the database: 
 task reads the revision counter once a second, and a document is rebuilt (in a worker thread)
 only when that moved and the document's entries changed. Conditional requests follow RFC 9110:
 `If-None-Match` (weak comparison, `*` too) wins over `If-Modified-Since`; gzip is a separate
-representation with its own strong ETag. Bad input is a 400 and unknown addresses a 404, each a
+representation with its own strong ETag, and a tag matches only the representation it names. Bad input is a 400 and unknown addresses a 404, each a
 small HTML page; only a real fault is a 500 (or 503 while the database is away).
 """
 
@@ -64,11 +64,12 @@ def _etags(header: str) -> list[str]:
     return tags
 
 
-def _not_modified(request: Request, document: Document) -> bool:
+def _not_modified(request: Request, document: Document, etag: str) -> bool:
+    """`etag` is the tag of the representation this request would get (RFC 9110 13.1.2)."""
     match = request.headers.get("if-none-match")
     if match is not None:
         tags = _etags(match)
-        return "*" in tags or document.etag in tags or document.gzip_etag in tags
+        return "*" in tags or etag in tags
     since = request.headers.get("if-modified-since")
     if since and document.last_modified is not None:
         try:
@@ -83,14 +84,15 @@ def _not_modified(request: Request, document: Document) -> bool:
 
 def respond(request: Request, document: Document, max_age: int) -> Response:
     gz = _accepts_gzip(request)
+    etag = document.gzip_etag if gz else document.etag
     headers = {
-        "ETag": document.gzip_etag if gz else document.etag,
+        "ETag": etag,
         "Cache-Control": f"public, max-age={max_age}",
         "Vary": "Accept-Encoding",
     }
     if document.last_modified is not None:
         headers["Last-Modified"] = format_datetime(document.last_modified, usegmt=True)
-    if _not_modified(request, document):
+    if _not_modified(request, document, etag):
         return Response(status_code=304, headers=headers)
     if gz:
         headers["Content-Encoding"] = "gzip"
