@@ -461,3 +461,33 @@ def test_aggregator_web_keeps_its_etags_across_restarts_and_export_writes_files(
     assert done.returncode == 0, done.stderr
     assert "wrote 10 files" in done.stdout  # index, OPML, 2 pages, 2 x 3 feeds
     assert (tmp_path / "site" / "feeds" / "all.atom").read_bytes() == seen[0][1]
+
+
+def test_a_database_outage_serves_what_is_cached_and_503_for_the_rest(
+    tmp_path: Path, clock: Clock
+) -> None:
+    config = newsroom()
+    storage = Storage.open(f"sqlite:///{tmp_path / 'gone.db'}", clock=clock)
+    storage.sync_sources(config.sources)
+    fill(storage, Processor(config))
+    server = WebServer(create_app(Publisher(storage, config), refresh=0.05), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        client = Client(server.port)
+        cached = client.request("/feeds/all.atom")
+        assert cached.status == 200
+        (tmp_path / "gone.db").unlink()
+        storage._engine.dispose()  # the next connection finds an empty file: no tables
+        time.sleep(0.3)  # the revision watcher fails (and logs) a few times meanwhile
+        again = client.request("/feeds/all.atom")
+        assert again.status == 200 and again.body == cached.body
+        missing = client.request("/topics/climate.atom")
+        assert missing.status == 503
+        assert b"Temporarily unavailable" in missing.body
+    finally:
+        server.stop()
+        thread.join(timeout=10)
+        storage.close()

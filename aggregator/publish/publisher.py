@@ -42,7 +42,8 @@ WRITERS: dict[str, Callable[[FeedView], bytes]] = {
     "json": jsonfeed.render,
 }
 CACHE_SIZE = 2048  # documents kept (first pages and the archive pages readers walk)
-PREVIOUS_WALK = 25  # pages walked from the top to find an archive page's newer neighbour
+PREVIOUS_WALK = 25
+SOURCES_REFRESH = 60.0  # seconds between readings of source titles  # pages walked from the top to find an archive page's newer neighbour
 
 
 def utcnow() -> datetime:
@@ -126,7 +127,7 @@ class Publisher:
         self._building: dict[tuple[str, ...], threading.Lock] = {}
         self._source_titles: dict[str, str] = {}
         self._source_urls: dict[str, str] = {}
-        self._sources_revision = -2
+        self._sources_read = float("-inf")
 
     # -- freshness ------------------------------------------------------------------------------
 
@@ -191,15 +192,16 @@ class Publisher:
         return publication
 
     def _sources(self) -> tuple[dict[str, str], dict[str, str]]:
-        """Source names and feed URLs: the config's titles, else the feed's own."""
-        if self._sources_revision != self._revision:
+        """Source names and feed URLs: the config's titles, else the feed's own (read again at
+        most once a minute: with thousands of sources, not on every change of items)."""
+        if time.monotonic() - self._sources_read >= SOURCES_REFRESH:
             configured = {s.id: s.title for s in self.config.sources if s.title}
             states = self.storage.sources()
             titles = {s.id: configured.get(s.id) or s.feed_title or s.title or s.id for s in states}
             titles.update(configured)
             self._source_titles = titles
             self._source_urls = {s.id: s.url for s in states}
-            self._sources_revision = self._revision
+            self._sources_read = time.monotonic()
         return self._source_titles, self._source_urls
 
     def view(self, publication: Publication, before: str | None = None) -> FeedView:
