@@ -5,8 +5,9 @@ Requests are answered from the publisher's cache without touching the database: 
 task reads the revision counter once a second, and a document is rebuilt (in a worker thread)
 only when that moved and the document's entries changed. Conditional requests follow RFC 9110:
 `If-None-Match` (weak comparison, `*` too) wins over `If-Modified-Since`; gzip is a separate
-representation with its own strong ETag, and a tag matches only the representation it names. Bad input is a 400 and unknown addresses a 404, each a
-small HTML page; only a real fault is a 500 (or 503 while the database is away).
+representation with its own strong ETag, and a tag matches only the representation it names.
+Bad input is a 400 and unknown addresses a 404, each a small HTML page; only a real fault is a
+500 (or 503 while the database is away).
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ WRITERS: dict[str, Callable[[FeedView], bytes]] = {
     "json": jsonfeed.render,
 }
 CACHE_SIZE = 2048  # documents kept (first pages and the archive pages readers walk)
-PREVIOUS_WALK = 25
-SOURCES_REFRESH = 60.0  # seconds between readings of source titles  # pages walked from the top to find an archive page's newer neighbour
+PREVIOUS_WALK = 25  # pages walked from the top to find an archive page's newer neighbour
+SOURCES_REFRESH = 60.0  # seconds between readings of source titles
 
 
 def utcnow() -> datetime:
