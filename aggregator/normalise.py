@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urljoin
 
-from aggregator.sanitize import clean_html, html_to_text
+from aggregator.sanitize import clean_html, html_to_text, safe_url
 from aggregator.types import Enclosure, Entry
 from aggregator.urls import canonical_url
 
@@ -96,6 +96,7 @@ def normalise(raws: Sequence[RawEntry], feed_url: str, now: datetime) -> tuple[E
             continue
         seen.add(key)
         # an explicit xml:base wins; else the article's own address; else the feed's
+        link = safe_url(link)  # the key above keeps whatever the feed gave
         html_base = raw.base if raw.base and raw.base != feed_url else (link or feed_url)
         title = html_to_text(raw.title) if raw.title_is_html else " ".join(raw.title.split())
         published = _plausible(raw.published, now)
@@ -114,12 +115,12 @@ def normalise(raws: Sequence[RawEntry], feed_url: str, now: datetime) -> tuple[E
                     dict.fromkeys(c.strip() for c in raw.categories if c and c.strip())
                 ),
                 enclosures=tuple(
-                    Enclosure(_absolute(base, e.url) or e.url, e.type, e.length)
+                    Enclosure(url, e.type, e.length)
                     for e in raw.enclosures
-                    if e.url
+                    if (url := safe_url(_absolute(base, e.url))) is not None
                 ),
                 language=raw.language,
-                image=_absolute(html_base, raw.image),
+                image=safe_url(_absolute(html_base, raw.image)),
                 published=published or updated,
                 updated=updated,
             )

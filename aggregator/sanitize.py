@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import re
 import threading
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import nh3
 
@@ -85,3 +85,16 @@ def html_to_text(fragment: str) -> str:
 def escape(text: str) -> str:
     """Plain text as HTML (a JSON Feed's content_text, say)."""
     return html.escape(text).replace("\n", "<br>\n")
+
+
+def safe_url(url: str | None) -> str | None:
+    """An http(s) address, else None: a link, enclosure or image a reader clicks or loads must
+    never be `javascript:` or `data:`."""
+    if not url or not url.strip():
+        return None
+    url = url.strip()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        return None
+    return url if scheme in ("http", "https") else None

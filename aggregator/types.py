@@ -221,6 +221,7 @@ class Selected:
     item: Item
     also: tuple[Item, ...] = ()
     position: tuple[datetime, int] | None = None  # (first seen, item id): where paging resumes
+    opener: tuple[str, str] | None = None  # (source, key) of the item that opened its story
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,9 @@ def main() -> None:
     base = load_config(EVAL / "feeds.yaml")
     config = dataclasses.replace(
         base,
-        sources=tuple(dataclasses.replace(s, title=TITLES.get(s.id, s.title)) for s in base.sources),
+        sources=tuple(
+            dataclasses.replace(s, title=TITLES.get(s.id, s.title)) for s in base.sources
+        ),
         outputs=(
             Output("front-page", "Front page", "Every story once, led by the wires."),
             Output("middle-east", "Middle East", "Palestine, Syria and the region."),
@@ -76,13 +78,18 @@ def main() -> None:
             entries = normalise([item.raw], item.raw.link or "", now[0])
             kept = processor.keep(item.source, entries)
             storage.save_entries(item.source, kept.entries, filer=processor)
-        server = WebServer(create_app(Publisher(storage, config, clock=lambda: now[0])), "127.0.0.1", 0)
+        server = WebServer(
+            create_app(Publisher(storage, config, clock=lambda: now[0])), "127.0.0.1", 0
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         while not server.started:
             time.sleep(0.05)
         OUT.mkdir(parents=True, exist_ok=True)
-        for name, path, height in (("index", "/", 1100), ("feed-preview", "/feeds/front-page", 1500)):
+        for name, path, height in (
+            ("index", "/", 1100),
+            ("feed-preview", "/feeds/front-page", 1500),
+        ):
             target = OUT / f"{name}.png"
             subprocess.run(
                 [

@@ -197,6 +197,8 @@ BAD = {
     "/feeds/all?before=%00%ff": 400,
     "/feeds/all.atom?before=" + "9" * 200: 400,
     "/feeds/%2e%2e%2fetc%2fpasswd.atom": 404,
+    "/feeds/all.atom?before=%C2%B2.1": 400,  # a digit to str.isdigit, not to int()
+    "/feeds/all.atom?before=1.9223372036854775808": 400,  # beyond a 64-bit id
     "/feeds/all.atom?utm_source=x": 200,  # unknown parameters are ignored
 }
 

@@ -41,6 +41,8 @@ def export(
     publisher: Publisher, out: Path, progress: Callable[[str], None] | None = None
 ) -> ExportReport:
     out = out.absolute()
+    if out.is_symlink():  # a deploy link (public -> releases/N): update what it points at
+        out = out.resolve()
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a directory")
     try:

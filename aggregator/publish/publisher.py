@@ -43,7 +43,7 @@ WRITERS: dict[str, Callable[[FeedView], bytes]] = {
 }
 CACHE_SIZE = 2048  # documents kept (first pages and the archive pages readers walk)
 PREVIOUS_WALK = 25  # pages walked from the top to find an archive page's newer neighbour
-SOURCES_REFRESH = 60.0  # seconds between readings of source titles
+LOCK_STRIPES = 64  # builders of different documents rarely wait for each other
 
 
 def utcnow() -> datetime:
@@ -94,6 +94,17 @@ def make_document(body: bytes, media_type: str, **kwargs: object) -> Document:
     return Document(body, media_type, f'"{digest}"', **kwargs)  # type: ignore[arg-type]
 
 
+def _cursor(before: str | None) -> tuple[datetime, int] | None:
+    if before is None:
+        return None
+    cursor = decode_cursor(before)
+    if cursor is None:
+        raise BadRequestError(
+            f"'before' must be a paging cursor such as 1764000000000000.42, not {before[:60]!r}"
+        )
+    return cursor
+
+
 def base_url(config: Config) -> str:
     url = config.server.base_url or f"http://{config.server.host}:{config.server.port}/"
     return url if url.endswith("/") else url + "/"
@@ -124,10 +135,10 @@ class Publisher:
         self._checked = float("-inf")
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, ...], Document] = OrderedDict()
-        self._building: dict[tuple[str, ...], threading.Lock] = {}
+        self._building = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._source_titles: dict[str, str] = {}
         self._source_urls: dict[str, str] = {}
-        self._sources_read = float("-inf")
+        self._sources_revision = -2
 
     # -- freshness ------------------------------------------------------------------------------
 
@@ -170,9 +181,7 @@ class Publisher:
         found = self.cached(*key)
         if found is not None and found.revision == self.revision():
             return found
-        with self._lock:
-            building = self._building.setdefault(key, threading.Lock())
-        with building:
+        with self._building[hash(key) % LOCK_STRIPES]:
             revision = self.revision()
             found = self.cached(*key)
             if found is not None and found.revision == revision:
@@ -192,28 +201,21 @@ class Publisher:
         return publication
 
     def _sources(self) -> tuple[dict[str, str], dict[str, str]]:
-        """Source names and feed URLs: the config's titles, else the feed's own (read again at
-        most once a minute: with thousands of sources, not on every change of items)."""
-        if time.monotonic() - self._sources_read >= SOURCES_REFRESH:
+        """Source names and feed URLs: the config's titles, else the feed's own (read again
+        whenever items changed, since a source's first poll brings its title with its items)."""
+        if self._sources_revision != self._revision:
             configured = {s.id: s.title for s in self.config.sources if s.title}
             states = self.storage.sources()
             titles = {s.id: configured.get(s.id) or s.feed_title or s.title or s.id for s in states}
             titles.update(configured)
             self._source_titles = titles
             self._source_urls = {s.id: s.url for s in states}
-            self._sources_read = time.monotonic()
+            self._sources_revision = self._revision
         return self._source_titles, self._source_urls
 
     def view(self, publication: Publication, before: str | None = None) -> FeedView:
         """One page of a publication, read from storage now."""
-        cursor = None
-        if before is not None:
-            cursor = decode_cursor(before)
-            if cursor is None:
-                raise BadRequestError(
-                    f"'before' must be a paging cursor such as 1764000000000000.42, "
-                    f"not {before[:60]!r}"
-                )
+        cursor = _cursor(before)
         now = self.clock()
         rules = self.catalog.filter_of(publication)
         selected = self.storage.select_items(
@@ -221,17 +223,21 @@ class Publisher:
             publication.limit + 1,
             lambda item: rules.accepts_at(item, now),
             before=cursor,
+            shown=rules.accepts_text,
         )
         more = self.paged and len(selected) > publication.limit
         selected = selected[: publication.limit]
         titles, urls = self._sources()
-        entries = tuple(entry_view(s, self.catalog, self.base, titles, urls) for s in selected)
+        every_item = publication.filter.every_item
+        entries = tuple(
+            entry_view(s, self.catalog, self.base, titles, urls, every_item) for s in selected
+        )
         last = selected[-1].position if selected else None
         return FeedView(
             publication=publication,
             links=Links(self.base, publication),
             entries=entries,
-            before=before,
+            before=encode_cursor(cursor) if cursor is not None else None,
             next=encode_cursor(last) if more and last is not None else None,
             previous=self._previous(publication, cursor) if cursor is not None else None,
             hub=self.hub,
@@ -250,12 +256,13 @@ class Publisher:
                 publication.limit,
                 lambda item: rules.accepts_at(item, now),
                 before=page,
+                shown=rules.accepts_text,
             )
             last = selected[-1].position if len(selected) == publication.limit else None
             if last is None or last <= cursor:
-                break
+                return encode_cursor(page) if page is not None else ""
             page = last
-        return encode_cursor(page) if page is not None else ""
+        return ""  # deeper than the walk goes: back to the first page
 
     def _expires(self, publication: Publication, view: FeedView) -> datetime | None:
         max_age = publication.filter.max_age
@@ -277,17 +284,24 @@ class Publisher:
             expires = self._expires(publication, view)
             if previous is not None and previous.fingerprint == fingerprint:
                 return replace(previous, revision=revision, expires=expires)
+            # Last-Modified: the newest entry's time when first rendered (the same in every
+            # process), the time of the change when this process sees one (an entry dropping
+            # out changes no entry's time), never later than now
+            now = self.clock().replace(microsecond=0)
+            modified = min(view.updated or now, now) if previous is None else now
             return make_document(
                 write(view),
                 media_type,
-                last_modified=view.updated,
+                last_modified=modified,
                 revision=revision,
                 expires=expires,
                 fingerprint=fingerprint,
                 entries=len(view.entries),
             )
 
-        return self._build((publication.key, fmt, before or ""), make)
+        canonical = _cursor(before)
+        key = (publication.key, fmt, encode_cursor(canonical) if canonical else "")
+        return self._build(key, make)
 
     def feed(self, kind: str, publication_id: str, fmt: str, before: str | None = None) -> Document:
         publication = self.publication(kind, publication_id, fmt)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import html
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 
 from aggregator.publish.catalog import MEDIA_TYPES, Catalog, Publication
-from aggregator.sanitize import clean_html, html_to_text
+from aggregator.sanitize import clean_html, html_to_text, safe_url
 from aggregator.types import Enclosure, Item, Selected
 
 # Fixed forever: changing it would change every published id.
@@ -26,8 +27,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SUMMARY_CHARS = 400
 
 
-def entry_id(source_id: str, key: str) -> str:
-    name = source_id + "\n" + key
+def entry_id(source_id: str, key: str, story: bool = True) -> str:
+    """A story's id (from the item that opened it) differs from its items' own ids (used where
+    every item is listed), so one id never names two different entries in our feeds."""
+    name = ("story\n" if story else "") + source_id + "\n" + key
     return f"urn:uuid:{uuid.uuid5(ID_NAMESPACE, name)}"
 
 
@@ -43,13 +46,17 @@ def encode_cursor(position: tuple[datetime, int]) -> str:
     return f"{micros}.{item_id}"
 
 
+_CURSOR = re.compile(r"([0-9]{1,24})\.([0-9]{1,24})", re.ASCII)
+_MAX_ID = 2**63 - 1
+
+
 def decode_cursor(text: str) -> tuple[datetime, int] | None:
     """The position in a `before=` value, or None if it is not one."""
-    micros, dot, item_id = text.partition(".")
-    if not dot or not micros.isdigit() or not item_id.isdigit() or len(text) > 40:
+    match = _CURSOR.fullmatch(text)
+    if match is None or int(match.group(2)) > _MAX_ID:
         return None
     try:
-        return EPOCH + int(micros) * _MICROSECOND, int(item_id)
+        return EPOCH + int(match.group(1)) * _MICROSECOND, int(match.group(2))
     except OverflowError:
         return None
 
@@ -164,12 +171,17 @@ def entry_view(
     base: str,
     source_titles: dict[str, str],
     source_urls: dict[str, str],
+    every_item: bool = False,
 ) -> EntryView:
     item = selected.item
     entry = item.entry
-    opener = min((item, *selected.also), key=lambda i: i.id)
+    opener = selected.opener or (item.source_id, entry.key)
     also = tuple(
-        Also(o.entry.title or o.entry.link or "(untitled)", o.entry.link, _title(o, source_titles))
+        Also(
+            o.entry.title or o.entry.link or "(untitled)",
+            safe_url(o.entry.link),
+            _title(o, source_titles),
+        )
         for o in sorted(selected.also, key=lambda o: o.id)
     )
     body = entry.content or entry.summary
@@ -184,17 +196,17 @@ def entry_view(
     updated = max((item.changed_at, item.published, *(o.changed_at for o in selected.also)))
     title = entry.title or shorten(html_to_text(body), 80) or "(untitled)"
     return EntryView(
-        id=entry_id(opener.source_id, opener.entry.key),
+        id=entry_id(*opener, story=not every_item),
         title=title,
-        link=entry.link,
+        link=safe_url(entry.link),
         # stored HTML was sanitised when it was parsed; once more here, since what readers get
         # must be safe whatever reached the database. A title is text: escaped, never markup.
         content_html=clean_html(body) or html.escape(title),
         summary_text=shorten(html_to_text(entry.summary or entry.content)),
         authors=entry.authors,
         categories=categories(item, catalog, base),
-        enclosures=entry.enclosures,
-        image=entry.image,
+        enclosures=tuple(e for e in entry.enclosures if safe_url(e.url)),
+        image=safe_url(entry.image),
         language=entry.language,
         published=item.published,
         updated=updated,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, text
@@ -246,21 +247,35 @@ class Storage:
         limit: int,
         accept: Callable[[Item], bool] | None = None,
         before: tuple[datetime, int] | None = None,
+        shown: Callable[[Item], bool] | None = None,
     ) -> list[Selected]:
         """The newest items of a selection, for a feed or a digest: by default one per story
         (its lead when the lead is selected too, else the story's first selected item), each
         with the story's other items; `accept` is a further test (an output's terms, say).
 
         An entry's place is its story's newest selected item (`Selected.position`); `before`
-        continues after the last entry of a previous page, leaving out stories shown there.
-        Reads pages of candidates until `limit` entries are found or the items run out.
+        continues after the last entry of a previous page, leaving out stories that had a place
+        there. Whether a newer item was shown is judged by `shown` (default: `accept`) and the
+        selection without its time bound, so an item that aged out since cannot bring its story
+        back. Reads pages of candidates until `limit` entries are found or the items run out.
         """
 
         def wanted(item: Item) -> bool:
             return selection.matches(item) and (accept is None or accept(item))
 
+        timeless = replace(selection, seen_since=None)
+        was_shown = shown or accept
+
+        def shown_before(item: Item, cursor: tuple[datetime, int]) -> bool:
+            return (
+                (item.first_seen_at, item.id) >= cursor
+                and timeless.matches(item)
+                and (was_shown is None or was_shown(item))
+            )
+
         chosen: dict[int, Item] = {}  # story (or item) -> the entry shown for it
         leads: dict[int, int | None] = {}
+        openers: dict[int, tuple[str, str] | None] = {}
         places: dict[int, tuple[datetime, int]] = {}
         order: list[int] = []
         earlier: set[int] = set()  # stories that had their place on an earlier page
@@ -271,7 +286,8 @@ class Storage:
             while True:
                 batch = items.select_page(conn, selection, page, cursor)
                 fresh: list[int] = []
-                for item, lead in batch:
+                for found in batch:
+                    item = found.item
                     if accept is not None and not accept(item):
                         continue
                     key = (
@@ -280,24 +296,22 @@ class Storage:
                     if key in earlier:
                         continue
                     if key not in chosen:
-                        chosen[key], leads[key] = item, lead
+                        chosen[key], leads[key], openers[key] = item, found.lead, found.opener
                         places[key] = (item.first_seen_at, item.id)
                         order.append(key)
                         fresh.append(key)
-                    elif item.id == lead:  # the lead takes its story's place
+                    elif item.id == found.lead:  # the lead takes its story's place
                         chosen[key] = item
                 if before is not None and fresh:
-                    found = items.story_members(conn, [-key for key in fresh if key < 0])
-                    members.update(found)
+                    stories_found = items.story_members(conn, [-key for key in fresh if key < 0])
+                    members.update(stories_found)
                     for key in fresh:
-                        if key < 0 and any(
-                            (m.first_seen_at, m.id) >= before and wanted(m) for m in found[-key]
-                        ):
+                        if key < 0 and any(shown_before(m, before) for m in stories_found[-key]):
                             earlier.add(key)
                     order = [key for key in order if key not in earlier]
                 if len(order) >= limit or len(batch) < page:
                     break
-                last = batch[-1][0]
+                last = batch[-1].item
                 cursor = (last.first_seen_at, last.id)
             order = order[:limit]
             missing = [-key for key in order if key < 0 and -key not in members]
@@ -313,7 +327,14 @@ class Storage:
         for key in order:
             item = chosen[key]
             others = members.get(item.story_id or 0, []) if key < 0 else []
-            result.append(Selected(item, tuple(o for o in others if o.id != item.id), places[key]))
+            result.append(
+                Selected(
+                    item,
+                    tuple(o for o in others if o.id != item.id),
+                    places[key],
+                    openers[key] if key < 0 else None,
+                )
+            )
         return result
 
     def revision(self) -> int:

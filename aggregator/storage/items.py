@@ -195,7 +195,17 @@ def save(
                 changed_filings.append((item_id, filing))
         else:
             unchanged.append(item_id)
+    # ids follow publication: a feed lists its newest entry first, and items first seen
+    # together are ordered by id, so the oldest goes in first (undated ones last, newest first)
+    in_batch_order = [row["key"] for row in inserts]
+    order = sorted(
+        range(len(inserts)),
+        key=lambda n: (inserted[n][0].published is None, inserted[n][0].published or now, -n),
+    )
+    inserts = [inserts[n] for n in order]
+    inserted = [inserted[n] for n in order]
     new: list[int] = []
+    reported: list[int] = []
     if inserts and before_insert is not None:
         before_insert()  # the story lock: taken only by saves that add items
     if inserts:
@@ -206,6 +216,7 @@ def save(
             for row in conn.execute(items.insert().returning(items.c.id, items.c.key), inserts)
         }
         new = [ids[row["key"]] for row in inserts]
+        reported = [ids[key] for key in in_batch_order]
         _set_topics(conn, [(i, f) for i, (_, f) in zip(new, inserted, strict=True)], False)
     if changes:
         conn.execute(  # one filer for the call: every row sets the same columns
@@ -222,7 +233,7 @@ def save(
         NewItem(item_id, source_id, entry, filing, now)
         for item_id, (entry, filing) in zip(new, inserted, strict=True)
     ]
-    return SaveReport(tuple(new), tuple(changed), len(unchanged)), fresh
+    return SaveReport(tuple(reported), tuple(changed), len(unchanged)), fresh
 
 
 def prune(conn: Connection, older_than: datetime, now: datetime) -> int:
@@ -369,13 +380,22 @@ def refile(conn: Connection, filings: Sequence[tuple[int, Filing]]) -> None:
     _set_topics(conn, filings, True)
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """An item a selection found, with its story's lead and the (source, key) that opened it."""
+
+    item: Item
+    lead: int | None
+    opener: tuple[str, str] | None
+
+
 def select_page(
     conn: Connection, selection: Selection, limit: int, before: tuple[datetime, int] | None
-) -> list[tuple[Item, int | None]]:
+) -> list[Candidate]:
     """Items matching the selection's sections, sources and topics, newest first by when they
     were first seen, with their story's lead; `before` continues after the last one returned."""
     query = (
-        select(items, stories.c.primary_item_id)
+        select(items, stories.c.primary_item_id, stories.c.first_source_id, stories.c.first_key)
         .outerjoin(stories, stories.c.id == items.c.story_id)
         .order_by(items.c.first_seen_at.desc(), items.c.id.desc())
         .limit(limit)
@@ -402,7 +422,14 @@ def select_page(
             | ((items.c.first_seen_at == moment) & (items.c.id < item_id))
         )
     rows = conn.execute(query).all()
-    return list(zip(_with_topics(conn, rows), (r.primary_item_id for r in rows), strict=True))
+    return [
+        Candidate(
+            item,
+            row.primary_item_id,
+            (row.first_source_id, row.first_key) if row.first_key is not None else None,
+        )
+        for item, row in zip(_with_topics(conn, rows), rows, strict=True)
+    ]
 
 
 def story_members(conn: Connection, story_ids: Sequence[int]) -> dict[int, list[Item]]:

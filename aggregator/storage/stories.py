@@ -138,6 +138,7 @@ def link(
             [{"primary_item_id": i, "created_at": now, "updated_at": now} for i in opening],
         )
         by_lead = {row.primary_item_id: row.id for row in created}
+        _mark_opened(conn, list(by_lead.values()))
         for group, ids in members.items():
             lead = group[1] if group[0] == "stored" else ids[0]
             if group[0] != "story" and lead in by_lead:
@@ -267,9 +268,35 @@ def settle_leads(conn: Connection, story_ids: Iterable[int], now: datetime) -> N
             )
 
 
+def _mark_opened(conn: Connection, story_ids: Sequence[int]) -> None:
+    """Record each new story's opener (its lead when it is made: its lowest item)."""
+    ids = list(story_ids)
+    opener = items.alias("opener")
+
+    def of_lead(column: str) -> Any:
+        return (
+            select(opener.c[column])
+            .where(opener.c.id == stories.c.primary_item_id)
+            .scalar_subquery()
+        )
+
+    for start in range(0, len(ids), _CHUNK):
+        conn.execute(
+            update(stories)
+            .where(stories.c.id.in_(ids[start : start + _CHUNK]))
+            .values(first_source_id=of_lead("source_id"), first_key=of_lead("key"))
+        )
+
+
 def detach(conn: Connection, item_id: int, now: datetime) -> int | None:
-    """Split an item off into a story of its own, for good (an editor undoing a wrong merge)."""
-    old = conn.execute(select(items.c.story_id).where(items.c.id == item_id)).first()
+    """Split an item off into a story of its own, for good (an editor undoing a wrong merge).
+
+    The item keeps its own published id; if it had opened its old story, that story takes the id
+    of its next item, so that two entries never share one.
+    """
+    old = conn.execute(
+        select(items.c.story_id, items.c.source_id, items.c.key).where(items.c.id == item_id)
+    ).first()
     if old is None:
         return None
     story_id = int(
@@ -279,6 +306,7 @@ def detach(conn: Connection, item_id: int, now: datetime) -> int | None:
             .returning(stories.c.id)
         ).scalar_one()
     )
+    _mark_opened(conn, [story_id])
     conn.execute(
         update(items)
         .where(items.c.id == item_id)
@@ -286,6 +314,29 @@ def detach(conn: Connection, item_id: int, now: datetime) -> int | None:
     )
     if old.story_id is not None:
         tidy(conn, now)
+        opened = conn.execute(
+            select(stories.c.first_source_id, stories.c.first_key).where(
+                stories.c.id == old.story_id
+            )
+        ).first()
+        if opened is not None and (opened.first_source_id, opened.first_key) == (
+            old.source_id,
+            old.key,
+        ):
+            successor = (
+                select(items.c.source_id, items.c.key)
+                .where(items.c.story_id == old.story_id)
+                .order_by(items.c.id)
+                .limit(1)
+            ).subquery()
+            conn.execute(
+                update(stories)
+                .where(stories.c.id == old.story_id)
+                .values(
+                    first_source_id=select(successor.c.source_id).scalar_subquery(),
+                    first_key=select(successor.c.key).scalar_subquery(),
+                )
+            )
         settle_leads(conn, [old.story_id], now)
     return story_id
 

@@ -102,6 +102,9 @@ stories = Table(
     Column("primary_item_id", BigId),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # the item that opened the story: its published id is the story's, even once it is pruned
+    Column("first_source_id", String(64)),
+    Column("first_key", Text),
 )
 
 items = Table(
