@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -35,3 +36,13 @@ def rss(name: str, count: int, start: int = 0, extra: str = "") -> bytes:
         f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>{name}</title>'
         f"<link>https://{name}.example/</link><description>d</description>{items}</channel></rss>"
     ).encode()
+
+
+# Markup that must never survive sanitising: script-bearing tags, event handlers, script URLs.
+UNSAFE = re.compile(
+    r"<\s*(script|style|iframe|frame|object|embed|applet|form|meta|link|base)\b"
+    r"|\son\w+\s*="
+    r"|(java|vb)script\s*:"
+    r"|expression\s*\(",
+    re.IGNORECASE,
+)

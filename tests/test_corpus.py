@@ -23,6 +23,7 @@ from aggregator.parse import ParsedFeed, parse_document
 from aggregator.sanitize import html_to_text
 from aggregator.types import Entry
 from tests.conftest import ROOT
+from tests.support import UNSAFE
 
 CORPUS = ROOT.parent / "shared" / "corpus"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -44,13 +45,6 @@ MODELLED = {
 }
 MODELLED_PARTS = {"content": {"value"}, "enclosures": {"href", "type", "length"}, "tags": {"term"}}
 _FIELD = re.compile(r"entries\[\d+\]\['(\w+)'\](?:\[\d+\]\['(\w+)'\])?")
-UNSAFE = re.compile(
-    r"<\s*(script|style|iframe|frame|object|embed|applet|form|meta|link|base)\b"
-    r"|\son\w+\s*="
-    r"|(java|vb)script\s*:"
-    r"|expression\s*\(",
-    re.IGNORECASE,
-)
 
 
 @dataclass(frozen=True)

@@ -32,17 +32,10 @@ from aggregator.refile import recategorise
 from aggregator.storage import Storage
 from tests.conftest import ROOT
 from tests.publishing import BASE, START, WIRE, entry, fill, newsroom
-from tests.support import Clock
+from tests.support import UNSAFE, Clock
 
 SCHEMAS = ROOT.parent / "shared" / "schemas"
 ATOM = "{http://www.w3.org/2005/Atom}"
-UNSAFE = re.compile(
-    r"<\s*(script|style|iframe|frame|object|embed|applet|form|meta|link|base)\b"
-    r"|\son\w+\s*="
-    r"|(java|vb)script\s*:"
-    r"|expression\s*\(",
-    re.IGNORECASE,
-)
 needs_schemas = pytest.mark.skipif(not SCHEMAS.is_dir(), reason=f"{SCHEMAS} is absent")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
-import os
 import re
 import signal
 import subprocess
@@ -39,7 +38,7 @@ from aggregator.web import WebServer, create_app
 from tests.feedserver import FeedServer, Reply
 from tests.publishing import BASE, entry, fill, newsroom
 from tests.support import Clock
-from tests.test_service import free_port
+from tests.test_service import Running, free_port
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 
@@ -393,22 +392,10 @@ storage: {url: 'sqlite:///DB'}
 """
 
 
-def _command(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "aggregator", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[str]) -> None:
+def _wait_for_port(port: int, service: Running) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        assert service.process.poll() is None, "\n".join(service.seen)
         try:
             Client(port).request("/")
             return
@@ -434,15 +421,14 @@ def test_aggregator_web_keeps_its_etags_across_restarts_and_export_writes_files(
     storage.close()
     seen = []
     for _ in range(2):
-        process = _command("web", "-c", str(path), cwd=tmp_path)
+        service = Running(["web", "-c", str(path)], cwd=tmp_path)
         try:
-            _wait_for_port(port, process)
+            _wait_for_port(port, service)
             answer = Client(port).request("/feeds/all.atom")
             assert answer.status == 200
             seen.append((answer.headers["etag"], answer.body))
         finally:
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=30) == 0
+            assert service.stop(signal.SIGTERM) == 0
     assert seen[0] == seen[1]
     done = subprocess.run(
         [

@@ -69,34 +69,26 @@ class Catalog:
         ]
         if config.publishing.section_feeds:
             found += [
-                Publication(
-                    Kind.SECTIONS,
-                    section.id,
-                    section.title,
-                    section.description,
-                    Filter(sections=(section.id,)),
-                    defaults.limit,
-                    defaults.formats,
+                self._automatic(
+                    Kind.SECTIONS, s.id, s.title, s.description, Filter(sections=(s.id,))
                 )
-                for section in config.sections
+                for s in config.sections
             ]
         if config.publishing.topic_feeds:
             found += [
-                Publication(
-                    Kind.TOPICS,
-                    topic.id,
-                    topic.title,
-                    topic.description,
-                    Filter(topics=(topic.id,)),
-                    defaults.limit,
-                    defaults.formats,
-                )
-                for topic in config.topics
+                self._automatic(Kind.TOPICS, t.id, t.title, t.description, Filter(topics=(t.id,)))
+                for t in config.topics
             ]
         self._by_key = {(p.kind, p.id): p for p in found}
         self._filters = {p.key: ItemFilter(p.filter) for p in found}
         self.section_titles = {s.id: s.title for s in config.sections}
         self.topic_titles = {t.id: t.title for t in config.topics}
+
+    def _automatic(
+        self, kind: Kind, pid: str, title: str, description: str, rules: Filter
+    ) -> Publication:
+        defaults = self.config.defaults
+        return Publication(kind, pid, title, description, rules, defaults.limit, defaults.formats)
 
     def __iter__(self) -> Iterator[Publication]:
         return iter(self._by_key.values())
