@@ -16,14 +16,17 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Any
 
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -83,16 +86,29 @@ def _not_modified(request: Request, document: Document, etag: str) -> bool:
     return False
 
 
+_DATE: list[Any] = [0, ""]  # the current second and its HTTP date, made once a second
+
+
+def _http_date() -> tuple[int, str]:
+    now = int(time.time())
+    if _DATE[0] != now:
+        _DATE[:] = [now, formatdate(now, usegmt=True)]
+    return now, _DATE[1]
+
+
 def respond(request: Request, document: Document, max_age: int) -> Response:
     gz = _accepts_gzip(request)
     etag = document.gzip_etag if gz else document.etag
+    now, date = _http_date()
     headers = {
+        "Date": date,
         "ETag": etag,
         "Cache-Control": f"public, max-age={max_age}",
         "Vary": "Accept-Encoding",
     }
-    if document.last_modified is not None:
-        headers["Last-Modified"] = format_datetime(document.last_modified, usegmt=True)
+    if document.last_modified is not None:  # never later than Date (RFC 9110 8.8.2.1)
+        late = document.last_modified.timestamp() > now
+        headers["Last-Modified"] = date if late else document.http_last_modified
     if _not_modified(request, document, etag):
         return Response(status_code=304, headers=headers)
     if gz:
@@ -105,9 +121,12 @@ def create_app(publisher: Publisher, *, refresh: float = 1.0) -> Starlette:
     """The app for one publisher; `refresh` is how often the revision counter is read."""
     max_age = int(publisher.config.publishing.cache_max_age.total_seconds())
 
-    def page(status: int, heading: str, message: str) -> Response:
+    def page(
+        status: int, heading: str, message: str, headers: dict[str, str] | None = None
+    ) -> Response:
         body = publisher.error(status, heading, message)
-        return Response(body, status_code=status, media_type=HTML)
+        headers = {"Date": _http_date()[1], "Cache-Control": "no-store", **(headers or {})}
+        return Response(body, status_code=status, media_type=HTML, headers=headers)
 
     async def serve(
         request: Request, key: tuple[str, ...], build: Callable[[], Document]
@@ -163,6 +182,13 @@ def create_app(publisher: Publisher, *, refresh: float = 1.0) -> Starlette:
     async def not_found(request: Request, _exc: Exception) -> Response:
         return page(404, "Not found", f"nothing is published at {request.url.path}.")
 
+    async def refused(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 400)
+        if status == 404:
+            return await not_found(request, exc)
+        headers = dict(getattr(exc, "headers", None) or {})  # `Allow` for a 405
+        return page(status, "Not allowed", f"{request.method} is not answered here.", headers)
+
     async def failed(request: Request, _exc: Exception) -> Response:
         log.exception("error answering %s", request.url.path)
         return page(500, "Something went wrong", "The error was logged; try again later.")
@@ -185,6 +211,7 @@ def create_app(publisher: Publisher, *, refresh: float = 1.0) -> Starlette:
     ]
     handlers: dict[int | type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
         404: not_found,
+        HTTPException: refused,
         Exception: failed,
     }
     return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
@@ -213,7 +240,7 @@ class WebServer:
             loop="uvloop",
             lifespan="on",
             server_header=False,
-            date_header=True,
+            date_header=False,  # `respond` sends Date, so that Last-Modified is never later
         )
         self.server = uvicorn.Server(self.config)
 

@@ -48,6 +48,7 @@ class Answer:
     status: int
     headers: dict[str, str]
     body: bytes
+    raw: list[tuple[str, str]]
 
 
 class Client:
@@ -62,7 +63,8 @@ class Client:
             conn.request(method, path, headers={k.replace("_", "-"): v for k, v in headers.items()})
             response = conn.getresponse()
             body = response.read()
-            return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+            raw = response.getheaders()
+            return Answer(response.status, {k.lower(): v for k, v in raw}, body, raw)
         finally:
             conn.close()
 
@@ -122,8 +124,10 @@ def test_every_document_has_its_type_a_strong_etag_and_caching_headers(client: C
         assert answer.headers["cache-control"] == "public, max-age=300"
         assert answer.headers["vary"] == "Accept-Encoding"
         assert int(answer.headers["content-length"]) == len(answer.body) > 0
-    modified = client.request("/feeds/all.atom").headers["last-modified"]
-    assert parsedate_to_datetime(modified).year == 2026
+    answer = client.request("/feeds/all.atom")
+    modified = parsedate_to_datetime(answer.headers["last-modified"])
+    assert modified.year == 2026 and modified <= parsedate_to_datetime(answer.headers["date"])
+    assert [name.lower() for name, _ in answer.raw].count("date") == 1
 
 
 def test_conditional_requests_are_answered_with_304(client: Client) -> None:
@@ -209,7 +213,10 @@ def test_unknown_addresses_are_404_and_bad_parameters_400_never_500(client: Clie
         if status != 200:
             assert answer.headers["content-type"] == "text/html; charset=utf-8"
             assert b"See every feed this site publishes" in answer.body
-    assert client.request("/feeds/all.atom", "POST").status == 405
+    posted = client.request("/feeds/all.atom", "POST")
+    assert posted.status == 405 and posted.headers["allow"] == "GET, HEAD"
+    for answer in (posted, client.request("/nothing")):
+        assert "date" in answer.headers and answer.headers["cache-control"] == "no-store"
 
 
 def test_new_items_reach_the_feed_without_a_restart(

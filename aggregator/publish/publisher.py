@@ -19,6 +19,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from email.utils import format_datetime
+from functools import cached_property
 
 from aggregator.config import Config
 from aggregator.exceptions import BadRequestError, NotPublishedError
@@ -62,6 +64,10 @@ class Document:
     expires: datetime | None = None  # when an entry ages out of a max_age filter
     fingerprint: str = ""  # of the view it was rendered from
     entries: int = 0
+
+    @cached_property
+    def http_last_modified(self) -> str:
+        return format_datetime(self.last_modified, usegmt=True) if self.last_modified else ""
 
     @property
     def gzipped(self) -> bytes:
