@@ -214,7 +214,8 @@ def test_unknown_addresses_are_404_and_bad_parameters_400_never_500(client: Clie
             assert answer.headers["content-type"] == "text/html; charset=utf-8"
             assert b"See every feed this site publishes" in answer.body
     posted = client.request("/feeds/all.atom", "POST")
-    assert posted.status == 405 and posted.headers["allow"] == "GET, HEAD"
+    assert posted.status == 405
+    assert {m.strip() for m in posted.headers["allow"].split(",")} == {"GET", "HEAD"}
     for answer in (posted, client.request("/nothing")):
         assert "date" in answer.headers and answer.headers["cache-control"] == "no-store"
 
