@@ -524,6 +524,92 @@ def export_command(config_path: Path, out: Path) -> None:
     click.echo(f"wrote {report.files} files ({report.bytes:,} bytes) to {report.out}")
 
 
+@cli.group()
+def digest() -> None:
+    """E-mail digests: preview what the next one holds, list their state."""
+
+
+def _digest(config: Config, digest_id: str) -> Any:
+    found = next((d for d in config.digests if d.id == digest_id), None)
+    if found is None:
+        known = ", ".join(d.id for d in config.digests) or "none"
+        raise click.ClickException(f"no digest {digest_id!r} in the config (known: {known})")
+    return found
+
+
+@digest.command("preview")
+@config_option
+@click.argument("digest_id", metavar="ID")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the HTML (or with --text the text) to this file instead of standard output.",
+)
+@click.option("--text", "as_text", is_flag=True, help="The plain-text part instead of the HTML.")
+def digest_preview(config_path: Path, digest_id: str, out: Path | None, as_text: bool) -> None:
+    """Render the digest ID from the items stored now, as it would go out, without sending."""
+    from aggregator.digest.compose import compose
+    from aggregator.digest.periods import current
+    from aggregator.digest.render import render_digest
+
+    config = _load(config_path)
+    chosen = _digest(config, digest_id)
+    with _opened(config) as storage:
+        runs = storage.digest_runs(chosen.id, limit=1)
+        period = current(chosen, datetime.now(UTC), runs[0] if runs else None)
+        view = compose(storage, config, chosen, period)
+    rendered = render_digest(view, f"your address is on the list of {chosen.title}")
+    data = (rendered.text if as_text else rendered.html).encode("utf-8")
+    if out:
+        out.write_bytes(data)
+        click.echo(
+            f"wrote {out}: {rendered.subject!r}, {view.count} stories "
+            f"({view.total} new since {view.period.start:%Y-%m-%d %H:%M} UTC)"
+        )
+    else:
+        sys.stdout.buffer.write(data)
+
+
+@digest.command("list")
+@config_option
+def digest_list(config_path: Path) -> None:
+    """Every digest: its schedule, last period and how it went, and when it runs next."""
+    from aggregator.digest.periods import next_run
+    from aggregator.types import DeliveryStatus
+
+    config = _load(config_path)
+    now = datetime.now(UTC)
+    rows = [("digest", "schedule", "last period", "state", "sent", "failed", "next run")]
+    failures: list[str] = []
+    with _opened(config) as storage:
+        for chosen in config.digests:
+            runs = storage.digest_runs(chosen.id, limit=1)
+            last = runs[0] if runs else None
+            sent = failed = 0
+            if last is not None:
+                for delivery in storage.deliveries(last.id):
+                    if delivery.status is DeliveryStatus.SENT:
+                        sent += 1
+                    else:
+                        failed += 1
+                        failures.append(f"{chosen.id}: {delivery.recipient}: {delivery.error}")
+            rows.append(
+                (
+                    chosen.id,
+                    f"{chosen.schedule} ({chosen.timezone or 'UTC'})",
+                    f"{_when(last.period_start)} to {_when(last.period_end)}" if last else "-",
+                    last.status.value if last else "never sent",
+                    str(sent),
+                    str(failed),
+                    _when(next_run(chosen, now)),
+                )
+            )
+    _print_table(rows)
+    for line in failures:
+        click.echo(f"failed: {line}")
+
+
 def main() -> None:
     """Entry point: aggregator errors become one clear line and exit 1, not a traceback."""
     try:

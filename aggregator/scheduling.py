@@ -75,6 +75,23 @@ def next_fire_time(expression: str, timezone: tzinfo | str, after: datetime) -> 
     return fire
 
 
+def last_fire_time(expression: str, timezone: tzinfo | str, until: datetime) -> datetime | None:
+    """When a crontab schedule last fired at or before `until` (aware); None if not within a
+    year and a day. Looks back in growing windows, so a minutely schedule costs one step."""
+    trigger = cron_trigger(expression, timezone)
+    window = timedelta(minutes=1)
+    while window <= timedelta(days=367):
+        fire: datetime | None = trigger.get_next_fire_time(None, until - window)
+        found = None
+        while fire is not None and fire <= until:
+            found = fire
+            fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+        if found is not None:
+            return found
+        window *= 2
+    return None
+
+
 class Ticker:
     """A background scheduler that calls functions at fixed intervals, one run of each at a time."""
 

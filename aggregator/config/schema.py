@@ -29,6 +29,8 @@ from aggregator import scheduling
 from aggregator.process.terms import path_problem, term_problem
 
 _FROZEN = ConfigDict(extra="forbid", str_strip_whitespace=True)
+# for types with an aliased key (`from`), so that the loader can fill in defaults by field name
+_FROZEN_ALIASED = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
 FORMATS = ("atom", "rss", "json")
 EXTRA_KEY = ("extra_forbidden", "unexpected_keyword_argument")
 TOPIC_FIELDS = ("title", "summary", "content", "categories")
@@ -344,7 +346,7 @@ class Output:
     )
 
 
-@dataclass(frozen=True, config=_FROZEN)
+@dataclass(frozen=True, config=_FROZEN_ALIASED)
 class Digest:
     """An e-mail sent on a schedule with what is new since the last one."""
 
@@ -358,6 +360,19 @@ class Digest:
     output: Id | None = _doc("Take the items of this output (give `output` or `filter`).", None)
     filter: Filter | None = _doc("Or choose the items here.", None)
     recipients: tuple[Email, ...] = _doc("Addresses that always get this digest.", ())
+    max_items: int = _doc("Most stories in one e-mail (the newest are kept).", 50, ge=1, le=500)
+    group_by: Literal["section", "topic", "source", "none"] = _doc(
+        "How stories are grouped under headings.", "section"
+    )
+    subject: str = _doc(
+        "Subject line; {title}, {count} (stories) and {date} (the period's end) are filled in.",
+        "{title}: {count} new, {date}",
+    )
+    sender: Email | None = _doc(
+        "Address it comes from; `smtp.from` when not given.", None, alias="from"
+    )
+    reply_to: Email | None = _doc("Address replies go to.", None)
+    skip_empty: bool = _doc("`false` sends an e-mail even when nothing is new.", True)
 
     def __post_init__(self) -> None:
         if (self.output is None) == (self.filter is None):

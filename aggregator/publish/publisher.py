@@ -111,6 +111,15 @@ def _cursor(before: str | None) -> tuple[datetime, int] | None:
     return cursor
 
 
+def source_names(storage: Storage, config: Config) -> tuple[dict[str, str], dict[str, str]]:
+    """Each source's name (the config's title, else the feed's own, else its id) and feed URL."""
+    configured = {s.id: s.title for s in config.sources if s.title}
+    states = storage.sources()
+    titles = {s.id: configured.get(s.id) or s.feed_title or s.title or s.id for s in states}
+    titles.update(configured)
+    return titles, {s.id: s.url for s in states}
+
+
 def base_url(config: Config) -> str:
     url = config.server.base_url or f"http://{config.server.host}:{config.server.port}/"
     return url if url.endswith("/") else url + "/"
@@ -210,12 +219,7 @@ class Publisher:
         """Source names and feed URLs: the config's titles, else the feed's own (read again
         whenever items changed, since a source's first poll brings its title with its items)."""
         if self._sources_revision != self._revision:
-            configured = {s.id: s.title for s in self.config.sources if s.title}
-            states = self.storage.sources()
-            titles = {s.id: configured.get(s.id) or s.feed_title or s.title or s.id for s in states}
-            titles.update(configured)
-            self._source_titles = titles
-            self._source_urls = {s.id: s.url for s in states}
+            self._source_titles, self._source_urls = source_names(self.storage, self.config)
             self._sources_revision = self._revision
         return self._source_titles, self._source_urls
 

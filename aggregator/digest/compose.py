@@ -1,0 +1,117 @@
+"""What goes in a digest: the stories first seen in its period, one entry per story, grouped.
+
+A story counts for the period in which it was first seen: one whose first item came in an earlier
+period was in that period's digest, so a later copy adds it to "also reported by" there, not a
+second time here. Entries are the publishing view (`EntryView`): the same ids, links, summaries
+and other sources as the feeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from aggregator.config import Config, Digest, Filter
+from aggregator.digest.periods import Period
+from aggregator.process.filters import ItemFilter
+from aggregator.publish.catalog import Catalog
+from aggregator.publish.publisher import base_url, source_names
+from aggregator.publish.view import EntryView, entry_view
+from aggregator.storage import Storage
+from aggregator.types import Selected
+
+SCAN_LIMIT = 500  # stories read per period; more than any digest shows
+
+
+@dataclass(frozen=True)
+class Group:
+    title: str
+    entries: tuple[EntryView, ...]
+
+
+@dataclass(frozen=True)
+class DigestView:
+    digest: Digest
+    period: Period
+    groups: tuple[Group, ...]
+    count: int  # stories shown
+    total: int  # stories new in the period (more than `count` when max_items cut)
+    sources: int  # distinct sources of the shown stories and their copies
+    base: str
+    site_title: str
+
+    @property
+    def entries(self) -> tuple[EntryView, ...]:
+        return tuple(e for g in self.groups for e in g.entries)
+
+
+def digest_filter(config: Config, digest: Digest) -> Filter:
+    if digest.filter is not None:
+        return digest.filter
+    output = next(o for o in config.outputs if o.id == digest.output)
+    return output.filter
+
+
+def _new_in(period: Period, selected: Selected) -> bool:
+    return all(o.first_seen_at >= period.start for o in selected.also)
+
+
+def compose(storage: Storage, config: Config, digest: Digest, period: Period) -> DigestView:
+    rules = ItemFilter(digest_filter(config, digest))
+    selection = replace(rules.selection, seen_since=period.start)
+    found = storage.select_items(
+        selection,
+        SCAN_LIMIT,
+        lambda item: item.first_seen_at < period.end and rules.accepts_at(item, period.end),
+    )
+    fresh = [s for s in found if _new_in(period, s)]
+    shown = fresh[: digest.max_items]
+    catalog = Catalog(config)
+    base = base_url(config)
+    titles, urls = source_names(storage, config)
+    entries = [
+        entry_view(s, catalog, base, titles, urls, rules.selection.every_item) for s in shown
+    ]
+    groups = _group(digest, config, entries)
+    sources = {s.item.source_id for s in shown} | {o.source_id for s in shown for o in s.also}
+    return DigestView(
+        digest,
+        period,
+        groups,
+        len(shown),
+        len(fresh),
+        len(sources),
+        base,
+        config.publishing.title,
+    )
+
+
+def _group(digest: Digest, config: Config, entries: Sequence[EntryView]) -> tuple[Group, ...]:
+    if digest.group_by == "none":
+        return (Group("", tuple(entries)),) if entries else ()
+    buckets: dict[str, list[EntryView]] = {}
+    for entry in entries:
+        buckets.setdefault(_heading(digest, config, entry), []).append(entry)
+    order = _order(digest, config)
+    ranked = sorted(buckets, key=lambda title: (order.get(title, len(order)), title))
+    return tuple(Group(title, tuple(buckets[title])) for title in ranked)
+
+
+def _heading(digest: Digest, config: Config, entry: EntryView) -> str:
+    if digest.group_by == "source":
+        return entry.source_title
+    scheme = "sections/" if digest.group_by == "section" else "topics/"
+    labels = [c.label for c in entry.categories if c.scheme.endswith(scheme)]
+    if digest.group_by == "topic":
+        order = _order(digest, config)
+        labels.sort(key=lambda label: order.get(label, len(order)))
+    return labels[0] if labels else "Other news"
+
+
+def _order(digest: Digest, config: Config) -> dict[str, int]:
+    """Headings in the order editors declared them in feeds.yaml."""
+    if digest.group_by == "section":
+        return {s.title: n for n, s in enumerate(config.sections)}
+    if digest.group_by == "topic":
+        return {t.title: n for n, t in enumerate(config.topics)}
+    return {}
