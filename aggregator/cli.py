@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -571,6 +572,72 @@ def digest_preview(config_path: Path, digest_id: str, out: Path | None, as_text:
         sys.stdout.buffer.write(data)
 
 
+@digest.command("send")
+@config_option
+@click.argument("digest_id", metavar="ID")
+@click.option("--dry-run", is_flag=True, help="Show what would go to whom; send nothing.")
+@click.option(
+    "--to",
+    "only_to",
+    metavar="ADDRESS",
+    help="Send one copy to this address only (a test: no period is recorded).",
+)
+def digest_send(config_path: Path, digest_id: str, dry_run: bool, only_to: str | None) -> None:
+    """Send the digest ID now: what is new since its last period (or finish a run that was
+    cut off), to every recipient who has not had it."""
+    from aggregator.digest.compose import compose
+    from aggregator.digest.dispatch import Dispatcher, signer_for
+    from aggregator.digest.periods import current
+    from aggregator.digest.send import Mailer
+    from aggregator.poll import worker_id
+    from aggregator.types import RunStatus
+
+    config = _load(config_path)
+    chosen = _digest(config, digest_id)
+    with _opened(config) as storage:
+        dispatcher = Dispatcher(
+            storage, config, signer_for(config), lambda: Mailer(config.smtp), worker_id()
+        )
+        runs = storage.digest_runs(chosen.id, limit=1)
+        last = runs[0] if runs else None
+        period = current(chosen, datetime.now(UTC), last)
+        if last is not None and last.status is RunStatus.SENDING:
+            period = replace(period, start=last.period_start, end=last.period_end)
+        if dry_run or only_to:
+            view = compose(storage, config, chosen, period)
+            recipients = dispatcher.recipients(chosen)
+            click.echo(
+                f"{chosen.id}: {view.count} stories from {_when(period.start)} to "
+                f"{_when(period.end)} UTC"
+            )
+            if only_to:
+                if not dispatcher.send_test(chosen, view, only_to):
+                    raise click.ClickException(f"the test copy to {only_to} was not sent")
+                click.echo(f"sent a test copy to {only_to}")
+                return
+            done = set()
+            if last is not None and last.status is RunStatus.SENDING:
+                done = storage.delivered_recipients(last.id)
+            for address, subscribed in recipients:
+                how = "subscriber" if subscribed else "recipient in feeds.yaml"
+                state = "already sent" if address in done else "would be sent"
+                click.echo(f"  {address} ({how}): {state}")
+            click.echo(f"{len(recipients)} recipients; nothing was sent (--dry-run)")
+            return
+        report = dispatcher.run(chosen, period)
+    if report is None:
+        raise click.ClickException(
+            f"{chosen.id}: another worker is sending this period, or it has no sender "
+            "(set `from` or `smtp.from`)"
+        )
+    click.echo(
+        f"{chosen.id}: {report.stories} stories; {report.sent} sent, {report.failed} refused, "
+        f"{report.pending} to retry, of {report.recipients} recipients"
+    )
+    if report.failed or report.pending:
+        raise SystemExit(1)
+
+
 @digest.command("list")
 @config_option
 def digest_list(config_path: Path) -> None:
@@ -593,7 +660,11 @@ def digest_list(config_path: Path) -> None:
                         sent += 1
                     else:
                         failed += 1
-                        failures.append(f"{chosen.id}: {delivery.recipient}: {delivery.error}")
+                        how = "refused" if delivery.status is DeliveryStatus.REFUSED else "to retry"
+                        failures.append(
+                            f"{chosen.id}: {delivery.recipient} ({how}, {delivery.attempts} "
+                            f"attempts): {delivery.error}"
+                        )
             rows.append(
                 (
                     chosen.id,

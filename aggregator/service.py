@@ -11,12 +11,15 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
 from aggregator import __version__
 from aggregator.config import Config, load_config
+from aggregator.digest.dispatch import Dispatcher, signer_for
+from aggregator.digest.send import Mailer
+from aggregator.digest.subscriptions import Subscriptions
 from aggregator.fetch import Fetcher
 from aggregator.poll import Poller, make_fetcher
 from aggregator.publish.publisher import Publisher
@@ -30,6 +33,7 @@ log = logging.getLogger("aggregator")
 POLL_TICK = timedelta(seconds=5)
 PRUNE_TICK = timedelta(hours=1)
 WEBSUB_TICK = timedelta(seconds=10)
+DIGEST_TICK = timedelta(seconds=30)
 ROLES = ("run", "worker", "web")
 
 
@@ -72,6 +76,8 @@ def start(config_path: Path, role: str = "run") -> Started:
         ticker = Ticker()
         ticker.every(POLL_TICK, "poll", poller.run_once)
         ticker.every(PRUNE_TICK, "prune", lambda: _prune(storage, config))
+        if config.digests:
+            _schedule_digests(ticker, storage, config, poller.owner)
         hub = config.publishing.hub
         if hub:
             announcer = Announcer(Publisher(storage, config), hub, fetcher.post_form)
@@ -79,9 +85,34 @@ def start(config_path: Path, role: str = "run") -> Started:
         ticker.start()
     if role in ("run", "web"):
         publisher = Publisher(storage, config)
-        web = WebServer(create_app(publisher), config.server.host, config.server.port)
+        subscriptions = None
+        if config.digests:
+            try:
+                signer = signer_for(config)
+            except ValueError as exc:
+                log.error("digest sign-up pages are off: %s", exc)
+            else:
+                subscriptions = Subscriptions(
+                    storage, config, signer, lambda: Mailer(config.smtp), _utcnow
+                )
+        app = create_app(publisher, subscriptions=subscriptions)
+        web = WebServer(app, config.server.host, config.server.port)
         log.info("serving feeds at %s", publisher.base)
     return Started(config, storage, fetcher, poller, ticker, web)
+
+
+def _schedule_digests(ticker: Ticker, storage: Storage, config: Config, owner: str) -> None:
+    try:
+        signer = signer_for(config)
+    except ValueError as exc:
+        log.error("digests are not sent: %s", exc)
+        return
+    dispatcher = Dispatcher(storage, config, signer, lambda: Mailer(config.smtp), owner)
+    ticker.every(DIGEST_TICK, "digests", dispatcher.run_due)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def _prune(storage: Storage, config: Config) -> None:

@@ -263,8 +263,9 @@ class DigestRun:
 
 
 class DeliveryStatus(StrEnum):
-    SENT = "sent"
-    FAILED = "failed"
+    SENT = "sent"  # the server accepted it
+    FAILED = "failed"  # refused for now (4xx, a dropped connection): tried again
+    REFUSED = "refused"  # refused for good (5xx): not tried again for this period
 
 
 @dataclass(frozen=True)

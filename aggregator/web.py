@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,7 +32,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aggregator.digest.subscriptions import Subscriptions
 from aggregator.exceptions import BadRequestError, NotPublishedError, StorageError
+from aggregator.publish import pages
 from aggregator.publish.catalog import MEDIA_TYPES, Kind
 from aggregator.publish.publisher import HTML, Document, Publisher
 
@@ -117,8 +120,14 @@ def respond(request: Request, document: Document, max_age: int) -> Response:
     return Response(document.body, headers=headers, media_type=document.media_type)
 
 
-def create_app(publisher: Publisher, *, refresh: float = 1.0) -> Starlette:
-    """The app for one publisher; `refresh` is how often the revision counter is read."""
+def create_app(
+    publisher: Publisher,
+    *,
+    refresh: float = 1.0,
+    subscriptions: Subscriptions | None = None,
+) -> Starlette:
+    """The app for one publisher; `refresh` is how often the revision counter is read;
+    `subscriptions` answers the digest sign-up and unsubscribe pages (404 without it)."""
     max_age = int(publisher.config.publishing.cache_max_age.total_seconds())
 
     def page(
@@ -179,6 +188,76 @@ def create_app(publisher: Publisher, *, refresh: float = 1.0) -> Starlette:
             lambda: publisher.page(kind, name, before),
         )
 
+    def notice(
+        status: int, heading: str, message: str, form: str = "", action: str = ""
+    ) -> Response:
+        body = pages.notice(
+            heading, message, publisher.base, publisher.site_title, form, action
+        ).encode()
+        headers = {"Date": _http_date()[1], "Cache-Control": "no-store"}
+        return Response(body, status_code=status, media_type=HTML, headers=headers)
+
+    async def digest_page(request: Request) -> Response:
+        digest_id: str = request.path_params["digest"]
+        action: str = request.path_params["action"]
+        if subscriptions is None or action not in ("subscribe", "confirm", "unsubscribe"):
+            return page(404, "Not found", f"nothing is published at {request.url.path}.")
+        try:
+            digest = subscriptions.digest(digest_id)
+        except NotPublishedError as exc:
+            return page(404, "Not found", f"{exc}.")
+        here = f"{publisher.base}digests/{digest.id}/{action}"
+        token = request.query_params.get("token", "")
+        if action == "subscribe":
+            if request.method == "GET":
+                return notice(
+                    200,
+                    f"Subscribe to {digest.title}",
+                    "Get it by e-mail: enter your address.",
+                    "subscribe",
+                    here,
+                )
+            form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
+            address = (form.get("email") or [""])[0]
+            try:
+                email = await run_in_threadpool(subscriptions.sign_up, digest.id, address)
+            except BadRequestError as exc:
+                return notice(400, f"Subscribe to {digest.title}", f"{exc}.", "subscribe", here)
+            return notice(
+                200,
+                "Check your inbox",
+                f"We sent a link to {email}; follow it to start receiving {digest.title}.",
+            )
+        if action == "confirm":
+            claim = await run_in_threadpool(subscriptions.confirm, digest.id, token)
+            if claim is None:
+                return notice(
+                    400,
+                    "This link does not work",
+                    "It is not valid or has expired. Subscribe again to get a new one.",
+                    "subscribe",
+                    f"{publisher.base}digests/{digest.id}/subscribe",
+                )
+            return notice(200, "You are subscribed", f"{claim.email} will get {digest.title}.")
+        # unsubscribe: GET asks (mail scanners follow links), POST does it (RFC 8058 one-click)
+        if request.method == "GET":
+            claim = await run_in_threadpool(subscriptions.check, digest.id, token)
+            if claim is None:
+                return notice(400, "This link does not work", "It is not a valid unsubscribe link.")
+            return notice(
+                200,
+                f"Unsubscribe from {digest.title}?",
+                f"{claim.email} will not get {digest.title} again.",
+                "unsubscribe",
+                f"{here}?{urlencode({'token': token})}",
+            )
+        claim = await run_in_threadpool(subscriptions.unsubscribe, digest.id, token)
+        if claim is None:
+            return notice(400, "This link does not work", "It is not a valid unsubscribe link.")
+        return notice(
+            200, "You are unsubscribed", f"{claim.email} will not get {digest.title} again."
+        )
+
     async def not_found(request: Request, _exc: Exception) -> Response:
         return page(404, "Not found", f"nothing is published at {request.url.path}.")
 
@@ -208,6 +287,7 @@ def create_app(publisher: Publisher, *, refresh: float = 1.0) -> Starlette:
         Route("/opml", opml),
         Route("/opml.xml", opml),
         Route("/{kind}/{name}", published),
+        Route("/digests/{digest}/{action}", digest_page, methods=["GET", "HEAD", "POST"]),
     ]
     handlers: dict[int | type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
         404: not_found,

@@ -138,6 +138,14 @@ def _check_url(value: str) -> str:
     return value
 
 
+def email_problem(value: str) -> tuple[str | None, str]:
+    """(what is wrong, None when nothing) and the address in its normal form."""
+    try:
+        return None, email_validator.validate_email(value, check_deliverability=False).normalized
+    except email_validator.EmailNotValidError as exc:
+        return _lower_first(str(exc).rstrip(".")), value
+
+
 def _check_email(value: str) -> str:
     try:
         email_validator.validate_email(value, check_deliverability=False)
@@ -381,7 +389,7 @@ class Digest:
             )
 
 
-@dataclass(frozen=True, config=_FROZEN)
+@dataclass(frozen=True, config=_FROZEN_ALIASED)
 class Smtp:
     """The mail server digests are sent through."""
 
@@ -396,6 +404,16 @@ class Smtp:
     password: str = _doc("Password; write `${SMTP_PASSWORD}` to take it from the environment.", "")
     sender: Email | None = _doc("Address digests come from.", None, alias="from")
     timeout: Duration = _doc("How long to wait for the server.", timedelta(seconds=30))
+    rate: float = _doc(
+        "Most messages sent per second (0: as fast as the server takes them).", 10, ge=0
+    )
+    retries: int = _doc(
+        "How often a message the server refused for now (4xx, a dropped connection) is tried "
+        "again, waiting longer each time, before the next run takes it up.",
+        3,
+        ge=0,
+        le=10,
+    )
 
 
 @dataclass(frozen=True, config=_FROZEN)

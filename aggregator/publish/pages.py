@@ -97,3 +97,24 @@ def error(status: int, heading: str, message: str, base: str, site_title: str) -
         home=base,
         alternates=[],
     )
+
+
+def notice(
+    heading: str,
+    message: str,
+    base: str,
+    site_title: str,
+    form: str = "",
+    action: str = "",
+) -> str:
+    """A short page: the outcome of a sign-up or unsubscribe, with the form to do it."""
+    return render(
+        "notice.html",
+        site_title=site_title,
+        heading=heading,
+        message=message,
+        home=base,
+        form=form,
+        action=action,
+        alternates=[],
+    )

@@ -422,6 +422,11 @@ class Storage:
         with self._tx() as conn:
             return subscribers.unsubscribe(conn, digest_id, email, self.clock())
 
+    def suppress(self, digest_id: str, email: str) -> bool:
+        """Unsubscribe an address for good, YAML recipients included; False if it was already."""
+        with self._tx() as conn:
+            return subscribers.suppress(conn, digest_id, email, self.clock())
+
     def subscriber(self, digest_id: str, email: str) -> Subscriber | None:
         with self._tx(write=False) as conn:
             return subscribers.get(conn, digest_id, email)

@@ -108,3 +108,23 @@ def listing(
     if status is not None:
         query = query.where(t.c.status == status)
     return [_subscriber(row) for row in conn.execute(query)]
+
+
+def suppress(conn: Connection, digest_id: str, email: str, now: datetime) -> bool:
+    """Never send this digest to this address again, whether it signed up on the web or is a
+    YAML recipient; False when it was suppressed already."""
+    if unsubscribe(conn, digest_id, email, now):
+        return True
+    existing = get(conn, digest_id, email)
+    if existing is not None:
+        return False  # already unsubscribed
+    conn.execute(
+        t.insert().values(
+            digest_id=digest_id,
+            email=_normal(email),
+            status=SubscriberStatus.UNSUBSCRIBED,
+            created_at=now,
+            unsubscribed_at=now,
+        )
+    )
+    return True

@@ -1,0 +1,233 @@
+"""Sending digests exactly once: claim the period, render once, deliver to each recipient once.
+
+- A period is claimed in the database with a lease (`digest_runs`, unique per digest and period
+  start), so of several workers one sends it and the others skip it.
+- Each recipient's delivery is recorded as soon as the server accepted the message, in its own
+  transaction, so a run cut off mid-send (a crash, SIGKILL) resumes with only the recipients not
+  yet recorded. The one window left is between the server's "250 OK" and that commit.
+- A permanent refusal (5xx) is recorded against the recipient and not tried again. A temporary one
+  (4xx, a dropped connection), after the mailer's retries, leaves the run open: the next tick
+  resumes it for those recipients only, so nobody is silently skipped.
+- Unsubscribed addresses are left out, YAML recipients included; an empty period is recorded
+  as done without mail unless `skip_empty: false`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aggregator.config import Config, Digest
+from aggregator.digest.compose import DigestView, compose
+from aggregator.digest.message import Envelope, build
+from aggregator.digest.periods import Period, due
+from aggregator.digest.render import Rendered, render_digest
+from aggregator.digest.send import Mailer
+from aggregator.storage import Storage
+from aggregator.tokens import UNSUBSCRIBE, Signer, load_secret
+from aggregator.types import DeliveryStatus, SubscriberStatus
+
+log = logging.getLogger("aggregator.digest")
+
+LEASE = timedelta(minutes=10)
+RENEW_EVERY = 200  # deliveries between two renewals of the lease
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    digest_id: str
+    period: Period
+    stories: int
+    recipients: int
+    sent: int = 0
+    failed: int = 0  # refused for good
+    pending: int = 0  # refused for now: the run stays open
+    empty: bool = False
+
+
+def unsubscribe_url(base: str, digest_id: str, token: str) -> str:
+    return f"{base}digests/{digest_id}/unsubscribe?token={token}"
+
+
+def reason(digest: Digest, subscribed: bool, base: str) -> str:
+    if subscribed:
+        return f"you subscribed to {digest.title} at {base}"
+    return f"your address is on the list of recipients of {digest.title}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        storage: Storage,
+        config: Config,
+        signer: Signer,
+        mailer: Callable[[], Mailer],
+        owner: str,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.storage = storage
+        self.config = config
+        self.signer = signer
+        self.mailer = mailer
+        self.owner = owner
+        self.clock = clock
+
+    def envelope(self, digest: Digest) -> Envelope | None:
+        sender = digest.sender or self.config.smtp.sender
+        if sender is None:
+            return None
+        return Envelope(
+            sender, self.config.publishing.title, digest.id, digest.title, digest.reply_to
+        )
+
+    def recipients(self, digest: Digest) -> list[tuple[str, bool]]:
+        """(address, signed up on the web) for everyone who should get it, each once."""
+        gone = {
+            s.email.lower()
+            for s in self.storage.subscribers(digest.id, SubscriberStatus.UNSUBSCRIBED)
+        }
+        found: dict[str, tuple[str, bool]] = {}
+        for address in digest.recipients:
+            found.setdefault(address.lower(), (address, False))
+        for subscriber in self.storage.subscribers(digest.id, SubscriberStatus.CONFIRMED):
+            found.setdefault(subscriber.email.lower(), (subscriber.email, True))
+        return [entry for key, entry in found.items() if key not in gone]
+
+    def run_due(self) -> list[RunReport]:
+        """Every digest whose period is due (or was cut off): the scheduler's tick."""
+        reports = []
+        for digest in self.config.digests:
+            try:
+                report = self.run(digest)
+            except Exception:
+                log.exception(
+                    "digest %s: the run failed; it is taken up again next time", digest.id
+                )
+                continue
+            if report is not None:
+                reports.append(report)
+        return reports
+
+    def run(self, digest: Digest, period: Period | None = None) -> RunReport | None:
+        """Send one period of a digest (the due one by default); None when nothing is due or
+        another worker holds it."""
+        envelope = self.envelope(digest)
+        if envelope is None:
+            log.error("digest %s: no sender; set `from` on it or `smtp.from`", digest.id)
+            return None
+        if period is None:
+            runs = self.storage.digest_runs(digest.id, limit=1)
+            period = due(digest, self.clock(), runs[0] if runs else None)
+            if period is None:
+                return None
+        run = self.storage.claim_digest_run(digest.id, period.start, period.end, self.owner, LEASE)
+        if run is None:
+            return None
+        view = compose(self.storage, self.config, digest, period)
+        recipients = self.recipients(digest)
+        if view.count == 0 and digest.skip_empty:
+            self.storage.finish_digest_run(run.id)
+            log.info("digest %s: nothing new from %s to %s", digest.id, period.start, period.end)
+            return RunReport(digest.id, period, 0, len(recipients), empty=True)
+        report = self._deliver(digest, envelope, view, run.id, recipients)
+        if report.pending == 0:
+            self.storage.finish_digest_run(run.id)
+        log.info(
+            "digest %s: %d stories; %d sent, %d refused, %d to retry (%s to %s)",
+            digest.id,
+            view.count,
+            report.sent,
+            report.failed,
+            report.pending,
+            period.start,
+            period.end,
+        )
+        return report
+
+    def send_test(self, digest: Digest, view: DigestView, address: str) -> bool:
+        """One copy to one address, recording nothing (an editor checking how it looks)."""
+        envelope = self.envelope(digest)
+        if envelope is None:
+            log.error("digest %s: no sender; set `from` on it or `smtp.from`", digest.id)
+            return False
+        token = self.signer.sign(UNSUBSCRIBE, digest.id, address)
+        url = unsubscribe_url(view.base, digest.id, token)
+        rendered = render_digest(view, f"you asked for a test copy of {digest.title}")
+        message = build(envelope, rendered.for_recipient(url), address, url, self.clock())
+        with self.mailer() as mailer:
+            outcome = mailer.send(message, envelope.sender, address)
+        if not outcome.sent:
+            log.error("digest %s: test copy to %s refused: %s", digest.id, address, outcome.error)
+        return outcome.sent
+
+    def _deliver(
+        self,
+        digest: Digest,
+        envelope: Envelope,
+        view: DigestView,
+        run_id: int,
+        recipients: Sequence[tuple[str, bool]],
+    ) -> RunReport:
+        base = view.base
+        variants: dict[bool, Rendered] = {}
+        done = {
+            d.recipient
+            for d in self.storage.deliveries(run_id)
+            if d.status in (DeliveryStatus.SENT, DeliveryStatus.REFUSED)
+        }
+        sent = failed = pending = 0
+        with self.mailer() as mailer:
+            for count, (address, subscribed) in enumerate(recipients, 1):
+                if address in done:
+                    continue
+                if subscribed not in variants:
+                    variants[subscribed] = render_digest(view, reason(digest, subscribed, base))
+                url = unsubscribe_url(
+                    base, digest.id, self.signer.sign(UNSUBSCRIBE, digest.id, address)
+                )
+                message = build(
+                    envelope, variants[subscribed].for_recipient(url), address, url, self.clock()
+                )
+                outcome = mailer.send(message, envelope.sender, address)
+                if outcome.sent:
+                    sent += 1
+                    status = DeliveryStatus.SENT
+                elif outcome.permanent:
+                    failed += 1
+                    status = DeliveryStatus.REFUSED
+                else:
+                    pending += 1
+                    status = DeliveryStatus.FAILED
+                    log.warning("digest %s: %s refused: %s", digest.id, address, outcome.error)
+                self.storage.record_delivery(
+                    run_id,
+                    address,
+                    status,
+                    None if outcome.sent else outcome.error,
+                    str(message["Message-ID"]) if outcome.sent else None,
+                )
+                if count % RENEW_EVERY == 0:  # keep the claim while a long list is sent
+                    self.storage.claim_digest_run(
+                        digest.id, view.period.start, view.period.end, self.owner, LEASE
+                    )
+        return RunReport(digest.id, view.period, view.count, len(recipients), sent, failed, pending)
+
+
+def secret_file(config: Config) -> Path | None:
+    """Where the SQLite default keeps a generated secret: beside the database file."""
+    url = config.storage.url
+    if not url.startswith("sqlite:///"):
+        return None
+    database = Path(url.removeprefix("sqlite:///"))
+    return database.parent / "secret.key"
+
+
+def signer_for(config: Config) -> Signer:
+    return Signer(load_secret(secret_file(config)))

@@ -1,0 +1,134 @@
+"""Sending through SMTP (smtplib, the only importer): one reused connection, a rate, retries.
+
+The outcome of each message is data, never an exception: sent (the server accepted it), refused
+for good (5xx: recorded per recipient and not tried again), or refused for now (4xx, a dropped
+connection, a timeout: retried here with a growing wait, then left for the next run).
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from types import TracebackType
+
+from aggregator.config import Smtp
+
+
+@dataclass(frozen=True)
+class Outcome:
+    sent: bool
+    permanent: bool = False
+    error: str | None = None
+    attempts: int = 1
+
+
+class Mailer:
+    """A connection to the mail server, opened on first use and opened again after a drop."""
+
+    def __init__(
+        self,
+        settings: Smtp,
+        *,
+        backoff: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._backoff = backoff
+        self._sleep = sleep
+        self._clock = clock
+        self._smtp: smtplib.SMTP | None = None
+        self._next_at = 0.0
+
+    def __enter__(self) -> Mailer:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                self._smtp.close()
+            self._smtp = None
+
+    def _connection(self) -> smtplib.SMTP:
+        if self._smtp is None:
+            s = self._settings
+            timeout = s.timeout.total_seconds()
+            smtp: smtplib.SMTP
+            if s.security == "tls":
+                smtp = smtplib.SMTP_SSL(
+                    s.host, s.port, timeout=timeout, context=ssl.create_default_context()
+                )
+            else:
+                smtp = smtplib.SMTP(s.host, s.port, timeout=timeout)
+                if s.security == "starttls":
+                    smtp.starttls(context=ssl.create_default_context())
+            if s.username:
+                smtp.login(s.username, s.password)
+            self._smtp = smtp
+        return self._smtp
+
+    def _pace(self) -> None:
+        if self._settings.rate <= 0:
+            return
+        now = self._clock()
+        if now < self._next_at:
+            self._sleep(self._next_at - now)
+        self._next_at = max(now, self._next_at) + 1.0 / self._settings.rate
+
+    def send(self, message: EmailMessage, sender: str, to: str) -> Outcome:
+        error = ""
+        attempts = 0
+        for attempt in range(self._settings.retries + 1):
+            if attempt:
+                self._sleep(self._backoff * 2 ** (attempt - 1))
+            attempts += 1
+            self._pace()
+            try:
+                self._connection().send_message(message, from_addr=sender, to_addrs=[to])
+                return Outcome(True, attempts=attempts)
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, reply = exc.recipients.get(to, (450, b"refused"))
+                error = _reply(code, reply)
+                if code >= 500:
+                    return Outcome(False, True, error, attempts)
+            except smtplib.SMTPResponseException as exc:
+                error = _reply(exc.smtp_code, exc.smtp_error)
+                if exc.smtp_code >= 500:
+                    return Outcome(False, True, error, attempts)
+                self._reset()
+            except (smtplib.SMTPException, OSError) as exc:
+                error = f"connection: {exc}" if str(exc) else f"connection: {type(exc).__name__}"
+                self._drop()
+        return Outcome(False, False, error, attempts)
+
+    def _reset(self) -> None:
+        """After a refused transaction the connection is fine; RSET clears its state."""
+        if self._smtp is not None:
+            try:
+                self._smtp.rset()
+            except (smtplib.SMTPException, OSError):
+                self._drop()
+
+    def _drop(self) -> None:
+        if self._smtp is not None:
+            self._smtp.close()
+            self._smtp = None
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    message = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    return f"{code} {' '.join(message.split())}"

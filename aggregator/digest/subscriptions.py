@@ -1,0 +1,105 @@
+"""Signing up for a digest on the web (double opt-in) and leaving it (one click, RFC 8058).
+
+A sign-up is pending until the address owner follows the link mailed to it (signed, valid for
+`CONFIRM_FOR`); leaving takes a signed unsubscribe link from any digest e-mail and works for
+YAML recipients too. A forged, altered or expired token changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from aggregator.config import Config, Digest
+from aggregator.config.schema import email_problem
+from aggregator.digest.dispatch import Dispatcher
+from aggregator.digest.send import Mailer
+from aggregator.exceptions import BadRequestError, NotPublishedError
+from aggregator.publish.publisher import base_url
+from aggregator.storage import Storage
+from aggregator.tokens import CONFIRM, UNSUBSCRIBE, Claim, Signer
+from aggregator.types import SubscriberStatus
+
+log = logging.getLogger("aggregator.digest")
+
+CONFIRM_FOR = timedelta(days=3)
+
+
+class Subscriptions:
+    def __init__(
+        self,
+        storage: Storage,
+        config: Config,
+        signer: Signer,
+        mailer: Callable[[], Mailer],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.storage = storage
+        self.config = config
+        self.signer = signer
+        self.mailer = mailer
+        self.clock = clock
+        self.base = base_url(config)
+
+    def digest(self, digest_id: str) -> Digest:
+        found = next((d for d in self.config.digests if d.id == digest_id), None)
+        if found is None:
+            raise NotPublishedError(f"there is no digest {digest_id!r}")
+        return found
+
+    def sign_up(self, digest_id: str, address: str) -> str:
+        """Record a pending sign-up and mail the confirmation link; the normalised address."""
+        digest = self.digest(digest_id)
+        problem, email = email_problem(address.strip()[:320])
+        if problem is not None:
+            raise BadRequestError(f"{address[:80]!r} is not an e-mail address: {problem}")
+        subscriber = self.storage.add_subscriber(digest.id, email)
+        if subscriber.status is SubscriberStatus.CONFIRMED:
+            return email  # already in: no second mail, and nothing told to a stranger
+        envelope = Dispatcher(self.storage, self.config, self.signer, self.mailer, "web").envelope(
+            digest
+        )
+        if envelope is None:
+            raise BadRequestError("this digest has no sender address configured yet")
+        token = self.signer.sign(CONFIRM, digest.id, email)
+        link = f"{self.base}digests/{digest.id}/confirm?token={token}"
+        message = EmailMessage(policy=policy.SMTP)
+        message["From"] = envelope.sender
+        message["To"] = email
+        message["Subject"] = f"Confirm your subscription to {' '.join(digest.title.split())}"
+        message["Date"] = format_datetime(self.clock())
+        message["Message-ID"] = make_msgid(idstring="confirm", domain=envelope.domain)
+        message["Auto-Submitted"] = "auto-replied"
+        message.set_content(
+            f"Someone, probably you, asked to receive {digest.title} at this address.\n\n"
+            f"To confirm, open this link within {CONFIRM_FOR.days} days:\n{link}\n\n"
+            "If it was not you, ignore this e-mail: nothing will be sent.\n"
+        )
+        with self.mailer() as mailer:
+            outcome = mailer.send(message, envelope.sender, email)
+        if not outcome.sent:
+            log.warning("confirmation for %s to %s refused: %s", digest.id, email, outcome.error)
+            raise BadRequestError(f"the confirmation e-mail could not be sent: {outcome.error}")
+        return email
+
+    def confirm(self, digest_id: str, token: str) -> Claim | None:
+        claim = self.signer.verify(CONFIRM, token, CONFIRM_FOR)
+        if claim is None or claim.digest_id != digest_id:
+            return None
+        self.storage.confirm_subscriber(claim.digest_id, claim.email)
+        return claim
+
+    def check(self, digest_id: str, token: str) -> Claim | None:
+        """Whose unsubscribe link this is, if it is genuine."""
+        claim = self.signer.verify(UNSUBSCRIBE, token)
+        return claim if claim is not None and claim.digest_id == digest_id else None
+
+    def unsubscribe(self, digest_id: str, token: str) -> Claim | None:
+        claim = self.check(digest_id, token)
+        if claim is not None:
+            self.storage.suppress(claim.digest_id, claim.email)
+        return claim
