@@ -61,6 +61,22 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def is_dead(owner: str) -> bool:
+    """True when a lease holder ran on this host and its process is gone (killed, crashed), so
+    its work can be taken up at once instead of when the lease runs out."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
 def make_fetcher(config: Config) -> Fetcher:
     p = config.polling
     return Fetcher(

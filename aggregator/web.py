@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -217,7 +217,10 @@ def create_app(
                     "subscribe",
                     here,
                 )
-            form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
+            try:
+                form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
+            except ClientDisconnect:
+                return Response(status_code=400)
             address = (form.get("email") or [""])[0]
             try:
                 email = await run_in_threadpool(subscriptions.sign_up, digest.id, address)

@@ -30,7 +30,7 @@ class Handler:
     busy: Counter[str] = field(default_factory=Counter)  # address -> how many 451s first
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_RCPT(
+    async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook names)
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
     ) -> str:
         if address in self.refuse:
@@ -42,7 +42,7 @@ class Handler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         raw = bytes(envelope.original_content or envelope.content)
         message = message_from_bytes(raw, policy=policy.default)
         assert isinstance(message, EmailMessage)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,14 +27,14 @@ from aggregator.digest.message import Envelope, build
 from aggregator.digest.periods import Period, due
 from aggregator.digest.render import Rendered, render_digest
 from aggregator.digest.send import Mailer
+from aggregator.poll import is_dead
 from aggregator.storage import Storage
 from aggregator.tokens import UNSUBSCRIBE, Signer, load_secret
 from aggregator.types import DeliveryStatus, SubscriberStatus
 
 log = logging.getLogger("aggregator.digest")
 
-LEASE = timedelta(minutes=10)
-RENEW_EVERY = 200  # deliveries between two renewals of the lease
+LEASE = timedelta(minutes=5)  # renewed every third of it while a run sends
 
 
 def utcnow() -> datetime:
@@ -128,8 +129,23 @@ class Dispatcher:
             if period is None:
                 return None
         run = self.storage.claim_digest_run(digest.id, period.start, period.end, self.owner, LEASE)
-        if run is None:
-            return None
+        if run is None:  # held by another worker: taken over only if it died on this host
+            held = next(
+                (
+                    r
+                    for r in self.storage.digest_runs(digest.id, 3)
+                    if r.period_start == period.start
+                ),
+                None,
+            )
+            if held is None or held.claimed_by is None or not is_dead(held.claimed_by):
+                return None
+            log.warning("digest %s: taking over from %s, which died", digest.id, held.claimed_by)
+            run = self.storage.claim_digest_run(
+                digest.id, period.start, period.end, self.owner, LEASE, dead=held.claimed_by
+            )
+            if run is None:
+                return None
         view = compose(self.storage, self.config, digest, period)
         recipients = self.recipients(digest)
         if view.count == 0 and digest.skip_empty:
@@ -183,8 +199,9 @@ class Dispatcher:
             if d.status in (DeliveryStatus.SENT, DeliveryStatus.REFUSED)
         }
         sent = failed = pending = 0
+        renewed = time.monotonic()
         with self.mailer() as mailer:
-            for count, (address, subscribed) in enumerate(recipients, 1):
+            for address, subscribed in recipients:
                 if address in done:
                     continue
                 if subscribed not in variants:
@@ -213,10 +230,14 @@ class Dispatcher:
                     None if outcome.sent else outcome.error,
                     str(message["Message-ID"]) if outcome.sent else None,
                 )
-                if count % RENEW_EVERY == 0:  # keep the claim while a long list is sent
-                    self.storage.claim_digest_run(
+                if time.monotonic() - renewed > LEASE.total_seconds() / 3:
+                    renewed = time.monotonic()  # keep the claim while a long list is sent
+                    if not self.storage.claim_digest_run(
                         digest.id, view.period.start, view.period.end, self.owner, LEASE
-                    )
+                    ):
+                        log.error("digest %s: lost the claim on its run; stopping", digest.id)
+                        pending += 1
+                        break
         return RunReport(digest.id, view.period, view.count, len(recipients), sent, failed, pending)
 
 

@@ -374,10 +374,16 @@ class Storage:
     # -- digests ------------------------------------------------------------------------------
 
     def claim_digest_run(
-        self, digest_id: str, start: datetime, end: datetime, owner: str, lease: timedelta
+        self,
+        digest_id: str,
+        start: datetime,
+        end: datetime,
+        owner: str,
+        lease: timedelta,
+        dead: str | None = None,
     ) -> DigestRun | None:
         with self._tx() as conn:
-            return digests.claim_run(conn, digest_id, start, end, owner, lease, self.clock())
+            return digests.claim_run(conn, digest_id, start, end, owner, lease, self.clock(), dead)
 
     def finish_digest_run(self, run_id: int) -> None:
         with self._tx() as conn:

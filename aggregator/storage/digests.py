@@ -40,8 +40,10 @@ def claim_run(
     owner: str,
     lease: timedelta,
     now: datetime,
+    dead: str | None = None,
 ) -> DigestRun | None:
-    """Claim the run of one period; None when it is finished or another worker holds it."""
+    """Claim the run of one period; None when it is finished or another worker holds it
+    (`dead`: a holder known to have died, whose lease need not run out first)."""
     conn.execute(
         _insert(conn, digest_runs)
         .values(
@@ -63,6 +65,7 @@ def claim_run(
                 digest_runs.c.lease_expires_at.is_(None),
                 digest_runs.c.lease_expires_at < now,
                 digest_runs.c.claimed_by == owner,
+                digest_runs.c.claimed_by == (dead or owner),
             ),
         )
         .values(claimed_by=owner, lease_expires_at=now + lease)
