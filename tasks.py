@@ -6,7 +6,7 @@
     python3 tasks.py lint          ruff (lint and format check) and mypy
     python3 tasks.py bench [NAME] [ARGS]
                                    a benchmark in bench/ (on demand, never in CI): ingest
-                                   (the default), dedupe, quality, or serve
+                                   (the default), dedupe, quality, serve, or digest
 
 The virtual environment is reinstalled only when pyproject.toml changes, so the second run starts
 at once. Standard library only: this runs before anything is installed.
@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
-EXTRAS = {"run": "", "test": "[dev]", "lint": "[dev]", "bench": ""}
-BENCHES = ("ingest", "dedupe", "quality", "serve")
+EXTRAS = {"run": "", "test": "[dev]", "lint": "[dev]", "bench": "[dev]"}  # bench digest: aiosmtpd
+BENCHES = ("ingest", "dedupe", "quality", "serve", "digest")
 
 
 def _say(message: str) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aggregator.config import Config, Digest
 from aggregator.digest.compose import DigestView, compose
-from aggregator.digest.message import Envelope, build
+from aggregator.digest.message import Batch, Envelope, build
 from aggregator.digest.periods import Period, due
 from aggregator.digest.render import Rendered, render_digest
 from aggregator.digest.send import Mailer
@@ -193,6 +193,8 @@ class Dispatcher:
     ) -> RunReport:
         base = view.base
         variants: dict[bool, Rendered] = {}
+        batch: Batch | None = None
+        eight_bit: bool | None = None
         done = {
             d.recipient
             for d in self.storage.deliveries(run_id)
@@ -206,13 +208,17 @@ class Dispatcher:
                     continue
                 if subscribed not in variants:
                     variants[subscribed] = render_digest(view, reason(digest, subscribed, base))
+                if batch is None:
+                    batch = Batch(envelope, variants[subscribed].subject, self.clock())
                 url = unsubscribe_url(
                     base, digest.id, self.signer.sign(UNSUBSCRIBE, digest.id, address)
                 )
-                message = build(
-                    envelope, variants[subscribed].for_recipient(url), address, url, self.clock()
+                if eight_bit is None:
+                    eight_bit = mailer.eight_bit
+                data, message_id = batch.message(
+                    variants[subscribed].for_recipient(url), address, url, eight_bit
                 )
-                outcome = mailer.send(message, envelope.sender, address)
+                outcome = mailer.send(data, envelope.sender, address, eight_bit)
                 if outcome.sent:
                     sent += 1
                     status = DeliveryStatus.SENT
@@ -228,7 +234,7 @@ class Dispatcher:
                     address,
                     status,
                     None if outcome.sent else outcome.error,
-                    str(message["Message-ID"]) if outcome.sent else None,
+                    message_id if outcome.sent else None,
                 )
                 if time.monotonic() - renewed > LEASE.total_seconds() / 3:
                     renewed = time.monotonic()  # keep the claim while a long list is sent

@@ -9,6 +9,8 @@ feed or from YAML can add a header.
 
 from __future__ import annotations
 
+import base64
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
@@ -60,8 +62,94 @@ def build(
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(rendered.text, subtype="plain", cte="quoted-printable")
-    message.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
+    # base64: the email package encodes it in C; quoted-printable is pure Python, 10x slower
+    message.add_alternative(rendered.html, subtype="html", cte="base64")
     return message
+
+
+class Batch:
+    """The copies of one digest run: everything they share (headers, the MIME frame) is encoded
+    once by the `email` package; each copy adds its recipient, Message-ID and unsubscribe link,
+    and its two parts are base64-encoded in C. Building every copy with `EmailMessage` cost
+    about 10 ms a message, most of a 10,000-recipient run."""
+
+    def __init__(self, envelope: Envelope, subject: str, date: datetime) -> None:
+        self.envelope = envelope
+        self.subject = subject
+        self.date = date
+        head = EmailMessage(policy=policy.SMTP)
+        local, _, domain = envelope.sender.rpartition("@")
+        head["From"] = Address(display_name=envelope.sender_name, username=local, domain=domain)
+        if envelope.reply_to:
+            head["Reply-To"] = envelope.reply_to
+        head["Subject"] = subject
+        head["Date"] = format_datetime(date)
+        head["List-Id"] = (
+            f"{_phrase(envelope.digest_title)} <{envelope.digest_id}.{envelope.domain}>"
+        )
+        head["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        head["Auto-Submitted"] = "auto-generated"
+        head["MIME-Version"] = "1.0"
+        self._head = head.as_bytes().rstrip(b"\r\n") + b"\r\n"
+        self._boundary = f"=_aggregator_{uuid.uuid4().hex}".encode()
+        self._mailto = (
+            f"mailto:{envelope.reply_to or envelope.sender}"
+            f"?subject=unsubscribe%20{envelope.digest_id}"
+        )
+
+    def message(
+        self, rendered: Rendered, to: str, unsubscribe_url: str, eight_bit: bool = False
+    ) -> tuple[bytes, str]:
+        """The bytes of one copy, and its Message-ID; with `eight_bit` (the server takes
+        8BITMIME) parts whose lines are short enough go unencoded, a third smaller."""
+        if not to.isascii() or any(c in to + unsubscribe_url for c in "\r\n<>"):
+            slow = build(self.envelope, rendered, to, unsubscribe_url, self.date)
+            return slow.as_bytes(), str(slow["Message-ID"])
+        message_id = make_msgid(idstring=self.envelope.digest_id, domain=self.envelope.domain)
+        boundary = self._boundary
+        lines = [
+            self._head,
+            f"To: {to}\r\n".encode(),
+            f"Message-ID: {message_id}\r\n".encode(),
+            f"List-Unsubscribe: <{unsubscribe_url}>,\r\n <{self._mailto}>\r\n".encode(),
+            b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n\r\n',
+        ]
+        for subtype, body in (("plain", rendered.text), ("html", rendered.html)):
+            encoding, data = _encode(body, eight_bit)
+            lines += [
+                b"--" + boundary + b"\r\n",
+                f'Content-Type: text/{subtype}; charset="utf-8"\r\n'.encode(),
+                b"Content-Transfer-Encoding: " + encoding + b"\r\n\r\n",
+                data,
+            ]
+        lines.append(b"--" + boundary + b"--\r\n")
+        return b"".join(lines), message_id
+
+
+_MAX_LINE = 990  # SMTP allows 998 octets a line; leave room
+
+
+def _fold(line: bytes) -> list[bytes]:
+    """A long line cut at spaces (for HTML and text alike, a line break is a space)."""
+    out = []
+    while len(line) > _MAX_LINE:
+        cut = line.rfind(b" ", 0, _MAX_LINE)
+        if cut <= 0:
+            break
+        out.append(line[:cut])
+        line = line[cut + 1 :]
+    out.append(line)
+    return out
+
+
+def _encode(body: str, eight_bit: bool) -> tuple[bytes, bytes]:
+    """(Content-Transfer-Encoding, the encoded body with CRLF line ends)."""
+    data = body.encode("utf-8")
+    lines = [part for line in data.replace(b"\r\n", b"\n").split(b"\n") for part in _fold(line)]
+    if eight_bit and max(map(len, lines)) <= _MAX_LINE:
+        encoding = b"8bit" if not data.isascii() else b"7bit"
+        return encoding, b"\r\n".join(lines).rstrip(b"\r\n") + b"\r\n"
+    return b"base64", base64.encodebytes(data).replace(b"\n", b"\r\n")
 
 
 def _phrase(text: str) -> str:

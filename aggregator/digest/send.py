@@ -81,6 +81,16 @@ class Mailer:
             self._smtp = smtp
         return self._smtp
 
+    @property
+    def eight_bit(self) -> bool:
+        """Whether the server takes 8-bit bodies (8BITMIME); connects if need be."""
+        try:
+            connection = self._connection()
+            connection.ehlo_or_helo_if_needed()
+            return bool(connection.has_extn("8bitmime"))
+        except (smtplib.SMTPException, OSError):
+            return False
+
     def _pace(self) -> None:
         if self._settings.rate <= 0:
             return
@@ -89,7 +99,10 @@ class Mailer:
             self._sleep(self._next_at - now)
         self._next_at = max(now, self._next_at) + 1.0 / self._settings.rate
 
-    def send(self, message: EmailMessage, sender: str, to: str) -> Outcome:
+    def send(
+        self, message: EmailMessage | bytes, sender: str, to: str, eight_bit: bool = False
+    ) -> Outcome:
+        """Send one message (bytes as they are; `eight_bit`: they hold 8-bit parts)."""
         error = ""
         attempts = 0
         for attempt in range(self._settings.retries + 1):
@@ -98,7 +111,11 @@ class Mailer:
             attempts += 1
             self._pace()
             try:
-                self._connection().send_message(message, from_addr=sender, to_addrs=[to])
+                if isinstance(message, bytes):
+                    options = ["BODY=8BITMIME"] if eight_bit else []
+                    self._connection().sendmail(sender, [to], message, mail_options=options)
+                else:
+                    self._connection().send_message(message, from_addr=sender, to_addrs=[to])
                 return Outcome(True, attempts=attempts)
             except smtplib.SMTPRecipientsRefused as exc:
                 code, reply = exc.recipients.get(to, (450, b"refused"))
