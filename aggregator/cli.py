@@ -560,7 +560,11 @@ def digest_preview(config_path: Path, digest_id: str, out: Path | None, as_text:
         runs = storage.digest_runs(chosen.id, limit=1)
         period = current(chosen, datetime.now(UTC), runs[0] if runs else None)
         view = compose(storage, config, chosen, period)
-    rendered = render_digest(view, f"your address is on the list of {chosen.title}")
+    rendered = render_digest(
+        view,
+        f"your address is on the list of recipients of {chosen.title}",
+        config.publishing.templates,
+    )
     data = (rendered.text if as_text else rendered.html).encode("utf-8")
     if out:
         out.write_bytes(data)

@@ -81,6 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--items", type=int, default=60)
+    parser.add_argument("--connections", type=int, default=2, help="smtp.connections")
     args = parser.parse_args()
     port = _free_port()
     server = subprocess.Popen(
@@ -93,14 +94,19 @@ def main() -> None:
     try:
         assert server.stdout.readline().strip() == "ready"
         with tempfile.TemporaryDirectory(prefix="bench-digest-") as folder:
-            _run(Path(folder), port, args.recipients, args.items, server)
+            _run(Path(folder), port, args.recipients, args.items, args.connections, server)
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
 def _run(
-    folder: Path, port: int, recipients: int, count: int, server: subprocess.Popen[str]
+    folder: Path,
+    port: int,
+    recipients: int,
+    count: int,
+    connections: int,
+    server: subprocess.Popen[str],
 ) -> None:
     assert server.stdin is not None and server.stdout is not None
     start = datetime(2026, 11, 23, 7, tzinfo=UTC)
@@ -121,7 +127,7 @@ def _run(
                 max_items=50,
             ),
         ),
-        smtp=Smtp(host="127.0.0.1", port=port, security="none", rate=0),
+        smtp=Smtp(host="127.0.0.1", port=port, security="none", rate=0, connections=connections),
         server=Server(base_url="http://news.example.org/"),
         publishing=Publishing(title="The Aggregator"),
     )
@@ -164,9 +170,13 @@ def _run(
     storage.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     assert report is not None
-    print(f"digest to {recipients:,} recipients, {report.stories} stories (SQLite, one process)")
     print(
-        f"  sent and recorded    {report.sent:,} ({recorded:,} delivery rows, {received:,} received)"
+        f"digest to {recipients:,} recipients, {report.stories} stories "
+        f"(SQLite, {connections} SMTP connection{'s' if connections > 1 else ''})"
+    )
+    print(
+        f"  sent and recorded    {report.sent:,} "
+        f"({recorded:,} delivery rows, {received:,} received)"
     )
     print(f"  time                 {seconds:.1f} s (target: under 60 s)")
     print(f"  rate                 {report.sent / seconds:,.0f} messages/s")

@@ -2,7 +2,8 @@
 
 The labelled evaluation set (tests/data/eval: 357 items from 16 outlets) goes through the real
 pipeline into a temporary database; the app serves it on 127.0.0.1, and headless Chromium
-(Debian's `chromium` package) photographs the index and a feed's preview page into docs/img/.
+(Debian's `chromium` package) photographs the index, a feed's preview page and a digest e-mail
+(as rendered for sending) into docs/img/.
 """
 
 from __future__ import annotations
@@ -20,7 +21,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aggregator.config import Output, Publishing, Server, load_config  # noqa: E402
+from aggregator.config import (  # noqa: E402
+    Digest,
+    Filter,
+    Output,
+    Publishing,
+    Server,
+    load_config,
+)
+from aggregator.digest.compose import compose  # noqa: E402
+from aggregator.digest.periods import Period  # noqa: E402
+from aggregator.digest.render import render_digest  # noqa: E402
 from aggregator.evaluate import load_labelled  # noqa: E402
 from aggregator.normalise import normalise  # noqa: E402
 from aggregator.process.pipeline import Processor  # noqa: E402
@@ -86,10 +97,19 @@ def main() -> None:
         while not server.started:
             time.sleep(0.05)
         OUT.mkdir(parents=True, exist_ok=True)
-        for name, path, height in (
-            ("index", "/", 1100),
-            ("feed-preview", "/feeds/front-page", 1500),
-        ):
+        digest = Digest(
+            "briefing", "Evening briefing", "0 19 * * *", timezone="Europe/London", filter=Filter()
+        )
+        end = labelled[-1].published + timedelta(minutes=10)
+        view = compose(storage, config, digest, Period(end - timedelta(hours=8), end))
+        rendered = render_digest(view, "your address is on the list of recipients of it")
+        (Path(folder) / "digest.html").write_text(rendered.html, encoding="utf-8")
+        pictures = [
+            ("index", f"http://127.0.0.1:{server.port}/", 900, 1100),
+            ("feed-preview", f"http://127.0.0.1:{server.port}/feeds/front-page", 900, 1500),
+            ("digest", f"file://{folder}/digest.html", 680, 1500),
+        ]
+        for name, url, width, height in pictures:
             target = OUT / f"{name}.png"
             subprocess.run(
                 [
@@ -103,9 +123,9 @@ def main() -> None:
                     "--no-first-run",
                     "--hide-scrollbars",
                     f"--user-data-dir={folder}/chromium",
-                    f"--window-size=900,{height}",
+                    f"--window-size={width},{height}",
                     f"--screenshot={target}",
-                    f"http://127.0.0.1:{server.port}{path}",
+                    url,
                 ],
                 check=True,
                 capture_output=True,

@@ -343,3 +343,15 @@ def test_digest_preview_and_list_commands(tmp_path: Path) -> None:
     assert re.search(r"daily\s+0 7 \* \* \* \(UTC\)\s+-\s+never sent", listed.stdout)
     missing = aggregator("digest", "preview", "weekly", "-c", str(config), cwd=tmp_path)
     assert missing.returncode == 1 and "no digest 'weekly'" in missing.stderr
+
+
+def test_editors_templates_replace_the_built_in_ones(
+    storage: Storage, clock: Clock, tmp_path: Path
+) -> None:
+    (tmp_path / "digest.txt").write_text("Our own: {{ view.count }} stories, {{ subject }}\n")
+    config = newsroom()
+    stock(storage, config, clock)
+    view = compose(storage, config, config.digests[0], PERIOD)
+    rendered = render_digest(view, "test", str(tmp_path))
+    assert rendered.text == "Our own: 6 stories, Daily briefing: 6 new, 24 Nov 2026\n"
+    assert "<table" in rendered.html  # digest.html was not replaced: the built-in one

@@ -237,7 +237,7 @@ def test_a_sender_killed_mid_run_is_resumed_with_exactly_the_rest(
         f"digests: [{{id: daily, title: Daily, schedule: '0 7 * * *', filter: {{}},\n"
         f"            recipients: [{', '.join(recipients)}]}}]\n"
         f"smtp: {{host: 127.0.0.1, port: {mail.port}, security: none, from: news@example.org,\n"
-        "       rate: 5}\n"  # 200 ms between messages: the kill lands between two sends
+        "       rate: 5, connections: 1}\n"  # 200 ms between messages: the kill lands between
         f"storage: {{url: 'sqlite:///{tmp_path / 'a.db'}'}}\n"
     )
     from aggregator.config import load_config

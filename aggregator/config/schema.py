@@ -407,6 +407,12 @@ class Smtp:
     rate: float = _doc(
         "Most messages sent per second (0: as fast as the server takes them).", 10, ge=0
     )
+    connections: int = _doc(
+        "Connections sending at once, so that the next copy is made while the server takes one.",
+        2,
+        ge=1,
+        le=16,
+    )
     retries: int = _doc(
         "How often a message the server refused for now (4xx, a dropped connection) is tried "
         "again, waiting longer each time, before the next run takes it up.",
@@ -513,6 +519,11 @@ class Publishing:
     )
     hub: Url | None = _doc(
         "A WebSub hub: feeds name it as rel=hub, and it is told when a feed gains items.", None
+    )
+    templates: str | None = _doc(
+        "A folder of your own templates: digest.html and digest.txt there replace the built-in "
+        "ones (copy them from aggregator/templates/ to start). Relative to the working folder.",
+        None,
     )
 
 

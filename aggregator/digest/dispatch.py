@@ -15,8 +15,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -175,7 +177,9 @@ class Dispatcher:
             return False
         token = self.signer.sign(UNSUBSCRIBE, digest.id, address)
         url = unsubscribe_url(view.base, digest.id, token)
-        rendered = render_digest(view, f"you asked for a test copy of {digest.title}")
+        rendered = render_digest(
+            view, f"you asked for a test copy of {digest.title}", self.config.publishing.templates
+        )
         message = build(envelope, rendered.for_recipient(url), address, url, self.clock())
         with self.mailer() as mailer:
             outcome = mailer.send(message, envelope.sender, address)
@@ -191,60 +195,116 @@ class Dispatcher:
         run_id: int,
         recipients: Sequence[tuple[str, bool]],
     ) -> RunReport:
-        base = view.base
-        variants: dict[bool, Rendered] = {}
-        batch: Batch | None = None
-        eight_bit: bool | None = None
+        """Send to everyone not yet served, over `smtp.connections` connections at once (the
+        server works on one copy while we prepare and record the next)."""
         done = {
             d.recipient
             for d in self.storage.deliveries(run_id)
             if d.status in (DeliveryStatus.SENT, DeliveryStatus.REFUSED)
         }
-        sent = failed = pending = 0
-        renewed = time.monotonic()
-        with self.mailer() as mailer:
-            for address, subscribed in recipients:
-                if address in done:
+        todo = [(address, sub) for address, sub in recipients if address not in done]
+        variants = {
+            sub: render_digest(
+                view, reason(digest, sub, view.base), self.config.publishing.templates
+            )
+            for sub in sorted({sub for _, sub in todo})
+        }
+        state = _Progress(time.monotonic())
+        if todo:
+            batch = Batch(envelope, next(iter(variants.values())).subject, self.clock())
+            lanes = max(1, min(self.config.smtp.connections, len(todo)))
+            with ThreadPoolExecutor(lanes, thread_name_prefix=f"digest-{digest.id}") as pool:
+                work = [
+                    pool.submit(
+                        self._lane,
+                        digest,
+                        envelope,
+                        view,
+                        run_id,
+                        batch,
+                        variants,
+                        todo[lane::lanes],
+                        state,
+                    )
+                    for lane in range(lanes)
+                ]
+                for future in work:
+                    future.result()
+        return RunReport(
+            digest.id,
+            view.period,
+            view.count,
+            len(recipients),
+            state.sent,
+            state.failed,
+            state.pending,
+        )
+
+    def _lane(
+        self,
+        digest: Digest,
+        envelope: Envelope,
+        view: DigestView,
+        run_id: int,
+        batch: Batch,
+        variants: dict[bool, Rendered],
+        share: Sequence[tuple[str, bool]],
+        state: _Progress,
+    ) -> None:
+        with self.mailer() as mailer, self.storage.delivery_log(run_id) as record:
+            eight_bit = mailer.eight_bit
+            for address, subscribed in share:
+                if state.stopped:
+                    state.count("pending")
                     continue
-                if subscribed not in variants:
-                    variants[subscribed] = render_digest(view, reason(digest, subscribed, base))
-                if batch is None:
-                    batch = Batch(envelope, variants[subscribed].subject, self.clock())
-                url = unsubscribe_url(
-                    base, digest.id, self.signer.sign(UNSUBSCRIBE, digest.id, address)
-                )
-                if eight_bit is None:
-                    eight_bit = mailer.eight_bit
-                data, message_id = batch.message(
-                    variants[subscribed].for_recipient(url), address, url, eight_bit
-                )
+                token = self.signer.sign(UNSUBSCRIBE, digest.id, address)
+                url = unsubscribe_url(view.base, digest.id, token)
+                data, message_id = batch.message(variants[subscribed], address, url, eight_bit)
                 outcome = mailer.send(data, envelope.sender, address, eight_bit)
                 if outcome.sent:
-                    sent += 1
-                    status = DeliveryStatus.SENT
+                    status, kind = DeliveryStatus.SENT, "sent"
                 elif outcome.permanent:
-                    failed += 1
-                    status = DeliveryStatus.REFUSED
+                    status, kind = DeliveryStatus.REFUSED, "failed"
                 else:
-                    pending += 1
-                    status = DeliveryStatus.FAILED
+                    status, kind = DeliveryStatus.FAILED, "pending"
                     log.warning("digest %s: %s refused: %s", digest.id, address, outcome.error)
-                self.storage.record_delivery(
-                    run_id,
+                record(
                     address,
                     status,
                     None if outcome.sent else outcome.error,
                     message_id if outcome.sent else None,
                 )
-                if time.monotonic() - renewed > LEASE.total_seconds() / 3:
-                    renewed = time.monotonic()  # keep the claim while a long list is sent
-                    if not self.storage.claim_digest_run(
+                state.count(kind)
+                if state.renew_due(LEASE.total_seconds() / 3) and not (
+                    self.storage.claim_digest_run(
                         digest.id, view.period.start, view.period.end, self.owner, LEASE
-                    ):
-                        log.error("digest %s: lost the claim on its run; stopping", digest.id)
-                        pending += 1
-                        break
-        return RunReport(digest.id, view.period, view.count, len(recipients), sent, failed, pending)
+                    )
+                ):
+                    log.error("digest %s: lost the claim on its run; stopping", digest.id)
+                    state.stopped = True
+
+
+class _Progress:
+    """Counts shared by the sending lanes of one run."""
+
+    def __init__(self, started: float) -> None:
+        self._lock = threading.Lock()
+        self._renewed = started
+        self.sent = self.failed = self.pending = 0
+        self.stopped = False
+
+    def count(self, kind: str) -> None:
+        with self._lock:
+            setattr(self, kind, getattr(self, kind) + 1)
+
+    def renew_due(self, every: float) -> bool:
+        """True for one caller once `every` seconds have passed since the last renewal."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._renewed < every:
+                return False
+            self._renewed = now
+            return True
 
 
 def secret_file(config: Config) -> Path | None:

@@ -92,12 +92,13 @@ class Mailer:
             return False
 
     def _pace(self) -> None:
+        """`smtp.rate` is for all connections together: each takes its share."""
         if self._settings.rate <= 0:
             return
         now = self._clock()
         if now < self._next_at:
             self._sleep(self._next_at - now)
-        self._next_at = max(now, self._next_at) + 1.0 / self._settings.rate
+        self._next_at = max(now, self._next_at) + self._settings.connections / self._settings.rate
 
     def send(
         self, message: EmailMessage | bytes, sender: str, to: str, eight_bit: bool = False

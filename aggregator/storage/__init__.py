@@ -406,6 +406,28 @@ class Storage:
                 conn, run_id, recipient, status, self.clock(), error, message_id
             )
 
+    @contextmanager
+    def delivery_log(self, run_id: int) -> Iterator[Callable[..., None]]:
+        """`record(recipient, status, error=None, message_id=None)` for one sender: each call is
+        its own committed transaction, on one connection kept for the run (a fresh connection a
+        delivery cost more than the rest of sending a message). One per thread."""
+        lock = self._write_lock if self.backend == "sqlite" else nullcontext()
+        with self._engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+
+            def record(
+                recipient: str,
+                status: DeliveryStatus,
+                error: str | None = None,
+                message_id: str | None = None,
+            ) -> None:
+                with lock, conn.begin():
+                    digests.record_delivery(
+                        conn, run_id, recipient, status, self.clock(), error, message_id
+                    )
+
+            yield record
+
     def deliveries(self, run_id: int) -> list[Delivery]:
         with self._tx(write=False) as conn:
             return digests.run_deliveries(conn, run_id)
