@@ -374,3 +374,180 @@ def _post(client: Client, path: str, body: str) -> Answer:
         return Answer(response.status, {k.lower(): v for k, v in raw}, response.read(), raw)
     finally:
         conn.close()
+
+
+# -- the mail server's side: TLS, login, pacing --------------------------------------------------
+
+
+def _certificate(folder: Path) -> tuple[Path, Path]:
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return key, cert
+
+
+def test_starttls_and_login_are_used_and_a_wrong_password_is_refused_for_good(
+    tmp_path: Path,
+) -> None:
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    from tests.mailserver import Handler
+
+    key, cert = _certificate(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    sessions: list[tuple[bool, bytes]] = []
+
+    def authenticate(
+        server: object, session: object, envelope: object, mechanism: str, data: object
+    ) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        tls = getattr(session, "ssl", None) is not None
+        sessions.append((tls, data.login if isinstance(data.login, bytes) else data.login.encode()))
+        # handled=False: aiosmtpd then answers a failure itself (535)
+        return AuthResult(success=data.password in (b"right", "right"), handled=False)
+
+    handler = Handler()
+    port = MailServer().port
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=server_tls,
+        require_starttls=True,
+        authenticator=authenticate,
+        auth_require_tls=True,
+        auth_exclude_mechanism=["LOGIN"],  # smtplib's LOGIN with an initial reply stalls it
+    )
+    controller.start()
+    try:
+        client_tls = ssl.create_default_context(cafile=str(cert))
+        message = EmailMessage()
+        message["Subject"] = "hello"
+        message.set_content("x")
+        for password, expected in (("right", True), ("wrong", False)):
+            settings = Smtp(
+                host="127.0.0.1",
+                port=port,
+                security="starttls",
+                username="digest",
+                password=password,
+                rate=0,
+                retries=2,
+                timeout=timedelta(seconds=5),
+            )
+            with Mailer(settings, tls=client_tls, backoff=0.01) as mailer:
+                outcome = mailer.send(message, "news@example.org", "ann@example.org")
+            assert outcome.sent is expected
+            if not expected:
+                assert outcome.permanent and outcome.attempts == 1
+                assert outcome.error is not None and outcome.error.startswith("535")
+        assert sessions == [(True, b"digest"), (True, b"digest")]  # always inside TLS
+        assert len(handler.received) == 1
+        # the system's CAs do not know this certificate: no mail goes to an unverified server
+        settings = Smtp(host="127.0.0.1", port=port, security="starttls", rate=0, retries=0)
+        with Mailer(settings) as mailer:
+            refused = mailer.send(message, "news@example.org", "ann@example.org")
+        assert (
+            not refused.sent
+            and not refused.permanent
+            and "CERTIFICATE" in (refused.error or "").upper()
+        )
+    finally:
+        controller.stop()
+
+
+def test_the_rate_spaces_messages_out(mail: MailServer) -> None:
+    settings = Smtp(host="127.0.0.1", port=mail.port, security="none", rate=20, connections=1)
+    message = EmailMessage()
+    message["Subject"] = "paced"
+    message.set_content("x")
+    started = time.monotonic()
+    with Mailer(settings) as mailer:
+        for n in range(6):
+            assert mailer.send(message, "news@example.org", f"r{n}@example.org").sent
+    assert time.monotonic() - started >= 5 / 20  # six messages: five gaps of 50 ms at least
+
+
+def test_dry_run_and_test_copies_send_and_record_nothing_for_the_period(
+    tmp_path: Path, mail: MailServer
+) -> None:
+    from aggregator.config import load_config
+    from tests.publishing import entry
+    from tests.test_cli import aggregator
+
+    path = tmp_path / "feeds.yaml"
+    path.write_text(
+        "sections: [{id: world, title: World}]\n"
+        "sources: [{id: herald, url: 'https://herald.example/rss', section: world}]\n"
+        "digests: [{id: daily, title: Daily, schedule: '0 7 * * *', filter: {},\n"
+        "            recipients: [ann@example.org, bob@example.org]}]\n"
+        f"smtp: {{host: 127.0.0.1, port: {mail.port}, security: none, from: news@example.org}}\n"
+        f"storage: {{url: 'sqlite:///{tmp_path / 'a.db'}'}}\n"
+    )
+    storage = Storage.open(f"sqlite:///{tmp_path / 'a.db'}")
+    storage.sync_sources(load_config(path).sources)
+    storage.save_entries("herald", [entry("n1", "Fresh news", "<p>Body</p>")])
+    storage.close()
+    dry = aggregator("digest", "send", "daily", "--dry-run", "-c", str(path), cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert "ann@example.org (recipient in feeds.yaml): would be sent" in dry.stdout
+    assert "nothing was sent" in dry.stdout and mail.received == []
+    test = aggregator(
+        "digest", "send", "daily", "--to", "editor@example.org", "-c", str(path), cwd=tmp_path
+    )
+    assert test.returncode == 0, test.stderr
+    assert [r.recipients for r in mail.received] == [("editor@example.org",)]
+    assert "a test copy" in parts(mail.received[0].message)[0]
+    storage = Storage.open(f"sqlite:///{tmp_path / 'a.db'}")
+    assert storage.digest_runs("daily") == []  # no period was used up
+    storage.close()
+
+
+def test_the_running_service_sends_a_due_digest_on_its_own(
+    tmp_path: Path, mail: MailServer
+) -> None:
+    from tests.test_service import Running, free_port
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "feeds.yaml").write_text(
+        "sections: [{id: world, title: World}]\n"
+        "sources: []\n"
+        "digests: [{id: minutely, title: Minutely, schedule: '* * * * *', filter: {},\n"
+        "            recipients: [ann@example.org], skip_empty: false}]\n"
+        f"smtp: {{host: 127.0.0.1, port: {mail.port}, security: none, from: news@example.org}}\n"
+        f"server: {{host: 127.0.0.1, port: {free_port()}}}\n"
+    )
+    service = Running(["run"], cwd=tmp_path)
+    try:
+        service.wait_for("ready")
+        mail.wait_for(1, timeout=60)
+        service.wait_for("digest minutely: 0 stories; 1 sent")
+    finally:
+        assert service.stop(signal.SIGTERM) == 0
+    [received] = mail.received
+    assert received.message["Subject"].startswith("Minutely: 0 new")
+    assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600

@@ -36,8 +36,10 @@ class Mailer:
         backoff: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._settings = settings
+        self._tls = tls  # the system's trusted CAs unless given (tests bring their own CA)
         self._backoff = backoff
         self._sleep = sleep
         self._clock = clock
@@ -69,13 +71,11 @@ class Mailer:
             timeout = s.timeout.total_seconds()
             smtp: smtplib.SMTP
             if s.security == "tls":
-                smtp = smtplib.SMTP_SSL(
-                    s.host, s.port, timeout=timeout, context=ssl.create_default_context()
-                )
+                smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=timeout, context=self._context())
             else:
                 smtp = smtplib.SMTP(s.host, s.port, timeout=timeout)
                 if s.security == "starttls":
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=self._context())
             if s.username:
                 smtp.login(s.username, s.password)
             self._smtp = smtp
@@ -90,6 +90,9 @@ class Mailer:
             return bool(connection.has_extn("8bitmime"))
         except (smtplib.SMTPException, OSError):
             return False
+
+    def _context(self) -> ssl.SSLContext:
+        return self._tls or ssl.create_default_context()
 
     def _pace(self) -> None:
         """`smtp.rate` is for all connections together: each takes its share."""
