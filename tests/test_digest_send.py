@@ -254,8 +254,12 @@ def test_a_sender_killed_mid_run_is_resumed_with_exactly_the_rest(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    mail.wait_for(3)
-    time.sleep(0.08)  # the third delivery is recorded; the sender waits for its next turn
+    # kill it between two sends: once the server has 3 and all 3 are recorded (the sender then
+    # waits 200 ms for its next turn), never inside the accepted-but-not-recorded window
+    deadline = time.monotonic() + 30
+    while not (3 <= _recorded(tmp_path / "a.db") == len(mail.received)):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     killed_after = len(mail.received)
@@ -266,6 +270,16 @@ def test_a_sender_killed_mid_run_is_resumed_with_exactly_the_rest(
     assert Counter(r.recipients[0] for r in mail.received) == dict.fromkeys(recipients, 1)
     listed = aggregator("digest", "list", "-c", str(path), cwd=tmp_path)
     assert re.search(r"daily .* done\s+10\s+0", listed.stdout), listed.stdout
+
+
+def _recorded(database: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(database, timeout=5) as conn:
+        try:
+            return int(conn.execute("SELECT count(*) FROM deliveries").fetchone()[0])
+        except sqlite3.OperationalError:  # not created yet
+            return 0
 
 
 # -- sign-up and unsubscribe pages -------------------------------------------------------------
