@@ -11,7 +11,7 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -25,7 +25,7 @@ from aggregator.poll import Poller, make_fetcher
 from aggregator.publish.publisher import Publisher
 from aggregator.publish.websub import Announcer
 from aggregator.scheduling import Ticker
-from aggregator.storage import Storage
+from aggregator.storage import Storage, utcnow
 from aggregator.web import WebServer, create_app
 
 log = logging.getLogger("aggregator")
@@ -93,7 +93,7 @@ def start(config_path: Path, role: str = "run") -> Started:
                 log.error("digest sign-up pages are off: %s", exc)
             else:
                 subscriptions = Subscriptions(
-                    storage, config, signer, lambda: Mailer(config.smtp), _utcnow
+                    storage, config, signer, lambda: Mailer(config.smtp), utcnow
                 )
         app = create_app(publisher, subscriptions=subscriptions)
         web = WebServer(app, config.server.host, config.server.port)
@@ -109,10 +109,6 @@ def _schedule_digests(ticker: Ticker, storage: Storage, config: Config, owner: s
         return
     dispatcher = Dispatcher(storage, config, signer, lambda: Mailer(config.smtp), owner)
     ticker.every(DIGEST_TICK, "digests", dispatcher.run_due)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _prune(storage: Storage, config: Config) -> None:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from aggregator.config import Config, Digest
@@ -30,17 +30,13 @@ from aggregator.digest.periods import Period, due
 from aggregator.digest.render import Rendered, render_digest
 from aggregator.digest.send import Mailer
 from aggregator.poll import is_dead
-from aggregator.storage import Storage
+from aggregator.storage import Storage, utcnow
 from aggregator.tokens import UNSUBSCRIBE, Signer, load_secret
 from aggregator.types import DeliveryStatus, SubscriberStatus
 
 log = logging.getLogger("aggregator.digest")
 
 LEASE = timedelta(minutes=5)  # renewed every third of it while a run sends
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

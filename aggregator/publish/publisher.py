@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from email.utils import format_datetime
 from functools import cached_property
 
@@ -34,7 +34,7 @@ from aggregator.publish.view import (
     encode_cursor,
     entry_view,
 )
-from aggregator.storage import Storage
+from aggregator.storage import Storage, utcnow
 
 HTML = "text/html; charset=utf-8"
 OPML = "text/x-opml; charset=utf-8"
@@ -46,10 +46,6 @@ WRITERS: dict[str, Callable[[FeedView], bytes]] = {
 CACHE_SIZE = 2048  # documents kept (first pages and the archive pages readers walk)
 PREVIOUS_WALK = 25  # pages walked from the top to find an archive page's newer neighbour
 LOCK_STRIPES = 64  # builders of different documents rarely wait for each other
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
