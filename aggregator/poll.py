@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from http import HTTPStatus
+from pathlib import Path
 
 from aggregator import policy
 from aggregator.config import Config, Source
@@ -56,17 +57,33 @@ class PollResult:
     lost_lease: bool = False
 
 
+def _pid_space() -> str:
+    """Which set of pids this process lives in (containers on one host have their own)."""
+    try:
+        return str(Path("/proc/self/ns/pid").stat().st_ino)
+    except OSError:
+        return "-"
+
+
 def worker_id() -> str:
-    """Names this process in leases: host, pid and a random part (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    """Names this process in leases: host, pid, pid namespace and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_pid_space()}:{uuid.uuid4().hex[:6]}"
 
 
 def is_dead(owner: str) -> bool:
     """True when a lease holder ran on this host and its process is gone (killed, crashed), so
     its work can be taken up at once instead of when the lease runs out."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+    parts = owner.split(":")
+    if len(parts) != 4:
+        return False
+    host, pid_text, space, _ = parts
+    if (
+        host != socket.gethostname()
+        or space != _pid_space()
+        or space == "-"
+        or not pid_text.isdigit()
+        or int(pid_text) == os.getpid()
+    ):
         return False
     try:
         os.kill(int(pid_text), 0)

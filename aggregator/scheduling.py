@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -85,7 +85,13 @@ def last_fire_time(expression: str, timezone: tzinfo | str, until: datetime) -> 
         found = None
         while fire is not None and fire <= until:
             found = fire
-            fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+            # step from one second after, compared in UTC: at an autumn clock change a wall
+            # time happens twice and APScheduler would hand the second one back for ever
+            after = (fire + timedelta(seconds=1)).astimezone(UTC)
+            following = trigger.get_next_fire_time(fire, after)
+            if following is not None and following.astimezone(UTC) <= fire.astimezone(UTC):
+                following = trigger.get_next_fire_time(fire, after + timedelta(hours=1))
+            fire = following
         if found is not None:
             return found
         window *= 2

@@ -209,7 +209,7 @@ def create_app(
         here = f"{publisher.base}digests/{digest.id}/{action}"
         token = request.query_params.get("token", "")
         if action == "subscribe":
-            if request.method == "GET":
+            if request.method in ("GET", "HEAD"):
                 return notice(
                     200,
                     f"Subscribe to {digest.title}",
@@ -231,7 +231,25 @@ def create_app(
                 "Check your inbox",
                 f"We sent a link to {email}; follow it to start receiving {digest.title}.",
             )
+        asking = request.method in ("GET", "HEAD")  # links are followed by scanners too
         if action == "confirm":
+            if asking:
+                claim = subscriptions.check_confirm(digest.id, token)
+                if claim is None:
+                    return notice(
+                        400,
+                        "This link does not work",
+                        "It is not valid or has expired. Subscribe again to get a new one.",
+                        "subscribe",
+                        f"{publisher.base}digests/{digest.id}/subscribe",
+                    )
+                return notice(
+                    200,
+                    f"Confirm your subscription to {digest.title}",
+                    f"{claim.email} will get {digest.title}.",
+                    "confirm",
+                    f"{here}?{urlencode({'token': token})}",
+                )
             claim = await run_in_threadpool(subscriptions.confirm, digest.id, token)
             if claim is None:
                 return notice(
@@ -243,7 +261,7 @@ def create_app(
                 )
             return notice(200, "You are subscribed", f"{claim.email} will get {digest.title}.")
         # unsubscribe: GET asks (mail scanners follow links), POST does it (RFC 8058 one-click)
-        if request.method == "GET":
+        if asking:
             claim = await run_in_threadpool(subscriptions.check, digest.id, token)
             if claim is None:
                 return notice(400, "This link does not work", "It is not a valid unsubscribe link.")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.parser import HeaderParser
 from pathlib import Path
 
@@ -59,7 +59,7 @@ def test_the_first_period_is_one_interval_back_from_the_last_firing() -> None:
 def test_nothing_is_due_until_the_schedule_fires_again() -> None:
     last = run(utc(2026, 11, 23, 7), utc(2026, 11, 24, 7))
     assert due(DAILY, utc(2026, 11, 25, 6, 59), last) is None
-    assert due(DAILY, utc(2026, 11, 25, 7), last) == Period(
+    assert due(DAILY, utc(2026, 11, 25, 7, 2), last) == Period(
         utc(2026, 11, 24, 7), utc(2026, 11, 25, 7)
     )
 
@@ -90,11 +90,35 @@ def test_periods_follow_the_digests_time_zone_across_a_clock_change() -> None:
     )
 
 
-def test_a_preview_covers_from_the_last_period_until_now() -> None:
+def test_a_preview_covers_from_the_last_period_until_a_moment_ago() -> None:
     now = utc(2026, 11, 24, 12)
-    assert current(DAILY, now, None) == Period(utc(2026, 11, 24, 7), now)
+    settled = now - timedelta(minutes=2)  # what is being stored now is not in yet
+    assert current(DAILY, now, None) == Period(utc(2026, 11, 24, 7), settled)
     last = run(utc(2026, 11, 23, 7), utc(2026, 11, 24, 7))
-    assert current(DAILY, now, last) == Period(utc(2026, 11, 24, 7), now)
+    assert current(DAILY, now, last) == Period(utc(2026, 11, 24, 7), settled)
+
+
+def test_a_period_is_sent_a_moment_after_it_ends() -> None:
+    last = run(utc(2026, 11, 23, 7), utc(2026, 11, 24, 7))
+    assert due(DAILY, utc(2026, 11, 25, 7, 1), last) is None
+    assert due(DAILY, utc(2026, 11, 25, 7, 2), last) is not None
+
+
+@pytest.mark.parametrize(
+    ("zone_name", "schedule", "now"),
+    [
+        ("Europe/Berlin", "30 2 * * *", utc(2026, 10, 25, 3)),  # 02:30 happens twice
+        ("Europe/London", "0 * * * *", utc(2026, 10, 25, 2, 30)),
+        ("America/New_York", "30 1 * * *", utc(2026, 11, 1, 7)),
+        ("Europe/Berlin", "30 2 * * *", utc(2026, 3, 29, 3)),  # 02:30 never happens
+    ],
+)
+def test_clock_changes_never_stall_the_schedule(
+    zone_name: str, schedule: str, now: datetime
+) -> None:
+    digest = replace(DAILY, schedule=schedule, timezone=zone_name)
+    period = due(digest, now, None)
+    assert period is not None and period.start < period.end <= now
 
 
 # -- composing ---------------------------------------------------------------------------------
@@ -309,6 +333,11 @@ def test_an_empty_period_renders_a_clear_message(storage: Storage, clock: Clock)
     assert "Nothing new in this period." in rendered.html
 
 
+def ten_minutes_ago() -> datetime:
+    """Items stored a while ago: a digest sent now leaves out the last two minutes."""
+    return datetime.now(UTC) - timedelta(minutes=10)
+
+
 # -- the command -------------------------------------------------------------------------------
 
 
@@ -325,7 +354,7 @@ def test_digest_preview_and_list_commands(tmp_path: Path) -> None:
         "            recipients: [a@example.org]}]\n"
         f"storage: {{url: 'sqlite:///{db}'}}\n"
     )
-    storage = Storage.open(f"sqlite:///{db}")
+    storage = Storage.open(f"sqlite:///{db}", clock=ten_minutes_ago)
     storage.sync_sources(load_config(config).sources)
     storage.save_entries("herald", [entry("n1", "Fresh <news> & more", "<p>Body</p>")])
     storage.close()

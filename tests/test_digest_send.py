@@ -31,7 +31,8 @@ from aggregator.types import DeliveryStatus, RunStatus, SubscriberStatus
 from aggregator.web import WebServer, create_app
 from tests.mailserver import MailServer
 from tests.support import Clock
-from tests.test_digest import PERIOD, newsroom, stock, utc
+from tests.test_digest import PERIOD, newsroom, stock, ten_minutes_ago, utc
+from tests.test_service import free_port
 from tests.test_web import Answer, Client
 
 SECRET = "a test secret of some length"
@@ -243,7 +244,7 @@ def test_a_sender_killed_mid_run_is_resumed_with_exactly_the_rest(
     from aggregator.config import load_config
     from tests.publishing import entry
 
-    storage = Storage.open(f"sqlite:///{tmp_path / 'a.db'}")
+    storage = Storage.open(f"sqlite:///{tmp_path / 'a.db'}", clock=ten_minutes_ago)
     storage.sync_sources(load_config(path).sources)
     storage.save_entries("herald", [entry("n1", "Fresh news", "<p>Body</p>")])
     storage.close()
@@ -325,26 +326,32 @@ def test_double_opt_in_then_one_click_unsubscribe(
     assert mail.received == [] and storage.subscribers("daily") == []
     posted = _post(client, "/digests/daily/subscribe", "email=New.Reader%40Example.org")
     assert posted.status == 200 and b"Check your inbox" in posted.body
-    subscriber = storage.subscriber("daily", "New.Reader@example.org")
+    subscriber = storage.subscriber("daily", "new.reader@example.org")
     assert subscriber is not None and subscriber.status is SubscriberStatus.PENDING
     [confirmation] = mail.received
     link = re.search(r"http://news\.test/\S+", str(confirmation.message.get_content()))
     assert link is not None and "/digests/daily/confirm?token=" in link.group(0)
     forged = client.request(path_of(link.group(0))[:-3] + "xyz")
     assert forged.status == 400
-    assert status(storage, "New.Reader@example.org") is SubscriberStatus.PENDING
-    confirmed = client.request(path_of(link.group(0)))
+    assert status(storage, "new.reader@example.org") is SubscriberStatus.PENDING
+    # following the link (GET, HEAD: what link scanners do) only asks; the button confirms
+    for method in ("GET", "HEAD"):
+        asked = client.request(path_of(link.group(0)), method)
+        assert asked.status == 200
+        assert status(storage, "new.reader@example.org") is SubscriberStatus.PENDING
+    confirmed = _post(client, path_of(link.group(0)), "")
     assert confirmed.status == 200 and b"You are subscribed" in confirmed.body
     dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
-    copy = mail.to("New.Reader@example.org")[-1].message  # [0] is the confirmation
+    copy = mail.to("new.reader@example.org")[-1].message  # [0] is the confirmation
     https = re.findall(r"<([^>]+)>", copy["List-Unsubscribe"])[0]
-    # GET only asks (mail scanners follow links); POST with the RFC 8058 body unsubscribes
+    # GET and HEAD only ask (mail scanners follow links); POST (RFC 8058) unsubscribes
     asked = client.request(path_of(https))
     assert asked.status == 200 and b'<form method="post"' in asked.body
-    assert status(storage, "New.Reader@example.org") is SubscriberStatus.CONFIRMED
+    assert client.request(path_of(https), "HEAD").status == 200
+    assert status(storage, "new.reader@example.org") is SubscriberStatus.CONFIRMED
     done = _post(client, path_of(https), "List-Unsubscribe=One-Click")
     assert done.status == 200 and b"You are unsubscribed" in done.body
-    assert status(storage, "New.Reader@example.org") is SubscriberStatus.UNSUBSCRIBED
+    assert status(storage, "new.reader@example.org") is SubscriberStatus.UNSUBSCRIBED
 
 
 def test_a_yaml_recipient_who_unsubscribes_gets_no_more(
@@ -420,7 +427,7 @@ def _certificate(folder: Path) -> tuple[Path, Path]:
     return key, cert
 
 
-def test_starttls_and_login_are_used_and_a_wrong_password_is_refused_for_good(
+def test_starttls_and_login_are_used_and_a_wrong_password_stops_the_run(
     tmp_path: Path,
 ) -> None:
     import ssl
@@ -476,10 +483,10 @@ def test_starttls_and_login_are_used_and_a_wrong_password_is_refused_for_good(
             with Mailer(settings, tls=client_tls, backoff=0.01) as mailer:
                 outcome = mailer.send(message, "news@example.org", "ann@example.org")
             assert outcome.sent is expected
-            if not expected:
-                assert outcome.permanent and outcome.attempts == 1
-                assert outcome.error is not None and outcome.error.startswith("535")
-        assert sessions == [(True, b"digest"), (True, b"digest")]  # always inside TLS
+            if not expected:  # our login is wrong, not the recipient: nobody can be served
+                assert outcome.server_down and not outcome.permanent and outcome.attempts == 3
+                assert outcome.error is not None and outcome.error.startswith("mail server: 535")
+        assert sessions == [(True, b"digest")] * 4  # inside TLS; the wrong one tried 3 times
         assert len(handler.received) == 1
         # the system's CAs do not know this certificate: no mail goes to an unverified server
         settings = Smtp(host="127.0.0.1", port=port, security="starttls", rate=0, retries=0)
@@ -522,7 +529,7 @@ def test_dry_run_and_test_copies_send_and_record_nothing_for_the_period(
         f"smtp: {{host: 127.0.0.1, port: {mail.port}, security: none, from: news@example.org}}\n"
         f"storage: {{url: 'sqlite:///{tmp_path / 'a.db'}'}}\n"
     )
-    storage = Storage.open(f"sqlite:///{tmp_path / 'a.db'}")
+    storage = Storage.open(f"sqlite:///{tmp_path / 'a.db'}", clock=ten_minutes_ago)
     storage.sync_sources(load_config(path).sources)
     storage.save_entries("herald", [entry("n1", "Fresh news", "<p>Body</p>")])
     storage.close()
@@ -565,3 +572,49 @@ def test_the_running_service_sends_a_due_digest_on_its_own(
     [received] = mail.received
     assert received.message["Subject"].startswith("Minutely: 0 new")
     assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_stranger_cannot_sign_an_unsubscribed_address_back_up(
+    site: tuple[Client, Config], storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    client, config = site
+    storage.suppress("daily", "ann@example.org")  # ann, a YAML recipient, left
+    assert _post(client, "/digests/daily/subscribe", "email=Ann%40example.org").status == 200
+    assert status(storage, "ann@example.org") is SubscriberStatus.PENDING
+    dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
+    assert mail.to("ann@example.org")[-1].message["Subject"].startswith("Confirm")  # only that
+    assert [r.recipients for r in mail.received if r.message["Subject"].startswith("Daily")] == [
+        ("bob@example.org",)
+    ]
+
+
+def test_a_mail_server_that_refuses_our_login_keeps_the_run_open(
+    storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    config = configured(mail)
+    stock(storage, config, clock)
+    down = replace(config, smtp=replace(config.smtp, port=free_port(), retries=1))
+    report = dispatcher(storage, down, clock).run(down.digests[0], PERIOD)
+    assert report is not None and (report.sent, report.failed) == (0, 0)
+    assert report.pending == 2
+    [run] = storage.digest_runs("daily")
+    assert run.status is RunStatus.SENDING  # nobody was marked refused: the server was away
+    assert not any(d.status is DeliveryStatus.REFUSED for d in storage.deliveries(run.id))
+    [resumed] = dispatcher(storage, config, clock).run_due()
+    assert resumed.sent == 2 and storage.digest_runs("daily")[0].status is RunStatus.DONE
+
+
+def test_a_mailbox_refused_for_a_day_stops_holding_the_digest_back(
+    storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    config = configured(mail)
+    stock(storage, config, clock)
+    mail.handler.busy["bob@example.org"] = 1000
+    dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
+    clock.advance(days=1, hours=1)
+    [late] = dispatcher(storage, config, clock).run_due()  # resumes, gives bob up, finishes
+    [done_run, *_] = [r for r in storage.digest_runs("daily") if r.period_start == PERIOD.start]
+    assert done_run.status is RunStatus.DONE and late.period.start == PERIOD.start
+    bob = next(d for d in storage.deliveries(done_run.id) if d.recipient == "bob@example.org")
+    assert bob.status is DeliveryStatus.REFUSED and "still refused after" in (bob.error or "")
+    assert len(mail.to("ann@example.org")) == 1

@@ -37,6 +37,7 @@ from aggregator.types import DeliveryStatus, SubscriberStatus
 log = logging.getLogger("aggregator.digest")
 
 LEASE = timedelta(minutes=5)  # renewed every third of it while a run sends
+GIVE_UP = timedelta(days=1)  # a copy refused "for now" for longer is refused for good
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,11 @@ class Dispatcher:
 
     def recipients(self, digest: Digest) -> list[tuple[str, bool]]:
         """(address, signed up on the web) for everyone who should get it, each once."""
-        gone = {
+        gone = {  # unsubscribed, or signed up again but not yet confirmed by the owner
             s.email.lower()
-            for s in self.storage.subscribers(digest.id, SubscriberStatus.UNSUBSCRIBED)
+            for s in self.storage.subscribers(digest.id)
+            if s.status is SubscriberStatus.UNSUBSCRIBED
+            or (s.status is SubscriberStatus.PENDING and s.unsubscribed_at is not None)
         }
         found: dict[str, tuple[str, bool]] = {}
         for address in digest.recipients:
@@ -150,6 +153,8 @@ class Dispatcher:
             self.storage.finish_digest_run(run.id)
             log.info("digest %s: nothing new from %s to %s", digest.id, period.start, period.end)
             return RunReport(digest.id, period, 0, len(recipients), empty=True)
+        if self.clock() - run.created_at > GIVE_UP:
+            self._give_up(run.id)
         report = self._deliver(digest, envelope, view, run.id, recipients)
         if report.pending == 0:
             self.storage.finish_digest_run(run.id)
@@ -182,6 +187,18 @@ class Dispatcher:
         if not outcome.sent:
             log.error("digest %s: test copy to %s refused: %s", digest.id, address, outcome.error)
         return outcome.sent
+
+    def _give_up(self, run_id: int) -> None:
+        """A run open for more than GIVE_UP: whoever is still refused "for now" is refused for
+        good, so that one unreachable mailbox cannot hold every later period back."""
+        with self.storage.delivery_log(run_id) as record:
+            for delivery in self.storage.deliveries(run_id):
+                if delivery.status is DeliveryStatus.FAILED:
+                    record(
+                        delivery.recipient,
+                        DeliveryStatus.REFUSED,
+                        f"still refused after {GIVE_UP}: {delivery.error}",
+                    )
 
     def _deliver(
         self,
@@ -257,6 +274,11 @@ class Dispatcher:
                 url = unsubscribe_url(view.base, digest.id, token)
                 data, message_id = batch.message(variants[subscribed], address, url, eight_bit)
                 outcome = mailer.send(data, envelope.sender, address, eight_bit)
+                if outcome.server_down:  # nobody can be served now: the next tick tries again
+                    log.error("digest %s: %s; the run stays open", digest.id, outcome.error)
+                    state.count("pending")
+                    state.stopped = True
+                    continue
                 if outcome.sent:
                     status, kind = DeliveryStatus.SENT, "sent"
                 elif outcome.permanent:

@@ -120,6 +120,8 @@ class Batch:
         url = unsubscribe_url.encode("ascii")
         for subtype, body in (("plain", rendered.text), ("html", rendered.html)):
             encoding, data = self._part(body, eight_bit)
+            if encoding != b"base64" and _MAX_LINE + len(url) - len(_PLACEHOLDER) > 998:
+                encoding = b"base64"  # an unusually long link could overrun a line
             if encoding == b"base64":  # encoded per copy (in C); 8-bit parts are filled in
                 data = _encode(body.replace(UNSUBSCRIBE, unsubscribe_url), False)[1]
             else:

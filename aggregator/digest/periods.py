@@ -17,6 +17,9 @@ from aggregator.scheduling import last_fire_time, next_fire_time
 from aggregator.types import DigestRun, RunStatus
 
 _TICK = timedelta(microseconds=1)
+# Items are stamped "first seen" when their poll starts and committed a little later: a period
+# is sent only this long after it ends, so that what it holds has been written.
+SETTLE = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ def due(digest: Digest, now: datetime, last: DigestRun | None) -> Period | None:
     """The period to send at `now`, given the digest's newest run; None when nothing is due."""
     if last is not None and last.status is RunStatus.SENDING:
         return Period(last.period_start, last.period_end, resumed=True)
-    end = last_fire_time(digest.schedule, zone(digest), now)
+    end = last_fire_time(digest.schedule, zone(digest), now - SETTLE)
     if end is None:
         return None
     end = end.astimezone(UTC)
@@ -45,8 +48,9 @@ def due(digest: Digest, now: datetime, last: DigestRun | None) -> Period | None:
 
 
 def current(digest: Digest, now: datetime, last: DigestRun | None) -> Period:
-    """What a digest sent now would cover (for previews): from the end of the last period (or
-    the schedule's last firing) until now."""
+    """What a digest sent now would cover (for previews and `digest send`): from the end of the
+    last period (or the schedule's last firing) until a moment ago (`SETTLE`)."""
+    now = now - SETTLE
     if last is not None:
         start = last.period_end if last.status is RunStatus.DONE else last.period_start
     else:

@@ -21,9 +21,10 @@ from aggregator.config import Smtp
 @dataclass(frozen=True)
 class Outcome:
     sent: bool
-    permanent: bool = False
+    permanent: bool = False  # this recipient was refused for good
     error: str | None = None
     attempts: int = 1
+    server_down: bool = False  # no connection, login or TLS: nobody can be served now
 
 
 class Mailer:
@@ -115,6 +116,14 @@ class Mailer:
             attempts += 1
             self._pace()
             try:
+                self._connection()
+            except (smtplib.SMTPException, OSError) as exc:  # connect, STARTTLS, login
+                error = f"mail server: {_describe(exc)}"
+                self._drop()
+                if attempt == self._settings.retries:
+                    return Outcome(False, False, error, attempts, server_down=True)
+                continue
+            try:
                 if isinstance(message, bytes):
                     options = ["BODY=8BITMIME"] if eight_bit else []
                     self._connection().sendmail(sender, [to], message, mail_options=options)
@@ -131,8 +140,10 @@ class Mailer:
                 if exc.smtp_code >= 500:
                     return Outcome(False, True, error, attempts)
                 self._reset()
+            except UnicodeEncodeError as exc:  # an address the server cannot be given in ASCII
+                return Outcome(False, True, f"cannot be sent: {exc.reason}", attempts)
             except (smtplib.SMTPException, OSError) as exc:
-                error = f"connection: {exc}" if str(exc) else f"connection: {type(exc).__name__}"
+                error = f"connection: {_describe(exc)}"
                 self._drop()
         return Outcome(False, False, error, attempts)
 
@@ -148,6 +159,12 @@ class Mailer:
         if self._smtp is not None:
             self._smtp.close()
             self._smtp = None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return _reply(exc.smtp_code, exc.smtp_error)
+    return str(exc) or type(exc).__name__
 
 
 def _reply(code: int, text: bytes | str) -> str:

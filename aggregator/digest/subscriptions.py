@@ -58,6 +58,7 @@ class Subscriptions:
         if problem is not None:
             raise BadRequestError(f"{address[:80]!r} is not an e-mail address: {problem}")
         subscriber = self.storage.add_subscriber(digest.id, email)
+        email = subscriber.email  # the one form storage keeps
         if subscriber.status is SubscriberStatus.CONFIRMED:
             return email  # already in: no second mail, and nothing told to a stranger
         envelope = Dispatcher(self.storage, self.config, self.signer, self.mailer, "web").envelope(
@@ -86,11 +87,15 @@ class Subscriptions:
             raise BadRequestError(f"the confirmation e-mail could not be sent: {outcome.error}")
         return email
 
-    def confirm(self, digest_id: str, token: str) -> Claim | None:
+    def check_confirm(self, digest_id: str, token: str) -> Claim | None:
+        """Whose confirmation link this is, if it is genuine and recent."""
         claim = self.signer.verify(CONFIRM, token, CONFIRM_FOR)
-        if claim is None or claim.digest_id != digest_id:
-            return None
-        self.storage.confirm_subscriber(claim.digest_id, claim.email)
+        return claim if claim is not None and claim.digest_id == digest_id else None
+
+    def confirm(self, digest_id: str, token: str) -> Claim | None:
+        claim = self.check_confirm(digest_id, token)
+        if claim is not None:
+            self.storage.confirm_subscriber(claim.digest_id, claim.email)
         return claim
 
     def check(self, digest_id: str, token: str) -> Claim | None:

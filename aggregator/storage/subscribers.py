@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select, update
 
+from aggregator.storage.dialect import insert as _insert
 from aggregator.storage.tables import subscribers as t
 from aggregator.types import Subscriber, SubscriberStatus
 
@@ -23,9 +24,9 @@ def _subscriber(row: Row[Any]) -> Subscriber:
 
 
 def _normal(email: str) -> str:
-    """Addresses compare case-insensitively in their domain; keep the local part as written."""
-    local, _, domain = email.strip().rpartition("@")
-    return f"{local}@{domain.lower()}"
+    """One form per address: lower case throughout (mailboxes that tell `Ann` from `ann` apart
+    are vanishingly rare, and one person must not hold two rows with two states)."""
+    return email.strip().lower()
 
 
 def get(conn: Connection, digest_id: str, email: str) -> Subscriber | None:
@@ -41,20 +42,19 @@ def add(conn: Connection, digest_id: str, email: str, now: datetime) -> Subscrib
     existing = get(conn, digest_id, email)
     if existing is None:
         conn.execute(
-            t.insert().values(
+            _insert(conn, t)
+            .values(
                 digest_id=digest_id, email=email, status=SubscriberStatus.PENDING, created_at=now
             )
+            .on_conflict_do_nothing(index_elements=["digest_id", "email"])
         )
     elif existing.status is SubscriberStatus.UNSUBSCRIBED:
+        # pending again, but `unsubscribed_at` stays: until the owner confirms, the address is
+        # still unsubscribed (a stranger cannot sign a YAML recipient back up)
         conn.execute(
             update(t)
             .where(t.c.digest_id == digest_id, t.c.email == email)
-            .values(
-                status=SubscriberStatus.PENDING,
-                created_at=now,
-                confirmed_at=None,
-                unsubscribed_at=None,
-            )
+            .values(status=SubscriberStatus.PENDING, created_at=now, confirmed_at=None)
         )
     result = get(conn, digest_id, email)
     assert result is not None
@@ -118,13 +118,16 @@ def suppress(conn: Connection, digest_id: str, email: str, now: datetime) -> boo
     existing = get(conn, digest_id, email)
     if existing is not None:
         return False  # already unsubscribed
-    conn.execute(
-        t.insert().values(
+    inserted = conn.execute(
+        _insert(conn, t)
+        .values(
             digest_id=digest_id,
             email=_normal(email),
             status=SubscriberStatus.UNSUBSCRIBED,
             created_at=now,
             unsubscribed_at=now,
         )
+        .on_conflict_do_nothing(index_elements=["digest_id", "email"])
+        .returning(t.c.email)
     )
-    return True
+    return inserted.first() is not None
