@@ -272,7 +272,13 @@ class Dispatcher:
                     continue
                 token = self.signer.sign(UNSUBSCRIBE, digest.id, address)
                 url = unsubscribe_url(view.base, digest.id, token)
-                data, message_id = batch.message(variants[subscribed], address, url, eight_bit)
+                try:
+                    data, message_id = batch.message(variants[subscribed], address, url, eight_bit)
+                except (ValueError, UnicodeError) as exc:  # an address no header can carry
+                    log.warning("digest %s: %s cannot be written: %s", digest.id, address, exc)
+                    record(address, DeliveryStatus.REFUSED, f"cannot be written: {exc}")
+                    state.count("failed")
+                    continue
                 outcome = mailer.send(data, envelope.sender, address, eight_bit)
                 if outcome.server_down:  # nobody can be served now: the next tick tries again
                     log.error("digest %s: %s; the run stays open", digest.id, outcome.error)

@@ -104,7 +104,11 @@ class Batch:
         """The bytes of one copy of `rendered` (still holding the UNSUBSCRIBE placeholder) for
         `to`, and its Message-ID; with `eight_bit` (the server takes 8BITMIME) parts whose
         lines are short enough go unencoded, a third smaller and quicker to handle."""
-        if not to.isascii() or any(c in to + unsubscribe_url for c in "\r\n<> "):
+        if (
+            not to.isascii()
+            or not unsubscribe_url.isascii()
+            or any(c in to + unsubscribe_url for c in "\r\n<> ")
+        ):
             personal = rendered.for_recipient(unsubscribe_url)
             slow = build(self.envelope, personal, to, unsubscribe_url, self.date)
             return slow.as_bytes(), str(slow["Message-ID"])
