@@ -95,7 +95,12 @@ def start(config_path: Path, role: str = "run") -> Started:
                 subscriptions = Subscriptions(
                     storage, config, signer, lambda: Mailer(config.smtp), utcnow
                 )
-        app = create_app(publisher, subscriptions=subscriptions)
+        polling = ticker
+        app = create_app(
+            publisher,
+            subscriptions=subscriptions,
+            scheduler_running=(lambda: polling.running) if polling is not None else None,
+        )
         web = WebServer(app, config.server.host, config.server.port)
         log.info("serving feeds at %s", publisher.base)
     return Started(config, storage, fetcher, poller, ticker, web)

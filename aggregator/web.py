@@ -29,7 +29,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aggregator.digest.subscriptions import Subscriptions
@@ -125,6 +125,7 @@ def create_app(
     *,
     refresh: float = 1.0,
     subscriptions: Subscriptions | None = None,
+    scheduler_running: Callable[[], bool] | None = None,
 ) -> Starlette:
     """The app for one publisher; `refresh` is how often the revision counter is read;
     `subscriptions` answers the digest sign-up and unsubscribe pages (404 without it)."""
@@ -279,6 +280,28 @@ def create_app(
             200, "You are unsubscribed", f"{claim.email} will not get {digest.title} again."
         )
 
+    async def healthz(_request: Request) -> Response:
+        """The process answers: for a liveness probe."""
+        return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+    async def readyz(_request: Request) -> Response:
+        """The database answers (and, in a process that polls, the scheduler runs): for a
+        readiness probe, so a load balancer sends no traffic to a replica that cannot serve."""
+        checks: dict[str, str] = {}
+        try:
+            await run_in_threadpool(publisher.check)
+            checks["database"] = "ok"
+        except Exception as exc:  # any failure means not ready; say which
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        if scheduler_running is not None:
+            checks["scheduler"] = "ok" if scheduler_running() else "stopped"
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+            headers={"Cache-Control": "no-store"},
+        )
+
     async def not_found(request: Request, _exc: Exception) -> Response:
         return page(404, "Not found", f"nothing is published at {request.url.path}.")
 
@@ -304,6 +327,8 @@ def create_app(
                 await task
 
     routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
         Route("/", index),
         Route("/opml", opml),
         Route("/opml.xml", opml),

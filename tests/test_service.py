@@ -119,6 +119,8 @@ def test_run_polls_stays_up_and_stops_cleanly(tmp_path: Path, sig: signal.Signal
                     break
                 time.sleep(0.2)
             assert len(items) == 15
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz") as r:
+                assert json.load(r)["checks"] == {"database": "ok", "scheduler": "ok"}
         finally:
             code = service.stop(sig)
         assert code == 0

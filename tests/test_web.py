@@ -115,6 +115,20 @@ TYPES = {
 }
 
 
+def test_health_and_readiness(client: Client) -> None:
+    for path, body in (("/healthz", {"status": "ok"}), ("/readyz", None)):
+        answer = client.request(path)
+        assert answer.status == 200, path
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.headers["cache-control"] == "no-store"
+        if body is not None:
+            assert json.loads(answer.body) == body
+    assert json.loads(client.request("/readyz").body) == {
+        "status": "ready",
+        "checks": {"database": "ok"},  # a web-only app has no scheduler to report
+    }
+
+
 def test_every_document_has_its_type_a_strong_etag_and_caching_headers(client: Client) -> None:
     for path, media_type in TYPES.items():
         answer = client.request(path)
@@ -483,6 +497,11 @@ def test_a_database_outage_serves_what_is_cached_and_503_for_the_rest(
         missing = client.request("/topics/climate.atom")
         assert missing.status == 503
         assert b"Temporarily unavailable" in missing.body
+        alive = client.request("/healthz")  # the process is alive...
+        assert alive.status == 200 and json.loads(alive.body) == {"status": "ok"}
+        ready = client.request("/readyz")  # ...but cannot serve everything
+        assert ready.status == 503
+        assert json.loads(ready.body)["checks"]["database"].startswith("unreachable")
     finally:
         server.stop()
         thread.join(timeout=10)
