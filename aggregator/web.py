@@ -99,6 +99,12 @@ def _http_date() -> tuple[int, str]:
     return now, _DATE[1]
 
 
+def _uncached(body: bytes, status: int, headers: dict[str, str] | None = None) -> Response:
+    """An HTML page nobody should cache: errors, sign-up and unsubscribe outcomes."""
+    headers = {"Date": _http_date()[1], "Cache-Control": "no-store", **(headers or {})}
+    return Response(body, status_code=status, media_type=HTML, headers=headers)
+
+
 def respond(request: Request, document: Document, max_age: int) -> Response:
     gz = _accepts_gzip(request)
     etag = document.gzip_etag if gz else document.etag
@@ -134,9 +140,7 @@ def create_app(
     def page(
         status: int, heading: str, message: str, headers: dict[str, str] | None = None
     ) -> Response:
-        body = publisher.error(status, heading, message)
-        headers = {"Date": _http_date()[1], "Cache-Control": "no-store", **(headers or {})}
-        return Response(body, status_code=status, media_type=HTML, headers=headers)
+        return _uncached(publisher.error(status, heading, message), status, headers)
 
     async def serve(
         request: Request, key: tuple[str, ...], build: Callable[[], Document]
@@ -192,11 +196,8 @@ def create_app(
     def notice(
         status: int, heading: str, message: str, form: str = "", action: str = ""
     ) -> Response:
-        body = pages.notice(
-            heading, message, publisher.base, publisher.site_title, form, action
-        ).encode()
-        headers = {"Date": _http_date()[1], "Cache-Control": "no-store"}
-        return Response(body, status_code=status, media_type=HTML, headers=headers)
+        body = pages.notice(heading, message, publisher.base, publisher.site_title, form, action)
+        return _uncached(body.encode(), status)
 
     async def digest_page(request: Request) -> Response:
         digest_id: str = request.path_params["digest"]
@@ -233,25 +234,10 @@ def create_app(
                 f"We sent a link to {email}; follow it to start receiving {digest.title}.",
             )
         asking = request.method in ("GET", "HEAD")  # links are followed by scanners too
-        if action == "confirm":
-            if asking:
-                claim = subscriptions.check_confirm(digest.id, token)
-                if claim is None:
-                    return notice(
-                        400,
-                        "This link does not work",
-                        "It is not valid or has expired. Subscribe again to get a new one.",
-                        "subscribe",
-                        f"{publisher.base}digests/{digest.id}/subscribe",
-                    )
-                return notice(
-                    200,
-                    f"Confirm your subscription to {digest.title}",
-                    f"{claim.email} will get {digest.title}.",
-                    "confirm",
-                    f"{here}?{urlencode({'token': token})}",
-                )
-            claim = await run_in_threadpool(subscriptions.confirm, digest.id, token)
+        again = f"{here}?{urlencode({'token': token})}"
+        if action == "confirm":  # GET and HEAD ask; the button (POST) confirms
+            check = subscriptions.check_confirm if asking else subscriptions.confirm
+            claim = await run_in_threadpool(check, digest.id, token)
             if claim is None:
                 return notice(
                     400,
@@ -260,22 +246,28 @@ def create_app(
                     "subscribe",
                     f"{publisher.base}digests/{digest.id}/subscribe",
                 )
+            if asking:
+                return notice(
+                    200,
+                    f"Confirm your subscription to {digest.title}",
+                    f"{claim.email} will get {digest.title}.",
+                    "confirm",
+                    again,
+                )
             return notice(200, "You are subscribed", f"{claim.email} will get {digest.title}.")
         # unsubscribe: GET asks (mail scanners follow links), POST does it (RFC 8058 one-click)
+        check = subscriptions.check if asking else subscriptions.unsubscribe
+        claim = await run_in_threadpool(check, digest.id, token)
+        if claim is None:
+            return notice(400, "This link does not work", "It is not a valid unsubscribe link.")
         if asking:
-            claim = await run_in_threadpool(subscriptions.check, digest.id, token)
-            if claim is None:
-                return notice(400, "This link does not work", "It is not a valid unsubscribe link.")
             return notice(
                 200,
                 f"Unsubscribe from {digest.title}?",
                 f"{claim.email} will not get {digest.title} again.",
                 "unsubscribe",
-                f"{here}?{urlencode({'token': token})}",
+                again,
             )
-        claim = await run_in_threadpool(subscriptions.unsubscribe, digest.id, token)
-        if claim is None:
-            return notice(400, "This link does not work", "It is not a valid unsubscribe link.")
         return notice(
             200, "You are unsubscribed", f"{claim.email} will not get {digest.title} again."
         )

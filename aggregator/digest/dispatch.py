@@ -52,6 +52,14 @@ class RunReport:
     empty: bool = False
 
 
+def envelope_for(config: Config, digest: Digest) -> Envelope | None:
+    """Who a digest comes from; None when neither it nor `smtp` names a sender."""
+    sender = digest.sender or config.smtp.sender
+    if sender is None:
+        return None
+    return Envelope(sender, config.publishing.title, digest.id, digest.title, digest.reply_to)
+
+
 def unsubscribe_url(base: str, digest_id: str, token: str) -> str:
     return f"{base}digests/{digest_id}/unsubscribe?token={token}"
 
@@ -80,12 +88,7 @@ class Dispatcher:
         self.clock = clock
 
     def envelope(self, digest: Digest) -> Envelope | None:
-        sender = digest.sender or self.config.smtp.sender
-        if sender is None:
-            return None
-        return Envelope(
-            sender, self.config.publishing.title, digest.id, digest.title, digest.reply_to
-        )
+        return envelope_for(self.config, digest)
 
     def recipients(self, digest: Digest) -> list[tuple[str, bool]]:
         """(address, signed up on the web) for everyone who should get it, each once."""

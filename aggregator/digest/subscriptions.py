@@ -16,7 +16,7 @@ from email.utils import format_datetime, make_msgid
 
 from aggregator.config import Config, Digest
 from aggregator.config.schema import email_problem
-from aggregator.digest.dispatch import Dispatcher
+from aggregator.digest.dispatch import envelope_for
 from aggregator.digest.send import Mailer
 from aggregator.exceptions import BadRequestError, NotPublishedError
 from aggregator.publish.publisher import base_url
@@ -61,9 +61,7 @@ class Subscriptions:
         email = subscriber.email  # the one form storage keeps
         if subscriber.status is SubscriberStatus.CONFIRMED:
             return email  # already in: no second mail, and nothing told to a stranger
-        envelope = Dispatcher(self.storage, self.config, self.signer, self.mailer, "web").envelope(
-            digest
-        )
+        envelope = envelope_for(self.config, digest)
         if envelope is None:
             raise BadRequestError("this digest has no sender address configured yet")
         token = self.signer.sign(CONFIRM, digest.id, email)
