@@ -6,10 +6,9 @@ config or wrong usage, so scripts and CI can tell an editor's mistake from an ou
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from typing import Any
 
 import click
 
-from aggregator import __version__
+from aggregator import __version__, logs
 from aggregator.config import Config, load_config, load_text, yamlfile
 from aggregator.exceptions import AggregatorError, ConfigError
 from aggregator.storage import Storage
@@ -65,14 +64,16 @@ def _report_config_error(exc: ConfigError) -> None:
     help="How much the service logs.",
     show_default="INFO",
 )
-def cli(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    default=lambda: os.environ.get("AGGREGATOR_LOG_FORMAT", "text"),
+    type=click.Choice(logs.FORMATS, case_sensitive=False),
+    help="text for people, json for a log pipeline (one object per line).",
+    show_default="$AGGREGATOR_LOG_FORMAT or text",
+)
+def cli(log_level: str, log_format: str) -> None:
     """Poll feeds, merge them, and republish them as feeds, pages and e-mail digests."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if log_level.upper() != "DEBUG":  # their routine INFO lines drown ours
-        for chatty in ("apscheduler", "alembic", "httpx", "httpcore"):
-            logging.getLogger(chatty).setLevel(logging.WARNING)
+    logs.setup(log_level, log_format.lower())
 
 
 @cli.command()
@@ -89,33 +90,53 @@ def check(path: Path | None, config_path: Path) -> None:
     )
 
 
+def listen_options(port_help: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    def wrap(command: Callable[..., None]) -> Callable[..., None]:
+        command = click.option(
+            "--port", type=click.IntRange(1, 65535), envvar="AGGREGATOR_PORT", help=port_help
+        )(command)
+        return click.option(
+            "--host",
+            envvar="AGGREGATOR_HOST",
+            help="Address to listen on ($AGGREGATOR_HOST; default: server.host).",
+        )(command)
+
+    return wrap
+
+
 @cli.command()
 @config_option
-def run(config_path: Path) -> None:
+@listen_options("Port to listen on ($AGGREGATOR_PORT; default: server.port).")
+def run(config_path: Path, host: str | None, port: int | None) -> None:
     """Run the whole service in one process (polling and the web server) until SIGTERM or
-    Ctrl-C."""
-    _serve(config_path, "run")
+    Ctrl-C; SIGHUP (or saving feeds.yaml) reloads the config."""
+    _serve(config_path, "run", host, port)
 
 
 @cli.command()
 @config_option
-def web(config_path: Path) -> None:
-    """Serve the published feeds and pages only (run workers separately)."""
-    _serve(config_path, "web")
+@listen_options("Port to listen on ($AGGREGATOR_PORT; default: server.port).")
+def web(config_path: Path, host: str | None, port: int | None) -> None:
+    """Serve the published feeds, pages, /status and /metrics only (run workers separately)."""
+    _serve(config_path, "web", host, port)
 
 
 @cli.command()
 @config_option
-def worker(config_path: Path) -> None:
-    """Poll sources only, sharing the work with other workers through the database."""
-    _serve(config_path, "worker")
+@listen_options(
+    "Serve /healthz, /readyz and /metrics on this port ($AGGREGATOR_PORT; default: none)."
+)
+def worker(config_path: Path, host: str | None, port: int | None) -> None:
+    """Poll sources and send digests only, sharing the work with other workers through the
+    database."""
+    _serve(config_path, "worker", host, port)
 
 
-def _serve(config_path: Path, role: str) -> None:
+def _serve(config_path: Path, role: str, host: str | None, port: int | None) -> None:
     from aggregator import service
 
     try:
-        service.run_forever(config_path, role)
+        service.run_forever(config_path, role, listen=service.Listen(host, port))
     except ConfigError as exc:
         _report_config_error(exc)
         raise SystemExit(2) from None

@@ -67,3 +67,7 @@ class BadRequestError(AggregatorError, ValueError):
 
 class ExportError(AggregatorError, OSError):
     """A static export could not be written; the previous export is left as it was."""
+
+
+class EnvironmentSettingError(AggregatorError, ValueError):
+    """An environment variable the service reads is set wrongly (not a feeds.yaml problem)."""

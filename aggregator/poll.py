@@ -24,7 +24,7 @@ from pathlib import Path
 from aggregator import policy
 from aggregator.config import Config, Source
 from aggregator.exceptions import ParseError
-from aggregator.fetch import Fetcher, FetchRequest, FetchResult, user_agent
+from aggregator.fetch import Fetcher, FetchError, FetchRequest, FetchResult, user_agent
 from aggregator.parse import parse_document
 from aggregator.process.pipeline import Processor
 from aggregator.storage import Storage
@@ -55,6 +55,8 @@ class PollResult:
     moved_to: str | None = None
     seconds: float = 0.0
     lost_lease: bool = False
+    merged: int = 0  # new items that joined another item's story
+    kind: str = ""  # for failures: timeout, too_large, network_error, http_error, parse_error...
 
 
 def _pid_space() -> str:
@@ -107,6 +109,12 @@ def make_fetcher(config: Config) -> Fetcher:
     )
 
 
+_ERROR_KINDS = {
+    FetchError.TIMEOUT: "timeout",
+    FetchError.TOO_LARGE: "too_large",
+}
+
+
 def _status_text(status: int) -> str:
     try:
         return f"HTTP {status} {HTTPStatus(status).phrase}"
@@ -125,10 +133,12 @@ class Poller:
         *,
         owner: str | None = None,
         rng: random.Random | None = None,
+        observe: Callable[[PollResult], None] | None = None,
     ) -> None:
         self.storage = storage
         self.fetcher = fetcher
         self.owner = owner or worker_id()
+        self._observe = observe  # metrics: told of every fetch, whoever asked for it
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         # Parsing is pure CPU under the GIL: one thread at a time parses, while the others wait
@@ -215,7 +225,7 @@ class Poller:
         """Fetch, parse and store one claimed source; never raises for the source's own faults."""
         source = self._sources.get(state.id)
         try:
-            return self._poll(state, source)
+            result = self._poll(state, source)
         except Exception as exc:  # a bug must not kill the worker or strand the lease
             log.exception("source %s: unexpected error", state.id)
             now = self.storage.clock()
@@ -223,7 +233,10 @@ class Poller:
                 state.id, now, now + state.interval, ok=False, error=f"internal error: {exc}"
             )
             self.storage.record_fetch(record, owner=self.owner)
-            return PollResult(state.id, False, None, error=record.error)
+            result = PollResult(state.id, False, None, error=record.error, kind="internal_error")
+        if self._observe is not None:
+            self._observe(result)
+        return result
 
     def _rhythm(self, state: SourceState, source: Source | None) -> policy.Rhythm:
         p = self._config.polling
@@ -244,6 +257,7 @@ class Poller:
         rhythm = self._rhythm(state, source)
         entries: tuple[Entry, ...] = ()
         title, warning, ttl, error = None, None, None, fetched.message
+        kind = _ERROR_KINDS.get(fetched.error, "network_error") if fetched.error else ""
         if fetched.error is None and fetched.status is not None and 200 <= fetched.status < 300:
             try:
                 with self._parsing:
@@ -251,7 +265,7 @@ class Poller:
                         fetched.body, fetched.url, now, fetched.headers.get("content-type")
                     )
             except ParseError as exc:
-                error = str(exc)
+                error, kind = str(exc), "parse_error"
             else:
                 entries, title, warning, ttl = (
                     parsed.entries,
@@ -260,7 +274,7 @@ class Poller:
                     parsed.ttl,
                 )
         elif fetched.error is None and fetched.status != 304:
-            error = _status_text(fetched.status or 0)
+            error, kind = _status_text(fetched.status or 0), "http_error"
         ok = error is None
         gone = fetched.status == 410
         if gone:
@@ -300,6 +314,8 @@ class Poller:
             moved_to=fetched.permanent_url,
             seconds=fetched.seconds,
             lost_lease=saved is None,
+            merged=saved.merged if saved else 0,
+            kind="" if ok else kind,
         )
         _log(result, failures)
         return result
@@ -325,9 +341,24 @@ class Poller:
 
 
 def _log(result: PollResult, failures: int) -> None:
+    """One line per fetch; its fields also go in `extra`, for JSON logs."""
     status = result.status if result.status is not None else "-"
+    fields = {
+        "event": "fetch",
+        "source": result.source_id,
+        "status": result.status,
+        "ok": result.ok,
+        "duration": round(result.seconds, 3),
+        "new": result.new,
+        "updated": result.updated,
+        "merged": result.merged,
+    }
     if result.lost_lease:
-        log.warning("source %s: lease lost to another worker; result discarded", result.source_id)
+        log.warning(
+            "source %s: lease lost to another worker; result discarded",
+            result.source_id,
+            extra={**fields, "ok": False, "error": "lease lost"},
+        )
     elif result.ok:
         log.info(
             "source %s: %s in %.2fs, %d new, %d updated%s",
@@ -337,6 +368,7 @@ def _log(result: PollResult, failures: int) -> None:
             result.new,
             result.updated,
             f" ({result.warning})" if result.warning else "",
+            extra={**fields, "warning": result.warning} if result.warning else fields,
         )
     else:
         log.warning(
@@ -346,10 +378,12 @@ def _log(result: PollResult, failures: int) -> None:
             result.seconds,
             failures,
             result.error,
+            extra={**fields, "error": result.error, "failures": failures, "kind": result.kind},
         )
     if result.moved_to:
         log.warning(
             "source %s moved permanently to %s: update its url in feeds.yaml",
             result.source_id,
             result.moved_to,
+            extra={"event": "moved", "source": result.source_id, "url": result.moved_to},
         )

@@ -1,16 +1,21 @@
-"""The long-running service: `run` (everything in one process), `worker` (polling) or `web`.
+"""The long-running service: `run` (everything in one process), `worker` (polling and digests)
+or `web` (feeds, pages, the status page).
 
 Signals are turned into one stop: the web server stops taking requests, the poller stops
-claiming, fetches in flight finish and are stored, then the scheduler and the database close,
-so SIGTERM or Ctrl-C leaves no half-written state and no stranded lease.
+claiming, fetches in flight finish and are stored, claimed sources not yet started are released,
+then the scheduler and the database close, so SIGTERM or Ctrl-C leaves no half-written state and
+no stranded lease. SIGHUP, or saving feeds.yaml, reloads the config without a restart; an invalid
+file is reported and the running config stays.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -20,13 +25,17 @@ from aggregator.config import Config, load_config
 from aggregator.digest.dispatch import Dispatcher, signer_for
 from aggregator.digest.send import Mailer
 from aggregator.digest.subscriptions import Subscriptions
-from aggregator.fetch import Fetcher
-from aggregator.poll import Poller, make_fetcher
+from aggregator.exceptions import ConfigError
+from aggregator.fetch import Fetcher, FetchResult
+from aggregator.metrics import Metrics
+from aggregator.poll import Poller, make_fetcher, worker_id
 from aggregator.publish.publisher import Publisher
 from aggregator.publish.websub import Announcer
 from aggregator.scheduling import Ticker
+from aggregator.status import StatusAccess, StatusBoard
 from aggregator.storage import Storage, utcnow
-from aggregator.web import WebServer, create_app
+from aggregator.tokens import Signer
+from aggregator.web import WebServer, create_app, create_ops_app
 
 log = logging.getLogger("aggregator")
 
@@ -34,122 +43,319 @@ POLL_TICK = timedelta(seconds=5)
 PRUNE_TICK = timedelta(hours=1)
 WEBSUB_TICK = timedelta(seconds=10)
 DIGEST_TICK = timedelta(seconds=30)
+CONFIG_TICK = timedelta(seconds=2)  # a stat() of feeds.yaml: cheap enough to do often
 ROLES = ("run", "worker", "web")
 
 
 @dataclass(frozen=True)
-class Started:
-    """What `start` brought up, for `stop` to take down."""
+class Listen:
+    """Where to listen, from the command line or environment; None: from the config."""
 
-    config: Config
-    storage: Storage
-    fetcher: Fetcher | None = None
-    poller: Poller | None = None
-    ticker: Ticker | None = None
-    web: WebServer | None = None
+    host: str | None = None
+    port: int | None = None
 
 
-def start(config_path: Path, role: str = "run") -> Started:
-    """Load and apply the config, migrate the database, start polling on ticks and (for `run`
-    and `web`) make the web server ready; its `run()` is the caller's to call."""
-    config = load_config(config_path)
-    storage = Storage.open(config.storage.url)
-    report = storage.sync_sources(config.sources)
-    log.info(
-        "aggregator %s (%s): %d sources (%d new, %d changed, %d removed), %d outputs, "
-        "%d digests; database %s (schema %s)",
-        __version__,
-        role,
-        len(config.sources),
-        len(report.added),
-        len(report.changed),
-        len(report.removed),
-        len(config.outputs),
-        len(config.digests),
-        storage.url,
-        storage.schema_revision(),
-    )
-    fetcher = poller = ticker = web = None
-    if role in ("run", "worker"):
-        fetcher = make_fetcher(config)
-        poller = Poller(storage, config, fetcher)
-        ticker = Ticker()
-        ticker.every(POLL_TICK, "poll", poller.run_once)
-        ticker.every(PRUNE_TICK, "prune", lambda: _prune(storage, config))
-        if config.digests:
-            _schedule_digests(ticker, storage, config, poller.owner)
-        hub = config.publishing.hub
-        if hub:
-            announcer = Announcer(Publisher(storage, config), hub, fetcher.post_form)
-            ticker.every(WEBSUB_TICK, "websub", announcer.run_once)
-        ticker.start()
-    if role in ("run", "web"):
-        publisher = Publisher(storage, config)
-        subscriptions = None
-        if config.digests:
-            try:
-                signer = signer_for(config)
-            except ValueError as exc:
-                log.error("digest sign-up pages are off: %s", exc)
-            else:
-                subscriptions = Subscriptions(
-                    storage, config, signer, lambda: Mailer(config.smtp), utcnow
-                )
-        polling = ticker
-        app = create_app(
-            publisher,
-            subscriptions=subscriptions,
-            scheduler_running=(lambda: polling.running) if polling is not None else None,
+def _fetcher_settings(config: Config) -> tuple[object, ...]:
+    p = config.polling
+    return (p.timeout, p.max_size, p.max_redirects, p.per_host, p.host_gap, p.concurrency)
+
+
+class ConfigFile:
+    """Tells when feeds.yaml changed: its stat first (cheap), then its bytes (so a `touch` or
+    an editor saving the same text reloads nothing)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stat = self._read_stat()
+        self._digest = self._read_digest()
+
+    def _read_stat(self) -> tuple[int, int, int] | None:
+        try:  # follows symlinks: a Kubernetes ConfigMap swaps a symlink to a new file
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _read_digest(self) -> str | None:
+        try:
+            return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+
+    def changed(self) -> bool:
+        stat = self._read_stat()
+        if stat == self._stat:
+            return False
+        self._stat = stat
+        digest = self._read_digest()
+        if digest is None or digest == self._digest:
+            return False
+        self._digest = digest
+        return True
+
+
+class Service:
+    """One process's parts, built from the config and rebuilt in place by `reload`."""
+
+    def __init__(self, config_path: Path, role: str = "run", listen: Listen | None = None) -> None:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        self.path = config_path
+        self.role = role
+        self.file = ConfigFile(config_path)
+        access = StatusAccess.from_environment()  # before anything opens: a mistake stops here
+        self.config = self._with_listen(load_config(config_path), listen or Listen())
+        self._listen = listen or Listen()
+        self.storage = Storage.open(self.config.storage.url)
+        report = self.storage.sync_sources(self.config.sources)
+        log.info(
+            "aggregator %s (%s): %d sources (%d new, %d changed, %d removed), %d outputs, "
+            "%d digests; database %s (schema %s)",
+            __version__,
+            role,
+            len(self.config.sources),
+            len(report.added),
+            len(report.changed),
+            len(report.removed),
+            len(self.config.outputs),
+            len(self.config.digests),
+            self.storage.url,
+            self.storage.schema_revision(),
         )
-        web = WebServer(app, config.server.host, config.server.port)
-        log.info("serving feeds at %s", publisher.base)
-    return Started(config, storage, fetcher, poller, ticker, web)
+        self.polls = role in ("run", "worker")
+        self.owner = worker_id()
+        self.metrics = Metrics(queue_lag=self.storage.queue_lag)
+        self._reload_asked = threading.Event()
+        self._lock = threading.Lock()  # one reload at a time
+        self._retired: list[Fetcher] = []
+        self.ticker = Ticker()
+        self.fetcher: Fetcher | None = None
+        self.poller: Poller | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.announcer: Announcer | None = None
+        self.publisher: Publisher | None = None
+        self.subscriptions: Subscriptions | None = None
+        self.web: WebServer | None = None
+        signer = self._signer()
+        if self.polls:
+            self.fetcher = make_fetcher(self.config)
+            self.poller = Poller(
+                self.storage,
+                self.config,
+                self.fetcher,
+                owner=self.owner,
+                observe=self.metrics.fetched,
+            )
+            if signer is not None:
+                self.dispatcher = Dispatcher(
+                    self.storage, self.config, signer, self._mailer, self.owner
+                )
+            self.ticker.every(POLL_TICK, "poll", self.poller.run_once)
+            self.ticker.every(PRUNE_TICK, "prune", self._prune)
+            self.ticker.every(DIGEST_TICK, "digests", self._send_digests)
+            self.ticker.every(WEBSUB_TICK, "websub", self._announce)
+        self.ticker.every(CONFIG_TICK, "config", self._watch_config)
+        if role in ("run", "web"):
+            self.publisher = Publisher(self.storage, self.config)
+            if signer is not None:  # made even with no digests yet: a reload may add some
+                self.subscriptions = Subscriptions(
+                    self.storage, self.config, signer, self._mailer, utcnow
+                )
+            polling = self.ticker if self.polls else None
+            board = StatusBoard(self.storage, lambda: self.config, self.publisher)
+            app = create_app(
+                self.publisher,
+                subscriptions=self.subscriptions,
+                scheduler_running=(lambda: polling.running) if polling is not None else None,
+                metrics=self.metrics,
+                status=board,
+                access=access,
+            )
+            self.web = WebServer(app, self.config.server.host, self.config.server.port)
+            log.info("serving feeds at %s", self.publisher.base)
+        elif self._listen.port is not None:  # a worker's probes and metrics
+            app = create_ops_app(
+                self.storage.revision,
+                scheduler_running=lambda: self.ticker.running,
+                metrics=self.metrics,
+                access=access,
+            )
+            self.web = WebServer(app, self.config.server.host, self.config.server.port)
+            log.info("probes and metrics at http://%s:%d/", self.config.server.host, self.web.port)
+        if self.web is not None and not access.protected:
+            log.info("/status and /metrics are open: set AGGREGATOR_STATUS_TOKEN to protect them")
 
+    @staticmethod
+    def _with_listen(config: Config, listen: Listen) -> Config:
+        server = config.server
+        if listen.host is not None:
+            server = replace(server, host=listen.host)
+        if listen.port is not None:
+            server = replace(server, port=listen.port)
+        return replace(config, server=server)
 
-def _schedule_digests(ticker: Ticker, storage: Storage, config: Config, owner: str) -> None:
-    try:
-        signer = signer_for(config)
-    except ValueError as exc:
-        log.error("digests are not sent: %s", exc)
-        return
-    dispatcher = Dispatcher(storage, config, signer, lambda: Mailer(config.smtp), owner)
-    ticker.every(DIGEST_TICK, "digests", dispatcher.run_due)
+    def _signer(self) -> Signer | None:
+        try:
+            return signer_for(self.config)
+        except ValueError as exc:
+            if self.config.digests:
+                log.error("digests are not sent and sign-up pages are off: %s", exc)
+            return None
 
+    def _mailer(self) -> Mailer:
+        return Mailer(self.config.smtp)
 
-def _prune(storage: Storage, config: Config) -> None:
-    removed = storage.prune_items(config.polling.retention)
-    if removed:
-        log.info("retention: removed %d items not seen for %s", removed, config.polling.retention)
+    # -- ticks -----------------------------------------------------------------------------------
 
+    def start(self) -> None:
+        self.ticker.start()
 
-def stop(started: Started) -> None:
-    if started.web is not None:
-        started.web.stop()
-    if started.poller is not None:
-        started.poller.stop()
-    if started.ticker is not None:
-        started.ticker.shutdown(wait=True)
-    if started.fetcher is not None:
-        started.fetcher.close()
-    started.storage.close()
+    def _prune(self) -> None:
+        retention = self.config.polling.retention
+        removed = self.storage.prune_items(retention)
+        if removed:
+            log.info("retention: removed %d items not seen for %s", removed, retention)
+
+    def _send_digests(self) -> None:
+        dispatcher = self.dispatcher
+        if dispatcher is None or not self.config.digests:
+            return
+        for report in dispatcher.run_due(on_error=lambda _digest: self.metrics.digest_failed()):
+            self.metrics.digest_run(report)
+
+    def _announce(self) -> None:
+        hub = self.config.publishing.hub
+        if not hub or self.fetcher is None:
+            self.announcer = None
+            return
+        if self.announcer is None or self.announcer.hub != hub:
+            self.announcer = Announcer(Publisher(self.storage, self.config), hub, self._post)
+        self.announcer.run_once()
+
+    def _post(self, url: str, form: Mapping[str, str]) -> FetchResult:
+        assert self.fetcher is not None  # the current client, after a reload too
+        return self.fetcher.post_form(url, form)
+
+    # -- reloading -------------------------------------------------------------------------------
+
+    def ask_reload(self) -> None:
+        """From a signal handler: only set a flag; the config tick does the work."""
+        self._reload_asked.set()
+
+    def _watch_config(self) -> None:
+        asked = self._reload_asked.is_set()
+        self._reload_asked.clear()
+        if self.file.changed():
+            self.reload("feeds.yaml changed")
+        elif asked:
+            self.reload("SIGHUP")
+
+    def reload(self, why: str) -> bool:
+        """Validate feeds.yaml again and apply it; False (and the running config kept) when it
+        is invalid."""
+        with self._lock:
+            try:
+                new = self._with_listen(load_config(self.path), self._listen)
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error("config not reloaded: %s", problem)
+                log.error(
+                    "config not reloaded (%s): %d problems; still running the previous config",
+                    why,
+                    len(exc.problems),
+                )
+                return False
+            old = self.config
+            for what, before, after in (
+                ("storage.url", old.storage.url, new.storage.url),
+                ("server.host", old.server.host, new.server.host),
+                ("server.port", old.server.port, new.server.port),
+            ):
+                if before != after:
+                    log.warning("config: %s changed; it takes effect at the next restart", what)
+            new = replace(new, storage=old.storage, server=old.server)
+            report = self.storage.sync_sources(new.sources)
+            self.config = new
+            self._apply(old, new)
+            log.info(
+                "config reloaded (%s): %d sources (%d added, %d changed, %d removed), "
+                "%d outputs, %d digests",
+                why,
+                len(new.sources),
+                len(report.added),
+                len(report.changed),
+                len(report.removed),
+                len(new.outputs),
+                len(new.digests),
+                extra={
+                    "event": "reload",
+                    "added": list(report.added),
+                    "changed": list(report.changed),
+                    "removed": list(report.removed),
+                },
+            )
+            return True
+
+    def _apply(self, old: Config, new: Config) -> None:
+        if self.poller is not None:
+            if self.fetcher is not None and _fetcher_settings(old) != _fetcher_settings(new):
+                # fetches in flight keep the old client; it is closed at the stop
+                self._retired.append(self.fetcher)
+                self.fetcher = make_fetcher(new)
+                self.poller.fetcher = self.fetcher
+            self.poller.configure(new)
+        if self.dispatcher is not None:
+            self.dispatcher.config = new
+        elif self.polls and new.digests:
+            signer = self._signer()
+            if signer is not None:
+                self.dispatcher = Dispatcher(self.storage, new, signer, self._mailer, self.owner)
+        if self.publisher is not None:
+            self.publisher.configure(new)
+        if self.subscriptions is not None:
+            self.subscriptions.configure(new)
+
+    # -- stopping --------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self.web is not None:
+            self.web.stop()
+        if self.poller is not None:
+            self.poller.stop()
+        self.ticker.shutdown(wait=True)
+        for fetcher in [*self._retired, self.fetcher]:
+            if fetcher is not None:
+                fetcher.close()
+        self.storage.close()
 
 
 def run_forever(
-    config_path: Path, role: str = "run", stop_event: threading.Event | None = None
+    config_path: Path,
+    role: str = "run",
+    stop_event: threading.Event | None = None,
+    listen: Listen | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT (or `stop_event`, for embedding and tests)."""
+    """Run until SIGTERM/SIGINT (or `stop_event`, for embedding and tests); SIGHUP reloads."""
     stop_event = stop_event or threading.Event()
+    service: list[Service] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if not stop_event.is_set():
             log.info("received %s, stopping", signal.Signals(signum).name)
         stop_event.set()
 
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        if service:
+            service[0].ask_reload()
+
     # uvicorn takes these over while it serves, then puts ours back and raises the signal again
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    started = start(config_path, role)
-    web = started.web
+    signal.signal(signal.SIGHUP, on_hangup)
+    service.append(Service(config_path, role, listen))
+    running = service[0]
+    running.start()
+    web = running.web
     try:
         log.info("ready")
         if web is not None:
@@ -164,5 +370,5 @@ def run_forever(
         else:
             stop_event.wait()
     finally:
-        stop(started)
+        running.stop()
         log.info("stopped")

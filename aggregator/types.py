@@ -240,6 +240,7 @@ class SaveReport:
     new: tuple[int, ...] = ()
     updated: tuple[int, ...] = ()
     unchanged: int = 0
+    merged: int = 0  # new items linked to another item's story
 
 
 class RunStatus(StrEnum):

@@ -34,9 +34,12 @@ from starlette.routing import Route
 
 from aggregator.digest.subscriptions import Subscriptions
 from aggregator.exceptions import BadRequestError, NotPublishedError, StorageError
+from aggregator.metrics import CONTENT_TYPE as METRICS_TYPE
+from aggregator.metrics import Metrics
 from aggregator.publish import pages
 from aggregator.publish.catalog import MEDIA_TYPES, Kind
 from aggregator.publish.publisher import HTML, Document, Publisher
+from aggregator.status import StatusAccess, StatusBoard
 
 log = logging.getLogger("aggregator.web")
 
@@ -132,10 +135,14 @@ def create_app(
     refresh: float = 1.0,
     subscriptions: Subscriptions | None = None,
     scheduler_running: Callable[[], bool] | None = None,
+    metrics: Metrics | None = None,
+    status: StatusBoard | None = None,
+    access: StatusAccess | None = None,
 ) -> Starlette:
     """The app for one publisher; `refresh` is how often the revision counter is read;
-    `subscriptions` answers the digest sign-up and unsubscribe pages (404 without it)."""
-    max_age = int(publisher.config.publishing.cache_max_age.total_seconds())
+    `subscriptions` answers the digest sign-up and unsubscribe pages (404 without it);
+    `status` the editors' page and `metrics` /metrics, both behind `access`."""
+    access = access or StatusAccess()
 
     def page(
         status: int, heading: str, message: str, headers: dict[str, str] | None = None
@@ -158,6 +165,7 @@ def create_app(
                 return page(
                     503, "Temporarily unavailable", "The database cannot be read; try again soon."
                 )
+        max_age = int(publisher.config.publishing.cache_max_age.total_seconds())  # reloadable
         return respond(request, document, max_age)
 
     async def index(request: Request) -> Response:
@@ -272,28 +280,6 @@ def create_app(
             200, "You are unsubscribed", f"{claim.email} will not get {digest.title} again."
         )
 
-    async def healthz(_request: Request) -> Response:
-        """The process answers: for a liveness probe."""
-        return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
-
-    async def readyz(_request: Request) -> Response:
-        """The database answers (and, in a process that polls, the scheduler runs): for a
-        readiness probe, so a load balancer sends no traffic to a replica that cannot serve."""
-        checks: dict[str, str] = {}
-        try:
-            await run_in_threadpool(publisher.check)
-            checks["database"] = "ok"
-        except Exception as exc:  # any failure means not ready; say which
-            checks["database"] = f"unreachable: {type(exc).__name__}"
-        if scheduler_running is not None:
-            checks["scheduler"] = "ok" if scheduler_running() else "stopped"
-        ready = all(value == "ok" for value in checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "not ready", "checks": checks},
-            status_code=200 if ready else 503,
-            headers={"Cache-Control": "no-store"},
-        )
-
     async def not_found(request: Request, _exc: Exception) -> Response:
         return page(404, "Not found", f"nothing is published at {request.url.path}.")
 
@@ -318,9 +304,31 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def status_page(request: Request) -> Response:
+        if status is None:
+            return page(404, "Not found", f"nothing is published at {request.url.path}.")
+        refused = _refused(request, access)
+        if refused is not None:
+            return refused
+        as_json = request.url.path.endswith(".json")
+        try:
+            body = await run_in_threadpool(status.json if as_json else status.html)
+        except (StorageError, SQLAlchemyError):
+            log.exception("cannot read the database for the status page")
+            return page(503, "Temporarily unavailable", "The database cannot be read.")
+        media = "application/json" if as_json else HTML
+        response = Response(body, media_type=media, headers=_PRIVATE)
+        token = request.query_params.get("token")
+        if token and access.token is not None:  # the links on the page then work without it
+            response.set_cookie(
+                COOKIE, token, httponly=True, samesite="strict", path="/", max_age=86400
+            )
+        return response
+
     routes = [
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
+        *_ops_routes(publisher.check, scheduler_running, metrics, access),
+        Route("/status", status_page),
+        Route("/status.json", status_page),
         Route("/", index),
         Route("/opml", opml),
         Route("/opml.xml", opml),
@@ -333,6 +341,83 @@ def create_app(
         Exception: failed,
     }
     return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+
+
+_PRIVATE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
+COOKIE = "aggregator_status"
+
+
+def _refused(request: Request, access: StatusAccess) -> Response | None:
+    """A 401 (asking for the password or token) unless the request may see operators' pages."""
+    token = request.query_params.get("token") or request.cookies.get(COOKIE)
+    if access.allows(request.headers.get("authorization"), token):
+        return None
+    return Response(
+        "This page needs the status token or password.\n",
+        status_code=401,
+        media_type="text/plain",
+        headers={**_PRIVATE, "WWW-Authenticate": access.challenge},
+    )
+
+
+def _ops_routes(
+    database_check: Callable[[], object],
+    scheduler_running: Callable[[], bool] | None,
+    metrics: Metrics | None,
+    access: StatusAccess,
+) -> list[Route]:
+    """/healthz, /readyz and /metrics: what every process answers, web or worker."""
+
+    async def healthz(_request: Request) -> Response:
+        """The process answers: for a liveness probe."""
+        return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+    async def readyz(_request: Request) -> Response:
+        """The database answers (and, in a process that polls, the scheduler runs): for a
+        readiness probe, so a load balancer sends no traffic to a replica that cannot serve."""
+        checks: dict[str, str] = {}
+        try:
+            await run_in_threadpool(database_check)
+            checks["database"] = "ok"
+        except Exception as exc:  # any failure means not ready; say which
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        if scheduler_running is not None:
+            checks["scheduler"] = "ok" if scheduler_running() else "stopped"
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def metrics_page(request: Request) -> Response:
+        if metrics is None:
+            return Response("no metrics here\n", status_code=404, media_type="text/plain")
+        refused = _refused(request, access)
+        if refused is not None:
+            return refused
+        body = await run_in_threadpool(metrics.render)  # the queue lag reads the database
+        return Response(body, media_type=METRICS_TYPE, headers={"Cache-Control": "no-store"})
+
+    return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics_page)]
+
+
+def create_ops_app(
+    database_check: Callable[[], object],
+    *,
+    scheduler_running: Callable[[], bool] | None = None,
+    metrics: Metrics | None = None,
+    access: StatusAccess | None = None,
+) -> Starlette:
+    """A worker's small app: probes and metrics, nothing published."""
+
+    async def not_found(request: Request, _exc: Exception) -> Response:
+        return Response(
+            f"nothing at {request.url.path}\n", status_code=404, media_type="text/plain"
+        )
+
+    routes = _ops_routes(database_check, scheduler_running, metrics, access or StatusAccess())
+    return Starlette(routes=routes, exception_handlers={404: not_found})
 
 
 async def _watch(publisher: Publisher, every: float) -> None:

@@ -27,8 +27,8 @@ EXAMPLE = ROOT / "config" / "feeds.yaml"
 class Running:
     """A service process whose log lines are read in the background."""
 
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")} | (env or {})
         self.process = subprocess.Popen(
             [sys.executable, "-m", "aggregator", *args],
             cwd=cwd,

@@ -105,8 +105,9 @@ class Dispatcher:
             found.setdefault(subscriber.email.lower(), (subscriber.email, True))
         return [entry for key, entry in found.items() if key not in gone]
 
-    def run_due(self) -> list[RunReport]:
-        """Every digest whose period is due (or was cut off): the scheduler's tick."""
+    def run_due(self, on_error: Callable[[Digest], None] | None = None) -> list[RunReport]:
+        """Every digest whose period is due (or was cut off): the scheduler's tick; a digest
+        whose run fails is logged and told to `on_error` (metrics), and the others go on."""
         reports = []
         for digest in self.config.digests:
             try:
@@ -115,6 +116,8 @@ class Dispatcher:
                 log.exception(
                     "digest %s: the run failed; it is taken up again next time", digest.id
                 )
+                if on_error is not None:
+                    on_error(digest)
                 continue
             if report is not None:
                 reports.append(report)

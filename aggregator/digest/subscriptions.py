@@ -45,6 +45,11 @@ class Subscriptions:
         self.clock = clock
         self.base = base_url(config)
 
+    def configure(self, config: Config) -> None:
+        """Take a reloaded config: digests added, removed or renamed."""
+        self.config = config
+        self.base = base_url(config)
+
     def digest(self, digest_id: str) -> Digest:
         found = next((d for d in self.config.digests if d.id == digest_id), None)
         if found is None:

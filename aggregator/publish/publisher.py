@@ -151,6 +151,18 @@ class Publisher:
         self._source_urls: dict[str, str] = {}
         self._sources_revision = -2
 
+    def configure(self, config: Config) -> None:
+        """Take a reloaded config: outputs, titles and limits change, so every cached document
+        goes (an unchanged one is rebuilt with the same bytes and ETag)."""
+        with self._lock:
+            self.config = config
+            self.catalog = Catalog(config)
+            self.base = base_url(config)
+            self.site_title = config.publishing.title
+            self.hub = config.publishing.hub
+            self._cache.clear()
+            self._sources_revision = -2
+
     # -- freshness ------------------------------------------------------------------------------
 
     def check(self) -> int:

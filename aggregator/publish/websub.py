@@ -23,7 +23,7 @@ Post = Callable[[str, Mapping[str, str]], FetchResult]
 class Announcer:
     def __init__(self, publisher: Publisher, hub: str, post: Post) -> None:
         self._publisher = publisher
-        self._hub = hub
+        self.hub = hub
         self._post = post
         self._seen_revision = -1
 
@@ -43,11 +43,11 @@ class Announcer:
             links = Links(publisher.base, publication)
             for fmt in publication.formats:
                 url = links.feed(fmt)
-                result = self._post(self._hub, {"hub.mode": "publish", "hub.url": url})
+                result = self._post(self.hub, {"hub.mode": "publish", "hub.url": url})
                 if result.error is not None or not (200 <= (result.status or 0) < 300):
                     log.warning(
                         "WebSub hub %s refused the ping for %s: %s",
-                        self._hub,
+                        self.hub,
                         url,
                         result.message or f"HTTP {result.status}",
                     )

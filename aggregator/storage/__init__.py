@@ -133,6 +133,13 @@ class Storage:
         with self._tx(write=False) as conn:
             return sources.next_due(conn)
 
+    def queue_lag(self) -> float:
+        """Seconds the most overdue unclaimed source has waited past its due time (0: none)."""
+        now = self.clock()
+        with self._tx(write=False) as conn:
+            oldest = sources.oldest_waiting(conn, now)
+        return max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
+
     def release_source(self, source_id: str, owner: str) -> None:
         with self._tx() as conn:
             sources.release(conn, source_id, owner)
@@ -168,10 +175,10 @@ class Storage:
         report, fresh = items.save(
             conn, source_id, entries, now, filer, before_insert=lambda: stories.lock(conn)
         )
-        stories.link(conn, fresh, filer.index if filer else None, now)
+        merged = stories.link(conn, fresh, filer.index if filer else None, now)
         if report.new or report.updated:
             outputs.bump(conn)
-        return report, fresh
+        return replace(report, merged=merged), fresh
 
     @staticmethod
     def _committed(

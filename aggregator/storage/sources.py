@@ -183,6 +183,11 @@ def next_due(conn: Connection) -> datetime | None:
     ).scalar_one_or_none()
 
 
+def oldest_waiting(conn: Connection, now: datetime) -> datetime | None:
+    """The due time of the most overdue source nobody has claimed: what queue lag measures."""
+    return conn.execute(select(func.min(t.c.next_due_at)).where(_claimable(now))).scalar()
+
+
 def release(conn: Connection, source_id: str, owner: str) -> None:
     """Give a lease back unused (on shutdown), so another worker may take the source at once."""
     conn.execute(

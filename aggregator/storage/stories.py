@@ -67,14 +67,15 @@ def _aware(moment: datetime) -> datetime:
 
 def link(
     conn: Connection, fresh: Sequence[NewItem], index: StoryIndex | None, now: datetime
-) -> None:
+) -> int:
     """Link each new item to the item it repeats: one with the same canonical link, else the
     most alike in the window (stored before, or earlier in this batch). An item that repeats
     nothing stays alone, with no story row (most items: this writes nothing for them); a story
-    row is made when a second item joins, and its lead settled when it grows.
+    row is made when a second item joins, and its lead settled when it grows. Returns how many
+    new items joined another's story.
     """
     if not fresh:
-        return
+        return 0
     first_id = min(item.id for item in fresh)
     if index is not None:
         catch_up(conn, index, now, below=first_id)
@@ -107,7 +108,7 @@ def link(
         if url:
             first_with_link.setdefault(url, item.id)
     if not targets:
-        return
+        return 0
     # group: by the stored story, or the stored item, or the first new item of a chain
     group_of: dict[int, tuple[str, int]] = {}
     for item in fresh:  # in order: an item follows only earlier ones
@@ -161,6 +162,7 @@ def link(
         writes,
     )
     settle_leads(conn, set(story_of_group.values()), now)
+    return len(targets)
 
 
 def remember(index: StoryIndex, fresh: Sequence[NewItem]) -> None:
