@@ -226,6 +226,7 @@ class Poller:
         source = self._sources.get(state.id)
         try:
             result = self._poll(state, source)
+            to_log = True
         except Exception as exc:  # a bug must not kill the worker or strand the lease
             log.exception("source %s: unexpected error", state.id)
             now = self.storage.clock()
@@ -234,8 +235,11 @@ class Poller:
             )
             self.storage.record_fetch(record, owner=self.owner)
             result = PollResult(state.id, False, None, error=record.error, kind="internal_error")
-        if self._observe is not None:
+            to_log = False  # log.exception said it
+        if self._observe is not None:  # metrics first, so a scrape after the log line sees it
             self._observe(result)
+        if to_log:
+            _log(result, 0 if result.ok else state.consecutive_failures + 1)
         return result
 
     def _rhythm(self, state: SourceState, source: Source | None) -> policy.Rhythm:
@@ -317,7 +321,6 @@ class Poller:
             merged=saved.merged if saved else 0,
             kind="" if ok else kind,
         )
-        _log(result, failures)
         return result
 
     def _next_due(

@@ -179,14 +179,15 @@ class StatusBoard:
         now = self.clock()
         states = self.storage.sources()
         rows = report(states, self.storage.item_counts(), config.polling.unhealthy_after)
-        counts = Counter(r.health.value for r in rows)
+        found = Counter(r.health.value for r in rows)
+        counts = {h.value: found[h.value] for h in Health if found[h.value]}  # worst first
         return StatusView(
             generated_at=now,
             sources=tuple(rows),
             outputs=tuple(self._outputs()),
             digests=tuple(sorted(self._digests(config, now), key=lambda d: not d.failing)),
             queue_lag=self.storage.queue_lag(),
-            counts=dict(counts),
+            counts=counts,
         )
 
     def _outputs(self) -> list[OutputRow]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import logging
 import socket
 import time
@@ -317,7 +318,11 @@ def create_app(
             log.exception("cannot read the database for the status page")
             return page(503, "Temporarily unavailable", "The database cannot be read.")
         media = "application/json" if as_json else HTML
-        response = Response(body, media_type=media, headers=_PRIVATE)
+        headers = {**_PRIVATE, "Vary": "Accept-Encoding"}
+        if _accepts_gzip(request):  # 2,000 sources make 800 KB of HTML, 60 KB gzipped
+            body = await run_in_threadpool(gzip.compress, body, 6)
+            headers["Content-Encoding"] = "gzip"
+        response = Response(body, media_type=media, headers=headers)
         token = request.query_params.get("token")
         if token and access.token is not None:  # the links on the page then work without it
             response.set_cookie(
