@@ -104,8 +104,8 @@ class Service:
         self.role = role
         self.file = ConfigFile(config_path)
         access = StatusAccess.from_environment()  # before anything opens: a mistake stops here
-        self.config = self._with_listen(load_config(config_path), listen or Listen())
         self._listen = listen or Listen()
+        self.config = self._load()
         self.storage = Storage.open(self.config.storage.url)
         report = self.storage.sync_sources(self.config.sources)
         log.info(
@@ -185,14 +185,8 @@ class Service:
         if self.web is not None and not access.protected:
             log.info("/status and /metrics are open: set AGGREGATOR_STATUS_TOKEN to protect them")
 
-    @staticmethod
-    def _with_listen(config: Config, listen: Listen) -> Config:
-        server = config.server
-        if listen.host is not None:
-            server = replace(server, host=listen.host)
-        if listen.port is not None:
-            server = replace(server, port=listen.port)
-        return replace(config, server=server)
+    def _load(self) -> Config:
+        return load_config(self.path, listen=(self._listen.host, self._listen.port))
 
     def _signer(self) -> Signer | None:
         try:
@@ -255,7 +249,7 @@ class Service:
         is invalid."""
         with self._lock:
             try:
-                new = self._with_listen(load_config(self.path), self._listen)
+                new = self._load()
             except ConfigError as exc:
                 for problem in exc.problems:
                     log.error("config not reloaded: %s", problem)

@@ -551,8 +551,10 @@ def test_dry_run_and_test_copies_send_and_record_nothing_for_the_period(
 def test_the_running_service_sends_a_due_digest_on_its_own(
     tmp_path: Path, mail: MailServer
 ) -> None:
+    from tests.test_ops import get, metric, wait_until
     from tests.test_service import Running, free_port
 
+    port = free_port()
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "feeds.yaml").write_text(
         "sections: [{id: world, title: World}]\n"
@@ -560,13 +562,19 @@ def test_the_running_service_sends_a_due_digest_on_its_own(
         "digests: [{id: minutely, title: Minutely, schedule: '* * * * *', filter: {},\n"
         "            recipients: [ann@example.org], skip_empty: false}]\n"
         f"smtp: {{host: 127.0.0.1, port: {mail.port}, security: none, from: news@example.org}}\n"
-        f"server: {{host: 127.0.0.1, port: {free_port()}}}\n"
+        f"server: {{host: 127.0.0.1, port: {port}}}\n"
     )
     service = Running(["run"], cwd=tmp_path)
     try:
         service.wait_for("ready")
         mail.wait_for(1, timeout=60)
         service.wait_for("digest minutely: 0 stories; 1 sent")
+        # counted once the tick's run returns, just after its log line
+        runs, sent = "aggregator_digest_runs_total", 'outcome="sent"'
+        wait_until(lambda: metric(get(f"http://127.0.0.1:{port}/metrics")[2], runs, sent) == 1)
+        body = get(f"http://127.0.0.1:{port}/metrics")[2]
+        assert metric(body, "aggregator_deliveries_total", 'outcome="sent"') == 1
+        assert metric(body, "aggregator_deliveries_total", 'outcome="refused"') == 0
     finally:
         assert service.stop(signal.SIGTERM) == 0
     [received] = mail.received

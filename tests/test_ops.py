@@ -289,3 +289,16 @@ def test_worker_answers_probes_and_metrics_on_its_port(tmp_path: Path) -> None:
             assert metric(body, "aggregator_fetches_total", 'outcome="ok"') == 1
             assert get(base + "/status")[0] == 404
             assert get(base + "/feeds/all.atom")[0] == 404
+
+
+def test_port_from_the_command_line_moves_the_default_base_url(tmp_path: Path) -> None:
+    with FeedServer() as server:
+        config = tmp_path / "feeds.yaml"
+        write_config(config, server, ["first"], free_port())  # not the one used
+        port = free_port()
+        env = {"AGGREGATOR_PORT": str(port)}
+        with running(["web", "--config", str(config)], tmp_path, env) as service:
+            assert f"serving feeds at http://127.0.0.1:{port}/" in service.wait_for("serving")
+            status, _, body = get(f"http://127.0.0.1:{port}/feeds/all.atom")
+            assert status == 200
+            assert f'href="http://127.0.0.1:{port}/feeds/all.atom"'.encode() in body

@@ -36,7 +36,12 @@ _REFERENCES: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+Listen = tuple[str | None, int | None]  # host and port from the command line, or None
+
+
+def load_config(
+    path: str | Path, env: Mapping[str, str] | None = None, listen: Listen = (None, None)
+) -> Config:
     """Read and validate a config file; raise ConfigError listing every problem."""
     path = Path(path)
     try:
@@ -46,10 +51,12 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         raise ConfigError(
             [ConfigProblem(str(path), 1, 1, "", f"cannot read the file: {reason}")]
         ) from None
-    return load_text(text, str(path), env)
+    return load_text(text, str(path), env, listen)
 
 
-def load_text(text: str, name: str, env: Mapping[str, str] | None = None) -> Config:
+def load_text(
+    text: str, name: str, env: Mapping[str, str] | None = None, listen: Listen = (None, None)
+) -> Config:
     """Validate config text; `name` is how problems refer to the file."""
     env = os.environ if env is None else env
     doc, yaml_problems = yamlfile.parse(text, env)
@@ -85,7 +92,7 @@ def load_text(text: str, name: str, env: Mapping[str, str] | None = None) -> Con
         problems.append(ConfigProblem(name, line, col, _where(loc), message))
     if problems or config is None:
         raise ConfigError(_unique(problems))
-    return _resolve(config, env)
+    return _resolve(config, env, listen)
 
 
 def _where(loc: yamlfile.Loc) -> str:
@@ -146,7 +153,7 @@ def _select(
         yield from _select(node[head], rest, (*loc, head))
 
 
-def _resolve(config: Config, env: Mapping[str, str]) -> Config:
+def _resolve(config: Config, env: Mapping[str, str], listen: Listen) -> Config:
     """Fill what an entry leaves to `defaults`, so the rest of the code never looks there."""
     d = config.defaults
     adaptive = config.polling.adaptive
@@ -166,6 +173,11 @@ def _resolve(config: Config, env: Mapping[str, str]) -> Config:
         g if g.timezone else dataclasses.replace(g, timezone=d.timezone) for g in config.digests
     )
     server = config.server
+    host, port = listen  # `--host`/`--port` win, and the default base_url follows them
+    if host is not None:
+        server = dataclasses.replace(server, host=host)
+    if port is not None:
+        server = dataclasses.replace(server, port=port)
     if server.base_url is None:
         host = "localhost" if server.host in ("0.0.0.0", "::", "") else server.host
         server = dataclasses.replace(server, base_url=f"http://{host}:{server.port}/")
