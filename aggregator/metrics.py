@@ -36,6 +36,8 @@ OUTCOMES = (
     "network_error",
     "timeout",
     "too_large",
+    "too_many_redirects",
+    "invalid_url",
     "parse_error",
     "gone",
     "lost_lease",

@@ -112,6 +112,8 @@ def make_fetcher(config: Config) -> Fetcher:
 _ERROR_KINDS = {
     FetchError.TIMEOUT: "timeout",
     FetchError.TOO_LARGE: "too_large",
+    FetchError.REDIRECTS: "too_many_redirects",
+    FetchError.INVALID_URL: "invalid_url",
 }
 
 

@@ -83,15 +83,21 @@ class ConfigFile:
             return None
 
     def changed(self) -> bool:
+        """True when the text differs from the last one `seen`; a touch only refreshes the stat."""
         stat = self._read_stat()
         if stat == self._stat:
             return False
-        self._stat = stat
         digest = self._read_digest()
         if digest is None or digest == self._digest:
+            self._stat = stat
             return False
-        self._digest = digest
         return True
+
+    def seen(self) -> None:
+        """The current file was dealt with (applied, or refused as invalid): not a change now.
+        Not called when a reload failed otherwise (the database away), so it is tried again."""
+        self._stat = self._read_stat()
+        self._digest = self._read_digest()
 
 
 class Service:
@@ -150,7 +156,7 @@ class Service:
                 self.dispatcher = Dispatcher(
                     self.storage, self.config, signer, self._mailer, self.owner
                 )
-            self.ticker.every(POLL_TICK, "poll", self.poller.run_once)
+            self.ticker.every(POLL_TICK, "poll", self._poll)
             self.ticker.every(PRUNE_TICK, "prune", self._prune)
             self.ticker.every(DIGEST_TICK, "digests", self._send_digests)
             self.ticker.every(WEBSUB_TICK, "websub", self._announce)
@@ -180,12 +186,18 @@ class Service:
                 metrics=self.metrics,
                 access=access,
             )
-            self.web = WebServer(app, self.config.server.host, self.config.server.port)
-            log.info("probes and metrics at http://%s:%d/", self.config.server.host, self.web.port)
+            host = self._listen.host or self.config.server.host
+            self.web = WebServer(app, host, self._listen.port)
+            log.info("probes and metrics at http://%s:%d/", host, self.web.port)
         if self.web is not None and not access.protected:
             log.info("/status and /metrics are open: set AGGREGATOR_STATUS_TOKEN to protect them")
 
     def _load(self) -> Config:
+        """The config; `--host`/`--port` replace `server.host`/`port` (and so the default
+        base_url) for the processes that serve the site, not for a worker, whose port only
+        answers probes: its e-mail links and WebSub pings must still name the site."""
+        if self.role == "worker":
+            return load_config(self.path)
         return load_config(self.path, listen=(self._listen.host, self._listen.port))
 
     def _signer(self) -> Signer | None:
@@ -203,6 +215,13 @@ class Service:
 
     def start(self) -> None:
         self.ticker.start()
+
+    def _poll(self) -> None:
+        assert self.poller is not None
+        # clients replaced by a reload: the fetches that used them ended with the last cycle
+        while self._retired:
+            self._retired.pop().close()
+        self.poller.run_once()
 
     def _prune(self) -> None:
         retention = self.config.polling.retention
@@ -240,9 +259,17 @@ class Service:
         asked = self._reload_asked.is_set()
         self._reload_asked.clear()
         if self.file.changed():
-            self.reload("feeds.yaml changed")
+            why = "feeds.yaml changed"
         elif asked:
-            self.reload("SIGHUP")
+            why = "SIGHUP"
+        else:
+            return
+        try:
+            self.reload(why)
+        except Exception:
+            log.exception("config not reloaded (%s); trying again shortly", why)
+            return
+        self.file.seen()
 
     def reload(self, why: str) -> bool:
         """Validate feeds.yaml again and apply it; False (and the running config kept) when it
@@ -267,7 +294,8 @@ class Service:
             ):
                 if before != after:
                     log.warning("config: %s changed; it takes effect at the next restart", what)
-            new = replace(new, storage=old.storage, server=old.server)
+            server = replace(new.server, host=old.server.host, port=old.server.port)
+            new = replace(new, storage=old.storage, server=server)
             report = self.storage.sync_sources(new.sources)
             self.config = new
             self._apply(old, new)
@@ -293,7 +321,7 @@ class Service:
     def _apply(self, old: Config, new: Config) -> None:
         if self.poller is not None:
             if self.fetcher is not None and _fetcher_settings(old) != _fetcher_settings(new):
-                # fetches in flight keep the old client; it is closed at the stop
+                # fetches in flight keep the old client; it is closed at the next cycle
                 self._retired.append(self.fetcher)
                 self.fetcher = make_fetcher(new)
                 self.poller.fetcher = self.fetcher
@@ -304,10 +332,13 @@ class Service:
             signer = self._signer()
             if signer is not None:
                 self.dispatcher = Dispatcher(self.storage, new, signer, self._mailer, self.owner)
+        self.announcer = None  # made again, from the new config, at its next tick
         if self.publisher is not None:
             self.publisher.configure(new)
         if self.subscriptions is not None:
             self.subscriptions.configure(new)
+        elif self.publisher is not None and new.digests:
+            log.error("digest sign-up pages stay off until a restart with AGGREGATOR_SECRET set")
 
     # -- stopping --------------------------------------------------------------------------------
 
@@ -320,6 +351,8 @@ class Service:
         for fetcher in [*self._retired, self.fetcher]:
             if fetcher is not None:
                 fetcher.close()
+        if self.web is not None:
+            self.web.close()
         self.storage.close()
 
 

@@ -324,9 +324,17 @@ def create_app(
             headers["Content-Encoding"] = "gzip"
         response = Response(body, media_type=media, headers=headers)
         token = request.query_params.get("token")
-        if token and access.token is not None:  # the links on the page then work without it
+        if token and access.token is not None and access.allows(None, token):
+            # the links on the page then work without it in the address
+            secure = request.url.scheme == "https" or publisher.base.startswith("https:")
             response.set_cookie(
-                COOKIE, token, httponly=True, samesite="strict", path="/", max_age=86400
+                COOKIE,
+                token,
+                httponly=True,
+                samesite="strict",
+                secure=secure,
+                path="/",
+                max_age=86400,
             )
         return response
 
@@ -463,6 +471,10 @@ class WebServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
+
+    def close(self) -> None:
+        """Let the port go (uvicorn closes it after serving; this is for a server never run)."""
+        self.socket.close()
 
     @property
     def started(self) -> bool:

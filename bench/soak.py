@@ -4,8 +4,9 @@
     python3 tasks.py bench soak --sources 500 --minutes 10 --interval 30s
 
 A threaded HTTP server on 127.0.0.1 (in this process) serves the feeds with ETags: a quarter of
-them gain a new item every interval (200s with new items and merged stories), the rest answer
-304, and 1% answer 503 (the failure path). The real service runs as a child process, exactly
+them gain a new item every interval (200s with new items), every fifth feed carries its
+neighbour's stories (merged as duplicates), the rest answer 304, and 1% answer 503 (the failure
+path). The real service runs as a child process, exactly
 as `python3 tasks.py run` starts it, on SQLite in a temporary folder. Every 10 s this script
 reads the child's resident memory (/proc) and its /metrics (queue lag, fetches by outcome).
 At the end it prints those figures and counts ERROR lines and tracebacks in its log.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import random
 import re
 import statistics
 import subprocess
@@ -30,6 +32,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2026, 11, 1, tzinfo=UTC)
+WORDS = (  # noqa: SIM905 (a word list reads best as text)
+    "government minister talks ceasefire election climate market energy court report crisis "
+    "city council water health school police border refugees aid summit vote budget storm "
+    "drought wildfire research science study museum festival league final transfer record "
+    "president parliament protest strike union inflation rates trade deal sanctions harbour "
+    "railway bridge hospital farmers harvest flood satellite telescope vaccine teachers nurses "
+    "airport tariff currency pension housing rent tenants landlord mayor governor senate"
+).split()
 
 
 class Feeds:
@@ -49,14 +59,15 @@ class Feeds:
         items = []
         for n in reversed(range(version - 20, version)):
             when = format_datetime(START + timedelta(minutes=n))
-            # every fifth feed repeats its neighbour's links: the same story from two outlets
+            # every fifth feed repeats its neighbour's stories: the same story from two outlets
             owner = i - 1 if i % 5 == 1 else i
+            words = random.Random(owner * 100_003 + n)  # each story its own text
+            title = " ".join(words.choice(WORDS) for _ in range(8)).capitalize()
+            text = " ".join(words.choice(WORDS) for _ in range(60))
             items.append(
-                f"<item><guid>f{i}-{n}</guid><title>Story {n} of outlet {owner}</title>"
+                f"<item><guid>f{i}-{n}</guid><title>{title}</title>"
                 f"<link>https://outlet-{owner}.example/{n}</link>"
-                f"<description>Report number {n} from outlet {owner} about the council budget, "
-                f"water prices and the election in district {n % 17}.</description>"
-                f"<pubDate>{when}</pubDate></item>"
+                f"<description>{text}.</description><pubDate>{when}</pubDate></item>"
             )
         return (
             '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from aggregator.service import ConfigFile, Listen, Service
 from aggregator.storage import Storage
 from tests.feedserver import FeedServer, Reply, Request, feed_file
 from tests.support import rss
@@ -141,6 +142,10 @@ def test_status_and_metrics_are_closed_by_a_token(tmp_path: Path) -> None:
                 assert headers["www-authenticate"].startswith("Bearer")
                 assert get(base + path, {"Authorization": "Bearer wrong"})[0] == 401
                 assert get(base + path, {"Authorization": "Bearer s3cret-token"})[0] == 200
+            # a valid header with a wrong ?token= sets no cookie
+            answer = get(base + "/status?token=garbage", {"Authorization": "Bearer s3cret-token"})
+            assert answer[0] == 200
+            assert "set-cookie" not in answer[1]
             status, headers, body = get(base + "/status?token=s3cret-token")
             assert status == 200
             assert b"<h1>" in body
@@ -302,3 +307,36 @@ def test_port_from_the_command_line_moves_the_default_base_url(tmp_path: Path) -
             status, _, body = get(f"http://127.0.0.1:{port}/feeds/all.atom")
             assert status == 200
             assert f'href="http://127.0.0.1:{port}/feeds/all.atom"'.encode() in body
+
+
+def test_a_workers_probe_port_is_not_the_sites_address(tmp_path: Path) -> None:
+    """`worker --port` binds the probes only: e-mail links and WebSub pings still name the site."""
+    with FeedServer() as server:
+        config = tmp_path / "feeds.yaml"
+        site_port, probes = free_port(), free_port()
+        write_config(config, server, ["first"], site_port)
+        worker = Service(config, "worker", Listen("127.0.0.1", probes))
+        try:
+            assert worker.config.server.base_url == f"http://127.0.0.1:{site_port}/"
+            assert worker.web is not None and worker.web.port == probes
+        finally:
+            worker.stop()
+        web = Service(config, "web", Listen(None, probes))
+        try:
+            assert web.config.server.base_url == f"http://127.0.0.1:{probes}/"
+        finally:
+            web.stop()
+
+
+def test_a_config_change_stays_pending_until_it_was_dealt_with(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.yaml"
+    path.write_text("sources: []\n")
+    watched = ConfigFile(path)
+    assert not watched.changed()
+    path.write_text("sources: []\n")  # the same text saved again
+    assert not watched.changed()
+    path.write_text("sources: []  # edited\n")
+    assert watched.changed()
+    assert watched.changed(), "a reload that failed (database away) is tried again"
+    watched.seen()
+    assert not watched.changed()

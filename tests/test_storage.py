@@ -121,6 +121,32 @@ def test_claims_are_leased_and_expire(storage: Storage, clock: Clock) -> None:
     assert [s.id for s in storage.claim_due_sources("w2", LEASE, limit=1)] == ["a"]
 
 
+def test_a_new_url_voids_a_fetch_of_the_old_one_in_flight(storage: Storage, clock: Clock) -> None:
+    """An editor changes a source's URL (a reload) while a worker fetches the old one: that
+    result must not be stored over the fresh start, and the new URL is due at once."""
+    storage.sync_sources([source("a")])
+    [claimed] = storage.claim_due_sources("w1", LEASE, limit=1)
+    storage.sync_sources([source("a", url="https://moved.example/feed")])
+    late = FetchRecord(
+        "a",
+        clock(),
+        clock() + timedelta(hours=1),
+        status=200,
+        etag='"old"',
+        permanent_url="https://redirected.example/old",
+    )
+    assert storage.record_fetch(late, owner="w1") is None  # the lease went with the old URL
+    state = storage.source("a")
+    assert state is not None
+    assert (state.url, state.fetch_url, state.etag) == (
+        "https://moved.example/feed",
+        "https://moved.example/feed",
+        None,
+    )
+    assert [s.id for s in storage.claim_due_sources("w2", LEASE, limit=1)] == ["a"]
+    assert claimed.fetch_url != state.fetch_url
+
+
 def test_record_fetch_releases_lease_and_tracks_health(storage: Storage, clock: Clock) -> None:
     storage.sync_sources([source("a")])
     storage.claim_due_sources("w1", LEASE, limit=1)

@@ -93,6 +93,9 @@ def sync(conn: Connection, configured: Sequence[Source], now: datetime) -> SyncR
                 gone_at=None,
                 consecutive_failures=0,
                 next_due_at=now,
+                # a fetch of the old URL in flight loses its lease: its result is not stored
+                lease_owner=None,
+                lease_expires_at=None,
             )
         for column, value in (
             ("title", source.title),
