@@ -93,9 +93,10 @@ def sync(conn: Connection, configured: Sequence[Source], now: datetime) -> SyncR
                 gone_at=None,
                 consecutive_failures=0,
                 next_due_at=now,
-                # a fetch of the old URL in flight loses its lease: its result is not stored
-                lease_owner=None,
-                lease_expires_at=None,
+                # a fetch of the old URL in flight loses its lease (to nobody, and already
+                # lapsed, so anyone may claim the new URL now): its result is not stored
+                lease_owner=VOIDED,
+                lease_expires_at=now - timedelta(seconds=1),
             )
         for column, value in (
             ("title", source.title),
@@ -198,6 +199,9 @@ def release(conn: Connection, source_id: str, owner: str) -> None:
         .where(t.c.id == source_id, t.c.lease_owner == owner)
         .values(lease_owner=None, lease_expires_at=None)
     )
+
+
+VOIDED = "-"  # the lease owner of a source whose URL changed under a fetch
 
 
 def _keep_unless(flag: str, value: Any, column: Any) -> Any:
