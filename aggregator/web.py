@@ -240,7 +240,8 @@ def create_app(
             return notice(
                 200,
                 "Check your inbox",
-                f"We sent a link to {email}; follow it to start receiving {digest.title}.",
+                f"We sent a link to {email}; follow it to start receiving {digest.title}. "
+                "Nothing there? Look in your spam folder; a new link can be sent once an hour.",
             )
         asking = request.method in ("GET", "HEAD")  # links are followed by scanners too
         again = f"{here}?{urlencode({'token': token})}"

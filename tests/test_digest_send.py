@@ -582,6 +582,38 @@ def test_the_running_service_sends_a_due_digest_on_its_own(
     assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600
 
 
+def test_the_form_mails_one_address_at_most_once_an_hour(
+    site: tuple[Client, Config], storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    client, _config = site
+
+    def confirmations() -> int:
+        return len([r for r in mail.to("eve@example.org") if "Confirm" in r.message["Subject"]])
+
+    for _ in range(5):  # someone keeps signing a stranger up
+        answer = _post(client, "/digests/daily/subscribe", "email=eve%40example.org")
+        assert answer.status == 200
+        assert b"once an hour" in answer.body
+    assert confirmations() == 1
+    clock.advance(minutes=59)
+    _post(client, "/digests/daily/subscribe", "email=EVE%40example.org")
+    assert confirmations() == 1
+    clock.advance(minutes=2)
+    _post(client, "/digests/daily/subscribe", "email=eve%40example.org")
+    assert confirmations() == 2
+
+
+def test_a_confirmation_that_could_not_be_sent_can_be_asked_again_at_once(
+    site: tuple[Client, Config], storage: Storage, mail: MailServer
+) -> None:
+    client, _config = site
+    mail.handler.refuse["kim@example.org"] = "550 5.1.1 no such mailbox"
+    assert _post(client, "/digests/daily/subscribe", "email=kim%40example.org").status == 400
+    del mail.handler.refuse["kim@example.org"]
+    assert _post(client, "/digests/daily/subscribe", "email=kim%40example.org").status == 200
+    assert len(mail.to("kim@example.org")) == 1
+
+
 def test_a_stranger_cannot_sign_an_unsubscribed_address_back_up(
     site: tuple[Client, Config], storage: Storage, mail: MailServer, clock: Clock
 ) -> None:

@@ -27,6 +27,7 @@ from aggregator.types import SubscriberStatus
 log = logging.getLogger("aggregator.digest")
 
 CONFIRM_FOR = timedelta(days=3)
+CONFIRM_AGAIN_AFTER = timedelta(hours=1)  # at most one confirmation an hour to one address
 
 
 class Subscriptions:
@@ -69,6 +70,12 @@ class Subscriptions:
         envelope = envelope_for(self.config, digest)
         if envelope is None:
             raise BadRequestError("this digest has no sender address configured yet")
+        now = self.clock()
+        if not self.storage.claim_confirmation(digest.id, email, now, CONFIRM_AGAIN_AFTER):
+            # the same answer as a send, so the form tells a stranger nothing; the earlier link
+            # still works
+            log.info("confirmation for %s to %s sent within the hour; not again", digest.id, email)
+            return email
         token = self.signer.sign(CONFIRM, digest.id, email)
         link = f"{self.base}digests/{digest.id}/confirm?token={token}"
         message = EmailMessage(policy=policy.SMTP)
@@ -86,6 +93,7 @@ class Subscriptions:
         with self.mailer() as mailer:
             outcome = mailer.send(message, envelope.sender, email)
         if not outcome.sent:
+            self.storage.forget_confirmation(digest.id, email)
             log.warning("confirmation for %s to %s refused: %s", digest.id, email, outcome.error)
             raise BadRequestError(f"the confirmation e-mail could not be sent: {outcome.error}")
         return email

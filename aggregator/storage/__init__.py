@@ -449,6 +449,16 @@ class Storage:
         with self._tx() as conn:
             return subscribers.add(conn, digest_id, email, self.clock())
 
+    def claim_confirmation(
+        self, digest_id: str, email: str, now: datetime, every: timedelta
+    ) -> bool:
+        with self._tx() as conn:
+            return subscribers.claim_confirmation(conn, digest_id, email, now, every)
+
+    def forget_confirmation(self, digest_id: str, email: str) -> None:
+        with self._tx() as conn:
+            subscribers.forget_confirmation(conn, digest_id, email)
+
     def confirm_subscriber(self, digest_id: str, email: str) -> bool:
         with self._tx() as conn:
             return subscribers.confirm(conn, digest_id, email, self.clock())

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, or_, select, update
 
 from aggregator.storage.dialect import insert as _insert
 from aggregator.storage.tables import subscribers as t
@@ -59,6 +59,32 @@ def add(conn: Connection, digest_id: str, email: str, now: datetime) -> Subscrib
     result = get(conn, digest_id, email)
     assert result is not None
     return result
+
+
+def claim_confirmation(
+    conn: Connection, digest_id: str, email: str, now: datetime, every: timedelta
+) -> bool:
+    """True (and the time kept) when no confirmation went to this address in `every`: one
+    statement, so two processes asked at once cannot both send."""
+    result = conn.execute(
+        update(t)
+        .where(
+            t.c.digest_id == digest_id,
+            t.c.email == _normal(email),
+            or_(t.c.confirm_sent_at.is_(None), t.c.confirm_sent_at <= now - every),
+        )
+        .values(confirm_sent_at=now)
+    )
+    return result.rowcount == 1
+
+
+def forget_confirmation(conn: Connection, digest_id: str, email: str) -> None:
+    """The confirmation could not be sent: the next request may try at once."""
+    conn.execute(
+        update(t)
+        .where(t.c.digest_id == digest_id, t.c.email == _normal(email))
+        .values(confirm_sent_at=None)
+    )
 
 
 def _set_status(

@@ -221,5 +221,6 @@ subscribers = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("confirmed_at", UTCDateTime),
     Column("unsubscribed_at", UTCDateTime),
+    Column("confirm_sent_at", UTCDateTime),  # the last confirmation mailed: one an hour at most
     UniqueConstraint("digest_id", "email"),
 )
