@@ -205,7 +205,15 @@ def create_app(
     def notice(
         status: int, heading: str, message: str, form: str = "", action: str = ""
     ) -> Response:
-        body = pages.notice(heading, message, publisher.base, publisher.site_title, form, action)
+        body = pages.notice(
+            heading,
+            message,
+            publisher.base,
+            publisher.site_title,
+            form,
+            action,
+            publisher.templates,
+        )
         return _uncached(body.encode(), status)
 
     async def digest_page(request: Request) -> Response:

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -506,3 +506,27 @@ def test_a_database_outage_serves_what_is_cached_and_503_for_the_rest(
         server.stop()
         thread.join(timeout=10)
         storage.close()
+
+
+def test_editors_templates_replace_the_pages_too(
+    storage: Storage, config: Config, processor: Processor, clock: Clock, tmp_path: Path
+) -> None:
+    """`publishing.templates` holds the editors' own pages: a frame of their own (base.html)
+    reaches every page, and feed.html replaces the preview."""
+    (tmp_path / "base.html").write_text(
+        "<!doctype html><title>{% block title %}{% endblock %}</title>"
+        "<body class=house-style>{% block body %}{% endblock %}</body>\n"
+    )
+    (tmp_path / "feed.html").write_text(
+        '{% extends "base.html" %}{% block body %}<h1>Ours: {{ title }}</h1>'
+        "{% for e in entries %}<p>{{ e.title }}</p>{% endfor %}{% endblock %}\n"
+    )
+    own = replace(config, publishing=replace(config.publishing, templates=str(tmp_path)))
+    publisher = Publisher(storage, own, clock=clock)
+    page = publisher.page("feeds", "all").body.decode()
+    assert page.startswith("<!doctype html><title>")
+    assert "<body class=house-style><h1>Ours: Everything</h1><p>" in page
+    index = publisher.index().body.decode()
+    assert "class=house-style" in index  # the built-in index.html, in the editors' frame
+    assert "/feeds/all.atom" in index
+    assert "class=house-style" in publisher.error(404, "Not found", "Nothing here.").decode()

@@ -521,8 +521,9 @@ class Publishing:
         "A WebSub hub: feeds name it as rel=hub, and it is told when a feed gains items.", None
     )
     templates: str | None = _doc(
-        "A folder of your own templates: digest.html and digest.txt there replace the built-in "
-        "ones (copy them from aggregator/templates/ to start). Relative to the working folder.",
+        "A folder of your own templates: any of digest.html, digest.txt, base.html, index.html, "
+        "feed.html, error.html and notice.html there replace the built-in ones (copy them from "
+        "aggregator/templates/ to start). Relative to the working folder.",
         None,
     )
 

@@ -43,7 +43,7 @@ class Group:
     publications: list[Listed]
 
 
-def index(catalog: Catalog, base: str, site_title: str) -> str:
+def index(catalog: Catalog, base: str, site_title: str, overrides: str | None = None) -> str:
     groups = []
     alternates: list[FeedLink] = []
     for kind in Kind:
@@ -57,6 +57,7 @@ def index(catalog: Catalog, base: str, site_title: str) -> str:
             groups.append(Group(KIND_TITLES[kind], listed))
     return render(
         "index.html",
+        overrides,
         site_title=site_title,
         groups=groups,
         alternates=alternates,
@@ -64,7 +65,7 @@ def index(catalog: Catalog, base: str, site_title: str) -> str:
     )
 
 
-def preview(view: FeedView) -> str:
+def preview(view: FeedView, overrides: str | None = None) -> str:
     publication: Publication = view.publication
     links = view.links
     feeds = feed_links(links)
@@ -74,6 +75,7 @@ def preview(view: FeedView) -> str:
     older = f"{links.page}?before={view.next}" if view.next else None
     return render(
         "feed.html",
+        overrides,
         site_title=view.site_title,
         home=links.base,
         kind_title=KIND_TITLES[publication.kind],
@@ -87,9 +89,17 @@ def preview(view: FeedView) -> str:
     )
 
 
-def error(status: int, heading: str, message: str, base: str, site_title: str) -> str:
+def error(
+    status: int,
+    heading: str,
+    message: str,
+    base: str,
+    site_title: str,
+    overrides: str | None = None,
+) -> str:
     return render(
         "error.html",
+        overrides,
         site_title=site_title,
         status=status,
         heading=heading,
@@ -106,10 +116,12 @@ def notice(
     site_title: str,
     form: str = "",
     action: str = "",
+    overrides: str | None = None,
 ) -> str:
     """A short page: the outcome of a sign-up or unsubscribe, with the form to do it."""
     return render(
         "notice.html",
+        overrides,
         site_title=site_title,
         heading=heading,
         message=message,

@@ -163,6 +163,11 @@ class Publisher:
             self._cache.clear()
             self._sources_revision = -2
 
+    @property
+    def templates(self) -> str | None:
+        """The editors' own template folder, if any: it replaces pages' templates too."""
+        return self.config.publishing.templates
+
     # -- freshness ------------------------------------------------------------------------------
 
     def check(self) -> int:
@@ -329,7 +334,7 @@ class Publisher:
     def page(self, kind: str, publication_id: str, before: str | None = None) -> Document:
         publication = self.publication(kind, publication_id)
         return self._view_document(
-            publication, before, "html", lambda v: pages.preview(v).encode(), HTML
+            publication, before, "html", lambda v: pages.preview(v, self.templates).encode(), HTML
         )
 
     def index(self) -> Document:
@@ -338,7 +343,7 @@ class Publisher:
         def make(previous: Document | None, revision: int) -> Document:
             if previous is not None:
                 return replace(previous, revision=revision)
-            body = pages.index(self.catalog, self.base, self.site_title).encode()
+            body = pages.index(self.catalog, self.base, self.site_title, self.templates).encode()
             return make_document(body, HTML, revision=revision)
 
         return self._build(("index",), make)
@@ -363,7 +368,9 @@ class Publisher:
         return self._build(("opml",), make)
 
     def error(self, status: int, heading: str, message: str) -> bytes:
-        return pages.error(status, heading, message, self.base, self.site_title).encode()
+        return pages.error(
+            status, heading, message, self.base, self.site_title, self.templates
+        ).encode()
 
     def every_document(self) -> Iterator[tuple[str, Document]]:
         """Each document's path under the base URL, for a static export (first pages only)."""
