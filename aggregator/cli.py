@@ -667,7 +667,7 @@ def digest_send(config_path: Path, digest_id: str, dry_run: bool, only_to: str |
 @config_option
 def digest_list(config_path: Path) -> None:
     """Every digest: its schedule, last period and how it went, and when it runs next."""
-    from aggregator.digest.periods import next_run
+    from aggregator.status import summarise_digest
     from aggregator.types import DeliveryStatus
 
     config = _load(config_path)
@@ -676,29 +676,23 @@ def digest_list(config_path: Path) -> None:
     failures: list[str] = []
     with _opened(config) as storage:
         for chosen in config.digests:
-            runs = storage.digest_runs(chosen.id, limit=1)
-            last = runs[0] if runs else None
-            sent = failed = 0
-            if last is not None:
-                for delivery in storage.deliveries(last.id):
-                    if delivery.status is DeliveryStatus.SENT:
-                        sent += 1
-                    else:
-                        failed += 1
-                        how = "refused" if delivery.status is DeliveryStatus.REFUSED else "to retry"
-                        failures.append(
-                            f"{chosen.id}: {delivery.recipient} ({how}, {delivery.attempts} "
-                            f"attempts): {delivery.error}"
-                        )
+            row = summarise_digest(storage, chosen, now)
+            last = row.last
+            for delivery in row.failures:
+                how = "refused" if delivery.status is DeliveryStatus.REFUSED else "to retry"
+                failures.append(
+                    f"{chosen.id}: {delivery.recipient} ({how}, {delivery.attempts} "
+                    f"attempts): {delivery.error}"
+                )
             rows.append(
                 (
                     chosen.id,
-                    f"{chosen.schedule} ({chosen.timezone or 'UTC'})",
+                    row.schedule,
                     f"{_when(last.period_start)} to {_when(last.period_end)}" if last else "-",
                     last.status.value if last else "never sent",
-                    str(sent),
-                    str(failed),
-                    _when(next_run(chosen, now)),
+                    str(row.sent),
+                    str(len(row.failures)),
+                    _when(row.next_run),
                 )
             )
     _print_table(rows)

@@ -21,14 +21,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aggregator import __version__
-from aggregator.config import Config
+from aggregator.config import Config, Digest
 from aggregator.digest.periods import next_run
 from aggregator.exceptions import EnvironmentSettingError
 from aggregator.health import Health, SourceHealth, report
 from aggregator.publish.publisher import Publisher
 from aggregator.storage import Storage, utcnow
 from aggregator.templating import render
-from aggregator.types import DeliveryStatus, RunStatus, SubscriberStatus
+from aggregator.types import Delivery, DeliveryStatus, DigestRun, RunStatus, SubscriberStatus
 
 TOKEN_ENV = "AGGREGATOR_STATUS_TOKEN"
 USER_ENV = "AGGREGATOR_STATUS_USER"
@@ -101,22 +101,63 @@ class OutputRow:
 
 @dataclass(frozen=True)
 class DigestRow:
+    """A digest's last period and how its copies went: for this page and `digest list`."""
+
     id: str
     title: str
     schedule: str
     recipients: int
-    period_start: datetime | None = None
-    period_end: datetime | None = None
-    state: str = "never sent"
+    last: DigestRun | None = None
     sent: int = 0
     refused: int = 0
     retrying: int = 0
     next_run: datetime | None = None
-    failures: tuple[str, ...] = ()
+    failures: tuple[Delivery, ...] = ()  # not sent: refused for good, or to be retried
 
     @property
     def failing(self) -> bool:
         return bool(self.refused or self.retrying)
+
+    @property
+    def state(self) -> str:
+        if self.last is None:
+            return "never sent"
+        return "sent" if self.last.status is RunStatus.DONE else "sending"
+
+    @property
+    def period_start(self) -> datetime | None:
+        return self.last.period_start if self.last else None
+
+    @property
+    def period_end(self) -> datetime | None:
+        return self.last.period_end if self.last else None
+
+
+def failure_text(delivery: Delivery) -> str:
+    how = "refused" if delivery.status is DeliveryStatus.REFUSED else "will retry"
+    return f"{delivery.recipient} ({how}): {delivery.error}"
+
+
+def summarise_digest(storage: Storage, digest: Digest, now: datetime) -> DigestRow:
+    """Read a digest's last run and its deliveries (two queries) and count them."""
+    runs = storage.digest_runs(digest.id, limit=1)
+    last = runs[0] if runs else None
+    deliveries = storage.deliveries(last.id) if last is not None else []
+    failures = tuple(d for d in deliveries if d.status is not DeliveryStatus.SENT)
+    refused = sum(1 for d in failures if d.status is DeliveryStatus.REFUSED)
+    subscribers = len(storage.subscribers(digest.id, SubscriberStatus.CONFIRMED))
+    return DigestRow(
+        id=digest.id,
+        title=digest.title,
+        schedule=f"{digest.schedule} ({digest.timezone or 'UTC'})",
+        recipients=len(digest.recipients) + subscribers,
+        last=last,
+        sent=len(deliveries) - len(failures),
+        refused=refused,
+        retrying=len(failures) - refused,
+        next_run=next_run(digest, now),
+        failures=failures,
+    )
 
 
 @dataclass(frozen=True)
@@ -222,46 +263,7 @@ class StatusBoard:
         return rows
 
     def _digests(self, config: Config, now: datetime) -> list[DigestRow]:
-        rows = []
-        for digest in config.digests:
-            runs = self.storage.digest_runs(digest.id, limit=1)
-            last = runs[0] if runs else None
-            sent = refused = retrying = 0
-            failures: list[str] = []
-            if last is not None:
-                for delivery in self.storage.deliveries(last.id):
-                    if delivery.status is DeliveryStatus.SENT:
-                        sent += 1
-                        continue
-                    if delivery.status is DeliveryStatus.REFUSED:
-                        refused += 1
-                        how = "refused"
-                    else:
-                        retrying += 1
-                        how = "will retry"
-                    if len(failures) < FAILURES_SHOWN:
-                        failures.append(f"{delivery.recipient} ({how}): {delivery.error}")
-            state = "never sent"
-            if last is not None:
-                state = "sent" if last.status is RunStatus.DONE else "sending"
-            subscribers = len(self.storage.subscribers(digest.id, SubscriberStatus.CONFIRMED))
-            rows.append(
-                DigestRow(
-                    id=digest.id,
-                    title=digest.title,
-                    schedule=f"{digest.schedule} ({digest.timezone or 'UTC'})",
-                    recipients=len(digest.recipients) + subscribers,
-                    period_start=last.period_start if last else None,
-                    period_end=last.period_end if last else None,
-                    state=state,
-                    sent=sent,
-                    refused=refused,
-                    retrying=retrying,
-                    next_run=next_run(digest, now),
-                    failures=tuple(failures),
-                )
-            )
-        return rows
+        return [summarise_digest(self.storage, digest, now) for digest in config.digests]
 
     def html(self) -> bytes:
         view = self.view()
@@ -271,6 +273,8 @@ class StatusBoard:
             view=view,
             now=view.generated_at,
             ago=ago,
+            failure_text=failure_text,
+            failures_shown=FAILURES_SHOWN,
             site_title=config.publishing.title,
             version=__version__,
             alternates=(),
@@ -305,7 +309,7 @@ class StatusBoard:
                     "refused": d.refused,
                     "retrying": d.retrying,
                     "next_run": d.next_run.isoformat() if d.next_run else None,
-                    "failures": list(d.failures),
+                    "failures": [failure_text(f) for f in d.failures],
                 }
                 for d in view.digests
             ],

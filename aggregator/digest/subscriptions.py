@@ -40,11 +40,10 @@ class Subscriptions:
         clock: Callable[[], datetime],
     ) -> None:
         self.storage = storage
-        self.config = config
         self.signer = signer
         self.mailer = mailer
         self.clock = clock
-        self.base = base_url(config)
+        self.configure(config)
 
     def configure(self, config: Config) -> None:
         """Take a reloaded config: digests added, removed or renamed."""

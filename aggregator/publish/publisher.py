@@ -134,11 +134,6 @@ class Publisher:
         paged: bool = True,
     ) -> None:
         self.storage = storage
-        self.config = config
-        self.catalog = Catalog(config)
-        self.base = base_url(config)
-        self.site_title = config.publishing.title
-        self.hub = config.publishing.hub
         self.clock = clock
         self._refresh = refresh
         self.paged = paged  # False for a static export, where `?before=` pages cannot exist
@@ -149,7 +144,7 @@ class Publisher:
         self._building = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._source_titles: dict[str, str] = {}
         self._source_urls: dict[str, str] = {}
-        self._sources_revision = -2
+        self.configure(config)
 
     def configure(self, config: Config) -> None:
         """Take a reloaded config: outputs, titles and limits change, so every cached document
