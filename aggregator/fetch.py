@@ -1,7 +1,10 @@
 """HTTP retrieval of feeds (the only module that imports httpx); its transport is a parameter.
 
-Every fetch is bounded: a total deadline, a body cap counted on the decompressed bytes (so a gzip
-bomb is cut off like an endless body), and a redirect limit. Redirects are followed by hand to tell
+Every fetch is bounded: a wall-clock deadline over the whole fetch (connect, TLS, headers, body,
+every redirect hop), enforced on each socket operation so a server trickling a byte a second cannot
+stretch it; a body cap counted on the decoded bytes as they are produced (so a gzip or brotli bomb
+is cut off like an endless body); and a redirect limit. Time spent waiting for a per-host slot is
+not the source's: the deadline counts only time on the wire. Redirects are followed by hand to tell
 permanent moves (301/308: editors should update feeds.yaml) from temporary ones. Politeness is
 enforced here, for every caller: at most `per_host` requests in flight to one host and a minimum
 gap between two requests to it. A failure is returned as data, never raised, so one bad source
@@ -10,16 +13,21 @@ never stops a poll.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from aggregator import __version__
+from aggregator.decoding import ACCEPT_ENCODING, DecodingError, decoded
 
 REDIRECTS = (301, 302, 303, 307, 308)
 PERMANENT = (301, 308)
@@ -75,6 +83,97 @@ class FetchResult:
 def user_agent(base_url: str | None) -> str:
     """Names the service, its version and where publishers can reach whoever runs it."""
     return f"aggregator/{__version__} (+{base_url})" if base_url else f"aggregator/{__version__}"
+
+
+_DEADLINE: ContextVar[float | None] = ContextVar("fetch_deadline", default=None)
+
+
+def _within_deadline(timeout: float | None, late: type[Exception]) -> float | None:
+    """A socket operation's timeout, shortened to what is left of the current fetch's deadline."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise late("the fetch's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by the fetch's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _within_deadline(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _within_deadline(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = _within_deadline(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, bounded))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's socket layer with the deadline applied; httpx's own timeouts are per read."""
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = _within_deadline(timeout, httpcore.ConnectTimeout)
+        stream = self._inner.connect_tcp(host, port, bounded, local_address, socket_options)
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = _within_deadline(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.connect_unix_socket(path, bounded, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _apply_deadlines(client: httpx.Client) -> None:
+    """Put the deadline backend under every connection pool of the client (direct and proxied).
+
+    httpx takes no network backend, so this reaches into its transport's pool; a library change
+    that moves it fails loudly here (and in the trickle tests), never silently unbounded.
+    """
+    transports = [client._transport, *client._mounts.values()]
+    for transport in transports:
+        if transport is None or not isinstance(transport, httpx.HTTPTransport):
+            continue  # an injected transport (tests' MockTransport) manages its own time
+        pool = transport._pool
+        backend = getattr(pool, "_network_backend", None)
+        if not isinstance(backend, httpcore.NetworkBackend):
+            raise RuntimeError("httpx/httpcore changed: cannot bound fetches by a deadline")
+        if not isinstance(backend, _DeadlineBackend):
+            pool._network_backend = _DeadlineBackend(backend)
 
 
 class _HostGate:
@@ -134,8 +233,13 @@ class Fetcher:
             follow_redirects=False,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            headers={"User-Agent": user_agent, "Accept": _ACCEPT},
+            headers={
+                "User-Agent": user_agent,
+                "Accept": _ACCEPT,
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
         )
+        _apply_deadlines(self._client)
 
     def close(self) -> None:
         self._client.close()
@@ -157,8 +261,7 @@ class Fetcher:
 
     def fetch(self, request: FetchRequest) -> FetchResult:
         """GET a feed conditionally, following up to `max_redirects` redirects."""
-        started = time.monotonic()
-        deadline = started + self._timeout
+        spent = 0.0  # on the wire, across hops; waiting for a host's turn is not counted
         url, permanent, all_permanent = request.url, None, True
         headers = dict(request.headers)
         if request.etag:
@@ -173,26 +276,53 @@ class Fetcher:
                     error=FetchError.INVALID_URL,
                     message=f"not an http(s) URL: {url}",
                     permanent_url=permanent,
+                    seconds=spent,
                 )
+            began = None
             try:
                 with self._gate(url):
-                    outcome = self._get(url, headers, deadline)
+                    began = time.monotonic()
+                    deadline = began + max(self._timeout - spent, 0.0)
+                    token = _DEADLINE.set(deadline)
+                    try:
+                        outcome = self._get(url, headers, deadline)
+                    finally:
+                        _DEADLINE.reset(token)
             except httpx.TimeoutException:
                 return self._failed(
                     request,
                     FetchError.TIMEOUT,
                     f"timed out after {self._timeout:g}s",
-                    started,
+                    spent + _since(began),
                     permanent,
                 )
             except httpx.InvalidURL as exc:
-                return self._failed(request, FetchError.INVALID_URL, str(exc), started, permanent)
-            except (httpx.HTTPError, OSError) as exc:
-                return self._failed(request, FetchError.NETWORK, _describe(exc), started, permanent)
+                return self._failed(
+                    request, FetchError.INVALID_URL, str(exc), spent + _since(began), permanent
+                )
+            except (httpx.HTTPError, OSError, DecodingError) as exc:
+                return self._failed(
+                    request,
+                    FetchError.NETWORK,
+                    _describe(exc),
+                    spent + _since(began),
+                    permanent,
+                )
+            spent += _since(began)
             if isinstance(outcome, FetchResult):
-                return _finish(outcome, request.url, permanent, started)
+                return _finish(outcome, request.url, permanent, spent)
             status, location = outcome
-            url = urljoin(url, location)
+            target = urljoin(url, location)
+            moved = urlsplit(target)
+            if moved.scheme not in ("http", "https") or not moved.hostname:
+                return self._failed(
+                    request,
+                    FetchError.INVALID_URL,
+                    f"redirected ({status}) to a URL that is not http(s): {target[:200]}",
+                    spent,
+                    permanent,
+                )
+            url = target
             all_permanent = all_permanent and status in PERMANENT
             if all_permanent:
                 permanent = url
@@ -200,7 +330,7 @@ class Fetcher:
             request,
             FetchError.REDIRECTS,
             f"more than {self._max_redirects} redirects",
-            started,
+            spent,
             permanent,
         )
 
@@ -209,7 +339,11 @@ class Fetcher:
         started = time.monotonic()
         try:
             with self._gate(url):
-                response = self._client.post(url, data=dict(data))
+                token = _DEADLINE.set(time.monotonic() + self._timeout)
+                try:
+                    response = self._client.post(url, data=dict(data))
+                finally:
+                    _DEADLINE.reset(token)
         except httpx.TimeoutException:
             return FetchResult(url, error=FetchError.TIMEOUT, message="timed out")
         except httpx.InvalidURL as exc:
@@ -241,7 +375,8 @@ class Fetcher:
                 )
             body = bytearray()
             if response.status_code != 304:
-                for chunk in response.iter_bytes(_CHUNK):
+                encoding = response.headers.get("content-encoding")
+                for chunk in decoded(response.iter_raw(_CHUNK), encoding):
                     body += chunk
                     if len(body) > self._max_bytes:
                         return FetchResult(
@@ -260,15 +395,15 @@ class Fetcher:
         request: FetchRequest,
         error: FetchError,
         message: str,
-        started: float,
+        seconds: float,
         permanent: str | None,
     ) -> FetchResult:
         return FetchResult(
             request.url,
             error=error,
             message=message,
-            permanent_url=permanent,
-            seconds=time.monotonic() - started,
+            permanent_url=permanent if permanent and permanent != request.url else None,
+            seconds=seconds,
         )
 
 
@@ -278,8 +413,12 @@ _ACCEPT = (
 )
 
 
+def _since(began: float | None) -> float:
+    return 0.0 if began is None else time.monotonic() - began
+
+
 def _finish(
-    result: FetchResult, original: str, permanent: str | None, started: float
+    result: FetchResult, original: str, permanent: str | None, seconds: float
 ) -> FetchResult:
     return FetchResult(
         url=result.url,
@@ -289,7 +428,7 @@ def _finish(
         permanent_url=permanent if permanent and permanent != original else None,
         error=result.error,
         message=result.message,
-        seconds=time.monotonic() - started,
+        seconds=seconds,
     )
 
 
