@@ -45,7 +45,8 @@ def load_config(
     """Read and validate a config file; raise ConfigError listing every problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:  # never more than the bound, however large the file
+            text = file.read(yamlfile.MAX_BYTES + 1).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(

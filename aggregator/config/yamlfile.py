@@ -4,6 +4,11 @@ ruamel.yaml's round-trip loader records the line and column of every key and val
 turns a validation failure into `feeds.yaml:12:15: ...`, and it writes a document back with the
 editor's comments in place, which `opml import --write` needs. It is safe: the round-trip loader
 never constructs Python objects from tags, and any tag beyond plain YAML is reported as an error.
+
+It is also bounded. Before anything is built, one pass over the parser's events (which neither
+recurses nor expands aliases) measures the document: nesting deeper than MAX_DEPTH, or aliases that
+would repeat more than MAX_ALIAS_VALUES values in all (nine lines of `&b [*a, *a, ...]` expand to
+billions), are refused at the line and column where they happen; the loader never sees them.
 """
 
 from __future__ import annotations
@@ -18,8 +23,18 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    NodeEvent,
+)
 
 Loc = tuple[str | int, ...]
+
+MAX_BYTES = 8 * 1024 * 1024  # about 50,000 sources written out in full
+MAX_DEPTH = 64  # the schema needs 5
+MAX_ALIAS_VALUES = 250_000  # values that aliases may add, in all, to what the file spells out
 
 _STANDARD_TAG = re.compile(r"tag:yaml\.org,2002:(str|int|float|bool|null|map|seq|omap|timestamp)$")
 _ENV = re.compile(r"\$\$|\$\{([^}]*)\}")
@@ -80,6 +95,9 @@ def parse(
     text: str, env: Mapping[str, str] | None = None
 ) -> tuple[YamlDocument, list[YamlProblem]]:
     """Parse a document, substituting `${NAME}` from `env`; syntax errors come back as problems."""
+    refused = _measure(text)
+    if refused is not None:
+        return YamlDocument(None, None), [refused]
     try:
         root = _yaml().load(text)
     except MarkedYAMLError as exc:
@@ -106,6 +124,56 @@ def parse(
     doc = YamlDocument(None, root)
     data = _plain(root, (), doc, os.environ if env is None else env, problems)
     return YamlDocument(data, root), problems
+
+
+def _measure(text: str) -> YamlProblem | None:
+    """Refuse a document too large, too deep or whose aliases expand too far, before loading it."""
+    if len(text) > MAX_BYTES:
+        return YamlProblem(
+            (),
+            1,
+            1,
+            f"the file is larger than {MAX_BYTES // (1024 * 1024)} MiB; split it or trim it",
+        )
+    sizes: dict[str, int] = {}  # values under each anchor, aliases counted in full
+    open_: list[list[Any]] = []  # [values so far, anchor] of each collection being read
+    added = 0
+    try:
+        for event in _yaml().parse(text):
+            if not isinstance(event, NodeEvent | CollectionEndEvent):
+                continue
+            mark = event.start_mark
+            where = (mark.line + 1, mark.column + 1)
+            if isinstance(event, CollectionStartEvent):
+                open_.append([1, event.anchor])
+                if len(open_) > MAX_DEPTH:
+                    return YamlProblem((), *where, f"nested more than {MAX_DEPTH} levels deep")
+                continue
+            if isinstance(event, CollectionEndEvent):
+                count, anchor = open_.pop()
+            elif isinstance(event, AliasEvent):
+                if event.anchor not in sizes:
+                    return YamlProblem(
+                        (), *where, f"the alias *{event.anchor} refers to a collection it is in"
+                    )
+                count, anchor = sizes[event.anchor], None
+                added += count
+                if added > MAX_ALIAS_VALUES:
+                    return YamlProblem(
+                        (),
+                        *where,
+                        f"aliases repeat more than {MAX_ALIAS_VALUES:,} values in all "
+                        f"(*{event.anchor} alone holds {count:,}); write the values out instead",
+                    )
+            else:
+                count, anchor = 1, event.anchor
+            if anchor:
+                sizes[anchor] = count
+            if open_:
+                open_[-1][0] += count
+    except YAMLError:
+        return None  # a syntax error: the loader reports it with its position
+    return None
 
 
 def _plain(
