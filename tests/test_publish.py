@@ -337,7 +337,7 @@ def test_ids_survive_recategorising_and_updated_moves_only_on_change(
         for i in json.loads(publisher.feed("feeds", "copies", "json").body)["items"]
     }
     assert edited[ids["Herald story 2"]] == "2026-11-24T15:00:00Z"
-    assert edited[ids["Herald story 1"]] == "2026-11-24T12:00:00Z"
+    assert edited[ids["Herald story 1"]] == "2026-11-20T09:00:00Z"  # its own date, unmoved
 
 
 # -- paging ------------------------------------------------------------------------------------

@@ -3,20 +3,30 @@
 The format is a small dictionary; what the spec leaves to extensions (an item's source, section
 and the other outlets that carried the story) goes under `_aggregator`, as extensions must start
 with an underscore. Key order is fixed, so the same view always gives the same bytes.
+
+As in the XML writers, no single item may fail the document: one that cannot be written is left
+out with a warning naming it. Text is stripped of what XML cannot carry too (a lone surrogate
+would make the UTF-8 body itself unwritable). `summary` is plain text by the spec; `content_html`
+is the sanitised HTML (or the escaped title) of the view.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 from typing import Any
 
-from aggregator.publish.view import EntryView, FeedView
+from aggregator.publish.view import EntryView, FeedView, writable, xml_text
 
 VERSION = "https://jsonfeed.org/version/1.1"
+log = logging.getLogger("aggregator.publish")
 
 
 def _date(moment: datetime) -> str:
+    """RFC 3339, which has no dates without an offset."""
+    if moment.utcoffset() is None:
+        raise ValueError(f"{moment.isoformat()} has no time zone")
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -60,20 +70,42 @@ def _item(entry: EntryView) -> dict[str, Any]:
     return item
 
 
+def _items(view: FeedView) -> list[dict[str, Any]]:
+    items = []
+    for entry in view.entries:
+        try:
+            item = _item(entry)
+            json.dumps(item, ensure_ascii=False).encode("utf-8")  # a failure shows here, alone
+        except Exception as exc:  # any failure of one item: the document goes on without it
+            log.warning(
+                "%s.json: entry %s (source %s, %r) left out: %s",
+                view.publication.key,
+                entry.id,
+                entry.source_id,
+                entry.title[:80],
+                exc,
+                extra={"entry": entry.id, "source": entry.source_id},
+            )
+            continue
+        items.append(item)
+    return items
+
+
 def render(view: FeedView) -> bytes:
+    view = writable(view)
     publication = view.publication
     feed: dict[str, Any] = {
         "version": VERSION,
-        "title": publication.title,
+        "title": xml_text(publication.title),
         "home_page_url": view.links.page,
         "feed_url": view.links.feed("json", view.before),
     }
     if publication.description:
-        feed["description"] = publication.description
+        feed["description"] = xml_text(publication.description)
     if view.next is not None:
         feed["next_url"] = view.links.feed("json", view.next)
     feed["authors"] = [{"name": view.site_title}]
     if view.hub:
         feed["hubs"] = [{"type": "WebSub", "url": view.hub}]
-    feed["items"] = [_item(entry) for entry in view.entries]
+    feed["items"] = _items(view)
     return json.dumps(feed, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"

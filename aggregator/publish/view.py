@@ -3,8 +3,12 @@
 Identity is what subscribers' readers remember, so it is derived from what never changes:
 an entry's id is a name-based UUID of the source id and the entry's stable key, taken from the
 item that opened the story (its lowest item id), so re-rendering, restarting, re-categorising or
-a higher-priority copy taking the lead never changes it. `updated` moves only when the shown item
-changed or another source joined the story.
+a higher-priority copy taking the lead never changes it. `updated` is the newest of the story's
+items' own dates (a feed's updated date, else the moment we saw the item edited, else its published
+date), never the time we stored them: one poll must not give every entry the same date.
+
+Stored text is hostile too: `writable` strips what XML cannot carry from everything an entry says,
+so one stored control character can never make a document unwritable.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import hashlib
 import html
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from aggregator.publish.catalog import MEDIA_TYPES, Catalog, Publication
@@ -37,6 +42,40 @@ def entry_id(source_id: str, key: str, story: bool = True) -> str:
 def feed_id(publication_key: str) -> str:
     """The same for every page and format of a publication, wherever it is served from."""
     return f"urn:uuid:{uuid.uuid5(ID_NAMESPACE, 'publication:' + publication_key)}"
+
+
+def source_feed_id(source_id: str) -> str:
+    """An Atom `<source>`'s id: we keep no source feed's own id, so one named after the source
+    (not its URL, which moves when a feed does)."""
+    return f"urn:uuid:{uuid.uuid5(ID_NAMESPACE, 'source:' + source_id)}"
+
+
+# What XML 1.0 cannot carry (C0 controls but tab, LF and CR; lone surrogates; U+FFFE, U+FFFF),
+# and the C1 controls, which it can but which the W3C validator flags as undecoded bytes.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x80-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(text: str) -> str:
+    """`text` without the characters no XML document (and no valid UTF-8) can hold."""
+    return _NOT_XML.sub("", text) if _NOT_XML.search(text) else text
+
+
+def _scrubbed(value: Any) -> Any:
+    """`value` (a string, or a tuple or dataclass of them) with `xml_text` applied to every
+    string; the very same object when nothing changed."""
+    if isinstance(value, str):
+        return xml_text(value)
+    if isinstance(value, tuple):
+        items = tuple(_scrubbed(v) for v in value)
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if is_dataclass(value) and not isinstance(value, type):
+        changes = {
+            f.name: new
+            for f in fields(value)
+            if (new := _scrubbed(old := getattr(value, f.name))) is not old
+        }
+        return replace(value, **changes) if changes else value
+    return value
 
 
 def encode_cursor(position: tuple[datetime, int]) -> str:
@@ -147,6 +186,16 @@ class FeedView:
         return digest.hexdigest()
 
 
+def writable(view: FeedView) -> FeedView:
+    """The view as a writer may put it in a document: XML-illegal characters gone from every
+    entry, whatever reached the database (the same view back when there were none)."""
+    entries: tuple[EntryView, ...] = _scrubbed(view.entries)
+    site_title = xml_text(view.site_title)
+    if entries is view.entries and site_title is view.site_title:
+        return view
+    return replace(view, entries=entries, site_title=site_title)
+
+
 def categories(item: Item, catalog: Catalog, base: str) -> tuple[Category, ...]:
     found = []
     if item.section_id is not None:
@@ -193,8 +242,13 @@ def entry_view(
             for a in also
         )
         body = f"{body}\n<p>Also reported by: {links}</p>"
-    updated = max((item.changed_at, item.published, *(o.changed_at for o in selected.also)))
-    title = entry.title or shorten(html_to_text(body), 80) or "(untitled)"
+    updated = max(_own_date(i) for i in (item, *selected.also))
+    # an XML-illegal title (see `writable`) falls back as an empty one does
+    title = (
+        xml_text(entry.title).strip()
+        or xml_text(shorten(html_to_text(body), 80)).strip()
+        or "(untitled)"
+    )
     return EntryView(
         id=entry_id(*opener, story=not every_item),
         title=title,
@@ -215,6 +269,18 @@ def entry_view(
         source_url=source_urls.get(item.source_id, ""),
         also=also,
     )
+
+
+def _own_date(item: Item) -> datetime:
+    """When an item last changed by its own account: its feed's updated date, else the moment we
+    saw it edited, else its published date (and never before that)."""
+    if item.entry.updated is not None:
+        moment = item.entry.updated
+    elif item.changed_at > item.first_seen_at:
+        moment = item.changed_at
+    else:
+        moment = item.published
+    return max(moment, item.published)
 
 
 def _title(item: Item, source_titles: dict[str, str]) -> str:
