@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -27,6 +27,7 @@ UNSUBSCRIBE = "unsubscribe"
 class Claim:
     digest_id: str
     email: str
+    issued_at: datetime | None = None  # when the link was signed (whole seconds, UTC)
 
 
 class Signer:
@@ -45,7 +46,9 @@ class Signer:
         """The claim a token makes, or None when it is forged, altered, or too old."""
         try:
             seconds = int(max_age.total_seconds()) if max_age is not None else None
-            data = self._serializer(purpose).loads(token, max_age=seconds)
+            data, issued_at = self._serializer(purpose).loads(
+                token, max_age=seconds, return_timestamp=True
+            )
         except BadSignature:  # SignatureExpired is a BadSignature too
             return None
         if (
@@ -54,7 +57,7 @@ class Signer:
             or not all(isinstance(part, str) for part in data)
         ):
             return None
-        return Claim(data[0], data[1])
+        return Claim(data[0], data[1], issued_at)
 
 
 def load_secret(fallback: Path | None) -> str:

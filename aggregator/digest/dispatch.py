@@ -2,9 +2,12 @@
 
 - A period is claimed in the database with a lease (`digest_runs`, unique per digest and period
   start), so of several workers one sends it and the others skip it.
-- Each recipient's delivery is recorded as soon as the server accepted the message, in its own
-  transaction, so a run cut off mid-send (a crash, SIGKILL) resumes with only the recipients not
-  yet recorded. The one window left is between the server's "250 OK" and that commit.
+- Each copy is recorded sent, in its own transaction, as the first thing after the server's
+  "250 OK", so a run cut off mid-send (a crash, SIGKILL) resumes with only the recipients not yet
+  recorded. The window between that 250 and the commit cannot be closed (a crash there cannot be
+  told from one just before the server took the copy, and a copy must never be skipped): a copy
+  in flight at the cut, at most one per connection, goes again, with the same Message-ID,
+  derived from digest, period and recipient, so mail clients that hold the first show one.
 - A permanent refusal (5xx) is recorded against the recipient and not tried again. A temporary one
   (4xx, a dropped connection), after the mailer's retries, leaves the run open: the next tick
   resumes it for those recipients only, so nobody is silently skipped.
@@ -19,13 +22,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from aggregator.config import Config, Digest
 from aggregator.digest.compose import DigestView, compose
-from aggregator.digest.message import Batch, Envelope, build
+from aggregator.digest.message import Batch, Envelope, message_id_for
 from aggregator.digest.periods import Period, due
 from aggregator.digest.render import Rendered, render_digest
 from aggregator.digest.send import Mailer
@@ -148,6 +151,7 @@ class Dispatcher:
             if held is None or held.claimed_by is None or not is_dead(held.claimed_by):
                 return None
             log.warning("digest %s: taking over from %s, which died", digest.id, held.claimed_by)
+            period = replace(period, resumed=True)
             run = self.storage.claim_digest_run(
                 digest.id, period.start, period.end, self.owner, LEASE, dead=held.claimed_by
             )
@@ -161,6 +165,12 @@ class Dispatcher:
             return RunReport(digest.id, period, 0, len(recipients), empty=True)
         if self.clock() - run.created_at > GIVE_UP:
             self._give_up(run.id)
+        if period.resumed:
+            log.warning(
+                "digest %s: resuming a run that was cut off; a copy in flight at the cut goes "
+                "again with the same Message-ID, so mail clients show it once",
+                digest.id,
+            )
         report = self._deliver(digest, envelope, view, run.id, recipients)
         if report.pending == 0:
             self.storage.finish_digest_run(run.id)
@@ -187,9 +197,15 @@ class Dispatcher:
         rendered = render_digest(
             view, f"you asked for a test copy of {digest.title}", self.config.publishing.templates
         )
-        message = build(envelope, rendered.for_recipient(url), address, url, self.clock())
+        batch = Batch(envelope, rendered.subject, self.clock())
         with self.mailer() as mailer:
-            outcome = mailer.send(message, envelope.sender, address)
+            eight_bit = mailer.eight_bit
+            try:
+                data, _ = batch.message(rendered, address, url, eight_bit)
+            except (ValueError, UnicodeError) as exc:
+                log.error("digest %s: %s cannot be written: %s", digest.id, address, exc)
+                return False
+            outcome = mailer.send(data, envelope.sender, address, eight_bit)
         if not outcome.sent:
             log.error("digest %s: test copy to %s refused: %s", digest.id, address, outcome.error)
         return outcome.sent
@@ -278,33 +294,32 @@ class Dispatcher:
                     continue
                 token = self.signer.sign(UNSUBSCRIBE, digest.id, address)
                 url = unsubscribe_url(view.base, digest.id, token)
+                message_id = message_id_for(envelope, view.period.start, address)
                 try:
-                    data, message_id = batch.message(variants[subscribed], address, url, eight_bit)
+                    data, _ = batch.message(
+                        variants[subscribed], address, url, eight_bit, message_id
+                    )
                 except (ValueError, UnicodeError) as exc:  # an address no header can carry
                     log.warning("digest %s: %s cannot be written: %s", digest.id, address, exc)
                     record(address, DeliveryStatus.REFUSED, f"cannot be written: {exc}")
                     state.count("failed")
                     continue
                 outcome = mailer.send(data, envelope.sender, address, eight_bit)
-                if outcome.server_down:  # nobody can be served now: the next tick tries again
+                if outcome.sent:  # first thing after the 250: the window a kill can double
+                    record(address, DeliveryStatus.SENT, None, message_id)
+                    state.count("sent")
+                elif outcome.server_down:  # nobody can be served now: the next tick tries again
                     log.error("digest %s: %s; the run stays open", digest.id, outcome.error)
                     state.count("pending")
                     state.stopped = True
                     continue
-                if outcome.sent:
-                    status, kind = DeliveryStatus.SENT, "sent"
                 elif outcome.permanent:
-                    status, kind = DeliveryStatus.REFUSED, "failed"
+                    record(address, DeliveryStatus.REFUSED, outcome.error, message_id)
+                    state.count("failed")
                 else:
-                    status, kind = DeliveryStatus.FAILED, "pending"
                     log.warning("digest %s: %s refused: %s", digest.id, address, outcome.error)
-                record(
-                    address,
-                    status,
-                    None if outcome.sent else outcome.error,
-                    message_id if outcome.sent else None,
-                )
-                state.count(kind)
+                    record(address, DeliveryStatus.FAILED, outcome.error, message_id)
+                    state.count("pending")
                 if state.renew_due(LEASE.total_seconds() / 3) and not (
                     self.storage.claim_digest_run(
                         digest.id, view.period.start, view.period.end, self.owner, LEASE

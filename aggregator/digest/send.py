@@ -3,6 +3,9 @@
 The outcome of each message is data, never an exception: sent (the server accepted it), refused
 for good (5xx: recorded per recipient and not tried again), or refused for now (4xx, a dropped
 connection, a timeout: retried here with a growing wait, then left for the next run).
+
+An address outside ASCII goes with SMTPUTF8 (RFC 6531); a server without it refuses that address
+for good, and the others go on.
 """
 
 from __future__ import annotations
@@ -105,11 +108,16 @@ class Mailer:
         self._next_at = max(now, self._next_at) + self._settings.connections / self._settings.rate
 
     def send(
-        self, message: EmailMessage | bytes, sender: str, to: str, eight_bit: bool = False
+        self,
+        message: EmailMessage | bytes,
+        sender: str,
+        to: str,
+        eight_bit: bool = False,
     ) -> Outcome:
         """Send one message (bytes as they are; `eight_bit`: they hold 8-bit parts)."""
         error = ""
         attempts = 0
+        utf8 = not (sender.isascii() and to.isascii())
         for attempt in range(self._settings.retries + 1):
             if attempt:
                 self._sleep(self._backoff * 2 ** (attempt - 1))
@@ -126,6 +134,7 @@ class Mailer:
             try:
                 if isinstance(message, bytes):
                     options = ["BODY=8BITMIME"] if eight_bit else []
+                    options += ["SMTPUTF8"] if utf8 else []
                     self._connection().sendmail(sender, [to], message, mail_options=options)
                 else:
                     self._connection().send_message(message, from_addr=sender, to_addrs=[to])
@@ -140,6 +149,9 @@ class Mailer:
                 if exc.smtp_code >= 500:
                     return Outcome(False, True, error, attempts)
                 self._reset()
+            except smtplib.SMTPNotSupportedError:  # an address outside ASCII, no SMTPUTF8
+                error = "the mail server does not take addresses outside ASCII (no SMTPUTF8)"
+                return Outcome(False, True, f"cannot be sent: {error}", attempts)
             except UnicodeEncodeError as exc:  # an address the server cannot be given in ASCII
                 return Outcome(False, True, f"cannot be sent: {exc.reason}", attempts)
             except (smtplib.SMTPException, OSError) as exc:

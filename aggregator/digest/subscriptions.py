@@ -2,17 +2,21 @@
 
 A sign-up is pending until the address owner follows the link mailed to it (signed, valid for
 `CONFIRM_FOR`); leaving takes a signed unsubscribe link from any digest e-mail and works for
-YAML recipients too. A forged, altered or expired token changes nothing.
+YAML recipients too. A forged, altered or expired token changes nothing, and neither does a
+confirmation link sent before its address left: it would sign up again someone who just said
+no, so its page says the address is unsubscribed and offers to sign up afresh.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from enum import StrEnum
 
 from aggregator.config import Config, Digest
 from aggregator.config.schema import email_problem
@@ -22,12 +26,34 @@ from aggregator.exceptions import BadRequestError, NotPublishedError
 from aggregator.publish.publisher import base_url
 from aggregator.storage import Storage
 from aggregator.tokens import CONFIRM, UNSUBSCRIBE, Claim, Signer
-from aggregator.types import SubscriberStatus
+from aggregator.types import Subscriber, SubscriberStatus
 
 log = logging.getLogger("aggregator.digest")
 
 CONFIRM_FOR = timedelta(days=3)
 CONFIRM_AGAIN_AFTER = timedelta(hours=1)  # at most one confirmation an hour to one address
+
+
+class ConfirmState(StrEnum):
+    ASK = "ask"  # a pending sign-up: the page offers the Confirm button
+    SUBSCRIBED = "subscribed"
+    LEFT = "left"  # unsubscribed after the link was sent: it confirms nothing
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """Where a confirmation link's address stands, for the page that answers it."""
+
+    email: str
+    state: ConfirmState
+
+    @property
+    def asks(self) -> bool:
+        return self.state is ConfirmState.ASK
+
+    @property
+    def left(self) -> bool:
+        return self.state is ConfirmState.LEFT
 
 
 class Subscriptions:
@@ -102,11 +128,28 @@ class Subscriptions:
         claim = self.signer.verify(CONFIRM, token, CONFIRM_FOR)
         return claim if claim is not None and claim.digest_id == digest_id else None
 
-    def confirm(self, digest_id: str, token: str) -> Claim | None:
+    def confirmation(
+        self, digest_id: str, token: str, confirm: bool = False
+    ) -> Confirmation | None:
+        """What a confirmation link finds (None: forged, expired, or nobody signed up); with
+        `confirm` (the button), a pending sign-up is confirmed unless the address left after
+        the link was sent."""
         claim = self.check_confirm(digest_id, token)
-        if claim is not None:
-            self.storage.confirm_subscriber(claim.digest_id, claim.email)
-        return claim
+        if claim is None:
+            return None
+        found = self.storage.subscriber(claim.digest_id, claim.email)
+        if found is None:
+            return None
+        state = _standing(found, claim.issued_at)
+        if state is ConfirmState.ASK and confirm:
+            if self.storage.confirm_subscriber(claim.digest_id, claim.email):
+                return Confirmation(found.email, ConfirmState.SUBSCRIBED)
+            # it changed meanwhile (only from pending): say what it is now
+            found = self.storage.subscriber(claim.digest_id, claim.email)
+            if found is None:
+                return None
+            state = _standing(found, claim.issued_at)
+        return Confirmation(found.email, state)
 
     def check(self, digest_id: str, token: str) -> Claim | None:
         """Whose unsubscribe link this is, if it is genuine."""
@@ -118,3 +161,16 @@ class Subscriptions:
         if claim is not None:
             self.storage.suppress(claim.digest_id, claim.email)
         return claim
+
+
+def _standing(subscriber: Subscriber, issued_at: datetime | None) -> ConfirmState:
+    """A link signed no later than the address left (links carry whole seconds: a tie counts as
+    earlier) belongs to the sign-up that was left, and confirms nothing."""
+    if subscriber.status is SubscriberStatus.CONFIRMED:
+        return ConfirmState.SUBSCRIBED
+    left = subscriber.unsubscribed_at
+    if subscriber.status is SubscriberStatus.UNSUBSCRIBED or (
+        left is not None and (issued_at is None or issued_at <= left)
+    ):
+        return ConfirmState.LEFT
+    return ConfirmState.ASK
