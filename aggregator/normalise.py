@@ -4,22 +4,46 @@ Adapters (feedparser for RSS/Atom, ours for JSON Feed) only pull fields out; eve
 entries comparable happens here, once: stable keys, absolute and canonical links, sanitised HTML,
 plain-text titles, aware UTC dates (a missing or future date stays None: the item then dates
 from when it was first seen, see `Item.published`).
+
+Nothing one entry carries can fail the document: characters XML cannot hold are removed from every
+text, an implausible date (before 1900, or in the future) is dropped, fields are cut to a size the
+database and every reader can hold, and an entry that still fails is left out alone. Each of these
+comes back as a note, which the poll shows on the source as a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urljoin
 
 from aggregator.sanitize import clean_html, html_to_text, safe_url
 from aggregator.types import Enclosure, Entry
 from aggregator.urls import canonical_url
 
+log = logging.getLogger(__name__)
+
 FUTURE_TOLERANCE = timedelta(hours=1)
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_KEY = 1_000  # characters of a guid or link used as the key as it is; longer ones are hashed
+MAX_TITLE = 2_000
+MAX_URL = 4_000
+MAX_LIST = 100  # authors, categories or enclosures kept from one entry
+MAX_NAME = 500  # characters of one author or category
+MAX_LANGUAGE = 35  # BCP 47 tags are far shorter; the column holds 35
+# C0 controls but tab, LF and CR; C1 controls; lone surrogates; U+FFFE and U+FFFF. XML 1.0 cannot
+# carry the first, third and fourth at all; the C1 block is never text, only mis-decoding.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(text: str) -> str:
+    """The text without the characters XML cannot carry (one of them would fail a whole feed)."""
+    return _NOT_XML.sub("", text) if _NOT_XML.search(text) else text
 
 
 @dataclass(frozen=True)
@@ -40,6 +64,7 @@ class RawEntry:
     image: str | None = None
     published: datetime | None = None
     updated: datetime | None = None
+    problems: tuple[str, ...] = ()  # what the adapter had to drop, said on the source
 
 
 def _absolute(base: str, url: str | None) -> str | None:
@@ -50,79 +75,169 @@ def _absolute(base: str, url: str | None) -> str | None:
 
 def _key(raw: RawEntry, link: str | None, repeated: bool) -> str:
     """guid, else link, else a digest of title and content; a guid the document repeats for
-    different entries is made unique with the entry's link or digest."""
-    digest = (
-        "sha256:"
-        + hashlib.sha256(f"{raw.title}\0{raw.content or raw.summary}".encode()).hexdigest()[:32]
+    different entries is made unique with the entry's link or digest. A key too long to index
+    (a 5,000-digit id) is replaced by its digest."""
+    digest = _digest(raw)
+    key = (f"{raw.guid}#{link or digest}" if repeated else raw.guid) if raw.guid else None
+    key = key or link or digest
+    if len(key) > MAX_KEY:
+        return "sha256:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
+    return key
+
+
+def _digest(raw: RawEntry) -> str:
+    text = f"{raw.title}\0{raw.content or raw.summary}".encode("utf-8", "replace")
+    return "sha256:" + hashlib.sha256(text).hexdigest()[:32]
+
+
+def _clean(raw: RawEntry) -> RawEntry:
+    """Every text field without XML-illegal characters, and cut to a size that can be stored."""
+
+    def text(value: str, limit: int | None = None) -> str:
+        value = xml_text(value)
+        return value[:limit] if limit else value
+
+    def names(values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(text(v, MAX_NAME) for v in values[:MAX_LIST])
+
+    language = text(raw.language).strip() if raw.language else None
+    return replace(
+        raw,
+        guid=text(raw.guid) if raw.guid else None,
+        title=text(raw.title, MAX_TITLE * 4),
+        link=text(raw.link, MAX_URL) if raw.link else None,
+        summary=text(raw.summary),
+        content=text(raw.content),
+        base=text(raw.base, MAX_URL) if raw.base else None,
+        authors=names(raw.authors),
+        categories=names(raw.categories),
+        enclosures=tuple(
+            Enclosure(text(e.url, MAX_URL), text(e.type, 200), _length(e.length))
+            for e in raw.enclosures[:MAX_LIST]
+        ),
+        language=language if language and len(language) <= MAX_LANGUAGE else None,
+        image=text(raw.image, MAX_URL) if raw.image else None,
     )
-    if raw.guid:
-        return f"{raw.guid}#{link or digest}" if repeated else raw.guid
-    return link or digest
+
+
+def _length(value: int | None) -> int | None:
+    """An enclosure's size, if it is one a 64-bit column (and a reader) can hold."""
+    return value if value is not None and 0 <= value < 2**53 else None
 
 
 def _plausible(moment: datetime | None, now: datetime) -> datetime | None:
     """A date in the future is a publisher's mistake: treat it as missing (the item then dates
-    from when it was first seen), so it neither tops every list nor changes on every poll."""
-    if moment is None or moment > now + FUTURE_TOLERANCE:
+    from when it was first seen), so it neither tops every list nor changes on every poll. So is
+    one before 1900 (`0001-01-01`), which no reader can show."""
+    if moment is None or moment > now + FUTURE_TOLERANCE or moment < EARLIEST:
         return None
     return moment
 
 
-def normalise(raws: Sequence[RawEntry], feed_url: str, now: datetime) -> tuple[Entry, ...]:
-    """Entries in document order, one per distinct key (an exact repeat is dropped)."""
-    guid_uses = Counter(raw.guid for raw in raws if raw.guid)
+def normalise(
+    raws: Sequence[RawEntry], feed_url: str, now: datetime, notes: list[str] | None = None
+) -> tuple[Entry, ...]:
+    """Entries in document order, one per distinct key (an exact repeat is dropped); what had to
+    be dropped or left out is added to `notes`."""
+    said = notes if notes is not None else []
+    cleaned = [_clean(raw) for raw in raws]
+    guid_uses = Counter(raw.guid for raw in cleaned if raw.guid)
+    keys = _keys(cleaned, feed_url, guid_uses)
     entries: list[Entry] = []
-    seen: set[str] = set()
-    for raw in raws:
-        if not (
-            raw.guid
-            or raw.title.strip()
-            or raw.link
-            or raw.summary.strip()
-            or raw.content.strip()
-            or raw.enclosures
-            or raw.authors
-            or raw.categories
-            or raw.published
-            or raw.updated
-            or raw.image
-        ):
-            continue  # an empty <item/>: nothing to store
-        base = raw.base or feed_url
-        link = _absolute(base, raw.link)
-        guid_repeated = guid_uses[raw.guid] > 1 if raw.guid else False
-        key = _key(raw, link, guid_repeated)
-        if key in seen:
+    dates_dropped = 0
+    for index, raw in enumerate(cleaned):
+        key = keys[index]
+        if key is None:
             continue
-        seen.add(key)
-        # an explicit xml:base wins; else the article's own address; else the feed's
-        link = safe_url(link)  # the key above keeps whatever the feed gave
-        html_base = raw.base if raw.base and raw.base != feed_url else (link or feed_url)
-        title = html_to_text(raw.title) if raw.title_is_html else " ".join(raw.title.split())
-        published = _plausible(raw.published, now)
-        updated = _plausible(raw.updated, now)
-        entries.append(
-            Entry(
-                key=key,
-                title=title,
-                link=link,
-                canonical_link=canonical_url(link),
-                guid=raw.guid,
-                summary=clean_html(raw.summary, html_base),
-                content=clean_html(raw.content, html_base),
-                authors=tuple(dict.fromkeys(a.strip() for a in raw.authors if a and a.strip())),
-                categories=tuple(
-                    dict.fromkeys(c.strip() for c in raw.categories if c and c.strip())
-                ),
-                enclosures=tuple(
-                    Enclosure(url, e.type, e.length)
-                    for e in raw.enclosures
-                    if (url := safe_url(_absolute(base, e.url))) is not None
-                ),
-                language=raw.language,
-                image=safe_url(_absolute(html_base, raw.image)),
-                published=published or updated,
-                updated=updated,
-            )
+        for problem in raw.problems:
+            said.append(problem)
+        try:
+            entry, dropped = _entry(raw, key, feed_url, now)
+        except Exception as exc:  # one entry's surprise must not cost the document
+            log.warning("entry %r of %s left out: %r", key[:200], feed_url, exc)
+            said.append(f"entry {key[:100]!r} left out: {type(exc).__name__}: {exc}"[:300])
+            continue
+        dates_dropped += dropped
+        entries.append(entry)
+    if dates_dropped:
+        said.append(
+            f"{dates_dropped} date{'s' if dates_dropped != 1 else ''} before 1900 or in the "
+            "future ignored (those items date from when they were first seen)"
         )
     return tuple(entries)
+
+
+def _keys(raws: Sequence[RawEntry], feed_url: str, guid_uses: Counter[str]) -> list[str | None]:
+    """Each entry's key, None for an empty entry or an exact repeat. Two different entries that
+    share guid and link both stay: the later one in the document (usually the older, stored
+    first) keeps the plain key, so what is stored already keeps its key."""
+    keys: list[str | None] = [None] * len(raws)
+    seen: dict[str, str] = {}  # key -> digest of the entry holding it
+    for index in reversed(range(len(raws))):
+        raw = raws[index]
+        if not _has_anything(raw):
+            continue  # an empty <item/>: nothing to store
+        link = _absolute(raw.base or feed_url, raw.link)
+        guid_repeated = guid_uses[raw.guid] > 1 if raw.guid else False
+        key = _key(raw, link, guid_repeated)
+        digest = _digest(raw)
+        if key in seen:
+            if seen[key] == digest:
+                continue  # the same entry twice
+            key = f"{key}#{digest}"
+            if key in seen:
+                continue
+        seen[key] = digest
+        keys[index] = key
+    return keys
+
+
+def _has_anything(raw: RawEntry) -> bool:
+    return bool(
+        raw.guid
+        or raw.title.strip()
+        or raw.link
+        or raw.summary.strip()
+        or raw.content.strip()
+        or raw.enclosures
+        or raw.authors
+        or raw.categories
+        or raw.published
+        or raw.updated
+        or raw.image
+    )
+
+
+def _entry(raw: RawEntry, key: str, feed_url: str, now: datetime) -> tuple[Entry, int]:
+    """The Entry, and how many of its dates were dropped as implausible."""
+    base = raw.base or feed_url
+    link = safe_url(_absolute(base, raw.link))  # the key keeps whatever the feed gave
+    # an explicit xml:base wins; else the article's own address; else the feed's
+    html_base = raw.base if raw.base and raw.base != feed_url else (link or feed_url)
+    title = html_to_text(raw.title) if raw.title_is_html else " ".join(raw.title.split())
+    published = _plausible(raw.published, now)
+    updated = _plausible(raw.updated, now)
+    dropped = (raw.published is not None and published is None) + (
+        raw.updated is not None and updated is None
+    )
+    entry = Entry(
+        key=key,
+        title=title[:MAX_TITLE],
+        link=link,
+        canonical_link=canonical_url(link),
+        guid=raw.guid,
+        summary=clean_html(raw.summary, html_base),
+        content=clean_html(raw.content, html_base),
+        authors=tuple(dict.fromkeys(a.strip() for a in raw.authors if a and a.strip())),
+        categories=tuple(dict.fromkeys(c.strip() for c in raw.categories if c and c.strip())),
+        enclosures=tuple(
+            Enclosure(url, e.type, e.length)
+            for e in raw.enclosures
+            if (url := safe_url(_absolute(base, e.url))) is not None
+        ),
+        language=raw.language,
+        image=safe_url(_absolute(html_base, raw.image)),
+        published=published or updated,
+        updated=updated,
+    )
+    return entry, dropped

@@ -21,7 +21,7 @@ import feedparser
 
 from aggregator import jsonfeed
 from aggregator.exceptions import ParseError
-from aggregator.normalise import RawEntry, normalise
+from aggregator.normalise import MAX_LANGUAGE, RawEntry, normalise, xml_text
 from aggregator.sanitize import escape
 from aggregator.types import Enclosure, Entry
 
@@ -45,15 +45,21 @@ def parse_document(
     body: bytes, url: str, now: datetime, content_type: str | None = None
 ) -> ParsedFeed:
     """Parse a fetched body; `url` is where it came from (the base of relative links)."""
+    if not body.strip():
+        raise ParseError("empty document: the server answered with no content")
+    notes: list[str] = []
     if jsonfeed.looks_like_json(body, content_type):
         document = jsonfeed.parse(body, url)
+        notes += document.notes
+        entries = normalise(document.entries, url, now, notes)
         return ParsedFeed(
             "json",
-            document.title,
+            xml_text(document.title),
             document.home_page_url,
             document.language,
             None,
-            normalise(document.entries, url, now),
+            entries,
+            _warning(None, notes),
         )
     # Without a declared type feedparser would guess a Latin-1 text type; XML's own rules (the
     # encoding declaration, else UTF-8) are right for a document whose server said nothing.
@@ -69,15 +75,27 @@ def parse_document(
         reason = _reason(problem) if problem else "no RSS, Atom or JSON Feed document found"
         raise ParseError(f"not a readable feed: {reason}")
     feed: Any = result.feed
+    entries = normalise(raws, url, now, notes)
+    language = str(feed.get("language") or "").strip()
     return ParsedFeed(
         format=result.version or "unknown",
-        title=_text(feed, "title"),
+        title=xml_text(_text(feed, "title")),
         link=feed.get("link") or None,
-        language=feed.get("language") or None,
+        language=language if 0 < len(language) <= MAX_LANGUAGE else None,
         ttl=_ttl(feed.get("ttl")),
-        entries=normalise(raws, url, now),
-        warning=f"malformed feed, read anyway: {_reason(problem)}" if problem else None,
+        entries=entries,
+        warning=_warning(problem, notes),
     )
+
+
+def _warning(problem: BaseException | None, notes: list[str]) -> str | None:
+    """One line for the source: the parser's complaint, then what normalising had to drop."""
+    parts = [f"malformed feed, read anyway: {_reason(problem)}"] if problem else []
+    distinct = list(dict.fromkeys(notes))
+    parts += distinct[:3]
+    if len(distinct) > 3:
+        parts.append(f"and {len(distinct) - 3} more")
+    return "; ".join(parts) or None
 
 
 _SAX_POSITION = re.compile(r"^<unknown>:(\d+):(\d+): ")
@@ -108,7 +126,7 @@ def _date(value: time.struct_time | None) -> datetime | None:
     try:
         return datetime.fromtimestamp(calendar.timegm(value), UTC)
     except (OverflowError, ValueError, OSError):
-        return None
+        return datetime.min.replace(tzinfo=UTC)  # out of range: normalise drops it, and says so
 
 
 def _length(value: Any) -> int | None:
@@ -177,4 +195,16 @@ def _raw(entry: Any, feed: Any) -> RawEntry:
         published=_date(entry.get("published_parsed")),
         # dict.get: feedparser's own .get maps a missing updated date to the published one
         updated=_date(dict.get(entry, "updated_parsed")),
+        problems=tuple(_unreadable_dates(entry)),
     )
+
+
+def _unreadable_dates(entry: Any) -> list[str]:
+    """A date the feed gave that could not be read: said, so nobody wonders why an old post
+    shows up dated today."""
+    out = []
+    for name in ("published", "updated"):
+        written = dict.get(entry, name)
+        if written and not dict.get(entry, f"{name}_parsed"):
+            out.append(f"unreadable {name} date {str(written)[:40]!r} ignored")
+    return out

@@ -20,6 +20,7 @@ from itertools import pairwise
 from statistics import median
 
 JITTER = 0.1
+LONGEST_ASK = timedelta(days=365)  # what a header may ask for at most, before max_backoff applies
 _MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
 
 
@@ -49,8 +50,8 @@ def retry_after(value: str | None, now: datetime) -> timedelta | None:
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
-        return timedelta(seconds=int(text))
+    if text.isdigit():  # 99999999999999999999 would overflow timedelta: clamp first
+        return _seconds(text)
     moment = http_date(text)
     return max(moment - now, timedelta(0)) if moment else None
 
@@ -62,10 +63,17 @@ def freshness(headers: Mapping[str, str], now: datetime) -> timedelta | None:
         return None
     match = _MAX_AGE.search(control)
     if match:
-        age = int(headers.get("age", "0") or 0) if (headers.get("age") or "").isdigit() else 0
-        return timedelta(seconds=max(int(match.group(1)) - age, 0))
+        age_text = (headers.get("age") or "").strip()
+        age = _seconds(age_text) if age_text.isdigit() else timedelta(0)
+        return max(_seconds(match.group(1)) - age, timedelta(0))
     expires = http_date(headers.get("expires"))
     return max(expires - now, timedelta(0)) if expires else None
+
+
+def _seconds(digits: str) -> timedelta:
+    """A header's count of seconds, clamped to LONGEST_ASK (however many digits it has)."""
+    limit = int(LONGEST_ASK.total_seconds())
+    return timedelta(seconds=limit if len(digits) > 12 else min(int(digits), limit))
 
 
 def publishing_gap(moments: Sequence[datetime]) -> timedelta | None:

@@ -17,8 +17,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from aggregator.config import Config
 from aggregator.storage import Storage
-from tests.support import Clock
+from tests.support import Build, Clock, Harness
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -85,3 +86,17 @@ def storage(database_url: str, clock: Clock) -> Iterator[Storage]:
     store = Storage.open(database_url, clock=clock)
     yield store
     store.close()
+
+
+@pytest.fixture
+def harness_for(storage: Storage) -> Iterator[Build]:
+    """Pollers over configs on the test's storage, closed at the end."""
+    made: list[Harness] = []
+
+    def build(config: Config) -> Harness:
+        made.append(Harness(storage, config))
+        return made[-1]
+
+    yield build
+    for harness in made:
+        harness.close()

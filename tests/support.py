@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+
+from aggregator.config import Config
+from aggregator.fetch import Fetcher
+from aggregator.poll import Poller, PollResult
+from aggregator.storage import Storage
 
 
 @dataclass
@@ -46,3 +53,29 @@ UNSAFE = re.compile(
     r"|expression\s*\(",
     re.IGNORECASE,
 )
+
+
+class Harness:
+    """A poller over the given config, with a fixed seed and the test clock."""
+
+    def __init__(self, storage: Storage, config: Config) -> None:
+        self.storage = storage
+        self.config = config
+        storage.sync_sources(config.sources)
+        p = config.polling
+        self.fetcher = Fetcher(
+            user_agent="test", timeout=p.timeout.total_seconds(), max_bytes=p.max_size, host_gap=0.0
+        )
+        self.poller = Poller(
+            storage, config, self.fetcher, owner="test-worker", rng=random.Random(7)
+        )
+
+    def poll(self, *ids: str) -> dict[str, PollResult]:
+        results = self.poller.run_once(only=list(ids) if ids else None)
+        return {r.source_id: r for r in results}
+
+    def close(self) -> None:
+        self.fetcher.close()
+
+
+Build = Callable[[Config], Harness]

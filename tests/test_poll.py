@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 
 from aggregator.config import Config, load_text
-from aggregator.fetch import Fetcher
-from aggregator.poll import Poller, PollResult
 from aggregator.storage import Storage
 from tests.feedserver import FeedServer, Reply, endless, feed_file
-from tests.support import Clock, rss
+from tests.support import Build, Clock, rss
 
 
 @pytest.fixture
@@ -35,45 +32,6 @@ def make_config(server: FeedServer, *paths: str, extra: str = "") -> Config:
         "polling: {timeout: 2s, max_size: 1MiB, host_gap: 0s, unhealthy_after: 2}\n" + extra
     )
     return load_text(text, "test.yaml", env={})
-
-
-class Harness:
-    """A poller over the given config, with a fixed seed and the test clock."""
-
-    def __init__(self, storage: Storage, config: Config) -> None:
-        self.storage = storage
-        self.config = config
-        storage.sync_sources(config.sources)
-        p = config.polling
-        self.fetcher = Fetcher(
-            user_agent="test", timeout=p.timeout.total_seconds(), max_bytes=p.max_size, host_gap=0.0
-        )
-        self.poller = Poller(
-            storage, config, self.fetcher, owner="test-worker", rng=random.Random(7)
-        )
-
-    def poll(self, *ids: str) -> dict[str, PollResult]:
-        results = self.poller.run_once(only=list(ids) if ids else None)
-        return {r.source_id: r for r in results}
-
-    def close(self) -> None:
-        self.fetcher.close()
-
-
-Build = Callable[[Config], Harness]
-
-
-@pytest.fixture
-def harness_for(storage: Storage) -> Iterator[Build]:
-    made: list[Harness] = []
-
-    def build(config: Config) -> Harness:
-        made.append(Harness(storage, config))
-        return made[-1]
-
-    yield build
-    for harness in made:
-        harness.close()
 
 
 def test_new_then_not_modified_then_edited(
