@@ -8,6 +8,12 @@ only when that moved and the document's entries changed. Conditional requests fo
 representation with its own strong ETag, and a tag matches only the representation it names.
 Bad input is a 400 and unknown addresses a 404, each a small HTML page; only a real fault is a
 500 (or 503 while the database is away).
+
+What a client can make the process do is bounded: a request body is read up to FORM_BYTES (none
+where none is taken) and refused with 413 past it, before the rest is read (`BodyLimit`, the one
+middleware of every app); a request line and headers up to HEAD_BYTES, else 431
+(`BoundedHttpTools`); and archive pages (`?before=`, any cursor a new document) are made
+ARCHIVE_RENDERS at a time with ARCHIVE_WAITING in line, the rest answered 503 (`Gate`).
 """
 
 from __future__ import annotations
@@ -29,9 +35,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from aggregator.digest.subscriptions import Subscriptions
 from aggregator.exceptions import BadRequestError, NotPublishedError, StorageError
@@ -46,6 +55,155 @@ log = logging.getLogger("aggregator.web")
 
 FORMATS = tuple(MEDIA_TYPES)
 KINDS = {kind.value for kind in Kind}
+FORM_BYTES = 16 * 1024  # largest request body read (a sign-up or one-click unsubscribe form)
+HEAD_BYTES = 64 * 1024  # largest request line and headers read, all told
+ARCHIVE_RENDERS = 2  # archive pages (`?before=`) made at once when not cached
+ARCHIVE_WAITING = 32  # archive pages waiting for a turn; past that, 503 with Retry-After
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # every other method takes no body
+
+
+class BodyLimit:
+    """ASGI middleware: no request body is read past its limit (FORM_BYTES for methods that
+    carry a form, 0 for the rest), so a client cannot make the process hold what it sends.
+
+    A declared Content-Length past the limit is answered 413 before any of the body is read; a
+    chunked body is counted as it arrives and cut off with 413 as soon as it passes. A body within
+    the limit is read whole here, before the app runs, and handed on; a 413 closes the connection,
+    so the rest of the body is never read.
+    """
+
+    def __init__(self, app: ASGIApp, page: Callable[[int, str, str], bytes] | None = None) -> None:
+        self.app = app
+        self.page = page
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = FORM_BYTES if scope["method"] in _BODY_METHODS else 0
+        declared, chunked = _framing(scope["headers"])
+        if declared is None and not chunked:  # no body at all (RFC 9112 6.3)
+            await self.app(scope, receive, send)
+            return
+        if (limit == 0) if declared is None else (declared > limit):  # refused unread
+            await self._refuse(send, limit)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await self._refuse(send, limit)
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+    async def _refuse(self, send: Send, limit: int) -> None:
+        message = f"This address takes a request body of at most {limit:,} bytes."
+        if self.page is not None:
+            body, media = self.page(413, "Request too large", message), HTML
+        else:
+            body, media = (message + "\n").encode(), "text/plain; charset=utf-8"
+        headers = [
+            (b"content-type", media.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"date", _http_date()[1].encode()),
+            (b"cache-control", b"no-store"),
+            (b"connection", b"close"),  # the unread rest of the body must not be read
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool]:
+    """The declared Content-Length (an unreadable one counts as too long; uvicorn's parser lets
+    none through anyway) and whether the body is sent chunked, its length unknown."""
+    declared: int | None = None
+    chunked = False
+    for name, value in headers:
+        if name == b"content-length":
+            declared = int(value) if value.strip().isdigit() else FORM_BYTES + 1
+        elif name == b"transfer-encoding":
+            chunked = True
+    return declared, chunked
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the body already read, then whatever the client does next."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+class BoundedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on a request's line and headers: httptools
+    keeps a header being received in memory with no limit (uvicorn's `h11_max_incomplete_event_
+    size` bounds only its h11 protocol, slower). Counted per socket read, so a head is refused
+    with 431 once more than HEAD_BYTES arrived without its end (held: at most one read past it)."""
+
+    _head_bytes = 0
+    _in_head = False
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes = True, 0
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > HEAD_BYTES:
+                self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        self._in_head = False
+        message = f"Request line and headers may take at most {HEAD_BYTES:,} bytes.\n".encode()
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: text/plain; charset=utf-8\r\n"
+            b"content-length: " + str(len(message)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n" + message
+        )
+        self.transport.close()
+
+
+class Gate:
+    """At most `running` holders at once and `waiting` more in line: `enter()` gives False when
+    the line is full (the caller answers 503), so slow work asked for by clients cannot pile up."""
+
+    def __init__(self, running: int, waiting: int) -> None:
+        self._slots = asyncio.Semaphore(running)
+        self._waiting = 0
+        self._max_waiting = waiting
+
+    @contextlib.asynccontextmanager
+    async def enter(self) -> AsyncIterator[bool]:
+        if self._waiting >= self._max_waiting:
+            yield False
+            return
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield True
+        finally:
+            self._slots.release()
 
 
 def _accepts_gzip(request: Request) -> bool:
@@ -150,22 +308,43 @@ def create_app(
     ) -> Response:
         return _uncached(publisher.error(status, heading, message), status, headers)
 
+    archive = Gate(ARCHIVE_RENDERS, ARCHIVE_WAITING)
+
+    async def make(request: Request, build: Callable[[], Document]) -> Document | Response:
+        try:
+            return await run_in_threadpool(build)
+        except NotPublishedError as exc:
+            return page(404, "Not found", f"{exc}.")
+        except BadRequestError as exc:
+            return page(400, "Bad request", f"{exc}.")
+        except (StorageError, SQLAlchemyError):
+            log.exception("cannot read the database for %s", request.url.path)
+            return page(
+                503, "Temporarily unavailable", "The database cannot be read; try again soon."
+            )
+
+    async def make_archive(request: Request, build: Callable[[], Document]) -> Document | Response:
+        """An archive page: any cursor is a new document, so few are made at once."""
+        async with archive.enter() as admitted:
+            if admitted:
+                return await make(request, build)
+        return page(
+            503,
+            "Busy",
+            "Too many archive pages are being made at once; try again in a moment.",
+            {"Retry-After": "2"},
+        )
+
     async def serve(
         request: Request, key: tuple[str, ...], build: Callable[[], Document]
     ) -> Response:
         document = publisher.cached(*key)
         if document is None:
-            try:
-                document = await run_in_threadpool(build)
-            except NotPublishedError as exc:
-                return page(404, "Not found", f"{exc}.")
-            except BadRequestError as exc:
-                return page(400, "Bad request", f"{exc}.")
-            except (StorageError, SQLAlchemyError):
-                log.exception("cannot read the database for %s", request.url.path)
-                return page(
-                    503, "Temporarily unavailable", "The database cannot be read; try again soon."
-                )
+            archived = len(key) == 3 and bool(key[2])
+            made = await (make_archive if archived else make)(request, build)
+            if isinstance(made, Response):
+                return made
+            document = made
         max_age = int(publisher.config.publishing.cache_max_age.total_seconds())  # reloadable
         return respond(request, document, max_age)
 
@@ -254,25 +433,37 @@ def create_app(
         asking = request.method in ("GET", "HEAD")  # links are followed by scanners too
         again = f"{here}?{urlencode({'token': token})}"
         if action == "confirm":  # GET and HEAD ask; the button (POST) confirms
-            check = subscriptions.check_confirm if asking else subscriptions.confirm
-            claim = await run_in_threadpool(check, digest.id, token)
-            if claim is None:
+            signup = f"{publisher.base}digests/{digest.id}/subscribe"
+            found = await run_in_threadpool(
+                subscriptions.confirmation, digest.id, token, not asking
+            )
+            if found is None:
                 return notice(
                     400,
                     "This link does not work",
                     "It is not valid or has expired. Subscribe again to get a new one.",
                     "subscribe",
-                    f"{publisher.base}digests/{digest.id}/subscribe",
+                    signup,
                 )
-            if asking:
+            if found.left:  # an old link must not sign them up again, nor say it did
+                return notice(
+                    200 if asking else 409,
+                    f"{found.email} is unsubscribed",
+                    f"{found.email} left {digest.title} after this link was sent, so it no "
+                    "longer confirms anything and nothing will be sent. To get "
+                    f"{digest.title} again, sign up here; we will send a new link.",
+                    "subscribe",
+                    signup,
+                )
+            if found.asks:
                 return notice(
                     200,
                     f"Confirm your subscription to {digest.title}",
-                    f"{claim.email} will get {digest.title}.",
+                    f"{found.email} will get {digest.title}.",
                     "confirm",
                     again,
                 )
-            return notice(200, "You are subscribed", f"{claim.email} will get {digest.title}.")
+            return notice(200, "You are subscribed", f"{found.email} will get {digest.title}.")
         # unsubscribe: GET asks (mail scanners follow links), POST does it (RFC 8058 one-click)
         check = subscriptions.check if asking else subscriptions.unsubscribe
         claim = await run_in_threadpool(check, digest.id, token)
@@ -362,7 +553,12 @@ def create_app(
         HTTPException: refused,
         Exception: failed,
     }
-    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        exception_handlers=handlers,
+        lifespan=lifespan,
+        middleware=[Middleware(BodyLimit, page=publisher.error)],
+    )
 
 
 _PRIVATE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
@@ -439,7 +635,9 @@ def create_ops_app(
         )
 
     routes = _ops_routes(database_check, scheduler_running, metrics, access or StatusAccess())
-    return Starlette(routes=routes, exception_handlers={404: not_found})
+    return Starlette(
+        routes=routes, exception_handlers={404: not_found}, middleware=[Middleware(BodyLimit)]
+    )
 
 
 async def _watch(publisher: Publisher, every: float) -> None:
@@ -461,7 +659,7 @@ class WebServer:
             app,
             log_level="warning",
             access_log=access_log,
-            http="httptools",
+            http=BoundedHttpTools,
             loop="uvloop",
             lifespan="on",
             server_header=False,

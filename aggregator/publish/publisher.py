@@ -17,8 +17,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 from functools import cached_property
 
@@ -43,9 +43,14 @@ WRITERS: dict[str, Callable[[FeedView], bytes]] = {
     "rss": feeds.rss,
     "json": jsonfeed.render,
 }
-CACHE_SIZE = 2048  # documents kept (first pages and the archive pages readers walk)
+CACHE_SIZE = 2048  # documents kept: first pages, the index and OPML (a few per publication)
+PAGE_CACHE_SIZE = 256  # archive pages (`?before=`) kept, apart, so a flood of them evicts no feed
 PREVIOUS_WALK = 25  # pages walked from the top to find an archive page's newer neighbour
+WALKS_KEPT = 64  # publications whose page boundaries are remembered (per storage revision)
+WALK_TTL = timedelta(minutes=1)  # how long a walk stands for an output whose items age out
 LOCK_STRIPES = 64  # builders of different documents rarely wait for each other
+
+Position = tuple[datetime, int]  # (first seen, item id): where an archive page starts
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ def make_document(body: bytes, media_type: str, **kwargs: object) -> Document:
     return Document(body, media_type, f'"{digest}"', **kwargs)  # type: ignore[arg-type]
 
 
-def _cursor(before: str | None) -> tuple[datetime, int] | None:
+def _cursor(before: str | None) -> Position | None:
     if before is None:
         return None
     cursor = decode_cursor(before)
@@ -105,6 +110,19 @@ def _cursor(before: str | None) -> tuple[datetime, int] | None:
             f"'before' must be a paging cursor such as 1764000000000000.42, not {before[:60]!r}"
         )
     return cursor
+
+
+@dataclass
+class _Walk:
+    """The last positions of a publication's first pages, as read from the top (each page's
+    `next` cursor): shared by every archive page of one revision, and extended under `lock` only
+    as deep as a page asks, so finding a page's newer neighbour is one walk per revision."""
+
+    revision: int
+    made: datetime
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ends: list[Position] = field(default_factory=list)
+    complete: bool = False  # a short page was reached: no page after the last end
 
 
 def source_names(storage: Storage, config: Config) -> tuple[dict[str, str], dict[str, str]]:
@@ -141,6 +159,8 @@ class Publisher:
         self._checked = float("-inf")
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, ...], Document] = OrderedDict()
+        self._pages: OrderedDict[tuple[str, ...], Document] = OrderedDict()
+        self._walks: OrderedDict[str, _Walk] = OrderedDict()
         self._building = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._source_titles: dict[str, str] = {}
         self._source_urls: dict[str, str] = {}
@@ -156,6 +176,8 @@ class Publisher:
             self.site_title = config.publishing.title
             self.hub = config.publishing.hub
             self._cache.clear()
+            self._pages.clear()
+            self._walks.clear()
             self._sources_revision = -2
 
     @property
@@ -178,23 +200,30 @@ class Publisher:
             return self.check()
         return self._revision
 
+    def _store(self, key: tuple[str, ...]) -> OrderedDict[tuple[str, ...], Document]:
+        """Archive pages (a key ending in a cursor) are kept apart from everything else."""
+        return self._pages if len(key) == 3 and key[2] else self._cache
+
     def cached(self, *key: str) -> Document | None:
         """The document for `key` if it is known to be current, without touching the database."""
+        store = self._store(key)
         with self._lock:
-            document = self._cache.get(key)
+            document = store.get(key)
             if document is None or document.revision != self._revision:
                 return None
-            self._cache.move_to_end(key)
+            store.move_to_end(key)
         if document.expires is not None and self.clock() >= document.expires:
             return None
         return document
 
     def _remember(self, key: tuple[str, ...], document: Document) -> Document:
+        store = self._store(key)
+        size = PAGE_CACHE_SIZE if store is self._pages else CACHE_SIZE
         with self._lock:
-            self._cache[key] = document
-            self._cache.move_to_end(key)
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
+            store[key] = document
+            store.move_to_end(key)
+            while len(store) > size:
+                store.popitem(last=False)
         return document
 
     def _build(
@@ -210,7 +239,7 @@ class Publisher:
             if found is not None and found.revision == revision:
                 return found
             with self._lock:
-                previous = self._cache.get(key)
+                previous = self._store(key).get(key)
             return self._remember(key, make(previous, revision))
 
     # -- what is published ---------------------------------------------------------------------
@@ -262,25 +291,53 @@ class Publisher:
             site_title=self.site_title,
         )
 
-    def _previous(self, publication: Publication, cursor: tuple[datetime, int]) -> str:
-        """The cursor of the page just newer than `cursor` ('' for the first page), found by
-        walking pages from the top (capped: deep archive pages point back to the first)."""
+    def _previous(self, publication: Publication, cursor: Position) -> str:
+        """The cursor of the page just newer than `cursor` ('' for the first page), found on the
+        walk of pages from the top (capped: deep archive pages point back to the first)."""
+        walk = self._walk(publication)
+        with walk.lock:
+            while not walk.complete and len(walk.ends) < PREVIOUS_WALK:
+                if walk.ends and walk.ends[-1] <= cursor:
+                    break
+                self._extend(publication, walk)
+            ends = list(walk.ends)
+            complete = walk.complete
+        newer = [end for end in ends if end > cursor]
+        if len(newer) == len(ends) and not complete:
+            return ""  # deeper than the walk goes: back to the first page
+        return encode_cursor(newer[-1]) if newer else ""
+
+    def _walk(self, publication: Publication) -> _Walk:
+        """This revision's walk of the publication's pages (a new one when items changed)."""
+        revision, now = self.revision(), self.clock()
+        with self._lock:
+            walk = self._walks.get(publication.key)
+            stale = walk is None or walk.revision != revision
+            if walk is not None and publication.filter.max_age is not None:
+                stale = stale or now - walk.made >= WALK_TTL
+            if walk is None or stale:
+                walk = self._walks[publication.key] = _Walk(revision, now)
+            self._walks.move_to_end(publication.key)
+            while len(self._walks) > WALKS_KEPT:
+                self._walks.popitem(last=False)
+        return walk
+
+    def _extend(self, publication: Publication, walk: _Walk) -> None:
+        """Read the page after the walk's last end, and note where it ends."""
         now = self.clock()
         rules = self.catalog.filter_of(publication)
-        page: tuple[datetime, int] | None = None
-        for _ in range(PREVIOUS_WALK):
-            selected = self.storage.select_items(
-                rules.selection_at(now),
-                publication.limit,
-                lambda item: rules.accepts_at(item, now),
-                before=page,
-                shown=rules.accepts_text,
-            )
-            last = selected[-1].position if len(selected) == publication.limit else None
-            if last is None or last <= cursor:
-                return encode_cursor(page) if page is not None else ""
-            page = last
-        return ""  # deeper than the walk goes: back to the first page
+        selected = self.storage.select_items(
+            rules.selection_at(now),
+            publication.limit,
+            lambda item: rules.accepts_at(item, now),
+            before=walk.ends[-1] if walk.ends else None,
+            shown=rules.accepts_text,
+        )
+        last = selected[-1].position if len(selected) == publication.limit else None
+        if last is None:
+            walk.complete = True
+        else:
+            walk.ends.append(last)
 
     def _expires(self, publication: Publication, view: FeedView) -> datetime | None:
         max_age = publication.filter.max_age

@@ -5,11 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, case, delete, func, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    bindparam,
+    case,
+    delete,
+    func,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 
 from aggregator.storage.dialect import insert as _insert
 from aggregator.storage.tables import item_topics, items, pruned_keys, stories
@@ -26,6 +38,8 @@ from aggregator.types import (
     StoryMember,
 )
 from aggregator.urls import canonical_url
+
+Cursor = tuple[datetime, int]  # (first seen, item id): where a page of items resumes
 
 _CHUNK = 500  # keys per IN (...) query: well under SQLite's bound-parameter limit
 
@@ -389,17 +403,17 @@ class Candidate:
     opener: tuple[str, str] | None
 
 
-def select_page(
-    conn: Connection, selection: Selection, limit: int, before: tuple[datetime, int] | None
-) -> list[Candidate]:
-    """Items matching the selection's sections, sources and topics, newest first by when they
-    were first seen, with their story's lead; `before` continues after the last one returned."""
-    query = (
-        select(items, stories.c.primary_item_id, stories.c.first_source_id, stories.c.first_key)
-        .outerjoin(stories, stories.c.id == items.c.story_id)
-        .order_by(items.c.first_seen_at.desc(), items.c.id.desc())
-        .limit(limit)
-    )
+MAX_SPLIT = 16  # sections (or sources) of a filter read as separate index seeks, at most
+
+
+def _filtered(query: Select[Any], selection: Selection, before: Cursor | None) -> Select[Any]:
+    """`query` narrowed to the selection and to the items after `before`.
+
+    The cursor is a row-value bound, `(first_seen_at, id) < (moment, id)`, which both databases
+    turn into a seek on an index ending in (first_seen_at, id): a deep page costs what the first
+    does. (Its spelled-out twin, an OR of two comparisons, is no range: SQLite walked every newer
+    item to reach the cursor.)
+    """
     if selection.seen_since is not None:
         query = query.where(items.c.first_seen_at >= selection.seen_since)
     if selection.sections:
@@ -416,12 +430,52 @@ def select_page(
             .exists()
         )
     if before is not None:
-        moment, item_id = before
-        query = query.where(
-            (items.c.first_seen_at < moment)
-            | ((items.c.first_seen_at == moment) & (items.c.id < item_id))
-        )
-    rows = conn.execute(query).all()
+        query = query.where(tuple_(items.c.first_seen_at, items.c.id) < before)
+    return query
+
+
+_NEWEST_FIRST = (items.c.first_seen_at.desc(), items.c.id.desc())
+
+
+def _split(selection: Selection) -> list[Selection]:
+    """The selection as one selection per section (or source) when it names several, so that
+    each is one seek in the index on (section_id or source_id, first_seen_at, id); else as is.
+
+    `section_id IN (a, b) ORDER BY first_seen_at` cannot be read in order from one index range,
+    so a database may sort every matching item; a page per value, merged, stays a page's work.
+    """
+    if len(selection.sections) == 1 or len(selection.sources) == 1:
+        return [selection]
+    if 1 < len(selection.sections) <= MAX_SPLIT:
+        return [replace(selection, sections=(value,)) for value in selection.sections]
+    if 1 < len(selection.sources) <= MAX_SPLIT:
+        return [replace(selection, sources=(value,)) for value in selection.sources]
+    return [selection]
+
+
+def page_query(selection: Selection, limit: int, before: Cursor | None) -> Select[Any]:
+    """The statement `select_page` runs (tests read its plan)."""
+    query = (
+        select(items, stories.c.primary_item_id, stories.c.first_source_id, stories.c.first_key)
+        .outerjoin(stories, stories.c.id == items.c.story_id)
+        .order_by(*_NEWEST_FIRST)
+        .limit(limit)
+    )
+    parts = _split(selection)
+    if len(parts) == 1:
+        return _filtered(query, selection, before)
+    # each part's page whole (joining back on ids lets a planner scan every item for them)
+    pages = union_all(*(select(_filtered(query, part, before).subquery()) for part in parts))
+    merged = pages.subquery()
+    return select(merged).order_by(merged.c.first_seen_at.desc(), merged.c.id.desc()).limit(limit)
+
+
+def select_page(
+    conn: Connection, selection: Selection, limit: int, before: Cursor | None
+) -> list[Candidate]:
+    """Items matching the selection's sections, sources and topics, newest first by when they
+    were first seen, with their story's lead; `before` continues after the last one returned."""
+    rows = conn.execute(page_query(selection, limit, before)).all()
     return [
         Candidate(
             item,

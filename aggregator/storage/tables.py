@@ -127,10 +127,10 @@ items = Table(
     Column("published_at", UTCDateTime),
     Column("updated_at", UTCDateTime),
     Column("content_hash", String(64), nullable=False),
-    Column("first_seen_at", UTCDateTime, nullable=False, index=True),
+    Column("first_seen_at", UTCDateTime, nullable=False),
     Column("last_seen_at", UTCDateTime, nullable=False),
     Column("changed_at", UTCDateTime, nullable=False),
-    Column("section_id", String(64), index=True),
+    Column("section_id", String(64)),
     Column("story_id", BigId, ForeignKey("stories.id", ondelete="SET NULL"), index=True),
     Column("revisions", Integer, nullable=False, default=0),
     Column("fingerprint", LargeBinary),  # MinHash signature of the text, for the story index
@@ -138,7 +138,10 @@ items = Table(
     Column("story_reason", JSON),
     Column("story_pinned", Boolean, nullable=False, default=False, server_default=false()),
     UniqueConstraint("source_id", "key"),
-    Index("ix_items_source_id_first_seen_at", "source_id", "first_seen_at"),
+    # pages of a feed seek to their cursor on these (all items, a section, a source)
+    Index("ix_items_first_seen_at_id", "first_seen_at", "id"),
+    Index("ix_items_section_id_first_seen_at_id", "section_id", "first_seen_at", "id"),
+    Index("ix_items_source_id_first_seen_at_id", "source_id", "first_seen_at", "id"),
     Index("ix_items_last_seen_at", "last_seen_at"),
 )
 
