@@ -16,7 +16,7 @@ class Health(StrEnum):
     FAILING = "failing"
     GONE = "gone"  # 410: polling stopped
     MOVED = "moved"  # works, but feeds.yaml should get the new URL
-    WARNING = "warning"  # works, but the feed is malformed
+    WARNING = "warning"  # works, but the feed is malformed, or longer than polling.max_entries
     OK = "ok"
     NEW = "new"  # not polled yet
     PAUSED = "paused"

@@ -150,7 +150,7 @@ class StoryIndex(Protocol):
     window: timedelta
 
     def similar_many(
-        self, fps: Sequence[bytes], whens: Sequence[datetime]
+        self, fps: Sequence[bytes], whens: Sequence[datetime], after: int = 0
     ) -> list[list[Match]]: ...
 
     def similar_within(

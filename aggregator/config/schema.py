@@ -461,6 +461,13 @@ class Polling:
     timeout: Duration = _doc("Longest time one fetch may take, all told.", timedelta(seconds=20))
     max_size: Size = _doc("Largest feed body accepted (decompressed): 500KB, 10MiB.", 10 * 1024**2)
     max_redirects: int = _doc("Redirects followed before giving up.", 5, ge=0, le=20)
+    max_entries: int = _doc(
+        "Entries taken from one feed document, the newest; the rest are left out and the source "
+        "shows a warning saying so.",
+        1000,
+        ge=1,
+        le=1_000_000,
+    )
     concurrency: int = _doc("Fetches in flight at once, in all.", 8, ge=1, le=256)
     per_host: int = _doc("Fetches in flight at once to one host.", 2, ge=1, le=64)
     host_gap: Duration = _doc("Pause between two requests to one host.", timedelta(seconds=1))

@@ -46,6 +46,9 @@ _A, _B = (np.asarray(p, dtype=np.uint32) for p in _TEMPLATE.permutations)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _EXPIRE_EVERY = timedelta(minutes=1)
 _MAX_CANDIDATES = 5_000  # a key shared by more items than this is boilerplate, not a story
+WITHIN_HEAD = 8  # in a batch, an item is compared with the first items of its band buckets
+WITHIN_TAIL = 8  # and with the latest before it (the nearest in time: a batch goes by date)
+_PAIR_BLOCK = 65_536  # candidate pairs scored at once (2 x 528 bytes each)
 
 
 def _opening(field: Field, count: int) -> list[str]:
@@ -137,6 +140,12 @@ def _conflicts(numbers: NDArray[np.uint32], mine: NDArray[np.uint32]) -> NDArray
     wanted = mine[mine != 0]
     shared = np.isin(numbers, wanted).any(axis=1)
     return np.asarray(numbers.any(axis=1) & ~shared, dtype=bool)
+
+
+def _pair_conflicts(mine: NDArray[np.uint32], theirs: NDArray[np.uint32]) -> NDArray[np.bool_]:
+    """Row by row, `_conflicts`: both rows have headline numbers and share none."""
+    shared = ((mine[:, :, None] == theirs[:, None, :]) & (mine[:, :, None] != 0)).any(axis=(1, 2))
+    return np.asarray(mine.any(axis=1) & theirs.any(axis=1) & ~shared, dtype=bool)
 
 
 def alike(a: bytes, b: bytes, threshold: float) -> bool:
@@ -250,6 +259,7 @@ class SimilarityIndex:
         self.watermark = 0  # highest item id seen: storage catches up from here
         self._lock = threading.RLock()
         self._expired_at: datetime | None = None
+        self.compared = 0  # pairs of one batch whose signatures were compared (similar_within)
         self._reset()
 
     def _reset(self, capacity: int = 1024) -> None:
@@ -341,8 +351,11 @@ class SimilarityIndex:
         """Items at least `threshold` alike and within the window of `when`, most alike first."""
         return self.similar_many([fp], [when])[0]
 
-    def similar_many(self, fps: Sequence[bytes], whens: Sequence[datetime]) -> list[list[Match]]:
-        """`similar` for a batch; the batch's items are not compared with each other."""
+    def similar_many(
+        self, fps: Sequence[bytes], whens: Sequence[datetime], after: int = 0
+    ) -> list[list[Match]]:
+        """`similar` for a batch; the batch's items are not compared with each other. `after`:
+        only items with a higher id (those stored since an earlier look)."""
         if not fps:
             return []
         with self._lock:
@@ -355,14 +368,16 @@ class SimilarityIndex:
                     for at, slots in run.lookup(query[maybe]):
                         found[int(maybe[at]) // self.bands].append(slots)
             return [
-                self._verify(sigs[i], whens[i], parts) if parts else []
+                self._verify(sigs[i], whens[i], parts, after) if parts else []
                 for i, parts in enumerate(found)
             ]
 
     def _verify(
-        self, sig: NDArray[np.uint32], when: datetime, parts: list[NDArray[np.int32]]
+        self, sig: NDArray[np.uint32], when: datetime, parts: list[NDArray[np.int32]], after: int
     ) -> list[Match]:
         candidates = np.unique(np.concatenate(parts))
+        if after:
+            candidates = candidates[self._ids[candidates] > after]
         if len(candidates) > _MAX_CANDIDATES:
             candidates = candidates[-_MAX_CANDIDATES:]  # the newest
         moment = when.timestamp()
@@ -385,25 +400,72 @@ class SimilarityIndex:
         self, fps: Sequence[bytes], whens: Sequence[datetime]
     ) -> list[list[tuple[int, float]]]:
         """For each item of a batch, the earlier ones of the same batch it is alike, as
-        (position, score), most alike first."""
+        (position, score), most alike first (the earliest of equals first).
+
+        Candidates come from the same LSH bands as the index uses, so a pair is found here as it
+        would be across two batches. In a band bucket holding more than WITHIN_HEAD +
+        WITHIN_TAIL earlier items (a feed of near-copies), only the first and the latest of them
+        are compared: comparing every pair made a feed of 45,000 near-copies take a quarter of
+        an hour. `compared` counts the pairs whose signatures were compared."""
         result: list[list[tuple[int, float]]] = [[] for _ in fps]
         if len(fps) < 2:
             return result
         sigs = _signatures(fps)
+        later, earlier = self._within_candidates(sigs)
+        self.compared += len(later)
         times = np.array([w.timestamp() for w in whens])
         span = self.window.total_seconds()
-        for top in range(0, len(fps), 64):  # rows a block at a time: n x n x 128 gets large
-            rows = sigs[top : top + 64]
-            scores = (rows[:, None, :NUM_PERM] == sigs[None, :, :NUM_PERM]).sum(axis=2) / NUM_PERM
-            good = scores >= self.threshold
-            good &= np.abs(times[top : top + 64, None] - times[None, :]) <= span
-            good &= np.arange(len(fps))[None, :] < np.arange(top, top + len(rows))[:, None]
-            for i, j in zip(*np.nonzero(good), strict=True):
-                if not _conflicts(sigs[j : j + 1, NUM_PERM:], rows[i, NUM_PERM:])[0]:
-                    result[top + int(i)].append((int(j), float(scores[i, j])))
-        for pairs in result:
+        for top in range(0, len(later), _PAIR_BLOCK):
+            i, j = later[top : top + _PAIR_BLOCK], earlier[top : top + _PAIR_BLOCK]
+            a, b = sigs[i], sigs[j]
+            scores = np.count_nonzero(a[:, :NUM_PERM] == b[:, :NUM_PERM], axis=1) / NUM_PERM
+            good = (scores >= self.threshold) & (np.abs(times[i] - times[j]) <= span)
+            good &= ~_pair_conflicts(a[:, NUM_PERM:], b[:, NUM_PERM:])
+            for x, y, score in zip(
+                i[good].tolist(), j[good].tolist(), scores[good].tolist(), strict=True
+            ):
+                result[x].append((y, score))
+        for pairs in result:  # candidates come in order of position: equals stay earliest first
             pairs.sort(key=lambda pair: -pair[1])
         return result
+
+    def _within_candidates(
+        self, sigs: NDArray[np.uint32]
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Distinct (later, earlier) positions of a batch that share a band bucket, sorted; in a
+        bucket, each item is paired with the first WITHIN_HEAD and the last WITHIN_TAIL items
+        before it, so the pairs are at most bands x (WITHIN_HEAD + WITHIN_TAIL) an item."""
+        count = len(sigs)
+        keys = self._band_keys(sigs).ravel()
+        order = np.argsort(keys, kind="stable")  # a bucket's items in order of position
+        ranked = keys[order]
+        item = order // self.bands
+        starts = np.ones(len(ranked), dtype=bool)
+        starts[1:] = ranked[1:] != ranked[:-1]
+        places = np.arange(len(ranked))
+        first = np.maximum.accumulate(np.where(starts, places, 0))
+        rank = places - first  # how many items come before this one in its bucket
+        shared = np.nonzero(rank)[0]
+        rank, first = rank[shared], first[shared]
+        deepest = int(rank.max()) if len(rank) else 0
+        later, earlier = [], []
+        for t in range(min(WITHIN_HEAD, deepest)):  # the first items of the bucket
+            take = rank > t
+            later.append(item[shared[take]])
+            earlier.append(item[first[take] + t])
+        for t in range(1, min(WITHIN_TAIL, deepest - WITHIN_HEAD) + 1):  # the latest
+            take = rank - t >= WITHIN_HEAD
+            later.append(item[shared[take]])
+            earlier.append(item[shared[take] - t])
+        if not later:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty
+        codes = np.sort(np.concatenate(later) * count + np.concatenate(earlier))
+        keep = np.ones(len(codes), dtype=bool)  # a sort, then neighbours: np.unique's hashing
+        keep[1:] = codes[1:] != codes[:-1]  # was ten times slower on millions of pairs
+        codes = codes[keep]
+        codes = codes[codes // count > codes % count]  # one item twice in a bucket
+        return codes // count, codes % count
 
     def remove(self, item_ids: Sequence[int]) -> None:
         with self._lock:

@@ -154,15 +154,27 @@ class Storage:
         """Store a poll's entries and outcome in one transaction; None if the lease was lost.
 
         New and edited entries are filed by `filer` (section, topics, fingerprint) and new ones
-        linked to stories, in the same transaction.
+        linked to stories, in the same transaction; the filing and comparing are done before it.
         """
         entries = list(entries)
+        plan = self._plan(record.source_id, entries, record.fetched_at, filer)
         with self._tx() as conn:
             if not sources.record_fetch(conn, record, owner):
                 conn.rollback()
                 return None
-            report, fresh = self._save(conn, record.source_id, entries, record.fetched_at, filer)
+            report, fresh = self._save(
+                conn, record.source_id, entries, record.fetched_at, filer, plan
+            )
         return self._committed(report, fresh, filer)
+
+    def _plan(
+        self, source_id: str, entries: Sequence[Entry], now: datetime, filer: Filer | None
+    ) -> stories.Plan | None:
+        """File and compare in a read transaction, so the write one holds its lock for writes."""
+        if filer is None or not entries:
+            return None
+        with self._tx(write=False) as conn:
+            return stories.prepare(conn, source_id, entries, now, filer)
 
     @staticmethod
     def _save(
@@ -171,11 +183,17 @@ class Storage:
         entries: Sequence[Entry],
         now: datetime,
         filer: Filer | None,
+        plan: stories.Plan | None = None,
     ) -> tuple[SaveReport, list[items.NewItem]]:
         report, fresh = items.save(
-            conn, source_id, entries, now, filer, before_insert=lambda: stories.lock(conn)
+            conn,
+            source_id,
+            entries,
+            now,
+            stories.prefiled(filer, plan),
+            before_insert=lambda: stories.lock(conn),
         )
-        merged = stories.link(conn, fresh, filer.index if filer else None, now)
+        merged = stories.link(conn, fresh, filer.index if filer else None, now, plan)
         if report.new or report.updated:
             outputs.bump(conn)
         return replace(report, merged=merged), fresh
@@ -196,8 +214,10 @@ class Storage:
         self, source_id: str, entries: Iterable[Entry], filer: Filer | None = None
     ) -> SaveReport:
         entries = list(entries)
+        now = self.clock()
+        plan = self._plan(source_id, entries, now, filer)
         with self._tx() as conn:
-            report, fresh = self._save(conn, source_id, entries, self.clock(), filer)
+            report, fresh = self._save(conn, source_id, entries, now, filer, plan)
         return self._committed(report, fresh, filer)
 
     def warm_index(self, index: StoryIndex) -> int:

@@ -5,6 +5,12 @@ Linking runs in the transaction that inserts the items, under a database-wide lo
 story index in the order their transactions commit: each process's index catches up on what
 others stored by reading the ids above its watermark.
 
+What needs no lock is worked out before that transaction (`prepare`, in a read transaction):
+filing the new and edited entries (MinHash fingerprints included), finding the stored items
+they are alike, and comparing the new ones with each other. Inside, under the lock, only the
+items stored since are looked at, and the rest is writing: a big batch no longer keeps every
+other worker waiting while it is compared.
+
 An item that repeats no other has no story row (story_id NULL: a story of its own); the row is
 made when a second item joins. How an item joined is kept on it (`story_reason`): {"by":
 "link"} (same canonical link), {"by": "text", "score": 0.82, "item": 12} (alike text), {"by":
@@ -13,16 +19,17 @@ made when a second item joins. How an item joined is kept on it (`story_reason`)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from aggregator.storage.dialect import serialise
-from aggregator.storage.items import NewItem
-from aggregator.storage.tables import items, sources, stories
-from aggregator.types import StoryIndex
+from aggregator.storage.items import MAX_REVISIONS, NewItem, content_hash
+from aggregator.storage.tables import items, pruned_keys, sources, stories
+from aggregator.types import Entry, Filer, Filing, Match, StoryIndex
 
 _CHUNK = 500
 _LOAD_PART = 50_000
@@ -65,14 +72,125 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What saving a batch needs that can be worked out before the write transaction."""
+
+    keys: tuple[str, ...]  # the new entries, in the order `items.save` inserts them
+    filings: Mapping[str, tuple[Entry, Filing]]  # key -> the entry and its filing (new, edited)
+    matches: tuple[tuple[Match, ...], ...]  # per new entry: alike stored items, most alike first
+    within: Mapping[int, tuple[int, float]]  # new entry -> (the earlier one it repeats, score)
+    watermark: int  # `matches` saw every stored item up to this id
+
+
+def prepare(
+    conn: Connection, source_id: str, entries: Sequence[Entry], now: datetime, filer: Filer
+) -> Plan:
+    """File the entries that will be new or edited and compare the new ones, with the stored
+    items and with each other, in a read transaction: all the CPU work of a save."""
+    batch: dict[str, Entry] = {}
+    for entry in entries:
+        batch.setdefault(entry.key, entry)  # the first of a key wins, as in `items.save`
+    known, gone = _stored_keys(conn, source_id, list(batch))
+    new: list[Entry] = []
+    filings: dict[str, tuple[Entry, Filing]] = {}
+    for key, entry in batch.items():
+        if key in gone:
+            continue
+        stored = known.get(key)
+        if stored is None:
+            new.append(entry)
+        elif stored[0] == content_hash(entry) or stored[1] >= MAX_REVISIONS:
+            continue
+        filings[key] = (entry, filer.file(source_id, entry))
+    order = sorted(  # as `items.save` orders its inserts (and so their ids)
+        range(len(new)), key=lambda n: (new[n].published is None, new[n].published or now, -n)
+    )
+    new = [new[n] for n in order]
+    keys = tuple(entry.key for entry in new)
+    index = filer.index
+    if index is None or not new:
+        return Plan(keys, filings, (), {}, 0)
+    catch_up(conn, index, now)
+    watermark = index.watermark
+    whens = [entry.published or now for entry in new]
+    prints = [filings[entry.key][1].fingerprint for entry in new]
+    with_text = [n for n, fp in enumerate(prints) if fp]
+    fps = [prints[n] or b"" for n in with_text]
+    at = [whens[n] for n in with_text]
+    matches: list[tuple[Match, ...]] = [() for _ in new]
+    for n, found in zip(with_text, index.similar_many(fps, at), strict=True):
+        matches[n] = tuple(found)
+    within = {
+        with_text[i]: (with_text[pairs[0][0]], pairs[0][1])
+        for i, pairs in enumerate(index.similar_within(fps, at))
+        if pairs
+    }
+    return Plan(keys, filings, tuple(matches), within, watermark)
+
+
+def _stored_keys(
+    conn: Connection, source_id: str, keys: Sequence[str]
+) -> tuple[dict[str, tuple[str, int]], set[str]]:
+    """The source's stored keys among `keys` (-> content hash, revisions), and its pruned ones:
+    what `items.save` will look up again, under the lock."""
+    known: dict[str, tuple[str, int]] = {}
+    gone: set[str] = set()
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        rows = conn.execute(
+            select(items.c.key, items.c.content_hash, items.c.revisions).where(
+                items.c.source_id == source_id, items.c.key.in_(chunk)
+            )
+        )
+        known.update({row.key: (row.content_hash, row.revisions) for row in rows})
+        gone.update(
+            conn.execute(
+                select(pruned_keys.c.key).where(
+                    pruned_keys.c.source_id == source_id, pruned_keys.c.key.in_(chunk)
+                )
+            ).scalars()
+        )
+    return known, gone
+
+
+class Prefiled:
+    """A filer handing back the filings a plan made; anything else it files itself."""
+
+    def __init__(self, filer: Filer, plan: Plan) -> None:
+        self._filer = filer
+        self._plan = plan
+
+    @property
+    def index(self) -> StoryIndex | None:
+        return self._filer.index
+
+    def file(self, source_id: str, entry: Entry) -> Filing:
+        made = self._plan.filings.get(entry.key)
+        if made is not None and made[0] is entry:
+            return made[1]
+        return self._filer.file(source_id, entry)
+
+
+def prefiled(filer: Filer | None, plan: Plan | None) -> Filer | None:
+    return Prefiled(filer, plan) if filer is not None and plan is not None else filer
+
+
 def link(
-    conn: Connection, fresh: Sequence[NewItem], index: StoryIndex | None, now: datetime
+    conn: Connection,
+    fresh: Sequence[NewItem],
+    index: StoryIndex | None,
+    now: datetime,
+    plan: Plan | None = None,
 ) -> int:
     """Link each new item to the item it repeats: one with the same canonical link, else the
     most alike in the window (stored before, or earlier in this batch). An item that repeats
     nothing stays alone, with no story row (most items: this writes nothing for them); a story
     row is made when a second item joins, and its lead settled when it grows. Returns how many
     new items joined another's story.
+
+    With a `plan` made for exactly these items, only the items stored since it was made are
+    compared here; without one (or if the batch turned out otherwise), everything is.
     """
     if not fresh:
         return 0
@@ -80,8 +198,14 @@ def link(
     if index is not None:
         catch_up(conn, index, now, below=first_id)
         stored = _by_link(conn, fresh, first_id)
-        similar = _similar(conn, fresh, index)
-        within = _within(fresh, index)
+        if plan is not None and plan.keys == tuple(item.entry.key for item in fresh):
+            similar = _similar(conn, fresh, _since_plan(fresh, index, plan))
+            within = {
+                fresh[n].id: (fresh[other].id, score) for n, (other, score) in plan.within.items()
+            }
+        else:
+            similar = _similar(conn, fresh, _matches(fresh, index))
+            within = _within(fresh, index)
     else:
         stored, similar, within = {}, {}, {}
     # decide: each new item follows a stored item (and its story, if it has one), an earlier
@@ -203,17 +327,42 @@ def _by_link(
     return found
 
 
+def _matches(fresh: Sequence[NewItem], index: StoryIndex, after: int = 0) -> list[Sequence[Match]]:
+    """For each new item, the alike items of the index (with an id above `after`)."""
+    with_text = [n for n, item in enumerate(fresh) if item.filing.fingerprint]
+    found: list[Sequence[Match]] = [() for _ in fresh]
+    if not with_text:
+        return found
+    matches = index.similar_many(
+        [fresh[n].filing.fingerprint or b"" for n in with_text],
+        [fresh[n].when for n in with_text],
+        after,
+    )
+    for n, alike in zip(with_text, matches, strict=True):
+        found[n] = alike
+    return found
+
+
+def _since_plan(fresh: Sequence[NewItem], index: StoryIndex, plan: Plan) -> list[Sequence[Match]]:
+    """The plan's matches, with those among items stored since it was made merged in."""
+    found: list[Sequence[Match]] = list(plan.matches)
+    if index.watermark <= plan.watermark:
+        return found  # nobody stored anything in between
+    for n, more in enumerate(_matches(fresh, index, plan.watermark)):
+        seen = {m.item_id for m in found[n]}
+        extra = [m for m in more if m.item_id not in seen]
+        if extra:
+            found[n] = sorted([*found[n], *extra], key=lambda m: (-m.score, m.item_id))
+    return found
+
+
 def _similar(
-    conn: Connection, fresh: Sequence[NewItem], index: StoryIndex
+    conn: Connection, fresh: Sequence[NewItem], matches: Sequence[Sequence[Match]]
 ) -> dict[int, tuple[int, int | None, float]]:
     """New item id -> (alike stored item, its story, score), the most alike still stored."""
-    with_text = [item for item in fresh if item.filing.fingerprint]
-    if not with_text:
-        return {}
-    matches = index.similar_many(
-        [item.filing.fingerprint or b"" for item in with_text], [item.when for item in with_text]
-    )
     wanted = sorted({m.item_id for found in matches for m in found})
+    if not wanted:
+        return {}
     stories_of: dict[int, int | None] = {}
     for start in range(0, len(wanted), _CHUNK):
         rows = conn.execute(
@@ -223,7 +372,7 @@ def _similar(
         )
         stories_of.update({row.id: row.story_id for row in rows})
     result: dict[int, tuple[int, int | None, float]] = {}
-    for item, found in zip(with_text, matches, strict=True):
+    for item, found in zip(fresh, matches, strict=True):
         for match in found:  # most alike first; skip items deleted since they were indexed
             if match.item_id in stories_of:
                 result[item.id] = (match.item_id, stories_of[match.item_id], match.score)
