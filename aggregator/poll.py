@@ -249,8 +249,11 @@ class Poller:
         except Exception as exc:  # a bug must not kill the worker or strand the lease
             log.exception("source %s: unexpected error", state.id)
             now = self.storage.clock()
+            failures = state.consecutive_failures + 1  # backs off like any failure
+            rhythm = self._rhythm(state, source)
+            next_due = policy.after_failure(now, rhythm, self._rng, failures)
             record = FetchRecord(
-                state.id, now, now + state.interval, ok=False, error=f"internal error: {exc}"
+                state.id, now, next_due, ok=False, error=f"internal error: {exc}"[:1000]
             )
             self.storage.record_fetch(record, owner=self.owner)
             result = PollResult(state.id, False, None, error=record.error, kind="internal_error")
