@@ -88,7 +88,7 @@ def _bomb_gzip(size: int) -> bytes:
 
 
 _BOMB_CLIENT = """
-import json, resource, sys
+import json, sys
 from concurrent.futures import ThreadPoolExecutor
 from aggregator.fetch import Fetcher, FetchRequest
 urls = sys.argv[1:]
@@ -98,7 +98,10 @@ with Fetcher(user_agent="t", timeout=30, max_bytes=1024 * 1024, host_gap=0, per_
 print(json.dumps({
     "errors": [r.error and r.error.value for r in results],
     "messages": [r.message for r in results],
-    "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    # VmHWM, not ru_maxrss: the latter keeps the RSS of the forked parent across exec
+    "peak_kib": next(
+        int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")
+    ),
 }))
 """
 
