@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +23,8 @@ from aggregator.poll import Poller
 from aggregator.storage import Storage
 from tests.hostileserver import HostileServer, body, trickle_body, trickle_headers
 from tests.support import rss
+from tests.test_ops import get
+from tests.test_service import Running, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -216,3 +219,36 @@ def test_a_poll_with_a_trickling_source_ends_and_the_others_are_stored(
     assert results["moved"].kind == "invalid_url" and results["moved"].moved_to is None
     state = {s.id: s for s in storage.sources()}
     assert state["moved"].fetch_url == server.url("/moved")
+
+
+def test_a_running_service_goes_on_polling_and_stops_on_sigterm_beside_a_trickle(
+    server: HostileServer, tmp_path: Path
+) -> None:
+    # The issue: one trickling source kept `aggregator run` from polling anything else and from
+    # ending on SIGTERM. With a 2 s deadline, the other source is polled again and again while
+    # the trickle is cut off, and SIGTERM ends the process.
+    server.scripts["/slow"] = trickle_body(server, "/slow")
+    server.scripts["/fine"] = body(rss("fine", 2), {"Content-Type": "application/rss+xml"})
+    port = free_port()
+    config = tmp_path / "feeds.yaml"
+    config.write_text(
+        "sections: [{id: world, title: World}]\n"
+        "sources:\n"
+        f"  - {{id: slow, url: '{server.url('/slow')}', section: world, interval: 30s}}\n"
+        f"  - {{id: fine, url: '{server.url('/fine')}', section: world, interval: 30s}}\n"
+        "polling: {timeout: 2s, host_gap: 0s, per_host: 1, concurrency: 2}\n"
+        f"server: {{host: 127.0.0.1, port: {port}}}\n"
+    )
+    service = Running(["run", "--config", str(config)], cwd=tmp_path)
+    try:
+        service.wait_for("ready")
+        timed_out = service.wait_for("source slow: ")
+        assert "timed out after 2s" in timed_out
+        service.wait_for("source fine: 200")
+        assert get(f"http://127.0.0.1:{port}/readyz")[0] == 200
+        service.process.send_signal(signal.SIGTERM)
+        assert service.process.wait(timeout=30) == 0
+    finally:
+        if service.process.poll() is None:
+            service.process.kill()
+    assert server.sent["/slow"] < 200  # cut off, not read to the end
