@@ -1,11 +1,14 @@
 """The same story in other words: MinHash fingerprints of an item's text and an index to find
 items whose text is alike (Jaccard similarity of word pairs), within a time window.
 
-datasketch computes the MinHash signatures (its affine32 scheme: 4 bytes a permutation, stable
-across processes and versions since 2.0). Its own LSH index keeps a Python dict entry per band
-and item, which measured about 8.6 KB an item (1.7 GB for 200,000 items), so the bands are kept
-here instead, in numpy: one sorted array of band keys with the slot of each item, plus a small
-dict of recent additions merged into it in batches. A query costs a few binary searches however
+The MinHash signatures are datasketch's affine32 scheme (4 bytes a permutation, stable across
+processes and versions since 2.0), computed here in one numpy expression with the same
+permutations (numpy's legacy RandomState, seed 1, which numpy keeps stable): stored fingerprints
+stay valid, and datasketch (which pulls in scipy, a second of start-up) is only a test's
+reference now. Its LSH index kept a Python dict entry per band and item, which measured about
+8.6 KB an item (1.7 GB for 200,000 items), so the bands are kept here instead, in numpy: one
+sorted array of band keys with the slot of each item, plus a small dict of recent additions
+merged into it in batches. A query costs a few binary searches however
 many items the window holds; candidates are then checked against the full signature.
 """
 
@@ -20,7 +23,6 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 import numpy as np
-from datasketch import MinHash
 from numpy.typing import NDArray
 
 from aggregator.process.text import Field, ItemText, folded_words
@@ -32,17 +34,19 @@ FP_WORDS = NUM_PERM + NUMBERS  # a fingerprint is this many little-endian uint32
 SHINGLE = 2  # words per shingle
 MIN_SHINGLES = 4  # fewer than this and an item is too short to compare by text
 SUMMARY_WORDS = 60  # the opening words that stand for a long text (a lede survives trimming)
-_SCHEME = "affine32"
+SEED = 1
 
 
-def _identity(value: int) -> int:
-    return value
+def permutations(num_perm: int = NUM_PERM, seed: int = SEED) -> tuple[NDArray[np.uint32], ...]:
+    """datasketch's affine32 permutations h -> a*h + b mod 2**32 (a odd), drawn the same way."""
+    generator = np.random.RandomState(seed)
+    a = generator.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = generator.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
 
 
-# Shingles are hashed here (crc32: stable across processes, unlike hash()); copies of one
-# template share its permutations, which datasketch would otherwise rebuild for every sketch.
-_TEMPLATE = MinHash(num_perm=NUM_PERM, seed=1, scheme=_SCHEME, hashfunc=_identity)
-_A, _B = (np.asarray(p, dtype=np.uint32) for p in _TEMPLATE.permutations)
+# Shingles are hashed here (crc32: stable across processes, unlike hash()).
+_A, _B = permutations()
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _EXPIRE_EVERY = timedelta(minutes=1)
 _MAX_CANDIDATES = 5_000  # a key shared by more items than this is boilerplate, not a story

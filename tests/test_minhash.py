@@ -1,0 +1,35 @@
+"""Our MinHash is datasketch's affine32 MinHash, value for value: stored fingerprints stay valid.
+
+datasketch is only a test dependency now (it pulls in scipy, a second of start-up); this holds
+our numpy version to it as the reference.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from datasketch import MinHash
+
+from aggregator.process.dedupe import NUM_PERM, SEED, minhash_values, permutations
+
+
+def _reference(hashes: list[int]) -> MinHash:
+    sketch = MinHash(num_perm=NUM_PERM, seed=SEED, scheme="affine32", hashfunc=lambda v: v)
+    sketch.update_batch(hashes)
+    return sketch
+
+
+def test_the_permutations_are_datasketchs() -> None:
+    a, b = permutations()
+    ref_a, ref_b = _reference([1]).permutations
+    assert np.array_equal(a, np.asarray(ref_a, dtype=np.uint32))
+    assert np.array_equal(b, np.asarray(ref_b, dtype=np.uint32))
+
+
+def test_signatures_equal_datasketchs_for_many_sets() -> None:
+    rng = random.Random(5)
+    for size in (1, 2, 4, 17, 60, 500):
+        hashes = [rng.getrandbits(32) for _ in range(size)]
+        ours = minhash_values(hashes)
+        assert np.array_equal(ours, np.asarray(_reference(hashes).hashvalues, dtype=np.uint32))
