@@ -6,7 +6,7 @@
     python3 tasks.py lint          ruff (lint and format check) and mypy
     python3 tasks.py bench [NAME] [ARGS]
                                    a benchmark in bench/ (on demand, never in CI): ingest
-                                   (the default), dedupe, quality, serve, digest, or soak
+                                   (the default), dedupe, quality, serve, digest, soak, or startup
 
 The virtual environment is reinstalled only when pyproject.toml changes, so the second run starts
 at once. Standard library only: this runs before anything is installed.
@@ -26,7 +26,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 EXTRAS = {"run": "", "test": "[dev]", "lint": "[dev]", "bench": "[dev]"}  # bench digest: aiosmtpd
-BENCHES = ("ingest", "dedupe", "quality", "serve", "digest", "soak")
+BENCHES = ("ingest", "dedupe", "quality", "serve", "digest", "soak", "startup")
 
 
 def _say(message: str) -> None:

@@ -13,14 +13,16 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from aggregator import __version__, logs
-from aggregator.config import Config, load_config, load_text, yamlfile
 from aggregator.exceptions import AggregatorError, ConfigError
-from aggregator.storage import Storage
+
+if TYPE_CHECKING:  # the config schema (pydantic) and storage (SQLAlchemy) load when a command
+    from aggregator.config import Config  # needs them, so `--version` and `--help` start at once
+    from aggregator.storage import Storage
 
 DEFAULT_CONFIG = "config/feeds.yaml"
 CONFIG_ENV = "AGGREGATOR_CONFIG"
@@ -37,11 +39,19 @@ config_option = click.option(
 
 
 def _load(path: Path) -> Config:
+    from aggregator.config import load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
         _report_config_error(exc)
         raise SystemExit(2) from None
+
+
+def _open_storage(url: str, *, upgrade: bool = True) -> Storage:
+    from aggregator.storage import Storage
+
+    return Storage.open(url, upgrade=upgrade)
 
 
 def _report_config_error(exc: ConfigError) -> None:
@@ -163,7 +173,7 @@ def poll(config_path: Path, only: tuple[str, ...], every: bool) -> None:
         raise click.BadParameter(
             f"not in {config_path}: {', '.join(unknown)}", param_hint="--source"
         )
-    storage = Storage.open(config.storage.url)
+    storage = _open_storage(config.storage.url)
     try:
         storage.sync_sources(config.sources)
         now = storage.clock()
@@ -228,7 +238,7 @@ def list_sources(config_path: Path, as_json: bool) -> None:
     from aggregator.health import report
 
     config = _load(config_path)
-    storage = Storage.open(config.storage.url)
+    storage = _open_storage(config.storage.url)
     try:
         rows = report(storage.sources(), storage.item_counts(), config.polling.unhealthy_after)
     finally:
@@ -267,7 +277,7 @@ def list_sources(config_path: Path, as_json: bool) -> None:
 
 @contextmanager
 def _opened(config: Config) -> Iterator[Storage]:
-    storage = Storage.open(config.storage.url)
+    storage = _open_storage(config.storage.url)
     try:
         yield storage
     finally:
@@ -415,7 +425,7 @@ def db() -> None:
 def upgrade(config_path: Path) -> None:
     """Apply every pending migration (also done on each start)."""
     config = _load(config_path)
-    storage = Storage.open(config.storage.url, upgrade=False)
+    storage = _open_storage(config.storage.url, upgrade=False)
     try:
         before = storage.schema_revision()
         storage.upgrade()
@@ -435,7 +445,7 @@ def status(config_path: Path) -> None:
     from aggregator.storage import migrate
 
     config = _load(config_path)
-    storage = Storage.open(config.storage.url, upgrade=False)
+    storage = _open_storage(config.storage.url, upgrade=False)
     try:
         current = storage.schema_revision()
     finally:
@@ -466,6 +476,7 @@ def opml() -> None:
 )
 def opml_import(file: Path, config_path: Path, section: str, write: bool) -> None:
     """Turn an OPML export of another reader into sources: entries."""
+    from aggregator.config import load_text, yamlfile
     from aggregator.opml import plan_import, read_opml
 
     config = _load(config_path) if config_path.exists() else None
