@@ -24,10 +24,17 @@ class DecodingError(AggregatorError, ValueError):
 
 
 def _inflate(chunks: Iterable[bytes], wbits: int, name: str) -> Iterator[bytes]:
+    gzip = wbits > zlib.MAX_WBITS
     decoder = zlib.decompressobj(wbits)
+    received = ended = False
     try:
         for chunk in chunks:
             data = chunk
+            received = received or bool(chunk)
+            if ended:  # the stream ended at a chunk's edge: another gzip member, or the end
+                if not (gzip and data.startswith(b"\x1f\x8b")):
+                    return  # trailing bytes after the stream: ignored, as browsers do
+                decoder, ended = zlib.decompressobj(wbits), False
             while data:
                 out = decoder.decompress(data, PIECE)
                 data = decoder.unconsumed_tail
@@ -39,14 +46,19 @@ def _inflate(chunks: Iterable[bytes], wbits: int, name: str) -> Iterator[bytes]:
                         yield out
                 if decoder.eof:
                     rest = decoder.unused_data + data
-                    if not (wbits > zlib.MAX_WBITS and rest.startswith(b"\x1f\x8b")):
-                        return  # trailing bytes after the stream: ignored, as browsers do
+                    if not rest:
+                        ended = True
+                        break
+                    if not (gzip and rest.startswith(b"\x1f\x8b")):
+                        return
                     decoder, data = zlib.decompressobj(wbits), rest  # another gzip member
         tail = decoder.flush(PIECE)
         if tail:
             yield tail
     except zlib.error as exc:
         raise DecodingError(f"the body does not decode as {name}: {exc}") from exc
+    if received and not (ended or decoder.eof):
+        raise DecodingError(f"the body ends before its {name} stream does (cut off?)")
 
 
 def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -72,8 +84,10 @@ def _deflate(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 def _unbrotli(chunks: Iterable[bytes]) -> Iterator[bytes]:
     decoder = brotli.Decompressor()
+    received = False
     try:
         for chunk in chunks:
+            received = received or bool(chunk)
             out = decoder.process(chunk, output_buffer_limit=PIECE)
             if out:
                 yield out
@@ -83,6 +97,8 @@ def _unbrotli(chunks: Iterable[bytes]) -> Iterator[bytes]:
                     yield out
     except brotli.error as exc:
         raise DecodingError(f"the body does not decode as brotli: {exc}") from exc
+    if received and not decoder.is_finished():
+        raise DecodingError("the body ends before its brotli stream does (cut off?)")
 
 
 _DECODERS: dict[str, Callable[[Iterable[bytes]], Iterator[bytes]]] = {

@@ -312,9 +312,13 @@ class Fetcher:
             if isinstance(outcome, FetchResult):
                 return _finish(outcome, request.url, permanent, spent)
             status, location = outcome
-            target = urljoin(url, location)
-            moved = urlsplit(target)
-            if moved.scheme not in ("http", "https") or not moved.hostname:
+            try:
+                target = urljoin(url, location)
+                moved = urlsplit(target)
+                usable = moved.scheme in ("http", "https") and bool(moved.hostname)
+            except ValueError:  # "http://[oops/": not even a URL
+                target, usable = location, False
+            if not usable:
                 return self._failed(
                     request,
                     FetchError.INVALID_URL,

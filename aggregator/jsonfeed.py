@@ -24,7 +24,9 @@ from aggregator.types import Enclosure
 _VERSION = re.compile(r"(?:https?://(?:www\.)?jsonfeed\.org/version/)?1(?:\.\d{1,3})?/?", re.I)
 _LONGEST_INT = 18  # digits: longer integers stay text (a 5,000-digit id must not reach int())
 MAX_DEPTH = 32  # a JSON Feed needs 4 levels; deeper values (extensions) are replaced by null
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+# A string always matches (possessively, its closing quote optional), so no quote makes the scan
+# look ahead and back off: one pass, however hostile the text.
+_TOKEN = re.compile(r'"(?:[^"\\]++|\\.)*+"?|[\[\]{}]')
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 FUTURE_TOLERANCE = timedelta(hours=1)
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
-MAX_KEY = 1_000  # characters of a guid or link used as the key as it is; longer ones are hashed
+MAX_KEY = 1_000  # UTF-8 bytes of a guid or link used as the key as it is; longer ones are hashed
+MAX_INDEXED_URL = 2_000  # bytes of a canonical link matched between stories (btree: 2,704 a row)
 MAX_TITLE = 2_000
 MAX_URL = 4_000
 MAX_LIST = 100  # authors, categories or enclosures kept from one entry
@@ -75,12 +76,16 @@ def _absolute(base: str, url: str | None) -> str | None:
 
 def _key(raw: RawEntry, link: str | None, repeated: bool) -> str:
     """guid, else link, else a digest of title and content; a guid the document repeats for
-    different entries is made unique with the entry's link or digest. A key too long to index
-    (a 5,000-digit id) is replaced by its digest."""
+    different entries is made unique with the entry's link or digest."""
     digest = _digest(raw)
     key = (f"{raw.guid}#{link or digest}" if repeated else raw.guid) if raw.guid else None
-    key = key or link or digest
-    if len(key) > MAX_KEY:
+    return key or link or digest
+
+
+def _bounded(key: str) -> str:
+    """A key too long to index (a 5,000-digit id; PostgreSQL's btree takes 2,704 bytes a row) is
+    replaced by its digest."""
+    if len(key) > MAX_KEY // 4 and len(key.encode("utf-8", "replace")) > MAX_KEY:
         return "sha256:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
     return key
 
@@ -88,6 +93,14 @@ def _key(raw: RawEntry, link: str | None, repeated: bool) -> str:
 def _digest(raw: RawEntry) -> str:
     text = f"{raw.title}\0{raw.content or raw.summary}".encode("utf-8", "replace")
     return "sha256:" + hashlib.sha256(text).hexdigest()[:32]
+
+
+def _identity(raw: RawEntry) -> str:
+    """What tells apart posts that share guid and link: title and date, which an edit of the
+    text leaves alone (so an edited post keeps its key)."""
+    moment = (raw.published or raw.updated or datetime.min.replace(tzinfo=UTC)).isoformat()
+    text = f"{' '.join(raw.title.split())}\0{moment}".encode("utf-8", "replace")
+    return hashlib.sha256(text).hexdigest()[:16]
 
 
 def _clean(raw: RawEntry) -> RawEntry:
@@ -168,28 +181,36 @@ def normalise(
 
 
 def _keys(raws: Sequence[RawEntry], feed_url: str, guid_uses: Counter[str]) -> list[str | None]:
-    """Each entry's key, None for an empty entry or an exact repeat. Two different entries that
-    share guid and link both stay: the later one in the document (usually the older, stored
-    first) keeps the plain key, so what is stored already keeps its key."""
-    keys: list[str | None] = [None] * len(raws)
-    seen: dict[str, str] = {}  # key -> digest of the entry holding it
-    for index in reversed(range(len(raws))):
-        raw = raws[index]
+    """Each entry's key, None for an empty entry or an exact repeat. Different entries that share
+    guid and link (or, without a guid, the link) all stay, each key suffixed with its title and
+    date: the same keys whatever their order, and through edits of their text."""
+    holders: dict[str, list[int]] = {}
+    for index, raw in enumerate(raws):
         if not _has_anything(raw):
             continue  # an empty <item/>: nothing to store
         link = _absolute(raw.base or feed_url, raw.link)
         guid_repeated = guid_uses[raw.guid] > 1 if raw.guid else False
-        key = _key(raw, link, guid_repeated)
-        digest = _digest(raw)
-        if key in seen:
-            if seen[key] == digest:
-                continue  # the same entry twice
-            key = f"{key}#{digest}"
-            if key in seen:
-                continue
-        seen[key] = digest
-        keys[index] = key
+        holders.setdefault(_key(raw, link, guid_repeated), []).append(index)
+    keys: list[str | None] = [None] * len(raws)
+    for key, indexes in holders.items():
+        distinct = list({_digest(raws[i]): i for i in reversed(indexes)}.values())[::-1]
+        if len(distinct) == 1:  # one entry, perhaps repeated: the first copy stands
+            keys[indexes[0]] = _bounded(key)
+            continue
+        taken: set[str] = set()
+        for index in sorted(distinct):
+            own = f"{key}#{_identity(raws[index])}"
+            if own not in taken:  # same title and date: one post twice, edited; first stands
+                taken.add(own)
+                keys[index] = _bounded(own)
     return keys
+
+
+def _indexable(url: str | None) -> str | None:
+    """The canonical link, unless it is too long for the index that matches stories by it."""
+    if url and len(url) > MAX_INDEXED_URL // 4 and len(url.encode()) > MAX_INDEXED_URL:
+        return None
+    return url
 
 
 def _has_anything(raw: RawEntry) -> bool:
@@ -224,7 +245,7 @@ def _entry(raw: RawEntry, key: str, feed_url: str, now: datetime) -> tuple[Entry
         key=key,
         title=title[:MAX_TITLE],
         link=link,
-        canonical_link=canonical_url(link),
+        canonical_link=_indexable(canonical_url(link)),
         guid=raw.guid,
         summary=clean_html(raw.summary, html_base),
         content=clean_html(raw.content, html_base),

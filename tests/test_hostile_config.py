@@ -111,3 +111,17 @@ def test_a_bomb_saved_over_a_running_service_is_refused_and_later_saves_apply(
             write_config(config, server, ["first", "second"], port)
             service.wait_for("config reloaded (feeds.yaml changed)")
             service.wait_for("source second: 200")
+
+
+def test_a_file_over_the_bound_in_bytes_but_not_in_characters_is_refused(tmp_path: Path) -> None:
+    # Three bytes a character: fewer characters than the bound, more bytes. Cut at the bound, the
+    # file could parse with its last sources missing; it is refused whole instead.
+    path = tmp_path / "feeds.yaml"
+    line = "# " + "\u00e9" * 40 + "\n"  # a comment of 2-byte characters
+    path.write_text("sections: []\n" + line * (MAX_BYTES // len(line.encode()) + 10))
+    assert path.stat().st_size > MAX_BYTES > len(path.read_text())
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert [p.message for p in caught.value.problems] == [
+        "the file is larger than 8 MiB; split it or trim it"
+    ]

@@ -174,3 +174,48 @@ def test_an_empty_body_is_an_empty_document_not_an_internal_error(
     result = harness_for(make_config(server, "/e.xml")).poll()["e"]
     assert result.kind == "parse_error"
     assert result.error == "empty document: the server answered with no content"
+
+
+def test_keys_and_links_too_long_for_an_index_are_stored_on_every_database(
+    server: FeedServer, storage: Storage, harness_for: Build
+) -> None:
+    # 990 CJK characters are 2,970 bytes: past PostgreSQL's 2,704-byte btree row as a key; a
+    # 3,900-character link is past it as a canonical link. Either failed the whole feed there.
+    guid = "".join(chr(0x4E00 + n % 2000) for n in range(990))
+    link = "https://long.example/" + "a" * 3_900
+    items = (
+        f"<item><guid>{guid}</guid><title>Wide key</title></item>"
+        f"<item><guid>long-link</guid><link>{link}</link><title>Long link</title></item>"
+        "<item><guid>plain</guid><title>Plain</title></item>"
+    )
+    body = f'<rss version="2.0"><channel><title>L</title>{items}</channel></rss>'
+    server.routes["/l.xml"] = feed_file(body.encode())
+    h = harness_for(make_config(server, "/l.xml"))
+    result = h.poll()["l"]
+    assert result.ok and result.new == 3, result
+    stored = {i.entry.title: i.entry for i in storage.recent_items(10, "l")}
+    assert stored["Wide key"].key.startswith("sha256:")
+    assert stored["Long link"].link == link and stored["Long link"].canonical_link is None
+    assert h.poll("l")["l"].new == 0
+
+
+def test_posts_sharing_guid_and_link_keep_their_keys_through_edits_and_reordering(
+    server: FeedServer, storage: Storage, harness_for: Build
+) -> None:
+    shared = "<guid>same</guid><link>https://same.example/</link>"
+
+    def feed(*items: tuple[str, str]) -> bytes:
+        body = "".join(
+            f"<item>{shared}<title>{title}</title><description>{text}</description>"
+            "<pubDate>Tue, 24 Nov 2026 10:00:00 GMT</pubDate></item>"
+            for title, text in items
+        )
+        return f'<rss version="2.0"><channel><title>S</title>{body}</channel></rss>'.encode()
+
+    server.routes["/s.xml"] = feed_file(feed(("One", "a"), ("Two", "b")))
+    h = harness_for(make_config(server, "/s.xml"))
+    assert h.poll()["s"].new == 2
+    server.routes["/s.xml"] = feed_file(feed(("Two", "b, edited"), ("One", "a")))
+    again = h.poll("s")["s"]
+    assert again.new == 0 and again.updated == 1
+    assert storage.count_items("s") == 2

@@ -167,7 +167,14 @@ def test_a_body_that_does_not_decode_or_an_encoding_never_asked_is_a_clear_error
 
 
 @pytest.mark.parametrize(
-    "target", ["file:///etc/passwd", "ftp://example.org/feed", "javascript:alert(1)", "data:,x"]
+    "target",
+    [
+        "file:///etc/passwd",
+        "ftp://example.org/feed",
+        "javascript:alert(1)",
+        "data:,x",
+        "http://[oops/",
+    ],
 )
 def test_a_redirect_off_the_web_is_refused_and_never_a_permanent_move(
     server: HostileServer, target: str

@@ -46,7 +46,10 @@ def load_config(
     path = Path(path)
     try:
         with path.open("rb") as file:  # never more than the bound, however large the file
-            text = file.read(yamlfile.MAX_BYTES + 1).decode("utf-8")
+            raw = file.read(yamlfile.MAX_BYTES + 1)
+        if len(raw) > yamlfile.MAX_BYTES:  # refused whole: a cut file could parse, minus sources
+            raise ConfigError([ConfigProblem(str(path), 1, 1, "", yamlfile.TOO_LARGE)])
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(

@@ -35,6 +35,7 @@ Loc = tuple[str | int, ...]
 MAX_BYTES = 8 * 1024 * 1024  # about 50,000 sources written out in full
 MAX_DEPTH = 64  # the schema needs 5
 MAX_ALIAS_VALUES = 250_000  # values that aliases may add, in all, to what the file spells out
+TOO_LARGE = f"the file is larger than {MAX_BYTES // (1024 * 1024)} MiB; split it or trim it"
 
 _STANDARD_TAG = re.compile(r"tag:yaml\.org,2002:(str|int|float|bool|null|map|seq|omap|timestamp)$")
 _ENV = re.compile(r"\$\$|\$\{([^}]*)\}")
@@ -128,13 +129,8 @@ def parse(
 
 def _measure(text: str) -> YamlProblem | None:
     """Refuse a document too large, too deep or whose aliases expand too far, before loading it."""
-    if len(text) > MAX_BYTES:
-        return YamlProblem(
-            (),
-            1,
-            1,
-            f"the file is larger than {MAX_BYTES // (1024 * 1024)} MiB; split it or trim it",
-        )
+    if len(text) > MAX_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        return YamlProblem((), 1, 1, TOO_LARGE)
     sizes: dict[str, int] = {}  # values under each anchor, aliases counted in full
     open_: list[list[Any]] = []  # [values so far, anchor] of each collection being read
     added = 0
