@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
-EXTRAS = {"run": "", "test": "[dev]", "lint": "[dev]", "bench": "[dev]"}  # bench digest: aiosmtpd
+# bench: aiosmtpd (digest) from dev, and reader (ingest's peer) from bench
+EXTRAS = {"run": "", "test": "[dev]", "lint": "[dev]", "bench": "[dev,bench]"}
 BENCHES = ("ingest", "dedupe", "quality", "serve", "digest", "soak", "startup")
 
 
@@ -38,9 +39,11 @@ def ensure_venv(extras: str) -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 (this file runs before any check of the version)
         sys.exit(f"tasks.py: Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
-    stamp = VENV / f".installed-{digest}{extras.strip('[]') and '-' + extras.strip('[]')}"
-    if stamp.exists() or (extras == "" and any(VENV.glob(f".installed-{digest}-*"))):
-        return
+    wanted = {name for name in extras.strip("[]").split(",") if name}
+    stamp = VENV / f".installed-{digest}{'-' + ','.join(sorted(wanted)) if wanted else ''}"
+    for done in VENV.glob(f".installed-{digest}*"):  # an install with these extras or more
+        if wanted <= set(done.name.removeprefix(f".installed-{digest}-").split(",")):
+            return
     if not PYTHON.exists():
         _say(f"creating {VENV.relative_to(ROOT)}")
         venv.EnvBuilder(with_pip=True).create(VENV)

@@ -1,27 +1,36 @@
-"""Ingestion benchmark: a first poll cycle (all content) and a second (all 304) of N sources.
+"""Ingestion benchmark: the project against lemon24/reader on the same feeds, side by side.
 
-    python3 tasks.py bench                      # 1,000 and 10,000 sources, SQLite
-    python3 tasks.py bench --sources 1000       # one size
-    python3 tasks.py bench --database postgresql://postgres@127.0.0.1/test
+    python3 tasks.py bench ingest                          # 1,000 sources, 3 rounds
+    python3 tasks.py bench ingest --sources 1000 10000 --rounds 5
+    python3 tasks.py bench ingest --database postgresql://postgres@127.0.0.1/test
 
 Feeds (20-30 items, 20-60 KB each, deterministic) are generated into a temporary folder and served
-from memory by bench/feed_server.py on 127.0.0.1. Each cycle runs the real poller (claim, fetch,
-parse, sanitise, store) in a child process, which reports its own wall time and peak memory. The
-floor is feedparser alone, with its default settings, parsing the same files in one process.
-Politeness limits are lifted (one host serves everything here); concurrency is `--concurrency`.
+from memory by bench/feed_server.py on 127.0.0.1 (ETags and 304s). Each round runs, as fresh
+processes, interleaved (the order alternates from round to round):
+- the project: `aggregator poll --once` over a config of every source (one section, four topic
+  rules, stories on; `polling: {host_gap: 0s, per_host: 8, concurrency: 8}`), on a fresh
+  database, then again (every feed answers 304);
+- reader (the release pip installs; one worker): `make_reader`, `add_feed` for every source and
+  `update_feeds(scheduled=False)`, then `update_feeds(scheduled=False)` again in a new process.
+Each pass is measured as a whole process: wall time, CPU time (user + system) and peak RSS, from
+the operating system (wait4). The table gives medians over the rounds and reader's figure over
+the project's (above 1: the project is faster or smaller). feedparser alone on the same files
+is printed as a floor. The load average before and after is printed: the machine is shared.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
-import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -83,94 +92,127 @@ def generate(directory: Path, count: int) -> int:
     return total
 
 
-def peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# -- the passes, each a process of its own ----------------------------------------------------
+
+TOPICS = """topics:
+  - {id: gaza, title: Gaza, keywords: [Gaza, 'Palestin*']}
+  - {id: syria, title: Syria, keywords: [Syria, Damascus]}
+  - {id: climate, title: Climate, keywords: [climate, drought, wildfire, storm]}
+  - {id: ukraine, title: Ukraine, keywords: [Ukraine, Kyiv]}
+"""
 
 
-# -- child: the poll cycles ------------------------------------------------------------------
-
-
-def run_cycles(port: int, count: int, database: str, concurrency: int) -> None:
-    from aggregator.config import load_text
-    from aggregator.fetch import Fetcher, user_agent
-    from aggregator.poll import Poller
-    from aggregator.storage import Storage
-
+def project_config(port: int, count: int, database: str) -> str:
     lines = "".join(
         f"  - {{id: s{i:05d}, url: 'http://127.0.0.1:{port}/s{i:05d}.xml', section: news}}\n"
         for i in range(count)
     )
-    config = load_text(
-        "sections: [{id: news, title: News}]\nsources:\n"
+    return (
+        "sections: [{id: news, title: News}]\n"
+        + TOPICS
+        + "sources:\n"
         + lines
-        + f"polling: {{host_gap: 0s, per_host: {concurrency}, concurrency: {concurrency}}}\n",
-        "bench.yaml",
-        env={},
+        + "polling: {host_gap: 0s, per_host: 8, concurrency: 8}\n"
+        + f"storage: {{url: '{database}'}}\n"
     )
-    storage = Storage.open(database)
-    storage.sync_sources(config.sources)
-    ids = [s.id for s in config.sources]
-    with Fetcher(
-        user_agent=user_agent(None), host_gap=0.0, per_host=concurrency, connections=concurrency
-    ) as fetcher:
-        poller = Poller(storage, config, fetcher)
-        for cycle in ("first", "second"):
-            started = time.perf_counter()
-            results = poller.run_once(only=ids)
-            seconds = time.perf_counter() - started
-            print(
-                json.dumps(
-                    {
-                        "cycle": cycle,
-                        "seconds": seconds,
-                        "sources": len(results),
-                        "failed": sum(not r.ok for r in results),
-                        "new": sum(r.new for r in results),
-                        "not_modified": sum(r.status == 304 for r in results),
-                        "peak_mib": peak_mib(),
-                    }
-                ),
-                flush=True,
-            )
-    print(json.dumps({"items": storage.count_items()}), flush=True)
-    storage.close()
 
 
-# -- child: the floor ------------------------------------------------------------------------
+def run_reader(port: int, count: int, database: str, first: bool) -> None:
+    from reader import make_reader
+
+    reader = make_reader(database)
+    if first:
+        for i in range(count):
+            reader.add_feed(f"http://127.0.0.1:{port}/s{i:05d}.xml", exist_ok=True)
+    reader.update_feeds(scheduled=False, workers=1)
+    counts = reader.get_entry_counts()
+    print(json.dumps({"entries": counts.total}), flush=True)
+    reader.close()
 
 
 def run_floor(directory: Path) -> None:
     import feedparser
 
-    files = sorted(directory.glob("*.xml"))
-    bodies = [f.read_bytes() for f in files]
+    bodies = [f.read_bytes() for f in sorted(directory.glob("*.xml"))]
     started = time.perf_counter()
     entries = sum(len(feedparser.parse(b).entries) for b in bodies)
     seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "entries": entries, "peak_mib": peak_mib()}), flush=True)
+    print(json.dumps({"seconds": seconds, "entries": entries}), flush=True)
+
+
+@dataclass(frozen=True)
+class Pass:
+    wall: float
+    cpu: float
+    peak_mib: float
+    output: str
+
+
+def measured(args: list[str], cwd: Path) -> Pass:
+    """Run a process to its end; its wall time, CPU time and peak RSS from wait4."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_environment()
+    )
+    assert process.stdout is not None
+    output = process.stdout.read().decode(errors="replace")
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        sys.exit(f"bench: {' '.join(args[:4])} exited {process.returncode}:\n{output[-3000:]}")
+    return Pass(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output)
+
+
+def _environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
+
+
+def project_passes(port: int, count: int, database: str | None, work: Path) -> list[Pass]:
+    work.mkdir()
+    url = database or f"sqlite:///{work / 'aggregator.db'}"
+    if database:
+        _reset_postgres(database)
+    (work / "feeds.yaml").write_text(project_config(port, count, url))
+    args = [sys.executable, "-m", "aggregator", "poll", "--once", "--config", "feeds.yaml"]
+    return [measured(args, work), measured(args, work)]
+
+
+def reader_passes(port: int, count: int, work: Path) -> list[Pass]:
+    work.mkdir()
+    url = str(work / "reader.sqlite")
+    me = [sys.executable, __file__, "--child-reader", str(port), str(count), url]
+    return [measured([*me, "first"], work), measured([*me, "again"], work)]
+
+
+def _reset_postgres(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
 
 
 # -- the conductor ---------------------------------------------------------------------------
 
 
-def child(*args: str) -> list[dict[str, object]]:
-    result = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, check=False, cwd=ROOT
-    )
-    if result.returncode != 0:
-        sys.exit(f"bench child failed:\n{result.stderr[-3000:]}")
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
 
 
-def bench(count: int, database: str | None, concurrency: int) -> None:
+def bench(count: int, database: str | None, rounds: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="aggregator-bench-"))
     feeds = work / "feeds"
     feeds.mkdir()
     try:
         size = generate(feeds, count)
+        load_before = os.getloadavg()
         print(
             f"\n== {count:,} sources: {size / 1e6:.0f} MB of feeds, "
-            f"{size / count / 1000:.0f} KB each on average",
+            f"{size / count / 1000:.0f} KB each on average; {rounds} rounds, interleaved; "
+            f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}",
             flush=True,
         )
         server = subprocess.Popen(
@@ -180,54 +222,73 @@ def bench(count: int, database: str | None, concurrency: int) -> None:
         )
         assert server.stdout is not None
         port = int(server.stdout.readline().rsplit(":", 1)[1])
+        ours: list[list[Pass]] = []
+        theirs: list[list[Pass]] = []
         try:
-            url = database or f"sqlite:///{work / 'bench.db'}"
-            cycles = child("--child-cycles", str(port), str(count), url, str(concurrency))
+            for round_ in range(rounds):
+                runs = [
+                    lambda r=round_: ours.append(
+                        project_passes(port, count, database, work / f"project{r}")
+                    ),
+                    lambda r=round_: theirs.append(reader_passes(port, count, work / f"reader{r}")),
+                ]
+                for run in runs if round_ % 2 == 0 else runs[::-1]:
+                    run()
+                mine, peer = ours[-1], theirs[-1]
+                print(
+                    f"round {round_ + 1}: project {mine[0].wall:.1f} s + {mine[1].wall:.1f} s, "
+                    f"reader {peer[0].wall:.1f} s + {peer[1].wall:.1f} s",
+                    flush=True,
+                )
         finally:
             server.terminate()
             server.wait()
-        floor = child("--child-floor", str(feeds))[0]
-        first, second, stored = cycles
-        print(f"{'':34}{'wall s':>9}{'sources/s':>11}{'peak MiB':>10}")
-        for label, row in (
-            ("first cycle (all content)", first),
-            ("second cycle (all 304)", second),
-        ):
-            print(
-                f"{label:34}{row['seconds']:>9.1f}{count / float(row['seconds']):>11.0f}"  # type: ignore[arg-type]
-                f"{row['peak_mib']:>10.0f}"
-            )
+        floor = measured([sys.executable, __file__, "--child-floor", str(feeds)], ROOT)
+        floor_seconds = json.loads(floor.output.strip().splitlines()[-1])["seconds"]
+        entries = json.loads(theirs[-1][1].output.strip().splitlines()[-1])["entries"]
+        _table(ours, theirs)
+        load_after = os.getloadavg()
         print(
-            f"{'feedparser alone, same files':34}{floor['seconds']:>9.1f}"
-            f"{count / float(floor['seconds']):>11.0f}{floor['peak_mib']:>10.0f}"
-        )  # type: ignore[arg-type]
-        ratio = float(first["seconds"]) / float(floor["seconds"])  # type: ignore[arg-type]
-        print(
-            f"first cycle / feedparser alone: {ratio:.2f}x; "
-            f"items stored: {stored['items']:,}; failures: {first['failed']} + {second['failed']}; "
-            f"304s in second cycle: {second['not_modified']:,}; database: "
-            f"{'SQLite' if not database else database.split(':', 1)[0]}; "
-            f"concurrency {concurrency}"
+            f"feedparser alone on the same files: {floor_seconds:.1f} s; reader stored "
+            f"{entries:,} entries; project database: "
+            f"{'SQLite' if not database else database.split(':', 1)[0]}; load average after "
+            f"{load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _table(ours: list[list[Pass]], theirs: list[list[Pass]]) -> None:
+    print(f"{'median of the rounds':36}{'project':>10}{'reader':>10}{'reader / project':>18}")
+    for index, name in ((0, "first pass"), (1, "second pass (304s)")):
+        for label, unit, pick in (
+            ("wall", "s", lambda p: p.wall),
+            ("CPU", "s", lambda p: p.cpu),
+            ("peak RSS", "MiB", lambda p: p.peak_mib),
+        ):
+            mine = _median([pick(r[index]) for r in ours])
+            peer = _median([pick(r[index]) for r in theirs])
+            print(
+                f"{name + ', ' + label + ' (' + unit + ')':36}{mine:>10.1f}{peer:>10.1f}"
+                f"{peer / mine:>17.2f}x"
+            )
+
+
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child-cycles":
-        port, count, url, concurrency = sys.argv[2:6]
-        run_cycles(int(port), int(count), url, int(concurrency))
+    if len(sys.argv) > 1 and sys.argv[1] == "--child-reader":
+        port, count, url, which = sys.argv[2:6]
+        run_reader(int(port), int(count), url, which == "first")
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--child-floor":
         run_floor(Path(sys.argv[2]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sources", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--database", help="a database URL (default: a fresh SQLite file)")
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--sources", type=int, nargs="+", default=[1000])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--database", help="a PostgreSQL URL for the project (default: SQLite)")
     args = parser.parse_args()
     for count in args.sources:
-        bench(count, args.database, args.concurrency)
+        bench(count, args.database, args.rounds)
 
 
 if __name__ == "__main__":
