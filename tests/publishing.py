@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aggregator.config import (
     Config,
@@ -17,6 +22,7 @@ from aggregator.config import (
 from aggregator.process.pipeline import Processor
 from aggregator.storage import Storage
 from aggregator.types import Enclosure, Entry, SaveReport
+from aggregator.web import WebServer
 
 BASE = "http://news.test/"
 START = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -122,3 +128,20 @@ def fill(storage: Storage, processor: Processor, count: int = 6) -> list[SaveRep
         )
     )
     return reports
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[int]:
+    """The app under the real server on 127.0.0.1, in a thread; yields its port."""
+    server = WebServer(app, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    try:
+        while not server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        yield server.port
+    finally:
+        server.stop()
+        thread.join(timeout=10)

@@ -58,7 +58,7 @@ UNSAFE = re.compile(
 class Harness:
     """A poller over the given config, with a fixed seed and the test clock."""
 
-    def __init__(self, storage: Storage, config: Config) -> None:
+    def __init__(self, storage: Storage, config: Config, owner: str = "test-worker") -> None:
         self.storage = storage
         self.config = config
         storage.sync_sources(config.sources)
@@ -66,9 +66,13 @@ class Harness:
         self.fetcher = Fetcher(
             user_agent="test", timeout=p.timeout.total_seconds(), max_bytes=p.max_size, host_gap=0.0
         )
-        self.poller = Poller(
-            storage, config, self.fetcher, owner="test-worker", rng=random.Random(7)
-        )
+        self.poller = Poller(storage, config, self.fetcher, owner=owner, rng=random.Random(7))
+
+    def __enter__(self) -> Harness:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def poll(self, *ids: str) -> dict[str, PollResult]:
         results = self.poller.run_once(only=list(ids) if ids else None)

@@ -9,7 +9,6 @@ board. Nothing here is timed; a thread's join bound is only a guard against hang
 from __future__ import annotations
 
 import json
-import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,6 @@ from click.testing import CliRunner
 from aggregator.cli import cli
 from aggregator.config import Config, load_text
 from aggregator.evaluate import load_labelled
-from aggregator.fetch import Fetcher
 from aggregator.health import Health, assess
 from aggregator.normalise import normalise
 from aggregator.parse import parse_document
@@ -40,7 +38,7 @@ from aggregator.status import StatusBoard
 from aggregator.storage import Storage
 from aggregator.types import Entry, FetchRecord
 from tests.feedserver import FeedServer, feed_file
-from tests.support import Clock, rss
+from tests.support import Clock, Harness, rss
 
 EVAL = Path(__file__).resolve().parent / "data" / "eval"
 HANG_GUARD = 60.0  # seconds: only so that a regression fails instead of hanging the suite
@@ -109,26 +107,14 @@ def poll_guarded(poller: Poller, only: Sequence[str]) -> list[PollResult]:
     return results
 
 
-def make_poller(storage: Storage, config: Config, owner: str) -> tuple[Poller, Fetcher]:
-    p = config.polling
-    fetcher = Fetcher(
-        user_agent="test", timeout=p.timeout.total_seconds(), max_bytes=p.max_size, host_gap=0.0
-    )
-    return Poller(storage, config, fetcher, owner=owner, rng=random.Random(3)), fetcher
-
-
 def test_a_big_feed_keeps_its_newest_entries_and_says_so(
     server: FeedServer, storage: Storage, database_url: str, tmp_path: Path
 ) -> None:
     server.routes["/big.xml"] = feed_file(near_identical("big", 5_000))
     config = make_config(server, ["big"])
     assert config.polling.max_entries == 1_000  # the default
-    storage.sync_sources(config.sources)
-    poller, fetcher = make_poller(storage, config, "w1")
-    try:
-        (result,) = poll_guarded(poller, ["big"])
-    finally:
-        fetcher.close()
+    with Harness(storage, config, "w1") as harness:
+        (result,) = poll_guarded(harness.poller, ["big"])
     warning = "the feed has 5,000 entries; the newest 1,000 were taken"
     assert (result.ok, result.new, result.warning) == (True, 1_000, warning)
     stored = {item.entry.link for item in storage.recent_items(limit=2_000, source_id="big")}
@@ -170,12 +156,8 @@ def test_undated_entries_count_as_older_than_dated_ones(
     body = dated.replace("</channel>", undated + "</channel>").encode()
     server.routes["/mixed.xml"] = feed_file(body)
     config = make_config(server, ["mixed"], ", max_entries: 5")
-    storage.sync_sources(config.sources)
-    poller, fetcher = make_poller(storage, config, "w1")
-    try:
-        (result,) = poll_guarded(poller, ["mixed"])
-    finally:
-        fetcher.close()
+    with Harness(storage, config, "w1") as harness:
+        (result,) = poll_guarded(harness.poller, ["mixed"])
     assert result.warning == "the feed has 7 entries; the newest 5 were taken"
     stored = {item.entry.guid for item in storage.recent_items(source_id="mixed")}
     assert stored == {server.url(f"/{guid}") for guid in ("d-0", "d-1", "d-2", "d-3", "u-0")}
@@ -187,17 +169,13 @@ def test_a_batch_of_alike_items_is_compared_in_buckets_not_in_all_pairs(
     count = 3_000
     server.routes["/big.xml"] = feed_file(near_identical("big", count))
     config = make_config(server, ["big"], ", max_entries: 10000")
-    storage.sync_sources(config.sources)
-    poller, fetcher = make_poller(storage, config, "w1")
-    try:
-        (result,) = poll_guarded(poller, ["big"])
-    finally:
-        fetcher.close()
+    with Harness(storage, config, "w1") as harness:
+        (result,) = poll_guarded(harness.poller, ["big"])
     assert (result.ok, result.new, result.warning) == (True, count, None)
     assert result.merged == count - 1  # all alike: one story, as comparing every pair finds
     stories = {item.story_id for item in storage.recent_items(limit=count, source_id="big")}
     assert len(stories) == 1 and None not in stories
-    index = poller.processor.index
+    index = harness.poller.processor.index
     assert index is not None
     all_pairs = count * (count - 1) // 2  # 4.5 million
     assert index.compared <= count * index.bands * (WITHIN_HEAD + WITHIN_TAIL)  # the bound
@@ -283,11 +261,11 @@ def test_another_worker_stores_a_small_feed_while_a_big_one_is_compared(
     storage.sync_sources(config.sources)
     events: list[str] = []
     second = Storage.open(database_url, clock=clock)
-    poller, fetcher = make_poller(second, config, "w2")
+    harness = Harness(second, config, "w2")
     workers: list[threading.Thread] = []
 
     def small_poll() -> None:
-        results = poller.run_once(only=["small"])
+        results = harness.poller.run_once(only=["small"])
         events.append(f"small: stored {results[0].new}")
 
     def while_comparing() -> None:
@@ -307,7 +285,7 @@ def test_another_worker_stores_a_small_feed_while_a_big_one_is_compared(
     finally:
         for worker in workers:
             worker.join(HANG_GUARD)
-        fetcher.close()
+        harness.close()
         second.close()
     assert saved is not None and len(saved.new) == 2_000
     assert events == ["big: comparing", "small: stored 3", "big: stored"]

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -34,9 +33,9 @@ from aggregator.publish.publisher import Publisher
 from aggregator.storage import Storage
 from aggregator.tokens import Signer
 from aggregator.types import DeliveryStatus, RunStatus, SubscriberStatus
-from aggregator.web import WebServer, create_app
+from aggregator.web import create_app
 from tests.mailserver import Handler, Received
-from tests.publishing import entry
+from tests.publishing import entry, serving
 from tests.support import Clock
 from tests.test_cli import aggregator
 from tests.test_digest import PERIOD, newsroom, stock, ten_minutes_ago
@@ -244,16 +243,8 @@ def web(storage: Storage, config: Config, clock: Any) -> Iterator[Client]:
         storage, config, Signer(SECRET), lambda: Mailer(config.smtp, backoff=0.01), clock
     )
     app = create_app(Publisher(storage, config), subscriptions=subscriptions)
-    server = WebServer(app, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield Client(server.port)
-    finally:
-        server.stop()
-        thread.join(timeout=10)
+    with serving(app) as port:
+        yield Client(port)
 
 
 def test_list_unsubscribe_is_ascii_for_ascii_idn_and_utf8_addresses_and_test_copies(

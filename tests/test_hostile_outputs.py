@@ -23,8 +23,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -43,9 +41,9 @@ from aggregator.publish import feeds, jsonfeed
 from aggregator.publish.publisher import Publisher
 from aggregator.storage import Storage
 from aggregator.types import Entry
-from aggregator.web import WebServer, create_app
+from aggregator.web import create_app
 from tests.conftest import ROOT
-from tests.publishing import START, entry, fill, newsroom
+from tests.publishing import START, entry, fill, newsroom, serving
 from tests.support import Clock
 from tests.test_web import Client
 
@@ -324,16 +322,8 @@ def test_aggregator_export_writes_every_document(database_url: str, tmp_path: Pa
 
 @pytest.fixture
 def client(publisher: Publisher) -> Iterator[Client]:
-    server = WebServer(create_app(publisher, refresh=0.1), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    yield Client(server.port)
-    server.stop()
-    thread.join(timeout=10)
+    with serving(create_app(publisher, refresh=0.1)) as port:
+        yield Client(port)
 
 
 def test_the_web_app_serves_every_feed_with_the_hostile_items(client: Client) -> None:

@@ -33,8 +33,8 @@ from aggregator.publish.view import encode_cursor
 from aggregator.storage import Storage
 from aggregator.storage.items import page_query
 from aggregator.types import Entry, Filing, Selection
-from aggregator.web import ARCHIVE_RENDERS, ARCHIVE_WAITING, WebServer, create_app
-from tests.publishing import entry, newsroom
+from aggregator.web import ARCHIVE_RENDERS, ARCHIVE_WAITING, create_app
+from tests.publishing import entry, newsroom, serving
 from tests.support import Clock
 
 BATCH = 500  # items first seen together: they share one first_seen_at
@@ -281,18 +281,14 @@ def held(tmp_path: Path, clock: Clock) -> Iterator[tuple[Held, int]]:
     storage = Storage.open(f"sqlite:///{tmp_path / 'held.db'}", clock=clock)
     archive(storage, clock)
     publisher = Held(storage, newsroom(limit=5), clock=clock, refresh=0.1)
-    server = WebServer(create_app(publisher, refresh=0.1), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    yield publisher, server.port
-    publisher.release.set()
-    server.stop()
-    thread.join(timeout=10)
-    storage.close()
+    try:
+        with serving(create_app(publisher, refresh=0.1)) as port:
+            try:
+                yield publisher, port
+            finally:
+                publisher.release.set()
+    finally:
+        storage.close()
 
 
 def get(port: int, path: str) -> tuple[int, dict[str, str]]:

@@ -36,7 +36,7 @@ from aggregator.publish.websub import Announcer
 from aggregator.storage import Storage
 from aggregator.web import WebServer, create_app
 from tests.feedserver import FeedServer, Reply
-from tests.publishing import BASE, entry, fill, newsroom
+from tests.publishing import BASE, entry, fill, newsroom, serving
 from tests.support import Clock
 from tests.test_service import Running, free_port
 
@@ -89,16 +89,8 @@ def publisher(storage: Storage, config: Config, processor: Processor, clock: Clo
 
 @pytest.fixture
 def client(publisher: Publisher) -> Iterator[Client]:
-    server = WebServer(create_app(publisher, refresh=0.1), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    yield Client(server.port)
-    server.stop()
-    thread.join(timeout=10)
+    with serving(create_app(publisher, refresh=0.1)) as port:
+        yield Client(port)
 
 
 TYPES = {

@@ -18,7 +18,6 @@ What readers and the W3C Feed Validator expect, beyond the schemas:
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -36,6 +35,7 @@ from aggregator.publish.view import (
     EntryView,
     FeedView,
     feed_id,
+    left_out,
     source_feed_id,
     writable,
     xml_text,
@@ -44,7 +44,6 @@ from aggregator.sanitize import escape
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 GENERATOR_URI = "https://github.com/aggregator/aggregator"
-log = logging.getLogger("aggregator.publish")
 
 
 class _AtomLinks(BaseExtension):  # type: ignore[misc]
@@ -203,16 +202,7 @@ def _document(view: FeedView, fmt: str) -> FeedGenerator:
             else:
                 fe.rss_entry()
         except Exception as exc:  # any failure of one entry: the document goes on without it
-            log.warning(
-                "%s.%s: entry %s (source %s, %r) left out: %s",
-                view.publication.key,
-                fmt,
-                entry.id,
-                entry.source_id,
-                entry.title[:80],
-                exc,
-                extra={"entry": entry.id, "source": entry.source_id},
-            )
+            left_out(f"{view.publication.key}.{fmt}", entry, exc)
             continue
         kept.append((entry, fe))
     fg = _channel(view, fmt, max((entry.updated for entry, _ in kept), default=EPOCH))

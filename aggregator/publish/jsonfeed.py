@@ -13,14 +13,12 @@ is the sanitised HTML (or the escaped title) of the view.
 from __future__ import annotations
 
 import json
-import logging
 from datetime import datetime
 from typing import Any
 
-from aggregator.publish.view import EntryView, FeedView, writable, xml_text
+from aggregator.publish.view import EntryView, FeedView, left_out, writable, xml_text
 
 VERSION = "https://jsonfeed.org/version/1.1"
-log = logging.getLogger("aggregator.publish")
 
 
 def _date(moment: datetime) -> str:
@@ -77,15 +75,7 @@ def _items(view: FeedView) -> list[dict[str, Any]]:
             item = _item(entry)
             json.dumps(item, ensure_ascii=False).encode("utf-8")  # a failure shows here, alone
         except Exception as exc:  # any failure of one item: the document goes on without it
-            log.warning(
-                "%s.json: entry %s (source %s, %r) left out: %s",
-                view.publication.key,
-                entry.id,
-                entry.source_id,
-                entry.title[:80],
-                exc,
-                extra={"entry": entry.id, "source": entry.source_id},
-            )
+            left_out(f"{view.publication.key}.json", entry, exc)
             continue
         items.append(item)
     return items

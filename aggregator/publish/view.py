@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import logging
 import re
 import uuid
 from dataclasses import dataclass, fields, is_dataclass, replace
@@ -285,3 +286,19 @@ def _own_date(item: Item) -> datetime:
 
 def _title(item: Item, source_titles: dict[str, str]) -> str:
     return source_titles.get(item.source_id) or item.source_id
+
+
+_log = logging.getLogger("aggregator.publish")
+
+
+def left_out(document: str, entry: EntryView, exc: BaseException) -> None:
+    """Say which entry a document was written without, and why (one entry never fails it)."""
+    _log.warning(
+        "%s: entry %s (source %s, %r) left out: %s",
+        document,
+        entry.id,
+        entry.source_id,
+        entry.title[:80],
+        exc,
+        extra={"entry": entry.id, "source": entry.source_id},
+    )
