@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -381,3 +383,17 @@ def test_an_item_stops_being_revised_after_the_cap(storage: Storage, clock: Cloc
     assert report.updated == () and report.unchanged == 1
     [item] = storage.recent_items(1, "a")
     assert item.entry.title == f"Title {MAX_REVISIONS}"
+
+
+def test_head_names_the_newest_migration_and_a_current_database_needs_no_alembic(
+    database_url: str,
+) -> None:
+    assert migrate.head() == migrate.HEAD
+    Storage.open(database_url).close()  # migrates
+    script = (
+        "import sys\n"
+        "from aggregator.storage import Storage\n"
+        f"Storage.open({database_url!r}).close()\n"
+        "assert 'alembic' not in sys.modules, 'alembic imported for a database at HEAD'\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
