@@ -50,6 +50,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+PLAN_APART = 100  # entries from which a save files and compares before its write transaction
+
+
 class Storage:
     """The aggregator's database, SQLite or PostgreSQL, behind one set of methods."""
 
@@ -170,8 +173,10 @@ class Storage:
     def _plan(
         self, source_id: str, entries: Sequence[Entry], now: datetime, filer: Filer | None
     ) -> stories.Plan | None:
-        """File and compare in a read transaction, so the write one holds its lock for writes."""
-        if filer is None or not entries:
+        """File and compare a big batch in a read transaction, so the write one holds its lock
+        for writes; a feed's usual few dozen entries are filed inside it, which costs the lock a
+        few milliseconds and saves a transaction (and, measured, 20% of a first pass's CPU)."""
+        if filer is None or len(entries) < PLAN_APART:
             return None
         with self._tx(write=False) as conn:
             return stories.prepare(conn, source_id, entries, now, filer)
