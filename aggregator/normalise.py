@@ -77,9 +77,10 @@ def _absolute(base: str, url: str | None) -> str | None:
 def _key(raw: RawEntry, link: str | None, repeated: bool) -> str:
     """guid, else link, else a digest of title and content; a guid the document repeats for
     different entries is made unique with the entry's link or digest."""
-    digest = _digest(raw)
-    key = (f"{raw.guid}#{link or digest}" if repeated else raw.guid) if raw.guid else None
-    return key or link or digest
+    if raw.guid and not repeated:
+        return raw.guid
+    own = link or _digest(raw)  # hashing the text only when the key needs it
+    return f"{raw.guid}#{own}" if raw.guid else own
 
 
 def _bounded(key: str) -> str:
@@ -193,8 +194,10 @@ def _keys(raws: Sequence[RawEntry], feed_url: str, guid_uses: Counter[str]) -> l
         holders.setdefault(_key(raw, link, guid_repeated), []).append(index)
     keys: list[str | None] = [None] * len(raws)
     for key, indexes in holders.items():
-        distinct = list({_digest(raws[i]): i for i in reversed(indexes)}.values())[::-1]
-        if len(distinct) == 1:  # one entry, perhaps repeated: the first copy stands
+        distinct = (
+            {_digest(raws[i]): i for i in reversed(indexes)}.values() if len(indexes) > 1 else ()
+        )
+        if len(distinct) <= 1:  # one entry, perhaps repeated: the first copy stands
             keys[indexes[0]] = _bounded(key)
             continue
         taken: set[str] = set()

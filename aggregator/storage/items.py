@@ -132,6 +132,47 @@ def _set_topics(conn: Connection, filed: Sequence[tuple[int, Filing]], replace: 
         conn.execute(item_topics.insert(), rows)
 
 
+def distinct(entries: Iterable[Entry]) -> dict[str, Entry]:
+    """The batch by key; an entry repeated in it is stored once (the first wins)."""
+    batch: dict[str, Entry] = {}
+    for entry in entries:
+        batch.setdefault(entry.key, entry)
+    return batch
+
+
+def stored(
+    conn: Connection, source_id: str, keys: Sequence[str]
+) -> tuple[dict[str, tuple[int, str, int]], set[str]]:
+    """The source's stored keys among `keys` (-> id, content hash, revisions), and those that
+    retention removed (never stored again)."""
+    known: dict[str, tuple[int, str, int]] = {}
+    gone: set[str] = set()
+    for chunk in _chunks(keys):
+        rows = conn.execute(
+            select(items.c.key, items.c.id, items.c.content_hash, items.c.revisions).where(
+                items.c.source_id == source_id, items.c.key.in_(chunk)
+            )
+        )
+        known.update({row.key: (row.id, row.content_hash, row.revisions) for row in rows})
+        gone.update(
+            conn.execute(
+                select(pruned_keys.c.key).where(
+                    pruned_keys.c.source_id == source_id, pruned_keys.c.key.in_(chunk)
+                )
+            ).scalars()
+        )
+    return known, gone
+
+
+def insert_order(entries: Sequence[Entry], now: datetime) -> list[int]:
+    """Positions of new entries in the order they are inserted: ids follow publication (a feed
+    lists its newest first, so the oldest goes in first; undated ones last, newest first)."""
+    return sorted(
+        range(len(entries)),
+        key=lambda n: (entries[n].published is None, entries[n].published or now, -n),
+    )
+
+
 def save(
     conn: Connection,
     source_id: str,
@@ -147,25 +188,10 @@ def save(
     is revised at most MAX_REVISIONS times, so a feed whose entries change on every fetch cannot
     churn forever.
     """
-    batch: dict[str, Entry] = {}
-    for entry in entries:
-        batch.setdefault(entry.key, entry)
-    keys = list(batch)
-    known: dict[str, tuple[int, str, int]] = {}
-    for chunk in _chunks(keys):
-        rows = conn.execute(
-            select(items.c.key, items.c.id, items.c.content_hash, items.c.revisions).where(
-                items.c.source_id == source_id, items.c.key.in_(chunk)
-            )
-        )
-        known.update({row.key: (row.id, row.content_hash, row.revisions) for row in rows})
-        pruned = conn.execute(
-            select(pruned_keys.c.key).where(
-                pruned_keys.c.source_id == source_id, pruned_keys.c.key.in_(chunk)
-            )
-        ).scalars()
-        for key in pruned:
-            batch.pop(key, None)
+    batch = distinct(entries)
+    known, gone = stored(conn, source_id, list(batch))
+    for key in gone:
+        batch.pop(key, None)
     inserts: list[dict[str, Any]] = []
     inserted: list[tuple[Entry, Filing]] = []
     changes: list[dict[str, Any]] = []
@@ -209,13 +235,8 @@ def save(
                 changed_filings.append((item_id, filing))
         else:
             unchanged.append(item_id)
-    # ids follow publication: a feed lists its newest entry first, and items first seen
-    # together are ordered by id, so the oldest goes in first (undated ones last, newest first)
     in_batch_order = [row["key"] for row in inserts]
-    order = sorted(
-        range(len(inserts)),
-        key=lambda n: (inserted[n][0].published is None, inserted[n][0].published or now, -n),
-    )
+    order = insert_order([entry for entry, _ in inserted], now)
     inserts = [inserts[n] for n in order]
     inserted = [inserted[n] for n in order]
     new: list[int] = []

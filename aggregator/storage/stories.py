@@ -27,8 +27,15 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from aggregator.storage.dialect import serialise
-from aggregator.storage.items import MAX_REVISIONS, NewItem, content_hash
-from aggregator.storage.tables import items, pruned_keys, sources, stories
+from aggregator.storage.items import (
+    MAX_REVISIONS,
+    NewItem,
+    content_hash,
+    distinct,
+    insert_order,
+    stored,
+)
+from aggregator.storage.tables import items, sources, stories
 from aggregator.types import Entry, Filer, Filing, Match, StoryIndex
 
 _CHUNK = 500
@@ -88,25 +95,20 @@ def prepare(
 ) -> Plan:
     """File the entries that will be new or edited and compare the new ones, with the stored
     items and with each other, in a read transaction: all the CPU work of a save."""
-    batch: dict[str, Entry] = {}
-    for entry in entries:
-        batch.setdefault(entry.key, entry)  # the first of a key wins, as in `items.save`
-    known, gone = _stored_keys(conn, source_id, list(batch))
+    batch = distinct(entries)  # as `items.save` reads and orders the batch
+    known, gone = stored(conn, source_id, list(batch))
     new: list[Entry] = []
     filings: dict[str, tuple[Entry, Filing]] = {}
     for key, entry in batch.items():
         if key in gone:
             continue
-        stored = known.get(key)
-        if stored is None:
+        have = known.get(key)
+        if have is None:
             new.append(entry)
-        elif stored[0] == content_hash(entry) or stored[1] >= MAX_REVISIONS:
+        elif have[1] == content_hash(entry) or have[2] >= MAX_REVISIONS:
             continue
         filings[key] = (entry, filer.file(source_id, entry))
-    order = sorted(  # as `items.save` orders its inserts (and so their ids)
-        range(len(new)), key=lambda n: (new[n].published is None, new[n].published or now, -n)
-    )
-    new = [new[n] for n in order]
+    new = [new[n] for n in insert_order(new, now)]
     keys = tuple(entry.key for entry in new)
     index = filer.index
     if index is None or not new:
@@ -127,31 +129,6 @@ def prepare(
         if pairs
     }
     return Plan(keys, filings, tuple(matches), within, watermark)
-
-
-def _stored_keys(
-    conn: Connection, source_id: str, keys: Sequence[str]
-) -> tuple[dict[str, tuple[str, int]], set[str]]:
-    """The source's stored keys among `keys` (-> content hash, revisions), and its pruned ones:
-    what `items.save` will look up again, under the lock."""
-    known: dict[str, tuple[str, int]] = {}
-    gone: set[str] = set()
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start : start + _CHUNK]
-        rows = conn.execute(
-            select(items.c.key, items.c.content_hash, items.c.revisions).where(
-                items.c.source_id == source_id, items.c.key.in_(chunk)
-            )
-        )
-        known.update({row.key: (row.content_hash, row.revisions) for row in rows})
-        gone.update(
-            conn.execute(
-                select(pruned_keys.c.key).where(
-                    pruned_keys.c.source_id == source_id, pruned_keys.c.key.in_(chunk)
-                )
-            ).scalars()
-        )
-    return known, gone
 
 
 class Prefiled:
