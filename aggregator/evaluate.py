@@ -19,7 +19,7 @@ from itertools import combinations
 from pathlib import Path
 
 from aggregator.config import Config
-from aggregator.normalise import RawEntry, normalise
+from aggregator.feed.normalise import RawEntry, normalise
 from aggregator.process.pipeline import Processor
 from aggregator.storage import Storage
 

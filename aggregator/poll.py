@@ -21,11 +21,11 @@ from datetime import datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
 
-from aggregator import policy
 from aggregator.config import Config, Source
 from aggregator.exceptions import ParseError
-from aggregator.fetch import Fetcher, FetchError, FetchRequest, FetchResult, user_agent
-from aggregator.parse import parse_document
+from aggregator.feed import policy
+from aggregator.feed.fetch import Fetcher, FetchError, FetchRequest, FetchResult, user_agent
+from aggregator.feed.parse import parse_document
 from aggregator.process.pipeline import Processor
 from aggregator.storage import Storage
 from aggregator.types import Entry, FetchRecord, SourceState

@@ -26,7 +26,7 @@ from aggregator.digest.dispatch import Dispatcher, signer_for
 from aggregator.digest.send import Mailer
 from aggregator.digest.subscriptions import Subscriptions
 from aggregator.exceptions import ConfigError
-from aggregator.fetch import Fetcher, FetchResult
+from aggregator.feed.fetch import Fetcher, FetchResult
 from aggregator.metrics import Metrics
 from aggregator.poll import Poller, make_fetcher, worker_id
 from aggregator.publish.publisher import Publisher

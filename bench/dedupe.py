@@ -30,9 +30,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, as promised
 
 from aggregator.config import load_config
+from aggregator.feed.sanitize import html_to_text
 from aggregator.process.dedupe import fingerprint
 from aggregator.process.pipeline import Processor
-from aggregator.sanitize import html_to_text
 from aggregator.types import Entry
 
 EVAL = Path(__file__).resolve().parent.parent / "tests" / "data" / "eval"

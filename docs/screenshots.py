@@ -33,7 +33,7 @@ from aggregator.digest.compose import compose  # noqa: E402
 from aggregator.digest.periods import Period  # noqa: E402
 from aggregator.digest.render import render_digest  # noqa: E402
 from aggregator.evaluate import load_labelled  # noqa: E402
-from aggregator.normalise import normalise  # noqa: E402
+from aggregator.feed.normalise import normalise  # noqa: E402
 from aggregator.process.pipeline import Processor  # noqa: E402
 from aggregator.publish.publisher import Publisher  # noqa: E402
 from aggregator.storage import Storage  # noqa: E402

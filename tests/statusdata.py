@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aggregator.config import load_config
-from aggregator.parse import parse_document
+from aggregator.feed.parse import parse_document
 from aggregator.storage import Storage
 from aggregator.types import DeliveryStatus, Entry, FetchRecord
 from tests.support import rss

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 from aggregator.config import Config
-from aggregator.fetch import Fetcher
+from aggregator.feed.fetch import Fetcher
 from aggregator.poll import Poller, PollResult
 from aggregator.storage import Storage
 

@@ -21,9 +21,9 @@ from click.testing import CliRunner
 from aggregator.cli import cli
 from aggregator.config import Config, load_text
 from aggregator.evaluate import load_labelled
+from aggregator.feed.normalise import normalise
+from aggregator.feed.parse import parse_document
 from aggregator.health import Health, assess
-from aggregator.normalise import normalise
-from aggregator.parse import parse_document
 from aggregator.poll import Poller, PollResult
 from aggregator.process.dedupe import (
     WITHIN_HEAD,

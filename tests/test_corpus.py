@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from aggregator.exceptions import ParseError
-from aggregator.parse import ParsedFeed, parse_document
-from aggregator.sanitize import html_to_text
+from aggregator.feed.parse import ParsedFeed, parse_document
+from aggregator.feed.sanitize import html_to_text
 from aggregator.types import Entry
 from tests.conftest import ROOT
 from tests.support import UNSAFE

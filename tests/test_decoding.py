@@ -11,7 +11,7 @@ import zlib
 import brotli
 import pytest
 
-from aggregator.decoding import DecodingError, decoded
+from aggregator.feed.decoding import DecodingError, decoded
 
 TEXT = b"<rss>" + b"word " * 20_000 + b"</rss>"
 
@@ -47,7 +47,7 @@ def test_cutting_deep_json_takes_one_pass_over_hostile_quotes() -> None:
     # to the end from every quote (45 KB took 5 s, 10 MB would take days). A child process with a
     # 60 s limit stands guard.
     script = (
-        "from aggregator.jsonfeed import _shallow\n"
+        "from aggregator.feed.jsonfeed import _shallow\n"
         "text = '[' * 100 + '\"\\\\' * 2_000_000\n"
         "assert _shallow(text) == text  # never closed, so nothing to cut\n"
     )

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from aggregator.fetch import Fetcher, FetchError, FetchRequest, user_agent
+from aggregator.feed.fetch import Fetcher, FetchError, FetchRequest, user_agent
 from tests.feedserver import FeedServer, Reply, Request, endless, feed_file
 
 RSS = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>

@@ -18,7 +18,7 @@ import brotli
 import pytest
 
 from aggregator.config import load_text
-from aggregator.fetch import Fetcher, FetchError, FetchRequest
+from aggregator.feed.fetch import Fetcher, FetchError, FetchRequest
 from aggregator.poll import Poller
 from aggregator.storage import Storage
 from tests.hostileserver import HostileServer, body, trickle_body, trickle_headers
@@ -93,7 +93,7 @@ def _bomb_gzip(size: int) -> bytes:
 _BOMB_CLIENT = """
 import json, sys
 from concurrent.futures import ThreadPoolExecutor
-from aggregator.fetch import Fetcher, FetchRequest
+from aggregator.feed.fetch import Fetcher, FetchRequest
 urls = sys.argv[1:]
 with Fetcher(user_agent="t", timeout=30, max_bytes=1024 * 1024, host_gap=0, per_host=8) as f:
     with ThreadPoolExecutor(len(urls)) as pool:

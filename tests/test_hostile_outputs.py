@@ -35,7 +35,7 @@ from lxml import etree
 from lxml import html as lxml_html
 
 from aggregator.config import Config, load_config
-from aggregator.parse import parse_document
+from aggregator.feed.parse import parse_document
 from aggregator.process.pipeline import Processor
 from aggregator.publish import feeds, jsonfeed
 from aggregator.publish.publisher import Publisher

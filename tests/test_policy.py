@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from aggregator import policy
-from aggregator.policy import Rhythm
+from aggregator.feed import policy
+from aggregator.feed.policy import Rhythm
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)

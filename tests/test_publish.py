@@ -24,7 +24,7 @@ from referencing import Registry, Resource
 
 from aggregator.config import Config, Filter, Output, Section, Source, Topic
 from aggregator.exceptions import BadRequestError, NotPublishedError
-from aggregator.parse import parse_document
+from aggregator.feed.parse import parse_document
 from aggregator.process.pipeline import Processor
 from aggregator.publish.publisher import Publisher
 from aggregator.publish.view import decode_cursor, encode_cursor

@@ -10,7 +10,7 @@ import pytest
 
 from aggregator.config import Config, Filter, Output, Publishing, Section, Server, Source
 from aggregator.exceptions import BadRequestError
-from aggregator.parse import parse_document
+from aggregator.feed.parse import parse_document
 from aggregator.process.pipeline import Processor
 from aggregator.publish import publisher as publisher_module
 from aggregator.publish.export import export

@@ -27,7 +27,7 @@ from lxml import etree
 
 from aggregator.config import Config, load_config
 from aggregator.exceptions import StorageError
-from aggregator.fetch import Fetcher
+from aggregator.feed.fetch import Fetcher
 from aggregator.opml import read_opml
 from aggregator.process.pipeline import Processor
 from aggregator.publish.export import export

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
-from aggregator.sanitize import html_to_text
+from aggregator.feed.sanitize import html_to_text
 from aggregator.types import Entry
 
 

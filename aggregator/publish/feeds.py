@@ -29,6 +29,7 @@ from feedgen.feed import FeedGenerator
 from lxml import etree
 
 from aggregator import __version__
+from aggregator.feed.sanitize import escape
 from aggregator.publish.catalog import MEDIA_TYPES
 from aggregator.publish.view import (
     EPOCH,
@@ -40,7 +41,6 @@ from aggregator.publish.view import (
     writable,
     xml_text,
 )
-from aggregator.sanitize import escape
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 GENERATOR_URI = "https://github.com/aggregator/aggregator"

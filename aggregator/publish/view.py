@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from aggregator.feed.sanitize import clean_html, html_to_text, safe_url
 from aggregator.publish.catalog import MEDIA_TYPES, Catalog, Publication
-from aggregator.sanitize import clean_html, html_to_text, safe_url
 from aggregator.types import Enclosure, Item, Selected
 
 # Fixed forever: changing it would change every published id.

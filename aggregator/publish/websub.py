@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-from aggregator.fetch import FetchResult
+from aggregator.feed.fetch import FetchResult
 from aggregator.publish.publisher import Publisher
 from aggregator.publish.view import Links
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     update,
 )
 
+from aggregator.feed.urls import canonical_url
 from aggregator.storage.dialect import insert as _insert
 from aggregator.storage.tables import item_topics, items, pruned_keys, stories
 from aggregator.types import (
@@ -37,7 +38,6 @@ from aggregator.types import (
     Selection,
     StoryMember,
 )
-from aggregator.urls import canonical_url
 
 Cursor = tuple[datetime, int]  # (first seen, item id): where a page of items resumes
 

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aggregator.exceptions import ParseError
-from aggregator.normalise import RawEntry
-from aggregator.sanitize import escape
+from aggregator.feed.normalise import RawEntry
+from aggregator.feed.sanitize import escape
 from aggregator.types import Enclosure
 
 _VERSION = re.compile(r"(?:https?://(?:www\.)?jsonfeed\.org/version/)?1(?:\.\d{1,3})?/?", re.I)

@@ -22,9 +22,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urljoin
 
-from aggregator.sanitize import clean_html, html_to_text, safe_url
+from aggregator.feed.sanitize import clean_html, html_to_text, safe_url
+from aggregator.feed.urls import canonical_url
 from aggregator.types import Enclosure, Entry
-from aggregator.urls import canonical_url
 
 log = logging.getLogger(__name__)
 

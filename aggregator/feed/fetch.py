@@ -27,7 +27,7 @@ import httpcore
 import httpx
 
 from aggregator import __version__
-from aggregator.decoding import ACCEPT_ENCODING, DecodingError, decoded
+from aggregator.feed.decoding import ACCEPT_ENCODING, DecodingError, decoded
 
 REDIRECTS = (301, 302, 303, 307, 308)
 PERMANENT = (301, 308)

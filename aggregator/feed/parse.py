@@ -19,10 +19,10 @@ from typing import Any
 
 import feedparser
 
-from aggregator import jsonfeed
+from aggregator.feed import jsonfeed
 from aggregator.exceptions import ParseError
-from aggregator.normalise import MAX_LANGUAGE, RawEntry, normalise, xml_text
-from aggregator.sanitize import escape
+from aggregator.feed.normalise import MAX_LANGUAGE, RawEntry, normalise, xml_text
+from aggregator.feed.sanitize import escape
 from aggregator.types import Enclosure, Entry
 
 _BENIGN = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
