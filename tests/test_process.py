@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from aggregator.config import Config, Filter, Section, Source, Topic
-from aggregator.process.categorise import Categoriser
+from aggregator.process.categorise import STORED_HITS, Categoriser, TopicVerdict
 from aggregator.process.dedupe import SimilarityIndex, fingerprint
 from aggregator.process.filters import EntryFilter, ItemFilter
 from aggregator.process.pipeline import Processor
@@ -229,6 +229,18 @@ def test_filing_turns_decisions_into_what_storage_keeps() -> None:
         {"term": "Gaza", "field": "title", "text": "Gaza"}
     ]
     assert filing.fingerprint is not None
+
+
+def test_filing_keeps_the_first_hits_of_a_topic_and_how_many_there_were() -> None:
+    """An item that names Gaza thirty times keeps ten hits as the reason, and the count."""
+    summary = " ".join(f"GAZA day {n}." for n in range(30))
+    filing = Processor(CONFIG).file("wire", entry("Talks", summary))
+    stored = filing.topics["palestine"]
+    assert stored["count"] == 30
+    assert stored["hits"][0] == {"term": "Gaza", "field": "summary", "text": "GAZA"}
+    assert len(stored["hits"]) == STORED_HITS
+    verdict = TopicVerdict.from_json("palestine", stored)
+    assert verdict.describe().endswith("and 20 more")
 
 
 # -- filters --------------------------------------------------------------------------------

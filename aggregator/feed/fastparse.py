@@ -263,8 +263,9 @@ def read(body: bytes, url: str, content_type: str | None) -> Document | None:
 
 
 def _plain_utf8(body: bytes, content_type: str | None) -> bool:
-    """True when feedparser would decode the body as UTF-8 too: no other declared encoding, no
-    other charset from the server, and no text/* type whose default (US-ASCII) would differ."""
+    """True when feedparser would decode the body as UTF-8 too: no other declared encoding and no
+    other charset from the server. (A text/* type without a charset means US-ASCII to feedparser;
+    where the body is not ASCII it falls back to the declared encoding, or UTF-8: the same text.)"""
     declared = _DECLARATION.match(body)
     if declared and declared[1].lower() not in (b"utf-8", b"utf8"):
         return False
@@ -272,9 +273,7 @@ def _plain_utf8(body: bytes, content_type: str | None) -> bool:
         return False
     media = (content_type or "application/xml").lower()
     charset = _CHARSET.search(media)
-    if charset:
-        return charset[1] in ("utf-8", "utf8")
-    return not media.startswith("text/") or body.isascii()
+    return charset is None or charset[1] in ("utf-8", "utf8")
 
 
 def _name(element: etree._Element) -> str:

@@ -21,6 +21,8 @@ from aggregator.process.terms import Hit, PathRule, TermIndex, split_link
 from aggregator.process.text import ItemText
 from aggregator.types import Entry
 
+STORED_HITS = 10  # hits kept with an item for each topic (the status page and `explain` show them)
+
 
 @dataclass(frozen=True)
 class SectionChoice:
@@ -66,9 +68,18 @@ class TopicVerdict:
     hits: tuple[Hit, ...] = ()
     excluded_by: Hit | None = None
     needed: int = 1
+    more: int = 0  # matches beyond the hits kept in storage
 
     def as_json(self) -> dict[str, Any]:
-        return {"rule": self.rule, "hits": [hit.as_json() for hit in self.hits]}
+        """What storage keeps: the first STORED_HITS hits (enough to see why), and how many
+        there were when more."""
+        stored: dict[str, Any] = {
+            "rule": self.rule,
+            "hits": [hit.as_json() for hit in self.hits[:STORED_HITS]],
+        }
+        if len(self.hits) > STORED_HITS:
+            stored["count"] = len(self.hits)
+        return stored
 
     @classmethod
     def from_json(cls, topic_id: str, data: Mapping[str, Any]) -> TopicVerdict:
@@ -76,12 +87,16 @@ class TopicVerdict:
             Hit(str(h.get("term", "")), str(h.get("field", "")), str(h.get("text", "")))
             for h in data.get("hits", ())
         )
-        return cls(topic_id, True, str(data.get("rule", "keywords")), hits)
+        count = data.get("count")
+        more = count - len(hits) if isinstance(count, int) and count > len(hits) else 0
+        return cls(topic_id, True, str(data.get("rule", "keywords")), hits, more=more)
 
     def describe(self) -> str:
         if self.rule == "source":
             return "every item of its source gets this topic"
         words = ", ".join(f"{h.text!r} ({h.term!r} in {h.field})" for h in self.hits) or "none"
+        if self.more:
+            words += f" and {self.more} more"
         if self.excluded_by is not None:
             hit = self.excluded_by
             return f"matched {words}, but {hit.text!r} ({hit.term!r} in {hit.field}) excludes it"

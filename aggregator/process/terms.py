@@ -48,13 +48,38 @@ def term_problem(term: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
 class Hit:
-    """One occurrence of a term in one field."""
+    """One occurrence of a term in one field. Its text (the words as the item wrote them) is
+    found when asked for: an item may match a topic's terms dozens of times, and only the first
+    few are ever shown or stored."""
 
-    term: str
-    field: str
-    text: str  # the words as the item wrote them
+    __slots__ = ("_at", "_found", "_text", "field", "term")
+
+    def __init__(
+        self, term: str, field: str, text: str = "", *, found: tuple[Field, int, int] | None = None
+    ) -> None:
+        self.term = term
+        self.field = field
+        self._text = text
+        self._found = found  # the field and first and last word, when `text` is still to find
+
+    @property
+    def text(self) -> str:
+        if self._found is not None:
+            source, first, last = self._found
+            self._text, self._found = source.original(first, last), None
+        return self._text
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Hit):
+            return NotImplemented
+        return (self.term, self.field, self.text) == (other.term, other.field, other.text)
+
+    def __hash__(self) -> int:
+        return hash((self.term, self.field, self.text))
+
+    def __repr__(self) -> str:
+        return f"Hit(term={self.term!r}, field={self.field!r}, text={self.text!r})"
 
     def as_json(self) -> dict[str, str]:
         return {"term": self.term, "field": self.field, "text": self.text}
@@ -179,7 +204,7 @@ class TermIndex:
                     best[c.group] = c
             for group, c in best.items():
                 end = at + len(c.rest)
-                hits[group].append(Hit(c.term, field.name, field.original(at, end)))
+                hits[group].append(Hit(c.term, field.name, found=(field, at, end)))
                 free[group] = end + 1
 
 
