@@ -326,3 +326,15 @@ def test_an_index_batch_with_one_id_twice_keeps_one() -> None:
     assert len(index) == 1
     index.remove([1])
     assert index.similar(fp, NOW) == []
+
+
+def test_a_one_word_hit_shows_the_word_as_written_by_either_route() -> None:
+    """`original` takes a one-word hit from findall in plain ASCII text; it must be what the
+    word's place in the text (`_spans`) gives."""
+    text = "GAZA: talks in Cairo -- 'Gaza' ceasefire, gaza_strip 2024/25 don't stop. Gaza!"
+    for sample in (text, text.replace("_", " "), "Ünïcode Gaza café"):
+        field = Field("content", sample)
+        spans = field._spans
+        assert spans is not None
+        for k in range(len(field.words)):
+            assert field.original(k, k) == sample[spans[k][0] : spans[k][1]]

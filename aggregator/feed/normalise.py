@@ -20,10 +20,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urljoin
 
 from aggregator.feed.sanitize import clean_html, html_to_text, safe_url
-from aggregator.feed.urls import canonical_url
+from aggregator.feed.urls import canonical_url, join
 from aggregator.types import Enclosure, Entry
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ class RawEntry:
 def _absolute(base: str, url: str | None) -> str | None:
     if not url or not url.strip():
         return None
-    return urljoin(base, url.strip()) if base else url.strip()
+    return join(base, url.strip()) if base else url.strip()
 
 
 def _key(raw: RawEntry, link: str | None, repeated: bool) -> str:

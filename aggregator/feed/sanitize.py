@@ -10,9 +10,11 @@ from __future__ import annotations
 import html
 import re
 import threading
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import nh3
+
+from aggregator.feed.urls import join
 
 _URL_ATTRIBUTES = frozenset({"href", "src", "cite", "poster", "longdesc"})
 _SCHEMES = frozenset({"http", "https", "mailto"})
@@ -43,7 +45,7 @@ _local = threading.local()
 def _absolute(_tag: str, attribute: str, value: str) -> str | None:
     base = getattr(_local, "base", "")
     if attribute in _URL_ATTRIBUTES and base:
-        return urljoin(base, value.strip())
+        return join(base, value.strip())
     return value
 
 

@@ -168,9 +168,22 @@ class Field:
                 spans.extend([match.span()] * (folded.count(" ") + 1 if folded else 0))
         return spans if len(spans) == len(self.words) else None
 
+    @cached_property
+    def _originals(self) -> list[str] | None:
+        """Each word as the text wrote it, where folding only lowered the case (plain ASCII):
+        one findall, much cheaper than every word's place (`_spans`), and all a one-word hit
+        needs."""
+        text = self.text
+        if not text.isascii() or "_" in text:
+            return None
+        found: list[str] = _ASCII_WORD.findall(text)
+        return found if len(found) == len(self.words) else None
+
     def original(self, first: int, last: int) -> str:
         """Words `first` to `last` (inclusive) as the original text wrote them, for showing why
         an item matched (the folded words when the two cannot be lined up)."""
+        if first == last and (originals := self._originals) is not None:
+            return originals[first]
         spans = self._spans
         if spans is None:
             return " ".join(self.words[first : last + 1])
