@@ -332,7 +332,8 @@ def test_a_one_word_hit_shows_the_word_as_written_by_either_route() -> None:
     """`original` takes a one-word hit from findall in plain ASCII text; it must be what the
     word's place in the text (`_spans`) gives."""
     text = "GAZA: talks in Cairo -- 'Gaza' ceasefire, gaza_strip 2024/25 don't stop. Gaza!"
-    for sample in (text, text.replace("_", " "), "Ünïcode Gaza café"):
+    samples = (text, text.replace("_", " "), "Ünïcode Gaza café", "“Gaza” — Türkiye’s 5½ ™")
+    for sample in samples:
         field = Field("content", sample)
         spans = field._spans
         assert spans is not None

@@ -170,13 +170,20 @@ class Field:
 
     @cached_property
     def _originals(self) -> list[str] | None:
-        """Each word as the text wrote it, where folding only lowered the case (plain ASCII):
-        one findall, much cheaper than every word's place (`_spans`), and all a one-word hit
-        needs."""
+        """Each word as the text wrote it, where every word of the text folds to exactly one
+        (`École` to `ecole`, not `5½` to `51 2`): a findall, much cheaper than every word's place
+        (`_spans`), and all a one-word hit needs. None where that does not hold."""
         text = self.text
-        if not text.isascii() or "_" in text:
+        if "_" in text:
             return None
-        found: list[str] = _ASCII_WORD.findall(text)
+        if text.isascii():
+            found: list[str] = _ASCII_WORD.findall(text)
+        else:
+            found = WORD.findall(text)
+            if not "".join(found).isascii():  # words beyond ASCII: each must fold to one word
+                folded = [folded_token(token) for token in found]
+                if not all(folded) or " " in "\x00".join(folded):
+                    return None
         return found if len(found) == len(self.words) else None
 
     def original(self, first: int, last: int) -> str:
