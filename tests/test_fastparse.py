@@ -156,6 +156,16 @@ def test_documents_in_the_common_shape_are_read_fast_and_the_same(
 @pytest.mark.parametrize(
     ("body", "content_type"),
     [
+        (  # a byte order mark before a declaration of another encoding
+            b'\xef\xbb\xbf<?xml version="1.0" encoding="iso-8859-1"?><rss version="2.0">'
+            b"<channel><item><title>caf\xc3\xa9</title></item></channel></rss>",
+            None,
+        ),
+        (  # UTF-16 without a byte order mark
+            '<?xml version="1.0" encoding="utf-16"?><rss version="2.0"><channel><item>'
+            "<title>café</title></item></channel></rss>".encode("utf-16-le"),
+            None,
+        ),
         (b"<rss version='2.0'><channel><title>x</title><item><title>a", None),  # malformed
         (
             b'<?xml version="1.0" encoding="iso-8859-1"?><rss version="2.0"><channel>'

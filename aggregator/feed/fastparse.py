@@ -219,7 +219,9 @@ _PARSER = etree.XMLParser(
     collect_ids=False,
     strip_cdata=True,
 )
-_DECLARATION = re.compile(rb"^<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]+)[\"']")
+_DECLARATION = re.compile(
+    rb"^(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]+)[\"']"
+)
 _CHARSET = re.compile(r"charset\s*=\s*\"?([A-Za-z0-9._-]+)", re.I)
 _URI_FIXER = re.compile(r"^([A-Za-z][A-Za-z0-9+-.]*://)(/*)(.*?)")
 _CLOSE_OR_ENTITY = re.compile(r"</(\w+)>|&#?\w+;")
@@ -269,8 +271,8 @@ def _plain_utf8(body: bytes, content_type: str | None) -> bool:
     declared = _DECLARATION.match(body)
     if declared and declared[1].lower() not in (b"utf-8", b"utf8"):
         return False
-    if body[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return False
+    if body[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in body[:4]:
+        return False  # UTF-16 or UTF-32, with a byte order mark or without
     media = (content_type or "application/xml").lower()
     charset = _CHARSET.search(media)
     return charset is None or charset[1] in ("utf-8", "utf8")
