@@ -1,3 +1,4 @@
 from aggregator.cli import main
 
-main()
+if __name__ == "__main__":  # a helper process (spawn) imports this module too
+    main()

@@ -198,9 +198,12 @@ def poll(config_path: Path, only: tuple[str, ...], every: bool) -> None:
             click.progressbar(length=total, label="polling", file=sys.stderr, show_pos=True) as bar,
         ):
             poller = Poller(storage, config, fetcher)
-            results: list[PollResult] = poller.run_once(
-                only=targets, on_result=lambda _: bar.update(1)
-            )
+            try:
+                results: list[PollResult] = poller.run_once(
+                    only=targets, on_result=lambda _: bar.update(1)
+                )
+            finally:
+                poller.close()
     finally:
         storage.close()
     if not results:

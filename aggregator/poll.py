@@ -25,7 +25,7 @@ from aggregator.config import Config, Source
 from aggregator.exceptions import ParseError
 from aggregator.feed import policy
 from aggregator.feed.fetch import Fetcher, FetchError, FetchRequest, FetchResult, user_agent
-from aggregator.feed.parse import parse_document
+from aggregator.prepare import Filed, Helpers, Prepared, helpers_for, prepare
 from aggregator.process.pipeline import Processor
 from aggregator.storage import Storage
 from aggregator.types import Entry, FetchRecord, SourceState
@@ -109,23 +109,6 @@ def make_fetcher(config: Config) -> Fetcher:
     )
 
 
-def newest(entries: Sequence[Entry], limit: int) -> tuple[tuple[Entry, ...], str | None]:
-    """At most `limit` entries of a document, the newest, in the document's order, and the
-    warning for the source when some were left out. A feed of 45,000 entries took a quarter of
-    an hour to store, so `polling.max_entries` bounds it. Dated entries go newest first; undated
-    ones count as older, in the order the feed lists them (feeds list their newest first)."""
-    if len(entries) <= limit:
-        return tuple(entries), None
-
-    def age(position: int) -> tuple[bool, float, int]:
-        published = entries[position].published
-        return (published is None, -published.timestamp() if published else 0.0, position)
-
-    taken = sorted(sorted(range(len(entries)), key=age)[:limit])
-    warning = f"the feed has {len(entries):,} entries; the newest {limit:,} were taken"
-    return tuple(entries[n] for n in taken), warning
-
-
 _ERROR_KINDS = {
     FetchError.TIMEOUT: "timeout",
     FetchError.TOO_LARGE: "too_large",
@@ -164,6 +147,7 @@ class Poller:
         # on the network. Letting all of them parse at once was a third slower (GIL contention).
         self._parsing = threading.Lock()
         self._processor: Processor | None = None
+        self._helpers = Helpers()
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -194,6 +178,10 @@ class Poller:
     def stop(self) -> None:
         self._stop.set()
 
+    def close(self) -> None:
+        """Stop the helper processes, if any were started."""
+        self._helpers.close()
+
     def run_once(
         self,
         only: Sequence[str] | None = None,
@@ -211,6 +199,7 @@ class Poller:
         pending_named = list(only) if only is not None else None
         queue: deque[SourceState] = deque()
         exhausted = False
+        claimed_in_all = 0
         with ThreadPoolExecutor(concurrency, thread_name_prefix="poll") as pool:
             running: set[Future[PollResult]] = set()
             while not self._stop.is_set():
@@ -218,6 +207,9 @@ class Poller:
                     claimed = self._claim(2 * concurrency - len(queue), pending_named)
                     exhausted = not claimed
                     queue.extend(claimed)
+                    claimed_in_all += len(claimed)
+                    wanted = len(only) if only is not None else claimed_in_all
+                    self._helpers.want(self._config, helpers_for(self._config, wanted))
                 while queue and len(running) < concurrency:
                     running.add(pool.submit(self.poll_source, queue.popleft()))
                 if not running:
@@ -282,19 +274,18 @@ class Poller:
         now = self.storage.clock()
         rhythm = self._rhythm(state, source)
         entries: tuple[Entry, ...] = ()
+        prepared: Prepared | None = None
         in_document = 0
         title, warning, ttl, error = None, None, None, fetched.message
         kind = _ERROR_KINDS.get(fetched.error, "network_error") if fetched.error else ""
         if fetched.error is None and fetched.status is not None and 200 <= fetched.status < 300:
             try:
-                with self._parsing:
-                    parsed = parse_document(
-                        fetched.body, fetched.url, now, fetched.headers.get("content-type")
-                    )
+                prepared = self._prepare(state.id, fetched, now)
             except ParseError as exc:
                 error, kind = str(exc), "parse_error"
             else:
-                entries, capped = newest(parsed.entries, self._config.polling.max_entries)
+                parsed, capped = prepared.parsed, prepared.capped
+                entries = prepared.kept.entries
                 title, ttl = parsed.title, parsed.ttl
                 warning = "; ".join(w for w in (capped, parsed.warning) if w) or None
                 in_document = len(parsed.entries)
@@ -321,11 +312,15 @@ class Poller:
             entry_count=in_document if ok and fetched.status != 304 else None,
             feed_title=title or None,
         )
-        kept = self.processor.keep(state.id, entries)
-        if kept.dropped:
-            log.debug("source %s: %d entries left out by its filters", state.id, len(kept.dropped))
+        if prepared is not None and prepared.kept.dropped:
+            dropped = len(prepared.kept.dropped)
+            log.debug("source %s: %d entries left out by its filters", state.id, dropped)
+        filer = self.processor
         saved = self.storage.record_fetch(
-            record, kept.entries, owner=self.owner, filer=self.processor
+            record,
+            entries,
+            owner=self.owner,
+            filer=Filed(filer, prepared) if prepared and prepared.filings is not None else filer,
         )
         result = PollResult(
             state.id,
@@ -343,6 +338,16 @@ class Poller:
             kind="" if ok else kind,
         )
         return result
+
+    def _prepare(self, source_id: str, fetched: FetchResult, now: datetime) -> Prepared:
+        """Parse, cap, filter (and in a helper process, file) a fetched body."""
+        content_type = fetched.headers.get("content-type")
+        body, url, processor = fetched.body, fetched.url, self.processor
+        done = self._helpers.prepare(processor, body, url, now, content_type, source_id)
+        if done is not None:
+            return done
+        with self._parsing:
+            return prepare(processor, body, url, now, content_type, source_id)
 
     def _next_due(
         self,

@@ -348,6 +348,8 @@ class Service:
         if self.poller is not None:
             self.poller.stop()
         self.ticker.shutdown(wait=True)
+        if self.poller is not None:
+            self.poller.close()  # after the ticker: no poll is running any more
         for fetcher in [*self._retired, self.fetcher]:
             if fetcher is not None:
                 fetcher.close()

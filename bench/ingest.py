@@ -12,10 +12,13 @@ processes, interleaved (the order alternates from round to round):
   database, then again (every feed answers 304);
 - reader (the release pip installs; one worker): `make_reader`, `add_feed` for every source and
   `update_feeds(scheduled=False)`, then `update_feeds(scheduled=False)` again in a new process.
-Each pass is measured as a whole process: wall time, CPU time (user + system) and peak RSS, from
-the operating system (wait4). The table gives medians over the rounds and reader's figure over
-the project's (above 1: the project is faster or smaller). feedparser alone on the same files
-is printed as a floor. The load average before and after is printed: the machine is shared.
+Each pass is measured as a whole process: wall time, CPU time (user + system, its helper
+processes included) and peak RSS, from the operating system (wait4), and the peak of the RSS of
+the whole process tree summed, sampled every 50 ms from /proc (wait4 gives the largest single
+process: the project's parsing helpers are separate processes). The table gives medians over
+the rounds and reader's figure over the project's (above 1: the project is faster or smaller).
+feedparser alone on the same files is printed as a floor. The load average before and after is
+printed: the machine is shared.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -146,6 +150,38 @@ class Pass:
     cpu: float
     peak_mib: float
     output: str
+    tree_mib: float = 0.0
+
+
+def _tree_rss(root: int) -> int:
+    """KiB resident in `root` and every process below it, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, changed = {root}, True
+    while changed:
+        below = {pid for pid, parent in parents.items() if parent in tree} - tree
+        changed = bool(below)
+        tree |= below
+    total = 0
+    for pid in tree:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def _sample_tree(pid: int, done: threading.Event, peak: list[int]) -> None:
+    while not done.wait(0.05):
+        peak[0] = max(peak[0], _tree_rss(pid))
 
 
 def measured(args: list[str], cwd: Path) -> Pass:
@@ -155,13 +191,19 @@ def measured(args: list[str], cwd: Path) -> Pass:
         args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_environment()
     )
     assert process.stdout is not None
+    done, peak = threading.Event(), [0]
+    sampler = threading.Thread(target=_sample_tree, args=(process.pid, done, peak), daemon=True)
+    sampler.start()
     output = process.stdout.read().decode(errors="replace")
+    done.set()
+    sampler.join()
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         sys.exit(f"bench: {' '.join(args[:4])} exited {process.returncode}:\n{output[-3000:]}")
-    return Pass(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Pass(wall, cpu, usage.ru_maxrss / 1024, output, peak[0] / 1024)
 
 
 def _environment() -> dict[str, str]:
@@ -265,6 +307,7 @@ def _table(ours: list[list[Pass]], theirs: list[list[Pass]]) -> None:
             ("wall", "s", lambda p: p.wall),
             ("CPU", "s", lambda p: p.cpu),
             ("peak RSS", "MiB", lambda p: p.peak_mib),
+            ("tree RSS", "MiB", lambda p: p.tree_mib),
         ):
             mine = _median([pick(r[index]) for r in ours])
             peer = _median([pick(r[index]) for r in theirs])

@@ -79,6 +79,7 @@ class Harness:
         return {r.source_id: r for r in results}
 
     def close(self) -> None:
+        self.poller.close()
         self.fetcher.close()
 
 

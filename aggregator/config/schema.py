@@ -469,6 +469,14 @@ class Polling:
         le=1_000_000,
     )
     concurrency: int = _doc("Fetches in flight at once, in all.", 8, ge=1, le=256)
+    processes: int = _doc(
+        "Processes that parse and file fetched documents: 1 does it in the polling threads; "
+        "N uses N-1 helper processes beside them; 0 picks one helper per core past the first "
+        "(up to 4), once a poll has 50 sources or more.",
+        0,
+        ge=0,
+        le=16,
+    )
     per_host: int = _doc("Fetches in flight at once to one host.", 2, ge=1, le=64)
     host_gap: Duration = _doc("Pause between two requests to one host.", timedelta(seconds=1))
     max_backoff: Duration = _doc(

@@ -33,8 +33,11 @@ class Processor:
     """The rules of one config, compiled; `configure` swaps them, keeping the story index when
     its settings did not change (rebuilding it means reading every fingerprint in the window)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, index: bool = True) -> None:
+        """`index=False`: fingerprints are still made, but no story index is kept (a helper
+        process files for the poller, which holds the index)."""
         self._index: SimilarityIndex | None = None
+        self._keeps_index = index
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -42,7 +45,8 @@ class Processor:
         self.categoriser = Categoriser(config)
         self._filters = {s.id: EntryFilter.of_source(s) for s in config.sources}
         dedupe = config.dedupe
-        if not dedupe.enabled:
+        self._fingerprints = dedupe.enabled
+        if not dedupe.enabled or not self._keeps_index:
             self._index = None
         elif (
             self._index is None
@@ -81,5 +85,5 @@ class Processor:
             section_id=categories.section.section_id or None,
             section_reason=categories.section.stored(),
             topics={t.topic_id: t.as_json() for t in categories.topics},
-            fingerprint=fingerprint(entry, text) if self._index is not None else None,
+            fingerprint=fingerprint(entry, text) if self._fingerprints else None,
         )

@@ -1,0 +1,178 @@
+"""From a fetched body to entries ready to store: parsed, capped, filtered and filed; in helper
+processes when a poll is big enough for the second core to pay.
+
+Parsing, normalising and filing are pure CPU under the GIL, about half of a first poll's time;
+storing, HTTP and the story index stay in the poller. A helper process gets the body and gives
+back the entries with their filings, so storage files nothing itself for them (`Filed`). A helper
+that dies takes its pool with it: the poller says so and parses in its own threads from then on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from datetime import datetime
+from multiprocessing import get_context
+
+from aggregator.config import Config
+from aggregator.feed.parse import ParsedFeed, parse_document
+from aggregator.process.pipeline import Kept, Processor
+from aggregator.types import Entry, Filer, Filing, StoryIndex
+
+log = logging.getLogger(__name__)
+
+PROCESS_FROM = 50  # sources in one poll from which `processes: 0` (auto) starts its helpers
+MAX_HELPERS = 4
+
+
+def newest(entries: Sequence[Entry], limit: int) -> tuple[tuple[Entry, ...], str | None]:
+    """At most `limit` entries of a document, the newest, in the document's order, and the
+    warning for the source when some were left out. A feed of 45,000 entries took a quarter of
+    an hour to store, so `polling.max_entries` bounds it. Dated entries go newest first; undated
+    ones count as older, in the order the feed lists them (feeds list their newest first)."""
+    if len(entries) <= limit:
+        return tuple(entries), None
+
+    def age(position: int) -> tuple[bool, float, int]:
+        published = entries[position].published
+        return (published is None, -published.timestamp() if published else 0.0, position)
+
+    taken = sorted(sorted(range(len(entries)), key=age)[:limit])
+    warning = f"the feed has {len(entries):,} entries; the newest {limit:,} were taken"
+    return tuple(entries[n] for n in taken), warning
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A document made ready: what it says of itself, the entries taken (capped, then through
+    the source's filters), and, when made in a helper, the filing of each kept entry by key."""
+
+    parsed: ParsedFeed
+    kept: Kept
+    capped: str | None
+    filings: dict[str, Filing] | None = None
+
+
+def prepare(
+    processor: Processor,
+    body: bytes,
+    url: str,
+    now: datetime,
+    content_type: str | None,
+    source_id: str,
+    *,
+    file: bool = False,
+) -> Prepared:
+    """Raises ParseError for a body that is no feed."""
+    parsed = parse_document(body, url, now, content_type)
+    entries, capped = newest(parsed.entries, processor.config.polling.max_entries)
+    kept = processor.keep(source_id, entries)
+    filings = {e.key: processor.file(source_id, e) for e in kept.entries} if file else None
+    return Prepared(parsed, kept, capped, filings)
+
+
+class Filed:
+    """A filer handing back the filings a helper made for these very entries; anything else
+    (an entry it did not see) the poller's own processor files."""
+
+    def __init__(self, filer: Filer, prepared: Prepared) -> None:
+        self._filer = filer
+        self._filings = prepared.filings or {}
+        self._entries = {id(e) for e in prepared.kept.entries}
+
+    @property
+    def index(self) -> StoryIndex | None:
+        return self._filer.index
+
+    def file(self, source_id: str, entry: Entry) -> Filing:
+        made = self._filings.get(entry.key)
+        if made is not None and id(entry) in self._entries:
+            return made
+        return self._filer.file(source_id, entry)
+
+
+# -- in a helper process ----------------------------------------------------------------------
+
+_processor: Processor | None = None
+
+
+def _start(config: Config) -> None:
+    global _processor
+    _processor = Processor(config, index=False)
+
+
+def _prepare_here(
+    body: bytes, url: str, now: datetime, content_type: str | None, source_id: str
+) -> Prepared:
+    assert _processor is not None, "helper process not started"
+    return prepare(_processor, body, url, now, content_type, source_id, file=True)
+
+
+def helpers_for(config: Config, sources: int) -> int:
+    """How many helper processes a poll of `sources` sources gets under this config."""
+    wanted = config.polling.processes
+    if wanted == 0:
+        cores = os.cpu_count() or 1
+        return min(cores - 1, MAX_HELPERS) if sources >= PROCESS_FROM else 0
+    return wanted - 1
+
+
+class Helpers:
+    """The helper processes of one poller, started when first wanted, replaced when the config
+    changes (they file with its rules), and given up on for good if one dies."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        self._size = 0
+        self._config: Config | None = None
+        self._broken = False
+        self._lock = threading.Lock()
+
+    def want(self, config: Config, size: int) -> None:
+        with self._lock:
+            if self._broken or size <= 0:
+                return
+            if self._pool is not None and self._config is config and self._size >= size:
+                return
+            old, self._pool = self._pool, None
+            if old is not None:
+                old.shutdown(wait=False, cancel_futures=False)
+            # spawn, not fork: the poller has threads, and a forked child may inherit a held lock
+            self._pool = ProcessPoolExecutor(
+                size, mp_context=get_context("spawn"), initializer=_start, initargs=(config,)
+            )
+            self._size, self._config = size, config
+
+    def prepare(
+        self,
+        processor: Processor,
+        body: bytes,
+        url: str,
+        now: datetime,
+        content_type: str | None,
+        source_id: str,
+    ) -> Prepared | None:
+        """The document prepared in a helper; None when there is none (prepare it here)."""
+        pool = self._pool
+        if pool is None or self._config is not processor.config:
+            return None
+        try:
+            return pool.submit(_prepare_here, body, url, now, content_type, source_id).result()
+        except BrokenProcessPool:
+            with self._lock:
+                if not self._broken:
+                    log.warning("a parsing helper process died; parsing in the poller from now on")
+                self._broken = True
+                self._pool = None
+            return None
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,142 @@
+"""Helper processes parse and file for the poller: the same items, topics, reasons and
+fingerprints as the poller alone; new rules after a reload; the poller carries on if one dies.
+Real feed server, real SQLite (and PostgreSQL for the comparison), real processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from aggregator.config import Config, load_text
+from aggregator.prepare import PROCESS_FROM, helpers_for
+from aggregator.storage import Storage
+from tests.feedserver import FeedServer, feed_file
+from tests.support import Build, Clock, Harness, rss
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    with FeedServer() as running:
+        yield running
+
+
+def _config(server: FeedServer, count: int, processes: int, keyword: str = "Gaza") -> Config:
+    sources = "".join(
+        f"  - {{id: s{n}, url: '{server.url(f'/s{n}.xml')}', section: world}}\n"
+        for n in range(count)
+    )
+    return load_text(
+        "sections: [{id: world, title: World}]\n"
+        f"topics: [{{id: t, title: T, keywords: ['{keyword}', 'Palestin*']}},"
+        " {id: c, title: C, keywords: [climate, storm]}]\n"
+        f"sources:\n{sources}"
+        f"polling: {{timeout: 5s, host_gap: 0s, processes: {processes}}}\n",
+        "test.yaml",
+        env={},
+    )
+
+
+def _serve(server: FeedServer, count: int) -> None:
+    extra = "Gaza talks; a storm in Palestine; climate and Gaza again, GAZA"
+    for n in range(count):
+        server.routes[f"/s{n}.xml"] = feed_file(rss(f"s{n}", 6, start=n % 3, extra=extra))
+
+
+# not story_id: which story an item joins depends on which source the threads finish first
+_COLUMNS = "key, title, summary, content, section_id, section_reason, fingerprint, content_hash"
+
+
+def _stored(storage: Storage) -> list[tuple[Any, ...]]:
+    with storage._engine.connect() as conn:
+        items = conn.execute(text(f"SELECT {_COLUMNS} FROM items ORDER BY key")).all()
+        topics = conn.execute(
+            text(
+                "SELECT i.key, t.topic_id, t.reason FROM item_topics t "
+                "JOIN items i ON i.id = t.item_id"
+            )
+        ).all()
+    assert items and topics
+    return [tuple(row) for row in items] + sorted(tuple(map(str, row)) for row in topics)
+
+
+def test_helpers_store_what_the_poller_alone_stores(
+    server: FeedServer, clock: Clock, tmp_path: Path
+) -> None:
+    """Two SQLite databases, so the rows compare as they are (the other tests here run on
+    PostgreSQL too)."""
+    _serve(server, 8)
+    alone = Storage.open(f"sqlite:///{tmp_path / 'alone.db'}", clock=clock)
+    storage = Storage.open(f"sqlite:///{tmp_path / 'helped.db'}", clock=clock)
+    try:
+        with Harness(alone, _config(server, 8, processes=1)) as harness:
+            results = harness.poll()
+            assert harness.poller._helpers._pool is None
+        with Harness(storage, _config(server, 8, processes=2)) as harness:
+            helped = harness.poll()
+            assert harness.poller._helpers._pool is not None  # the helper did the work
+        assert sum(r.new for r in results.values()) == sum(r.new for r in helped.values()) == 48
+        assert _stored(storage) == _stored(alone)
+    finally:
+        alone.close()
+        storage.close()
+
+
+def test_helpers_file_with_the_new_rules_after_a_reload(
+    server: FeedServer, storage: Storage, harness_for: Build
+) -> None:
+    _serve(server, 2)
+    harness = harness_for(_config(server, 2, processes=2))
+    harness.poll("s0")
+    harness.poller.configure(_config(server, 2, processes=2, keyword="talks"))
+    harness.poll("s1")
+    hits = {item.source_id: item.topics for item in storage.recent_items(limit=100)}
+    assert hits["s0"] == ("c", "t") and hits["s1"] == ("c", "t")
+    with storage._engine.connect() as conn:
+        reasons: dict[str, Any] = dict(
+            conn.execute(
+                text(
+                    "SELECT i.source_id, t.reason FROM item_topics t "
+                    "JOIN items i ON i.id = t.item_id WHERE t.topic_id = 't'"
+                )
+            ).all()
+        )
+    terms = {
+        source: {hit["term"] for hit in (r if isinstance(r, dict) else json.loads(r))["hits"]}
+        for source, r in reasons.items()
+    }
+    assert terms == {"s0": {"Gaza", "Palestin*"}, "s1": {"talks", "Palestin*"}}
+
+
+def test_the_poller_carries_on_when_a_helper_dies(
+    server: FeedServer, storage: Storage, harness_for: Build, caplog: pytest.LogCaptureFixture
+) -> None:
+    _serve(server, 3)
+    harness = harness_for(_config(server, 3, processes=2))
+    assert harness.poll("s0")["s0"].new == 6
+    pool = harness.poller._helpers._pool
+    assert pool is not None
+    for process in list(pool._processes.values()):
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGKILL)
+        process.join()
+    with caplog.at_level(logging.WARNING, logger="aggregator.prepare"):
+        results = harness.poll("s1", "s2")
+    assert all(r.ok and r.new == 6 for r in results.values())
+    assert "a parsing helper process died" in caplog.text
+
+
+def test_how_many_helpers_a_poll_gets(server: FeedServer) -> None:
+    cores = os.cpu_count() or 1
+    auto = _config(server, 1, processes=0)
+    assert helpers_for(auto, PROCESS_FROM - 1) == 0
+    assert helpers_for(auto, PROCESS_FROM) == min(cores - 1, 4)
+    assert helpers_for(_config(server, 1, processes=1), 10_000) == 0
+    assert helpers_for(_config(server, 1, processes=3), 1) == 2
