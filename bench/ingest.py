@@ -3,6 +3,7 @@
     python3 tasks.py bench ingest                          # 1,000 sources, 3 rounds
     python3 tasks.py bench ingest --sources 1000 10000 --rounds 5
     python3 tasks.py bench ingest --database postgresql://postgres@127.0.0.1/test
+    python3 tasks.py bench ingest --database postgresql://postgres@127.0.0.1/test --workers 2
 
 Feeds (20-30 items, 20-60 KB each, deterministic) are generated into a temporary folder and served
 from memory by bench/feed_server.py on 127.0.0.1 (ETags and 304s). Each round runs, as fresh
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -210,14 +212,50 @@ def _environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
 
 
-def project_passes(port: int, count: int, database: str | None, work: Path) -> list[Pass]:
+def measured_together(runs: list[list[str]], cwd: Path) -> Pass:
+    """Several processes started at once: wall time to the last exit, CPU summed, the largest
+    single peak (wait4), and the sum of each process tree's sampled peak."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(runs)) as pool:
+        passes = list(pool.map(lambda args: measured(args, cwd), runs))
+    wall = time.perf_counter() - started
+    return Pass(
+        wall,
+        sum(p.cpu for p in passes),
+        max(p.peak_mib for p in passes),
+        "\n".join(p.output for p in passes),
+        sum(p.tree_mib for p in passes),
+    )
+
+
+def _all_due(url: str) -> None:
+    """Every source due again, so the second pass of several workers polls each one once."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE sources SET next_due_at = :now"), {"now": datetime.now(UTC)})
+    engine.dispose()
+
+
+def project_passes(
+    port: int, count: int, database: str | None, work: Path, workers: int = 1
+) -> list[Pass]:
+    """One `aggregator poll --once`; or, with several workers, that many `aggregator poll`
+    processes at once, sharing the due sources through their leases (they take turns at creating
+    the schema, as workers started together do)."""
     work.mkdir()
     url = database or f"sqlite:///{work / 'aggregator.db'}"
     if database:
         _reset_postgres(database)
     (work / "feeds.yaml").write_text(project_config(port, count, url))
-    args = [sys.executable, "-m", "aggregator", "poll", "--once", "--config", "feeds.yaml"]
-    return [measured(args, work), measured(args, work)]
+    if workers == 1:
+        args = [sys.executable, "-m", "aggregator", "poll", "--once", "--config", "feeds.yaml"]
+        return [measured(args, work), measured(args, work)]
+    args = [sys.executable, "-m", "aggregator", "poll", "--config", "feeds.yaml"]
+    first = measured_together([args] * workers, work)
+    _all_due(url)
+    return [first, measured_together([args] * workers, work)]
 
 
 def reader_passes(port: int, count: int, work: Path) -> list[Pass]:
@@ -244,7 +282,7 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def bench(count: int, database: str | None, rounds: int) -> None:
+def bench(count: int, database: str | None, rounds: int, workers: int = 1) -> None:
     work = Path(tempfile.mkdtemp(prefix="aggregator-bench-"))
     feeds = work / "feeds"
     feeds.mkdir()
@@ -270,7 +308,7 @@ def bench(count: int, database: str | None, rounds: int) -> None:
             for round_ in range(rounds):
                 runs = [
                     lambda r=round_: ours.append(
-                        project_passes(port, count, database, work / f"project{r}")
+                        project_passes(port, count, database, work / f"project{r}", workers)
                     ),
                     lambda r=round_: theirs.append(reader_passes(port, count, work / f"reader{r}")),
                 ]
@@ -329,9 +367,12 @@ def main() -> None:
     parser.add_argument("--sources", type=int, nargs="+", default=[1000])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--database", help="a PostgreSQL URL for the project (default: SQLite)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="project worker processes polling at once"
+    )
     args = parser.parse_args()
     for count in args.sources:
-        bench(count, args.database, args.rounds)
+        bench(count, args.database, args.rounds, args.workers)
 
 
 if __name__ == "__main__":
