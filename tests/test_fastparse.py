@@ -10,6 +10,7 @@ them fails here rather than in silence.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 from datetime import UTC, datetime, timedelta
@@ -242,3 +243,24 @@ def test_tables_copied_from_feedparser_are_still_feedparser_s() -> None:
     assert handlers == fastparse.HANDLED_BY_FEEDPARSER
     assert set(feedparser.sanitizer._HTMLSanitizer.acceptable_elements) == fastparse.HTML_ELEMENTS
     assert feedparser.html._cp1252 == fastparse.CP1252
+
+
+def test_text_clean_up_skips_only_what_cannot_change() -> None:
+    """`_clean` searches before it repairs or translates; on any text it must give what the
+    two steps done unconditionally give."""
+
+    def reference(text: str) -> str:
+        if text.isascii():
+            return text
+        with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+            text = text.encode("iso-8859-1").decode("utf-8")
+        return text.translate(fastparse.CP1252)
+
+    rng = random.Random(5)
+    alphabet = "aZ é’ü\x80\x93\x9d\xc2\xa9\xc3\xa8\xe2\x80\x99\xf0\x9f\x98\x80 Türkiye—"
+    samples = ["café", "cafÃ©", "â€™", "\x93quoted\x94", "Ã", "ðŸ˜€", "plain"]
+    samples += [
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) for _ in range(5000)
+    ]
+    for text in samples:
+        assert fastparse._clean(text) == reference(text), repr(text)

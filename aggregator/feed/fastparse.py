@@ -305,12 +305,22 @@ def looks_like_html(text: str) -> bool:
     return all(name in html.entities.entitydefs for name in _ENTITY.findall(text))
 
 
+# UTF-8 read as Latin-1 always shows a lead byte (C2-F4) before a continuation byte (80-BF);
+# without such a pair the repair below cannot succeed. C1 controls are what Windows-1252 maps.
+_MOJIBAKE = re.compile("[\xc2-\xf4][\x80-\xbf]")
+_C1 = re.compile("[\x80-\x9f]")
+
+
 def _clean(text: str) -> str:
-    """feedparser's last steps on every text: undo UTF-8 read as Latin-1, map Windows-1252."""
+    """feedparser's last steps on every text: undo UTF-8 read as Latin-1, map Windows-1252.
+    The searches first: both steps cost a pass over the text (a translate is slow), and almost
+    every text needs neither."""
     if not text.isascii():
-        with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
-            text = text.encode("iso-8859-1").decode("utf-8")
-        text = text.translate(CP1252)
+        if _MOJIBAKE.search(text):
+            with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+                text = text.encode("iso-8859-1").decode("utf-8")
+        if _C1.search(text):
+            text = text.translate(CP1252)
     return text
 
 
