@@ -180,10 +180,11 @@ class Field:
             found: list[str] = _ASCII_WORD.findall(text)
         else:
             found = WORD.findall(text)
-            if not "".join(found).isascii():  # words beyond ASCII: each must fold to one word
-                folded = [folded_token(token) for token in found]
-                if not all(folded) or " " in "\x00".join(folded):
-                    return None
+            for token in found:  # a word beyond ASCII must fold to exactly one word
+                if not token.isascii():
+                    folded = folded_token(token)
+                    if not folded or " " in folded:
+                        return None
         return found if len(found) == len(self.words) else None
 
     def original(self, first: int, last: int) -> str:
