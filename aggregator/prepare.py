@@ -27,7 +27,6 @@ from aggregator.types import Entry, Filer, Filing, StoryIndex
 log = logging.getLogger(__name__)
 
 PROCESS_FROM = 50  # sources in one poll from which `processes: 0` (auto) starts its helpers
-MAX_HELPERS = 4
 
 
 def newest(entries: Sequence[Entry], limit: int) -> tuple[tuple[Entry, ...], str | None]:
@@ -113,12 +112,21 @@ def _prepare_here(
     return prepare(_processor, body, url, now, content_type, source_id, file=True)
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers' cpusets set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def helpers_for(config: Config, sources: int) -> int:
-    """How many helper processes a poll of `sources` sources gets under this config."""
+    """How many helper processes a poll of `sources` sources gets under this config. Auto is one
+    helper where two cores are usable: the poller's own share (HTTP, SQL, the story index) is
+    about the helper's, so a second helper only waits on it, and each costs 60-70 MiB."""
     wanted = config.polling.processes
     if wanted == 0:
-        cores = os.cpu_count() or 1
-        return min(cores - 1, MAX_HELPERS) if sources >= PROCESS_FROM else 0
+        return 1 if sources >= PROCESS_FROM and usable_cores() >= 2 else 0
     return wanted - 1
 
 

@@ -473,8 +473,8 @@ class Polling:
     concurrency: int = _doc("Fetches in flight at once, in all.", 8, ge=1, le=256)
     processes: int = _doc(
         "Processes that parse and file fetched documents: 1 does it in the polling threads; "
-        "N uses N-1 helper processes beside them; 0 picks one helper per core past the first "
-        "(up to 4), once a poll has 50 sources or more.",
+        "N uses N-1 helper processes beside them; 0 (auto) uses one helper where two cores are "
+        "usable, once a poll has 50 sources or more.",
         0,
         ge=0,
         le=16,
