@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -332,10 +333,15 @@ def test_a_one_word_hit_shows_the_word_as_written_by_either_route() -> None:
     """`original` takes a one-word hit from findall in plain ASCII text; it must be what the
     word's place in the text (`_spans`) gives."""
     text = "GAZA: talks in Cairo -- 'Gaza' ceasefire, gaza_strip 2024/25 don't stop. Gaza!"
-    samples = (text, text.replace("_", " "), "Ünïcode Gaza café", "“Gaza” — Türkiye’s 5½ ™")
+    samples = [text, text.replace("_", " "), "Ünïcode Gaza café", "“Gaza” — Türkiye’s 5½ ™"]
+    rng = random.Random(12)
+    pieces = ["Gaza", "école", "Türkiye’s", "5½", "™", "ـ", "e\u0301", "ﬁne", "x_y", "—", ".", " "]
+    samples += ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 12))) for _ in range(3000)]
     for sample in samples:
         field = Field("content", sample)
         spans = field._spans
-        assert spans is not None
+        if spans is None:  # cannot be lined up: both routes show the folded words
+            assert field._originals is None
+            continue
         for k in range(len(field.words)):
-            assert field.original(k, k) == sample[spans[k][0] : spans[k][1]]
+            assert field.original(k, k) == sample[spans[k][0] : spans[k][1]], sample

@@ -17,6 +17,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import chain
 
 from aggregator.feed.sanitize import html_to_text
 from aggregator.types import Entry
@@ -102,24 +103,55 @@ def fold(text: str) -> str:
 
 _MEMO_LIMIT = 200_000
 _memo: dict[str, str] = {}
+_pieces: dict[str, tuple[str, bool]] = {}
+_piece_words: dict[str, tuple[str, ...]] = {}  # a piece's words as written (WORD), for hits
 
 
 def folded_words(text: str) -> str:
-    """The folded words of `text` joined by single spaces.
+    """The folded words of `text` joined by single spaces."""
+    return _folding(text)[0]
 
-    Text that is not plain ASCII is folded a whitespace-separated token at a time, each
-    remembered: folding (NFKD, a translation table) costs ten times more than looking up a token
+
+def _folding(text: str) -> tuple[str, bool]:
+    """The folded words of `text` joined by single spaces, and whether each of its words (WORD)
+    folds to exactly one word (so a word's place in the text is its place among the folded).
+
+    Text that is not plain ASCII is folded a whitespace-separated piece at a time, each
+    remembered: folding (NFKD, a translation table) costs ten times more than looking up a piece
     seen before, and news repeats its vocabulary. Folding never joins or splits across spaces,
     so the result is the same as folding the whole text.
     """
     if text.isascii():
-        return " ".join(_ASCII_WORD.findall(text.lower().replace("_", " ")))
+        return " ".join(_ASCII_WORD.findall(text.lower().replace("_", " "))), True
+    global _pieces, _piece_words
     out = []
-    for token in text.split():
-        folded = folded_token(token)
-        if folded:
-            out.append(folded)
-    return " ".join(out)
+    one_each = True
+    pieces = _pieces
+    for piece in text.split():
+        found = pieces.get(piece)
+        if found is None:
+            words = tuple(WORD.findall(piece))
+            found = (folded_token(piece), _one_each(words))
+            if len(pieces) >= _MEMO_LIMIT:
+                _pieces = pieces = {}
+                _piece_words = {}
+            pieces[piece] = found
+            _piece_words[piece] = words
+        if found[0]:
+            out.append(found[0])
+        if not found[1]:
+            one_each = False
+    return " ".join(out), one_each
+
+
+def _one_each(words: Iterable[str]) -> bool:
+    """Whether every word (WORD) of a whitespace-free piece folds to exactly one word."""
+    for word in words:
+        if not word.isascii() or "_" in word:
+            folded = folded_token(word)
+            if not folded or " " in folded:
+                return False
+    return True
 
 
 def folded_token(token: str) -> str:
@@ -146,8 +178,12 @@ class Field:
     text: str
 
     @cached_property
+    def _folding(self) -> tuple[str, bool]:
+        return _folding(self.text)
+
+    @cached_property
     def folded(self) -> str:
-        return folded_words(self.text)
+        return self._folding[0]
 
     @cached_property
     def words(self) -> list[str]:
@@ -178,13 +214,13 @@ class Field:
             return None
         if text.isascii():
             found: list[str] = _ASCII_WORD.findall(text)
+        elif self._folding[1]:  # each word folds to exactly one (found while folding)
+            try:  # the words of each piece, remembered while folding: no regex over the text
+                found = list(chain.from_iterable(map(_piece_words.__getitem__, text.split())))
+            except KeyError:  # the memo started afresh since
+                found = WORD.findall(text)
         else:
-            found = WORD.findall(text)
-            for token in found:  # a word beyond ASCII must fold to exactly one word
-                if not token.isascii():
-                    folded = folded_token(token)
-                    if not folded or " " in folded:
-                        return None
+            return None
         return found if len(found) == len(self.words) else None
 
     def original(self, first: int, last: int) -> str:
