@@ -232,16 +232,28 @@ def test_filing_turns_decisions_into_what_storage_keeps() -> None:
     assert filing.fingerprint is not None
 
 
-def test_filing_keeps_the_first_hits_of_a_topic_and_how_many_there_were() -> None:
-    """An item that names Gaza thirty times keeps ten hits as the reason, and the count."""
-    summary = " ".join(f"GAZA day {n}." for n in range(30))
+def test_filing_keeps_the_first_distinct_hits_of_a_topic_and_how_many_matches() -> None:
+    """An item that names Gaza thirty ways keeps the first ten as the reason, each once, and
+    the count of all matches; thirty times the same words are kept once."""
+    summary = " ".join(f"Gaza{'!' * n} GAZA day {n}." for n in range(15))
     filing = Processor(CONFIG).file("wire", entry("Talks", summary))
     stored = filing.topics["palestine"]
     assert stored["count"] == 30
-    assert stored["hits"][0] == {"term": "Gaza", "field": "summary", "text": "GAZA"}
-    assert len(stored["hits"]) == STORED_HITS
+    assert stored["hits"][:2] == [
+        {"term": "Gaza", "field": "summary", "text": "Gaza"},
+        {"term": "Gaza", "field": "summary", "text": "GAZA"},
+    ]
+    assert len(stored["hits"]) == 2  # two distinct ways of writing it
     verdict = TopicVerdict.from_json("palestine", stored)
-    assert verdict.describe().endswith("and 20 more")
+    assert verdict.describe().endswith("(30 matches in all)")
+    many = Processor(CONFIG).file("wire", entry("Talks", " ".join(f"Gaza{n}x" for n in range(30))))
+    assert "palestine" not in many.topics  # Gaza0x is no Gaza: a word matches whole
+    cases = [
+        "".join(c.upper() if n >> i & 1 else c for i, c in enumerate("gaza")) for n in range(16)
+    ]
+    kept = Processor(CONFIG).file("wire", entry("Talks", " ".join(cases))).topics["palestine"]
+    assert [h["text"] for h in kept["hits"]] == cases[:STORED_HITS]
+    assert kept["count"] == 16
 
 
 # -- filters --------------------------------------------------------------------------------

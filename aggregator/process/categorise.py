@@ -70,15 +70,32 @@ class TopicVerdict:
     needed: int = 1
     more: int = 0  # matches beyond the hits kept in storage
 
+    def distinct(self, limit: int | None = None) -> list[Hit]:
+        """The hits without repeats (the same words for the same term in the same field), in
+        order: "'Gaza' in summary" said once, however often the summary says it."""
+        seen: set[tuple[str, str, str]] = set()
+        found: list[Hit] = []
+        for hit in self.hits:
+            key = (hit.term, hit.field, hit.text)
+            if key not in seen:
+                seen.add(key)
+                found.append(hit)
+                if len(found) == limit:
+                    break
+        return found
+
+    @property
+    def matches(self) -> int:
+        """How many times the topic's terms matched, repeats included."""
+        return len(self.hits) + self.more
+
     def as_json(self) -> dict[str, Any]:
-        """What storage keeps: the first STORED_HITS hits (enough to see why), and how many
-        there were when more."""
-        stored: dict[str, Any] = {
-            "rule": self.rule,
-            "hits": [hit.as_json() for hit in self.hits[:STORED_HITS]],
-        }
-        if len(self.hits) > STORED_HITS:
-            stored["count"] = len(self.hits)
+        """What storage keeps: the first STORED_HITS distinct hits (enough to see why), and how
+        many matches there were when that is more."""
+        kept = self.distinct(STORED_HITS)
+        stored: dict[str, Any] = {"rule": self.rule, "hits": [hit.as_json() for hit in kept]}
+        if self.matches > len(kept):
+            stored["count"] = self.matches
         return stored
 
     @classmethod
@@ -94,16 +111,17 @@ class TopicVerdict:
     def describe(self) -> str:
         if self.rule == "source":
             return "every item of its source gets this topic"
-        words = ", ".join(f"{h.text!r} ({h.term!r} in {h.field})" for h in self.hits) or "none"
-        if self.more:
-            words += f" and {self.more} more"
+        shown = self.distinct()
+        words = ", ".join(f"{h.text!r} ({h.term!r} in {h.field})" for h in shown) or "none"
+        if self.matches > len(shown):
+            words += f" ({self.matches} matches in all)"
         if self.excluded_by is not None:
             hit = self.excluded_by
             return f"matched {words}, but {hit.text!r} ({hit.term!r} in {hit.field}) excludes it"
         if not self.assigned:
             if not self.hits:
                 return "no keyword matched"
-            return f"matched {words}: {len(self.hits)} of the {self.needed} matches needed"
+            return f"matched {words}: {self.matches} of the {self.needed} matches needed"
         return f"matched {words}"
 
 
