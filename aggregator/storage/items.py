@@ -118,6 +118,11 @@ def _filing_columns(filing: Filing) -> dict[str, Any]:
     }
 
 
+# Built once: a statement made per call costs its construction and cache key every time
+_INSERT_ITEMS = items.insert().returning(items.c.id, items.c.key)
+_INSERT_TOPICS = item_topics.insert()
+
+
 def _set_topics(conn: Connection, filed: Sequence[tuple[int, Filing]], replace: bool) -> None:
     ids = [item_id for item_id, _ in filed]
     if replace:
@@ -129,7 +134,7 @@ def _set_topics(conn: Connection, filed: Sequence[tuple[int, Filing]], replace: 
         for topic_id, reason in filing.topics.items()
     ]
     if rows:
-        conn.execute(item_topics.insert(), rows)
+        conn.execute(_INSERT_TOPICS, rows)
 
 
 def distinct(entries: Iterable[Entry]) -> dict[str, Entry]:
@@ -246,10 +251,7 @@ def save(
     if inserts:
         # Rows come back keyed, not in order: asking for parameter order made SQLAlchemy
         # insert row by row on SQLite; unordered, the batch goes in a few statements.
-        ids = {
-            row.key: row.id
-            for row in conn.execute(items.insert().returning(items.c.id, items.c.key), inserts)
-        }
+        ids = {row.key: row.id for row in conn.execute(_INSERT_ITEMS, inserts)}
         new = [ids[row["key"]] for row in inserts]
         reported = [ids[key] for key in in_batch_order]
         _set_topics(conn, [(i, f) for i, (_, f) in zip(new, inserted, strict=True)], False)

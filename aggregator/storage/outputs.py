@@ -18,11 +18,13 @@ def revision(conn: Connection) -> int:
     return int(value or 0)
 
 
+# Built once: a statement made per call costs its construction and cache key every time
+_BUMP = update(revisions).where(revisions.c.name == ITEMS).values(value=revisions.c.value + 1)
+
+
 def bump(conn: Connection) -> None:
     """Move the counter in the transaction that changes items (it commits or rolls back with it)."""
-    conn.execute(
-        update(revisions).where(revisions.c.name == ITEMS).values(value=revisions.c.value + 1)
-    )
+    conn.execute(_BUMP)
 
 
 def announce(
