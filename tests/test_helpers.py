@@ -139,3 +139,16 @@ def test_how_many_helpers_a_poll_gets(server: FeedServer) -> None:
     assert helpers_for(auto, PROCESS_FROM) == (1 if usable_cores() >= 2 else 0)
     assert helpers_for(_config(server, 1, processes=1), 10_000) == 0
     assert helpers_for(_config(server, 1, processes=3), 1) == 2
+
+
+def test_a_body_that_is_no_feed_fails_its_source_alone_in_a_helper(
+    server: FeedServer, storage: Storage, harness_for: Build
+) -> None:
+    _serve(server, 2)
+    server.routes["/s1.xml"] = feed_file(b"<html><body>moved</body></html>", "text/html")
+    harness = harness_for(_config(server, 2, processes=2))
+    results = harness.poll("s0", "s1")
+    assert harness.poller._helpers._pool is not None
+    assert results["s0"].ok and results["s0"].new == 6
+    assert not results["s1"].ok and results["s1"].kind == "parse_error"
+    assert "not a readable feed" in (results["s1"].error or "")
