@@ -147,6 +147,7 @@ class Poller:
         # on the network. Letting all of them parse at once was a third slower (GIL contention).
         self._parsing = threading.Lock()
         self._processor: Processor | None = None
+        self._warming = threading.Lock()
         self._helpers = Helpers()
         self.configure(config)
 
@@ -168,12 +169,16 @@ class Poller:
 
     def _warm_index(self) -> None:
         """Fill a new story index from storage before the first items are linked, in a read
-        transaction, rather than inside the first write."""
-        index = self.processor.index
-        if not self._warm and index is not None:
-            loaded = self.storage.warm_index(index)
-            log.info("story index: %d recent items loaded", loaded)
-        self._warm = True
+        transaction, rather than inside the first write; and only then: a poll where every
+        feed answers 304 never needs it (loading 250,000 items' fingerprints takes seconds)."""
+        if self._warm:
+            return
+        with self._warming:
+            index = self.processor.index
+            if not self._warm and index is not None:
+                loaded = self.storage.warm_index(index)
+                log.info("story index: %d recent items loaded", loaded)
+            self._warm = True
 
     def stop(self) -> None:
         self._stop.set()
@@ -193,7 +198,6 @@ class Poller:
         transaction per batch rather than per source; on stop, claimed sources not yet started
         are released at once for other workers.
         """
-        self._warm_index()
         concurrency = self._config.polling.concurrency
         results: list[PollResult] = []
         pending_named = list(only) if only is not None else None
@@ -316,6 +320,8 @@ class Poller:
             dropped = len(prepared.kept.dropped)
             log.debug("source %s: %d entries left out by its filters", state.id, dropped)
         filer = self.processor
+        if entries:
+            self._warm_index()
         saved = self.storage.record_fetch(
             record,
             entries,

@@ -231,3 +231,24 @@ def test_named_sources_are_polled_even_when_not_due(
     h = harness_for(make_config(server, "/a.xml", "/b.xml"))
     h.poll()
     assert set(h.poll("b")) == {"b"}
+
+
+def test_the_story_index_is_loaded_only_when_a_poll_has_entries_to_link(
+    server: FeedServer, clock: Clock, harness_for: Build
+) -> None:
+    """A restarted poller whose feeds all answer 304 never loads the story index (250,000
+    items' fingerprints take seconds); the first new entries load it before they are linked."""
+    words = "officials met in cairo today to talk about the ceasefire and the aid convoys"
+    server.routes["/a.xml"] = feed_file(rss("a", 3, extra=words), etag='"1"')
+    config = make_config(server, "/a.xml", extra="dedupe: {window: 60d}\n")  # the feed's dates
+    harness_for(config).poll()
+    restarted = harness_for(config)
+    index = restarted.poller.processor.index
+    assert index is not None and len(index) == 0
+    clock.advance(minutes=11)
+    assert restarted.poll()["a"].status == 304
+    assert len(index) == 0  # nothing to link: nothing loaded
+    clock.advance(minutes=11)
+    server.routes["/a.xml"] = feed_file(rss("a", 4, extra=words), etag='"2"')
+    assert restarted.poll()["a"].new == 1
+    assert len(index) == 4  # the three stored before, then the new one
