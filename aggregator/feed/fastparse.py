@@ -19,12 +19,12 @@ import html.entities
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urljoin
 
 from lxml import etree
 
 from aggregator.feed.normalise import RawEntry
 from aggregator.feed.sanitize import escape
+from aggregator.feed.urls import join
 from aggregator.types import Enclosure
 
 ATOM = "http://www.w3.org/2005/Atom"
@@ -182,10 +182,6 @@ _ENTRY_RSS = _words(
 _ENTRY_ATOM = _words(
     "id title link summary content author contributor published updated category rights"
 )
-_ONCE = _words(
-    "title description summary content content_encoded guid id pubdate published updated dc_date "
-    "link_text"
-)
 _ENTRY_KEYS = _words(
     "id title title_detail link links content summary summary_detail authors author author_detail "
     "tags image published updated published_parsed updated_parsed date date_parsed modified "
@@ -325,9 +321,9 @@ def _clean(text: str) -> str:
 
 
 def _join(base: str, uri: str) -> str:
-    uri = _URI_FIXER.sub(r"\1\3", uri)
+    """feedparser's `_urljoin`: extra slashes after the scheme dropped, then joined."""
     try:
-        return urljoin(base, uri)
+        return join(base, _URI_FIXER.sub(r"\1\3", uri))
     except ValueError:
         return ""
 
@@ -484,7 +480,6 @@ class _Reader:
     def _channel(self, channel: etree._Element, fmt: str) -> Document:
         title: str | None = None
         link: str | None = None
-        link_is_id = False
         ttl: str | None = None
         entries: list[RawEntry] = []
         seen: set[str] = set()
@@ -495,35 +490,33 @@ class _Reader:
                     raise _OutsideError
                 entries.append(self._entry(child))
                 continue
-            if name in ("title", "language", "ttl", "dc_language"):
-                if name in seen:
-                    raise _OutsideError
-                seen.add(name)
+            once = "language" if name == "dc_language" else name
+            if once in ("title", "language", "ttl"):
+                if once in seen:
+                    raise _OutsideError(name)  # feedparser's answer depends on the order
+                seen.add(once)
             if name == "title":
                 self._content_type(child, "text/plain")
                 title = _text(child)
-            elif name in ("language", "dc_language"):
-                if "language" in seen and name == "dc_language":
-                    raise _OutsideError
+            elif once == "language":
                 self.language = _text(child) or self.language
-                seen.add("language")
             elif name == "ttl":
                 ttl = _text(child)
             elif name == "link":
                 href = self._link(child)
                 if href is not None:  # an alternate HTML link: feedparser sets it outright
-                    link, link_is_id = href, False
+                    link = href
                 elif "href" not in child.attrib and not child.get("rel"):
                     if self.atom:
                         raise _OutsideError
-                    link, link_is_id = self._link_text(_text(child)), False
+                    link = self._link_text(_text(child))
             elif name == "id" and self.atom:
                 if "id" in seen:
                     raise _OutsideError
                 seen.add("id")
                 value = _text(child)
                 if link is None and value:
-                    link, link_is_id = _join(self.base, value), True
+                    link = _join(self.base, value)
             elif name == "image" and not self.atom:
                 self._image(child)
             elif name in _FEED_IGNORED or (
@@ -534,7 +527,6 @@ class _Reader:
                 raise _OutsideError(name)
             else:
                 self._unknown(child)
-        del link_is_id
         return Document(fmt, title or "", link, self.language, ttl, tuple(entries))
 
     def _ignored(self, element: etree._Element, name: str) -> None:
@@ -698,15 +690,12 @@ class _Reader:
 
     _e_id = _e_guid
 
-    def _e_pubdate(self, entry: _Entry, element: etree._Element, name: str) -> None:
-        entry.once("pubdate")
+    def _e_published(self, entry: _Entry, element: etree._Element, name: str) -> None:
+        entry.once(name)  # RSS pubDate or Atom published: each format has one of the two
         _attributes(element)
         entry.published = parse_date(_text(element))
 
-    def _e_published(self, entry: _Entry, element: etree._Element, name: str) -> None:
-        entry.once("published")
-        _attributes(element)
-        entry.published = parse_date(_text(element))
+    _e_pubdate = _e_published
 
     def _e_updated(self, entry: _Entry, element: etree._Element, name: str) -> None:
         entry.once("updated")
