@@ -12,29 +12,19 @@ match on, and need `/regex/` terms.
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import chain
 
 from aggregator.feed.sanitize import html_to_text
+from aggregator.process.unicode_ranges import Ranges, table
 from aggregator.types import Entry
 
 
-def _codes(test: Callable[[str], bool]) -> list[int]:
-    return [code for code in range(0x80, min(sys.maxunicode, 0x20000)) if test(chr(code))]
-
-
-def _char_class(codes: Iterable[int]) -> str:
-    """A regex character class body for these code points, as ranges."""
-    ranges: list[tuple[int, int]] = []
-    for code in codes:
-        if ranges and ranges[-1][1] == code - 1:
-            ranges[-1] = (ranges[-1][0], code)
-        else:
-            ranges.append((code, code))
+def _char_class(ranges: Ranges) -> str:
+    """A regex character class body for these ranges of code points."""
     return "".join(
         re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
         for a, b in ranges
@@ -43,7 +33,7 @@ def _char_class(codes: Iterable[int]) -> str:
 
 # Marks of every script belong to the word they sit in (a Hindi vowel sign, an Arabic vowel
 # mark): `\w` alone would split words at them.
-_MARKS_CLASS = _char_class(_codes(lambda c: unicodedata.category(c) in ("Mn", "Mc", "Me")))
+_MARKS_CLASS = _char_class(table("marks"))
 WORD = re.compile(rf"[\w{_MARKS_CLASS}]+")
 # A word of a term an editor wrote, where `*` stands for any letters.
 PATTERN_WORD = re.compile(rf"[\w{_MARKS_CLASS}*]+")
@@ -90,7 +80,7 @@ _FOLD: dict[int, str | int | None] = {
 }
 _FOLD.update(_LETTERS)
 # Applied before NFKD: symbols become spaces, or NFKD would turn "Apple™" into "appletm".
-_SYMBOLS = dict.fromkeys(_codes(lambda c: unicodedata.category(c).startswith("S")), " ")
+_SYMBOLS = dict.fromkeys(chain.from_iterable(range(a, b + 1) for a, b in table("symbols")), " ")
 
 
 def fold(text: str) -> str:
