@@ -73,10 +73,85 @@ def clean_html(fragment: str, base: str = "") -> str:
         _local.base = ""
 
 
+# A tag as html5ever writes one (and as most feeds do): a name, attributes with double-quoted
+# values or none. Only such tags are stripped by `_strip`; anything else goes to the parser.
+_TAG = re.compile(r'</?[A-Za-z][A-Za-z0-9]*(?:\s+[^\s"\'<>/=]+(?:="[^"]*")?)*\s*/?>')
+# Where removing tags is not what an HTML parser does: a NUL (which parsers drop), elements whose
+# content is not markup or whose text the parser moves (raw text, foreign content, tables, whose
+# stray text is fostered out before them, the newline that opens a pre), and markup left once
+# the plain tags are gone (a comment, a doctype, a processing instruction, a tag written
+# otherwise).
+_SPECIAL = frozenset(
+    [
+        "script",
+        "style",
+        "title",
+        "textarea",
+        "xmp",
+        "iframe",
+        "noembed",
+        "noframes",
+        "noscript",
+        "plaintext",
+        "template",
+        "svg",
+        "math",
+        "table",
+        "tbody",
+        "thead",
+        "tfoot",
+        "tr",
+        "td",
+        "th",
+        "caption",
+        "colgroup",
+        "col",
+        "select",
+        "frameset",
+        "head",
+        "html",
+        "body",
+        "image",
+        "pre",
+        "listing",
+    ]
+)
+_NAME = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)")
+_MARKUP = re.compile(r"<[A-Za-z/!?]")
+
+
+def _strip(fragment: str) -> str | None:
+    """The fragment without its tags, or None where only a parser can say what the text is."""
+    if "\0" in fragment or any(name.lower() in _SPECIAL for name in _NAME.findall(fragment)):
+        return None
+    stripped = _TAG.sub("", fragment)
+    return None if _MARKUP.search(stripped) else stripped
+
+
 def html_to_text(fragment: str) -> str:
-    """Plain text of an HTML fragment (for titles): no tags, entities decoded, spaces folded."""
+    """Plain text of an HTML fragment: no tags, entities decoded, spaces folded.
+
+    Most fragments (all that `clean_html` writes, most that feeds send) are plain tags around
+    text, which a regular expression strips as html5ever would, several times faster than
+    parsing them; the rest are parsed. A test holds the two equal on the corpus and on
+    generated markup.
+    """
     if not fragment:
         return ""
+    if "<" in fragment:
+        stripped = _strip(fragment)
+        fragment = (
+            stripped
+            if stripped is not None
+            else nh3.clean(fragment, tags=set(), clean_content_tags={"script", "style"})
+        )
+    if "&" in fragment:
+        fragment = html.unescape(fragment)
+    return " ".join(fragment.split())
+
+
+def parsed_text(fragment: str) -> str:
+    """`html_to_text` by parsing, always (the reference the shortcut is held to)."""
     if "<" in fragment:
         fragment = nh3.clean(fragment, tags=set(), clean_content_tags={"script", "style"})
     if "&" in fragment:
