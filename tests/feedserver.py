@@ -26,6 +26,7 @@ class Logged:
     at: float
     method: str = "GET"
     body: bytes = b""
+    peer: int = 0  # the client's port: one per connection
 
 
 Route = Callable[["Request"], Reply]
@@ -86,7 +87,9 @@ class FeedServer:
             def do_GET(self) -> None:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with server._lock:
-                    server.log.append(Logged(self.path, headers, time.monotonic()))
+                    server.log.append(
+                        Logged(self.path, headers, time.monotonic(), peer=self.client_address[1])
+                    )
                 route = server.routes.get(self.path)
                 reply = route(Request(self.path, headers)) if route else Reply(404, b"not found")
                 if reply.delay:

@@ -46,6 +46,17 @@ def test_etag_gives_304_on_the_second_fetch(server: FeedServer, fetcher: Fetcher
     assert "https://news.example.org/" in conditional.headers["user-agent"]
 
 
+def test_a_304_leaves_its_connection_open_for_the_next_request(
+    server: FeedServer, fetcher: Fetcher
+) -> None:
+    """An all-304 poll is most polls: closing the connection after each cost a connect apiece."""
+    server.routes["/feed"] = feed_file(RSS, etag='"v1"')
+    assert fetcher.fetch(FetchRequest(server.url("/feed"))).status == 200
+    for _ in range(4):
+        assert fetcher.fetch(FetchRequest(server.url("/feed"), etag='"v1"')).status == 304
+    assert len({logged.peer for logged in server.requests_to("/feed")}) == 1
+
+
 def test_last_modified_gives_304(server: FeedServer, fetcher: Fetcher) -> None:
     stamp = "Tue, 24 Nov 2026 10:00:00 GMT"
     server.routes["/feed"] = feed_file(RSS, last_modified=stamp)

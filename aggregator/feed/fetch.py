@@ -378,20 +378,22 @@ class Fetcher:
                     message=_too_large(self._max_bytes, f"{int(declared):,} bytes"),
                 )
             body = bytearray()
-            if response.status_code != 304:
-                encoding = response.headers.get("content-encoding")
-                for chunk in decoded(response.iter_raw(_CHUNK), encoding):
-                    body += chunk
-                    if len(body) > self._max_bytes:
-                        return FetchResult(
-                            url,
-                            response.status_code,
-                            headers=kept,
-                            error=FetchError.TOO_LARGE,
-                            message=_too_large(self._max_bytes, "more"),
-                        )
-                    if time.monotonic() > deadline:
-                        raise httpx.ReadTimeout("total deadline passed")
+            # Read to the end even for a 304 (whose body is empty): a response closed unread
+            # closes its connection, and an all-304 poll then opened one per request.
+            not_modified = response.status_code == 304  # no body, whatever the headers say
+            encoding = None if not_modified else response.headers.get("content-encoding")
+            for chunk in decoded(response.iter_raw(_CHUNK), encoding):
+                body += chunk
+                if len(body) > self._max_bytes:
+                    return FetchResult(
+                        url,
+                        response.status_code,
+                        headers=kept,
+                        error=FetchError.TOO_LARGE,
+                        message=_too_large(self._max_bytes, "more"),
+                    )
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("total deadline passed")
             return FetchResult(url, response.status_code, bytes(body), kept)
 
     def _failed(

@@ -43,7 +43,15 @@ class Processor:
     def configure(self, config: Config) -> None:
         self.config = config
         self.categoriser = Categoriser(config)
-        self._filters = {s.id: EntryFilter.of_source(s) for s in config.sources}
+        # Sources with the same filter share it (most have none): building a term index per
+        # source cost a start-up of 1,000 sources a seventh of a second, in each process.
+        shared: dict[tuple[object, ...], EntryFilter] = {}
+        self._filters = {}
+        for source in config.sources:
+            key = (source.include, source.exclude, source.min_words, source.languages)
+            if key not in shared:
+                shared[key] = EntryFilter.of_source(source)
+            self._filters[source.id] = shared[key]
         dedupe = config.dedupe
         self._fingerprints = dedupe.enabled
         if not dedupe.enabled or not self._keeps_index:
