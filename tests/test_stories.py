@@ -281,6 +281,35 @@ def test_the_index_finds_alike_items_and_forgets_old_ones() -> None:
     assert [m.item_id for m in index.similar(copy, start + timedelta(hours=80))] == [2000]
 
 
+def test_compacting_the_index_keeps_every_live_item_findable_as_before() -> None:
+    """Compaction rebuilds the band keys from the runs (the index keeps only the low halves of
+    the signatures): every item left must be found exactly as before, the others not at all."""
+    index = SimilarityIndex(0.5, timedelta(hours=72))
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    rows = [
+        (
+            n + 1,
+            fingerprint(entry(f"i{n}", f"Report {n}", f"{OTHER} Case {n} of {n * 13} {n % 7}."))
+            or b"",
+            start + timedelta(hours=n // 1000 * 30),
+        )
+        for n in range(3000)
+    ]
+    for at in range(0, 3000, 25):
+        index.add_many(rows[at : at + 25])
+    later = start + timedelta(hours=60)
+    survivors = rows[2000:]
+    before = index.similar_many([fp for _, fp, _ in survivors], [later] * len(survivors))
+    assert index.expire(start + timedelta(hours=103)) == 2000  # the first two thousand
+    assert len(index) == 1000 and index.memory_bytes() > 0
+    after = index.similar_many([fp for _, fp, _ in survivors], [later] * len(survivors))
+    assert after == [[m for m in found if m.item_id > 2000] for found in before]
+    assert all(
+        found and found[0].item_id == item_id
+        for (item_id, _, _), found in zip(survivors, after, strict=True)
+    )
+
+
 # -- what outputs and digests select ----------------------------------------------------------
 
 

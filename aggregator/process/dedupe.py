@@ -173,15 +173,15 @@ class _Run:
 
     def __init__(
         self,
-        keys: NDArray[np.int64] | None = None,
+        keys: NDArray[np.uint32] | None = None,
         slots: NDArray[np.int32] | None = None,
         items: int = 0,
     ) -> None:
-        self.keys = keys if keys is not None else np.zeros(0, dtype=np.int64)
+        self.keys = keys if keys is not None else np.zeros(0, dtype=np.uint32)
         self.slots = slots if slots is not None else np.zeros(0, dtype=np.int32)
         self.items = items
 
-    def lookup(self, query: NDArray[np.int64]) -> list[tuple[int, NDArray[np.int32]]]:
+    def lookup(self, query: NDArray[np.uint32]) -> list[tuple[int, NDArray[np.int32]]]:
         """For each query key present: its position in `query` and the slots filed under it."""
         keys = self.keys
         if not len(keys):
@@ -199,7 +199,7 @@ class _Run:
 
     def merged(
         self,
-        keys: NDArray[np.int64],
+        keys: NDArray[np.uint32],
         slots: NDArray[np.int32],
         items: int,
         alive: NDArray[np.bool_],
@@ -226,18 +226,18 @@ class _Bits:
         self.words = np.zeros((1 << self.shift) // 64, dtype=np.uint64)
         self.count = 0
 
-    def _slots(self, keys: NDArray[np.int64]) -> NDArray[np.uint64]:
+    def _slots(self, keys: NDArray[np.uint32]) -> NDArray[np.uint64]:
         with np.errstate(over="ignore"):
-            return (keys.view(np.uint64) * _MIX) >> np.uint64(64 - self.shift)
+            return (keys.astype(np.uint64) * _MIX) >> np.uint64(64 - self.shift)
 
-    def add(self, keys: NDArray[np.int64]) -> None:
+    def add(self, keys: NDArray[np.uint32]) -> None:
         slots = self._slots(keys)
         np.bitwise_or.at(
             self.words, slots >> np.uint64(6), np.left_shift(np.uint64(1), slots & np.uint64(63))
         )
         self.count += len(keys)
 
-    def may_hold(self, keys: NDArray[np.int64]) -> NDArray[np.bool_]:
+    def may_hold(self, keys: NDArray[np.uint32]) -> NDArray[np.bool_]:
         slots = self._slots(keys)
         bits = self.words[slots >> np.uint64(6)] >> (slots & np.uint64(63))
         return np.asarray(bits & np.uint64(1), dtype=bool)
@@ -251,6 +251,10 @@ class SimilarityIndex:
     RECENT items, and the small run into the big one when it reaches half its size, so
     no item pays for copying the big arrays more than a few times over the window. Work is done
     a batch at a time (a poll's entries), in numpy, with Python loops only over actual hits.
+
+    An item costs about 700 bytes of arrays: the low 16 bits of its 128 MinHash values (256),
+    its headline numbers (16), id, time, 42 band keys of 32 bits with their slots (336), and
+    its bits in the filter (84); the full fingerprint stays in storage.
     """
 
     RECENT = 256
@@ -267,7 +271,8 @@ class SimilarityIndex:
         self._reset()
 
     def _reset(self, capacity: int = 1024) -> None:
-        self._sigs = np.zeros((capacity, FP_WORDS), dtype=np.uint32)
+        self._sigs = np.zeros((capacity, NUM_PERM), dtype=np.uint16)  # low halves: see _low
+        self._numbers = np.zeros((capacity, NUMBERS), dtype=np.uint32)
         self._ids = np.zeros(capacity, dtype=np.int64)
         self._times = np.zeros(capacity, dtype=np.float64)
         self._alive = np.zeros(capacity, dtype=bool)
@@ -280,8 +285,9 @@ class SimilarityIndex:
     def __len__(self) -> int:
         return self._size - self._dead
 
-    def _band_keys(self, sigs: NDArray[np.uint32]) -> NDArray[np.int64]:
-        """One 64-bit key per signature and band (collisions only add candidates to check)."""
+    def _band_keys(self, sigs: NDArray[np.uint32]) -> NDArray[np.uint32]:
+        """One 32-bit key per signature and band, from the full values: collisions only add
+        candidates to check (with 250,000 items, about one query in ten gets one)."""
         count = len(sigs)
         bands = sigs[:, : self.bands * self.rows].reshape(count, self.bands, self.rows)
         keys = np.zeros((count, self.bands), dtype=np.uint64)
@@ -291,7 +297,7 @@ class SimilarityIndex:
                 keys += bands[:, :, row]
                 keys ^= keys >> np.uint64(29)
             keys += np.arange(self.bands, dtype=np.uint64) * _MIX
-        return keys.view(np.int64)
+        return (keys >> np.uint64(32)).astype(np.uint32)
 
     def add(self, item_id: int, fp: bytes, when: datetime) -> None:
         self.add_many([(item_id, fp, when)])
@@ -304,7 +310,9 @@ class SimilarityIndex:
             self._grow(self._size + len(batch))
             start = self._size
             end = start + len(batch)
-            self._sigs[start:end] = _signatures([fp for _, fp, _ in batch])
+            full = _signatures([fp for _, fp, _ in batch])
+            self._sigs[start:end] = _low(full[:, :NUM_PERM])
+            self._numbers[start:end] = full[:, NUM_PERM:]
             self._ids[start:end] = [item_id for item_id, _, _ in batch]
             self._times[start:end] = [when.timestamp() for _, _, when in batch]
             self._alive[start:end] = True
@@ -312,14 +320,14 @@ class SimilarityIndex:
             for slot, (item_id, _, _) in enumerate(batch, start):
                 self._by_id[item_id] = slot
             self.watermark = max(self.watermark, max(row[0] for row in batch))
-            keys = self._band_keys(self._sigs[start:end]).ravel()
+            keys = self._band_keys(full).ravel()
             self._remember(keys)
             slots = np.repeat(np.arange(start, end, dtype=np.int32), self.bands)
             level = 2 if len(batch) > self.RECENT else 0  # a rebuild goes straight to the big run
             self._runs[level] = self._runs[level].merged(keys, slots, len(batch), self._alive)
             self._settle()
 
-    def _remember(self, keys: NDArray[np.int64]) -> None:
+    def _remember(self, keys: NDArray[np.uint32]) -> None:
         """Add keys to the filter, rebuilding it twice as large when it is full."""
         if self._bits.count + len(keys) > self._bits.capacity:
             held = [run.keys for run in self._runs]
@@ -344,7 +352,8 @@ class SimilarityIndex:
             return
         while capacity < needed:
             capacity *= 2
-        self._sigs = np.resize(self._sigs, (capacity, FP_WORDS))
+        self._sigs = np.resize(self._sigs, (capacity, NUM_PERM))
+        self._numbers = np.resize(self._numbers, (capacity, NUMBERS))
         for name in ("_ids", "_times", "_alive"):
             old = getattr(self, name)
             new = np.zeros(capacity, dtype=old.dtype)
@@ -391,9 +400,8 @@ class SimilarityIndex:
         ]
         if not len(candidates):
             return []
-        rows = self._sigs[candidates]
-        scores = np.count_nonzero(rows[:, :NUM_PERM] == sig[:NUM_PERM], axis=1) / NUM_PERM
-        good = (scores >= self.threshold) & ~_conflicts(rows[:, NUM_PERM:], sig[NUM_PERM:])
+        scores = np.count_nonzero(self._sigs[candidates] == _low(sig[:NUM_PERM]), axis=1) / NUM_PERM
+        good = (scores >= self.threshold) & ~_conflicts(self._numbers[candidates], sig[NUM_PERM:])
         ranked = sorted(
             zip(scores[good].tolist(), self._ids[candidates[good]].tolist(), strict=True),
             key=lambda pair: (-pair[0], pair[1]),
@@ -500,25 +508,41 @@ class SimilarityIndex:
             return gone
 
     def _compact(self) -> None:
+        """Keep the live items only, in one run. The band keys come from the runs (the full
+        signatures they were made from are no longer held), their slots renumbered."""
         live = np.nonzero(self._alive[: self._size])[0]
-        sigs, ids, times = self._sigs[live], self._ids[live], self._times[live]
+        renumber = np.full(self._size, -1, dtype=np.int32)
+        renumber[live] = np.arange(len(live), dtype=np.int32)
+        held_keys = [run.keys[self._alive[run.slots]] for run in self._runs]
+        held_slots = [renumber[run.slots[self._alive[run.slots]]] for run in self._runs]
+        sigs, numbers = self._sigs[live], self._numbers[live]
+        ids, times = self._ids[live], self._times[live]
         count = len(live)
         self._reset(max(1024, count))
-        self._sigs[:count], self._ids[:count], self._times[:count] = sigs, ids, times
+        self._sigs[:count], self._numbers[:count] = sigs, numbers
+        self._ids[:count], self._times[:count] = ids, times
         self._alive[:count] = True
         self._size = count
         self._by_id = {item_id: slot for slot, item_id in enumerate(ids.tolist())}
-        keys = self._band_keys(sigs).ravel()
+        keys, slots = np.concatenate(held_keys), np.concatenate(held_slots)
         self._remember(keys)
-        slots = np.repeat(np.arange(count, dtype=np.int32), self.bands)
         self._runs[2] = _Run().merged(keys, slots, count, self._alive)
 
     def memory_bytes(self) -> int:
         """Bytes held by the index's arrays."""
-        held = self._sigs.nbytes + self._ids.nbytes + self._times.nbytes + self._alive.nbytes
+        held = self._sigs.nbytes + self._numbers.nbytes + self._ids.nbytes + self._times.nbytes
+        held += self._alive.nbytes
         held += self._bits.words.nbytes
         return held + sum(run.keys.nbytes + run.slots.nbytes for run in self._runs)
 
 
 def _signatures(fps: Sequence[bytes]) -> NDArray[np.uint32]:
     return np.frombuffer(b"".join(fps), dtype="<u4").reshape(len(fps), FP_WORDS)
+
+
+def _low(values: NDArray[np.uint32]) -> NDArray[np.uint16]:
+    """The low 16 bits of MinHash values, which is what the index keeps of each (b-bit
+    MinHash): half the memory of the full values, and two values of different items agree by
+    chance one time in 65,536, so a score rises by (1 - J) / 65,536 at most on average, far
+    below the 1/128 a single value weighs."""
+    return values.astype(np.uint16)
