@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aggregator.exceptions import ParseError
-from aggregator.feed import fastparse, jsonfeed
+from aggregator.feed import jsonfeed
 from aggregator.feed.normalise import MAX_LANGUAGE, RawEntry, normalise, xml_text
 from aggregator.feed.sanitize import escape
 from aggregator.types import Enclosure, Entry
@@ -61,7 +61,11 @@ def parse_document(
             entries,
             _warning(None, notes),
         )
-    read = fastparse.read(body, url, content_type) if fast else None
+    read = None
+    if fast:
+        from aggregator.feed import fastparse  # lxml, when there is a document to read
+
+        read = fastparse.read(body, url, content_type)
     if read is not None:
         return ParsedFeed(
             format=read.format,

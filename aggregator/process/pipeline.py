@@ -8,15 +8,19 @@ or edited (filing every unchanged entry on every poll would be wasted work).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aggregator.config import Config
 from aggregator.process.categorise import Categories, Categoriser
-from aggregator.process.dedupe import SimilarityIndex, fingerprint
 from aggregator.process.filters import EntryFilter, Rejection
 from aggregator.process.text import ItemText
 from aggregator.types import Entry, Filing
+
+if TYPE_CHECKING:
+    from aggregator.process.dedupe import SimilarityIndex
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,8 @@ class Processor:
         process files for the poller, which holds the index)."""
         self._index: SimilarityIndex | None = None
         self._keeps_index = index
+        self._wants_index = False
+        self._making = threading.Lock()
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -54,17 +60,26 @@ class Processor:
             self._filters[source.id] = shared[key]
         dedupe = config.dedupe
         self._fingerprints = dedupe.enabled
-        if not dedupe.enabled or not self._keeps_index:
-            self._index = None
-        elif (
-            self._index is None
+        self._wants_index = dedupe.enabled and self._keeps_index
+        if self._index is not None and (
+            not self._wants_index
             or self._index.threshold != dedupe.threshold
             or self._index.window != dedupe.window
         ):
-            self._index = SimilarityIndex(dedupe.threshold, dedupe.window)
+            self._index = None
 
     @property
     def index(self) -> SimilarityIndex | None:
+        """The story index, made when first asked for: numpy (the index's arrays and the
+        fingerprints) is imported then, so a poll where every source answers 304 never pays
+        for it."""
+        if self._index is None and self._wants_index:
+            with self._making:
+                if self._index is None:
+                    from aggregator.process.dedupe import SimilarityIndex
+
+                    dedupe = self.config.dedupe
+                    self._index = SimilarityIndex(dedupe.threshold, dedupe.window)
         return self._index
 
     def keep(self, source_id: str, entries: Iterable[Entry]) -> Kept:
@@ -93,5 +108,11 @@ class Processor:
             section_id=categories.section.section_id or None,
             section_reason=categories.section.stored(),
             topics={t.topic_id: t.as_json() for t in categories.topics},
-            fingerprint=fingerprint(entry, text) if self._fingerprints else None,
+            fingerprint=_fingerprint(entry, text) if self._fingerprints else None,
         )
+
+
+def _fingerprint(entry: Entry, text: ItemText) -> bytes | None:
+    from aggregator.process.dedupe import fingerprint
+
+    return fingerprint(entry, text)

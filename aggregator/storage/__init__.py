@@ -198,7 +198,7 @@ class Storage:
             stories.prefiled(filer, plan),
             before_insert=lambda: stories.lock(conn),
         )
-        merged = stories.link(conn, fresh, filer.index if filer else None, now, plan)
+        merged = stories.link(conn, fresh, filer.index if filer and fresh else None, now, plan)
         if report.new or report.updated:
             outputs.bump(conn)
         return replace(report, merged=merged), fresh
@@ -209,7 +209,7 @@ class Storage:
     ) -> SaveReport:
         """Only what was committed enters the story index: a rolled-back save must leave no
         fingerprint behind (SQLite hands its ids out again)."""
-        if filer is not None and filer.index is not None:
+        if fresh and filer is not None and filer.index is not None:
             stories.remember(filer.index, fresh)
         return report
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Connection, Table, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 
 def insert(conn: Connection, table: Table) -> Any:
-    """An INSERT that supports ON CONFLICT on the connection's backend."""
-    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+    """An INSERT that supports ON CONFLICT on the connection's backend (each dialect's module
+    imported when used: PostgreSQL's brings asyncio along, which SQLite users never need)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
 
 
 def serialise(conn: Connection, name: str) -> None:
