@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aggregator import __version__, logs
+from aggregator import __version__, logs, malloc
 from aggregator.exceptions import AggregatorError, ConfigError
 
 if TYPE_CHECKING:  # the config schema (pydantic) and storage (SQLAlchemy) load when a command
@@ -716,6 +716,7 @@ def digest_list(config_path: Path) -> None:
 
 def main() -> None:
     """Entry point: aggregator errors become one clear line and exit 1, not a traceback."""
+    malloc.steady()
     try:
         cli.main(standalone_mode=True)
     except AggregatorError as exc:

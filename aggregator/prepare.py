@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing import get_context
 
+from aggregator import malloc
 from aggregator.config import Config
 from aggregator.feed.parse import ParsedFeed, parse_document
 from aggregator.process.pipeline import Kept, Processor
@@ -102,6 +103,7 @@ _processor: Processor | None = None
 
 def _start(config: Config) -> None:
     global _processor
+    malloc.steady()
     _processor = Processor(config, index=False)
 
 

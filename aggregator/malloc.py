@@ -1,0 +1,33 @@
+"""A fixed mmap threshold for glibc's malloc, so memory that large arrays free goes back.
+
+glibc raises its mmap threshold each time a block allocated by mmap is freed (up to 32 MiB);
+from then on, blocks of that size come from the heap, which gives memory back only from its top.
+The story index grows its arrays by reallocating them, and each poll allocates bodies and
+documents of tens of kilobytes: with the moving threshold, a first pass of 1,000 sources peaked
+at 201 MiB, with a fixed one (glibc's own default, 128 KiB) at 160 MiB, in the same time; filling
+an index with 250,000 items grew the process by 1,863 bytes an item against 885. Elsewhere (musl,
+macOS) this does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
+THRESHOLD = 128 * 1024
+
+
+def steady() -> bool:
+    """Fix the threshold for this process; True where glibc took it."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD))

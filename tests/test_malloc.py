@@ -1,0 +1,50 @@
+"""The fixed mmap threshold: an index filled by a process that set it grows by its arrays, not
+by the heap that glibc's moving threshold leaves behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from aggregator import malloc
+
+FILL = """
+import random, sys
+from datetime import UTC, datetime, timedelta
+from aggregator import malloc
+from aggregator.process.dedupe import NUMBERS, SimilarityIndex, minhash_values
+if sys.argv[1] == "steady":
+    assert malloc.steady()
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+rng = random.Random(1)
+count = 50_000
+prints = [
+    minhash_values([rng.getrandbits(32) for _ in range(40)]).astype("<u4").tobytes()
+    + bytes(4 * NUMBERS)
+    for _ in range(count)
+]
+index = SimilarityIndex(0.5, timedelta(hours=72))
+start, before = datetime(2026, 11, 20, tzinfo=UTC), rss()
+for at in range(0, count, 25):
+    index.add_many([(at + n + 1, prints[at + n], start) for n in range(25)])
+print((rss() - before) / count, index.memory_bytes() / count)
+"""
+
+
+def _grown(mode: str) -> tuple[float, float]:
+    done = subprocess.run(
+        [sys.executable, "-c", FILL, mode], capture_output=True, text=True, check=True
+    )
+    grown, arrays = done.stdout.split()
+    return float(grown), float(arrays)
+
+
+@pytest.mark.skipif(not malloc.steady(), reason="not glibc: mallopt is not there to call")
+def test_with_a_fixed_threshold_the_index_costs_about_its_arrays() -> None:
+    grown, arrays = _grown("steady")
+    moving, _ = _grown("moving")
+    assert grown < arrays * 1.4  # the arrays and the id map, little else
+    assert moving > grown * 1.4  # and the moving threshold is what this saves (glibc's way)
