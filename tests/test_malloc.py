@@ -20,7 +20,7 @@ if sys.argv[1] == "steady":
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096
 rng = random.Random(1)
-count = 50_000
+count = 20_000
 prints = [
     minhash_values([rng.getrandbits(32) for _ in range(40)]).astype("<u4").tobytes()
     + bytes(4 * NUMBERS)
