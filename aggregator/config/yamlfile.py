@@ -143,16 +143,18 @@ def parse(
 
     `fast=False` reads with the round-trip loader alone (the reference the fast path is held to).
     """
-    refused = _measure(text)
-    if refused is not None:
-        return YamlDocument(None, None), [refused]
-    read = _fast(text) if fast else None
+    if _too_large(text):
+        return YamlDocument(None, None), [YamlProblem((), 1, 1, TOO_LARGE)]
+    read = _fast(text) if fast else None  # no alias and no deep nesting if it reads at all
     if read is not None:
         data, places = read
         doc = YamlDocument(None, places)
         problems: list[YamlProblem] = []
         data = _plain(data, (), doc, os.environ if env is None else env, problems)
         return YamlDocument(data, places), problems
+    refused = _measure(text)
+    if refused is not None:
+        return YamlDocument(None, None), [refused]
     try:
         root = _yaml().load(text)
     except MarkedYAMLError as exc:
@@ -199,7 +201,9 @@ def _fast(text: str) -> tuple[Any, _Places] | None:
     every config has: anything else (a syntax error, an alias or merge key, a tag, a directive,
     a duplicate key, a key that is no text) goes to the loader, so its results and messages stay
     the loader's. A test holds the two equal, data and every position, on every config the tests
-    know; the one difference is where an empty value stands (just after its colon here).
+    know; the one difference is where an empty value stands (just after its colon here). A
+    document it reads has no alias and no nesting beyond MAX_DEPTH, so `_measure`'s pass is
+    needed only where it declines.
     """
     try:
         events = YAML(typ="safe", pure=False).parse(text)
@@ -268,15 +272,21 @@ def _fast(text: str) -> tuple[Any, _Places] | None:
                     places[loc] = (line, column, mark.line, mark.column)
                     parent[name] = value
             if kind is not ScalarEvent:
+                if len(stack) >= MAX_DEPTH:
+                    raise _UnusualError  # `_measure` says where, and refuses it
                 stack.append([value, loc, None])
     except (YAMLError, _UnusualError):
         return None
     return root, places
 
 
+def _too_large(text: str) -> bool:
+    return len(text) > MAX_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES
+
+
 def _measure(text: str) -> YamlProblem | None:
     """Refuse a document too large, too deep or whose aliases expand too far, before loading it."""
-    if len(text) > MAX_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+    if _too_large(text):
         return YamlProblem((), 1, 1, TOO_LARGE)
     sizes: dict[str, int] = {}  # values under each anchor, aliases counted in full
     open_: list[list[Any]] = []  # [values so far, anchor] of each collection being read

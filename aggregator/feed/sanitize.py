@@ -138,22 +138,20 @@ def html_to_text(fragment: str) -> str:
     """
     if not fragment:
         return ""
-    if "<" in fragment:
-        stripped = _strip(fragment)
-        fragment = (
-            stripped
-            if stripped is not None
-            else nh3.clean(fragment, tags=set(), clean_content_tags={"script", "style"})
-        )
-    if "&" in fragment:
-        fragment = html.unescape(fragment)
-    return " ".join(fragment.split())
+    stripped = _strip(fragment) if "<" in fragment else fragment
+    return _text(_parsed(fragment) if stripped is None else stripped)
 
 
 def parsed_text(fragment: str) -> str:
     """`html_to_text` by parsing, always (the reference the shortcut is held to)."""
-    if "<" in fragment:
-        fragment = nh3.clean(fragment, tags=set(), clean_content_tags={"script", "style"})
+    return _text(_parsed(fragment) if "<" in fragment else fragment)
+
+
+def _parsed(fragment: str) -> str:
+    return nh3.clean(fragment, tags=set(), clean_content_tags={"script", "style"})
+
+
+def _text(fragment: str) -> str:
     if "&" in fragment:
         fragment = html.unescape(fragment)
     return " ".join(fragment.split())
