@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import random
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from aggregator.config import Config, Dedupe, Filter, Section, Source, Topic
+from aggregator.process import dedupe
 from aggregator.process.dedupe import SimilarityIndex, alike, fingerprint, similarity
 from aggregator.process.filters import ItemFilter
 from aggregator.process.pipeline import Processor
@@ -357,3 +361,77 @@ def test_selection_pages_through_many_items_and_stops_at_the_limit(
         Selection(), limit=70, accept=lambda item: int(item.entry.key[1:]) % 2 == 1
     )
     assert len(odd) == 65 and odd[-1].item.entry.key == "k1"
+
+
+@functools.cache
+def _keys(index: SimilarityIndex, fp: bytes) -> frozenset[int]:
+    sig = np.frombuffer(fp, dtype="<u4").reshape(1, -1)
+    return frozenset(index._band_keys(sig).ravel().tolist())
+
+
+def _reference_similar(
+    index: SimilarityIndex,
+    rows: dict[int, tuple[bytes, datetime]],
+    fp: bytes,
+    when: datetime,
+    after: int,
+    cap: int,
+) -> list[tuple[int, float]]:
+    """What the index must answer, the slow way: every live stored item sharing a band key
+    (keys made afresh from the full fingerprints), the newest `cap` of them, then the rule."""
+    mine = _keys(index, fp)
+    candidates = sorted(
+        item_id
+        for item_id, (other, _) in rows.items()
+        if item_id > after and _keys(index, other) & mine
+    )[-cap:]
+    found = [
+        (item_id, similarity(fp, rows[item_id][0]))
+        for item_id in candidates
+        if abs((rows[item_id][1] - when).total_seconds()) <= index.window.total_seconds()
+        and alike(fp, rows[item_id][0], index.threshold)
+    ]
+    return sorted(found, key=lambda pair: (-pair[1], pair[0]))
+
+
+@pytest.mark.parametrize("cap", [5_000, 3])
+def test_a_batch_query_answers_as_each_item_asked_alone_the_slow_way(
+    cap: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index scores a whole batch's candidate pairs at once; every answer must be the one
+    a plain search over all stored items gives, including the cap on candidates per query,
+    the window, removed items, `after`, and headline numbers that conflict."""
+    monkeypatch.setattr(dedupe, "_MAX_CANDIDATES", cap)
+    rng = random.Random(7)
+    words = [f"w{n}" for n in range(300)]
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    index = SimilarityIndex(0.5, timedelta(hours=48))
+    rows: dict[int, tuple[bytes, datetime]] = {}
+    bases: list[list[str]] = []
+    for n in range(1, 1201):
+        text = list(rng.choice(bases)) if bases and rng.random() < 0.6 else []
+        text = text or [rng.choice(words) for _ in range(40)]
+        for _ in range(rng.randint(0, 12)):
+            text[rng.randrange(len(text))] = rng.choice(words)
+        bases.append(text)
+        title = " ".join(text[:6]) + (f" {rng.randint(1, 4)} dead" if rng.random() < 0.3 else "")
+        rows[n] = (
+            fingerprint(entry(f"i{n}", title, " ".join(text))) or b"",
+            start + timedelta(hours=rng.randint(0, 120)),
+        )
+    stored = list(rows.items())[:1000]
+    for at in range(0, 1000, 40):
+        index.add_many([(item_id, fp, when) for item_id, (fp, when) in stored[at : at + 40]])
+    index.remove([3, 50, 700])
+    live = {item_id: row for item_id, row in stored if item_id not in (3, 50, 700)}
+    queries = list(rows.values())[1000:]
+    for after in (0, 600):
+        fps, whens = [fp for fp, _ in queries], [when for _, when in queries]
+        answers = index.similar_many(fps, whens, after)
+        expected = [_reference_similar(index, live, fp, when, after, cap) for fp, when in queries]
+        assert [[(m.item_id, m.score) for m in found] for found in answers] == expected
+        assert sum(map(len, expected)) > 10
+        if cap < 5_000:  # the cap leaves out some that a search without it finds
+            assert expected != [
+                _reference_similar(index, live, fp, when, after, 5_000) for fp, when in queries
+            ]
