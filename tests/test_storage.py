@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -15,13 +15,15 @@ from sqlalchemy import create_engine
 from aggregator.config import Config, Section, Source
 from aggregator.exceptions import StorageError
 from aggregator.process.pipeline import Processor
-from aggregator.storage import Storage, migrate
+from aggregator.storage import Storage, migrate, tables
+from aggregator.storage import items as items_module
 from aggregator.storage.tables import metadata
 from aggregator.types import (
     DeliveryStatus,
     Enclosure,
     Entry,
     FetchRecord,
+    Filing,
     RunStatus,
     SubscriberStatus,
 )
@@ -397,3 +399,47 @@ def test_head_names_the_newest_migration_and_a_current_database_needs_no_alembic
         "assert 'alembic' not in sys.modules, 'alembic imported for a database at HEAD'\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+def test_items_inserted_at_the_driver_are_stored_as_sqlalchemy_stores_them(
+    storage: Storage, clock: Clock
+) -> None:
+    """New items go in at the driver (SQLAlchemy's per-value work was a sixth of a first poll);
+    every column must hold exactly what SQLAlchemy's own insert writes, on both databases."""
+    storage.sync_sources([source("a"), source("b")])
+    when = datetime(2026, 3, 5, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=-5)))
+    entries = [
+        Entry(key="full", title="Ünïcode “quotes” \u2028", link="https://x.example/1",
+              canonical_link="https://x.example/1", guid="g1", summary="<p>s</p>", content="c",
+              authors=("Ann", "Bé"), categories=("World",),
+              enclosures=(Enclosure("https://x.example/a.mp3", "audio/mpeg", 123),),
+              language="fr", image="https://x.example/i.png", published=when, updated=when),
+        Entry(key="bare", title="", published=datetime(999, 1, 2, tzinfo=UTC)),
+    ]  # fmt: skip
+    filings = [
+        Filing("world", {"rule": "path", "pattern": "/w/"}, {"t": {"hits": [1]}}, b"\x00\x01"),
+        Filing(),
+    ]
+    now = clock()
+    with storage._engine.begin() as conn:
+        for sid, insert in (
+            ("a", lambda rows: conn.execute(tables.items.insert(), rows)),
+            ("b", lambda rows: items_module.insert_rows(conn, rows)),
+        ):
+            insert([
+                items_module.new_row(sid, e.key, items_module.columns_of(e), f, now)
+                for e, f in zip(entries, filings, strict=True)
+            ])  # fmt: skip
+        stored = {
+            sid: conn.exec_driver_sql(
+                f"SELECT * FROM items WHERE source_id = '{sid}' ORDER BY key"
+            ).all()
+            for sid in ("a", "b")
+        }
+    a, b = stored["a"], stored["b"]
+    assert len(a) == len(b) == 2
+    for row_a, row_b in zip(a, b, strict=True):
+        skip = {"id", "source_id"}
+        left = {k: v for k, v in row_a._mapping.items() if k not in skip}
+        right = {k: v for k, v in row_b._mapping.items() if k not in skip}
+        assert left == right
