@@ -168,7 +168,17 @@ class Field:
     text: str
 
     @cached_property
+    def _ascii_words(self) -> list[str] | None:
+        """The words of a plain ASCII text as written: folding them is lowering them, so one
+        findall serves both the folded words and a hit's original text."""
+        text = self.text
+        return _ASCII_WORD.findall(text) if text.isascii() and "_" not in text else None
+
+    @cached_property
     def _folding(self) -> tuple[str, bool]:
+        written = self._ascii_words
+        if written is not None:
+            return " ".join(written).lower(), True
         return _folding(self.text)
 
     @cached_property
@@ -203,7 +213,7 @@ class Field:
         if "_" in text:
             return None
         if text.isascii():
-            found: list[str] = _ASCII_WORD.findall(text)
+            found: list[str] = self._ascii_words or []
         elif self._folding[1]:  # each word folds to exactly one (found while folding)
             try:  # the words of each piece, remembered while folding: no regex over the text
                 found = list(chain.from_iterable(map(_piece_words.__getitem__, text.split())))
