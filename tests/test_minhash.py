@@ -7,11 +7,22 @@ our numpy version to it as the reference.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 from datasketch import MinHash
 
-from aggregator.process.dedupe import NUM_PERM, SEED, minhash_values, permutations
+from aggregator.process.dedupe import (
+    _A,
+    _B,
+    NUM_PERM,
+    SEED,
+    minhash_values,
+    permutations,
+    render_table,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _reference(hashes: list[int]) -> MinHash:
@@ -33,3 +44,10 @@ def test_signatures_equal_datasketchs_for_many_sets() -> None:
         hashes = [rng.getrandbits(32) for _ in range(size)]
         ours = minhash_values(hashes)
         assert np.array_equal(ours, np.asarray(_reference(hashes).hashvalues, dtype=np.uint32))
+
+
+def test_the_written_permutations_are_the_drawn_ones() -> None:
+    """Processes use a written copy (numpy.random costs 6 MiB to import); it must be exact."""
+    assert (ROOT / "aggregator" / "process" / "minhash_table.py").read_text() == render_table()
+    a, b = permutations()
+    assert np.array_equal(a, _A) and np.array_equal(b, _B)

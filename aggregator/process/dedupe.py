@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from numpy.typing import NDArray
 
+from aggregator.process import minhash_table
 from aggregator.process.text import Field, ItemText, folded_words
 from aggregator.types import Entry, Match
 
@@ -38,15 +39,35 @@ SEED = 1
 
 
 def permutations(num_perm: int = NUM_PERM, seed: int = SEED) -> tuple[NDArray[np.uint32], ...]:
-    """datasketch's affine32 permutations h -> a*h + b mod 2**32 (a odd), drawn the same way."""
+    """datasketch's affine32 permutations h -> a*h + b mod 2**32 (a odd), drawn the same way.
+    Every process uses the copy in `minhash_table` (numpy.random costs 6 MiB of memory and
+    30 ms to import); this draws them afresh, to write and to test that copy."""
     generator = np.random.RandomState(seed)
     a = generator.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
     b = generator.randint(0, 1 << 32, num_perm, dtype=np.uint32)
     return a, b
 
 
+def render_table() -> str:
+    """The source of `minhash_table`."""
+    a, b = permutations()
+    lines = [
+        '"""Written by `python3 -m aggregator.process.dedupe`; do not edit."""',
+        "",
+        "# fmt: off",
+    ]
+    for name, values in (("A", a), ("B", b)):
+        lines.append(f"{name} = (")
+        numbers = [str(v) for v in values.tolist()]
+        for at in range(0, len(numbers), 8):
+            lines.append("    " + ", ".join(numbers[at : at + 8]) + ",")
+        lines.append(")")
+    return "\n".join([*lines, "# fmt: on"]) + "\n"
+
+
 # Shingles are hashed here (crc32: stable across processes, unlike hash()).
-_A, _B = permutations()
+_A = np.array(minhash_table.A, dtype=np.uint32)
+_B = np.array(minhash_table.B, dtype=np.uint32)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _EXPIRE_EVERY = timedelta(minutes=1)
 _MAX_CANDIDATES = 5_000  # a key shared by more items than this is boilerplate, not a story
@@ -559,3 +580,9 @@ def _low(values: NDArray[np.uint32]) -> NDArray[np.uint16]:
     chance one time in 65,536, so a score rises by (1 - J) / 65,536 at most on average, far
     below the 1/128 a single value weighs."""
     return values.astype(np.uint16)
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    Path(minhash_table.__file__).write_text(render_table(), encoding="utf-8")
