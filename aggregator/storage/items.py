@@ -184,12 +184,17 @@ def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, i
     when = _sqlite_time if sqlite else _utc
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     values = []
+    stamps: dict[datetime | None, Any] = {}  # most times of a batch are its `now`
     for row in rows:
         value = [row[name] for name in _ROW]
         for at in _JSON_AT:
             value[at] = json.dumps(value[at])
         for at in _WHEN_AT:
-            value[at] = when(value[at])
+            moment = value[at]
+            stamp = stamps.get(moment, stamps)
+            if stamp is stamps:
+                stamp = stamps[moment] = when(moment)
+            value[at] = stamp
         values.append(value)
     ids: dict[str, int] = {}
     one = f"({', '.join([mark] * len(_ROW))})"
@@ -234,6 +239,16 @@ def distinct(entries: Iterable[Entry]) -> dict[str, Entry]:
     return batch
 
 
+# Built once: a statement made per call costs its construction and cache key every time.
+_STORED = select(items.c.key, items.c.id, items.c.content_hash, items.c.revisions).where(
+    items.c.source_id == bindparam("source"), items.c.key.in_(bindparam("keys", expanding=True))
+)
+_PRUNED = select(pruned_keys.c.key).where(
+    pruned_keys.c.source_id == bindparam("source"),
+    pruned_keys.c.key.in_(bindparam("keys", expanding=True)),
+)
+
+
 def stored(
     conn: Connection, source_id: str, keys: Sequence[str]
 ) -> tuple[dict[str, tuple[int, str, int]], set[str]]:
@@ -242,19 +257,10 @@ def stored(
     known: dict[str, tuple[int, str, int]] = {}
     gone: set[str] = set()
     for chunk in _chunks(keys):
-        rows = conn.execute(
-            select(items.c.key, items.c.id, items.c.content_hash, items.c.revisions).where(
-                items.c.source_id == source_id, items.c.key.in_(chunk)
-            )
-        )
+        values = {"source": source_id, "keys": chunk}
+        rows = conn.execute(_STORED, values)
         known.update({row.key: (row.id, row.content_hash, row.revisions) for row in rows})
-        gone.update(
-            conn.execute(
-                select(pruned_keys.c.key).where(
-                    pruned_keys.c.source_id == source_id, pruned_keys.c.key.in_(chunk)
-                )
-            ).scalars()
-        )
+        gone.update(conn.execute(_PRUNED, values).scalars())
     return known, gone
 
 

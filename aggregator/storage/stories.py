@@ -286,6 +286,15 @@ def _within(fresh: Sequence[NewItem], index: StoryIndex) -> dict[int, tuple[int,
     }
 
 
+# Built once: a statement made per call costs its construction and cache key every time.
+_BY_LINK = (
+    select(items.c.canonical_url, items.c.id, items.c.story_id)
+    .where(items.c.canonical_url.in_(bindparam("links", expanding=True)))
+    .where(items.c.id < bindparam("below"))
+    .order_by(items.c.id)
+)
+
+
 def _by_link(
     conn: Connection, fresh: Sequence[NewItem], below: int
 ) -> dict[str, tuple[int, int | None]]:
@@ -293,12 +302,7 @@ def _by_link(
     links = sorted({i.entry.canonical_link for i in fresh if i.entry.canonical_link})
     found: dict[str, tuple[int, int | None]] = {}
     for start in range(0, len(links), _CHUNK):
-        rows = conn.execute(
-            select(items.c.canonical_url, items.c.id, items.c.story_id)
-            .where(items.c.canonical_url.in_(links[start : start + _CHUNK]))
-            .where(items.c.id < below)
-            .order_by(items.c.id)
-        )
+        rows = conn.execute(_BY_LINK, {"links": links[start : start + _CHUNK], "below": below})
         for row in rows:
             found.setdefault(row.canonical_url, (row.id, row.story_id))
     return found
