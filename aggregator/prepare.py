@@ -142,6 +142,9 @@ class Helpers:
         self._config: Config | None = None
         self._broken = False
         self._lock = threading.Lock()
+        self._counting = threading.Lock()
+        self._waiting = 0
+        self.prepared = 0  # documents the helpers prepared
 
     def want(self, config: Config, size: int) -> None:
         with self._lock:
@@ -171,8 +174,13 @@ class Helpers:
         pool = self._pool
         if pool is None or self._config is not processor.config:
             return None
+        with self._counting:
+            self._waiting += 1
         try:
-            return pool.submit(_prepare_here, body, url, now, content_type, source_id).result()
+            done = pool.submit(_prepare_here, body, url, now, content_type, source_id).result()
+            with self._counting:
+                self.prepared += 1
+            return done
         except BrokenProcessPool:
             with self._lock:
                 if not self._broken:
@@ -180,6 +188,13 @@ class Helpers:
                 self._broken = True
                 self._pool = None
             return None
+        finally:
+            with self._counting:
+                self._waiting -= 1
+
+    def backlog(self) -> int:
+        """Documents handed to the helpers and not yet back."""
+        return self._waiting if self._pool is not None else 0
 
     def close(self) -> None:
         with self._lock:
