@@ -79,7 +79,9 @@ def main(argv: list[str]) -> int:
     if task == "run":
         return _replace_process([str(PYTHON), "-m", "aggregator", "run", *rest])
     if task == "test":
-        return _replace_process([str(PYTHON), "-m", "pytest", *rest])
+        # One pytest worker per core (pytest-xdist) unless told otherwise: `-n 0` runs in one.
+        spread = [] if any(a.startswith(("-n", "--numprocesses")) for a in rest) else ["-n", "auto"]
+        return _replace_process([str(PYTHON), "-m", "pytest", *spread, *rest])
     if task == "bench":
         name = rest.pop(0) if rest and rest[0] in BENCHES else "ingest"
         # Measured as installed: the peer's modules come compiled from their wheels, so ours are
