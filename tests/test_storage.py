@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 
 from aggregator.config import Config, Section, Source
 from aggregator.exceptions import StorageError
@@ -25,6 +25,7 @@ from aggregator.types import (
     FetchRecord,
     Filing,
     RunStatus,
+    SaveReport,
     SubscriberStatus,
 )
 from tests.support import Clock
@@ -443,3 +444,37 @@ def test_items_inserted_at_the_driver_are_stored_as_sqlalchemy_stores_them(
         left = {k: v for k, v in row_a._mapping.items() if k not in skip}
         right = {k: v for k, v in row_b._mapping.items() if k not in skip}
         assert left == right
+
+
+def test_outcomes_without_entries_are_written_together(storage: Storage, clock: Clock) -> None:
+    """304s and failures waiting while another group is written go in one transaction; a lost
+    lease among them is reported to its own caller only."""
+    names = [f"s{n}" for n in range(6)]
+    storage.sync_sources([source(name) for name in names])
+    storage.claim_sources(names, "w1", timedelta(minutes=5))
+    later = clock() + timedelta(hours=1)
+    commits: list[int] = []
+    event.listen(storage._engine, "commit", lambda _conn: commits.append(1))
+    results: dict[str, object] = {}
+
+    def record(name: str) -> None:
+        owner = "w1" if name != "s5" else "w2"  # s5's lease is not w2's
+        outcome = FetchRecord(name, clock(), later, status=304, ok=True)
+        results[name] = storage.record_fetch(outcome, owner=owner)
+
+    threads = [threading.Thread(target=record, args=(name,)) for name in names]
+    with storage._group_turn:  # as if another group were being written
+        for thread in threads:
+            thread.start()
+        for _ in range(500):
+            if len(storage._waiting) == len(names):
+                break
+            threading.Event().wait(0.01)
+        assert len(storage._waiting) == len(names)
+    for thread in threads:
+        thread.join()
+    assert len(commits) == 1
+    assert results.pop("s5") is None
+    assert all(isinstance(result, SaveReport) for result in results.values())
+    due = {state.id: state.next_due_at for state in storage.sources()}
+    assert [name for name in names if due[name] == later] == names[:5]
