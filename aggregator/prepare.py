@@ -147,19 +147,33 @@ class Helpers:
         self.prepared = 0  # documents the helpers prepared
 
     def want(self, config: Config, size: int) -> None:
+        """Helpers for this config, started when a document first needs one: a poll where
+        every source answers 304 never starts them (nor multiprocessing's resource tracker,
+        a process of 12 MiB)."""
         with self._lock:
             if self._broken or size <= 0:
                 return
-            if self._pool is not None and self._config is config and self._size >= size:
+            if self._config is config and self._size >= size:
                 return
             old, self._pool = self._pool, None
             if old is not None:
                 old.shutdown(wait=False, cancel_futures=False)
-            # spawn, not fork: the poller has threads, and a forked child may inherit a held lock
-            self._pool = ProcessPoolExecutor(
-                size, mp_context=get_context("spawn"), initializer=_start, initargs=(config,)
-            )
             self._size, self._config = size, config
+
+    def _started(self, config: Config) -> ProcessPoolExecutor | None:
+        with self._lock:
+            if self._broken or self._config is not config or self._size <= 0:
+                return None
+            if self._pool is None:
+                # spawn, not fork: the poller has threads, and a forked child may inherit a
+                # held lock
+                self._pool = ProcessPoolExecutor(
+                    self._size,
+                    mp_context=get_context("spawn"),
+                    initializer=_start,
+                    initargs=(config,),
+                )
+            return self._pool
 
     def prepare(
         self,
@@ -171,8 +185,8 @@ class Helpers:
         source_id: str,
     ) -> Prepared | None:
         """The document prepared in a helper; None when there is none (prepare it here)."""
-        pool = self._pool
-        if pool is None or self._config is not processor.config:
+        pool = self._pool if self._config is processor.config else None
+        if pool is None and (pool := self._started(processor.config)) is None:
             return None
         with self._counting:
             self._waiting += 1
@@ -194,7 +208,7 @@ class Helpers:
 
     def backlog(self) -> int:
         """Documents handed to the helpers and not yet back."""
-        return self._waiting if self._pool is not None else 0
+        return self._waiting
 
     def close(self) -> None:
         with self._lock:

@@ -183,3 +183,18 @@ def test_the_poller_parses_itself_when_the_helpers_are_behind(
         for source in ("s0", "s1")
     }
     assert found["s0"] == found["s1"] and len(found["s0"]) >= 2  # filed alike, both topics
+
+
+def test_a_poll_of_304s_starts_no_helper(
+    server: FeedServer, storage: Storage, harness_for: Build
+) -> None:
+    """Helpers start when a document needs one: a poll where every source answers 304 costs
+    no process (nor multiprocessing's resource tracker)."""
+    for n in range(3):
+        server.routes[f"/s{n}.xml"] = feed_file(rss(f"s{n}", 2), etag=f'"v{n}"')
+    first = harness_for(_config(server, 3, processes=2))
+    assert all(r.new == 2 for r in first.poll().values())
+    assert first.poller._helpers._pool is not None
+    again = harness_for(_config(server, 3, processes=2))  # a new process's poller, say
+    assert all(r.status == 304 for r in again.poll("s0", "s1", "s2").values())
+    assert again.poller._helpers._pool is None
