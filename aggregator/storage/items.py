@@ -125,8 +125,10 @@ _ROW = (
     "content_hash", "first_seen_at", "last_seen_at", "changed_at", "revisions", "story_id",
     "story_reason", "story_pinned", "section_id", "section_reason", "fingerprint",
 )  # fmt: skip
-_JSON_AT = [_ROW.index(name) for name in ("authors", "categories", "enclosures", "story_reason")]
-_JSON_AT.append(_ROW.index("section_reason"))
+_JSON_AT = [
+    _ROW.index(name)
+    for name in ("authors", "categories", "enclosures", "story_reason", "section_reason")
+]
 _WHEN_AT = [
     _ROW.index(name)
     for name in ("published_at", "updated_at", "first_seen_at", "last_seen_at", "changed_at")
