@@ -93,11 +93,17 @@ class ConfigFile:
             return False
         return True
 
-    def seen(self) -> None:
-        """The current file was dealt with (applied, or refused as invalid): not a change now.
-        Not called when a reload failed otherwise (the database away), so it is tried again."""
-        self._stat = self._read_stat()
-        self._digest = self._read_digest()
+    def state(self) -> tuple[tuple[int, int, int] | None, str | None]:
+        """The file as it is now, to mark `seen` once dealt with."""
+        return self._read_stat(), self._read_digest()
+
+    def seen(self, state: tuple[tuple[int, int, int] | None, str | None] | None = None) -> None:
+        """The file as it was in `state` (taken before reading it; by default as it is now)
+        was dealt with (applied, or refused as invalid): not a change now. Marking the state
+        read before the reload, not the file after it, keeps a save made during the reload
+        a change. Not called when a reload failed otherwise (the database away), so it is
+        tried again."""
+        self._stat, self._digest = state if state is not None else self.state()
 
 
 class Service:
@@ -258,6 +264,7 @@ class Service:
     def _watch_config(self) -> None:
         asked = self._reload_asked.is_set()
         self._reload_asked.clear()
+        before = self.file.state()  # what the reload will read, or older
         if self.file.changed():
             why = "feeds.yaml changed"
         elif asked:
@@ -269,7 +276,7 @@ class Service:
         except Exception:
             log.exception("config not reloaded (%s); trying again shortly", why)
             return
-        self.file.seen()
+        self.file.seen(before)
 
     def reload(self, why: str) -> bool:
         """Validate feeds.yaml again and apply it; False (and the running config kept) when it

@@ -340,3 +340,8 @@ def test_a_config_change_stays_pending_until_it_was_dealt_with(tmp_path: Path) -
     assert watched.changed(), "a reload that failed (database away) is tried again"
     watched.seen()
     assert not watched.changed()
+    # saved again while a reload read the file before: still a change afterwards
+    before = watched.state()
+    path.write_text("sources: []  # edited twice\n")
+    watched.seen(before)
+    assert watched.changed()
