@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Dialect,
     Row,
     Select,
     bindparam,
@@ -25,7 +26,7 @@ from sqlalchemy import (
 
 from aggregator.feed.urls import canonical_url
 from aggregator.storage.dialect import insert as _insert
-from aggregator.storage.tables import item_topics, items, pruned_keys, stories
+from aggregator.storage.tables import UTCDateTime, item_topics, items, pruned_keys, stories
 from aggregator.types import (
     Enclosure,
     Entry,
@@ -136,25 +137,24 @@ _WHEN_AT = [
 _ROWS_A_STATEMENT = 100  # 2,600 parameters: under SQLite's and PostgreSQL's bounds
 
 
-def _sqlite_time(value: datetime | None) -> str | None:
-    """What SQLAlchemy's SQLite DATETIME writes for an aware datetime (as UTC)."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r} given to storage; use aware UTC")
-    v = value.astimezone(UTC)
-    return (
-        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
-        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
-    )
+_AS_UTC = UTCDateTime()
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r} given to storage; use aware UTC")
-    return value.astimezone(UTC)
+def _time_writer(dialect: Dialect) -> Callable[[datetime | None], Any]:
+    """What SQLAlchemy writes for a time on this database: the column type's own conversion
+    (aware, as UTC), then, on SQLite, its DATETIME text."""
+    sqlite = dialect.name == "sqlite"
+
+    def write(value: datetime | None) -> Any:
+        moment = _AS_UTC.process_bind_param(value, dialect)
+        if moment is None or not sqlite:
+            return moment
+        return (
+            f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d} "
+            f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}"
+        )
+
+    return write
 
 
 def new_row(
@@ -182,8 +182,7 @@ def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, i
     SQLAlchemy's per-value processing (its JSON, time zone and date types) was a sixth of the
     poller's time in a first poll; the values here are what those types write (a test holds
     the two ways to the same stored rows on both databases)."""
-    sqlite = conn.dialect.name == "sqlite"
-    when = _sqlite_time if sqlite else _utc
+    when = _time_writer(conn.dialect)
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     values = []
     stamps: dict[datetime | None, Any] = {}  # most times of a batch are its `now`
