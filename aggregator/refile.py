@@ -87,7 +87,8 @@ def recategorise(
             report.changed += moved
             reason = categories.section.stored()
             if moved or reason != stored.section_reason or topics != stored.topic_reasons:
-                writes.append((item.id, Filing(section, reason, topics)))
+                texts = {t.topic_id: t.as_json_text() for t in categories.topics}
+                writes.append((item.id, Filing(section, reason, texts)))
         report.rewritten += len(writes)
         if writes and not dry_run:
             storage.refile(writes)

@@ -131,7 +131,9 @@ class Filing:
 
     section_id: str | None = None
     section_reason: Mapping[str, Any] | None = None
-    topics: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # topic id -> reason
+    # topic id -> reason, as the JSON text storage keeps (made where the item is filed, often a
+    # helper process: text pickles and stores as it is)
+    topics: Mapping[str, str] = field(default_factory=dict)
     fingerprint: bytes | None = None
 
 

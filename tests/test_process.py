@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +14,7 @@ from aggregator.process.categorise import STORED_HITS, Categoriser, TopicVerdict
 from aggregator.process.dedupe import SimilarityIndex, fingerprint
 from aggregator.process.filters import EntryFilter, ItemFilter
 from aggregator.process.pipeline import Processor
-from aggregator.process.terms import PathRule, TermIndex, Terms, term_problem
+from aggregator.process.terms import Hit, PathRule, TermIndex, Terms, term_problem
 from aggregator.process.text import Field, ItemText, fold, folded_words
 from aggregator.types import Entry, Item
 
@@ -94,6 +95,30 @@ def test_every_occurrence_is_a_hit_and_names_its_term() -> None:
         ("Palestin*", "Palestinians"),
         ("Gaza", "Gaza"),
     ]
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_one_word_terms_take_a_shorter_road_to_the_same_hits(whole: bool) -> None:
+    """An index of one-word terms scans by its shortcut; the general scan, forced on the same
+    index, finds the same hits (terms, fields, texts, order) on random ASCII and accented text
+    with repeated terms across lists, wildcards and a word two terms of one list match."""
+    rng = random.Random(17 + whole)
+    vocabulary = ["Gaza", "gaza", "GAZA", "Gazans", "Syria", "Damascus", "École", "ecole",
+                  "Türkiye", "aid", "talks", "Kyiv", "x_y", "5½", "storm", "Storms"]  # fmt: skip
+    groups = [["Gaza", "Gaza*", "aid"], ["syria", "Damascus", "ecole"], ["Gaza"], ["storm*"]]
+    shortcut = TermIndex(groups, whole=whole)
+    general = TermIndex(groups, whole=whole)
+    general._one_word = False
+    assert shortcut._one_word
+    for _ in range(300):
+        fields = [
+            Field(name, " ".join(rng.choice(vocabulary) for _ in range(rng.randint(0, 12))))
+            for name in ("title", "summary")
+        ]
+        fast, slow = shortcut.scan(fields), general.scan(fields)
+        as_tuples = [[(h.term, h.field, h.text) for h in found] for found in slow]
+        assert [[(h.term, h.field, h.text) for h in found] for found in fast] == as_tuples
+    assert not TermIndex([["West Bank", "Gaza"]])._one_word
 
 
 @pytest.mark.parametrize(
@@ -226,7 +251,7 @@ def test_filing_turns_decisions_into_what_storage_keeps() -> None:
     assert filing.section_id == "world"
     assert filing.section_reason is None  # the source's own section: no reason stored
     assert list(filing.topics) == ["palestine"]
-    assert filing.topics["palestine"]["hits"] == [
+    assert json.loads(filing.topics["palestine"])["hits"] == [
         {"term": "Gaza", "field": "title", "text": "Gaza"}
     ]
     assert filing.fingerprint is not None
@@ -237,7 +262,7 @@ def test_filing_keeps_the_first_distinct_hits_of_a_topic_and_how_many_matches() 
     the count of all matches; thirty times the same words are kept once."""
     summary = " ".join(f"Gaza{'!' * n} GAZA day {n}." for n in range(15))
     filing = Processor(CONFIG).file("wire", entry("Talks", summary))
-    stored = filing.topics["palestine"]
+    stored = json.loads(filing.topics["palestine"])
     assert stored["count"] == 30
     assert stored["hits"][:2] == [
         {"term": "Gaza", "field": "summary", "text": "Gaza"},
@@ -252,8 +277,27 @@ def test_filing_keeps_the_first_distinct_hits_of_a_topic_and_how_many_matches() 
         "".join(c.upper() if n >> i & 1 else c for i, c in enumerate("gaza")) for n in range(16)
     ]
     kept = Processor(CONFIG).file("wire", entry("Talks", " ".join(cases))).topics["palestine"]
-    assert [h["text"] for h in kept["hits"]] == cases[:STORED_HITS]
-    assert kept["count"] == 16
+    assert [h["text"] for h in json.loads(kept)["hits"]] == cases[:STORED_HITS]
+    assert json.loads(kept)["count"] == 16
+
+
+@pytest.mark.parametrize("hits", [0, 1, 3, STORED_HITS, STORED_HITS + 4])
+def test_a_reason_is_stored_as_the_json_text_json_dumps_writes(hits: int) -> None:
+    """The reason text built by hand equals json.dumps of the reason, with quotes,
+    backslashes, control characters and text beyond ASCII in the words matched."""
+    rng = random.Random(hits)
+    alphabet = 'aZ"\\\n\t\x00\x1fé€غ😀 '
+    found = tuple(
+        Hit(rng.choice(["Gaza", 'Pal"estin*', "/ġ\\w+/"]), rng.choice(["title", "summary"]),
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 9))))
+        for _ in range(hits)
+    )  # fmt: skip
+    for verdict in (
+        TopicVerdict("t", True, "keywords", found),
+        TopicVerdict("t", True, "keywords", found, more=7),
+        TopicVerdict("t", True, "source"),
+    ):
+        assert verdict.as_json_text() == json.dumps(verdict.as_json())
 
 
 # -- filters --------------------------------------------------------------------------------

@@ -418,7 +418,7 @@ def test_items_inserted_at_the_driver_are_stored_as_sqlalchemy_stores_them(
         Entry(key="bare", title="", published=datetime(999, 1, 2, tzinfo=UTC)),
     ]  # fmt: skip
     filings = [
-        Filing("world", {"rule": "path", "pattern": "/w/"}, {"t": {"hits": [1]}}, b"\x00\x01"),
+        Filing("world", {"rule": "path", "pattern": "/w/"}, {"t": '{"hits": [1]}'}, b"\x00\x01"),
         Filing(),
     ]
     now = clock()

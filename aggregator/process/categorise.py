@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any
 
 from aggregator.config import Config, Source, Topic
@@ -97,6 +98,18 @@ class TopicVerdict:
         if self.matches > len(kept):
             stored["count"] = self.matches
         return stored
+
+    def as_json_text(self) -> str:
+        """`as_json` as the JSON text `json.dumps` writes of it (what storage keeps), built
+        directly: the reasons of a first poll's items, made as dicts in a helper process,
+        pickled to the poller and encoded there, were a tenth of the poller's time."""
+        kept = self.distinct(STORED_HITS)
+        hits = ", ".join(
+            f'{{"term": {_quoted(h.term)}, "field": {_quoted(h.field)}, "text": {_quoted(h.text)}}}'
+            for h in kept
+        )
+        count = f', "count": {self.matches}' if self.matches > len(kept) else ""
+        return f'{{"rule": {_quoted(self.rule)}, "hits": [{hits}]{count}}}'
 
     @classmethod
     def from_json(cls, topic_id: str, data: Mapping[str, Any]) -> TopicVerdict:

@@ -107,7 +107,7 @@ class Processor:
         return Filing(
             section_id=categories.section.section_id or None,
             section_reason=categories.section.stored(),
-            topics={t.topic_id: t.as_json() for t in categories.topics},
+            topics={t.topic_id: t.as_json_text() for t in categories.topics},
             fingerprint=_fingerprint(entry, text) if self._fingerprints else None,
         )
 

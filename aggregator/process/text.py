@@ -223,6 +223,11 @@ class Field:
             return None
         return found if len(found) == len(self.words) else None
 
+    def one_word_originals(self) -> list[str] | None:
+        """Each word as written, where that is cheap to know (plain ASCII: found while
+        folding); None where a hit's text is better found when asked for."""
+        return self._ascii_words
+
     def original(self, first: int, last: int) -> str:
         """Words `first` to `last` (inclusive) as the original text wrote them, for showing why
         an item matched (the folded words when the two cannot be lined up)."""
