@@ -72,7 +72,10 @@ def prepare(
     parsed = parse_document(body, url, now, content_type)
     entries, capped = newest(parsed.entries, processor.config.polling.max_entries)
     kept = processor.keep(source_id, entries)
-    filings = {e.key: processor.file(source_id, e) for e in kept.entries} if file else None
+    filings = None
+    if file:
+        made = processor.file_all(source_id, kept.entries)
+        filings = {e.key: filing for e, filing in zip(kept.entries, made, strict=True)}
     return Prepared(parsed, kept, capped, filings)
 
 

@@ -17,10 +17,14 @@ from aggregator.process.dedupe import (
     _B,
     NUM_PERM,
     SEED,
+    fingerprints,
     minhash_values,
     permutations,
     render_table,
+    shingles,
 )
+from aggregator.process.text import ItemText
+from aggregator.types import Entry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,3 +55,39 @@ def test_the_written_permutations_are_the_drawn_ones() -> None:
     assert (ROOT / "aggregator" / "process" / "minhash_table.py").read_text() == render_table()
     a, b = permutations()
     assert np.array_equal(a, _A) and np.array_equal(b, _B)
+
+
+def test_a_documents_fingerprints_made_together_are_each_items_own() -> None:
+    """A document's items signed in one numpy expression get datasketch's signature of their
+    own shingles each, whatever their neighbours; too short an item gets none."""
+    rng = random.Random(8)
+    words = [
+        "gaza",
+        "talks",
+        "ceasefire",
+        "aid",
+        "minister",
+        "1,727",
+        "day",
+        "storm",
+        "kyiv",
+        "école",
+        "Türkiye",
+    ]
+    entries = [
+        Entry(
+            key=f"k{n}",
+            title=" ".join(rng.choices(words, k=rng.randint(0, 9))),
+            summary=" ".join(rng.choices(words, k=rng.choice([0, 2, 30, 80]))),
+        )
+        for n in range(60)
+    ]
+    made = fingerprints([(entry, ItemText(entry)) for entry in entries])
+    assert sum(fp is None for fp in made) >= 5 and sum(fp is not None for fp in made) >= 30
+    for entry, fp in zip(entries, made, strict=True):
+        found = shingles(entry)
+        if fp is None:
+            assert len(found) < 4
+            continue
+        ours = np.frombuffer(fp, dtype="<u4")[:NUM_PERM]
+        assert np.array_equal(ours, np.asarray(_reference(list(found)).hashvalues, np.uint32))

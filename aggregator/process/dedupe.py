@@ -19,7 +19,7 @@ import re
 import threading
 import unicodedata
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -126,28 +126,46 @@ def title_numbers(title: str) -> list[int]:
 def fingerprint(entry: Entry, text: ItemText | None = None) -> bytes | None:
     """The item's MinHash signature and title numbers as bytes, or None when it has too little
     text to compare."""
-    found = shingles(entry, text)
-    if len(found) < MIN_SHINGLES:
-        return None
-    signature = minhash_values(found)
-    numbers = title_numbers(entry.title)
-    numbers += [0] * (NUMBERS - len(numbers))
-    tail = np.array(numbers, dtype="<u4").tobytes()
-    return signature.astype("<u4").tobytes() + tail
+    return fingerprints([(entry, text or ItemText(entry))])[0]
+
+
+def fingerprints(items: Sequence[tuple[Entry, ItemText]]) -> list[bytes | None]:
+    """`fingerprint` of each item, the MinHash of them all in one numpy expression: per item,
+    numpy's call overhead was most of the cost of a signature."""
+    found = [shingles(entry, text) for entry, text in items]
+    signed = [n for n, hashes in enumerate(found) if len(hashes) >= MIN_SHINGLES]
+    made: list[bytes | None] = [None] * len(items)
+    if not signed:
+        return made
+    signatures = _minhash_runs([found[n] for n in signed]).astype("<u4")
+    for row, n in enumerate(signed):
+        numbers = title_numbers(items[n][0].title)
+        numbers += [0] * (NUMBERS - len(numbers))
+        made[n] = signatures[row].tobytes() + np.array(numbers, dtype="<u4").tobytes()
+    return made
 
 
 def minhash_values(hashes: Iterable[int]) -> NDArray[np.uint32]:
     """datasketch's affine32 MinHash of already hashed shingles, with its permutations, in one
     numpy expression: the same values as `MinHash.update_batch` (a test holds them equal)
     without its per-call overhead, which was a tenth of the cost of filing an item."""
-    values = np.fromiter(hashes, dtype=np.uint32).reshape(-1, 1)
+    signatures = _minhash_runs([hashes if isinstance(hashes, Collection) else list(hashes)])
+    return np.asarray(signatures[0], dtype=np.uint32)
+
+
+def _minhash_runs(runs: Sequence[Collection[int]]) -> NDArray[np.uint32]:
+    """One MinHash signature per run of shingle hashes (none empty), a row each."""
+    sizes = [len(run) for run in runs]
+    values = np.fromiter(itertools.chain.from_iterable(runs), np.uint32, sum(sizes))
+    values = values.reshape(-1, 1)
     with np.errstate(over="ignore"):
         values ^= values >> np.uint32(16)
         values *= np.uint32(0x85EBCA6B)
         values ^= values >> np.uint32(13)
         values *= np.uint32(0xC2B2AE35)
         values ^= values >> np.uint32(16)  # the MurmurHash3 finaliser datasketch premixes with
-        return np.asarray((values * _A + _B).min(axis=0), dtype=np.uint32)
+        starts = np.cumsum([0, *sizes[:-1]])
+        return np.asarray(np.minimum.reduceat(values * _A + _B, starts, axis=0), dtype=np.uint32)
 
 
 def _words_of(fp: bytes) -> NDArray[np.uint32]:

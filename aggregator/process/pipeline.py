@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -102,17 +102,25 @@ class Processor:
         return self.categoriser.categorise(source_id, entry)
 
     def file(self, source_id: str, entry: Entry) -> Filing:
-        text = ItemText(entry)
-        categories = self.categoriser.categorise(source_id, entry, text)
-        return Filing(
-            section_id=categories.section.section_id or None,
-            section_reason=categories.section.stored(),
-            topics={t.topic_id: t.as_json_text() for t in categories.topics},
-            fingerprint=_fingerprint(entry, text) if self._fingerprints else None,
-        )
+        return self.file_all(source_id, [entry])[0]
 
+    def file_all(self, source_id: str, entries: Sequence[Entry]) -> list[Filing]:
+        """`file` for each entry of one document, their fingerprints made together."""
+        texts = [ItemText(entry) for entry in entries]
+        # topics first: they fold whole fields, which fingerprints then reuse
+        pairs = list(zip(entries, texts, strict=True))
+        found = [self.categoriser.categorise(source_id, e, t) for e, t in pairs]
+        prints: list[bytes | None] = [None] * len(entries)
+        if self._fingerprints and entries:
+            from aggregator.process.dedupe import fingerprints
 
-def _fingerprint(entry: Entry, text: ItemText) -> bytes | None:
-    from aggregator.process.dedupe import fingerprint
-
-    return fingerprint(entry, text)
+            prints = fingerprints(pairs)
+        return [
+            Filing(
+                section_id=categories.section.section_id or None,
+                section_reason=categories.section.stored(),
+                topics={t.topic_id: t.as_json_text() for t in categories.topics},
+                fingerprint=made,
+            )
+            for categories, made in zip(found, prints, strict=True)
+        ]
