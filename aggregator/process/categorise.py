@@ -76,7 +76,8 @@ class TopicVerdict:
         order: "'Gaza' in summary" said once, however often the summary says it."""
         seen: set[tuple[str, str, str]] = set()
         found: list[Hit] = []
-        for hit in self.hits:
+        # a scan repeats one hit object for a word repeated as written: each is looked at once
+        for hit in {id(hit): hit for hit in self.hits}.values():
             key = (hit.term, hit.field, hit.text)
             if key not in seen:
                 seen.add(key)

@@ -198,16 +198,28 @@ class TermIndex:
             if self._whole and len(words) != 1:
                 return
             name = field.name
-            originals = field.one_word_originals()
+            originals: list[str] | None = None
+            looked = False  # for the words as written, on the first hit
+            # A word repeated as written is one hit object repeated: a dense item matches a
+            # few words dozens of times, and making each hit cost more than finding it.
+            made: dict[tuple[int, str, str], Hit] = {}
             for at, word in enumerate(words):
                 candidates = memo.get(word)
                 if candidates is None:
                     candidates = self._starting(word)
+                if not candidates:
+                    continue
+                if not looked:
+                    originals, looked = field.one_word_originals(), True
                 for c in candidates:
                     if originals is None:
                         hits[c.group].append(Hit(c.term, name, found=(field, at, at)))
-                    else:
-                        hits[c.group].append(Hit(c.term, name, originals[at]))
+                        continue
+                    key = (c.group, c.term, originals[at])
+                    hit = made.get(key)
+                    if hit is None:
+                        hit = made[key] = Hit(c.term, name, originals[at])
+                    hits[c.group].append(hit)
             return
         starts: list[tuple[int, tuple[_Candidate, ...]]] = []
         for at, word in enumerate(words[:1] if self._whole else words):

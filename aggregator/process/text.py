@@ -224,9 +224,9 @@ class Field:
         return found if len(found) == len(self.words) else None
 
     def one_word_originals(self) -> list[str] | None:
-        """Each word as written, where that is cheap to know (plain ASCII: found while
-        folding); None where a hit's text is better found when asked for."""
-        return self._ascii_words
+        """Each word as written, where every word folds to exactly one (see `_originals`);
+        None where a hit's text is found from the word's place when asked for."""
+        return self._originals
 
     def original(self, first: int, last: int) -> str:
         """Words `first` to `last` (inclusive) as the original text wrote them, for showing why
