@@ -76,6 +76,8 @@ def prepare(
     if file:
         made = processor.file_all(source_id, kept.entries)
         filings = {e.key: filing for e, filing in zip(kept.entries, made, strict=True)}
+        for entry in kept.entries:
+            entry.digest  # noqa: B018 (made here, in the helper, it travels with the entry)
     return Prepared(parsed, kept, capped, filings)
 
 
@@ -93,10 +95,26 @@ class Filed:
         return self._filer.index
 
     def file(self, source_id: str, entry: Entry) -> Filing:
-        made = self._filings.get(entry.key)
-        if made is not None and id(entry) in self._entries:
-            return made
-        return self._filer.file(source_id, entry)
+        return self.file_all(source_id, [entry])[0]
+
+    def file_all(self, source_id: str, entries: Sequence[Entry]) -> list[Filing]:
+        made = [
+            self._filings.get(entry.key) if id(entry) in self._entries else None
+            for entry in entries
+        ]
+        return _filled(self._filer, source_id, entries, made)
+
+
+def _filled(
+    filer: Filer, source_id: str, entries: Sequence[Entry], made: list[Filing | None]
+) -> list[Filing]:
+    """`made`, with the filings missing from it made by `filer`, together."""
+    missing = [n for n, filing in enumerate(made) if filing is None]
+    if missing:
+        filed = filer.file_all(source_id, [entries[n] for n in missing])
+        for n, filing in zip(missing, filed, strict=True):
+            made[n] = filing
+    return [filing for filing in made if filing is not None]
 
 
 # -- in a helper process ----------------------------------------------------------------------

@@ -7,10 +7,13 @@ A stage hands storage an "intent" (FetchRecord) and gets back plain values, neve
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Protocol
 
 
@@ -104,6 +107,30 @@ class Entry:
     published: datetime | None = None
     updated: datetime | None = None
 
+    @cached_property
+    def digest(self) -> str:
+        """A digest of what a reader sees; equal digests mean the publisher changed nothing.
+
+        The `updated` date is left out: some feeds stamp every entry with the time of the
+        request, which would make every poll look like an edit. Remembered on the entry (and
+        pickled with it): a helper process makes it, and the poller, whose time is the scarcer,
+        reads it.
+        """
+        parts = [
+            self.title,
+            self.link,
+            self.guid,
+            self.summary,
+            self.content,
+            list(self.authors),
+            list(self.categories),
+            [(e.url, e.type, e.length) for e in self.enclosures],
+            self.language,
+            self.image,
+            self.published.isoformat() if self.published else None,
+        ]
+        return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
+
 
 @dataclass(frozen=True)
 class Item:
@@ -173,6 +200,10 @@ class Filer(Protocol):
         ...
 
     def file(self, source_id: str, entry: Entry) -> Filing: ...
+
+    def file_all(self, source_id: str, entries: Sequence[Entry]) -> list[Filing]:
+        """`file` for each of several entries of one source (a filer may do them together)."""
+        ...
 
 
 @dataclass(frozen=True)

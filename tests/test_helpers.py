@@ -4,11 +4,15 @@ Real feed server, real SQLite (and PostgreSQL for the comparison), real processe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import pickle
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +20,11 @@ import pytest
 from sqlalchemy import text
 
 from aggregator.config import Config, load_text
-from aggregator.prepare import PROCESS_FROM, helpers_for, usable_cores
+from aggregator.feed.parse import ParsedFeed
+from aggregator.prepare import PROCESS_FROM, Filed, Prepared, helpers_for, usable_cores
+from aggregator.process.pipeline import Kept
 from aggregator.storage import Storage
+from aggregator.types import Entry, Filing
 from tests.feedserver import FeedServer, feed_file
 from tests.support import Build, Clock, Harness, rss
 
@@ -198,3 +205,58 @@ def test_a_poll_of_304s_starts_no_helper(
     again = harness_for(_config(server, 3, processes=2))  # a new process's poller, say
     assert all(r.status == 304 for r in again.poll("s0", "s1", "s2").values())
     assert again.poller._helpers._pool is None
+
+
+class _Counting:
+    """A filer that says which entries it filed, and in how many calls."""
+
+    index = None
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def file(self, source_id: str, entry: Entry) -> Filing:
+        return self.file_all(source_id, [entry])[0]
+
+    def file_all(self, source_id: str, entries: Sequence[Entry]) -> list[Filing]:
+        self.calls.append([e.key for e in entries])
+        return [Filing(section_id=f"poller-{e.key}") for e in entries]
+
+
+def test_what_a_helper_filed_comes_back_and_the_rest_is_filed_together() -> None:
+    """Entries a helper filed get its filings; the others (an entry it did not see, even with
+    a key it saw) are filed by the poller's filer, in one call, in their order."""
+    entries = [Entry(key=f"k{n}", title=f"Title {n}") for n in range(5)]
+    seen = entries[:3]
+    prepared = Prepared(
+        ParsedFeed("rss", "Feed", None, None, None, tuple(seen)),
+        Kept(tuple(seen)),
+        None,
+        {e.key: Filing(section_id=f"helper-{e.key}") for e in seen},
+    )
+    inner = _Counting()
+    other = Entry(key="k1", title="an entry the helper did not see")
+    asked = [entries[0], entries[3], other, entries[2], entries[4]]
+    filed = Filed(inner, prepared).file_all("s", asked)
+    assert [f.section_id for f in filed] == [
+        "helper-k0", "poller-k3", "poller-k1", "helper-k2", "poller-k4"
+    ]  # fmt: skip
+    assert inner.calls == [["k3", "k1", "k4"]]
+
+
+def test_an_entrys_digest_is_made_once_and_travels_with_it() -> None:
+    """The digest storage compares is the one stored items were hashed with, and an entry
+    pickled to the poller (as a helper sends it) carries the digest made in the helper."""
+    entry = Entry(
+        key="k", title="Ünï", link="https://x.example/1", summary="<p>s</p>",
+        authors=("Ann",), categories=("World",), language="fr",
+        published=datetime(2026, 3, 5, 7, 8, 9, tzinfo=UTC),
+    )  # fmt: skip
+    parts = ["Ünï", "https://x.example/1", None, "<p>s</p>", "", ["Ann"], ["World"], [], "fr",
+             None, "2026-03-05T07:08:09+00:00"]  # fmt: skip
+    expected = hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
+    assert entry.digest == expected
+    travelled = pickle.loads(pickle.dumps(entry))
+    assert travelled.__dict__["digest"] == expected  # carried, not made again
+    assert travelled == entry
+    assert replace(entry, title="Edited").digest != expected

@@ -16,7 +16,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +51,9 @@ class Filer:
         number = int(entry.key.rpartition("-")[2])
         topics = {"climate": '{"keywords": ["climate"]}'} if number % 7 == 0 else {}
         return Filing(section_id="opinion" if source_id == "blog" else "world", topics=topics)
+
+    def file_all(self, source_id: str, entries: Sequence[Entry]) -> list[Filing]:
+        return [self.file(source_id, entry) for entry in entries]
 
 
 def archive(storage: Storage, clock: Clock) -> tuple[datetime, int]:

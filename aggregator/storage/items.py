@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -49,25 +48,8 @@ MAX_REVISIONS = 50
 
 
 def content_hash(entry: Entry) -> str:
-    """A digest of what a reader sees; equal hashes mean the publisher changed nothing.
-
-    The entry's `updated` date is left out: some feeds stamp every entry with the time of the
-    request, which would make every poll look like an edit.
-    """
-    parts = [
-        entry.title,
-        entry.link,
-        entry.guid,
-        entry.summary,
-        entry.content,
-        list(entry.authors),
-        list(entry.categories),
-        [(e.url, e.type, e.length) for e in entry.enclosures],
-        entry.language,
-        entry.image,
-        entry.published.isoformat() if entry.published else None,
-    ]
-    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
+    """A digest of what a reader sees (`Entry.digest`)."""
+    return entry.digest
 
 
 def columns_of(entry: Entry) -> dict[str, Any]:

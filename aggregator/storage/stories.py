@@ -98,7 +98,7 @@ def prepare(
     batch = distinct(entries)  # as `items.save` reads and orders the batch
     known, gone = stored(conn, source_id, list(batch))
     new: list[Entry] = []
-    filings: dict[str, tuple[Entry, Filing]] = {}
+    to_file: list[Entry] = []
     for key, entry in batch.items():
         if key in gone:
             continue
@@ -107,7 +107,11 @@ def prepare(
             new.append(entry)
         elif have[1] == content_hash(entry) or have[2] >= MAX_REVISIONS:
             continue
-        filings[key] = (entry, filer.file(source_id, entry))
+        to_file.append(entry)
+    filings = {
+        entry.key: (entry, filing)
+        for entry, filing in zip(to_file, filer.file_all(source_id, to_file), strict=True)
+    }
     new = [new[n] for n in insert_order(new, now)]
     keys = tuple(entry.key for entry in new)
     index = filer.index
@@ -147,6 +151,9 @@ class Prefiled:
         if made is not None and made[0] is entry:
             return made[1]
         return self._filer.file(source_id, entry)
+
+    def file_all(self, source_id: str, entries: Sequence[Entry]) -> list[Filing]:
+        return [self.file(source_id, entry) for entry in entries]
 
 
 def prefiled(filer: Filer | None, plan: Plan | None) -> Filer | None:
