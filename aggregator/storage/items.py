@@ -124,19 +124,27 @@ _AS_UTC = UTCDateTime()
 
 def _time_writer(dialect: Dialect) -> Callable[[datetime | None], Any]:
     """What SQLAlchemy writes for a time on this database: the column type's own conversion
-    (aware, as UTC), then, on SQLite, its DATETIME text."""
+    (aware, as UTC), then, on SQLite, its DATETIME text (what isoformat writes of the naive
+    time, to the microsecond, with a space between date and time)."""
     sqlite = dialect.name == "sqlite"
 
     def write(value: datetime | None) -> Any:
         moment = _AS_UTC.process_bind_param(value, dialect)
         if moment is None or not sqlite:
             return moment
-        return (
-            f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d} "
-            f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}"
-        )
+        return moment.isoformat(" ", "microseconds")
 
     return write
+
+
+def _json(value: Any) -> str:
+    """What SQLAlchemy's JSON type writes (json.dumps), without its cost for the values most
+    rows hold: nothing, or an empty list."""
+    if value is None:
+        return "null"
+    if not value and isinstance(value, list):
+        return "[]"
+    return json.dumps(value)
 
 
 def new_row(
@@ -171,7 +179,7 @@ def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, i
     for row in rows:
         value = [row[name] for name in _ROW]
         for at in _JSON_AT:
-            value[at] = json.dumps(value[at])
+            value[at] = _json(value[at])
         for at in _WHEN_AT:
             moment = value[at]
             stamp = stamps.get(moment, stamps)
