@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -288,6 +289,44 @@ def test_entries_are_stored_once_and_edits_update_in_place(storage: Storage, clo
 
     newest = storage.recent_items(limit=1)
     assert [i.id for i in newest] == [first.new[1]]
+
+
+class _Counting:
+    """The config's own filer, saying what it was asked to file and in how many calls."""
+
+    def __init__(self, processor: Processor) -> None:
+        self._processor = processor
+        self.calls: list[list[str]] = []
+        self.index = None
+
+    def file(self, source_id: str, entry: Entry) -> Filing:
+        return self.file_all(source_id, [entry])[0]
+
+    def file_all(self, source_id: str, entries: Sequence[Entry]) -> list[Filing]:
+        self.calls.append([e.key for e in entries])
+        return self._processor.file_all(source_id, entries)
+
+
+def test_a_saves_new_entries_are_filed_together_and_its_edited_ones_too(
+    storage: Storage, clock: Clock
+) -> None:
+    """A document's new entries go to the filer in one call (it makes their fingerprints
+    together), its edited ones in another; unchanged ones are not filed again."""
+    config = Config(sections=(Section("world", "World"),), sources=(source("a"),))
+    storage.sync_sources([source("a")])
+    filer = _Counting(Processor(config))
+    storage.save_entries("a", [entry(f"k{n}", f"Story {n} of the day") for n in range(4)], filer)
+    assert filer.calls == [["k0", "k1", "k2", "k3"]]
+    clock.advance(minutes=5)
+    filer.calls.clear()
+    report = storage.save_entries(
+        "a",
+        [entry("k0", "Story 0 of the day"), entry("k1", "Story 1, edited"), entry("k9", "New"),
+         entry("k2", "Story 2, edited")],
+        filer,
+    )  # fmt: skip
+    assert filer.calls == [["k9"], ["k1", "k2"]]
+    assert len(report.new) == 1 and len(report.updated) == 2 and report.unchanged == 1
 
 
 def test_items_of_different_sources_with_the_same_key_are_distinct(storage: Storage) -> None:

@@ -255,6 +255,12 @@ def stored(
     return known, gone
 
 
+def _filed(filer: Filer | None, source_id: str, entries: list[Entry]) -> list[Filing]:
+    if not entries:
+        return []
+    return filer.file_all(source_id, entries) if filer else [Filing() for _ in entries]
+
+
 def insert_order(entries: Sequence[Entry], now: datetime) -> list[int]:
     """Positions of new entries in the order they are inserted: ids follow publication (a feed
     lists its newest first, so the oldest goes in first; undated ones last, newest first)."""
@@ -283,35 +289,47 @@ def save(
     known, gone = stored(conn, source_id, list(batch))
     for key in gone:
         batch.pop(key, None)
-    inserts: list[dict[str, Any]] = []
-    inserted: list[tuple[Entry, Filing]] = []
-    changes: list[dict[str, Any]] = []
-    changed_filings: list[tuple[int, Filing]] = []
+    arriving: list[tuple[str, Entry, dict[str, Any]]] = []
+    edited: list[tuple[Entry, dict[str, Any]]] = []
     unchanged: list[int] = []
     for key, entry in batch.items():
         columns = columns_of(entry)
         if key not in known:
-            filing = filer.file(source_id, entry) if filer else Filing()
-            inserted.append((entry, filing))
-            inserts.append(new_row(source_id, key, columns, filing, now))
+            arriving.append((key, entry, columns))
             continue
         item_id, old_hash, revisions = known[key]
         if old_hash != columns["content_hash"] and revisions < MAX_REVISIONS:
-            changes.append(
-                {
-                    "item_id": item_id,
-                    "last_seen_at": now,
-                    "changed_at": now,
-                    "revisions": revisions + 1,
-                    **columns,
-                }
+            edited.append(
+                (
+                    entry,
+                    {
+                        "item_id": item_id,
+                        "last_seen_at": now,
+                        "changed_at": now,
+                        "revisions": revisions + 1,
+                        **columns,
+                    },
+                )
             )
-            if filer is not None:  # an edit can change what the item is about
-                filing = filer.file(source_id, entry)
-                changes[-1].update(_filing_columns(filing))
-                changed_filings.append((item_id, filing))
         else:
             unchanged.append(item_id)
+    # filed together: a filer makes a document's fingerprints in one go
+    new_filings = _filed(filer, source_id, [entry for _, entry, _ in arriving])
+    inserted = [
+        (entry, filing) for (_, entry, _), filing in zip(arriving, new_filings, strict=True)
+    ]
+    inserts = [
+        new_row(source_id, key, columns, filing, now)
+        for (key, _, columns), filing in zip(arriving, new_filings, strict=True)
+    ]
+    changes = [change for _, change in edited]
+    changed_filings: list[tuple[int, Filing]] = []
+    if filer is not None and edited:  # an edit can change what the item is about
+        for (_, change), filing in zip(
+            edited, filer.file_all(source_id, [entry for entry, _ in edited]), strict=True
+        ):
+            change.update(_filing_columns(filing))
+            changed_filings.append((change["item_id"], filing))
     in_batch_order = [row["key"] for row in inserts]
     order = insert_order([entry for entry, _ in inserted], now)
     inserts = [inserts[n] for n in order]

@@ -153,7 +153,16 @@ class Prefiled:
         return self._filer.file(source_id, entry)
 
     def file_all(self, source_id: str, entries: Sequence[Entry]) -> list[Filing]:
-        return [self.file(source_id, entry) for entry in entries]
+        made: list[Filing | None] = []
+        for entry in entries:
+            planned = self._plan.filings.get(entry.key)
+            made.append(planned[1] if planned is not None and planned[0] is entry else None)
+        missing = [n for n, filing in enumerate(made) if filing is None]
+        if missing:
+            filed = self._filer.file_all(source_id, [entries[n] for n in missing])
+            for n, filing in zip(missing, filed, strict=True):
+                made[n] = filing
+        return [filing for filing in made if filing is not None]
 
 
 def prefiled(filer: Filer | None, plan: Plan | None) -> Filer | None:
