@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from aggregator.process.filters import ItemFilter
 from aggregator.process.pipeline import Processor
 from aggregator.refile import recategorise
 from aggregator.storage import Storage
-from aggregator.types import Entry, Selection
+from aggregator.types import Entry, FetchRecord, Selection
 from tests.support import Clock
 
 WIRE = (
@@ -435,3 +436,30 @@ def test_a_batch_query_answers_as_each_item_asked_alone_the_slow_way(
             assert expected != [
                 _reference_similar(index, live, fp, when, after, 5_000) for fp, when in queries
             ]
+
+
+def test_a_save_enters_its_items_in_the_index_before_the_next_writer_starts(
+    storage: Storage, processor: Processor
+) -> None:
+    """New items enter the story index once committed and before this process's next writer
+    may start (on SQLite, writers queue on one lock): the next save then finds nothing to read
+    back from storage first. Entered after the lock, every other save of a busy poll read the
+    previous one's items back."""
+    index = processor.index
+    assert index is not None
+    held: list[bool] = []
+    adding = index.add_many
+
+    def add_many(rows: Any) -> None:
+        held.append(storage._write_lock.locked())
+        adding(rows)
+
+    index.add_many = add_many  # type: ignore[method-assign]
+    text = "Officials in Gaza said talks on aid resume on Monday after a pause of a week."
+    saved = storage.save_entries("ap", [entry("a1", "Talks resume", text)], processor)
+    assert held == ([True] if storage.backend == "sqlite" else [False])
+    assert len(index) == 1 and index.watermark == saved.new[0]
+    now = storage.clock()
+    record = FetchRecord("herald", fetched_at=now, next_due_at=now, status=200)
+    storage.record_fetch(record, [entry("h1", "Aid talks", text)], filer=processor)
+    assert len(held) == 2 and held[1] == (storage.backend == "sqlite") and len(index) == 2

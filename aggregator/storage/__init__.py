@@ -119,6 +119,19 @@ class Storage:
             with conn.begin():
                 yield conn
 
+    @contextmanager
+    def _saving(self) -> Iterator[tuple[Connection, list[Callable[[], None]]]]:
+        """A write transaction, and a list of what to do once it commits, done while this
+        process's next writer still waits: new items enter the story index before the next
+        save looks for what it misses (entered after the lock, every other save of a busy
+        poll read back the previous one's items to add them first)."""
+        committed: list[Callable[[], None]] = []
+        with self._tx() as conn:
+            yield conn, committed
+            conn.commit()
+            for then in committed:
+                then()
+
     # -- schema -------------------------------------------------------------------------------
 
     def schema_revision(self) -> str | None:
@@ -180,14 +193,15 @@ class Storage:
         if not entries:
             return self._record_together(record, owner)
         plan = self._plan(record.source_id, entries, record.fetched_at, filer)
-        with self._tx() as conn:
+        with self._saving() as (conn, committed):
             if not sources.record_fetch(conn, record, owner):
                 conn.rollback()
                 return None
             report, fresh = self._save(
                 conn, record.source_id, entries, record.fetched_at, filer, plan
             )
-        return self._committed(report, fresh, filer)
+            committed.append(lambda: self._committed(fresh, filer))
+        return report
 
     def _record_together(self, record: FetchRecord, owner: str | None) -> SaveReport | None:
         """An outcome with no entries (a 304, a failure) goes in one transaction with every
@@ -251,14 +265,11 @@ class Storage:
         return replace(report, merged=merged), fresh
 
     @staticmethod
-    def _committed(
-        report: SaveReport, fresh: list[items.NewItem], filer: Filer | None
-    ) -> SaveReport:
+    def _committed(fresh: list[items.NewItem], filer: Filer | None) -> None:
         """Only what was committed enters the story index: a rolled-back save must leave no
         fingerprint behind (SQLite hands its ids out again)."""
         if fresh and filer is not None and filer.index is not None:
             stories.remember(filer.index, fresh)
-        return report
 
     # -- items --------------------------------------------------------------------------------
 
@@ -268,9 +279,10 @@ class Storage:
         entries = list(entries)
         now = self.clock()
         plan = self._plan(source_id, entries, now, filer)
-        with self._tx() as conn:
+        with self._saving() as (conn, committed):
             report, fresh = self._save(conn, source_id, entries, now, filer, plan)
-        return self._committed(report, fresh, filer)
+            committed.append(lambda: self._committed(fresh, filer))
+        return report
 
     def warm_index(self, index: StoryIndex) -> int:
         """Load the fingerprints of the items in the window into a fresh index (at start)."""
