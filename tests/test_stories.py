@@ -463,3 +463,29 @@ def test_a_save_enters_its_items_in_the_index_before_the_next_writer_starts(
     record = FetchRecord("herald", fetched_at=now, next_due_at=now, status=200)
     storage.record_fetch(record, [entry("h1", "Aid talks", text)], filer=processor)
     assert len(held) == 2 and held[1] == (storage.backend == "sqlite") and len(index) == 2
+
+
+def test_a_batch_looked_up_compared_and_added_is_keyed_once() -> None:
+    """Storage looks a new batch up, compares it within itself and adds it: its band keys are
+    made once for the three, and a different batch gets its own."""
+    index = SimilarityIndex(0.5, timedelta(days=2))
+    when = datetime(2026, 11, 30, tzinfo=UTC)
+    texts = [
+        f"Officials said talks on aid to Gaza resume on day {n} after a pause" for n in "abcdef"
+    ]
+    fps = [fingerprint(entry(f"k{n}", text, text)) or b"" for n, text in enumerate(texts)]
+    made: list[int] = []
+    keys_of = index._band_keys
+
+    def counted(sigs: Any) -> Any:
+        made.append(len(sigs))
+        return keys_of(sigs)
+
+    index._band_keys = counted  # type: ignore[method-assign]
+    assert index.similar_many(fps, [when] * 6) == [[] for _ in fps]
+    within = index.similar_within(fps, [when] * 6)
+    index.add_many((n + 1, fp, when) for n, fp in enumerate(fps))
+    assert made == [6]
+    assert within[1] and within[1][0][0] == 0  # alike the first of the batch
+    again = index.similar_many(fps[:2], [when] * 2)
+    assert made == [6, 2] and [m.item_id for m in again[0]][:1] == [1]

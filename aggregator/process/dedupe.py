@@ -323,6 +323,9 @@ class SimilarityIndex:
         self._lock = threading.RLock()
         self._expired_at: datetime | None = None
         self.compared = 0  # pairs of one batch whose signatures were compared (similar_within)
+        # the last batch's signatures and band keys: storage looks a new batch up, compares it
+        # within itself and adds it, three calls with the same fingerprints
+        self._last: tuple[tuple[bytes, ...], NDArray[np.uint32], NDArray[np.uint32]] | None = None
         self._reset()
 
     def _reset(self, capacity: int = 1024) -> None:
@@ -354,6 +357,19 @@ class SimilarityIndex:
             keys += np.arange(self.bands, dtype=np.uint64) * _MIX
         return (keys >> np.uint64(32)).astype(np.uint32)
 
+    def _keyed(self, fps: Sequence[bytes]) -> tuple[NDArray[np.uint32], NDArray[np.uint32]]:
+        """The signatures of a batch and their band keys (flat), made once for the same batch
+        (read-only: callers share them)."""
+        batch = tuple(fps)
+        last = self._last
+        if last is not None and last[0] == batch:
+            return last[1], last[2]
+        sigs = _signatures(batch)
+        keys = self._band_keys(sigs).ravel()
+        sigs.flags.writeable = keys.flags.writeable = False
+        self._last = (batch, sigs, keys)
+        return sigs, keys
+
     def add(self, item_id: int, fp: bytes, when: datetime) -> None:
         self.add_many([(item_id, fp, when)])
 
@@ -365,7 +381,7 @@ class SimilarityIndex:
             self._grow(self._size + len(batch))
             start = self._size
             end = start + len(batch)
-            full = _signatures([fp for _, fp, _ in batch])
+            full, keys = self._keyed([fp for _, fp, _ in batch])
             self._sigs[start:end] = _low(full[:, :NUM_PERM])
             self._numbers[start:end] = full[:, NUM_PERM:]
             self._ids[start:end] = [item_id for item_id, _, _ in batch]
@@ -375,7 +391,6 @@ class SimilarityIndex:
             for slot, (item_id, _, _) in enumerate(batch, start):
                 self._by_id[item_id] = slot
             self.watermark = max(self.watermark, max(row[0] for row in batch))
-            keys = self._band_keys(full).ravel()
             self._remember(keys)
             slots = np.repeat(np.arange(start, end, dtype=np.int32), self.bands)
             level = 2 if len(batch) > self.RECENT else 0  # a rebuild goes straight to the big run
@@ -427,8 +442,7 @@ class SimilarityIndex:
         if not fps:
             return []
         with self._lock:
-            sigs = _signatures(fps)
-            query = self._band_keys(sigs).ravel()
+            sigs, query = self._keyed(fps)
             maybe = np.nonzero(self._bits.may_hold(query))[0]
             owners, slots = [], []
             for run in self._runs:
@@ -491,8 +505,8 @@ class SimilarityIndex:
         result: list[list[tuple[int, float]]] = [[] for _ in fps]
         if len(fps) < 2:
             return result
-        sigs = _signatures(fps)
-        later, earlier = self._within_candidates(sigs)
+        sigs, keys = self._keyed(fps)
+        later, earlier = self._within_candidates(keys, len(sigs))
         self.compared += len(later)
         times = np.array([w.timestamp() for w in whens])
         span = self.window.total_seconds()
@@ -511,13 +525,12 @@ class SimilarityIndex:
         return result
 
     def _within_candidates(
-        self, sigs: NDArray[np.uint32]
+        self, keys: NDArray[np.uint32], count: int
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """Distinct (later, earlier) positions of a batch that share a band bucket, sorted; in a
-        bucket, each item is paired with the first WITHIN_HEAD and the last WITHIN_TAIL items
-        before it, so the pairs are at most bands x (WITHIN_HEAD + WITHIN_TAIL) an item."""
-        count = len(sigs)
-        keys = self._band_keys(sigs).ravel()
+        """Distinct (later, earlier) positions of a batch of `count` items (`keys`: their band
+        keys, flat) that share a band bucket, sorted; in a bucket, each item is paired with the
+        first WITHIN_HEAD and the last WITHIN_TAIL items before it, so the pairs are at most
+        bands x (WITHIN_HEAD + WITHIN_TAIL) an item."""
         order = np.argsort(keys, kind="stable")  # a bucket's items in order of position
         ranked = keys[order]
         item = order // self.bands
