@@ -121,10 +121,10 @@ class Storage:
 
     @contextmanager
     def _saving(self) -> Iterator[tuple[Connection, list[Callable[[], None]]]]:
-        """A write transaction, and a list of what to do once it commits, done while this
-        process's next writer still waits: new items enter the story index before the next
-        save looks for what it misses (entered after the lock, every other save of a busy
-        poll read back the previous one's items to add them first)."""
+        """A write transaction and a list of what to do once it commits, done before this
+        process's next writer may start (on SQLite, writers queue on one lock): a save's new
+        items are then in the story index when the next save checks it for what it misses.
+        Done after the lock, in a busy poll many saves read the previous one's items back."""
         committed: list[Callable[[], None]] = []
         with self._tx() as conn:
             yield conn, committed
