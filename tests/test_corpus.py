@@ -28,7 +28,9 @@ from tests.support import UNSAFE
 CORPUS = ROOT.parent / "shared" / "corpus"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 BASE = "http://example.com/feed.xml"
-pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"{CORPUS} is absent")
+pytestmark = pytest.mark.skipif(
+    not CORPUS.is_dir(), reason=f"{CORPUS} is absent (a clone without ../shared)"
+)
 
 MODELLED = {
     "title",
