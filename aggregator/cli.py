@@ -229,6 +229,8 @@ def poll(config_path: Path, only: tuple[str, ...], every: bool) -> None:
     _print_table(rows)
     failed = sum(1 for r in results if not r.ok)
     click.echo(f"{len(results)} polled, {sum(r.new for r in results)} new items, {failed} failed")
+    if failed:  # a script or cron job sees it: 3 when some failed, 4 when every one did
+        raise SystemExit(EXIT_ALL_FAILED if failed == len(results) else EXIT_SOME_FAILED)
 
 
 @cli.command("sources")
@@ -712,6 +714,10 @@ def digest_list(config_path: Path) -> None:
     _print_table(rows)
     for line in failures:
         click.echo(f"failed: {line}")
+
+
+EXIT_SOME_FAILED = 3  # `poll`: some sources failed; what the others gave is stored
+EXIT_ALL_FAILED = 4  # `poll`: every source polled failed (offline? a proxy?)
 
 
 def main() -> None:

@@ -220,7 +220,7 @@ def test_poll_prints_a_table_and_sources_json_reports_health(tmp_path: Path) -> 
         )
         env = {"AGGREGATOR_DATABASE_URL": f"sqlite:///{tmp_path / 'agg.db'}"}
         result = aggregator("poll", "-c", str(config), cwd=tmp_path, env=env)
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 3, result.stderr  # one of the two failed
         lines = result.stdout.splitlines()
         assert lines[0].split() == ["SOURCE", "STATUS", "NEW", "UPDATED", "UNCHANGED", "RESULT"]
         assert lines[1].split()[:5] == ["bad", "500", "0", "0", "0"]
@@ -233,6 +233,7 @@ def test_poll_prints_a_table_and_sources_json_reports_health(tmp_path: Path) -> 
         assert "nothing is due" in again.stdout
         forced = aggregator("poll", "--source", "good", "-c", str(config), cwd=tmp_path, env=env)
         assert forced.stdout.splitlines()[-1] == "1 polled, 0 new items, 0 failed"
+        assert forced.returncode == 0
 
         listing = aggregator("sources", "--json", "-c", str(config), cwd=tmp_path, env=env)
         rows = json.loads(listing.stdout)
@@ -247,6 +248,9 @@ def test_poll_prints_a_table_and_sources_json_reports_health(tmp_path: Path) -> 
 
         unknown = aggregator("poll", "--source", "nope", "-c", str(config), cwd=tmp_path, env=env)
         assert unknown.returncode == 2 and "not in" in unknown.stderr
+        down = aggregator("poll", "--source", "bad", "-c", str(config), cwd=tmp_path, env=env)
+        assert down.stdout.splitlines()[-1] == "1 polled, 0 new items, 1 failed"
+        assert down.returncode == 4  # every source polled failed
 
 
 STORY_CONFIG = """
