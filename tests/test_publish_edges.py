@@ -124,6 +124,27 @@ def test_a_future_date_never_pushes_last_modified_past_now(storage: Storage, clo
     assert document.last_modified is not None and document.last_modified <= clock.now
 
 
+def test_an_empty_feed_is_dated_when_publishing_started_not_1970(
+    storage: Storage, clock: Clock
+) -> None:
+    """A feed with nothing in it still carries a date (Atom's updated, RSS's lastBuildDate):
+    when this publisher started, the same on every request so its ETag holds."""
+    config = newsroom()
+    _setup(storage, config)
+    started = clock.now
+    publisher = Publisher(storage, config, clock=clock, refresh=0)
+    clock.advance(hours=3)
+    atom = publisher.feed("feeds", "all", "atom")
+    assert b"<entry" not in atom.body
+    assert f"<updated>{started.isoformat()}</updated>".encode() in atom.body
+    assert b"1970" not in atom.body
+    rss = publisher.feed("feeds", "all", "rss").body
+    assert b"<lastBuildDate>Tue, 24 Nov 2026 12:00:00 +0000</lastBuildDate>" in rss
+    assert b"1970" not in rss
+    clock.advance(minutes=5)
+    assert publisher.feed("feeds", "all", "atom").etag == atom.etag
+
+
 def test_a_sources_own_title_shows_as_soon_as_its_items_do(storage: Storage, clock: Clock) -> None:
     config = Config(
         sections=(Section("world", "World"),),

@@ -32,7 +32,6 @@ from aggregator import __version__
 from aggregator.feed.sanitize import escape
 from aggregator.publish.catalog import MEDIA_TYPES
 from aggregator.publish.view import (
-    EPOCH,
     EntryView,
     FeedView,
     feed_id,
@@ -205,7 +204,7 @@ def _document(view: FeedView, fmt: str) -> FeedGenerator:
             left_out(f"{view.publication.key}.{fmt}", entry, exc)
             continue
         kept.append((entry, fe))
-    fg = _channel(view, fmt, max((entry.updated for entry, _ in kept), default=EPOCH))
+    fg = _channel(view, fmt, max((entry.updated for entry, _ in kept), default=view.since))
     for _, fe in kept:
         fg.add_entry(fe, order="append")
     return fg

@@ -153,6 +153,7 @@ class Publisher:
     ) -> None:
         self.storage = storage
         self.clock = clock
+        self.since = clock().replace(microsecond=0)  # the date of a feed with no entries
         self._refresh = refresh
         self.paged = paged  # False for a static export, where `?before=` pages cannot exist
         self._revision = -1
@@ -289,6 +290,7 @@ class Publisher:
             previous=self._previous(publication, cursor) if cursor is not None else None,
             hub=self.hub,
             site_title=self.site_title,
+            since=self.since,
         )
 
     def _previous(self, publication: Publication, cursor: Position) -> str:

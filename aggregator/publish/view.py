@@ -173,6 +173,9 @@ class FeedView:
     previous: str | None  # the cursor of the page before ('' for the first page)
     hub: str | None
     site_title: str
+    # when the publisher started: the date of a document with no entries, which must carry one
+    # (Atom's updated); stable while it runs, so an empty feed keeps its ETag
+    since: datetime
 
     @property
     def updated(self) -> datetime | None:
@@ -182,7 +185,9 @@ class FeedView:
     def fingerprint(self) -> str:
         """Changes whenever anything a writer puts in a document changes."""
         digest = hashlib.sha256(
-            repr((self.entries, self.before, self.next, self.previous, self.hub)).encode()
+            repr(
+                (self.entries, self.before, self.next, self.previous, self.hub, self.since)
+            ).encode()
         )
         return digest.hexdigest()
 
