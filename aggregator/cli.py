@@ -95,8 +95,9 @@ def check(path: Path | None, config_path: Path) -> None:
     enabled = sum(1 for s in config.sources if s.enabled)
     click.echo(f"{path or config_path}: OK")
     click.echo(
-        f"  {len(config.sources)} sources ({enabled} enabled), {len(config.sections)} sections, "
-        f"{len(config.topics)} topics, {len(config.outputs)} outputs, {len(config.digests)} digests"
+        f"  {_count(len(config.sources), 'source')} ({enabled} enabled), "
+        f"{_count(len(config.sections), 'section')}, {_count(len(config.topics), 'topic')}, "
+        f"{_count(len(config.outputs), 'output')}, {_count(len(config.digests), 'digest')}"
     )
 
 
@@ -228,7 +229,8 @@ def poll(config_path: Path, only: tuple[str, ...], every: bool) -> None:
         )
     _print_table(rows)
     failed = sum(1 for r in results if not r.ok)
-    click.echo(f"{len(results)} polled, {sum(r.new for r in results)} new items, {failed} failed")
+    new = sum(r.new for r in results)
+    click.echo(f"{len(results)} polled, {_count(new, 'new item')}, {failed} failed")
     if failed:  # a script or cron job sees it: 3 when some failed, 4 when every one did
         raise SystemExit(EXIT_ALL_FAILED if failed == len(results) else EXIT_SOME_FAILED)
 
@@ -335,7 +337,7 @@ def explain(config_path: Path, item: str) -> None:
     for topic_id, reason in details.topic_reasons.items():
         click.echo(f"  {topic_id}: {TopicVerdict.from_json(topic_id, reason).describe()}")
     if details.members:
-        click.secho(f"Story: {len(details.members)} item(s)", bold=True)
+        click.secho(f"Story: {_count(len(details.members), 'item')}", bold=True)
         for member in details.members:
             mark = ">" if member.item.id == it.id else " "
             lead = " (leads the story)" if member.lead else ""
@@ -506,7 +508,8 @@ def opml_import(file: Path, config_path: Path, section: str, write: bool) -> Non
     temporary.write_text(merged, encoding="utf-8")
     temporary.replace(config_path)
     click.echo(
-        f"added {len(plan.sources)} sources and {len(plan.sections)} sections to {config_path}"
+        f"added {_count(len(plan.sources), 'source')} and "
+        f"{_count(len(plan.sections), 'section')} to {config_path}"
     )
 
 
@@ -663,7 +666,7 @@ def digest_send(config_path: Path, digest_id: str, dry_run: bool, only_to: str |
                 how = "subscriber" if subscribed else "recipient in feeds.yaml"
                 state = "already sent" if address in done else "would be sent"
                 click.echo(f"  {address} ({how}): {state}")
-            click.echo(f"{len(recipients)} recipients; nothing was sent (--dry-run)")
+            click.echo(f"{_count(len(recipients), 'recipient')}; nothing was sent (--dry-run)")
             return
         report = dispatcher.run(chosen, period)
     if report is None:
@@ -714,6 +717,11 @@ def digest_list(config_path: Path) -> None:
     _print_table(rows)
     for line in failures:
         click.echo(f"failed: {line}")
+
+
+def _count(number: int, noun: str) -> str:
+    """'1 source', '2 sources': a count with its noun agreeing."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 EXIT_SOME_FAILED = 3  # `poll`: some sources failed; what the others gave is stored

@@ -43,6 +43,18 @@ def test_check_summarises_a_valid_file_without_touching_the_database(tmp_path: P
         "11 sources (10 enabled), 4 sections, 4 topics, 3 outputs, 2 digests"
     )
     assert not (tmp_path / "data").exists()
+    one = tmp_path / "one.yaml"
+    one.write_text(
+        "sections: [{id: world, title: World}]\n"
+        "topics: [{id: gaza, title: Gaza, keywords: [Gaza]}]\n"
+        "sources: [{id: wire, url: 'https://wire.example/feed', section: world}]\n"
+        "outputs: [{id: all, title: Everything}]\n"
+    )
+    single = aggregator("check", str(one), cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    assert single.stdout.splitlines()[1].strip() == (
+        "1 source (1 enabled), 1 section, 1 topic, 1 output, 0 digests"
+    )
 
 
 def test_check_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
@@ -302,7 +314,7 @@ def test_explain_unmerge_and_recategorise(tmp_path: Path) -> None:
     assert lines[0] == "Item 1: Gaza talks stall"
     assert "Section: world" in lines and "  because its source's section" in lines
     assert "  palestine: matched 'Gaza' ('Gaza' in title), 'Gaza' ('Gaza' in summary)" in lines
-    assert "Story: 2 item(s)" in lines
+    assert "Story: 2 items" in lines
     assert any("wire" in line and "(leads the story)" in line for line in lines)
     assert any("alike text: similarity" in line and "to item 1" in line for line in lines)
     assert "  climate: no keyword matched" not in lines  # only near misses are listed
