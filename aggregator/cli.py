@@ -213,17 +213,19 @@ def poll(config_path: Path, only: tuple[str, ...], every: bool) -> None:
     rows = [("SOURCE", "STATUS", "NEW", "UPDATED", "UNCHANGED", "RESULT")]
     for r in sorted(results, key=lambda r: (r.ok, r.source_id)):
         outcome = "ok" if r.ok else f"failed: {r.error}"
+        if r.ok and r.status == 304:
+            outcome = "ok, not modified since the last poll"
         if r.ok and r.warning:
-            outcome = f"ok, {r.warning}"
+            outcome = f"{outcome}, {r.warning}"
         if r.moved_to:
             outcome += f"; moved to {r.moved_to}, update feeds.yaml"
+        # nothing was read on a 304 or a failure: no counts, rather than zeros that say "none"
+        read = r.ok and r.status != 304
         rows.append(
             (
                 r.source_id,
                 str(r.status or "-"),
-                str(r.new),
-                str(r.updated),
-                str(r.unchanged),
+                *((str(r.new), str(r.updated), str(r.unchanged)) if read else ("-", "-", "-")),
                 outcome,
             )
         )

@@ -221,7 +221,7 @@ def test_poll_prints_a_table_and_sources_json_reports_health(tmp_path: Path) -> 
     from tests.support import rss
 
     with FeedServer() as server:
-        server.routes["/good.xml"] = feed_file(rss("good", 3))
+        server.routes["/good.xml"] = feed_file(rss("good", 3), etag='"v1"')
         server.routes["/bad.xml"] = lambda r: Reply(500, b"oops")
         config = tmp_path / "feeds.yaml"
         config.write_text(
@@ -235,7 +235,7 @@ def test_poll_prints_a_table_and_sources_json_reports_health(tmp_path: Path) -> 
         assert result.returncode == 3, result.stderr  # one of the two failed
         lines = result.stdout.splitlines()
         assert lines[0].split() == ["SOURCE", "STATUS", "NEW", "UPDATED", "UNCHANGED", "RESULT"]
-        assert lines[1].split()[:5] == ["bad", "500", "0", "0", "0"]
+        assert lines[1].split()[:5] == ["bad", "500", "-", "-", "-"]
         assert lines[1].endswith("failed: HTTP 500 Internal Server Error")
         assert lines[2].split() == ["good", "200", "3", "0", "0", "ok"]
         assert lines[-1] == "2 polled, 3 new items, 1 failed"
@@ -245,6 +245,9 @@ def test_poll_prints_a_table_and_sources_json_reports_health(tmp_path: Path) -> 
         assert "nothing is due" in again.stdout
         forced = aggregator("poll", "--source", "good", "-c", str(config), cwd=tmp_path, env=env)
         assert forced.stdout.splitlines()[-1] == "1 polled, 0 new items, 0 failed"
+        row = forced.stdout.splitlines()[1]
+        assert row.split()[:5] == ["good", "304", "-", "-", "-"]
+        assert row.endswith("ok, not modified since the last poll")
         assert forced.returncode == 0
 
         listing = aggregator("sources", "--json", "-c", str(config), cwd=tmp_path, env=env)
