@@ -493,11 +493,11 @@ def opml_import(file: Path, config_path: Path, section: str, write: bool) -> Non
     for reason in plan.skipped:
         click.echo(f"skipped {reason}", err=True)
     additions: dict[str, Any] = {"sections": list(plan.sections), "sources": list(plan.sources)}
+    if not plan.sources:
+        click.echo(f"nothing to add to {config_path}: {_count(len(plan.skipped), 'feed')} skipped")
+        return
     if not write:
         click.echo(yamlfile.dump({k: v for k, v in additions.items() if v}), nl=False)
-        return
-    if not plan.sources:
-        click.echo(f"nothing to add to {config_path}")
         return
     original = config_path.read_text(encoding="utf-8") if config_path.exists() else ""
     merged = yamlfile.append_to_lists(original, additions)

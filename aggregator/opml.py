@@ -21,7 +21,8 @@ from aggregator.exceptions import OpmlError
 
 @dataclass(frozen=True)
 class OpmlFeed:
-    """One feed outline: its URL, its title, and the categories it was filed under."""
+    """One feed outline: its URL, its title, and the categories it was filed under (an empty
+    URL: an outline with no feed address, which an import reports)."""
 
     url: str
     title: str
@@ -65,6 +66,9 @@ def _walk(node: ET.Element, path: tuple[str, ...], out: list[OpmlFeed]) -> None:
                 if part.strip("/ ")
             )
             out.append(OpmlFeed(url, title, categories, outline.get("htmlUrl")))
+        elif outline.find("outline") is None and (title or outline.get("htmlUrl")):
+            # a leaf with no feed address (a web page, a note): kept so the import says so
+            out.append(OpmlFeed("", title, path, outline.get("htmlUrl")))
         _walk(outline, (*path, title) if not url and title else path, out)
 
 
@@ -116,6 +120,10 @@ def plan_import(
         return section_id
 
     for feed in feeds:
+        if not feed.url:
+            named = feed.title or feed.html_url
+            skipped.append(f"{named!r}: the outline has no feed address (xmlUrl)")
+            continue
         parts = urlsplit(feed.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             skipped.append(f"{feed.url}: not an http(s) URL")

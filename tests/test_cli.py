@@ -134,6 +134,31 @@ def test_opml_import_prints_sources_to_paste(tmp_path: Path) -> None:
     assert "carbonbrief" not in printed
 
 
+def test_opml_import_says_when_there_is_nothing_to_add_and_why(tmp_path: Path) -> None:
+    """An OPML file whose feeds are all configured says there is nothing to add (not `{}`),
+    and an outline with no feed address is reported, not dropped."""
+    opml = tmp_path / "again.opml"
+    opml.write_text(
+        '<opml version="2.0"><body><outline text="World">'
+        '<outline text="BBC" xmlUrl="https://feeds.bbci.co.uk/news/world/rss.xml"/>'
+        '<outline text="A web page" htmlUrl="https://page.example/"/>'
+        "</outline></body></opml>"
+    )
+    config = tmp_path / "feeds.yaml"  # a copy: --write must leave it as it is
+    config.write_text(EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
+    for write in ([], ["--write"]):
+        result = CliRunner().invoke(
+            cli, ["opml", "import", str(opml), "-c", str(config), *write], env={}
+        )
+        assert result.exit_code == 0, result.output
+        assert result.stdout == f"nothing to add to {config}: 2 feeds skipped\n"
+        assert config.read_text(encoding="utf-8") == EXAMPLE.read_text(encoding="utf-8")
+        assert "skipped https://feeds.bbci.co.uk/news/world/rss.xml: already configured" in (
+            result.stderr
+        )
+        assert "skipped 'A web page': the outline has no feed address (xmlUrl)" in result.stderr
+
+
 def test_opml_import_without_a_config_creates_sections_from_folders(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli,
