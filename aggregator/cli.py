@@ -527,12 +527,31 @@ def opml_export(config_path: Path, out: Path | None) -> None:
     """Write the configured sources as OPML 2.0."""
     from aggregator.opml import write_opml
 
-    data = write_opml(_load(config_path), "Aggregator sources", datetime.now(UTC))
+    config = _load(config_path)
+    data = write_opml(config, "Aggregator sources", datetime.now(UTC), _feed_titles(config))
     if out:
         out.write_bytes(data)
         click.echo(f"wrote {out}")
     else:
         sys.stdout.buffer.write(data)
+
+
+def _feed_titles(config: Config) -> dict[str, str]:
+    """Source id -> the title its feed gives itself, as polling stored it; none when the
+    database cannot be opened (the export goes on with the configured titles and ids)."""
+    from aggregator.storage import may_hold_data
+
+    if not may_hold_data(config.storage.url):
+        return {}  # never polled here: nothing learned, and no database to create for it
+    try:
+        storage = _open_storage(config.storage.url)
+    except AggregatorError as exc:
+        click.echo(f"note: sources are titled as configured, not as their feeds: {exc}", err=True)
+        return {}
+    try:
+        return {s.id: s.feed_title for s in storage.sources() if s.feed_title}
+    finally:
+        storage.close()
 
 
 @cli.command("export")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
@@ -139,13 +139,18 @@ def plan_import(
     return ImportPlan(tuple(new_sections), tuple(new_sources), tuple(skipped))
 
 
-def write_opml(config: Config, title: str, now: datetime) -> bytes:
-    """OPML 2.0 of the configured sources, grouped by section, for import into any reader."""
+def write_opml(
+    config: Config, title: str, now: datetime, learned: Mapping[str, str] | None = None
+) -> bytes:
+    """OPML 2.0 of the configured sources, grouped by section, for import into any reader.
+    A source is titled as configured, else as its feed calls itself (`learned`: source id ->
+    the feed's own title, from polling), else by its id."""
+    learned = learned or {}
     groups = [
         (
             section.title,
             [
-                OpmlFeed(source.url, source.title or source.id)
+                OpmlFeed(source.url, source.title or learned.get(source.id) or source.id)
                 for source in config.sources
                 if source.section == section.id
             ],

@@ -227,6 +227,34 @@ def test_opml_export_round_trips(tmp_path: Path) -> None:
     assert all(f.categories == (by_url[f.url],) for f in feeds)
 
 
+def test_opml_export_titles_a_source_as_its_feed_does(tmp_path: Path) -> None:
+    """A source with no title in feeds.yaml is exported under the title its feed gives itself
+    once polled (not its id); before any poll, and with no database, by its id."""
+    from tests.feedserver import FeedServer, feed_file
+    from tests.support import rss
+
+    feed = rss("lemonde", 2).replace(b"<title>lemonde</title>", b"<title>Le Monde</title>", 1)
+    with FeedServer() as server:
+        server.routes["/lm.xml"] = feed_file(feed)
+        config = tmp_path / "feeds.yaml"
+        config.write_text(
+            "sections: [{id: world, title: World}]\nsources:\n"
+            f"  - {{id: lm, url: '{server.url('/lm.xml')}', section: world}}\n"
+            f"storage: {{url: 'sqlite:///{tmp_path / 'agg.db'}'}}\n"
+        )
+        out = tmp_path / "out.opml"
+        runner = CliRunner()
+        before = runner.invoke(cli, ["opml", "export", "-c", str(config), "-o", str(out)], env={})
+        assert before.exit_code == 0, before.output
+        assert [f.title for f in read_opml(out.read_bytes())] == ["lm"]
+        assert not (tmp_path / "agg.db").exists()  # exporting creates no database
+        polled = aggregator("poll", "-c", str(config), cwd=tmp_path, env={})
+        assert polled.returncode == 0, polled.stderr
+        after = runner.invoke(cli, ["opml", "export", "-c", str(config), "-o", str(out)], env={})
+        assert after.exit_code == 0, after.output
+        assert [f.title for f in read_opml(out.read_bytes())] == ["Le Monde"]
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [

@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from aggregator.config import Source
 from aggregator.exceptions import StorageError
 from aggregator.storage import digests, items, migrate, outputs, sources, stories, subscribers
-from aggregator.storage.engine import WRITE_OPTION, make_engine, normalise_url
+from aggregator.storage.engine import WRITE_OPTION, make_engine, may_hold_data, normalise_url
 from aggregator.storage.items import SourceCounts
 from aggregator.types import (
     Delivery,
@@ -41,7 +41,7 @@ from aggregator.types import (
     SyncReport,
 )
 
-__all__ = ["SourceCounts", "Storage", "normalise_url"]
+__all__ = ["SourceCounts", "Storage", "may_hold_data", "normalise_url"]
 
 
 class _Waiting:

@@ -28,6 +28,19 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def may_hold_data(url: str) -> bool:
+    """False for a SQLite file that does not exist yet (nothing to read, and opening it would
+    create it); True otherwise (a server is asked when opened)."""
+    try:
+        parsed = make_url(normalise_url(url))
+    except ArgumentError:
+        return True  # opening it says what is wrong
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return True
+    return database.startswith("file:") or Path(database).exists()
+
+
 def make_engine(url: str) -> Engine:
     """An engine for a SQLite or PostgreSQL URL; a SQLite file's folder is created if missing."""
     url = normalise_url(url)
