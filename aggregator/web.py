@@ -31,7 +31,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import uvicorn
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -317,7 +316,7 @@ def create_app(
             return page(404, "Not found", f"{exc}.")
         except BadRequestError as exc:
             return page(400, "Bad request", f"{exc}.")
-        except (StorageError, SQLAlchemyError):
+        except StorageError:
             log.exception("cannot read the database for %s", request.url.path)
             return page(
                 503, "Temporarily unavailable", "The database cannot be read; try again soon."
@@ -514,7 +513,7 @@ def create_app(
         as_json = request.url.path.endswith(".json")
         try:
             body = await run_in_threadpool(status.json if as_json else status.html)
-        except (StorageError, SQLAlchemyError):
+        except StorageError:
             log.exception("cannot read the database for the status page")
             return page(503, "Temporarily unavailable", "The database cannot be read.")
         media = "application/json" if as_json else HTML

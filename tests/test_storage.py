@@ -517,3 +517,18 @@ def test_outcomes_without_entries_are_written_together(storage: Storage, clock: 
     assert all(isinstance(result, SaveReport) for result in results.values())
     due = {state.id: state.next_due_at for state in storage.sources()}
     assert [name for name in names if due[name] == later] == names[:5]
+
+
+def test_a_database_failure_is_the_projects_storage_error(storage: Storage) -> None:
+    """Callers outside storage know the project's errors only: a failure of the database (a
+    table gone under it, here) is a StorageError naming it, with the library's error as its
+    cause, and the storage still works for what is left."""
+    storage.sync_sources([source("a")])
+    saved = storage.save_entries("a", [entry("k1")])
+    with storage._engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE item_topics")
+    with pytest.raises(StorageError, match="the database failed") as raised:
+        storage.item_details(saved.new[0])
+    assert raised.value.__cause__ is not None
+    assert "\n" not in str(raised.value)  # one line, not the statement and its parameters
+    assert [s.id for s in storage.sources()] == ["a"]

@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from aggregator.config import Source
 from aggregator.exceptions import StorageError
@@ -67,6 +67,12 @@ def utcnow() -> datetime:
 PLAN_APART = 100  # entries from which a save files and compares before its write transaction
 
 
+def _first_line(exc: BaseException) -> str:
+    """A database error's message without the statement and parameters SQLAlchemy appends."""
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
 class Storage:
     """The aggregator's database, SQLite or PostgreSQL, behind one set of methods."""
 
@@ -114,10 +120,13 @@ class Storage:
         under several polling threads cost more time than the writes themselves.
         """
         lock = self._write_lock if write and self.backend == "sqlite" else nullcontext()
-        with lock, self._engine.connect() as conn:
-            conn.execution_options(**{WRITE_OPTION: write})
-            with conn.begin():
-                yield conn
+        try:
+            with lock, self._engine.connect() as conn:
+                conn.execution_options(**{WRITE_OPTION: write})
+                with conn.begin():
+                    yield conn
+        except SQLAlchemyError as exc:  # callers know the project's errors, not the library's
+            raise StorageError(f"the database failed: {_first_line(exc)}") from exc
 
     @contextmanager
     def _saving(self) -> Iterator[tuple[Connection, list[Callable[[], None]]]]:
