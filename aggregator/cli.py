@@ -27,13 +27,25 @@ if TYPE_CHECKING:  # the config schema (pydantic) and storage (SQLAlchemy) load 
 DEFAULT_CONFIG = "config/feeds.yaml"
 CONFIG_ENV = "AGGREGATOR_CONFIG"
 
+_GLOBAL_CONFIG = "aggregator.config"  # where `aggregator --config X COMMAND` leaves X
+
+
+def _default_config() -> str:
+    """The config a command uses when not given its own `--config`: the one given before the
+    command (`aggregator --config X sources`, as git and kubectl take global options), else
+    $AGGREGATOR_CONFIG, else config/feeds.yaml."""
+    ctx = click.get_current_context(silent=True)
+    chosen = ctx.meta.get(_GLOBAL_CONFIG) if ctx is not None else None
+    return str(chosen) if chosen else os.environ.get(CONFIG_ENV, DEFAULT_CONFIG)
+
+
 config_option = click.option(
     "--config",
     "-c",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=lambda: os.environ.get(CONFIG_ENV, DEFAULT_CONFIG),
-    show_default=f"${CONFIG_ENV} or {DEFAULT_CONFIG}",
+    default=_default_config,
+    show_default=f"--config before the command, ${CONFIG_ENV} or {DEFAULT_CONFIG}",
     help="The feeds.yaml to use.",
 )
 
@@ -81,9 +93,20 @@ def _report_config_error(exc: ConfigError) -> None:
     help="text for people, json for a log pipeline (one object per line).",
     show_default="$AGGREGATOR_LOG_FORMAT or text",
 )
-def cli(log_level: str, log_format: str) -> None:
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The feeds.yaml every command uses (a command's own --config wins).",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_level: str, log_format: str, config_path: Path | None) -> None:
     """Poll feeds, merge them, and republish them as feeds, pages and e-mail digests."""
     logs.setup(log_level, log_format.lower())
+    if config_path is not None:
+        ctx.meta[_GLOBAL_CONFIG] = config_path
 
 
 @cli.command()

@@ -57,6 +57,26 @@ def test_check_summarises_a_valid_file_without_touching_the_database(tmp_path: P
     )
 
 
+def test_config_may_come_before_the_command_as_other_global_options_do(tmp_path: Path) -> None:
+    """`aggregator --config X COMMAND` as git and kubectl take global options, for nested
+    commands too; a command's own --config wins; the environment is the fallback."""
+    runner = CliRunner()
+    before = runner.invoke(cli, ["--config", str(EXAMPLE), "check"], env={})
+    assert before.exit_code == 0, before.output
+    assert before.stdout.startswith(f"{EXAMPLE}: OK")
+    missing = tmp_path / "missing.yaml"
+    own = runner.invoke(cli, ["-c", str(missing), "check", "-c", str(EXAMPLE)], env={})
+    assert own.exit_code == 0 and own.stdout.startswith(f"{EXAMPLE}: OK")
+    wrong = runner.invoke(cli, ["-c", str(missing), "check"], env={"AGGREGATOR_CONFIG": "x"})
+    assert wrong.exit_code == 2 and str(missing) in wrong.stderr
+    out = tmp_path / "out.opml"
+    nested = runner.invoke(cli, ["-c", str(EXAMPLE), "opml", "export", "-o", str(out)], env={})
+    assert nested.exit_code == 0, nested.output
+    assert len(read_opml(out.read_bytes())) == 11
+    from_env = runner.invoke(cli, ["check"], env={"AGGREGATOR_CONFIG": str(EXAMPLE)})
+    assert from_env.exit_code == 0 and from_env.stdout.startswith(f"{EXAMPLE}: OK")
+
+
 def test_check_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
     broken = DATA / "config" / "unknown_reference.yaml"
     result = aggregator("check", "--config", str(broken), cwd=tmp_path)
