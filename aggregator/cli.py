@@ -50,6 +50,11 @@ config_option = click.option(
 )
 
 
+def _count(number: int, noun: str) -> str:
+    """'1 source', '2 sources': a count with its noun agreeing."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def _load(path: Path) -> Config:
     from aggregator.config import load_config
 
@@ -761,11 +766,6 @@ def digest_list(config_path: Path) -> None:
     _print_table(rows)
     for line in failures:
         click.echo(f"failed: {line}")
-
-
-def _count(number: int, noun: str) -> str:
-    """'1 source', '2 sources': a count with its noun agreeing."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 EXIT_SOME_FAILED = 3  # `poll`: some sources failed; what the others gave is stored

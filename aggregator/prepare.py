@@ -23,7 +23,7 @@ from aggregator import malloc
 from aggregator.config import Config
 from aggregator.feed.parse import ParsedFeed, parse_document
 from aggregator.process.pipeline import Kept, Processor
-from aggregator.types import Entry, Filer, Filing, StoryIndex
+from aggregator.types import Entry, Filer, Filing, StoryIndex, file_missing
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +102,7 @@ class Filed:
             self._filings.get(entry.key) if id(entry) in self._entries else None
             for entry in entries
         ]
-        return _filled(self._filer, source_id, entries, made)
-
-
-def _filled(
-    filer: Filer, source_id: str, entries: Sequence[Entry], made: list[Filing | None]
-) -> list[Filing]:
-    """`made`, with the filings missing from it made by `filer`, together."""
-    missing = [n for n, filing in enumerate(made) if filing is None]
-    if missing:
-        filed = filer.file_all(source_id, [entries[n] for n in missing])
-        for n, filing in zip(missing, filed, strict=True):
-            made[n] = filing
-    return [filing for filing in made if filing is not None]
+        return file_missing(self._filer, source_id, entries, made)
 
 
 # -- in a helper process ----------------------------------------------------------------------

@@ -206,6 +206,21 @@ class Filer(Protocol):
         ...
 
 
+def file_missing(
+    filer: Filer, source_id: str, entries: Sequence[Entry], made: Sequence[Filing | None]
+) -> list[Filing]:
+    """`made` (a filing per entry, None where there is none yet), with the missing ones filed
+    by `filer` in one call: filers that hand back filings made elsewhere (a helper process, a
+    plan) file the rest together, as a document is filed."""
+    filled = list(made)
+    missing = [n for n, filing in enumerate(filled) if filing is None]
+    if missing:
+        filed = filer.file_all(source_id, [entries[n] for n in missing])
+        for n, filing in zip(missing, filed, strict=True):
+            filled[n] = filing
+    return [filing for filing in filled if filing is not None]
+
+
 @dataclass(frozen=True)
 class StoryMember:
     """One item of a story, how it joined, and whether it leads the story."""

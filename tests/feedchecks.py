@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from lxml import etree
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 XHTML_DIV = "{http://www.w3.org/1999/xhtml}div"
@@ -165,7 +164,3 @@ def json_feed_problems(document: Any) -> list[str]:
     """What in a JSON Feed document breaks version 1.1; empty when nothing does."""
     errors = sorted(json_feed_validator().iter_errors(document), key=lambda e: list(e.path))
     return [f"{'/'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in errors]
-
-
-def parse_atom(body: bytes) -> Any:
-    return etree.fromstring(body)

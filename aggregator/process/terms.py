@@ -210,7 +210,7 @@ class TermIndex:
                 if not candidates:
                     continue
                 if not looked:
-                    originals, looked = field.one_word_originals(), True
+                    originals, looked = field.originals, True
                 for c in candidates:
                     if originals is None:
                         hits[c.group].append(Hit(c.term, name, found=(field, at, at)))

@@ -205,7 +205,7 @@ class Field:
         return spans if len(spans) == len(self.words) else None
 
     @cached_property
-    def _originals(self) -> list[str] | None:
+    def originals(self) -> list[str] | None:
         """Each word as the text wrote it, where every word of the text folds to exactly one
         (`École` to `ecole`, not `5½` to `51 2`): a findall, much cheaper than every word's place
         (`_spans`), and all a one-word hit needs. None where that does not hold."""
@@ -223,15 +223,10 @@ class Field:
             return None
         return found if len(found) == len(self.words) else None
 
-    def one_word_originals(self) -> list[str] | None:
-        """Each word as written, where every word folds to exactly one (see `_originals`);
-        None where a hit's text is found from the word's place when asked for."""
-        return self._originals
-
     def original(self, first: int, last: int) -> str:
         """Words `first` to `last` (inclusive) as the original text wrote them, for showing why
         an item matched (the folded words when the two cannot be lined up)."""
-        if first == last and (originals := self._originals) is not None:
+        if first == last and (originals := self.originals) is not None:
             return originals[first]
         spans = self._spans
         if spans is None:

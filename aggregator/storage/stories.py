@@ -36,7 +36,7 @@ from aggregator.storage.items import (
     stored,
 )
 from aggregator.storage.tables import items, sources, stories
-from aggregator.types import Entry, Filer, Filing, Match, StoryIndex
+from aggregator.types import Entry, Filer, Filing, Match, StoryIndex, file_missing
 
 _CHUNK = 500
 _LOAD_PART = 50_000
@@ -147,22 +147,14 @@ class Prefiled:
         return self._filer.index
 
     def file(self, source_id: str, entry: Entry) -> Filing:
-        made = self._plan.filings.get(entry.key)
-        if made is not None and made[0] is entry:
-            return made[1]
-        return self._filer.file(source_id, entry)
+        return self.file_all(source_id, [entry])[0]
 
     def file_all(self, source_id: str, entries: Sequence[Entry]) -> list[Filing]:
-        made: list[Filing | None] = []
-        for entry in entries:
-            planned = self._plan.filings.get(entry.key)
-            made.append(planned[1] if planned is not None and planned[0] is entry else None)
-        missing = [n for n, filing in enumerate(made) if filing is None]
-        if missing:
-            filed = self._filer.file_all(source_id, [entries[n] for n in missing])
-            for n, filing in zip(missing, filed, strict=True):
-                made[n] = filing
-        return [filing for filing in made if filing is not None]
+        return file_missing(self._filer, source_id, entries, [self._planned(e) for e in entries])
+
+    def _planned(self, entry: Entry) -> Filing | None:
+        made = self._plan.filings.get(entry.key)
+        return made[1] if made is not None and made[0] is entry else None
 
 
 def prefiled(filer: Filer | None, plan: Plan | None) -> Filer | None:
