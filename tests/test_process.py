@@ -15,7 +15,7 @@ from aggregator.process.dedupe import SimilarityIndex, fingerprint
 from aggregator.process.filters import EntryFilter, ItemFilter
 from aggregator.process.pipeline import Processor
 from aggregator.process.terms import Hit, PathRule, TermIndex, Terms, term_problem
-from aggregator.process.text import Field, ItemText, fold, folded_words
+from aggregator.process.text import WORD, Field, ItemText, fold, folded_words
 from aggregator.types import Entry, Item
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
@@ -97,28 +97,54 @@ def test_every_occurrence_is_a_hit_and_names_its_term() -> None:
     ]
 
 
+# Pieces of text that folding, word splitting and the shortcuts must agree on: curly quotes and
+# dashes, accents written both ways, a combining mark beside an ASCII word, ligatures, numbers
+# that fold to two words, a tatweel, the Kelvin sign and the long s (which IGNORECASE would
+# match as k and s), fullwidth letters, dotted capital I, Arabic, an emoji, underscores.
+TRICKY = ["Gaza", "gaza", "GAZA", "Gazans", "Syria", "Damascus", "École", "ecole", "e\u0301cole",
+          "Türkiye", "Turkiye", "aid", "said", "talks", "Kyiv", "\u212ayiv", "ſtorm", "storm",
+          "Storms", "x_y", "5½", "ﬁre", "fire", "ـ", "\u0301", "\u093e", "Ｇａｚａ", "İstanbul",
+          "غزة", "غزّة", "😀", "’", "“", "”", "—", "-", ".", ",", "™", " ", " ", "\n",
+          "\xa0"]  # fmt: skip
+
+
+def tricky_text(rng: random.Random, glue: bool) -> str:
+    pieces = [rng.choice(TRICKY) for _ in range(rng.randint(0, 14))]
+    return ("" if glue and rng.random() < 0.3 else " ").join(pieces)
+
+
 @pytest.mark.parametrize("whole", [False, True])
-def test_one_word_terms_take_a_shorter_road_to_the_same_hits(whole: bool) -> None:
-    """An index of one-word terms scans by its shortcut; the general scan, forced on the same
-    index, finds the same hits (terms, fields, texts, order) on random ASCII and accented text
-    with repeated terms across lists, wildcards and a word two terms of one list match."""
-    rng = random.Random(17 + whole)
-    vocabulary = ["Gaza", "gaza", "GAZA", "Gazans", "Syria", "Damascus", "École", "ecole",
-                  "Türkiye", "aid", "talks", "Kyiv", "x_y", "5½", "storm", "Storms"]  # fmt: skip
-    groups = [["Gaza", "Gaza*", "aid"], ["syria", "Damascus", "ecole"], ["Gaza"], ["storm*"]]
-    shortcut = TermIndex(groups, whole=whole)
-    general = TermIndex(groups, whole=whole)
-    general._one_word = False
-    assert shortcut._one_word
-    for _ in range(300):
-        fields = [
-            Field(name, " ".join(rng.choice(vocabulary) for _ in range(rng.randint(0, 12))))
-            for name in ("title", "summary")
-        ]
-        fast, slow = shortcut.scan(fields), general.scan(fields)
-        as_tuples = [[(h.term, h.field, h.text) for h in found] for found in slow]
-        assert [[(h.term, h.field, h.text) for h in found] for found in fast] == as_tuples
-    assert not TermIndex([["West Bank", "Gaza"]])._one_word
+@pytest.mark.parametrize(
+    "groups",
+    [
+        [["Gaza", "Gaza*", "aid"], ["syria", "Damascus", "ecole"], ["Gaza"], ["storm*", "fire"]],
+        [["Türkiye", "غزة", "*stan*"], ["Kyiv", "istanbul", "5"], ["ﬁre", "e*e"]],
+        [["West Bank", "Gaza"], ["gaza ecole", "syria"], ["storm* fire", "aid"]],  # phrases
+    ],
+)
+def test_the_shortcuts_find_the_hits_looking_up_every_word_finds(
+    whole: bool, groups: list[list[str]]
+) -> None:
+    """An index scans by its shortcuts (terms found by regex in the text as written, or in the
+    folded text); forced to look up every folded word in Python, the same index finds the same
+    hits (terms, fields, texts, order), on random text of tricky pieces, glued or spaced."""
+    rng = random.Random(17 + whole + len(groups[0]))
+    fast = TermIndex(groups, whole=whole)
+    slow = TermIndex(groups, whole=whole)
+    slow._by_regex = slow._one_word = False
+    for _ in range(3000):
+        fields = [Field(name, tricky_text(rng, glue=True)) for name in ("title", "summary")]
+        expected = [[(h.term, h.field, h.text) for h in found] for found in slow.scan(fields)]
+        got = [[(h.term, h.field, h.text) for h in found] for found in fast.scan(fields)]
+        assert got == expected, [f.text for f in fields]
+    assert TermIndex(groups[:1])._one_word is (groups[0][0] != "West Bank")
+
+
+def test_folding_text_a_run_at_a_time_is_folding_it_whole() -> None:
+    rng = random.Random(5)
+    for _ in range(5000):
+        text = tricky_text(rng, glue=True)
+        assert folded_words(text) == " ".join(WORD.findall(fold(text))), text
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,7 @@ class TopicVerdict:
         seen: set[tuple[str, str, str]] = set()
         found: list[Hit] = []
         # a scan repeats one hit object for a word repeated as written: each is looked at once
-        for hit in {id(hit): hit for hit in self.hits}.values():
+        for hit in dict(zip(map(id, self.hits), self.hits, strict=True)).values():
             key = (hit.term, hit.field, hit.text)
             if key not in seen:
                 seen.add(key)
@@ -172,6 +172,8 @@ class Categoriser:
         self._topics: list[Topic] = list(config.topics)
         self._index = TermIndex([g for t in self._topics for g in (t.keywords, t.exclude)])
         self._fields = tuple(f for f in ItemText.FIELDS if any(f in t.fields for t in self._topics))
+        # topics matching in every field scanned (the default) take their hits unfiltered
+        self._every_field = [set(self._fields) <= set(t.fields) for t in self._topics]
         self._sources: dict[str, Source] = {s.id: s for s in config.sources}
 
     def section(self, source_id: str, entry: Entry, text: ItemText | None = None) -> SectionChoice:
@@ -214,7 +216,11 @@ class Categoriser:
             keyword_hits = found[2 * number]
             if only_assigned and not keyword_hits:
                 continue
-            hits = tuple(h for h in keyword_hits if h.field in topic.fields)
+            hits = (
+                tuple(keyword_hits)
+                if self._every_field[number]
+                else tuple(h for h in keyword_hits if h.field in topic.fields)
+            )
             needed = topic.min_matches
             if len(hits) < needed or not hits:
                 if not only_assigned:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from aggregator.process.text import PATTERN_WORD, Field, fold
+from aggregator.process.text import PATTERN_WORD, Field, fold, folded_token
 
 _MEMO_LIMIT = 500_000  # distinct words remembered before starting afresh
 
@@ -109,6 +109,38 @@ class _Candidate:
     rest: tuple[_Word, ...]
 
 
+_PLAIN_WORD = re.compile("[a-z0-9]+")
+
+
+def _written_scanner(first_words: Iterable[str]) -> re.Pattern[str] | None:
+    """One regex finding, in text as written, every word spelt in ASCII letters and digits that
+    may start a term: such a word folds to itself lowered, so a term's word (`*` standing for
+    any letters) matches it ignoring ASCII case. Words no ASCII spelling holds (`غزه`) are left
+    out; None when none is left. Case is spelt out (`[gG][aA]...`): under IGNORECASE `k` would
+    also match the Kelvin sign, a word `written_words` finds another way."""
+
+    def spelt(part: str) -> str:
+        return "".join(f"[{c}{c.upper()}]" if c.isalpha() else c for c in part)
+
+    branches = []
+    for word in sorted(first_words):
+        parts = word.split("*")
+        if all(_PLAIN_WORD.fullmatch(part) or not part for part in parts):
+            branches.append("[a-zA-Z0-9]*".join(map(spelt, parts)))
+    if not branches:
+        return None
+    return re.compile(rf"\b(?:{'|'.join(branches)})\b")
+
+
+def _folded_scanner(first_words: Iterable[str]) -> re.Pattern[str] | None:
+    """One regex finding, in folded text (folded words joined by single spaces), every word that
+    may start a term; `*` stands for any letters."""
+    branches = sorted("[^ ]*".join(map(re.escape, word.split("*"))) for word in first_words)
+    if not branches:
+        return None
+    return re.compile(f"(?<![^ ])(?:{'|'.join(branches)})(?![^ ])")
+
+
 class TermIndex:
     """Several lists of terms, matched against fields in one pass; `scan` returns the hits of
     each list. Within a list, hits do not overlap: at each word the first term of the list that
@@ -121,6 +153,7 @@ class TermIndex:
         self._literal: dict[str, list[_Candidate]] = {}
         self._wild: list[tuple[re.Pattern[str], _Candidate]] = []
         self._regexes: list[list[tuple[str, re.Pattern[str]]]] = [[] for _ in self.groups]
+        firsts: set[str] = set()  # the first word of every word term, folded
         for group, terms in enumerate(self.groups):
             for order, term in enumerate(terms):
                 if is_regex(term):
@@ -130,6 +163,7 @@ class TermIndex:
                 if not words:
                     continue
                 candidate = _Candidate(group, order, term, tuple(_word(w) for w in words[1:]))
+                firsts.add(words[0])
                 first = _word(words[0])
                 if isinstance(first, str):
                     self._literal.setdefault(first, []).append(candidate)
@@ -155,6 +189,12 @@ class TermIndex:
         self._any_wild = (
             re.compile("|".join(f"(?:{p.pattern})" for p, _ in self._wild)) if self._wild else None
         )
+        # one-word terms are found in the text as written (see `_scan_written`)
+        self._written = _written_scanner(firsts) if self._one_word and not whole else None
+        self._folded = _folded_scanner(firsts)
+        self._by_regex = True
+        # (field name, a word as written) -> its hits, each (list, hit): shared by every item
+        self._written_hits: dict[tuple[str, str], tuple[tuple[int, Hit], ...]] = {}
 
     def _starting(self, word: str) -> tuple[_Candidate, ...]:
         found = self._memo.get(word)
@@ -189,13 +229,58 @@ class TermIndex:
                             hits[group].append(Hit(term, field.name, match.group()))
         return hits
 
+    def _scan_written(self, scanner: re.Pattern[str], field: Field, hits: list[list[Hit]]) -> None:
+        """`_scan_words` for one-word terms, in the text as written: one regex finds the ASCII
+        words that may start a term (a few in a hundred) in C, and the few words with other
+        letters are folded on their own (`Field.written_words`); the text is never folded or
+        split. Each word as written makes its hits once, for every item."""
+        made = self._written_hits
+        name = field.name
+        for written in field.written_words(scanner):
+            found = made.get((name, written))
+            if found is None:
+                found = tuple(
+                    (c.group, Hit(c.term, name, written))
+                    for word in folded_token(written).split(" ")
+                    if word
+                    for c in self._starting(word)
+                )
+                if len(made) >= _MEMO_LIMIT:
+                    self._written_hits = made = {}
+                made[(name, written)] = found
+            for group, hit in found:
+                hits[group].append(hit)
+
+    def _starts(self, field: Field) -> list[tuple[int, str]]:
+        """The folded words of a field that may start a term, each with its place. One regex over
+        the folded text finds them in C (a few words in a hundred), the place counted from the
+        spaces before it; looking up every word in Python cost three times more."""
+        folded = field.folded
+        if self._whole:  # a term must start at the first word (and, `_scan_words` sees, end last)
+            return [(0, field.words[0])] if folded else []
+        if not self._by_regex:  # every word looked up: the reference the regex is tested against
+            return list(enumerate(field.words))
+        if self._folded is None or not folded:
+            return []
+        found = []
+        at = last = 0
+        for match in self._folded.finditer(folded):
+            start = match.start()
+            at += folded.count(" ", last, start)
+            last = start
+            found.append((at, match.group()))
+        return found
+
     def _scan_words(self, field: Field, hits: list[list[Hit]]) -> None:
-        words = field.words
-        if not words:
+        if self._written is not None and self._by_regex and "_" not in field.text:
+            self._scan_written(self._written, field, hits)
+            return
+        starting = self._starts(field)
+        if not starting:
             return
         memo = self._memo
         if self._one_word:
-            if self._whole and len(words) != 1:
+            if self._whole and len(field.words) != 1:
                 return
             name = field.name
             originals: list[str] | None = None
@@ -203,7 +288,7 @@ class TermIndex:
             # A word repeated as written is one hit object repeated: a dense item matches a
             # few words dozens of times, and making each hit cost more than finding it.
             made: dict[tuple[int, str, str], Hit] = {}
-            for at, word in enumerate(words):
+            for at, word in starting:
                 candidates = memo.get(word)
                 if candidates is None:
                     candidates = self._starting(word)
@@ -222,12 +307,15 @@ class TermIndex:
                     hits[c.group].append(hit)
             return
         starts: list[tuple[int, tuple[_Candidate, ...]]] = []
-        for at, word in enumerate(words[:1] if self._whole else words):
+        for at, word in starting:
             candidates = memo.get(word)
             if candidates is None:
                 candidates = self._starting(word)
             if candidates:
                 starts.append((at, candidates))
+        if not starts:
+            return
+        words = field.words
         # group -> the word where its next hit may start (hits of one list do not overlap)
         free: dict[int, int] = {}
         for at, candidates in starts:

@@ -92,56 +92,67 @@ def fold(text: str) -> str:
 
 
 _MEMO_LIMIT = 200_000
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_word_runs: dict[str, int] = {}  # a run of non-ASCII characters -> its kind (below)
+_NO_WORD, _WORDS, _MARKED = 0, 1, 2  # no word character; some; some, marks among them
+_MARKS = frozenset(chr(c) for first, last in table("marks") for c in range(first, last + 1))
+
+
+def _is_word(char: str) -> bool:
+    """Whether a character belongs in a word (WORD)."""
+    return char.isalnum() or char == "_" or char in _MARKS
+
+
+def _run_kind(run: str) -> int:
+    if not _MARKS.isdisjoint(run):
+        return _MARKED
+    return _NO_WORD if WORD.search(run) is None else _WORDS
+
+
+def _touches_mark(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] has a mark right before or after it: it is then part of a longer
+    word (a mark belongs to the word it sits in)."""
+    return (start > 0 and text[start - 1] in _MARKS) or (end < len(text) and text[end] in _MARKS)
+
+
 _memo: dict[str, str] = {}
-_pieces: dict[str, tuple[str, bool]] = {}
-_piece_words: dict[str, tuple[str, ...]] = {}  # a piece's words as written (WORD), for hits
+_SPLIT_NON_ASCII = re.compile(r"([^\x00-\x7f]+)")
+_runs: dict[str, str] = {}  # a run of non-ASCII characters, folded
 
 
 def folded_words(text: str) -> str:
-    """The folded words of `text` joined by single spaces."""
-    return _folding(text)[0]
+    """The folded words of `text` joined by single spaces.
 
-
-def _folding(text: str) -> tuple[str, bool]:
-    """The folded words of `text` joined by single spaces, and whether each of its words (WORD)
-    folds to exactly one word (so a word's place in the text is its place among the folded).
-
-    Text that is not plain ASCII is folded a whitespace-separated piece at a time, each
-    remembered: folding (NFKD, a translation table) costs ten times more than looking up a piece
-    seen before, and news repeats its vocabulary. Folding never joins or splits across spaces,
-    so the result is the same as folding the whole text.
+    Folding is a character at a time (NFKD decomposes each character on its own, the marks it
+    may reorder are dropped or kept together, casefolding has no context), so text that is not
+    plain ASCII is folded a run of non-ASCII characters at a time, each run remembered (news
+    repeats its accents, quotes and dashes), its ASCII lowered between them: the same words as
+    folding the whole text, at a tenth of the cost.
     """
     if text.isascii():
-        return " ".join(_ASCII_WORD.findall(text.lower().replace("_", " "))), True
-    global _pieces, _piece_words
-    out = []
-    one_each = True
-    pieces = _pieces
-    for piece in text.split():
-        found = pieces.get(piece)
-        if found is None:
-            words = tuple(WORD.findall(piece))
-            found = (folded_token(piece), _one_each(words))
-            if len(pieces) >= _MEMO_LIMIT:
-                _pieces = pieces = {}
-                _piece_words = {}
-            pieces[piece] = found
-            _piece_words[piece] = words
-        if found[0]:
-            out.append(found[0])
-        if not found[1]:
-            one_each = False
-    return " ".join(out), one_each
+        return " ".join(_ASCII_WORD.findall(text.lower().replace("_", " ")))
+    global _runs
+    runs = _runs
+    parts = _SPLIT_NON_ASCII.split(text)  # ASCII, a run, ASCII, ..., ASCII
+    for at in range(0, len(parts) - 1, 2):
+        parts[at] = parts[at].lower()
+        run = parts[at + 1]
+        folded = runs.get(run)
+        if folded is None:
+            folded = fold(run)
+            if len(runs) >= _MEMO_LIMIT:
+                _runs = runs = {}
+            runs[run] = folded
+        parts[at + 1] = folded
+    parts[-1] = parts[-1].lower()
+    return " ".join(WORD.findall("".join(parts).replace("_", " ")))
 
 
-def _one_each(words: Iterable[str]) -> bool:
-    """Whether every word (WORD) of a whitespace-free piece folds to exactly one word."""
-    for word in words:
-        if not word.isascii() or "_" in word:
-            folded = folded_token(word)
-            if not folded or " " in folded:
-                return False
-    return True
+def _folds_to_one(word: str) -> bool:
+    """Whether a word (WORD) folds to exactly one word (not `5½` to `51 2`, nor a lone tatweel
+    to none)."""
+    folded = folded_token(word)
+    return bool(folded) and " " not in folded
 
 
 def folded_token(token: str) -> str:
@@ -167,6 +178,60 @@ class Field:
     name: str
     text: str
 
+    def written_words(self, scanner: re.Pattern[str]) -> list[str]:
+        """In a text without underscores, the words `scanner` finds among those spelt in ASCII
+        letters and digits (which fold to themselves lowered), and every word with other letters
+        or marks, as written, in order. Most English news has none of the latter (its other
+        characters are curly quotes, dashes, spaces), so this is one regex search; otherwise the
+        runs of non-ASCII characters lead to the words holding them."""
+        text = self.text
+        if text.isascii():
+            return scanner.findall(text)
+        global _word_runs
+        runs = _word_runs
+        others: list[tuple[int, int, str]] = []
+        marked = False  # a mark next to an ASCII word makes it part of a longer word
+        last = 0
+        for run in _NON_ASCII.finditer(text):
+            kind = runs.get(run.group())
+            if kind is None:
+                kind = _run_kind(run.group())
+                if len(runs) >= _MEMO_LIMIT:
+                    _word_runs = runs = {}
+                runs[run.group()] = kind
+            marked = marked or kind == _MARKED
+            if kind == _NO_WORD or run.end() <= last:
+                continue
+            # widened to the words the run is part of (a word before it may be done already)
+            first, last = max(run.start(), last), run.end()
+            if _is_word(text[first]):
+                while first and _is_word(text[first - 1]):
+                    first -= 1
+            if _is_word(text[last - 1]):
+                while last < len(text) and _is_word(text[last]):
+                    last += 1
+            others += [
+                (word.start(), word.end(), word.group())
+                for word in WORD.finditer(text, first, last)
+                if not word.group().isascii()
+            ]
+        if not others:
+            return scanner.findall(text)
+        if marked:  # an ASCII word a mark touches is part of a longer word, one of the others
+            placed = [
+                (match.start(), match.end(), match.group())
+                for match in scanner.finditer(text)
+                if not _touches_mark(text, *match.span())
+            ]
+            return [word for _, _, word in sorted(placed + others)]
+        found: list[str] = []  # the others in order, the scanner's words between them
+        at = 0
+        for start, end, word in others:
+            found += scanner.findall(text, at, start)
+            found.append(word)
+            at = end
+        return found + scanner.findall(text, at)
+
     @cached_property
     def _ascii_words(self) -> list[str] | None:
         """The words of a plain ASCII text as written: folding them is lowering them, so one
@@ -175,15 +240,11 @@ class Field:
         return _ASCII_WORD.findall(text) if text.isascii() and "_" not in text else None
 
     @cached_property
-    def _folding(self) -> tuple[str, bool]:
+    def folded(self) -> str:
         written = self._ascii_words
         if written is not None:
-            return " ".join(written).lower(), True
-        return _folding(self.text)
-
-    @cached_property
-    def folded(self) -> str:
-        return self._folding[0]
+            return " ".join(written).lower()
+        return folded_words(self.text)
 
     @cached_property
     def words(self) -> list[str]:
@@ -214,13 +275,12 @@ class Field:
             return None
         if text.isascii():
             found: list[str] = self._ascii_words or []
-        elif self._folding[1]:  # each word folds to exactly one (found while folding)
-            try:  # the words of each piece, remembered while folding: no regex over the text
-                found = list(chain.from_iterable(map(_piece_words.__getitem__, text.split())))
-            except KeyError:  # the memo started afresh since
-                found = WORD.findall(text)
         else:
-            return None
+            found = WORD.findall(text)
+            if len(found) != len(self.words) or not all(
+                _folds_to_one(word) for word in found if not word.isascii()
+            ):
+                return None
         return found if len(found) == len(self.words) else None
 
     def original(self, first: int, last: int) -> str:
