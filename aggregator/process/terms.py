@@ -117,19 +117,32 @@ def _written_scanner(first_words: Iterable[str]) -> re.Pattern[str] | None:
     may start a term: such a word folds to itself lowered, so a term's word (`*` standing for
     any letters) matches it ignoring ASCII case. Words no ASCII spelling holds (`غزه`) are left
     out; None when none is left. Case is spelt out (`[gG][aA]...`): under IGNORECASE `k` would
-    also match the Kelvin sign, a word `written_words` finds another way."""
+    also match the Kelvin sign, a word `written_words` finds another way.
+
+    The regex opens with the set of the words' first letters (`[gGsS...]`), then checks that a
+    word starts there: a regex opening with a set is searched for by that set, a fifth faster
+    than one opening with a word boundary.
+    """
 
     def spelt(part: str) -> str:
         return "".join(f"[{c}{c.upper()}]" if c.isalpha() else c for c in part)
 
-    branches = []
-    for word in sorted(first_words):
-        parts = word.split("*")
-        if all(_PLAIN_WORD.fullmatch(part) or not part for part in parts):
-            branches.append("[a-zA-Z0-9]*".join(map(spelt, parts)))
-    if not branches:
+    words = [
+        word.split("*")
+        for word in sorted(first_words)
+        if all(_PLAIN_WORD.fullmatch(part) or not part for part in word.split("*"))
+    ]
+    if not words:
         return None
-    return re.compile(rf"\b(?:{'|'.join(branches)})\b")
+    if any(not parts[0] for parts in words):  # a word opening with `*` starts at any letter
+        branches = "|".join("[a-zA-Z0-9]*".join(map(spelt, parts)) for parts in words)
+        return re.compile(rf"\b(?:{branches})\b")
+    firsts = "".join(sorted({c for parts in words for c in spelt(parts[0][0]).strip("[]")}))
+    branches = "|".join(
+        f"(?<={spelt(parts[0][0])}){'[a-zA-Z0-9]*'.join(map(spelt, [parts[0][1:], *parts[1:]]))}"
+        for parts in words
+    )
+    return re.compile(rf"[{firsts}](?<!\w.)(?:{branches})\b")
 
 
 def _folded_scanner(first_words: Iterable[str]) -> re.Pattern[str] | None:
