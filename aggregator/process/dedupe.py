@@ -79,17 +79,19 @@ _BITS_BLOCK = 1 << 17  # keys added to the filter at once
 
 def _opening(field: Field, count: int) -> list[str]:
     """The first `count` folded words of a field: the same words whether or not the topic
-    rules folded the whole field already, but folding only as much as needed if not."""
+    rules folded the whole field already, but folding only as much as needed if not: the text
+    up to a space some way in (folding never joins words across a space), more if too few."""
     if "folded" in field.__dict__:
         return field.words[:count]
-    words: list[str] = []
-    for token in field.text.split():
-        folded = folded_words(token)
-        if folded:
-            words.extend(folded.split(" "))
-            if len(words) >= count:
-                break
-    return words[:count]
+    text = field.text
+    reach = count * 10
+    while True:
+        cut = text.find(" ", reach) if reach < len(text) else -1
+        folded = folded_words(text if cut < 0 else text[:cut])
+        words = folded.split(" ") if folded else []
+        if len(words) >= count or cut < 0:
+            return words[:count]
+        reach *= 2
 
 
 def _words(entry: Entry, text: ItemText) -> list[str]:
