@@ -21,7 +21,10 @@ from aggregator import __version__, logs, malloc
 from aggregator.exceptions import AggregatorError, ConfigError
 
 if TYPE_CHECKING:  # the config schema (pydantic) and storage (SQLAlchemy) load when a command
-    from aggregator.config import Config  # needs them, so `--version` and `--help` start at once
+    from aggregator.config import (  # needs them, so `--version` and `--help` start at once
+        Config,
+        Digest,
+    )
     from aggregator.storage import Storage
 
 DEFAULT_CONFIG = "config/feeds.yaml"
@@ -53,6 +56,25 @@ config_option = click.option(
 def _count(number: int, noun: str) -> str:
     """'1 source', '2 sources': a count with its noun agreeing."""
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+@contextmanager
+def _progress(length: int, label: str, **options: Any) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr that log lines pass above (one owner of the terminal's last
+    line); yields `advance(steps=1, item=None)`, safe to call from any thread."""
+    bar = click.progressbar(length=length, label=label, file=sys.stderr, **options)
+
+    def redraw() -> None:
+        bar._last_line = None  # click skips drawing the line it drew last
+        bar.render_progress()
+
+    with bar, logs.beneath_progress(redraw if sys.stderr.isatty() else None) as lock:
+
+        def advance(steps: int = 1, item: Any = None) -> None:
+            with lock:
+                bar.update(steps, item)
+
+        yield advance
 
 
 def _load(path: Path) -> Config:
@@ -224,12 +246,12 @@ def poll(config_path: Path, only: tuple[str, ...], every: bool) -> None:
         )
         with (
             make_fetcher(config) as fetcher,
-            click.progressbar(length=total, label="polling", file=sys.stderr, show_pos=True) as bar,
+            _progress(total, "polling", show_pos=True) as advance,
         ):
             poller = Poller(storage, config, fetcher)
             try:
                 results: list[PollResult] = poller.run_once(
-                    only=targets, on_result=lambda _: bar.update(1)
+                    only=targets, on_result=lambda _: advance()
                 )
             finally:
                 poller.close()
@@ -291,15 +313,16 @@ def list_sources(config_path: Path, as_json: bool) -> None:
         s = r.state
         problem = s.last_error or s.last_warning or ""
         if s.consecutive_failures:
-            problem = f"{s.consecutive_failures}x: {problem}"
+            times = _count(s.consecutive_failures, "failure")
+            problem = f"{times} in a row: {problem}"
         table.append(
             (
                 s.id,
                 r.health.value,
                 str(r.counts.stored),
                 f"{r.per_day:.1f}",
-                _when(s.last_success_at),
-                _when(s.next_due_at),
+                _when(s.last_success_at, _zone(config)),
+                _when(s.next_due_at, _zone(config)),
                 problem[:70],
             )
         )
@@ -359,7 +382,10 @@ def explain(config_path: Path, item: str) -> None:
     click.secho(f"Item {it.id}: {it.entry.title}", bold=True)
     click.echo(f"  source     {it.source_id}")
     click.echo(f"  link       {it.entry.link or '-'}")
-    click.echo(f"  published  {_when(it.published)} UTC (first seen {_when(it.first_seen_at)})")
+    zone = _zone(config)
+    click.echo(
+        f"  published  {_when(it.published, zone)} (first seen {_when(it.first_seen_at, zone)})"
+    )
     section = SectionChoice.from_json(it.section_id or "", details.section_reason)
     click.secho(f"Section: {it.section_id or '-'}", bold=True)
     click.echo(f"  because {section.describe()}")
@@ -424,10 +450,8 @@ def recategorise(config_path: Path, dry_run: bool) -> None:
     with _opened(config) as storage:
         storage.sync_sources(config.sources)
         total = storage.count_items()
-        with click.progressbar(
-            length=total, label="recategorising", file=sys.stderr, show_pos=True
-        ) as bar:
-            report = refile_all(storage, Processor(config), dry_run=dry_run, progress=bar.update)
+        with _progress(total, "recategorising", show_pos=True) as advance:
+            report = refile_all(storage, Processor(config), dry_run=dry_run, progress=advance)
     verb = "would move" if dry_run else "moved"
     click.echo(f"{report.checked} items checked, {report.changed} {verb}")
     if report.movements:
@@ -448,8 +472,15 @@ def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _when(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if moment else "-"
+def _when(moment: datetime | None, zone: str = "UTC") -> str:
+    """A time in the config's (or a digest's) time zone, saying which: `2026-11-30 07:00 CET`."""
+    from zoneinfo import ZoneInfo
+
+    return moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z") if moment else "-"
+
+
+def _zone(config: Config, digest: Digest | None = None) -> str:
+    return (digest.timezone if digest else None) or config.defaults.timezone
 
 
 @cli.group()
@@ -600,17 +631,8 @@ def export_command(config_path: Path, out: Path) -> None:
     config = _load(config_path)
     with _opened(config) as storage:
         publisher = Publisher(storage, config, paged=False)
-        with click.progressbar(
-            length=count(publisher),
-            label="exporting",
-            file=sys.stderr,
-            item_show_func=lambda name: name,
-        ) as bar:
-
-            def advance(name: str) -> None:
-                bar.update(1, name)
-
-            report = export(publisher, out, advance)
+        with _progress(count(publisher), "exporting", item_show_func=lambda name: name) as step:
+            report = export(publisher, out, lambda name: step(1, name))
     click.echo(f"wrote {report.files} files ({report.bytes:,} bytes) to {report.out}")
 
 
@@ -659,7 +681,7 @@ def digest_preview(config_path: Path, digest_id: str, out: Path | None, as_text:
         out.write_bytes(data)
         click.echo(
             f"wrote {out}: {rendered.subject!r}, {view.count} stories "
-            f"({view.total} new since {view.period.start:%Y-%m-%d %H:%M} UTC)"
+            f"({view.total} new since {_when(view.period.start, _zone(config, chosen))})"
         )
     else:
         sys.stdout.buffer.write(data)
@@ -700,8 +722,9 @@ def digest_send(config_path: Path, digest_id: str, dry_run: bool, only_to: str |
             view = compose(storage, config, chosen, period)
             recipients = dispatcher.recipients(chosen)
             click.echo(
-                f"{chosen.id}: {view.count} stories from {_when(period.start)} to "
-                f"{_when(period.end)} UTC"
+                f"{chosen.id}: {view.count} stories from "
+                f"{_when(period.start, _zone(config, chosen))} to "
+                f"{_when(period.end, _zone(config, chosen))}"
             )
             if only_to:
                 if not dispatcher.send_test(chosen, view, only_to):
@@ -745,7 +768,7 @@ def digest_list(config_path: Path) -> None:
     with _opened(config) as storage:
         for chosen in config.digests:
             row = summarise_digest(storage, chosen, now)
-            last = row.last
+            last, zone = row.last, _zone(config, chosen)
             for delivery in row.failures:
                 how = "refused" if delivery.status is DeliveryStatus.REFUSED else "to retry"
                 failures.append(
@@ -756,11 +779,13 @@ def digest_list(config_path: Path) -> None:
                 (
                     chosen.id,
                     row.schedule,
-                    f"{_when(last.period_start)} to {_when(last.period_end)}" if last else "-",
+                    f"{_when(last.period_start, zone)} to {_when(last.period_end, zone)}"
+                    if last
+                    else "-",
                     last.status.value if last else "never sent",
                     str(row.sent),
                     str(len(row.failures)),
-                    _when(row.next_run),
+                    _when(row.next_run, zone),
                 )
             )
     _print_table(rows)

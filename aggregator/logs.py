@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 FORMATS = ("text", "json")
 TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -35,9 +39,66 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+_COLOURS = {logging.WARNING: "\x1b[33m", logging.ERROR: "\x1b[31m", logging.CRITICAL: "\x1b[31m"}
+
+
+def _colourful(stream: TextIO) -> bool:
+    """Colour on a terminal, none in a pipe or a file, nor where NO_COLOR is set."""
+    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+class _Console(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines on stderr that share it with a progress bar: while one is drawn, a line goes
+    above it (the bar's line cleared, the record written, the bar drawn again), so the two never
+    run into each other; warnings and errors in colour on a terminal."""
+
+    def __init__(self, colour: bool) -> None:
+        super().__init__(sys.stderr)
+        self.colour = colour
+        self.redraw: Callable[[], None] | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        start = _COLOURS.get(record.levelno) if self.colour else None
+        return f"{start}{text}\x1b[0m" if start else text
+
+    def emit(self, record: logging.LogRecord) -> None:
+        redraw = self.redraw
+        if redraw is not None:
+            self.stream.write("\r\x1b[K")
+        super().emit(record)
+        if redraw is not None:
+            redraw()
+
+
+_console: _Console | None = None
+_alone = threading.RLock()  # when no handler is set up, progress still updates under a lock
+
+
+@contextmanager
+def beneath_progress(redraw: Callable[[], None] | None) -> Iterator[threading.RLock]:
+    """While a progress bar is drawn on stderr (`redraw` draws it; None when it is hidden, as in
+    a pipe), log lines go above it. Gives the lock to update the bar under: threads log while
+    the bar moves."""
+    console = _console
+    if console is None or console.lock is None:
+        yield _alone
+        return
+    lock = console.lock
+    with lock:
+        console.redraw = redraw
+    try:
+        yield lock
+    finally:
+        with lock:
+            console.redraw = None
+
+
 def setup(level: str = "INFO", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    global _console
+    handler = _Console(colour=fmt != "json" and _colourful(sys.stderr))
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT))
+    _console = handler
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

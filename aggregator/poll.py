@@ -417,11 +417,10 @@ def _log(result: PollResult, failures: int) -> None:
         )
     else:
         log.warning(
-            "source %s: %s in %.2fs, failure %d in a row: %s",
+            "source %s: failed after %.2fs (%s in a row): %s",
             result.source_id,
-            status,
             result.seconds,
-            failures,
+            "1 failure" if failures == 1 else f"{failures} failures",
             result.error,
             extra={**fields, "error": result.error, "failures": failures, "kind": result.kind},
         )

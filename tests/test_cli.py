@@ -341,6 +341,81 @@ def test_poll_prints_a_table_and_sources_json_reports_health(tmp_path: Path) -> 
         assert down.returncode == 4  # every source polled failed
 
 
+def _in_a_terminal(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """What a command writes to a terminal (a pseudo-terminal, stdout and stderr both)."""
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("AGGREGATOR_", "NO_"))}
+    environment.update(env, TERM="xterm", COLUMNS="120")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", *args],
+        cwd=cwd,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    out = b""
+    while True:  # bounded: the command ends, and with it the terminal's output
+        ready, _, _ = select.select([leader], [], [], 60)
+        if not ready:
+            process.kill()
+            break
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the command closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    process.wait(timeout=60)
+    os.close(leader)
+    return out.decode("utf-8", "replace")
+
+
+def test_in_a_terminal_log_lines_pass_above_the_progress_bar_and_warnings_are_coloured(
+    tmp_path: Path,
+) -> None:
+    """`poll` in a terminal: every log line clears the bar's line before it is written, and the
+    bar is drawn again below it, so no line holds both; warnings in colour. In a pipe (every
+    other test), no escape codes at all."""
+    import re
+
+    from tests.feedserver import FeedServer, Reply, feed_file
+    from tests.support import rss
+
+    with FeedServer() as server:
+        server.routes["/good.xml"] = feed_file(rss("good", 3))
+        server.routes["/bad.xml"] = lambda r: Reply(500, b"oops")
+        config = tmp_path / "feeds.yaml"
+        config.write_text(
+            "sections: [{id: world, title: World}]\nsources:\n"
+            f"  - {{id: good, url: '{server.url('/good.xml')}', section: world}}\n"
+            f"  - {{id: bad, url: '{server.url('/bad.xml')}', section: world}}\n"
+            "polling: {host_gap: 0s}\ndefaults: {timezone: Europe/Paris}\n"
+        )
+        env = {"AGGREGATOR_DATABASE_URL": f"sqlite:///{tmp_path / 'agg.db'}"}
+        shown = _in_a_terminal(["poll", "-c", str(config)], tmp_path, env)
+        piped = aggregator("poll", "-c", str(config), "--once", cwd=tmp_path, env=env)
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
+    logged = re.findall(stamp, shown)
+    assert len(logged) >= 3  # the index, the good source, the bad one
+    assert len(re.findall(r"\r\x1b\[K(?:\x1b\[33m)?" + stamp, shown)) == len(logged), shown
+    assert re.search(r"polling +\[#+\] +2/2", shown)  # the bar, drawn to its end
+    for line in shown.split("\n"):  # what stays on screen: each line's text after its last \r
+        visible = line.rsplit("\r\x1b[K", 1)[-1]
+        assert not ("polling" in visible and re.search(stamp, visible)), repr(line)
+    assert "\x1b[33m" in shown and "source bad: failed" in shown  # the warning, yellow
+    assert "source bad: failed" in piped.stderr and "\x1b[" not in piped.stderr + piped.stdout
+    listed = aggregator("sources", "-c", str(config), cwd=tmp_path, env=env).stdout
+    bad = next(line for line in listed.splitlines() if line.startswith("bad "))
+    assert "2 failures in a row: HTTP 500 Internal Server Error" in bad
+    assert re.search(r"\d\d:\d\d CES?T ", bad)  # next poll, in the config's time zone, named
+
+
 STORY_CONFIG = """
 sections:
   - {id: world, title: World}

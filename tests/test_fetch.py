@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
+import logging
 import socket
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
-from aggregator.feed.fetch import Fetcher, FetchError, FetchRequest, user_agent
+from aggregator.feed.fetch import Fetcher, FetchError, FetchRequest, _describe, user_agent
 from tests.feedserver import FeedServer, Reply, Request, endless, feed_file
 
 RSS = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
@@ -149,7 +152,34 @@ def test_refused_connections_are_network_errors(fetcher: Fetcher) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     result = fetcher.fetch(FetchRequest(f"http://127.0.0.1:{port}/feed"))
-    assert result.error is FetchError.NETWORK and result.message.startswith("could not connect")  # type: ignore[union-attr]
+    assert result.error is FetchError.NETWORK
+    assert result.message == "the server refused the connection (nothing listens on that port)"
+
+
+@pytest.mark.parametrize(
+    ("cause", "words"),
+    [
+        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "does not resolve"),
+        (socket.gaierror(socket.EAI_AGAIN, "Temporary failure"), "DNS did not answer"),
+        (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), "closed the"),
+        (OSError(errno.ENETUNREACH, "Network is unreachable"), "network is unreachable"),
+    ],
+)
+def test_connection_failures_are_said_in_words_with_the_detail_in_the_debug_log(
+    cause: OSError, words: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What httpx raises for a name that does not resolve and the like, its cause chained as
+    httpx chains it (tests reach 127.0.0.1 only, so these failures cannot be had for real)."""
+    try:
+        try:
+            raise cause
+        except OSError as exc:
+            raise httpx.ConnectError(str(exc)) from exc
+    except httpx.ConnectError as exc:
+        with caplog.at_level(logging.DEBUG, logger="aggregator.feed.fetch"):
+            said = _describe(exc)
+    assert words in said and "Errno" not in said
+    assert str(cause) in caplog.text  # the raw detail, for whoever debugs
 
 
 def test_extra_headers_are_sent(server: FeedServer, fetcher: Fetcher) -> None:

@@ -13,6 +13,9 @@ never stops a poll.
 
 from __future__ import annotations
 
+import errno
+import logging
+import socket
 import ssl
 import threading
 import time
@@ -28,6 +31,8 @@ import httpx
 
 from aggregator import __version__
 from aggregator.feed.decoding import ACCEPT_ENCODING, DecodingError, decoded
+
+log = logging.getLogger(__name__)
 
 REDIRECTS = (301, 302, 303, 307, 308)
 PERMANENT = (301, 308)
@@ -442,10 +447,55 @@ def _too_large(limit: int, got: str) -> str:
     return f"the feed is larger than the limit of {limit:,} bytes ({got})"
 
 
+# What a connection failure means, by the errno of the OSError at its root: editors read these on
+# the status page and in `aggregator sources`, not "[Errno 111] Connection refused".
+_ERRNO_WORDS = {
+    errno.ECONNREFUSED: "the server refused the connection (nothing listens on that port)",
+    errno.ECONNRESET: "the server closed the connection",
+    errno.ECONNABORTED: "the connection was aborted",
+    errno.EHOSTUNREACH: "the host is unreachable",
+    errno.ENETUNREACH: "the network is unreachable",
+    errno.ETIMEDOUT: "the connection timed out",
+    errno.EADDRNOTAVAIL: "the address is not available",
+}
+_DNS_WORDS = {
+    code: words
+    for name, words in (
+        ("EAI_NONAME", "the host name does not resolve (no such host in DNS)"),
+        ("EAI_NODATA", "the host name has no address in DNS"),
+        ("EAI_AGAIN", "the host name could not be looked up (DNS did not answer)"),
+        ("EAI_FAIL", "the host name could not be looked up (DNS failed)"),
+    )
+    if (code := getattr(socket, name, None)) is not None
+}
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The exception at the bottom of a chain (httpx wraps httpcore, which wraps the OSError)."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    return exc
+
+
 def _describe(exc: BaseException) -> str:
+    """A failure in words, the raw detail in the debug log."""
     text = str(exc) or type(exc).__name__
+    root = _root_cause(exc)
+    log.debug("fetch failed: %r (at its root: %r)", exc, root)
+    if isinstance(root, socket.gaierror) and root.errno in _DNS_WORDS:
+        return _DNS_WORDS[root.errno]
+    if isinstance(root, ssl.SSLCertVerificationError):
+        return f"the server's TLS certificate was not accepted: {root.verify_message}"
+    if isinstance(root, ssl.SSLError):
+        return f"the TLS handshake failed: {root.reason or text}"
+    if isinstance(root, OSError) and root.errno in _ERRNO_WORDS:
+        return _ERRNO_WORDS[root.errno]
     if isinstance(exc, httpx.ConnectError):
         return f"could not connect: {text}"
     if isinstance(exc, httpx.RemoteProtocolError):
+        if "without sending" in text:  # h11: "Server disconnected without sending a response."
+            return "the server closed the connection without answering"
         return f"the server broke the HTTP protocol: {text}"
     return text
