@@ -128,6 +128,32 @@ def test_names_and_subjects_outside_ascii_are_encoded(
     assert received.message["From"].addresses[0].display_name == "Nachrichten für alle"
 
 
+def test_a_recipient_written_with_a_name_gets_it_under_that_name(
+    storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    """`Zoë <zoe@example.org>` in feeds.yaml: delivered to the address, the name in the To header
+    (encoded where it is not ASCII, quoted where it has a comma), one copy each, once."""
+    named = ("Zoë Ünïcode <zoe@example.org>", '"Doe, Jane" <jane@example.org>', "bob@example.org")
+    config = configured(mail, recipients=named)
+    stock(storage, config, clock)
+    report = dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
+    assert report is not None and report.sent == 3
+    assert sorted(r.recipients for r in mail.received) == [
+        ("bob@example.org",),
+        ("jane@example.org",),
+        ("zoe@example.org",),
+    ]
+    (zoe,) = mail.to("zoe@example.org")
+    assert zoe.message["To"].addresses[0].display_name == "Zoë Ünïcode"
+    assert zoe.message["To"].addresses[0].addr_spec == "zoe@example.org"
+    assert b"=?utf-8?" in zoe.raw.split(b"\r\n\r\n", 1)[0]
+    (jane,) = mail.to("jane@example.org")
+    assert jane.message["To"].addresses[0].display_name == "Doe, Jane"
+    (bob,) = mail.to("bob@example.org")
+    assert str(bob.message["To"]) == "bob@example.org"
+    assert dispatcher(storage, config, clock).run(config.digests[0], PERIOD) is None  # once
+
+
 def test_refusals_are_recorded_retried_or_resumed(
     storage: Storage, mail: MailServer, clock: Clock
 ) -> None:

@@ -157,6 +157,43 @@ def _check_email(value: str) -> str:
     return value
 
 
+_NAMED = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|([^"<>]*?))\s*<([^<>]*)>\s*')
+
+
+def recipient_parts(value: str) -> tuple[str, str]:
+    """(display name, address) of a recipient written `Zoë <zoe@example.org>` (or with the name
+    quoted, `"Doe, Jane" <jane@example.org>`), the way every mail tool takes one, or ("", the
+    address) of a bare address; ("", "") when it is neither."""
+    if "<" not in value and ">" not in value:
+        return "", value.strip()
+    match = _NAMED.fullmatch(value)
+    if match is None:
+        return "", ""
+    quoted, bare, address = match.groups()
+    name = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
+    return name.strip(), address.strip()
+
+
+def _check_recipient(value: str) -> str:
+    value = value.strip()
+    name, address = recipient_parts(value)
+    if not address:
+        raise PydanticCustomError(
+            "email",
+            "{value} is neither an address nor a name and an address (`Zoë <zoe@example.org>`)",
+            {"value": _show(value)},
+        )
+    try:
+        email_validator.validate_email(address, check_deliverability=False)
+    except email_validator.EmailNotValidError as exc:
+        raise PydanticCustomError(
+            "email",
+            "{value} is not a valid e-mail address ({reason})",
+            {"value": _show(value), "reason": _lower_first(str(exc).rstrip("."))},
+        ) from None
+    return value
+
+
 @cache
 def _zone_names() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
@@ -224,6 +261,7 @@ def _check_language(value: str) -> str:
 Id = Annotated[str, AfterValidator(_check_id)]
 Url = Annotated[str, AfterValidator(_check_url)]
 Email = Annotated[str, AfterValidator(_check_email)]
+Recipient = Annotated[str, AfterValidator(_check_recipient)]
 TimeZone = Annotated[str, AfterValidator(_check_timezone)]
 Cron = Annotated[str, AfterValidator(_check_cron)]
 Term = Annotated[str, AfterValidator(_check_term)]
@@ -369,7 +407,10 @@ class Digest:
     )
     output: Id | None = _doc("Take the items of this output (give `output` or `filter`).", None)
     filter: Filter | None = _doc("Or choose the items here.", None)
-    recipients: tuple[Email, ...] = _doc("Addresses that always get this digest.", ())
+    recipients: tuple[Recipient, ...] = _doc(
+        "Addresses that always get this digest, bare or with a name (`Zoë <zoe@example.org>`).",
+        (),
+    )
     max_items: int = _doc("Most stories in one e-mail (the newest are kept).", 50, ge=1, le=500)
     group_by: Literal["section", "topic", "source", "none"] = _doc(
         "How stories are grouped under headings.", "section"

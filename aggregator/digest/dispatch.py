@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from aggregator.config import Config, Digest
+from aggregator.config.schema import recipient_parts
 from aggregator.digest.compose import DigestView, compose
 from aggregator.digest.message import Batch, Envelope, message_id_for
 from aggregator.digest.periods import Period, due
@@ -102,7 +103,8 @@ class Dispatcher:
             or (s.status is SubscriberStatus.PENDING and s.unsubscribed_at is not None)
         }
         found: dict[str, tuple[str, bool]] = {}
-        for address in digest.recipients:
+        for written in digest.recipients:
+            address = recipient_parts(written)[1]
             found.setdefault(address.lower(), (address, False))
         for subscriber in self.storage.subscribers(digest.id, SubscriberStatus.CONFIRMED):
             found.setdefault(subscriber.email.lower(), (subscriber.email, True))
@@ -286,6 +288,11 @@ class Dispatcher:
         share: Sequence[tuple[str, bool]],
         state: _Progress,
     ) -> None:
+        names = {  # the names editors gave recipients, for the To header
+            address.lower(): name
+            for name, address in map(recipient_parts, digest.recipients)
+            if name
+        }
         with self.mailer() as mailer, self.storage.delivery_log(run_id) as record:
             eight_bit = mailer.eight_bit
             for address, subscribed in share:
@@ -297,7 +304,12 @@ class Dispatcher:
                 message_id = message_id_for(envelope, view.period.start, address)
                 try:
                     data, _ = batch.message(
-                        variants[subscribed], address, url, eight_bit, message_id
+                        variants[subscribed],
+                        address,
+                        url,
+                        eight_bit,
+                        message_id,
+                        name=names.get(address.lower(), ""),
                     )
                 except (ValueError, UnicodeError) as exc:  # an address no header can carry
                     log.warning("digest %s: %s cannot be written: %s", digest.id, address, exc)

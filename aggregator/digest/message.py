@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, formataddr, make_msgid
 from urllib.parse import quote
 
 from aggregator.digest.render import UNSUBSCRIBE, Rendered
@@ -116,6 +116,7 @@ class Batch:
         unsubscribe_url: str,
         eight_bit: bool = False,
         message_id: str | None = None,
+        name: str = "",
     ) -> tuple[bytes, str]:
         """The bytes of one copy of `rendered` (still holding the UNSUBSCRIBE placeholder) for
         `to`, and its Message-ID (`message_id`, or a new one); with `eight_bit` (the server
@@ -132,7 +133,8 @@ class Batch:
         boundary = self._boundary
         lines = [
             self._head,
-            f"To: {to}\r\n".encode(),  # UTF-8 outside ASCII: sent with SMTPUTF8
+            # UTF-8 outside ASCII: sent with SMTPUTF8; a name is quoted or encoded as it needs
+            f"To: {formataddr((_one_line(name), to)) if name else to}\r\n".encode(),
             f"Message-ID: {message_id}\r\n".encode("ascii"),
             f"List-Unsubscribe: <{link}>,\r\n <{self.envelope.mailto}>\r\n".encode("ascii"),
             b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n\r\n',
@@ -188,6 +190,10 @@ def _encode(body: str, eight_bit: bool) -> tuple[bytes, bytes]:
         encoding = b"8bit" if not data.isascii() else b"7bit"
         return encoding, b"\r\n".join(lines).rstrip(b"\r\n") + b"\r\n"
     return b"base64", base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _phrase(text: str) -> str:
