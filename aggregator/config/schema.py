@@ -176,7 +176,7 @@ def recipient_parts(value: str) -> tuple[str, str]:
 
 def _check_recipient(value: str) -> str:
     value = value.strip()
-    name, address = recipient_parts(value)
+    address = recipient_parts(value)[1]
     if not address:
         raise PydanticCustomError(
             "email",
