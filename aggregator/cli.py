@@ -656,7 +656,10 @@ def _digest(config: Config, digest_id: str) -> Any:
     "--out",
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the HTML (or with --text the text) to this file instead of standard output.",
+    help=(
+        "Write the HTML (or with --text the text) to this file. Without it the output goes to "
+        "a pipe as it is, and in a terminal the HTML goes to a temporary file."
+    ),
 )
 @click.option("--text", "as_text", is_flag=True, help="The plain-text part instead of the HTML.")
 def digest_preview(config_path: Path, digest_id: str, out: Path | None, as_text: bool) -> None:
@@ -677,12 +680,21 @@ def digest_preview(config_path: Path, digest_id: str, out: Path | None, as_text:
         config.publishing.templates,
     )
     data = (rendered.text if as_text else rendered.html).encode("utf-8")
+    if out is None and not as_text and sys.stdout.isatty():
+        # pages of HTML are no use in a terminal: a file to open in a browser instead
+        import tempfile
+
+        handle, name = tempfile.mkstemp(prefix=f"digest-{chosen.id}-", suffix=".html")
+        os.close(handle)
+        out = Path(name)
     if out:
         out.write_bytes(data)
         click.echo(
             f"wrote {out}: {rendered.subject!r}, {view.count} stories "
             f"({view.total} new since {_when(view.period.start, _zone(config, chosen))})"
         )
+        if not as_text:
+            click.echo(f"open it in a browser: {out.resolve().as_uri()}")
     else:
         sys.stdout.buffer.write(data)
 

@@ -495,3 +495,25 @@ def test_explain_unmerge_and_recategorise(tmp_path: Path) -> None:
     assert "Topics: none" in aggregator("explain", "1", "-c", "feeds.yaml", cwd=tmp_path).stdout
     missing = aggregator("explain", "https://nowhere.example/x", "-c", "feeds.yaml", cwd=tmp_path)
     assert missing.returncode == 1 and "no stored item has the link" in missing.stderr
+
+
+def test_a_digest_preview_in_a_terminal_goes_to_a_file_and_in_a_pipe_as_it_is(
+    tmp_path: Path,
+) -> None:
+    """Pages of HTML are no use in a terminal: there the preview is written to a file, whose
+    address is printed; a pipe (a redirect, a browser opener) gets the HTML itself."""
+    import re
+
+    env = {"AGGREGATOR_DATABASE_URL": f"sqlite:///{tmp_path / 'agg.db'}"}
+    args = ["digest", "preview", "morning-briefing", "-c", str(EXAMPLE)]
+    shown = _in_a_terminal(args, tmp_path, env)
+    assert "<html" not in shown.lower()
+    found = re.search(r"open it in a browser: file://(\S+\.html)", shown)
+    assert found is not None, shown
+    written = Path(found.group(1))
+    try:
+        assert written.read_text().lower().lstrip().startswith("<!doctype html")
+    finally:
+        written.unlink()
+    piped = aggregator(*args, cwd=tmp_path, env=env)
+    assert piped.returncode == 0 and piped.stdout.lower().lstrip().startswith("<!doctype html")
