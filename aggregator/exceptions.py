@@ -10,7 +10,9 @@ Python's own exceptions still catch it::
     ├── StorageError (RuntimeError)     the database cannot be opened or migrated
     ├── NotPublishedError (LookupError)      no published feed or page has this address (HTTP 404)
     ├── BadRequestError (ValueError)         a request's parameters make no sense (HTTP 400)
-    └── ExportError (OSError)           a static export could not be written
+    ├── ExportError (OSError)           a static export could not be written
+    ├── ListenError (OSError)           the web server cannot listen where it is told to
+    └── EnvironmentSettingError (ValueError)  an environment variable is set wrongly
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ class BadRequestError(AggregatorError, ValueError):
 
 class ExportError(AggregatorError, OSError):
     """A static export could not be written; the previous export is left as it was."""
+
+
+class ListenError(AggregatorError, OSError):
+    """The web server cannot listen on its host and port (in use, not ours to take, no such
+    address)."""
 
 
 class EnvironmentSettingError(AggregatorError, ValueError):

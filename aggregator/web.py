@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gzip
 import logging
 import socket
@@ -42,7 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from aggregator.digest.subscriptions import Subscriptions
-from aggregator.exceptions import BadRequestError, NotPublishedError, StorageError
+from aggregator.exceptions import BadRequestError, ListenError, NotPublishedError, StorageError
 from aggregator.metrics import CONTENT_TYPE as METRICS_TYPE
 from aggregator.metrics import Metrics
 from aggregator.publish import pages
@@ -649,11 +650,31 @@ async def _watch(publisher: Publisher, every: float) -> None:
         await asyncio.sleep(every)
 
 
+_LISTEN_WORDS = {
+    errno.EADDRINUSE: "the port is already in use (another aggregator, or another program); "
+    "choose another with --port or `server.port`, or stop what holds it",
+    errno.EACCES: "this user may not listen on that port (below 1024 needs privileges); "
+    "choose one above 1023 with --port or `server.port`",
+    errno.EADDRNOTAVAIL: "this machine has no such address; use 127.0.0.1, 0.0.0.0 or one of "
+    "its own with --host or `server.host`",
+}
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        return socket.create_server((host, port), reuse_port=False)
+    except OSError as exc:
+        words = _LISTEN_WORDS.get(exc.errno or 0) or (exc.strerror or str(exc)).lower()
+        if isinstance(exc, socket.gaierror):
+            words = f"the host name {host!r} does not resolve; use an address such as 127.0.0.1"
+        raise ListenError(f"cannot listen on {host}:{port}: {words}") from None
+
+
 class WebServer:
     """uvicorn on a socket of our own, so tests and `aggregator run` can start and stop it."""
 
     def __init__(self, app: Starlette, host: str, port: int, *, access_log: bool = False) -> None:
-        self.socket = socket.create_server((host, port), reuse_port=False)
+        self.socket = _listen(host, port)
         self.config = uvicorn.Config(
             app,
             log_level="warning",

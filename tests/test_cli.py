@@ -517,3 +517,18 @@ def test_a_digest_preview_in_a_terminal_goes_to_a_file_and_in_a_pipe_as_it_is(
         written.unlink()
     piped = aggregator(*args, cwd=tmp_path, env=env)
     assert piped.returncode == 0 and piped.stdout.lower().lstrip().startswith("<!doctype html")
+
+
+def test_a_port_in_use_is_one_line_saying_so_not_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"AGGREGATOR_DATABASE_URL": f"sqlite:///{tmp_path / 'agg.db'}"}
+        result = aggregator("run", "--port", str(port), "-c", str(EXAMPLE), cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot listen on 127.0.0.1:{port}: the port is already in use")
