@@ -768,41 +768,47 @@ def digest_send(config_path: Path, digest_id: str, dry_run: bool, only_to: str |
 
 @digest.command("list")
 @config_option
-def digest_list(config_path: Path) -> None:
-    """Every digest: its schedule, last period and how it went, and when it runs next."""
-    from aggregator.status import summarise_digest
-    from aggregator.types import DeliveryStatus
+@click.option("--json", "as_json", is_flag=True, help="A JSON list, for scripts.")
+def digest_list(config_path: Path, as_json: bool) -> None:
+    """Every digest: its schedule, last period and how it went, and when it runs next (in the
+    same words as /status)."""
+    import json
+
+    from aggregator.status import failure_text, summarise_digest
 
     config = _load(config_path)
     now = datetime.now(UTC)
-    rows = [("digest", "schedule", "last period", "state", "sent", "failed", "next run")]
-    failures: list[str] = []
     with _opened(config) as storage:
-        for chosen in config.digests:
-            row = summarise_digest(storage, chosen, now)
-            last, zone = row.last, _zone(config, chosen)
-            for delivery in row.failures:
-                how = "refused" if delivery.status is DeliveryStatus.REFUSED else "to retry"
-                failures.append(
-                    f"{chosen.id}: {delivery.recipient} ({how}, {delivery.attempts} "
-                    f"attempts): {delivery.error}"
-                )
-            rows.append(
-                (
-                    chosen.id,
-                    row.schedule,
-                    f"{_when(last.period_start, zone)} to {_when(last.period_end, zone)}"
-                    if last
-                    else "-",
-                    last.status.value if last else "never sent",
-                    str(row.sent),
-                    str(len(row.failures)),
-                    _when(row.next_run, zone),
-                )
+        found = [(chosen, summarise_digest(storage, chosen, now)) for chosen in config.digests]
+    if as_json:
+        click.echo(json.dumps([row.as_json() for _, row in found], indent=2, ensure_ascii=False))
+        return
+    if not found:
+        click.echo("No digests in the config: see `digests:` in the README.")
+        return
+    rows = [
+        ("DIGEST", "SCHEDULE", "LAST PERIOD", "STATE", "SENT", "REFUSED", "RETRYING", "NEXT RUN")
+    ]
+    for chosen, row in found:
+        zone = _zone(config, chosen)
+        rows.append(
+            (
+                chosen.id,
+                row.schedule,
+                f"{_when(row.period_start, zone)} to {_when(row.period_end, zone)}"
+                if row.last
+                else "-",
+                row.state,
+                str(row.sent),
+                str(row.refused),
+                str(row.retrying),
+                _when(row.next_run, zone),
             )
+        )
     _print_table(rows)
-    for line in failures:
-        click.echo(f"failed: {line}")
+    for chosen, row in found:
+        for delivery in row.failures:
+            click.echo(f"{chosen.id}: {failure_text(delivery)} ({delivery.attempts} attempts)")
 
 
 EXIT_SOME_FAILED = 3  # `poll`: some sources failed; what the others gave is stored

@@ -17,11 +17,12 @@ import secrets
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aggregator import __version__
 from aggregator.config import Config, Digest
+from aggregator.cronwords import describe
 from aggregator.digest.periods import next_run
 from aggregator.exceptions import EnvironmentSettingError
 from aggregator.health import Health, SourceHealth, report
@@ -124,6 +125,32 @@ class DigestRow:
             return "never sent"
         return "sent" if self.last.status is RunStatus.DONE else "sending"
 
+    def as_json(self) -> dict[str, Any]:
+        """For `digest list --json`: the same words as the page, times in ISO 8601 UTC."""
+        iso = _iso
+        return {
+            "id": self.id,
+            "title": self.title,
+            "schedule": self.schedule,
+            "recipients": self.recipients,
+            "state": self.state,
+            "period_start": iso(self.period_start),
+            "period_end": iso(self.period_end),
+            "sent": self.sent,
+            "refused": self.refused,
+            "retrying": self.retrying,
+            "next_run": iso(self.next_run),
+            "failures": [
+                {
+                    "recipient": d.recipient,
+                    "state": "refused" if d.status is DeliveryStatus.REFUSED else "retrying",
+                    "attempts": d.attempts,
+                    "error": d.error,
+                }
+                for d in self.failures
+            ],
+        }
+
     @property
     def period_start(self) -> datetime | None:
         return self.last.period_start if self.last else None
@@ -131,6 +158,10 @@ class DigestRow:
     @property
     def period_end(self) -> datetime | None:
         return self.last.period_end if self.last else None
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment else None
 
 
 def failure_text(delivery: Delivery) -> str:
@@ -149,7 +180,7 @@ def summarise_digest(storage: Storage, digest: Digest, now: datetime) -> DigestR
     return DigestRow(
         id=digest.id,
         title=digest.title,
-        schedule=f"{digest.schedule} ({digest.timezone or 'UTC'})",
+        schedule=describe(digest.schedule, digest.timezone or "UTC"),
         recipients=len(digest.recipients) + subscribers,
         last=last,
         sent=len(deliveries) - len(failures),

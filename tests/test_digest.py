@@ -3,6 +3,7 @@ PostgreSQL. Sending is not built yet; these cover composing and previewing."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import replace
@@ -369,7 +370,12 @@ def test_digest_preview_and_list_commands(tmp_path: Path) -> None:
     assert "* Fresh <news> & more" in text.stdout
     listed = aggregator("digest", "list", "-c", str(config), cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    assert re.search(r"daily\s+0 7 \* \* \* \(UTC\)\s+-\s+never sent", listed.stdout)
+    assert re.search(r"daily\s+every day at 07:00, UTC\s+-\s+never sent", listed.stdout)
+    (row,) = json.loads(
+        aggregator("digest", "list", "--json", "-c", str(config), cwd=tmp_path).stdout
+    )
+    assert row["id"] == "daily" and row["state"] == "never sent" and row["sent"] == 0
+    assert row["schedule"] == "every day at 07:00, UTC" and row["next_run"].endswith("+00:00")
     missing = aggregator("digest", "preview", "weekly", "-c", str(config), cwd=tmp_path)
     assert missing.returncode == 1 and "no digest 'weekly'" in missing.stderr
 

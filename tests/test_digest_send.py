@@ -296,7 +296,7 @@ def test_a_sender_killed_mid_run_is_resumed_with_exactly_the_rest(
     assert f"{10 - killed_after} sent" in again.stdout
     assert Counter(r.recipients[0] for r in mail.received) == dict.fromkeys(recipients, 1)
     listed = aggregator("digest", "list", "-c", str(path), cwd=tmp_path)
-    assert re.search(r"daily .* done\s+10\s+0", listed.stdout), listed.stdout
+    assert re.search(r"daily .* sent\s+10\s+0\s+0\s", listed.stdout), listed.stdout
 
 
 def _recorded(database: Path) -> int:
