@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the config schema (pydantic) and storage (SQLAlchemy) load 
         Config,
         Digest,
     )
+    from aggregator.poll import PollResult
     from aggregator.storage import Storage
 
 DEFAULT_CONFIG = "config/feeds.yaml"
@@ -214,9 +215,10 @@ def _serve(config_path: Path, role: str, host: str | None, port: int | None) -> 
     help="Poll this source now, due or not (repeat for several).",
 )
 @click.option("--once", "every", is_flag=True, help="Poll every enabled source once, due or not.")
-def poll(config_path: Path, only: tuple[str, ...], every: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="What each source gave as JSON, for scripts.")
+def poll(config_path: Path, only: tuple[str, ...], every: bool, as_json: bool) -> None:
     """Fetch the due sources now (or the named ones), then show what each one gave."""
-    from aggregator.poll import Poller, PollResult, make_fetcher
+    from aggregator.poll import Poller, make_fetcher
 
     config = _load(config_path)
     unknown = [sid for sid in only if sid not in {s.id for s in config.sources}]
@@ -257,9 +259,39 @@ def poll(config_path: Path, only: tuple[str, ...], every: bool) -> None:
                 poller.close()
     finally:
         storage.close()
-    if not results:
+    failed = sum(1 for r in results if not r.ok)
+    if as_json:
+        import json
+
+        click.echo(json.dumps([_poll_json(r) for r in results], indent=2, ensure_ascii=False))
+    elif not results:
         click.echo("nothing is due; `aggregator poll --once` polls every source now")
-        return
+    else:
+        _poll_table(results)
+    if failed:  # a script or cron job sees it: 3 when some failed, 4 when every one did
+        raise SystemExit(EXIT_ALL_FAILED if failed == len(results) else EXIT_SOME_FAILED)
+
+
+def _poll_json(result: PollResult) -> dict[str, Any]:
+    read = result.ok and result.status != 304  # nothing was read on a 304 or a failure
+    return {
+        "source": result.source_id,
+        "ok": result.ok,
+        "status": result.status,
+        "not_modified": result.status == 304,
+        "new": result.new if read else None,
+        "updated": result.updated if read else None,
+        "unchanged": result.unchanged if read else None,
+        "merged": result.merged if read else None,
+        "error": result.error,
+        "kind": result.kind or None,
+        "warning": result.warning,
+        "moved_to": result.moved_to,
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def _poll_table(results: Sequence[PollResult]) -> None:
     rows = [("SOURCE", "STATUS", "NEW", "UPDATED", "UNCHANGED", "RESULT")]
     for r in sorted(results, key=lambda r: (r.ok, r.source_id)):
         outcome = "ok" if r.ok else f"failed: {r.error}"
@@ -283,8 +315,6 @@ def poll(config_path: Path, only: tuple[str, ...], every: bool) -> None:
     failed = sum(1 for r in results if not r.ok)
     new = sum(r.new for r in results)
     click.echo(f"{len(results)} polled, {_count(new, 'new item')}, {failed} failed")
-    if failed:  # a script or cron job sees it: 3 when some failed, 4 when every one did
-        raise SystemExit(EXIT_ALL_FAILED if failed == len(results) else EXIT_SOME_FAILED)
 
 
 @cli.command("sources")
@@ -368,7 +398,8 @@ def _describe_join(reason: Mapping[str, Any]) -> str:
 @cli.command()
 @config_option
 @click.argument("item")
-def explain(config_path: Path, item: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="The same as JSON, for scripts.")
+def explain(config_path: Path, item: str, as_json: bool) -> None:
     """Why ITEM (an id or a link) is filed where it is: section, topics, story, and reasons."""
     from aggregator.process.categorise import SectionChoice, TopicVerdict
     from aggregator.process.pipeline import Processor
@@ -379,6 +410,56 @@ def explain(config_path: Path, item: str) -> None:
     if details is None:
         raise click.ClickException(f"no stored item {item}")
     it = details.item
+    section = SectionChoice.from_json(it.section_id or "", details.section_reason)
+    topics = [
+        TopicVerdict.from_json(topic_id, reason)
+        for topic_id, reason in details.topic_reasons.items()
+    ]
+    # what the current rules say, which may differ from when the item was filed
+    rules = Processor(config).categoriser
+    verdicts = rules.verdicts(it.source_id, it.entry)
+    section_now = rules.section(it.source_id, it.entry).section_id
+    topics_now = [v.topic_id for v in verdicts if v.assigned]
+    near = [v for v in verdicts if not v.assigned and v.hits]
+    differs = section_now != (it.section_id or "") or set(topics_now) != set(it.topics)
+    if as_json:
+        import json
+
+        def iso(moment: datetime | None) -> str | None:
+            return moment.astimezone(UTC).isoformat() if moment else None
+
+        explained = {
+            "id": it.id,
+            "title": it.entry.title,
+            "source": it.source_id,
+            "link": it.entry.link,
+            "published": iso(it.published),
+            "first_seen": iso(it.first_seen_at),
+            "section": {"id": it.section_id, **section.as_json(), "because": section.describe()},
+            "topics": [
+                {
+                    "id": verdict.topic_id,
+                    "because": verdict.describe(),
+                    "hits": [hit.as_json() for hit in verdict.distinct()],
+                    "matches": verdict.matches,
+                }
+                for verdict in topics
+            ],
+            "story": [
+                {
+                    "id": member.item.id,
+                    "source": member.item.source_id,
+                    "title": member.item.entry.title,
+                    "leads": member.lead,
+                    "joined": _describe_join(member.reason),
+                }
+                for member in details.members
+            ],
+            "near_misses": [{"id": v.topic_id, "because": v.describe()} for v in near],
+            "current_rules": {"section": section_now, "topics": topics_now, "differ": differs},
+        }
+        click.echo(json.dumps(explained, indent=2, ensure_ascii=False))
+        return
     click.secho(f"Item {it.id}: {it.entry.title}", bold=True)
     click.echo(f"  source     {it.source_id}")
     click.echo(f"  link       {it.entry.link or '-'}")
@@ -386,12 +467,11 @@ def explain(config_path: Path, item: str) -> None:
     click.echo(
         f"  published  {_when(it.published, zone)} (first seen {_when(it.first_seen_at, zone)})"
     )
-    section = SectionChoice.from_json(it.section_id or "", details.section_reason)
     click.secho(f"Section: {it.section_id or '-'}", bold=True)
     click.echo(f"  because {section.describe()}")
     click.secho(f"Topics: {', '.join(it.topics) or 'none'}", bold=True)
-    for topic_id, reason in details.topic_reasons.items():
-        click.echo(f"  {topic_id}: {TopicVerdict.from_json(topic_id, reason).describe()}")
+    for verdict in topics:
+        click.echo(f"  {verdict.topic_id}: {verdict.describe()}")
     if details.members:
         click.secho(f"Story: {_count(len(details.members), 'item')}", bold=True)
         for member in details.members:
@@ -406,17 +486,11 @@ def explain(config_path: Path, item: str) -> None:
             click.echo(f"  a wrong merge? `aggregator unmerge {it.id}` splits this item off")
     else:
         click.secho("Story: this item alone (no other source carries it)", bold=True)
-    # what the current rules say, which may differ from when the item was filed
-    rules = Processor(config).categoriser
-    verdicts = rules.verdicts(it.source_id, it.entry)
-    section_now = rules.section(it.source_id, it.entry).section_id
-    topics_now = [v.topic_id for v in verdicts if v.assigned]
-    near = [v for v in verdicts if not v.assigned and v.hits]
     if near:
         click.secho("Near misses:", bold=True)
         for verdict in near:
             click.echo(f"  {verdict.topic_id}: {verdict.describe()}")
-    if section_now != (it.section_id or "") or set(topics_now) != set(it.topics):
+    if differs:
         click.secho(
             f"The current rules would file it under {section_now} with topics "
             f"{', '.join(topics_now) or 'none'}: `aggregator recategorise` applies them.",

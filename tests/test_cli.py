@@ -339,6 +339,12 @@ def test_poll_prints_a_table_and_sources_json_reports_health(tmp_path: Path) -> 
         down = aggregator("poll", "--source", "bad", "-c", str(config), cwd=tmp_path, env=env)
         assert down.stdout.splitlines()[-1] == "1 polled, 0 new items, 1 failed"
         assert down.returncode == 4  # every source polled failed
+        scripted = aggregator("poll", "--once", "--json", "-c", str(config), cwd=tmp_path, env=env)
+        assert scripted.returncode == 3  # the same exit codes
+        got = {r["source"]: r for r in json.loads(scripted.stdout)}
+        assert got["good"]["ok"] and got["good"]["not_modified"] and got["good"]["new"] is None
+        assert got["bad"]["status"] == 500 and got["bad"]["kind"] == "http_error"
+        assert got["bad"]["error"] == "HTTP 500 Internal Server Error"
 
 
 def _in_a_terminal(args: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -469,6 +475,28 @@ def test_explain_unmerge_and_recategorise(tmp_path: Path) -> None:
     assert any("wire" in line and "(leads the story)" in line for line in lines)
     assert any("alike text: similarity" in line and "to item 1" in line for line in lines)
     assert "  climate: no keyword matched" not in lines  # only near misses are listed
+    explained = json.loads(
+        aggregator("explain", "1", "--json", "-c", "feeds.yaml", cwd=tmp_path).stdout
+    )
+    assert explained["section"] == {
+        "id": "world",
+        "rule": "source",
+        "pattern": "",
+        "matched": "",
+        "because": "its source's section",
+    }
+    (palestine,) = explained["topics"]
+    assert palestine["id"] == "palestine" and palestine["matches"] == 2
+    assert palestine["hits"] == [
+        {"term": "Gaza", "field": "title", "text": "Gaza"},
+        {"term": "Gaza", "field": "summary", "text": "Gaza"},
+    ]
+    assert [m["id"] for m in explained["story"]] == [1, 2] and explained["story"][0]["leads"]
+    assert explained["current_rules"] == {
+        "section": "world",
+        "topics": ["palestine"],
+        "differ": False,
+    }
 
     split = aggregator("unmerge", "2", "-c", "feeds.yaml", cwd=tmp_path)
     assert split.returncode == 0, split.stderr
