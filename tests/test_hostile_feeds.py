@@ -69,6 +69,34 @@ def test_an_out_of_range_date_drops_the_date_not_the_item(
     assert dated.entry.published is None  # dated from when it was first seen
 
 
+def test_a_date_nobody_can_read_is_said_on_the_source(
+    server: FeedServer, storage: Storage, harness_for: Build
+) -> None:
+    """A 2019 post whose date cannot be read would otherwise show up as today's, silently: the
+    source carries a warning naming the date, by either parser (the fast one reads this RSS;
+    feedparser reads the second, which is malformed)."""
+    rss = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Dates</title>'
+        "<item><title>Old post</title><link>https://dates.example/old</link>"
+        "<pubDate>sometime in spring 2019</pubDate></item>"
+        "<item><title>Fine</title><link>https://dates.example/fine</link>"
+        "<pubDate>Fri, 20 Nov 2026 09:00:00 GMT</pubDate></item></channel></rss>"
+    )
+    server.routes["/rss.xml"] = feed_file(rss.encode(), "application/rss+xml")
+    server.routes["/broken.xml"] = feed_file(
+        rss.replace("</channel>", "<oops></channel>").encode(), "application/rss+xml"
+    )
+    results = harness_for(make_config(server, "/rss.xml", "/broken.xml")).poll()
+    for source in ("rss", "broken"):
+        assert results[source].ok and results[source].new == 2
+        said = "unreadable published date 'sometime in spring 2019' ignored"
+        assert said in (results[source].warning or ""), results[source].warning
+        state = storage.source(source)
+        assert state is not None and said in (state.last_warning or "")
+        [old] = [i for i in storage.recent_items(10, source) if i.entry.title == "Old post"]
+        assert old.entry.published is None  # dated from when it was first seen
+
+
 def test_deep_json_long_numbers_and_long_languages_are_survived(
     server: FeedServer, storage: Storage, harness_for: Build
 ) -> None:

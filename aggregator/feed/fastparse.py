@@ -375,6 +375,15 @@ _W3CDTF = re.compile(
 )
 
 
+def _date(entry: _Entry, name: str, text: str) -> datetime | None:
+    """A date, or None with a note for the source when the feed wrote one that cannot be read:
+    said, so nobody wonders why an old post shows up dated today (as the feedparser path says)."""
+    found = parse_date(text)
+    if found is None and text.strip():
+        entry.problems.append(f"unreadable {name} date {text.strip()[:40]!r} ignored")
+    return found
+
+
 def parse_date(text: str) -> datetime | None:
     """RFC 822 and W3C-DTF dates as feedparser reads them (UTC, seconds); other forms refuse the
     document, so feedparser's many other readers still get them."""
@@ -693,21 +702,21 @@ class _Reader:
     def _e_published(self, entry: _Entry, element: etree._Element, name: str) -> None:
         entry.once(name)  # RSS pubDate or Atom published: each format has one of the two
         _attributes(element)
-        entry.published = parse_date(_text(element))
+        entry.published = _date(entry, "published", _text(element))
 
     _e_pubdate = _e_published
 
     def _e_updated(self, entry: _Entry, element: etree._Element, name: str) -> None:
         entry.once("updated")
         _attributes(element)
-        entry.updated = parse_date(_text(element))
+        entry.updated = _date(entry, "updated", _text(element))
 
     def _e_dc_date(self, entry: _Entry, element: etree._Element, name: str) -> None:
         entry.once("dc_date")
         if "updated" in entry.seen:
             raise _OutsideError
         _attributes(element)
-        entry.updated = parse_date(_text(element))
+        entry.updated = _date(entry, "updated", _text(element))
 
     def _e_category(self, entry: _Entry, element: etree._Element, name: str) -> None:
         attrs = _attributes(element)
@@ -861,7 +870,7 @@ class _Reader:
             image=_picture(entry),
             published=entry.published,
             updated=entry.updated,
-            problems=(),
+            problems=tuple(entry.problems),
         )
 
 
