@@ -117,6 +117,10 @@ _ERROR_KINDS = {
 }
 
 
+# failures that often pass within minutes: retried from `polling.first_retry`
+_TRANSIENT = (FetchError.NETWORK, FetchError.TIMEOUT)
+
+
 def _status_text(status: int) -> str:
     try:
         return f"HTTP {status} {HTTPStatus(status).phrase}"
@@ -269,6 +273,7 @@ class Poller:
             min_interval=p.min_interval,
             max_interval=p.max_interval,
             max_backoff=p.max_backoff,
+            first_retry=p.first_retry,
         )
 
     def _poll(self, state: SourceState, source: Source | None) -> PollResult:
@@ -376,7 +381,10 @@ class Poller:
         ttl: timedelta | None,
     ) -> datetime:
         if not ok:
-            return policy.after_failure(now, rhythm, self._rng, failures, fetched.headers)
+            transient = fetched.error in _TRANSIENT or (fetched.status or 0) >= 500
+            return policy.after_failure(
+                now, rhythm, self._rng, failures, fetched.headers, transient=transient
+            )
         published: list[datetime] = []
         if rhythm.adaptive:
             published = self.storage.publication_times(state.id)

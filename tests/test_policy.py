@@ -64,6 +64,18 @@ def test_backoff_doubles(failures: int, intervals: int) -> None:
     assert 0.9 * intervals <= (due - NOW) / (10 * MIN) <= 1.1 * intervals
 
 
+@pytest.mark.parametrize(("failures", "minutes"), [(1, 2), (2, 4), (3, 8), (6, 64)])
+def test_a_transient_failure_is_retried_in_minutes_then_backs_off(
+    failures: int, minutes: int
+) -> None:
+    rhythm = Rhythm(60 * MIN, first_retry=2 * MIN)
+    due = policy.after_failure(NOW, rhythm, random.Random(4), failures, transient=True)
+    assert 0.9 * minutes <= (due - NOW) / MIN <= 1.1 * minutes
+    # a source polled more often than first_retry retries at its own interval
+    often = policy.after_failure(NOW, Rhythm(MIN), random.Random(4), 1, transient=True)
+    assert 0.9 <= (often - NOW) / MIN <= 1.1
+
+
 def test_backoff_is_capped() -> None:
     rhythm = Rhythm(10 * MIN, max_backoff=timedelta(hours=24))
     due = policy.after_failure(NOW, rhythm, random.Random(5), failures=40)

@@ -111,22 +111,57 @@ def test_gone_stops_polling_and_says_why(
     assert state is not None and state.gone_at is not None
 
 
+@pytest.mark.parametrize(
+    ("status", "step"),
+    [
+        (503, timedelta(minutes=2)),  # what often passes: from polling.first_retry
+        (404, timedelta(minutes=10)),  # what retrying soon would not change: the interval
+    ],
+)
 def test_failures_back_off_exponentially(
-    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
+    server: FeedServer,
+    storage: Storage,
+    clock: Clock,
+    harness_for: Build,
+    status: int,
+    step: timedelta,
 ) -> None:
-    server.routes["/a.xml"] = lambda r: Reply(503, b"down")
+    server.routes["/a.xml"] = lambda r: Reply(status, b"down")
     h = harness_for(make_config(server, "/a.xml"))
     waits = []
     for _ in range(4):
         result = h.poll("a")["a"]
-        assert result.error == "HTTP 503 Service Unavailable"
+        assert result.error is not None and result.error.startswith(f"HTTP {status}")
         state = storage.source("a")
         assert state is not None
-        waits.append((state.next_due_at - clock.now) / timedelta(minutes=10))
-    expected = [1, 2, 4, 8]  # intervals: doubling, each with at most 10% jitter
+        waits.append((state.next_due_at - clock.now) / step)
+    expected = [1, 2, 4, 8]  # doubling, each with at most 10% jitter
     assert all(abs(w / e - 1) <= 0.1 for w, e in zip(waits, expected, strict=True)), waits
     state = storage.source("a")
     assert state is not None and state.consecutive_failures == 4
+
+
+def test_a_source_that_refuses_connections_is_retried_in_minutes(
+    storage: Storage, clock: Clock, harness_for: Build
+) -> None:
+    """A newcomer offline, or a blip: the first retry comes in about two minutes, not after the
+    source's interval (an hour in the shipped config for some)."""
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = load_text(
+        "sections: [{id: world, title: World}]\nsources:\n"
+        f"  - {{id: a, url: 'http://127.0.0.1:{port}/a.xml', section: world, interval: 1h}}\n",
+        "test.yaml",
+        env={},
+    )
+    result = harness_for(config).poll("a")["a"]
+    assert result.kind == "network_error" and "refused the connection" in (result.error or "")
+    state = storage.source("a")
+    assert state is not None
+    assert timedelta(minutes=1.8) <= state.next_due_at - clock.now <= timedelta(minutes=2.2)
 
 
 def test_retry_after_is_honoured(

@@ -526,6 +526,11 @@ class Polling:
         "Longest wait before retrying a failing source (backoff doubles up to this).",
         timedelta(hours=24),
     )
+    first_retry: Duration = _doc(
+        "First wait after a failure that often passes (network, timeout, 5xx), doubling from "
+        "there; other failures wait the source's interval.",
+        timedelta(minutes=2),
+    )
     unhealthy_after: int = _doc(
         "Consecutive failures after which a source shows as unhealthy.", 3, ge=1
     )

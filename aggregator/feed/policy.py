@@ -33,6 +33,7 @@ class Rhythm:
     min_interval: timedelta = timedelta(minutes=5)
     max_interval: timedelta = timedelta(hours=6)
     max_backoff: timedelta = timedelta(hours=24)
+    first_retry: timedelta = timedelta(minutes=2)
 
 
 def http_date(value: str | None) -> datetime | None:
@@ -114,9 +115,16 @@ def after_failure(
     rng: random.Random,
     failures: int,
     headers: Mapping[str, str] | None = None,
+    *,
+    transient: bool = False,
 ) -> datetime:
-    """`failures` counts this one: 1 waits about one interval, then 2, 4, 8... intervals."""
-    delay = min(rhythm.interval * (2 ** min(max(failures - 1, 0), 30)), rhythm.max_backoff)
+    """`failures` counts this one: 1 waits about one interval, then 2, 4, 8... intervals. A
+    `transient` failure (the network, a timeout, a 5xx: what often passes in a minute) starts
+    from `first_retry` instead, when that is shorter: 2, 4, 8... minutes, so a blip (or a
+    newcomer's machine coming back online) costs minutes, not an hour; a 404 or a document
+    that is no feed waits the interval, as retrying soon would not change it."""
+    step = min(rhythm.first_retry, rhythm.interval) if transient else rhythm.interval
+    delay = min(step * (2 ** min(max(failures - 1, 0), 30)), rhythm.max_backoff)
     asked = retry_after((headers or {}).get("retry-after"), now)
     floor = min(asked, rhythm.max_backoff) if asked is not None else timedelta(0)
     return now + _jitter(max(delay, floor), rng, floor)
