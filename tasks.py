@@ -25,8 +25,13 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
-# bench: aiosmtpd (digest) from dev, and reader (ingest's peer) from bench
-EXTRAS = {"run": "", "test": "[dev]", "lint": "[dev]", "bench": "[dev,bench]"}
+# bench: aiosmtpd (digest) from test, and reader (ingest's peer) from bench
+EXTRAS = {
+    "run": "",
+    "test": "[test,deploy-check]",
+    "lint": "[test,lint]",  # mypy reads the tests too
+    "bench": "[test,bench]",
+}
 BENCHES = ("ingest", "dedupe", "quality", "serve", "digest", "soak", "startup")
 
 
@@ -40,10 +45,13 @@ def ensure_venv(extras: str) -> None:
         sys.exit(f"tasks.py: Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
     wanted = {name for name in extras.strip("[]").split(",") if name}
-    stamp = VENV / f".installed-{digest}{'-' + ','.join(sorted(wanted)) if wanted else ''}"
     for done in VENV.glob(f".installed-{digest}*"):  # an install with these extras or more
-        if wanted <= set(done.name.removeprefix(f".installed-{digest}-").split(",")):
+        had = {name for name in done.name.removeprefix(f".installed-{digest}").split(",") if name}
+        if wanted <= {name.lstrip("-") for name in had}:
             return
+        wanted |= {name.lstrip("-") for name in had}  # keep what is there (tests, then lint)
+    extras = f"[{','.join(sorted(wanted))}]" if wanted else ""
+    stamp = VENV / f".installed-{digest}{'-' + ','.join(sorted(wanted)) if wanted else ''}"
     if not PYTHON.exists():
         _say(f"creating {VENV.relative_to(ROOT)}")
         venv.EnvBuilder(with_pip=True).create(VENV)

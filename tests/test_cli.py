@@ -560,3 +560,26 @@ def test_a_port_in_use_is_one_line_saying_so_not_a_traceback(tmp_path: Path) -> 
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: cannot listen on 127.0.0.1:{port}: the port is already in use")
+
+
+def test_postgresql_without_its_driver_says_how_to_install_it(tmp_path: Path) -> None:
+    """The default install leaves psycopg out (SQLite needs nothing); a PostgreSQL URL then gets
+    one line naming the extra. The driver is installed here, so the child process is made to
+    lack it (an import of psycopg fails, as it would where it is not installed)."""
+    code = (
+        "import sys; sys.modules['psycopg'] = None; "
+        "from aggregator.cli import main; sys.argv = ['aggregator', 'sources', '-c', sys.argv[1]]; "
+        "main()"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
+    environment["AGGREGATOR_DATABASE_URL"] = "postgresql://postgres@127.0.0.1/test"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(EXAMPLE)],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "pip install 'aggregator[postgres]'" in result.stderr.strip().splitlines()[-1]

@@ -57,7 +57,13 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(parsed, pool_pre_ping=True)
+        try:
+            return create_engine(parsed, pool_pre_ping=True)
+        except ImportError:  # the driver is an extra: SQLite users do without it
+            raise StorageError(
+                "PostgreSQL needs its driver, which is not installed: "
+                "pip install 'aggregator[postgres]' (or psycopg[binary])"
+            ) from None
     raise StorageError(
         f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql"
     )
