@@ -54,9 +54,9 @@ config_option = click.option(
 )
 
 
-def _count(number: int, noun: str) -> str:
-    """'1 source', '2 sources': a count with its noun agreeing."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+def _count(number: int, noun: str, plural: str = "") -> str:
+    """'1 source', '2 sources', '1 story', '3 stories': a count with its noun agreeing."""
+    return f"{number} {noun}" if number == 1 else f"{number} {plural or noun + 's'}"
 
 
 @contextmanager
@@ -527,7 +527,7 @@ def recategorise(config_path: Path, dry_run: bool) -> None:
         with _progress(total, "recategorising", show_pos=True) as advance:
             report = refile_all(storage, Processor(config), dry_run=dry_run, progress=advance)
     verb = "would move" if dry_run else "moved"
-    click.echo(f"{report.checked} items checked, {report.changed} {verb}")
+    click.echo(f"{_count(report.checked, 'item')} checked, {report.changed} {verb}")
     if report.movements:
         rows = [("", "NAME", "IN", "OUT", "EXAMPLES")]
         for (kind, name), move in sorted(report.movements.items()):
@@ -707,7 +707,7 @@ def export_command(config_path: Path, out: Path) -> None:
         publisher = Publisher(storage, config, paged=False)
         with _progress(count(publisher), "exporting", item_show_func=lambda name: name) as step:
             report = export(publisher, out, lambda name: step(1, name))
-    click.echo(f"wrote {report.files} files ({report.bytes:,} bytes) to {report.out}")
+    click.echo(f"wrote {_count(report.files, 'file')} ({report.bytes:,} bytes) to {report.out}")
 
 
 @cli.group()
@@ -764,7 +764,7 @@ def digest_preview(config_path: Path, digest_id: str, out: Path | None, as_text:
     if out:
         out.write_bytes(data)
         click.echo(
-            f"wrote {out}: {rendered.subject!r}, {view.count} stories "
+            f"wrote {out}: {rendered.subject!r}, {_count(view.count, 'story', 'stories')} "
             f"({view.total} new since {_when(view.period.start, _zone(config, chosen))})"
         )
         if not as_text:
@@ -808,7 +808,7 @@ def digest_send(config_path: Path, digest_id: str, dry_run: bool, only_to: str |
             view = compose(storage, config, chosen, period)
             recipients = dispatcher.recipients(chosen)
             click.echo(
-                f"{chosen.id}: {view.count} stories from "
+                f"{chosen.id}: {_count(view.count, 'story', 'stories')} from "
                 f"{_when(period.start, _zone(config, chosen))} to "
                 f"{_when(period.end, _zone(config, chosen))}"
             )
@@ -833,8 +833,9 @@ def digest_send(config_path: Path, digest_id: str, dry_run: bool, only_to: str |
             "(set `from` or `smtp.from`)"
         )
     click.echo(
-        f"{chosen.id}: {report.stories} stories; {report.sent} sent, {report.failed} refused, "
-        f"{report.pending} to retry, of {report.recipients} recipients"
+        f"{chosen.id}: {_count(report.stories, 'story', 'stories')}; "
+        f"{report.sent} sent, {report.failed} refused, {report.pending} to retry, of "
+        f"{_count(report.recipients, 'recipient')}"
     )
     if report.failed or report.pending:
         raise SystemExit(1)

@@ -364,7 +364,7 @@ def test_digest_preview_and_list_commands(tmp_path: Path) -> None:
         "digest", "preview", "daily", "--out", str(out), "-c", str(config), cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
-    assert "1 stories" in result.stdout and "Daily: 1 new" in result.stdout
+    assert "1 story (" in result.stdout and "Daily: 1 new" in result.stdout
     assert "Fresh &lt;news&gt; &amp; more" in out.read_text()
     text = aggregator("digest", "preview", "daily", "--text", "-c", str(config), cwd=tmp_path)
     assert "* Fresh <news> & more" in text.stdout
