@@ -353,7 +353,7 @@ def list_sources(config_path: Path, as_json: bool) -> None:
                 f"{r.per_day:.1f}",
                 _when(s.last_success_at, _zone(config)),
                 _when(s.next_due_at, _zone(config)),
-                problem[:70],
+                problem if len(problem) <= 100 else problem[:99] + "…",
             )
         )
     _print_table(table)
