@@ -98,9 +98,12 @@ _NO_WORD, _WORDS, _MARKED = 0, 1, 2  # no word character; some; some, marks amon
 _MARKS = frozenset(chr(c) for first, last in table("marks") for c in range(first, last + 1))
 
 
+_WORD_EXTRA = _MARKS | {"_"}  # what a word (WORD) holds besides letters and digits
+
+
 def _is_word(char: str) -> bool:
     """Whether a character belongs in a word (WORD)."""
-    return char.isalnum() or char == "_" or char in _MARKS
+    return char.isalnum() or char in _WORD_EXTRA
 
 
 def _run_kind(run: str) -> int:
@@ -204,11 +207,12 @@ class Field:
                 continue
             # widened to the words the run is part of (a word before it may be done already)
             first, last = max(run.start(), last), run.end()
-            if _is_word(text[first]):
-                while first and _is_word(text[first - 1]):
+            if _is_word(text[first]):  # (the tests inline: a call per letter cost more)
+                while first and (text[first - 1].isalnum() or text[first - 1] in _WORD_EXTRA):
                     first -= 1
             if _is_word(text[last - 1]):
-                while last < len(text) and _is_word(text[last]):
+                end = len(text)
+                while last < end and (text[last].isalnum() or text[last] in _WORD_EXTRA):
                     last += 1
             others += [
                 (word.start(), word.end(), word.group())
