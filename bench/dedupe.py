@@ -124,7 +124,8 @@ def measure(window: int, count: int, batch: int, seed: int, rounds: int) -> dict
         for start in range(0, count, batch):
             chunk = items[start : start + batch]
             when = START + timedelta(seconds=start)
-            filings = [processor.file(sources[i % len(sources)], e) for i, e in enumerate(chunk)]
+            # a poll's entries come from one source, and are filed together (as in a poll)
+            filings = processor.file_all(sources[(start // batch) % len(sources)], chunk)
             fps = [f.fingerprint for f in filings if f.fingerprint]
             whens = [when] * len(fps)
             found = index.similar_many(fps, whens)
