@@ -181,7 +181,10 @@ class Categoriser:
             links = [
                 (link, split_link(link)) for link in {entry.link, entry.canonical_link} if link
             ]
-            for section_id, rule in self._paths:
+            any_path = self._any_path
+            if any_path is not None and not any(any_path.search(path) for _, (_, path) in links):
+                links = []  # no rule's path is in any link: no rule matches
+            for section_id, rule in self._paths if links else ():
                 for link, parts in links:
                     if rule.matches_parts(*parts):
                         return SectionChoice(section_id, "path", rule.pattern, link)
