@@ -61,25 +61,27 @@ def sync(conn: Connection, configured: Sequence[Source], now: datetime) -> SyncR
     serialise(conn, "aggregator.sync_sources")
     existing = {row.id: row for row in conn.execute(select(t))}
     added, changed = [], []
+    fresh: list[dict[str, Any]] = []  # inserted together: a statement each cost a start of
+    # 1,000 sources on a new database a quarter of a second (and 10,000, seconds)
     for source in configured:
         interval = int((source.interval or Defaults().interval).total_seconds())
         row = existing.get(source.id)
         if row is None:
-            conn.execute(
-                t.insert().values(
-                    id=source.id,
-                    url=source.url,
-                    fetch_url=source.url,
-                    title=source.title,
-                    enabled=source.enabled,
-                    in_config=True,
-                    interval_seconds=interval,
-                    next_due_at=now,
-                    consecutive_failures=0,
-                    created_at=now,
-                    updated_at=now,
-                    priority=source.priority,
-                )
+            fresh.append(
+                {
+                    "id": source.id,
+                    "url": source.url,
+                    "fetch_url": source.url,
+                    "title": source.title,
+                    "enabled": source.enabled,
+                    "in_config": True,
+                    "interval_seconds": interval,
+                    "next_due_at": now,
+                    "consecutive_failures": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                    "priority": source.priority,
+                }
             )
             added.append(source.id)
             continue
@@ -110,6 +112,8 @@ def sync(conn: Connection, configured: Sequence[Source], now: datetime) -> SyncR
         if values:
             conn.execute(update(t).where(t.c.id == source.id).values(updated_at=now, **values))
             changed.append(source.id)
+    if fresh:
+        conn.execute(t.insert(), fresh)  # one executemany
     wanted = {s.id for s in configured}
     removed = [sid for sid, row in existing.items() if sid not in wanted and row.in_config]
     if removed:
