@@ -378,13 +378,14 @@ def _reference_similar(
     after: int,
     cap: int,
 ) -> list[tuple[int, float]]:
-    """What the index must answer, the slow way: every live stored item sharing a band key
-    (keys made afresh from the full fingerprints), the newest `cap` of them, then the rule."""
+    """What the index must answer, the slow way: every live stored item sharing as many band
+    keys as the index needs (keys made afresh from the full fingerprints), the newest `cap` of
+    them, then the rule."""
     mine = _keys(index, fp)
     candidates = sorted(
         item_id
         for item_id, (other, _) in rows.items()
-        if item_id > after and _keys(index, other) & mine
+        if item_id > after and len(_keys(index, other) & mine) >= index.needed
     )[-cap:]
     found = [
         (item_id, similarity(fp, rows[item_id][0]))
