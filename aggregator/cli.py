@@ -425,8 +425,7 @@ def explain(config_path: Path, item: str, as_json: bool) -> None:
     if as_json:
         import json
 
-        def iso(moment: datetime | None) -> str | None:
-            return moment.astimezone(UTC).isoformat() if moment else None
+        from aggregator.health import iso
 
         explained = {
             "id": it.id,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -45,8 +45,8 @@ class SourceHealth:
             "url": s.url,
             "url_in_use": s.fetch_url,
             "moved": s.moved,
-            "last_attempt": _iso(s.last_fetched_at),
-            "last_success": _iso(s.last_success_at),
+            "last_attempt": iso(s.last_fetched_at),
+            "last_success": iso(s.last_success_at),
             "last_http_status": s.last_status,
             "last_error": s.last_error,
             "last_warning": s.last_warning,
@@ -55,15 +55,16 @@ class SourceHealth:
             "stored_items": self.counts.stored,
             "new_items_last_day": self.counts.last_day,
             "new_items_per_day": round(self.per_day, 2),
-            "next_poll": _iso(s.next_due_at) if self.health not in _IDLE else None,
+            "next_poll": iso(s.next_due_at) if self.health not in _IDLE else None,
         }
 
 
 _IDLE = (Health.GONE, Health.PAUSED, Health.REMOVED)
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
+def iso(moment: datetime | None) -> str | None:
+    """A time for the `--json` of the listings: ISO 8601 in UTC, or null."""
+    return moment.astimezone(UTC).isoformat() if moment else None
 
 
 def assess(state: SourceState, unhealthy_after: int) -> Health:

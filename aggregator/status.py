@@ -17,7 +17,7 @@ import secrets
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aggregator import __version__
@@ -25,7 +25,7 @@ from aggregator.config import Config, Digest
 from aggregator.cronwords import describe
 from aggregator.digest.periods import next_run
 from aggregator.exceptions import EnvironmentSettingError
-from aggregator.health import Health, SourceHealth, report
+from aggregator.health import Health, SourceHealth, iso, report
 from aggregator.publish.publisher import Publisher
 from aggregator.storage import Storage, utcnow
 from aggregator.templating import render
@@ -127,7 +127,6 @@ class DigestRow:
 
     def as_json(self) -> dict[str, Any]:
         """For `digest list --json`: the same words as the page, times in ISO 8601 UTC."""
-        iso = _iso
         return {
             "id": self.id,
             "title": self.title,
@@ -158,10 +157,6 @@ class DigestRow:
     @property
     def period_end(self) -> datetime | None:
         return self.last.period_end if self.last else None
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat() if moment else None
 
 
 def failure_text(delivery: Delivery) -> str:

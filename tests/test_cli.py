@@ -17,6 +17,7 @@ from aggregator.config import load_config
 from aggregator.opml import read_opml
 from aggregator.storage import Storage, migrate
 from tests.conftest import DATA, ROOT
+from tests.feedserver import FeedServer
 
 EXAMPLE = ROOT / "config" / "feeds.yaml"
 
@@ -250,7 +251,7 @@ def test_opml_export_round_trips(tmp_path: Path) -> None:
 def test_opml_export_titles_a_source_as_its_feed_does(tmp_path: Path) -> None:
     """A source with no title in feeds.yaml is exported under the title its feed gives itself
     once polled (not its id); before any poll, and with no database, by its id."""
-    from tests.feedserver import FeedServer, feed_file
+    from tests.feedserver import feed_file
     from tests.support import rss
 
     feed = rss("lemonde", 2).replace(b"<title>lemonde</title>", b"<title>Le Monde</title>", 1)
@@ -289,20 +290,26 @@ def test_hostile_or_broken_opml_is_a_clear_error(name: str, message: str) -> Non
     assert message in str(result.exception)
 
 
-def test_poll_prints_a_table_and_sources_json_reports_health(tmp_path: Path) -> None:
-    from tests.feedserver import FeedServer, Reply, feed_file
+def _good_and_bad(server: FeedServer, tmp_path: Path, settings: str) -> Path:
+    """A config of two sources on `server`: one serving three items (with an ETag), one
+    answering 500; `settings` follow the sources."""
+    from tests.feedserver import Reply, feed_file
     from tests.support import rss
 
+    server.routes["/good.xml"] = feed_file(rss("good", 3), etag='"v1"')
+    server.routes["/bad.xml"] = lambda r: Reply(500, b"oops")
+    config = tmp_path / "feeds.yaml"
+    config.write_text(
+        "sections: [{id: world, title: World}]\nsources:\n"
+        f"  - {{id: good, url: '{server.url('/good.xml')}', section: world}}\n"
+        f"  - {{id: bad, url: '{server.url('/bad.xml')}', section: world}}\n" + settings
+    )
+    return config
+
+
+def test_poll_prints_a_table_and_sources_json_reports_health(tmp_path: Path) -> None:
     with FeedServer() as server:
-        server.routes["/good.xml"] = feed_file(rss("good", 3), etag='"v1"')
-        server.routes["/bad.xml"] = lambda r: Reply(500, b"oops")
-        config = tmp_path / "feeds.yaml"
-        config.write_text(
-            "sections: [{id: world, title: World}]\nsources:\n"
-            f"  - {{id: good, url: '{server.url('/good.xml')}', section: world}}\n"
-            f"  - {{id: bad, url: '{server.url('/bad.xml')}', section: world}}\n"
-            "polling: {host_gap: 0s, unhealthy_after: 1}\n"
-        )
+        config = _good_and_bad(server, tmp_path, "polling: {host_gap: 0s, unhealthy_after: 1}\n")
         env = {"AGGREGATOR_DATABASE_URL": f"sqlite:///{tmp_path / 'agg.db'}"}
         result = aggregator("poll", "-c", str(config), cwd=tmp_path, env=env)
         assert result.returncode == 3, result.stderr  # one of the two failed
@@ -390,18 +397,9 @@ def test_in_a_terminal_log_lines_pass_above_the_progress_bar_and_warnings_are_co
     other test), no escape codes at all."""
     import re
 
-    from tests.feedserver import FeedServer, Reply, feed_file
-    from tests.support import rss
-
     with FeedServer() as server:
-        server.routes["/good.xml"] = feed_file(rss("good", 3))
-        server.routes["/bad.xml"] = lambda r: Reply(500, b"oops")
-        config = tmp_path / "feeds.yaml"
-        config.write_text(
-            "sections: [{id: world, title: World}]\nsources:\n"
-            f"  - {{id: good, url: '{server.url('/good.xml')}', section: world}}\n"
-            f"  - {{id: bad, url: '{server.url('/bad.xml')}', section: world}}\n"
-            "polling: {host_gap: 0s}\ndefaults: {timezone: Europe/Paris}\n"
+        config = _good_and_bad(
+            server, tmp_path, "polling: {host_gap: 0s}\ndefaults: {timezone: Europe/Paris}\n"
         )
         env = {"AGGREGATOR_DATABASE_URL": f"sqlite:///{tmp_path / 'agg.db'}"}
         shown = _in_a_terminal(["poll", "-c", str(config)], tmp_path, env)

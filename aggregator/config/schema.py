@@ -145,14 +145,15 @@ def email_problem(value: str) -> tuple[str | None, str]:
         return _lower_first(str(exc).rstrip(".")), value
 
 
-def _check_email(value: str) -> str:
+def _check_email(value: str, written: str | None = None) -> str:
+    """`value` if it is an address; the error shows it as `written` (a recipient with its name)."""
     try:
         email_validator.validate_email(value, check_deliverability=False)
     except email_validator.EmailNotValidError as exc:
         raise PydanticCustomError(
             "email",
             "{value} is not a valid e-mail address ({reason})",
-            {"value": _show(value), "reason": _lower_first(str(exc).rstrip("."))},
+            {"value": _show(written or value), "reason": _lower_first(str(exc).rstrip("."))},
         ) from None
     return value
 
@@ -183,14 +184,7 @@ def _check_recipient(value: str) -> str:
             "{value} is neither an address nor a name and an address (`Zoë <zoe@example.org>`)",
             {"value": _show(value)},
         )
-    try:
-        email_validator.validate_email(address, check_deliverability=False)
-    except email_validator.EmailNotValidError as exc:
-        raise PydanticCustomError(
-            "email",
-            "{value} is not a valid e-mail address ({reason})",
-            {"value": _show(value), "reason": _lower_first(str(exc).rstrip("."))},
-        ) from None
+    _check_email(address, value)
     return value
 
 
