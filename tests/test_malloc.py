@@ -46,5 +46,7 @@ def _grown(mode: str) -> tuple[float, float]:
 def test_with_a_fixed_threshold_the_index_costs_about_its_arrays() -> None:
     grown, arrays = _grown("steady")
     moving, _ = _grown("moving")
-    assert grown < arrays * 1.4  # the arrays and the id map, little else
-    assert moving > grown * 1.4  # and the moving threshold is what this saves (glibc's way)
+    assert grown < arrays * 1.4  # the arrays, little else
+    # and the moving threshold is what this saves (glibc's way): 1.4 times as much when the
+    # index grew its arrays by copying them, about 1.2 since it keeps its signatures in blocks
+    assert moving > grown * 1.1

@@ -256,6 +256,19 @@ def test_recategorise_moves_items_to_the_current_rules(storage: Storage, clock: 
 # -- the index itself -------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["as shipped", "small runs and blocks"])
+def sizes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The index as shipped, and with runs and signature blocks so small that a thousand items
+    fill many of each: merging into a full run, starting a new one, a big batch split into runs,
+    and signatures gathered from several blocks all happen."""
+    if request.param != "as shipped":
+        monkeypatch.setattr(SimilarityIndex, "RECENT", 8)
+        monkeypatch.setattr(SimilarityIndex, "YOUNG", 32)
+        monkeypatch.setattr(SimilarityIndex, "OLD", 100)
+        monkeypatch.setattr(dedupe._Rows, "BLOCK", 64)
+    return str(request.param)
+
+
 def test_the_index_finds_alike_items_and_forgets_old_ones() -> None:
     index = SimilarityIndex(0.5, timedelta(hours=72))
     start = datetime(2026, 11, 20, tzinfo=UTC)
@@ -286,7 +299,7 @@ def test_the_index_finds_alike_items_and_forgets_old_ones() -> None:
     assert [m.item_id for m in index.similar(copy, start + timedelta(hours=80))] == [2000]
 
 
-def test_compacting_the_index_keeps_every_live_item_findable_as_before() -> None:
+def test_compacting_the_index_keeps_every_live_item_findable_as_before(sizes: str) -> None:
     """Compaction rebuilds the band keys from the runs (the index keeps only the low halves of
     the signatures): every item left must be found exactly as before, the others not at all."""
     index = SimilarityIndex(0.5, timedelta(hours=72))
@@ -396,21 +409,15 @@ def _reference_similar(
     return sorted(found, key=lambda pair: (-pair[1], pair[0]))
 
 
-@pytest.mark.parametrize("cap", [5_000, 3])
-def test_a_batch_query_answers_as_each_item_asked_alone_the_slow_way(
-    cap: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The index scores a whole batch's candidate pairs at once; every answer must be the one
-    a plain search over all stored items gives, including the cap on candidates per query,
-    the window, removed items, `after`, and headline numbers that conflict."""
-    monkeypatch.setattr(dedupe, "_MAX_CANDIDATES", cap)
-    rng = random.Random(7)
+def _alike_rows(
+    rng: random.Random, count: int, start: datetime
+) -> dict[int, tuple[bytes, datetime]]:
+    """Fingerprints of `count` texts of a small vocabulary, most of them edited copies of an
+    earlier one (some headlines with a number of dead), dated over five days from `start`."""
     words = [f"w{n}" for n in range(300)]
-    start = datetime(2026, 11, 20, tzinfo=UTC)
-    index = SimilarityIndex(0.5, timedelta(hours=48))
     rows: dict[int, tuple[bytes, datetime]] = {}
     bases: list[list[str]] = []
-    for n in range(1, 1201):
+    for n in range(1, count + 1):
         text = list(rng.choice(bases)) if bases and rng.random() < 0.6 else []
         text = text or [rng.choice(words) for _ in range(40)]
         for _ in range(rng.randint(0, 12)):
@@ -421,6 +428,20 @@ def test_a_batch_query_answers_as_each_item_asked_alone_the_slow_way(
             fingerprint(entry(f"i{n}", title, " ".join(text))) or b"",
             start + timedelta(hours=rng.randint(0, 120)),
         )
+    return rows
+
+
+@pytest.mark.parametrize("cap", [5_000, 3])
+def test_a_batch_query_answers_as_each_item_asked_alone_the_slow_way(
+    cap: int, sizes: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index scores a whole batch's candidate pairs at once; every answer must be the one
+    a plain search over all stored items gives, including the cap on candidates per query,
+    the window, removed items, `after`, and headline numbers that conflict."""
+    monkeypatch.setattr(dedupe, "_MAX_CANDIDATES", cap)
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    index = SimilarityIndex(0.5, timedelta(hours=48))
+    rows = _alike_rows(random.Random(7), 1200, start)
     stored = list(rows.items())[:1000]
     for at in range(0, 1000, 40):
         index.add_many([(item_id, fp, when) for item_id, (fp, when) in stored[at : at + 40]])
@@ -437,6 +458,66 @@ def test_a_batch_query_answers_as_each_item_asked_alone_the_slow_way(
             assert expected != [
                 _reference_similar(index, live, fp, when, after, 5_000) for fp, when in queries
             ]
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_the_index_answers_the_slow_way_after_removals_compaction_and_ids_out_of_order(
+    ordered: bool, sizes: str
+) -> None:
+    """Items added in batches of every size (one, a poll's, more than RECENT), by ids that
+    ascend or not (a lookup by id is a binary search only while they do), some removed, most
+    expired and the rest compacted, then more added: every answer stays the slow way's, and
+    an item added twice is held once."""
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    index = SimilarityIndex(0.5, timedelta(hours=48))
+    rng = random.Random(11)
+    rows = _alike_rows(rng, 1700, start)
+    stored = list(rows.items())[:1400]
+    batches = []
+    at = 0
+    while at < len(stored):
+        size = rng.choice([1, 5, 25, 60, 300])
+        batches.append(stored[at : at + size])
+        at += size
+    if not ordered:
+        rng.shuffle(batches)
+    for batch in batches:
+        index.add_many([(item_id, fp, when) for item_id, (fp, when) in batch])
+    assert len(index) == 1400
+    index.add_many([(item_id, fp, when) for item_id, (fp, when) in stored[100:140]])
+    assert len(index) == 1400  # already held
+    # what bounds a merge's copy (and so the peak): no run holds more than OLD items
+    assert max(run.items for run in index._runs) <= SimilarityIndex.OLD
+    index.remove([1650, 9999])  # never added: nothing happens
+    assert len(index) == 1400
+    removed = set(rng.sample(sorted(rows)[:1400], 40))
+    index.remove(sorted(removed))
+    now = start + timedelta(hours=48 + 95)
+    expired = index.expire(now)  # over 1,024 and half the slots dead: compacted
+    live = {
+        item_id: (fp, when)
+        for item_id, (fp, when) in stored
+        if item_id not in removed and when >= now - timedelta(hours=48)
+    }
+    assert expired > 1024 - 40 and len(index) == len(live)
+    index.remove(sorted(removed)[:5])  # gone already, between ids still held
+    assert len(index) == len(live)
+    queries = list(rows.values())[1400:1550]
+
+    def check() -> None:
+        when = start + timedelta(hours=110)
+        fps = [fp for fp, _ in queries]
+        answers = index.similar_many(fps, [when] * len(fps))
+        expected = [_reference_similar(index, live, fp, when, 0, 5_000) for fp in fps]
+        assert [[(m.item_id, m.score) for m in found] for found in answers] == expected
+        assert sum(map(len, expected)) > 10
+
+    check()
+    later = list(rows.items())[1550:]
+    for item_id, (fp, when) in later:  # one at a time after the compaction (none expired:
+        index.add(item_id, fp, when)  # that waits for the next call of expire)
+        live[item_id] = (fp, when)
+    check()
 
 
 def test_a_save_enters_its_items_in_the_index_before_the_next_writer_starts(

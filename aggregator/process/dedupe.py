@@ -21,6 +21,7 @@ import unicodedata
 import zlib
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -270,45 +271,65 @@ class _Run:
         slots: NDArray[np.int32],
         items: int,
         alive: NDArray[np.bool_],
+        *,
+        ordered: bool = False,
     ) -> _Run:
-        """A new run holding this one's live entries and the given ones. Built in place, with
-        no copy of the old arrays while every entry is alive (a first pass): np.insert's way
-        made merging a million keys cost 28 MiB on top of the arrays, this about half."""
+        """A new run holding this one's live entries and the given ones (`ordered`: the keys
+        come sorted, from another run); this one is left empty. No copy of the old arrays is
+        made while every entry is alive (a first pass), each old array goes as soon as its
+        merged one is made, and the temporaries take a byte an entry besides the new keys'
+        places: np.insert's way made merging a million keys cost 28 MiB on top of the arrays."""
         keep = alive[self.slots]
         if keep.all():
             old_keys, old_slots = self.keys, self.slots
         else:
             old_keys, old_slots = self.keys[keep], self.slots[keep]
         del keep
-        order = np.argsort(keys, kind="stable")
-        keys, slots = keys[order], slots[order]
-        places = np.searchsorted(old_keys, keys) + np.arange(len(keys))  # where each new one lands
+        # this run gives its arrays up as the merged ones are made: the caller replaces it
+        self.keys, self.slots = _EMPTY_KEYS, _EMPTY_SLOTS
+        if not ordered:
+            order = np.argsort(keys, kind="stable")
+            keys, slots = keys[order], slots[order]
+            del order
+        places = np.searchsorted(old_keys, keys)  # where each new one lands: after the new
+        for at in range(0, len(places), _BITS_BLOCK):  # ones before it (a bounded temporary)
+            places[at : at + _BITS_BLOCK] += np.arange(at, min(at + _BITS_BLOCK, len(places)))
         size = len(old_keys) + len(keys)
         old = np.ones(size, dtype=bool)
         old[places] = False
         merged_keys = np.empty(size, dtype=np.uint32)
         merged_keys[places] = keys
         merged_keys[old] = old_keys
+        del old_keys  # before the slots are made: one old array at a time
         merged_slots = np.empty(size, dtype=np.int32)
         merged_slots[places] = slots
         merged_slots[old] = old_slots
         return _Run(merged_keys, merged_slots, self.items + items)
 
 
+_EMPTY_KEYS = np.zeros(0, dtype=np.uint32)
+_EMPTY_SLOTS = np.zeros(0, dtype=np.int32)
+
+
 class _Bits:
     """A one-hash Bloom filter over band keys: most query keys are in no run, and this answers
     that with one memory access where a binary search over millions of keys takes a dozen
-    cache misses. Sized at 16 bits a key (about 6% false positives); rebuilt larger when full."""
+    cache misses. 16 bits a key (about 6% false positives), of any size (a power of two would
+    cost up to twice that); rebuilt half as large again when full."""
+
+    BITS_PER_KEY = 16
 
     def __init__(self, keys: int) -> None:
-        self.shift = max(20, int(keys * 16 - 1).bit_length())
-        self.capacity = (1 << self.shift) // 16
-        self.words = np.zeros((1 << self.shift) // 64, dtype=np.uint64)
+        self.capacity = max(1 << 16, keys)
+        self.words = np.zeros(-(-min(self.capacity * self.BITS_PER_KEY, 1 << 32) // 64), np.uint64)
+        self.size = len(self.words) * 64  # bits: below 2**32, for the scaling in _slots
         self.count = 0
 
     def _slots(self, keys: NDArray[np.uint32]) -> NDArray[np.uint64]:
+        """A bit for each key: the top half of a multiplicative hash, scaled to the size."""
         with np.errstate(over="ignore"):
-            return (keys.astype(np.uint64) * _MIX) >> np.uint64(64 - self.shift)
+            mixed = (keys.astype(np.uint64) * _MIX) >> np.uint64(32)
+            return (mixed * np.uint64(self.size)) >> np.uint64(32)
 
     def add(self, keys: NDArray[np.uint32]) -> None:
         for start in range(0, len(keys), _BITS_BLOCK):  # temporaries of 8 bytes a key, bounded
@@ -326,6 +347,61 @@ class _Bits:
         return np.asarray(bits & np.uint64(1), dtype=bool)
 
 
+class _Rows:
+    """A table of fixed-width rows kept in blocks that never move: growing it copies nothing.
+    A contiguous array grown by copying held the old and the new array at once, and the
+    signatures are most of an item's bytes. Blocks come from calloc, so the rows not yet
+    written cost address space, not memory."""
+
+    BLOCK = 16_384
+
+    def __init__(self, width: int, dtype: type[np.generic]) -> None:
+        self.width = width
+        self.dtype = dtype
+        self.blocks: list[NDArray[Any]] = []
+        self.rows = 0  # rows up to the last one written
+
+    def reserve(self, rows: int) -> None:
+        while len(self.blocks) * self.BLOCK < rows:
+            self.blocks.append(np.zeros((self.BLOCK, self.width), dtype=self.dtype))
+
+    def truncate(self, rows: int) -> None:
+        """Give back the blocks past `rows` (one at least is kept)."""
+        del self.blocks[max(1, -(-rows // self.BLOCK)) :]
+        self.rows = min(self.rows, rows)
+
+    def put(self, start: int, values: NDArray[Any]) -> None:
+        at = 0
+        while at < len(values):
+            block, offset = divmod(start + at, self.BLOCK)
+            count = min(self.BLOCK - offset, len(values) - at)
+            self.blocks[block][offset : offset + count] = values[at : at + count]
+            at += count
+        self.rows = max(self.rows, start + len(values))
+
+    def take(self, slots: NDArray[Any]) -> NDArray[Any]:
+        if len(self.blocks) == 1:
+            return np.asarray(self.blocks[0][slots])
+        found = np.empty((len(slots), self.width), dtype=self.dtype)
+        which = slots // self.BLOCK
+        for block in np.unique(which).tolist():
+            rows = np.nonzero(which == block)[0]
+            found[rows] = self.blocks[block][slots[rows] - block * self.BLOCK]
+        return found
+
+    def compact(self, live: NDArray[np.int64]) -> None:
+        """Keep the rows at `live` (ascending), moved to the front in order, a block at a time:
+        a row only ever moves down, onto rows already moved."""
+        for start in range(0, len(live), self.BLOCK):
+            self.put(start, self.take(live[start : start + self.BLOCK]))
+        self.truncate(len(live))
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of the rows written: the rest of a block is not yet memory."""
+        return self.rows * self.width * np.dtype(self.dtype).itemsize
+
+
 class SimilarityIndex:
     """Fingerprints of the items in the window, to find the ones like a new item.
 
@@ -335,13 +411,16 @@ class SimilarityIndex:
     no item pays for copying the big arrays more than a few times over the window. Work is done
     a batch at a time (a poll's entries), in numpy, with Python loops only over actual hits.
 
-    An item costs about 700 bytes of arrays: the low 16 bits of its 128 MinHash values (256),
-    its headline numbers (16), id, time, 42 band keys of 32 bits with their slots (336), and
-    its bits in the filter (84); the full fingerprint stays in storage.
+    An item costs about 620 bytes: the low 16 bits of its 128 MinHash values (256), its
+    headline numbers (16), id, time, 42 band keys of 32 bits with their slots (336), and its
+    bits in the filter (84 to 126); the full fingerprint stays in storage. Nothing big is ever
+    copied whole: the signatures sit in blocks, a run holds at most OLD items, and a big batch
+    (the window loaded at start) makes runs of that size, so the peak stays near the total.
     """
 
     RECENT = 256
     YOUNG = 8192
+    OLD = 65_536  # items in a full run: a merge copies at most this many items' keys
 
     def __init__(self, threshold: float, window: timedelta) -> None:
         self.threshold = threshold
@@ -358,16 +437,17 @@ class SimilarityIndex:
         self._reset()
 
     def _reset(self, capacity: int = 1024) -> None:
-        self._sigs = np.zeros((capacity, NUM_PERM), dtype=np.uint16)  # low halves: see _low
+        self._sigs = _Rows(NUM_PERM, np.uint16)  # low halves: see _low
+        self._sigs.reserve(capacity)
         self._numbers = np.zeros((capacity, NUMBERS), dtype=np.uint32)
         self._ids = np.zeros(capacity, dtype=np.int64)
         self._times = np.zeros(capacity, dtype=np.float64)
         self._alive = np.zeros(capacity, dtype=bool)
         self._size = 0
         self._dead = 0
-        self._runs = [_Run(), _Run(), _Run()]  # recent, young, old
+        self._ordered = True  # ids ascend with their slots (storage adds them in id order)
+        self._runs = [_Run(), _Run()]  # recent, young, then full runs, oldest first
         self._bits = _Bits(capacity * self.bands)
-        self._by_id: dict[int, int] = {}
 
     def __len__(self) -> int:
         return self._size - self._dead
@@ -404,58 +484,99 @@ class SimilarityIndex:
 
     def add_many(self, rows: Iterable[tuple[int, bytes, datetime]]) -> None:
         with self._lock:
-            batch = list({row[0]: row for row in rows if row[0] not in self._by_id}.values())
+            batch = list({row[0]: row for row in rows}.values())
+            if batch and min(row[0] for row in batch) <= self.watermark:
+                held = set(self._ids[self._slots_of([row[0] for row in batch])].tolist())
+                batch = [row for row in batch if row[0] not in held]
             if not batch:
                 return
-            self._grow(self._size + len(batch))
-            start = self._size
-            end = start + len(batch)
-            full, keys = self._keyed([fp for _, fp, _ in batch])
-            self._sigs[start:end] = _low(full[:, :NUM_PERM])
-            self._numbers[start:end] = full[:, NUM_PERM:]
-            self._ids[start:end] = [item_id for item_id, _, _ in batch]
-            self._times[start:end] = [when.timestamp() for _, _, when in batch]
-            self._alive[start:end] = True
-            self._size = end
-            for slot, (item_id, _, _) in enumerate(batch, start):
-                self._by_id[item_id] = slot
-            self.watermark = max(self.watermark, max(row[0] for row in batch))
-            self._remember(keys)
-            slots = np.repeat(np.arange(start, end, dtype=np.int32), self.bands)
-            level = 2 if len(batch) > self.RECENT else 0  # a rebuild goes straight to the big run
-            self._runs[level] = self._runs[level].merged(keys, slots, len(batch), self._alive)
+            for at in range(0, len(batch), self.OLD):  # a big batch makes runs of OLD items
+                self._add(batch[at : at + self.OLD], big=len(batch) > self.RECENT)
+            if len(batch) > self.RECENT:
+                self._last = None  # kept for the three calls of a save's batch, not this one
+
+    def _add(self, batch: list[tuple[int, bytes, datetime]], *, big: bool) -> None:
+        self._grow(self._size + len(batch))
+        start = self._size
+        end = start + len(batch)
+        full, keys = self._keyed([fp for _, fp, _ in batch])
+        ids = np.array([item_id for item_id, _, _ in batch], dtype=np.int64)
+        self._sigs.put(start, _low(full[:, :NUM_PERM]))
+        self._numbers[start:end] = full[:, NUM_PERM:]
+        self._ordered = self._ordered and bool(
+            (start == 0 or ids[0] > self._ids[start - 1]) and np.all(ids[1:] > ids[:-1])
+        )
+        self._ids[start:end] = ids
+        self._times[start:end] = [when.timestamp() for _, _, when in batch]
+        self._alive[start:end] = True
+        self._size = end
+        self.watermark = max(self.watermark, int(ids.max()))
+        self._remember(keys)
+        slots = np.repeat(np.arange(start, end, dtype=np.int32), self.bands)
+        if big:
+            self._to_full(keys, slots, len(batch), ordered=False)
+        else:
+            self._runs[0] = self._runs[0].merged(keys, slots, len(batch), self._alive)
             self._settle()
 
+    def _slots_of(self, item_ids: Sequence[int]) -> NDArray[np.int64]:
+        """The live slots holding these ids: a binary search while ids ascend with their slots
+        (as storage adds them), else a scan. A dict from id to slot cost 115 bytes an item."""
+        wanted = np.asarray(item_ids, dtype=np.int64)
+        held = self._ids[: self._size]
+        if self._ordered:
+            at = np.searchsorted(held, wanted)
+            at = at[at < len(held)]
+            found = np.unique(at[np.isin(held[at], wanted)])
+        else:
+            found = np.nonzero(np.isin(held, wanted))[0]
+        return found[self._alive[found]]
+
     def _remember(self, keys: NDArray[np.uint32]) -> None:
-        """Add keys to the filter, rebuilding it twice as large when it is full."""
+        """Add keys to the filter, rebuilding it half as large again when it is full."""
         if self._bits.count + len(keys) > self._bits.capacity:
             held = [run.keys for run in self._runs]
-            self._bits = _Bits(sum(len(k) for k in held) + len(keys))
+            total = sum(len(k) for k in held) + len(keys)
+            self._bits = _Bits(0)  # the old filter goes before the new one is made
+            self._bits = _Bits(total + total // 2)
             for run_keys in held:
                 self._bits.add(run_keys)
         self._bits.add(keys)
 
     def _settle(self) -> None:
-        recent, young, old = self._runs
+        """Recent additions go to the young run every RECENT items, the young run to the last
+        full run every YOUNG items while that has room for them, else it becomes one itself."""
+        recent, young, *old = self._runs
         if recent.items >= self.RECENT:
-            young = young.merged(recent.keys, recent.slots, recent.items, self._alive)
+            young = young.merged(recent.keys, recent.slots, recent.items, self._alive, ordered=True)
             recent = _Run()
-        if young.items >= max(self.YOUNG, old.items // 2):
-            old = old.merged(young.keys, young.slots, young.items, self._alive)
-            young = _Run()
-        self._runs = [recent, young, old]
+        self._runs = [recent, young, *old]
+        if young.items >= self.YOUNG:
+            self._runs[1] = _Run()
+            self._to_full(young.keys, young.slots, young.items, ordered=True)
+
+    def _to_full(
+        self, keys: NDArray[np.uint32], slots: NDArray[np.int32], items: int, *, ordered: bool
+    ) -> None:
+        """Into the last full run while it has room for these items, else a new one."""
+        last = self._runs[-1] if len(self._runs) > 2 else None
+        if last is not None and last.items + items <= self.OLD:
+            self._runs[-1] = last.merged(keys, slots, items, self._alive, ordered=ordered)
+        elif ordered:
+            self._runs.append(_Run(keys, slots, items))
+        else:
+            self._runs.append(_Run().merged(keys, slots, items, self._alive))
 
     def _grow(self, needed: int) -> None:
+        self._sigs.reserve(needed)
         capacity = len(self._ids)
         if needed <= capacity:
             return
         while capacity < needed:
             capacity *= 2
-        self._sigs = np.resize(self._sigs, (capacity, NUM_PERM))
-        self._numbers = np.resize(self._numbers, (capacity, NUMBERS))
-        for name in ("_ids", "_times", "_alive"):
+        for name in ("_numbers", "_ids", "_times", "_alive"):
             old = getattr(self, name)
-            new = np.zeros(capacity, dtype=old.dtype)
+            new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
             new[: len(old)] = old
             setattr(self, name, new)
 
@@ -473,9 +594,12 @@ class SimilarityIndex:
         with self._lock:
             sigs, query = self._keyed(fps)
             maybe = np.nonzero(self._bits.may_hold(query))[0]
+            # searched for in order: each binary search starts where the last one ended
+            maybe = maybe[np.argsort(query[maybe], kind="stable")]
+            wanted = query[maybe]
             owners, slots = [], []
             for run in self._runs:
-                at, found = run.lookup(query[maybe])
+                at, found = run.lookup(wanted)
                 owners.append(maybe[at] // self.bands)
                 slots.append(found)
             return self._verify(sigs, whens, np.concatenate(owners), np.concatenate(slots), after)
@@ -506,7 +630,7 @@ class SimilarityIndex:
         low = _low(sigs[:, :NUM_PERM])
         for top in range(0, len(owners), _PAIR_BLOCK):
             mine, theirs = owners[top : top + _PAIR_BLOCK], slots[top : top + _PAIR_BLOCK]
-            scores = np.count_nonzero(self._sigs[theirs] == low[mine], axis=1) / NUM_PERM
+            scores = np.count_nonzero(self._sigs.take(theirs) == low[mine], axis=1) / NUM_PERM
             good = np.nonzero(scores >= self.threshold)[0]  # numbers only for those alike
             good = good[~_pair_conflicts(sigs[mine[good], NUM_PERM:], self._numbers[theirs[good]])]
             for query, item_id, score in zip(
@@ -589,11 +713,11 @@ class SimilarityIndex:
 
     def remove(self, item_ids: Sequence[int]) -> None:
         with self._lock:
-            for item_id in item_ids:
-                slot = self._by_id.pop(item_id, None)
-                if slot is not None and self._alive[slot]:
-                    self._alive[slot] = False
-                    self._dead += 1
+            if not item_ids or not self._size:
+                return
+            slots = self._slots_of(item_ids)
+            self._alive[slots] = False
+            self._dead += len(slots)
 
     def expire(self, now: datetime) -> int:
         """Forget items older than the window; reclaims memory once half the slots are dead.
@@ -607,8 +731,6 @@ class SimilarityIndex:
             old = self._alive[:size] & (self._times[:size] < cutoff)
             gone = int(np.count_nonzero(old))
             if gone:
-                for item_id in self._ids[:size][old].tolist():
-                    self._by_id.pop(item_id, None)
                 self._alive[:size][old] = False
                 self._dead += gone
             if self._dead > 1024 and self._dead * 2 > self._size:
@@ -616,25 +738,36 @@ class SimilarityIndex:
             return gone
 
     def _compact(self) -> None:
-        """Keep the live items only, in one run. The band keys come from the runs (the full
-        signatures they were made from are no longer held), their slots renumbered."""
+        """Keep the live items only, in runs of OLD items. The band keys come from the runs
+        (the full signatures they were made from are no longer held), their slots renumbered;
+        the signatures move down in place."""
         live = np.nonzero(self._alive[: self._size])[0]
-        renumber = np.full(self._size, -1, dtype=np.int32)
-        renumber[live] = np.arange(len(live), dtype=np.int32)
-        held_keys = [run.keys[self._alive[run.slots]] for run in self._runs]
-        held_slots = [renumber[run.slots[self._alive[run.slots]]] for run in self._runs]
-        sigs, numbers = self._sigs[live], self._numbers[live]
-        ids, times = self._ids[live], self._times[live]
         count = len(live)
+        renumber = np.full(self._size, -1, dtype=np.int32)
+        renumber[live] = np.arange(count, dtype=np.int32)
+        held = [
+            (run.keys[self._alive[run.slots]], run.slots[self._alive[run.slots]])
+            for run in self._runs
+        ]
+        self._runs = []
+        self._sigs.compact(live)
+        sigs = self._sigs
+        numbers, ids, times = self._numbers[live], self._ids[live], self._times[live]
         self._reset(max(1024, count))
-        self._sigs[:count], self._numbers[:count] = sigs, numbers
-        self._ids[:count], self._times[:count] = ids, times
+        self._sigs = sigs
+        self._numbers[:count], self._ids[:count], self._times[:count] = numbers, ids, times
         self._alive[:count] = True
         self._size = count
-        self._by_id = {item_id: slot for slot, item_id in enumerate(ids.tolist())}
-        keys, slots = np.concatenate(held_keys), np.concatenate(held_slots)
+        self._ordered = bool(np.all(ids[1:] > ids[:-1]))
+        del numbers, ids, times
+        keys = np.concatenate([k for k, _ in held])
+        slots = renumber[np.concatenate([s for _, s in held])]
+        del held, renumber
         self._remember(keys)
-        self._runs[2] = _Run().merged(keys, slots, count, self._alive)
+        # runs of OLD items' keys, by slot: each a sorted run of its own
+        for first in range(0, count, self.OLD):
+            part = np.nonzero((slots >= first) & (slots < first + self.OLD))[0]
+            self._runs.append(_Run().merged(keys[part], slots[part], len(part), self._alive))
 
     def memory_bytes(self) -> int:
         """Bytes held by the index's arrays."""
