@@ -7,11 +7,12 @@ import sys
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 
 from aggregator.config import Config, Section, Source
 from aggregator.exceptions import StorageError
@@ -29,6 +30,7 @@ from aggregator.types import (
     SaveReport,
     SubscriberStatus,
 )
+from tests.conftest import _reset_postgres
 from tests.support import Clock
 
 LEASE = timedelta(minutes=5)
@@ -52,13 +54,92 @@ def entry(key: str, title: str = "A title", **kw: object) -> Entry:
 # -- schema ---------------------------------------------------------------------------------
 
 
-def test_migrations_create_exactly_the_declared_tables(storage: Storage, database_url: str) -> None:
-    assert storage.schema_revision() == migrate.head()
-    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+def _engine(database_url: str) -> Engine:
+    return create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+
+
+def test_migrations_create_exactly_the_declared_tables(database_url: str) -> None:
+    engine = _engine(database_url)
+    migrate.upgrade(engine, create_new=False)  # step by step, as an old database would go
+    assert migrate.current(engine) == migrate.head()
     with engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
     engine.dispose()
     assert differences == []
+
+
+def _schema(engine: Engine) -> dict[str, object]:
+    """Everything the database says of each table: columns (type, nullable, default), keys,
+    indexes, unique and check constraints, and its rows (the version Alembic reads among them)."""
+    look = inspect(engine)
+    found: dict[str, object] = {}
+    for table in sorted(look.get_table_names()):
+        found[table] = {
+            # by name: the migrations add columns at the end, where a new table has them in
+            # place (every statement names its columns)
+            "columns": sorted(
+                (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                for c in look.get_columns(table)
+            ),
+            "primary": look.get_pk_constraint(table)["constrained_columns"],
+            "foreign": sorted(
+                (
+                    tuple(f["constrained_columns"]),
+                    f["referred_table"],
+                    tuple(f["referred_columns"]),
+                    str(f.get("options")),
+                )
+                for f in look.get_foreign_keys(table)
+            ),
+            "indexes": sorted(
+                (
+                    i["name"],
+                    tuple(i["column_names"]),
+                    bool(i["unique"]),
+                    str(i.get("dialect_options")),
+                )
+                for i in look.get_indexes(table)
+            ),
+            "unique": sorted(
+                (tuple(u["column_names"]),) for u in look.get_unique_constraints(table)
+            ),
+            "checks": sorted(str(c["sqltext"]) for c in look.get_check_constraints(table)),
+        }
+    with engine.connect() as conn:  # and every row: a new database holds only seeds
+        for table in sorted(look.get_table_names()):
+            found[f"{table} rows"] = sorted(
+                map(tuple, conn.execute(text(f"SELECT * FROM {table}")))
+            )
+    return found
+
+
+def test_a_new_database_is_made_as_the_migrations_make_it_without_alembic(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A new, empty database is made from the table definitions and stamped, without importing
+    Alembic (12 MiB a process keeps): it must be the database the migrations make, down to its
+    indexes, defaults and constraints, and Alembic must take it from there."""
+    engine = _engine(database_url)
+    migrate.upgrade(engine, create_new=False)
+    migrated = _schema(engine)
+    engine.dispose()
+    if database_url.startswith("sqlite"):
+        database_url = f"sqlite:///{tmp_path / 'new.db'}"
+    else:
+        _reset_postgres(database_url)
+    script = (
+        "import sys\n"
+        "from aggregator.storage import Storage\n"
+        f"Storage.open({database_url!r}).close()\n"
+        "assert 'alembic' not in sys.modules, 'alembic imported to make a new database'\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    engine = _engine(database_url)
+    assert _schema(engine) == migrated
+    migrate.downgrade(engine, "0005")  # Alembic knows where it stands
+    migrate.upgrade(engine)
+    assert migrate.current(engine) == migrate.head()
+    engine.dispose()
 
 
 def test_upgrade_is_idempotent_and_downgrade_reversible(storage: Storage) -> None:

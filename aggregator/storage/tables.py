@@ -132,7 +132,7 @@ items = Table(
     Column("changed_at", UTCDateTime, nullable=False),
     Column("section_id", String(64)),
     Column("story_id", BigId, ForeignKey("stories.id", ondelete="SET NULL"), index=True),
-    Column("revisions", Integer, nullable=False, default=0),
+    Column("revisions", Integer, nullable=False, default=0, server_default=text("0")),
     Column("fingerprint", LargeBinary),  # MinHash signature of the text, for the story index
     Column("section_reason", JSON),
     Column("story_reason", JSON),
@@ -185,6 +185,13 @@ revisions = Table(
     Column("name", String(32), primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
+
+
+def seed_rows() -> list[tuple[Table, list[dict[str, Any]]]]:
+    """The rows the migrations put in a new database, for one made from these definitions
+    (a test holds the two databases equal): the items revision counter starts at 0."""
+    return [(revisions, [{"name": "items", "value": 0}])]
+
 
 digest_runs = Table(
     "digest_runs",
