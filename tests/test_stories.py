@@ -260,12 +260,14 @@ def test_recategorise_moves_items_to_the_current_rules(storage: Storage, clock: 
 def sizes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The index as shipped, and with runs and signature blocks so small that a thousand items
     fill many of each: merging into a full run, starting a new one, a big batch split into runs,
-    and signatures gathered from several blocks all happen."""
+    signatures gathered from several blocks, and runs whose slots span too much for 16-bit
+    offsets all happen."""
     if request.param != "as shipped":
         monkeypatch.setattr(SimilarityIndex, "RECENT", 8)
         monkeypatch.setattr(SimilarityIndex, "YOUNG", 32)
         monkeypatch.setattr(SimilarityIndex, "OLD", 100)
         monkeypatch.setattr(dedupe._Rows, "BLOCK", 64)
+        monkeypatch.setattr(dedupe, "_OFFSET_SPAN", 90)  # runs whose slots span more: 32 bits
     return str(request.param)
 
 
@@ -471,7 +473,7 @@ def test_the_index_answers_the_slow_way_after_removals_compaction_and_ids_out_of
     start = datetime(2026, 11, 20, tzinfo=UTC)
     index = SimilarityIndex(0.5, timedelta(hours=48))
     rng = random.Random(11)
-    rows = _alike_rows(rng, 1700, start)
+    rows = _alike_rows(rng, 1900, start)
     stored = list(rows.items())[:1400]
     batches = []
     at = 0
@@ -513,9 +515,17 @@ def test_the_index_answers_the_slow_way_after_removals_compaction_and_ids_out_of
         assert sum(map(len, expected)) > 10
 
     check()
-    later = list(rows.items())[1550:]
+    later = list(rows.items())[1550:1700]
     for item_id, (fp, when) in later:  # one at a time after the compaction (none expired:
         index.add(item_id, fp, when)  # that waits for the next call of expire)
+        live[item_id] = (fp, when)
+    check()
+    lowest = sorted(live)[:10]  # the first slots die, then merges must keep every other item
+    index.remove(lowest)
+    for item_id in lowest:
+        del live[item_id]
+    for item_id, (fp, when) in list(rows.items())[1700:]:
+        index.add(item_id, fp, when)
         live[item_id] = (fp, when)
     check()
 

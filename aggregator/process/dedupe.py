@@ -238,7 +238,9 @@ def _shared(codes: NDArray[np.int64], needed: int) -> NDArray[np.int64]:
 
 
 class _Run:
-    """Band keys in sorted order, with the slot of the item each came from."""
+    """Band keys in sorted order, with the slot of the item each came from: as offsets from the
+    lowest slot, in 16 bits where they span less than 65,536 (a run's items are added in order
+    of slot, and a full run holds at most OLD of them), which saves an eighth of an item's bytes."""
 
     def __init__(
         self,
@@ -246,9 +248,17 @@ class _Run:
         slots: NDArray[np.int32] | None = None,
         items: int = 0,
     ) -> None:
-        self.keys = keys if keys is not None else np.zeros(0, dtype=np.uint32)
-        self.slots = slots if slots is not None else np.zeros(0, dtype=np.int32)
+        self.keys = keys if keys is not None else _EMPTY_KEYS
+        self.base, self.offsets = _offsets(slots if slots is not None else _EMPTY_SLOTS)
         self.items = items
+
+    @property
+    def slots(self) -> NDArray[np.int32]:
+        return self.offsets.astype(np.int32) + np.int32(self.base)
+
+    def _alive(self, alive: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """Whether each entry's item is alive, with no array of absolute slots made."""
+        return np.asarray(alive[self.base :][self.offsets], dtype=bool)
 
     def lookup(self, query: NDArray[np.uint32]) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
         """Every (position in `query`, slot) pair whose key is filed here, as two arrays."""
@@ -263,7 +273,8 @@ class _Run:
         ends = np.cumsum(counts)
         total = int(ends[-1]) if len(ends) else 0
         places = np.arange(total) + np.repeat(starts - ends + counts, counts)
-        return np.repeat(hit, counts).astype(np.int64), self.slots[places]
+        found = self.offsets[places].astype(np.int32) + np.int32(self.base)
+        return np.repeat(hit, counts).astype(np.int64), found
 
     def merged(
         self,
@@ -279,14 +290,15 @@ class _Run:
         made while every entry is alive (a first pass), each old array goes as soon as its
         merged one is made, and the temporaries take a byte an entry besides the new keys'
         places: np.insert's way made merging a million keys cost 28 MiB on top of the arrays."""
-        keep = alive[self.slots]
+        keep = self._alive(alive)
         if keep.all():
-            old_keys, old_slots = self.keys, self.slots
+            old_keys, old_offsets = self.keys, self.offsets
         else:
-            old_keys, old_slots = self.keys[keep], self.slots[keep]
+            old_keys, old_offsets = self.keys[keep], self.offsets[keep]
         del keep
+        old_base = self.base
         # this run gives its arrays up as the merged ones are made: the caller replaces it
-        self.keys, self.slots = _EMPTY_KEYS, _EMPTY_SLOTS
+        self.keys, self.offsets = _EMPTY_KEYS, _EMPTY_OFFSETS
         if not ordered:
             order = np.argsort(keys, kind="stable")
             keys, slots = keys[order], slots[order]
@@ -301,14 +313,38 @@ class _Run:
         merged_keys[places] = keys
         merged_keys[old] = old_keys
         del old_keys  # before the slots are made: one old array at a time
-        merged_slots = np.empty(size, dtype=np.int32)
-        merged_slots[places] = slots
-        merged_slots[old] = old_slots
-        return _Run(merged_keys, merged_slots, self.items + items)
+        ends = [int(slots.min()), int(slots.max())] if len(slots) else []
+        if len(old_offsets):
+            ends += [old_base + int(old_offsets.min()), old_base + int(old_offsets.max())]
+        base = min(ends, default=0)
+        narrow = not ends or max(ends) - base < _OFFSET_SPAN
+        if not narrow:
+            base = 0
+        merged_slots = np.empty(size, dtype=np.uint16 if narrow else np.int32)
+        merged_slots[places] = slots - base
+        if old_base != base and len(old_offsets):  # moved to the merged run's lowest slot
+            old_offsets = old_offsets.astype(np.int32) + np.int32(old_base - base)
+        merged_slots[old] = old_offsets
+        run = _Run(merged_keys, None, self.items + items)
+        run.base, run.offsets = base, merged_slots
+        return run
 
 
+def _offsets(slots: NDArray[Any]) -> tuple[int, NDArray[Any]]:
+    """The lowest slot and each slot's offset from it, in 16 bits where they fit, else the
+    slots themselves (from 0) in 32."""
+    if not len(slots):
+        return 0, _EMPTY_OFFSETS
+    low, high = int(slots.min()), int(slots.max())
+    if high - low < _OFFSET_SPAN:
+        return low, (slots - low).astype(np.uint16)
+    return 0, slots.astype(np.int32)
+
+
+_OFFSET_SPAN = 1 << 16  # slot offsets below this fit in 16 bits
 _EMPTY_KEYS = np.zeros(0, dtype=np.uint32)
 _EMPTY_SLOTS = np.zeros(0, dtype=np.int32)
+_EMPTY_OFFSETS = np.zeros(0, dtype=np.uint16)
 
 
 class _Bits:
@@ -514,7 +550,7 @@ class SimilarityIndex:
         self._remember(keys)
         slots = np.repeat(np.arange(start, end, dtype=np.int32), self.bands)
         if big:
-            self._to_full(keys, slots, len(batch), ordered=False)
+            self._to_full(_Run().merged(keys, slots, len(batch), self._alive), len(batch))
         else:
             self._runs[0] = self._runs[0].merged(keys, slots, len(batch), self._alive)
             self._settle()
@@ -553,19 +589,16 @@ class SimilarityIndex:
         self._runs = [recent, young, *old]
         if young.items >= self.YOUNG:
             self._runs[1] = _Run()
-            self._to_full(young.keys, young.slots, young.items, ordered=True)
+            self._to_full(young, young.items)
 
-    def _to_full(
-        self, keys: NDArray[np.uint32], slots: NDArray[np.int32], items: int, *, ordered: bool
-    ) -> None:
-        """Into the last full run while it has room for these items, else a new one."""
+    def _to_full(self, run: _Run, items: int) -> None:
+        """A run's entries into the last full run while it has room for them, else the run
+        becomes a full one itself."""
         last = self._runs[-1] if len(self._runs) > 2 else None
         if last is not None and last.items + items <= self.OLD:
-            self._runs[-1] = last.merged(keys, slots, items, self._alive, ordered=ordered)
-        elif ordered:
-            self._runs.append(_Run(keys, slots, items))
+            self._runs[-1] = last.merged(run.keys, run.slots, items, self._alive, ordered=True)
         else:
-            self._runs.append(_Run().merged(keys, slots, items, self._alive))
+            self._runs.append(run)
 
     def _grow(self, needed: int) -> None:
         self._sigs.reserve(needed)
@@ -774,7 +807,7 @@ class SimilarityIndex:
         held = self._sigs.nbytes + self._numbers.nbytes + self._ids.nbytes + self._times.nbytes
         held += self._alive.nbytes
         held += self._bits.words.nbytes
-        return held + sum(run.keys.nbytes + run.slots.nbytes for run in self._runs)
+        return held + sum(run.keys.nbytes + run.offsets.nbytes for run in self._runs)
 
 
 def _signatures(fps: Sequence[bytes]) -> NDArray[np.uint32]:
