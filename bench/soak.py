@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import random
 import re
 import statistics
@@ -29,6 +30,9 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+# the service runs from its own environment, as a user runs it (tasks.py says which)
+SERVICE_PYTHON = os.environ.get("AGGREGATOR_PYTHON", sys.executable)
 
 ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -169,7 +173,7 @@ def main() -> int:
         log_path = work / "service.log"
         with log_path.open("w") as log:
             child = subprocess.Popen(
-                [sys.executable, "-m", "aggregator", "run", "--config", str(work / "feeds.yaml")],
+                [SERVICE_PYTHON, "-m", "aggregator", "run", "--config", str(work / "feeds.yaml")],
                 cwd=work,
                 stdout=log,
                 stderr=subprocess.STDOUT,

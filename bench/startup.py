@@ -23,7 +23,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-AGGREGATOR = [sys.executable, "-m", "aggregator"]
+# the service runs from its own environment, as a user runs it (tasks.py says which)
+SERVICE_PYTHON = os.environ.get("AGGREGATOR_PYTHON", sys.executable)
+
+AGGREGATOR = [SERVICE_PYTHON, "-m", "aggregator"]
 FEED = (
     b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
     b"<item><guid>1</guid><title>One</title><link>https://t.example/1</link></item>"

@@ -1,4 +1,4 @@
-"""Make the README's pictures of the published pages: `.venv/bin/python docs/screenshots.py`.
+"""Make the README's pictures of the published pages: `.venv-test/bin/python docs/screenshots.py`.
 
 The labelled evaluation set (tests/data/eval: 357 items from 16 outlets) goes through the real
 pipeline into a temporary database; the app serves it on 127.0.0.1, and headless Chromium
