@@ -301,6 +301,19 @@ def test_the_index_finds_alike_items_and_forgets_old_ones() -> None:
     assert [m.item_id for m in index.similar(copy, start + timedelta(hours=80))] == [2000]
 
 
+def test_the_band_key_filter_never_misses_a_key_and_rarely_passes_another() -> None:
+    """The filter in front of the runs' binary searches: a key it was given always passes (or
+    an item would go unfound), and of keys it was not given, full to capacity, about 5% pass."""
+    rng = np.random.default_rng(3)
+    given = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    bits = dedupe._Bits(len(given))
+    bits.add(given)
+    assert bits.may_hold(given).all()
+    others = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    assert 0.02 < bits.may_hold(others).mean() < 0.07
+    assert bits.words.nbytes <= len(given) * 1.01  # a byte a key
+
+
 def test_compacting_the_index_keeps_every_live_item_findable_as_before(sizes: str) -> None:
     """Compaction rebuilds the band keys from the runs (the index keeps only the low halves of
     the signatures): every item left must be found exactly as before, the others not at all."""
