@@ -54,6 +54,9 @@ WORDS = (  # noqa: SIM905 (a word list reads best as text)
 ).split()
 
 
+NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 def sentence(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
 
@@ -62,7 +65,10 @@ def make_feed(index: int, rng: random.Random) -> bytes:
     count = rng.randint(20, 30)
     target = rng.randint(20_000, 60_000)
     per_item = max(300, target // count - 450)
-    start = datetime(2026, 11, 1, tzinfo=UTC)
+    # dated in the last day or so: inside the story window (72 h), as a real first pass is, so
+    # the story index holds every item to the end (items dated weeks ago left it at the first
+    # expiry, a minute in, which flattered the memory of a long pass)
+    start = NOW - timedelta(hours=30)
     items = []
     for n in range(count):
         paragraphs = []
@@ -73,7 +79,7 @@ def make_feed(index: int, rng: random.Random) -> bytes:
             )
         if n % 7 == 0:
             paragraphs.append('<script>track()</script><img src="/i.png" onerror="x()">')
-        when = start + timedelta(minutes=37 * n + index)
+        when = start + timedelta(minutes=37 * n + index % 600)
         items.append(
             f"<item><title>{sentence(rng, 8)}</title>"
             f"<link>https://outlet{index % 97}.example/story/{index}/{n}</link>"
