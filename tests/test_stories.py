@@ -515,6 +515,7 @@ def test_the_index_answers_the_slow_way_after_removals_compaction_and_ids_out_of
         if item_id not in removed and when >= now - timedelta(hours=48)
     }
     assert expired > 1024 - 40 and len(index) == len(live)
+    assert sum(run.items for run in index._runs) == len(index)  # compacted: each item once
     index.remove(sorted(removed)[:5])  # gone already, between ids still held
     assert len(index) == len(live)
     queries = list(rows.values())[1400:1550]

@@ -6,10 +6,10 @@ processes and versions since 2.0), computed here in one numpy expression with th
 permutations (numpy's legacy RandomState, seed 1, which numpy keeps stable): stored fingerprints
 stay valid, and datasketch (which pulls in scipy, a second of start-up) is only a test's
 reference now. Its LSH index kept a Python dict entry per band and item, which measured about
-8.6 KB an item (1.7 GB for 200,000 items), so the bands are kept here instead, in numpy: one
-sorted array of band keys with the slot of each item, plus a small dict of recent additions
-merged into it in batches. A query costs a few binary searches however
-many items the window holds; candidates are then checked against the full signature.
+8.6 KB an item (1.7 GB for 200,000 items), so the bands are kept here instead, in numpy: a few
+sorted runs of band keys with the slot of each item (`SimilarityIndex`). A query costs a few
+binary searches however many items the window holds; candidates are then checked against the
+signatures.
 """
 
 from __future__ import annotations
@@ -448,17 +448,18 @@ class _Rows:
 class SimilarityIndex:
     """Fingerprints of the items in the window, to find the ones like a new item.
 
-    Band keys live in three sorted runs, newest first: the last few hundred items, a small run,
-    and the big one. A batch is merged into the newest run; that one into the small run every
-    RECENT items, and the small run into the big one when it reaches half its size, so
-    no item pays for copying the big arrays more than a few times over the window. Work is done
-    a batch at a time (a poll's entries), in numpy, with Python loops only over actual hits.
+    Band keys live in sorted runs: the last few hundred items (recent), up to YOUNG items
+    (young), then full runs of up to OLD items each. A batch is merged into the recent run, that
+    one into the young run every RECENT items, and the young run into the last full run every
+    YOUNG items while it has room (else it becomes a full run itself). Work is done a batch at
+    a time (a poll's entries), in numpy, with Python loops only over actual hits.
 
-    An item costs about 620 bytes: the low 16 bits of its 128 MinHash values (256), its
-    headline numbers (16), id, time, 42 band keys of 32 bits with their slots (336), and its
-    bits in the filter (84 to 126); the full fingerprint stays in storage. Nothing big is ever
-    copied whole: the signatures sit in blocks, a run holds at most OLD items, and a big batch
-    (the window loaded at start) makes runs of that size, so the peak stays near the total.
+    An item costs about 610 bytes: the low 16 bits of its 128 MinHash values (256), 42 band
+    keys of 32 bits (168) with its slot as a 16-bit offset beside each (84), its bits in the
+    filter (42 to 63), its headline numbers, id, time and liveness (33); the full fingerprint
+    stays in storage. Nothing big is ever copied whole, so the peak stays near the total: the
+    signatures sit in blocks that never move, a merge copies at most OLD items' keys, and a big
+    batch (the window loaded at start) makes full runs of that size.
     """
 
     RECENT = 256
@@ -557,7 +558,7 @@ class SimilarityIndex:
         self._remember(keys)
         slots = np.repeat(np.arange(start, end, dtype=np.int32), self.bands)
         if big:
-            self._to_full(_Run().merged(keys, slots, len(batch), self._alive), len(batch))
+            self._to_full(_Run().merged(keys, slots, len(batch), self._alive))
         else:
             self._runs[0] = self._runs[0].merged(keys, slots, len(batch), self._alive)
             self._settle()
@@ -596,14 +597,14 @@ class SimilarityIndex:
         self._runs = [recent, young, *old]
         if young.items >= self.YOUNG:
             self._runs[1] = _Run()
-            self._to_full(young, young.items)
+            self._to_full(young)
 
-    def _to_full(self, run: _Run, items: int) -> None:
+    def _to_full(self, run: _Run) -> None:
         """A run's entries into the last full run while it has room for them, else the run
         becomes a full one itself."""
         last = self._runs[-1] if len(self._runs) > 2 else None
-        if last is not None and last.items + items <= self.OLD:
-            self._runs[-1] = last.merged(run.keys, run.slots, items, self._alive, ordered=True)
+        if last is not None and last.items + run.items <= self.OLD:
+            self._runs[-1] = last.merged(run.keys, run.slots, run.items, self._alive, ordered=True)
         else:
             self._runs.append(run)
 
@@ -785,10 +786,10 @@ class SimilarityIndex:
         count = len(live)
         renumber = np.full(self._size, -1, dtype=np.int32)
         renumber[live] = np.arange(count, dtype=np.int32)
-        held = [
-            (run.keys[self._alive[run.slots]], run.slots[self._alive[run.slots]])
-            for run in self._runs
-        ]
+        held = []
+        for run in self._runs:
+            keep = run._alive(self._alive)
+            held.append((run.keys[keep], run.slots[keep]))
         self._runs = []
         self._sigs.compact(live)
         sigs = self._sigs
@@ -807,7 +808,8 @@ class SimilarityIndex:
         # runs of OLD items' keys, by slot: each a sorted run of its own
         for first in range(0, count, self.OLD):
             part = np.nonzero((slots >= first) & (slots < first + self.OLD))[0]
-            self._runs.append(_Run().merged(keys[part], slots[part], len(part), self._alive))
+            items = min(self.OLD, count - first)
+            self._runs.append(_Run().merged(keys[part], slots[part], items, self._alive))
 
     def memory_bytes(self) -> int:
         """Bytes held by the index's arrays."""
