@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import sys
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 
 def load(directory: Path) -> dict[bytes, tuple[bytes, bytes]]:
@@ -23,7 +23,7 @@ class Feeds(asyncio.Protocol):
     files: ClassVar[dict[bytes, tuple[bytes, bytes]]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream's transport
         self.buffer = b""
 
     def data_received(self, data: bytes) -> None:

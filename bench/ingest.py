@@ -25,6 +25,7 @@ printed: the machine is shared.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -91,7 +93,7 @@ def make_feed(index: int, rng: random.Random) -> bytes:
     start = NOW - timedelta(hours=30)
     items = []
     for n in range(count):
-        paragraphs = []
+        paragraphs: list[str] = []
         while sum(len(p) for p in paragraphs) < per_item:
             paragraphs.append(
                 f"<p>{sentence(rng, rng.randint(12, 30))} "
@@ -336,10 +338,10 @@ def bench(count: int, database: str | None, rounds: int, workers: int = 1) -> No
         try:
             for round_ in range(rounds):
                 runs = [
-                    lambda r=round_: ours.append(
-                        project_passes(port, count, database, work / f"project{r}", workers)
+                    functools.partial(
+                        _run_ours, ours, port, count, database, work, workers, round_
                     ),
-                    lambda r=round_: theirs.append(reader_passes(port, count, work / f"reader{r}")),
+                    functools.partial(_run_theirs, theirs, port, count, work, round_),
                 ]
                 for run in runs if round_ % 2 == 0 else runs[::-1]:
                     run()
@@ -367,15 +369,32 @@ def bench(count: int, database: str | None, rounds: int, workers: int = 1) -> No
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _run_ours(
+    ours: list[list[Pass]],
+    port: int,
+    count: int,
+    database: str | None,
+    work: Path,
+    workers: int,
+    round_: int,
+) -> None:
+    ours.append(project_passes(port, count, database, work / f"project{round_}", workers))
+
+
+def _run_theirs(theirs: list[list[Pass]], port: int, count: int, work: Path, round_: int) -> None:
+    theirs.append(reader_passes(port, count, work / f"reader{round_}"))
+
+
 def _table(ours: list[list[Pass]], theirs: list[list[Pass]]) -> None:
     print(f"{'median of the rounds':36}{'project':>10}{'reader':>10}{'reader / project':>18}")
     for index, name in ((0, "first pass"), (1, "second pass (304s)")):
-        for label, unit, pick in (
+        picks: tuple[tuple[str, str, Callable[[Pass], float]], ...] = (
             ("wall", "s", lambda p: p.wall),
             ("CPU", "s", lambda p: p.cpu),
             ("peak RSS", "MiB", lambda p: p.peak_mib),
             ("tree RSS", "MiB", lambda p: p.tree_mib),
-        ):
+        )
+        for label, unit, pick in picks:
             mine = _median([pick(r[index]) for r in ours])
             peer = _median([pick(r[index]) for r in theirs])
             print(

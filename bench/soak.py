@@ -212,7 +212,7 @@ def main() -> int:
         return 1
     last = samples[-1][3]
     warm = [s for s in samples if s[0] >= 60] or samples
-    memory = [s[1] for s in warm]
+    memories = [s[1] for s in warm]
     lags = [s[2] for s in samples]
     outcomes = {
         k.split('"')[1]: int(v) for k, v in last.items() if k.startswith("aggregator_fetches_total")
@@ -222,8 +222,8 @@ def main() -> int:
     print()
     print(f"sources {args.sources}, interval {args.interval}, ran {samples[-1][0] / 60:.1f} min")
     print(
-        f"memory (RSS) after the first minute: first {memory[0]:.1f} MiB, min {min(memory):.1f}, "
-        f"max {max(memory):.1f}, last {memory[-1]:.1f} MiB"
+        f"memory (RSS) after the first minute: first {memories[0]:.1f} MiB, "
+        f"min {min(memories):.1f}, max {max(memories):.1f}, last {memories[-1]:.1f} MiB"
     )
     print(
         f"queue lag: max {max(lags):.1f} s, median {statistics.median(lags):.1f} s, "
