@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, event, inspect, text
 
 from aggregator.config import Config, Section, Source
 from aggregator.exceptions import StorageError
 from aggregator.process.pipeline import Processor
 from aggregator.storage import Storage, migrate, tables
 from aggregator.storage import items as items_module
+from aggregator.storage.engine import make_engine
 from aggregator.storage.tables import metadata
 from aggregator.types import (
     DeliveryStatus,
@@ -54,12 +55,19 @@ def entry(key: str, title: str = "A title", **kw: object) -> Entry:
 # -- schema ---------------------------------------------------------------------------------
 
 
-def _engine(database_url: str) -> Engine:
-    return create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+def _opens_without_alembic(database_url: str, why: str) -> None:
+    """Open the database in a fresh process, which must not import Alembic."""
+    script = (
+        "import sys\n"
+        "from aggregator.storage import Storage\n"
+        f"Storage.open({database_url!r}).close()\n"
+        f"assert 'alembic' not in sys.modules, 'alembic imported {why}'\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
 
 
 def test_migrations_create_exactly_the_declared_tables(database_url: str) -> None:
-    engine = _engine(database_url)
+    engine = make_engine(database_url)
     migrate.upgrade(engine, create_new=False)  # step by step, as an old database would go
     assert migrate.current(engine) == migrate.head()
     with engine.connect() as conn:
@@ -119,7 +127,7 @@ def test_a_new_database_is_made_as_the_migrations_make_it_without_alembic(
     """A new, empty database is made from the table definitions and stamped, without importing
     Alembic (12 MiB a process keeps): it must be the database the migrations make, down to its
     indexes, defaults and constraints, and Alembic must take it from there."""
-    engine = _engine(database_url)
+    engine = make_engine(database_url)
     migrate.upgrade(engine, create_new=False)
     migrated = _schema(engine)
     engine.dispose()
@@ -127,14 +135,8 @@ def test_a_new_database_is_made_as_the_migrations_make_it_without_alembic(
         database_url = f"sqlite:///{tmp_path / 'new.db'}"
     else:
         _reset_postgres(database_url)
-    script = (
-        "import sys\n"
-        "from aggregator.storage import Storage\n"
-        f"Storage.open({database_url!r}).close()\n"
-        "assert 'alembic' not in sys.modules, 'alembic imported to make a new database'\n"
-    )
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
-    engine = _engine(database_url)
+    _opens_without_alembic(database_url, "to make a new database")
+    engine = make_engine(database_url)
     assert _schema(engine) == migrated
     migrate.downgrade(engine, "0005")  # Alembic knows where it stands
     migrate.upgrade(engine)
@@ -513,13 +515,7 @@ def test_head_names_the_newest_migration_and_a_current_database_needs_no_alembic
 ) -> None:
     assert migrate.head() == migrate.HEAD
     Storage.open(database_url).close()  # migrates
-    script = (
-        "import sys\n"
-        "from aggregator.storage import Storage\n"
-        f"Storage.open({database_url!r}).close()\n"
-        "assert 'alembic' not in sys.modules, 'alembic imported for a database at HEAD'\n"
-    )
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    _opens_without_alembic(database_url, "for a database at HEAD")
 
 
 def test_items_inserted_at_the_driver_are_stored_as_sqlalchemy_stores_them(
