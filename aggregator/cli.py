@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the config schema (pydantic) and storage (SQLAlchemy) load 
         Config,
         Digest,
     )
+    from aggregator.feed.discover import Report as DiscoveryReport
     from aggregator.poll import PollResult
     from aggregator.storage import Storage
 
@@ -287,6 +288,7 @@ def _poll_json(result: PollResult) -> dict[str, Any]:
         "kind": result.kind or None,
         "warning": result.warning,
         "moved_to": result.moved_to,
+        "discovered": result.discovered,
         "seconds": round(result.seconds, 3),
     }
 
@@ -299,7 +301,9 @@ def _poll_table(results: Sequence[PollResult]) -> None:
             outcome = "ok, not modified since the last poll"
         if r.ok and r.warning:
             outcome = f"{outcome}, {r.warning}"
-        if r.moved_to:
+        if r.discovered:
+            outcome += f"; a web page: its feed is {r.discovered}, put that in feeds.yaml"
+        elif r.moved_to:
             outcome += f"; moved to {r.moved_to}, update feeds.yaml"
         # nothing was read on a 304 or a failure: no counts, rather than zeros that say "none"
         read = r.ok and r.status != 304
@@ -315,6 +319,79 @@ def _poll_table(results: Sequence[PollResult]) -> None:
     failed = sum(1 for r in results if not r.ok)
     new = sum(r.new for r in results)
     click.echo(f"{len(results)} polled, {_count(new, 'new item')}, {failed} failed")
+
+
+@cli.command()
+@click.argument("url")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="The same as JSON, for scripts.")
+def discover(url: str, config_path: Path, as_json: bool) -> None:
+    """The feeds a web page names (autodiscovery), each fetched and read, and the YAML to use
+    the one a source would poll. Exits 1 when the page leads to no feed."""
+    from aggregator.feed.discover import look
+    from aggregator.poll import make_fetcher
+
+    config = _load(config_path) if config_path.exists() else None
+    with make_fetcher(config) as fetcher:
+        report = look(fetcher, url)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
+    else:
+        _discovery_text(report)
+    if report.chosen is None:
+        raise SystemExit(1)
+
+
+def _discovery_text(report: DiscoveryReport) -> None:
+    from aggregator.opml import slug
+
+    if report.problem is not None:
+        click.echo(f"{report.url}: {report.problem}")
+        return
+    chosen = report.chosen
+    if report.feed is not None:
+        f = report.feed
+        click.echo(
+            f"{report.url} is a feed ({f.format}, {_count(f.entries, 'entry', 'entries')}"
+            f"{', ' + repr(f.title) if f.title else ''}): use it as it is."
+        )
+    else:
+        named = len(report.checked) + len(report.unchecked)
+        if report.guessed:
+            click.echo(
+                f"{report.url} is a web page that names no feed"
+                ' (no <link rel="alternate"> to RSS, Atom or JSON Feed).'
+            )
+            if report.checked:
+                click.echo("The site answers a feed at a common address:")
+        else:
+            click.echo(f"{report.url} is a web page naming {_count(named, 'feed')}:")
+        for c in report.checked:
+            mark = "*" if chosen is not None and c.link.url == chosen.url else " "
+            found = {"anchor": " (a link in the page)", "guess": " (a common address)"}
+            click.echo(f"  {mark} {c.link.kind:<9} {c.link.url}{found.get(c.link.found, '')}")
+            title = c.link.title or c.title
+            if c.problem is None:
+                said = f"{c.format}, {_count(c.entries, 'entry', 'entries')}"
+                click.echo(f"              {repr(title) + ': ' if title else ''}{said}")
+            else:
+                click.echo(f"              not readable: {c.problem}")
+        for link in report.unchecked:
+            click.echo(f"    {link.kind:<9} {link.url} (not checked)")
+        if chosen is None:
+            click.echo("No feed found: this address cannot be a source.")
+            return
+        click.echo("* the feed a source with this url polls")
+    assert chosen is not None
+    name = (report.feed.title if report.feed else None) or next(
+        (c.link.title or c.title for c in report.checked if c.link.url == chosen.url), None
+    )
+    from urllib.parse import urlsplit
+
+    ident = slug(name or "") or slug(urlsplit(chosen.url).hostname or "") or "source"
+    click.echo(f"In feeds.yaml:\n  - id: {ident}\n    url: {chosen.url}")
 
 
 @cli.command("sources")
@@ -358,7 +435,12 @@ def list_sources(config_path: Path, as_json: bool) -> None:
         )
     _print_table(table)
     for r in rows:
-        if r.state.moved:
+        if r.state.moved and r.state.discovered:
+            click.echo(
+                f"{r.state.id}: its url is a web page; polling the feed it names. In feeds.yaml:\n"
+                f"  - id: {r.state.id}\n    url: {r.state.fetch_url}    # was {r.state.url}"
+            )
+        elif r.state.moved:
             click.echo(
                 f"{r.state.id}: moved permanently; change its url in feeds.yaml to "
                 f"{r.state.fetch_url}"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aggregator.config import Config, Source
 from aggregator.exceptions import ParseError
-from aggregator.feed import policy
+from aggregator.feed import discover, policy, webpage
 from aggregator.feed.fetch import Fetcher, FetchError, FetchRequest, FetchResult, user_agent
 from aggregator.prepare import Filed, Helpers, Prepared, helpers_for, prepare
 from aggregator.process.pipeline import Processor
@@ -57,6 +57,7 @@ class PollResult:
     lost_lease: bool = False
     merged: int = 0  # new items that joined another item's story
     kind: str = ""  # for failures: timeout, too_large, network_error, http_error, parse_error...
+    discovered: str | None = None  # the source's url is a web page; this is the feed it names
 
 
 def _pid_space() -> str:
@@ -96,10 +97,13 @@ def is_dead(owner: str) -> bool:
     return False
 
 
-def make_fetcher(config: Config) -> Fetcher:
-    p = config.polling
+def make_fetcher(config: Config | None) -> Fetcher:
+    """A fetcher with the config's limits and politeness (the defaults' without one)."""
+    from aggregator.config.schema import Polling
+
+    p = config.polling if config is not None else Polling()
     return Fetcher(
-        user_agent=user_agent(config.server.base_url),
+        user_agent=user_agent(config.server.base_url if config is not None else None),
         timeout=p.timeout.total_seconds(),
         max_bytes=p.max_size,
         max_redirects=p.max_redirects,
@@ -119,6 +123,11 @@ _ERROR_KINDS = {
 
 # failures that often pass within minutes: retried from `polling.first_retry`
 _TRANSIENT = (FetchError.NETWORK, FetchError.TIMEOUT)
+
+
+def _is_document(fetched: FetchResult) -> bool:
+    """A fetch that gave a body to read (a 2xx)."""
+    return fetched.error is None and fetched.status is not None and 200 <= fetched.status < 300
 
 
 def _status_text(status: int) -> str:
@@ -277,9 +286,8 @@ class Poller:
         )
 
     def _poll(self, state: SourceState, source: Source | None) -> PollResult:
-        request = FetchRequest(
-            state.fetch_url, state.etag, state.last_modified, dict(source.headers) if source else {}
-        )
+        headers = dict(source.headers) if source else {}
+        request = FetchRequest(state.fetch_url, state.etag, state.last_modified, headers)
         fetched = self.fetcher.fetch(request)
         now = self.storage.clock()
         rhythm = self._rhythm(state, source)
@@ -288,19 +296,33 @@ class Poller:
         in_document = 0
         title, warning, ttl, error = None, None, None, fetched.message
         kind = _ERROR_KINDS.get(fetched.error, "network_error") if fetched.error else ""
-        if fetched.error is None and fetched.status is not None and 200 <= fetched.status < 300:
+        discovered = None
+        if state.discovered and fetched.status in (404, 410):
+            # the feed found on the page is gone: the page may name its new one
+            found = self._rediscover(state, headers, now)
+            if found is not None:
+                fetched, prepared, discovered = found.fetched, found.value, found.link.url
+        if prepared is None and _is_document(fetched):
             try:
                 prepared = self._prepare(state.id, fetched, now)
             except ParseError as exc:
                 error, kind = str(exc), "parse_error"
-            else:
-                parsed, capped = prepared.parsed, prepared.capped
-                entries = prepared.kept.entries
-                title, ttl = parsed.title, parsed.ttl
-                warning = "; ".join(w for w in (capped, parsed.warning) if w) or None
-                in_document = len(parsed.entries)
-        elif fetched.error is None and fetched.status != 304:
+                if webpage.looks_like_html(fetched.body, fetched.headers.get("content-type")):
+                    try:  # a web page at the source's address: the feed it names
+                        found = self._discover(state.id, fetched, headers, now)
+                    except discover.NoFeedError as missing:
+                        error = str(missing)
+                    else:
+                        fetched, prepared, discovered = found.fetched, found.value, found.link.url
+                        error, kind = None, ""
+        elif prepared is None and fetched.error is None and fetched.status != 304:
             error, kind = _status_text(fetched.status or 0), "http_error"
+        if prepared is not None:
+            parsed, capped = prepared.parsed, prepared.capped
+            entries = prepared.kept.entries
+            title, ttl = parsed.title, parsed.ttl
+            warning = "; ".join(w for w in (capped, parsed.warning) if w) or None
+            in_document = len(parsed.entries)
         ok = error is None
         gone = fetched.status == 410
         if gone:
@@ -316,11 +338,12 @@ class Poller:
             error=error,
             etag=fetched.headers.get("etag") if ok else None,
             last_modified=fetched.headers.get("last-modified") if ok else None,
-            permanent_url=fetched.permanent_url,
+            permanent_url=None if discovered else fetched.permanent_url,
             gone=gone,
             warning=warning,
             entry_count=in_document if ok and fetched.status != 304 else None,
             feed_title=title or None,
+            discovered_url=discovered if discovered != state.fetch_url else None,
         )
         if prepared is not None and prepared.kept.dropped:
             dropped = len(prepared.kept.dropped)
@@ -343,13 +366,43 @@ class Poller:
             unchanged=saved.unchanged if saved else 0,
             error=error,
             warning=warning,
-            moved_to=fetched.permanent_url,
+            moved_to=record.permanent_url,
             seconds=fetched.seconds,
             lost_lease=saved is None,
             merged=saved.merged if saved else 0,
             kind="" if ok else kind,
+            discovered=record.discovered_url,
         )
         return result
+
+    def _discover(
+        self, source_id: str, page: FetchResult, headers: dict[str, str], now: datetime
+    ) -> discover.Found[Prepared]:
+        """The first feed the page names that reads, prepared; within one fetch's timeout for
+        them all. Raises NoFeedError."""
+        return discover.find(
+            self.fetcher,
+            page,
+            lambda fetched: self._prepare(source_id, fetched, now),
+            headers=headers,
+            budget=self._config.polling.timeout.total_seconds(),
+        )
+
+    def _rediscover(
+        self, state: SourceState, headers: dict[str, str], now: datetime
+    ) -> discover.Found[Prepared] | None:
+        """The page at the source's address fetched again, for the feed it names now; None
+        where the page or its feeds give none (the feed's own failure is then what is told)."""
+        page = self.fetcher.fetch(FetchRequest(state.url, headers=headers))
+        if not _is_document(page) or not webpage.looks_like_html(
+            page.body, page.headers.get("content-type")
+        ):
+            return None
+        try:
+            return self._discover(state.id, page, headers, now)
+        except discover.NoFeedError as missing:
+            log.info("source %s: %s", state.id, missing)
+            return None
 
     def _prepare(self, source_id: str, fetched: FetchResult, now: datetime) -> Prepared:
         """Parse, cap, filter (and in a helper process, file) a fetched body."""
@@ -432,7 +485,15 @@ def _log(result: PollResult, failures: int) -> None:
             result.error,
             extra={**fields, "error": result.error, "failures": failures, "kind": result.kind},
         )
-    if result.moved_to:
+    if result.discovered:
+        log.warning(
+            "source %s: its url is a web page; polling the feed it names, %s: put that in "
+            "feeds.yaml",
+            result.source_id,
+            result.discovered,
+            extra={"event": "discovered", "source": result.source_id, "url": result.discovered},
+        )
+    elif result.moved_to:
         log.warning(
             "source %s moved permanently to %s: update its url in feeds.yaml",
             result.source_id,

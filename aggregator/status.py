@@ -203,7 +203,19 @@ class StatusView:
 
     @property
     def moved(self) -> tuple[SourceHealth, ...]:
-        return tuple(s for s in self.sources if s.state.moved and s.state.in_config)
+        """Sources whose feed answered a permanent redirect."""
+        return tuple(
+            s
+            for s in self.sources
+            if s.state.moved and s.state.in_config and not s.state.discovered
+        )
+
+    @property
+    def discovered(self) -> tuple[SourceHealth, ...]:
+        """Sources whose url is a web page, polled at the feed found on it."""
+        return tuple(
+            s for s in self.sources if s.state.moved and s.state.in_config and s.state.discovered
+        )
 
 
 def ago(moment: datetime | None, now: datetime) -> str:

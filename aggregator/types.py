@@ -42,10 +42,12 @@ class SourceState:
     feed_title: str | None = None
     last_warning: str | None = None
     last_entry_count: int | None = None
+    discovered: bool = False  # `url` is a web page; `fetch_url` is the feed found on it
 
     @property
     def moved(self) -> bool:
-        """The feed answered a permanent redirect: editors should update the URL in feeds.yaml."""
+        """The feed is polled at another address than feeds.yaml gives (it answered a permanent
+        redirect, or the address is a page whose feed was found): editors should update it."""
         return self.fetch_url != self.url
 
 
@@ -75,6 +77,7 @@ class FetchRecord:
     warning: str | None = None
     entry_count: int | None = None
     feed_title: str | None = None
+    discovered_url: str | None = None  # the feed found on the page at the source's address
 
 
 @dataclass(frozen=True)

@@ -321,7 +321,10 @@ class Source:
     """One feed to poll."""
 
     id: Id = _doc("Short lowercase name; stays the same when the URL changes.")
-    url: Url = _doc("Address of the RSS, Atom or JSON feed.")
+    url: Url = _doc(
+        "Address of the RSS, Atom or JSON feed, or of a web page that names its feed "
+        '(found through the page\'s `<link rel="alternate">`).'
+    )
     section: Id = _doc("The section its items are filed under unless a rule says otherwise.")
     title: str = _doc("Name shown to readers; the feed's own title when empty.", "")
     topics: tuple[Id, ...] = _doc("Topics every item of this source gets.", ())

@@ -65,6 +65,7 @@ class FetchRequest:
     etag: str | None = None
     last_modified: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float | None = None  # seconds, where shorter than the fetcher's (a shared budget)
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,7 @@ class Fetcher:
     def fetch(self, request: FetchRequest) -> FetchResult:
         """GET a feed conditionally, following up to `max_redirects` redirects."""
         spent = 0.0  # on the wire, across hops; waiting for a host's turn is not counted
+        limit = self._timeout if request.timeout is None else min(self._timeout, request.timeout)
         url, permanent, all_permanent = request.url, None, True
         headers = dict(request.headers)
         if request.etag:
@@ -287,7 +289,7 @@ class Fetcher:
             try:
                 with self._gate(url):
                     began = time.monotonic()
-                    deadline = began + max(self._timeout - spent, 0.0)
+                    deadline = began + max(limit - spent, 0.0)
                     token = _DEADLINE.set(deadline)
                     try:
                         outcome = self._get(url, headers, deadline)
@@ -297,7 +299,7 @@ class Fetcher:
                 return self._failed(
                     request,
                     FetchError.TIMEOUT,
-                    f"timed out after {self._timeout:g}s",
+                    f"timed out after {round(limit, 1):g}s",
                     spent + _since(began),
                     permanent,
                 )

@@ -53,6 +53,7 @@ def _state(row: Row[Any]) -> SourceState:
         feed_title=m["feed_title"],
         last_warning=m["last_warning"],
         last_entry_count=m["last_entry_count"],
+        discovered=m["discovered"],
     )
 
 
@@ -90,6 +91,7 @@ def sync(conn: Connection, configured: Sequence[Source], now: datetime) -> SyncR
             values.update(
                 url=source.url,
                 fetch_url=source.url,
+                discovered=False,
                 etag=None,
                 last_modified=None,
                 gone_at=None,
@@ -241,7 +243,14 @@ _RECORD = (
         feed_title=func.coalesce(bindparam("feed_title", type_=Text), t.c.feed_title),
         etag=func.coalesce(bindparam("etag", type_=Text), t.c.etag),
         last_modified=func.coalesce(bindparam("last_modified", type_=Text), t.c.last_modified),
-        fetch_url=func.coalesce(bindparam("permanent_url", type_=Text), t.c.fetch_url),
+        fetch_url=func.coalesce(
+            bindparam("discovered_url", type_=Text),
+            bindparam("permanent_url", type_=Text),
+            t.c.fetch_url,
+        ),
+        discovered=case(
+            (bindparam("discovered_url", type_=Text).is_not(None), true()), else_=t.c.discovered
+        ),
         gone_at=_keep_unless("gone", bindparam("fetched_at"), t.c.gone_at),
     )
 )
@@ -270,6 +279,7 @@ def record_fetch(conn: Connection, record: FetchRecord, owner: str | None = None
             "etag": record.etag,
             "last_modified": record.last_modified,
             "permanent_url": record.permanent_url or None,
+            "discovered_url": record.discovered_url or None,
             "gone": record.gone,
         },
     )

@@ -93,6 +93,8 @@ sources = Table(
     Column("last_warning", Text),
     Column("last_entry_count", Integer),
     Column("priority", Integer, nullable=False, default=0, server_default=text("0")),
+    # fetch_url is the feed found on the page at `url` (autodiscovery), not a redirect's target
+    Column("discovered", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 stories = Table(

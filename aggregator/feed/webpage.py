@@ -1,0 +1,191 @@
+"""Reading a web page where a feed was expected (the only module that parses HTML into a tree:
+lxml.html, which lxml, already a dependency for the fast feed path, brings at no cost; libxml2's
+HTML parser recovers from any markup and bounds nesting depth itself).
+
+A source's `url` may be an outlet's page rather than its feed. The page names its feeds in
+`<link rel="alternate">` (RSS, Atom, JSON Feed) or `<link rel="feed">`, sometimes only in a
+plain `<a href>`; failing those, a site usually answers at one of a few common addresses.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import lxml.html
+from lxml import etree
+
+MAX_LINKS = 20  # feed links kept from one page: a page listing a hundred category feeds
+# wants its editor to pick one, not a hundred fetches
+MAX_ANCHORS = 5_000  # <a> elements looked at (a page is bounded in bytes already)
+
+# The type of a <link rel="alternate"> that names a feed, and what to call it.
+_FEED_TYPES = {
+    "application/rss+xml": "RSS",
+    "application/rdf+xml": "RSS",
+    "application/atom+xml": "Atom",
+    "application/x.atom+xml": "Atom",
+    "application/x-atom+xml": "Atom",
+    "application/feed+json": "JSON Feed",
+    "application/xml": "feed",
+    "text/xml": "feed",
+}
+# A plain link whose address ends like a feed's ("/feed", "rss.xml", "index.atom", ...).
+_FEEDISH = re.compile(
+    r"(?:/(?:feed|rss|atom)/?|[./_-](?:rss|atom|rdf)|[/_-](?:feed|rss|atom|index)\.(?:xml|json))$",
+    re.I,
+)
+# Where sites commonly serve a feed when their pages do not say (WordPress, Ghost, Hugo,
+# Jekyll and static generators, in rough order of how common they are).
+COMMON_PATHS = ("/feed", "/rss", "/rss.xml", "/feed.xml", "/atom.xml", "/index.xml")
+
+_HTML_START = re.compile(
+    rb"\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)\b", re.I | re.S
+)
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
+_CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9_.:-]+)", re.I)
+
+
+@dataclass(frozen=True)
+class FeedLink:
+    """A feed a page points to: its address, what kind it says it is, and how it was found."""
+
+    url: str
+    kind: str  # "RSS", "Atom", "JSON Feed", or "feed" where the page does not say
+    title: str = ""
+    found: str = "link"  # "link": <link rel=alternate|feed>; "anchor": an <a href>; "guess"
+
+
+def looks_like_html(body: bytes, content_type: str | None) -> bool:
+    """Whether a document that is no feed is a web page (and so may name its feed)."""
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    if kind in ("text/html", "application/xhtml+xml"):
+        return True
+    return _HTML_START.match(body[:4096].lstrip(b"\xef\xbb\xbf")) is not None
+
+
+def _encoding(body: bytes, content_type: str | None) -> str:
+    """The page's character encoding: the header's, the page's own <meta>, else UTF-8 where the
+    bytes are valid UTF-8 and windows-1252 where not (what browsers fall back to)."""
+    declared = _CHARSET.search(content_type or "") or _META_CHARSET.search(body[:4096])
+    if declared:
+        name = declared.group(1)
+        name = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+        try:
+            return "utf-8" if name.lower() in ("utf8", "unicode") else _known(name)
+        except LookupError:
+            pass
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "windows-1252"
+    return "utf-8"
+
+
+def _known(name: str) -> str:
+    import codecs
+
+    return codecs.lookup(name).name
+
+
+def parse(body: bytes, content_type: str | None = None) -> etree._Element | None:
+    """The page as an lxml tree, or None where there is nothing to read."""
+    parser = lxml.html.HTMLParser(
+        encoding=_encoding(body, content_type),
+        remove_comments=True,
+        remove_pis=True,
+        no_network=True,
+        huge_tree=False,  # libxml2's own bounds on depth and text size stay on
+    )
+    try:
+        root = etree.fromstring(body, parser)
+    except (etree.ParserError, etree.XMLSyntaxError, ValueError):
+        return None
+    return root
+
+
+def _base(root: etree._Element, url: str) -> str:
+    """What relative addresses resolve against: <base href> where the page gives one."""
+    for base in root.iter("base"):
+        href = str(base.get("href") or "").strip()
+        if href:
+            joined = urljoin(url, href)
+            if urlsplit(joined).scheme in ("http", "https"):
+                return joined
+        break
+    return url
+
+
+def _absolute(base: str, href: str | None) -> str | None:
+    href = (href or "").strip()
+    if not href or href.startswith("#"):
+        return None
+    try:
+        joined = urljoin(base, href)
+        parts = urlsplit(joined)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return urlunsplit(parts._replace(fragment=""))
+
+
+def _text(value: str | None) -> str:
+    return " ".join((value or "").split())[:200]
+
+
+def feed_links(body: bytes, url: str, content_type: str | None = None) -> list[FeedLink]:
+    """The feeds a page names, in the page's order (publishers list their main feed first):
+    `<link rel="alternate">` of a feed type and `<link rel="feed">`, then plain links whose
+    address looks like a feed's. At most MAX_LINKS, each address once."""
+    root = parse(body, content_type)
+    if root is None:
+        return []
+    base = _base(root, url)
+    found: dict[str, FeedLink] = {}
+    for link in root.iter("link"):
+        rel = (link.get("rel") or "").lower().split()
+        kind_of = (link.get("type") or "").split(";", 1)[0].strip().lower()
+        href = _absolute(base, link.get("href"))
+        if href is None:
+            continue
+        if "alternate" in rel and kind_of in _FEED_TYPES:
+            kind = _FEED_TYPES[kind_of]
+        elif "alternate" in rel and kind_of == "application/json" and "feed" in href.lower():
+            kind = "JSON Feed"  # JSON Feed 1.0's type; WordPress's REST API links are not feeds
+        elif "feed" in rel:
+            kind = _FEED_TYPES.get(kind_of, "feed")
+        else:
+            continue
+        if href not in found:
+            found[href] = FeedLink(href, kind, _text(link.get("title")), "link")
+    for count, anchor in enumerate(root.iter("a")):
+        if count >= MAX_ANCHORS or len(found) >= MAX_LINKS:
+            break
+        href = _absolute(base, anchor.get("href"))
+        if href is None or href in found or not _FEEDISH.search(urlsplit(href).path):
+            continue
+        title = _text(anchor.get("title") or anchor.text_content())
+        found[href] = FeedLink(href, _kind_by_address(href), title, "anchor")
+    return list(found.values())[:MAX_LINKS]
+
+
+def _kind_by_address(url: str) -> str:
+    path = urlsplit(url).path.lower()
+    if "atom" in path:
+        return "Atom"
+    if path.endswith(".json"):
+        return "JSON Feed"
+    if "rss" in path or path.endswith(".rdf"):
+        return "RSS"
+    return "feed"
+
+
+def common_addresses(url: str) -> list[FeedLink]:
+    """COMMON_PATHS on the page's site, for a page that names no feed."""
+    parts = urlsplit(url)
+    return [
+        FeedLink(urlunsplit((parts.scheme, parts.netloc, path, "", "")), "feed", "", "guess")
+        for path in COMMON_PATHS
+    ]
