@@ -20,15 +20,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aggregator.config import Config, Source
 from aggregator.exceptions import ParseError
-from aggregator.feed import discover, policy, webpage
+from aggregator.feed import policy
 from aggregator.feed.fetch import Fetcher, FetchError, FetchRequest, FetchResult, user_agent
 from aggregator.prepare import Filed, Helpers, Prepared, helpers_for, prepare
 from aggregator.process.pipeline import Processor
 from aggregator.storage import Storage
 from aggregator.types import Entry, FetchRecord, SourceState
+
+if TYPE_CHECKING:
+    from aggregator.feed import discover
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +310,8 @@ class Poller:
             try:
                 prepared = self._prepare(state.id, fetched, now)
             except ParseError as exc:
+                from aggregator.feed import discover, webpage  # lxml.html, for a web page only
+
                 error, kind = str(exc), "parse_error"
                 if webpage.looks_like_html(fetched.body, fetched.headers.get("content-type")):
                     try:  # a web page at the source's address: the feed it names
@@ -380,6 +386,8 @@ class Poller:
     ) -> discover.Found[Prepared]:
         """The first feed the page names that reads, prepared; within one fetch's timeout for
         them all. Raises NoFeedError."""
+        from aggregator.feed import discover
+
         return discover.find(
             self.fetcher,
             page,
@@ -393,6 +401,8 @@ class Poller:
     ) -> discover.Found[Prepared] | None:
         """The page at the source's address fetched again, for the feed it names now; None
         where the page or its feeds give none (the feed's own failure is then what is told)."""
+        from aggregator.feed import discover, webpage
+
         page = self.fetcher.fetch(FetchRequest(state.url, headers=headers))
         if not _is_document(page) or not webpage.looks_like_html(
             page.body, page.headers.get("content-type")
