@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the config schema (pydantic) and storage (SQLAlchemy) load 
         Digest,
     )
     from aggregator.feed.discover import Report as DiscoveryReport
-    from aggregator.poll import PollResult
+    from aggregator.poll import PollResult, Preview
     from aggregator.storage import Storage
 
 DEFAULT_CONFIG = "config/feeds.yaml"
@@ -217,7 +217,15 @@ def _serve(config_path: Path, role: str, host: str | None, port: int | None) -> 
 )
 @click.option("--once", "every", is_flag=True, help="Poll every enabled source once, due or not.")
 @click.option("--json", "as_json", is_flag=True, help="What each source gave as JSON, for scripts.")
-def poll(config_path: Path, only: tuple[str, ...], every: bool, as_json: bool) -> None:
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Show the items the named sources give now (a page source's selectors at work) and "
+    "how each would be filed; store nothing.",
+)
+def poll(
+    config_path: Path, only: tuple[str, ...], every: bool, as_json: bool, dry_run: bool
+) -> None:
     """Fetch the due sources now (or the named ones), then show what each one gave."""
     from aggregator.poll import Poller, make_fetcher
 
@@ -227,6 +235,11 @@ def poll(config_path: Path, only: tuple[str, ...], every: bool, as_json: bool) -
         raise click.BadParameter(
             f"not in {config_path}: {', '.join(unknown)}", param_hint="--source"
         )
+    if dry_run:
+        if not only:
+            raise click.UsageError("--dry-run shows named sources: add --source ID")
+        _dry_run(config, only, as_json)
+        return
     storage = _open_storage(config.storage.url)
     try:
         storage.sync_sources(config.sources)
@@ -271,6 +284,98 @@ def poll(config_path: Path, only: tuple[str, ...], every: bool, as_json: bool) -
         _poll_table(results)
     if failed:  # a script or cron job sees it: 3 when some failed, 4 when every one did
         raise SystemExit(EXIT_ALL_FAILED if failed == len(results) else EXIT_SOME_FAILED)
+
+
+def _dry_run(config: Config, only: Sequence[str], as_json: bool) -> None:
+    """`poll --source ID --dry-run`: what each source gives now, stored nowhere."""
+    from aggregator.poll import make_fetcher, preview
+
+    wanted = {s.id: s for s in config.sources}
+    now = datetime.now(UTC)
+    with make_fetcher(config) as fetcher:
+        shown: list[Preview] = [preview(config, fetcher, wanted[sid], now) for sid in only]
+    if as_json:
+        import json
+
+        click.echo(json.dumps([_preview_json(p) for p in shown], indent=2, ensure_ascii=False))
+    else:
+        for p in shown:
+            _preview_text(p, wanted[p.source_id].page is not None, _zone(config))
+        click.echo("Nothing was stored (--dry-run).")
+    if any(p.error for p in shown):
+        raise SystemExit(EXIT_ALL_FAILED if all(p.error for p in shown) else EXIT_SOME_FAILED)
+
+
+def _preview_items(p: Preview) -> list[dict[str, Any]]:
+    if p.prepared is None:
+        return []
+    filings = p.prepared.filings or {}
+    items = []
+    for entry in p.prepared.kept.entries:
+        filing = filings.get(entry.key)
+        items.append(
+            {
+                "title": entry.title,
+                "link": entry.link,
+                "published": entry.published.isoformat() if entry.published else None,
+                "date_as_written": (p.dates or {}).get(entry.link or ""),
+                "summary": _plain(entry.summary)[:300],
+                "section": filing.section_id if filing else None,
+                "topics": sorted(filing.topics) if filing else [],
+            }
+        )
+    return items
+
+
+def _plain(html: str) -> str:
+    from aggregator.feed.sanitize import html_to_text
+
+    return " ".join(html_to_text(html).split())
+
+
+def _preview_json(p: Preview) -> dict[str, Any]:
+    parsed = p.prepared.parsed if p.prepared else None
+    return {
+        "source": p.source_id,
+        "url": p.url,
+        "error": p.error,
+        "discovered": p.discovered,
+        "format": parsed.format if parsed else None,
+        "title": parsed.title if parsed else None,
+        "warning": parsed.warning if parsed else None,
+        "items": _preview_items(p),
+        "left_out": [
+            {"title": entry.title, "link": entry.link, "why": str(why)}
+            for entry, why in (p.prepared.kept.dropped if p.prepared else ())
+        ],
+    }
+
+
+def _preview_text(p: Preview, page: bool, zone: str) -> None:
+    if p.error is not None:
+        click.echo(f"{p.source_id}: failed: {p.error}")
+        return
+    assert p.prepared is not None
+    parsed, kept = p.prepared.parsed, p.prepared.kept
+    what = "page" if page else parsed.format
+    found = f" (a web page: its feed is {p.discovered})" if p.discovered else ""
+    click.echo(f"{p.source_id}: {_count(len(kept.entries), 'item')} from {p.url} ({what}){found}")
+    for n, item in enumerate(_preview_items(p), 1):
+        click.echo(f"  {n}. {item['title'] or '(no title)'}")
+        click.echo(f"     {item['link'] or '(no link)'}")
+        published = p.prepared.kept.entries[n - 1].published
+        when = _when(published, zone) if published else "no date (dated when first seen)"
+        if page and item["date_as_written"]:
+            when += f" (the page says {item['date_as_written']!r})"
+        topics = ", ".join(item["topics"]) or "none"
+        click.echo(f"     {when} · section {item['section']} · topics: {topics}")
+        if item["summary"]:
+            summary = item["summary"]
+            click.echo(f"     {summary if len(summary) <= 100 else summary[:99] + '…'}")
+    for entry, why in kept.dropped:
+        click.echo(f"  left out by the source's filters: {entry.title!r} ({why})")
+    if parsed.warning:
+        click.echo(f"  warning: {parsed.warning}")
 
 
 def _poll_json(result: PollResult) -> dict[str, Any]:

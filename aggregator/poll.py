@@ -313,7 +313,9 @@ class Poller:
                 from aggregator.feed import discover, webpage  # lxml.html, for a web page only
 
                 error, kind = str(exc), "parse_error"
-                if webpage.looks_like_html(fetched.body, fetched.headers.get("content-type")):
+                reads_page = source is not None and source.page is not None
+                html = webpage.looks_like_html(fetched.body, fetched.headers.get("content-type"))
+                if html and not reads_page:
                     try:  # a web page at the source's address: the feed it names
                         found = self._discover(state.id, fetched, headers, now)
                     except discover.NoFeedError as missing:
@@ -510,3 +512,56 @@ def _log(result: PollResult, failures: int) -> None:
             result.moved_to,
             extra={"event": "moved", "source": result.source_id, "url": result.moved_to},
         )
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What polling a source would read now, stored nowhere: for `poll --dry-run`, so editors can
+    get a page source's selectors (or a feed's filters) right before anything is kept."""
+
+    source_id: str
+    url: str
+    error: str | None = None
+    discovered: str | None = None  # the url is a web page: the feed found on it
+    prepared: Prepared | None = None
+    dates: dict[str, str] | None = None  # a page source's item link -> its date as written
+
+
+def preview(config: Config, fetcher: Fetcher, source: Source, now: datetime) -> Preview:
+    """Fetch a source (unconditionally) and read, filter and file its document as a poll would,
+    storing nothing; a web page that is no page source is searched for its feed, as a poll
+    does."""
+    from aggregator.feed import discover, webpage
+
+    processor = Processor(config, index=False)
+    fetched = fetcher.fetch(FetchRequest(source.url, headers=dict(source.headers)))
+    problem = discover.problem_of(fetched)
+    if problem is not None:
+        return Preview(source.id, source.url, error=problem)
+    content_type = fetched.headers.get("content-type")
+
+    def read(document: FetchResult) -> Prepared:
+        ct = document.headers.get("content-type")
+        return prepare(processor, document.body, document.url, now, ct, source.id, file=True)
+
+    try:
+        prepared = read(fetched)
+    except ParseError as exc:
+        if source.page is not None or not webpage.looks_like_html(fetched.body, content_type):
+            return Preview(source.id, fetched.url, error=str(exc))
+        try:
+            found = discover.find(
+                fetcher,
+                fetched,
+                read,
+                headers=dict(source.headers),
+                budget=config.polling.timeout.total_seconds(),
+            )
+        except discover.NoFeedError as missing:
+            return Preview(source.id, fetched.url, error=str(missing))
+        return Preview(source.id, found.fetched.url, None, found.link.url, found.value)
+    dates = None
+    if source.page is not None:
+        page = webpage.articles(fetched.body, fetched.url, source.page, now, content_type)
+        dates = {a.link: a.date_text for a in page.articles}
+    return Preview(source.id, fetched.url, prepared=prepared, dates=dates)

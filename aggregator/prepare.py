@@ -21,7 +21,7 @@ from multiprocessing import get_context
 
 from aggregator import malloc
 from aggregator.config import Config
-from aggregator.feed.parse import ParsedFeed, parse_document
+from aggregator.feed.parse import ParsedFeed, parse_document, parse_page
 from aggregator.process.pipeline import Kept, Processor
 from aggregator.types import Entry, Filer, Filing, StoryIndex, file_missing
 
@@ -69,7 +69,11 @@ def prepare(
     file: bool = False,
 ) -> Prepared:
     """Raises ParseError for a body that is no feed."""
-    parsed = parse_document(body, url, now, content_type)
+    rules = processor.pages.get(source_id)
+    if rules is not None:
+        parsed = parse_page(body, url, now, rules, content_type)
+    else:
+        parsed = parse_document(body, url, now, content_type)
     entries, capped = newest(parsed.entries, processor.config.polling.max_entries)
     kept = processor.keep(source_id, entries)
     filings = None

@@ -239,6 +239,21 @@ def _check_path(value: str) -> str:
     return value
 
 
+def _check_selector(value: str) -> str:
+    """A CSS selector, compiled here so `aggregator check` rejects one that cannot be (the HTML
+    reader loads only for a config that has page sources)."""
+    from aggregator.feed.webpage import selector_problem
+
+    problem = (
+        selector_problem(value)
+        if value.strip()
+        else "an empty selector (write one, or leave the key out)"
+    )
+    if problem:
+        raise PydanticCustomError("selector", "{problem}", {"problem": problem})
+    return value.strip()
+
+
 _LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8})*")
 
 
@@ -261,6 +276,7 @@ Cron = Annotated[str, AfterValidator(_check_cron)]
 Term = Annotated[str, AfterValidator(_check_term)]
 PathPattern = Annotated[str, AfterValidator(_check_path)]
 Language = Annotated[str, AfterValidator(_check_language)]
+Selector = Annotated[str, AfterValidator(_check_selector)]
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Interval = Annotated[timedelta, BeforeValidator(parse_duration), _at_least(timedelta(seconds=30))]
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -317,6 +333,27 @@ class Topic:
 
 
 @dataclass(frozen=True, config=_FROZEN)
+class PageRules:
+    """How to read articles off a web page that has no feed: CSS selectors."""
+
+    items: Selector = _doc("Each article on the page, e.g. `article`, `ul.news li`.")
+    link: Selector | None = _doc(
+        "The article's link, inside an item; the item itself if it is a link, else its first "
+        "`a[href]`, when not given.",
+        None,
+    )
+    title: Selector | None = _doc(
+        "The headline, inside an item; the link's text when not given.", None
+    )
+    date: Selector | None = _doc(
+        "The date, inside an item: an element with a `datetime` or `content` attribute (such as "
+        "`time`), or text such as `29 Nov 2026 14:05`; the time first seen when not given.",
+        None,
+    )
+    summary: Selector | None = _doc("The lead or teaser, inside an item.", None)
+
+
+@dataclass(frozen=True, config=_FROZEN)
 class Source:
     """One feed to poll."""
 
@@ -349,6 +386,11 @@ class Source:
     )
     adaptive: bool | None = _doc(
         "Poll as often as the feed really publishes; `polling.adaptive` when not given.", None
+    )
+    page: PageRules | None = _doc(
+        "Read `url` as a web page listing articles, for an outlet with no feed: CSS selectors "
+        "for each article and its link, title, date and summary.",
+        None,
     )
 
 

@@ -236,3 +236,44 @@ def _unreadable_dates(entry: Any) -> list[str]:
         if written and not dict.get(entry, f"{name}_parsed"):
             out.append(f"unreadable {name} date {str(written)[:40]!r} ignored")
     return out
+
+
+def parse_page(
+    body: bytes, url: str, now: datetime, rules: Any, content_type: str | None = None
+) -> ParsedFeed:
+    """A page source's page (`rules`: its `page:` selectors) to entries, as a feed's would be:
+    keyed by their links, summaries cleaned like any feed HTML. Raises ParseError when the
+    selectors find nothing, so a redesigned page shows on the status page, not as silence."""
+    from aggregator.feed import webpage  # lxml.html and cssselect, for page sources only
+
+    page = webpage.articles(body, url, rules, now, content_type)
+    if not page.articles:
+        raise ParseError(
+            f"the page's selectors found no article: `items: {rules.items}` matched "
+            + ("nothing" if not page.notes else "; ".join(page.notes))
+            + " (has the page changed? `aggregator poll --source ID --dry-run` shows what "
+            "the selectors find)"
+        )
+    language = _language(page.language)
+    raws = [
+        RawEntry(
+            guid=None,
+            title=a.title,
+            link=a.link,
+            summary=a.summary_html,
+            title_is_html=False,
+            language=language,
+            published=a.published,
+        )
+        for a in page.articles
+    ]
+    notes = list(page.notes)
+    return ParsedFeed(
+        format="html",
+        title=page.title,
+        link=url,
+        language=language,
+        ttl=None,
+        entries=normalise(raws, url, now, notes),
+        warning=_warning(None, notes),
+    )

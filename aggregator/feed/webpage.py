@@ -1,16 +1,24 @@
-"""Reading a web page where a feed was expected (the only module that parses HTML into a tree:
-lxml.html, which lxml, already a dependency for the fast feed path, brings at no cost; libxml2's
-HTML parser recovers from any markup and bounds nesting depth itself).
+"""Reading web pages (the only module that parses HTML into a tree: lxml.html, which lxml,
+already a dependency for the fast feed path, brings at no cost; libxml2's HTML parser recovers
+from any markup and bounds nesting depth itself; and the only one that imports cssselect and
+dateutil).
 
 A source's `url` may be an outlet's page rather than its feed. The page names its feeds in
 `<link rel="alternate">` (RSS, Atom, JSON Feed) or `<link rel="feed">`, sometimes only in a
 plain `<a href>`; failing those, a site usually answers at one of a few common addresses.
+
+An outlet with no feed at all is read as a page source: CSS selectors an editor writes find each
+article on an index page, and its link, title, date and summary in it (`articles`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import lxml.html
@@ -189,3 +197,167 @@ def common_addresses(url: str) -> list[FeedLink]:
         FeedLink(urlunsplit((parts.scheme, parts.netloc, path, "", "")), "feed", "", "guess")
         for path in COMMON_PATHS
     ]
+
+
+# -- page sources: articles found by CSS selectors --------------------------------------------
+
+MAX_ARTICLES = 1_000  # items taken from one page (polling.max_entries caps them again)
+
+
+class PageRules(Protocol):
+    """The selectors of a page source (config.schema.PageRules)."""
+
+    @property
+    def items(self) -> str: ...
+    @property
+    def link(self) -> str | None: ...
+    @property
+    def title(self) -> str | None: ...
+    @property
+    def date(self) -> str | None: ...
+    @property
+    def summary(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Article:
+    """One article as the selectors found it on the page."""
+
+    link: str
+    title: str
+    summary_html: str = ""
+    published: datetime | None = None
+    date_text: str = ""  # what the date selector found, as written (for the preview)
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page source's page: its title and language, and the articles on it."""
+
+    title: str
+    language: str | None
+    articles: tuple[Article, ...]
+    notes: tuple[str, ...] = ()
+
+
+def selector_problem(text: str) -> str | None:
+    """Why a CSS selector cannot be used, in words; None if it compiles."""
+    from cssselect import SelectorError
+
+    try:
+        _compiled(text)
+    except SelectorError as exc:
+        return f"`{text}` is not a CSS selector this reader understands ({exc})"
+    return None
+
+
+@lru_cache(maxsize=256)
+def _compiled(text: str) -> Callable[[Any], list[Any]]:
+    from lxml.cssselect import CSSSelector
+
+    return CSSSelector(text, translator="html")  # type: ignore[no-any-return]
+
+
+def _first(element: Any, selector: str | None) -> Any | None:
+    if not selector:
+        return None
+    found = _compiled(selector)(element)
+    return found[0] if found else None
+
+
+def _link_of(item: Any, rules: PageRules) -> Any | None:
+    """The article's link element: the selector's match (or an <a href> inside it), else the
+    item itself when it is a link, else the first <a href> in it."""
+    chosen = _first(item, rules.link) if rules.link else item
+    if chosen is None:
+        return None
+    if chosen.tag == "a" and chosen.get("href"):
+        return chosen
+    inner = _first(chosen, "a[href]")
+    return inner
+
+
+def _words(element: Any) -> str:
+    return " ".join(str(element.text_content()).split()) if element is not None else ""
+
+
+def _inner_html(element: Any) -> str:
+    parts = [element.text or ""] if element.text else []
+    parts += [lxml.html.tostring(child, encoding="unicode") for child in element]
+    return "".join(parts).strip()
+
+
+# a date as people write it: "2026-11-29", "29/11/2026", "Nov 29", "29 November 2026"
+_WRITTEN_DATE = re.compile(
+    r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[/.]\d{1,2}[/.]\d{2,4}"
+    r"|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2}\b"
+    r"|\b\d{1,2}\s+(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)",
+    re.I,
+)
+
+
+def page_date(element: Any, now: datetime) -> tuple[datetime | None, str]:
+    """A date as a page writes it: a `datetime` or `content` attribute (ISO 8601), else text
+    with a day and a month in it ("29 Nov 2026, 14:05", "November 29"; the year is the latest
+    not in the future where none is written); a time with no zone is UTC. None where there is
+    no such date ("2 hours ago" is none: the item then dates from when it is first seen)."""
+    from dateutil import parser
+
+    if element is None:
+        return None, ""
+    written = str(element.get("datetime") or element.get("content") or "").strip()
+    text = written or _words(element)
+    if not text:
+        return None, ""
+    if not written and not _WRITTEN_DATE.search(text):
+        return None, text[:100]
+    default = datetime(now.year, 1, 1)
+    try:
+        moment = parser.parse(text, fuzzy=not written, default=default)
+    except (ValueError, OverflowError):
+        return None, text[:100]
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    if not written and str(moment.year) not in text and moment > now + timedelta(days=1):
+        moment = moment.replace(year=moment.year - 1)  # "Dec 30" read on January 2
+    return moment, text[:100]
+
+
+def articles(
+    body: bytes, url: str, rules: PageRules, now: datetime, content_type: str | None = None
+) -> Page:
+    """The articles a page source's selectors find on a page, in page order, each link once."""
+    root = parse(body, content_type)
+    if root is None:
+        return Page("", None, ())
+    base = _base(root, url)
+    title = _words(_first(root, "title"))
+    language = (root.get("lang") or "").strip() or None
+    found: dict[str, Article] = {}
+    notes: list[str] = []
+    items = _compiled(rules.items)(root)
+    unlinked = 0
+    for item in items[:MAX_ARTICLES]:
+        link = _link_of(item, rules)
+        href = _absolute(base, link.get("href")) if link is not None else None
+        if href is None:
+            unlinked += 1
+            continue
+        if href in found:
+            continue
+        headline = _words(_first(item, rules.title)) if rules.title else _words(link)
+        summary = _first(item, rules.summary)
+        published, written = page_date(_first(item, rules.date), now)
+        found[href] = Article(
+            href,
+            headline or _words(link),
+            _inner_html(summary) if summary is not None else "",
+            published,
+            written,
+        )
+    if len(items) > MAX_ARTICLES:
+        notes.append(f"{len(items):,} items matched; the first {MAX_ARTICLES:,} were read")
+    if unlinked:
+        notes.append(f"{unlinked} of {len(items)} items had no link and were left out")
+    return Page(title, language, tuple(found.values()), tuple(notes))

@@ -58,6 +58,8 @@ class Processor:
             if key not in shared:
                 shared[key] = EntryFilter.of_source(source)
             self._filters[source.id] = shared[key]
+        # page sources: their selectors, for whoever parses their documents (prepare)
+        self.pages = {source.id: source.page for source in config.sources if source.page}
         dedupe = config.dedupe
         self._fingerprints = dedupe.enabled
         self._wants_index = dedupe.enabled and self._keeps_index
