@@ -394,6 +394,8 @@ def _poll_json(result: PollResult) -> dict[str, Any]:
         "warning": result.warning,
         "moved_to": result.moved_to,
         "discovered": result.discovered,
+        "articles": result.articles,
+        "article_failures": result.article_failures,
         "seconds": round(result.seconds, 3),
     }
 
@@ -406,6 +408,8 @@ def _poll_table(results: Sequence[PollResult]) -> None:
             outcome = "ok, not modified since the last poll"
         if r.ok and r.warning:
             outcome = f"{outcome}, {r.warning}"
+        if r.articles:
+            outcome += f"; {r.articles - r.article_failures} of {r.articles} article pages read"
         if r.discovered:
             outcome += f"; a web page: its feed is {r.discovered}, put that in feeds.yaml"
         elif r.moved_to:
@@ -523,7 +527,7 @@ def list_sources(config_path: Path, as_json: bool) -> None:
     table = [("SOURCE", "STATUS", "ITEMS", "PER DAY", "LAST SUCCESS", "NEXT POLL", "PROBLEM")]
     for r in rows:
         s = r.state
-        problem = s.last_error or s.last_warning or ""
+        problem = s.last_error or s.last_warning or s.last_article_error or ""
         if s.consecutive_failures:
             times = _count(s.consecutive_failures, "failure")
             problem = f"{times} in a row: {problem}"
@@ -621,6 +625,7 @@ def explain(config_path: Path, item: str, as_json: bool) -> None:
             "link": it.entry.link,
             "published": iso(it.published),
             "first_seen": iso(it.first_seen_at),
+            "article_error": it.article_error,
             "section": {"id": it.section_id, **section.as_json(), "because": section.describe()},
             "topics": [
                 {
@@ -653,6 +658,8 @@ def explain(config_path: Path, item: str, as_json: bool) -> None:
     click.echo(
         f"  published  {_when(it.published, zone)} (first seen {_when(it.first_seen_at, zone)})"
     )
+    if it.article_error:
+        click.echo(f"  article    not read: {it.article_error}")
     click.secho(f"Section: {it.section_id or '-'}", bold=True)
     click.echo(f"  because {section.describe()}")
     click.secho(f"Topics: {', '.join(it.topics) or 'none'}", bold=True)

@@ -51,6 +51,7 @@ class SourceHealth:
             "last_http_status": s.last_status,
             "last_error": s.last_error,
             "last_warning": s.last_warning,
+            "last_article_error": s.last_article_error,
             "consecutive_failures": s.consecutive_failures,
             "entries_in_feed": s.last_entry_count,
             "stored_items": self.counts.stored,
@@ -83,7 +84,7 @@ def assess(state: SourceState, unhealthy_after: int) -> Health:
         return Health.NEW
     if state.moved:
         return Health.MOVED
-    return Health.WARNING if state.last_warning else Health.OK
+    return Health.WARNING if state.last_warning or state.last_article_error else Health.OK
 
 
 def report(

@@ -12,11 +12,12 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
@@ -29,7 +30,7 @@ from aggregator.feed.fetch import Fetcher, FetchError, FetchRequest, FetchResult
 from aggregator.prepare import Filed, Helpers, Prepared, helpers_for, prepare
 from aggregator.process.pipeline import Processor
 from aggregator.storage import Storage
-from aggregator.types import Entry, FetchRecord, SourceState
+from aggregator.types import ArticleFetch, Entry, FetchRecord, SourceState
 
 if TYPE_CHECKING:
     from aggregator.feed import discover
@@ -62,6 +63,8 @@ class PollResult:
     merged: int = 0  # new items that joined another item's story
     kind: str = ""  # for failures: timeout, too_large, network_error, http_error, parse_error...
     discovered: str | None = None  # the source's url is a web page; this is the feed it names
+    articles: int = 0  # full_text: article pages fetched in this poll
+    article_failures: int = 0  # of which could not be read
 
 
 def _pid_space() -> str:
@@ -365,6 +368,9 @@ class Poller:
             owner=self.owner,
             filer=Filed(filer, prepared) if prepared and prepared.filings is not None else filer,
         )
+        articles = failures_reading = 0
+        if source is not None and source.full_text and saved is not None:
+            articles, failures_reading = self._read_articles(state.id)
         result = PollResult(
             state.id,
             ok,
@@ -380,8 +386,59 @@ class Poller:
             merged=saved.merged if saved else 0,
             kind="" if ok else kind,
             discovered=record.discovered_url,
+            articles=articles,
+            article_failures=failures_reading,
         )
         return result
+
+    def _read_articles(self, source_id: str) -> tuple[int, int]:
+        """Fetch the article pages of a full_text source's items not read yet (at most
+        `polling.articles_per_poll`, newest first, all within one `polling.timeout`), keep their
+        main text and file the items on it. Each page is fetched once, read or not; a page that
+        fails is the item's and the source's note, never the poll's failure. Returns the pages
+        fetched and how many of them gave no text."""
+        from aggregator.feed import article, webpage
+        from aggregator.feed.discover import problem_of
+
+        polling = self._config.polling
+        pending = self.storage.pending_articles(source_id, polling.articles_per_poll)
+        if not pending:
+            return 0, 0
+        deadline = time.monotonic() + polling.timeout.total_seconds()
+        fetched: list[ArticleFetch] = []
+        read: list[tuple[int, Entry]] = []
+        problems: list[str] = []
+        for item in pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or item.entry.link is None:
+                break  # the rest wait for the next poll
+            page = self.fetcher.fetch(FetchRequest(item.entry.link, timeout=left))
+            problem, html = problem_of(page), None
+            if page.error is FetchError.TOO_LARGE:
+                problem = f"the page is larger than the limit of {polling.max_size:,} bytes"
+            content_type = page.headers.get("content-type")
+            if problem is None and not webpage.looks_like_html(page.body, content_type):
+                problem = f"not a web page ({content_type or 'no content type'})"
+            if problem is None:
+                html = article.main_text(page.body, page.url, content_type)
+                if html is None:
+                    problem = "no article text found on the page"
+            fetched.append(ArticleFetch(item.id, html, problem, self.storage.clock()))
+            if html is not None:
+                read.append((item.id, replace(item.entry, content=html)))
+            else:
+                problems.append(f"{item.entry.link}: {problem}")
+        filings = self.processor.file_all(source_id, [entry for _, entry in read])
+        refiled = [(item_id, filing) for (item_id, _), filing in zip(read, filings, strict=True)]
+        said = None
+        if problems:
+            said = (
+                f"{len(problems)} of {len(fetched)} article pages could not be read "
+                f"(the first: {problems[0]})"
+            )
+            log.info("source %s: %s", source_id, said)
+        self.storage.record_articles(source_id, fetched, refiled, said)
+        return len(fetched), len(problems)
 
     def _discover(
         self, source_id: str, page: FetchResult, headers: dict[str, str], now: datetime

@@ -43,6 +43,7 @@ class SourceState:
     last_warning: str | None = None
     last_entry_count: int | None = None
     discovered: bool = False  # `url` is a web page; `fetch_url` is the feed found on it
+    last_article_error: str | None = None  # full_text: article pages that could not be read
 
     @property
     def moved(self) -> bool:
@@ -148,11 +149,23 @@ class Item:
     section_id: str | None = None
     story_id: int | None = None  # None: a story of its own (no other item repeats it)
     topics: tuple[str, ...] = field(default_factory=tuple)
+    article_error: str | None = None  # full_text: why its article page gave no text
 
     @property
     def published(self) -> datetime:
         """When the item was published, or first seen when its feed gave no (plausible) date."""
         return self.entry.published or self.first_seen_at
+
+
+@dataclass(frozen=True)
+class ArticleFetch:
+    """One article page fetched for an item of a `full_text` source: its main text, or why
+    there is none; either way the page is not fetched again."""
+
+    item_id: int
+    html: str | None
+    error: str | None
+    fetched_at: datetime
 
 
 @dataclass(frozen=True)

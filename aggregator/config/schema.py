@@ -392,6 +392,11 @@ class Source:
         "for each article and its link, title, date and summary.",
         None,
     )
+    full_text: bool = _doc(
+        "Fetch each new item's article page and keep its main text as the item's content (the "
+        "feed's teaser stays the summary); for feeds that carry only a teaser.",
+        False,
+    )
 
 
 @dataclass(frozen=True, config=_FROZEN)
@@ -543,6 +548,13 @@ class Polling:
     timeout: Duration = _doc("Longest time one fetch may take, all told.", timedelta(seconds=20))
     max_size: Size = _doc("Largest feed body accepted (decompressed): 500KB, 10MiB.", 10 * 1024**2)
     max_redirects: int = _doc("Redirects followed before giving up.", 5, ge=0, le=20)
+    articles_per_poll: int = _doc(
+        "Article pages fetched in one poll of a `full_text` source, all within `timeout`; the "
+        "rest are fetched at the next polls.",
+        10,
+        ge=1,
+        le=1000,
+    )
     max_entries: int = _doc(
         "Entries taken from one feed document, the newest; the rest are left out and the source "
         "shows a warning saying so.",

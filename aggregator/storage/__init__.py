@@ -21,6 +21,7 @@ from aggregator.storage import digests, items, migrate, outputs, sources, storie
 from aggregator.storage.engine import WRITE_OPTION, make_engine, may_hold_data, normalise_url
 from aggregator.storage.items import SourceCounts
 from aggregator.types import (
+    ArticleFetch,
     Delivery,
     DeliveryStatus,
     DigestRun,
@@ -327,6 +328,26 @@ class Storage:
         """A batch of stored items in id order with their filing reasons."""
         with self._tx(write=False) as conn:
             return items.batch_after(conn, after_id, limit)
+
+    def pending_articles(self, source_id: str, limit: int) -> list[Item]:
+        """Items of a full_text source whose article page is still to fetch, newest first."""
+        with self._tx(write=False) as conn:
+            return items.pending_articles(conn, source_id, limit)
+
+    def record_articles(
+        self,
+        source_id: str,
+        fetched: Sequence[ArticleFetch],
+        filings: Sequence[tuple[int, Filing]],
+        problem: str | None,
+    ) -> None:
+        """Article pages read for a source's items (their text, and their filing on it), and
+        what went wrong with the others, in one transaction."""
+        with self._tx() as conn:
+            items.record_articles(conn, fetched)
+            items.refile(conn, filings)
+            sources.note_articles(conn, source_id, problem)
+            outputs.bump(conn)
 
     def refile(self, filings: Sequence[tuple[int, Filing]]) -> None:
         """Rewrite the sections and topics of these items."""

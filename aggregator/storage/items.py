@@ -13,6 +13,7 @@ from sqlalchemy import (
     Dialect,
     Row,
     Select,
+    Text,
     bindparam,
     case,
     delete,
@@ -27,6 +28,7 @@ from aggregator.feed.urls import canonical_url
 from aggregator.storage.dialect import insert as _insert
 from aggregator.storage.tables import UTCDateTime, item_topics, items, pruned_keys, stories
 from aggregator.types import (
+    ArticleFetch,
     Enclosure,
     Entry,
     Filer,
@@ -387,7 +389,7 @@ def _item(row: Row[Any], topics: Sequence[str]) -> Item:
         canonical_link=m["canonical_url"],
         guid=m["guid"],
         summary=m["summary"],
-        content=m["content"],
+        content=m["article"] or m["content"],  # a full_text source's article page, once read
         authors=tuple(m["authors"]),
         categories=tuple(m["categories"]),
         enclosures=tuple(
@@ -408,6 +410,7 @@ def _item(row: Row[Any], topics: Sequence[str]) -> Item:
         section_id=m["section_id"],
         story_id=m["story_id"],
         topics=tuple(topics),
+        article_error=m["article_error"],
     )
 
 
@@ -630,7 +633,9 @@ def publication_times(conn: Connection, source_id: str, limit: int = 20) -> list
     rows = conn.execute(
         select(moment.label("at"))
         .where(items.c.source_id == source_id)
-        .order_by(items.c.first_seen_at.desc(), items.c.id.desc())
+        .order_by(
+            func.coalesce(items.c.published_at, items.c.first_seen_at).desc(), items.c.id.desc()
+        )
         .limit(limit)
     )
     return [row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC) for row in rows]
@@ -662,3 +667,39 @@ def count(conn: Connection, source_id: str | None = None) -> int:
     if source_id is not None:
         query = query.where(items.c.source_id == source_id)
     return int(conn.execute(query).scalar_one())
+
+
+def pending_articles(conn: Connection, source_id: str, limit: int) -> list[Item]:
+    """A source's items whose article page has not been fetched yet, the latest published
+    first."""
+    rows = conn.execute(
+        select(items)
+        .where(
+            items.c.source_id == source_id,
+            items.c.article_at.is_(None),
+            items.c.url.is_not(None),
+        )
+        .order_by(items.c.first_seen_at.desc(), items.c.id.desc())
+        .limit(limit)
+    ).all()
+    return _with_topics(conn, rows)
+
+
+def record_articles(conn: Connection, fetched: Sequence[ArticleFetch]) -> None:
+    """Keep what article pages gave; an item whose page another worker recorded first keeps
+    that."""
+    if not fetched:
+        return
+    conn.execute(
+        update(items)
+        .where(items.c.id == bindparam("item_id"), items.c.article_at.is_(None))
+        .values(
+            article=bindparam("html", type_=Text),
+            article_at=bindparam("at", type_=items.c.article_at.type),
+            article_error=bindparam("error", type_=Text),
+        ),
+        [
+            {"item_id": f.item_id, "html": f.html, "at": f.fetched_at, "error": f.error}
+            for f in fetched
+        ],
+    )

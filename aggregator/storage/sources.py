@@ -54,6 +54,7 @@ def _state(row: Row[Any]) -> SourceState:
         last_warning=m["last_warning"],
         last_entry_count=m["last_entry_count"],
         discovered=m["discovered"],
+        last_article_error=m["last_article_error"],
     )
 
 
@@ -284,3 +285,8 @@ def record_fetch(conn: Connection, record: FetchRecord, owner: str | None = None
         },
     )
     return result.rowcount == 1
+
+
+def note_articles(conn: Connection, source_id: str, problem: str | None) -> None:
+    """What went wrong with a source's article pages at its last poll that fetched some."""
+    conn.execute(update(t).where(t.c.id == source_id).values(last_article_error=problem))

@@ -95,6 +95,8 @@ sources = Table(
     Column("priority", Integer, nullable=False, default=0, server_default=text("0")),
     # fetch_url is the feed found on the page at `url` (autodiscovery), not a redirect's target
     Column("discovered", Boolean, nullable=False, default=False, server_default=false()),
+    # full_text sources: what went wrong with article pages at the last poll that fetched some
+    Column("last_article_error", Text),
 )
 
 stories = Table(
@@ -139,6 +141,11 @@ items = Table(
     Column("section_reason", JSON),
     Column("story_reason", JSON),
     Column("story_pinned", Boolean, nullable=False, default=False, server_default=false()),
+    # full_text sources: the article page's main text (shown as the content), when it was
+    # fetched (NULL: not yet), and why it could not be read
+    Column("article", Text),
+    Column("article_at", UTCDateTime),
+    Column("article_error", Text),
     UniqueConstraint("source_id", "key"),
     # pages of a feed seek to their cursor on these (all items, a section, a source)
     Index("ix_items_first_seen_at_id", "first_seen_at", "id"),

@@ -1,0 +1,155 @@
+"""Full text: a teaser-only feed whose items get their article page's main text, fetched once,
+within the poll's bounds. A real HTTP server on 127.0.0.1 serves the feed and the article pages
+(tests/data/site); storage is real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+
+from aggregator.config import Config, load_text
+from aggregator.health import Health, assess
+from aggregator.storage import Storage
+from aggregator.types import Item
+from tests.feedserver import FeedServer, Reply, Route, feed_file
+from tests.support import Build, Clock
+
+SITE = Path(__file__).parent / "data" / "site"
+ARTICLE = (SITE / "article-ceasefire.html").read_bytes()
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def teasers(server: FeedServer, paths: list[str], extra: str = "") -> bytes:
+    """An RSS feed of one-line teasers, each linking to an article page on the server."""
+    items = "".join(
+        f"<item><guid>{server.url(path)}</guid><title>Story {n}</title>"
+        f"<link>{server.url(path)}</link>"
+        f"<description>Negotiators met again in Cairo on Saturday. {extra}</description>"
+        f"<pubDate>{format_datetime(datetime(2026, 11, 29, n, tzinfo=UTC))}</pubDate></item>"
+        for n, path in enumerate(paths)
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>South</title>'
+        f"<link>{server.url('/')}</link><description>d</description>{items}</channel></rss>"
+    ).encode()
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    with FeedServer() as running:
+        yield running
+
+
+def config_for(server: FeedServer, polling: str = "") -> Config:
+    text = (
+        "sections: [{id: opinion, title: Opinion}]\n"
+        "topics: [{id: palestine, title: Palestine, keywords: [Gaza]}]\n"
+        f"sources:\n  - {{id: south, url: '{server.url('/feed.xml')}', section: opinion, "
+        "full_text: true}\n"
+        f"polling: {{timeout: 2s, max_size: 64KiB, host_gap: 0s{polling}}}\n"
+    )
+    return load_text(text, "test.yaml", env={})
+
+
+def by_link(storage: Storage) -> dict[str, Item]:
+    return {i.entry.link or "": i for i in storage.recent_items(source_id="south")}
+
+
+def page(body: bytes, content_type: str = "text/html; charset=utf-8", delay: float = 0) -> Route:
+    return lambda r: Reply(200, body, {"Content-Type": content_type}, delay=delay)
+
+
+def test_a_teaser_feed_gets_its_articles_text_once_and_is_filed_on_it(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
+) -> None:
+    clock.now = NOW
+    server.routes["/feed.xml"] = feed_file(teasers(server, ["/a/ceasefire.html"]), etag='"1"')
+    server.routes["/a/ceasefire.html"] = page(ARTICLE)
+    h = harness_for(config_for(server))
+    first = h.poll()["south"]
+    assert (first.ok, first.new, first.articles, first.article_failures) == (True, 1, 1, 0)
+    item = by_link(storage)[server.url("/a/ceasefire.html")]
+    # the article's paragraphs, not the site's menus, "most read" box, tags or footer
+    assert item.entry.content.startswith("<p>For the fourth time this month, delegations")
+    assert "Outside the hotel, the arithmetic of the war" in item.entry.content
+    for chrome in ("Most read", "Storm season", "Privacy", "window.ads", "Multimedia"):
+        assert chrome not in item.entry.content
+    assert item.entry.summary == "Negotiators met again in Cairo on Saturday."  # the teaser
+    # "Gaza" is only in the article: the item is filed on its full text
+    assert item.topics == ("palestine",) and item.article_error is None
+
+    clock.advance(minutes=40)
+    second = h.poll()["south"]
+    assert (second.status, second.articles) == (304, 0)
+    # the publisher edits the teaser: the item is updated, and keeps its article's text
+    server.routes["/feed.xml"] = feed_file(
+        teasers(server, ["/a/ceasefire.html"], extra="(updated)"), etag='"2"'
+    )
+    clock.advance(minutes=40)
+    third = h.poll()["south"]
+    assert (third.updated, third.articles) == (1, 0)
+    item = by_link(storage)[server.url("/a/ceasefire.html")]
+    assert "(updated)" in item.entry.summary and "Outside the hotel" in item.entry.content
+    assert len(server.requests_to("/a/ceasefire.html")) == 1  # fetched once, not every poll
+
+
+def test_articles_that_cannot_be_read_are_noted_and_never_fail_the_poll(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
+) -> None:
+    clock.now = NOW
+    paths = ["/a/slow.html", "/a/huge.html", "/a/report.pdf", "/a/empty.html", "/a/gone.html"]
+    server.routes["/feed.xml"] = feed_file(teasers(server, paths))
+    server.routes["/a/slow.html"] = page(ARTICLE, delay=3)  # past the 2 s all of them get
+    server.routes["/a/huge.html"] = page(ARTICLE + b"<p>" + b"x" * 100_000 + b"</p>")
+    server.routes["/a/report.pdf"] = page(b"%PDF-1.7 ...", "application/pdf")
+    server.routes["/a/empty.html"] = page(b"<html><body><nav>Home</nav><p>Hi.</p></body></html>")
+    # /a/gone.html has no route: a 404
+    h = harness_for(config_for(server))
+    result = h.poll()["south"]
+    assert result.ok and result.new == 5
+    assert (result.articles, result.article_failures) == (5, 5)
+    items = by_link(storage)
+    errors = {path: items[server.url(path)].article_error for path in paths}
+    assert errors["/a/huge.html"] == "the page is larger than the limit of 65,536 bytes"
+    assert errors["/a/report.pdf"] == "not a web page (application/pdf)"
+    assert errors["/a/empty.html"] == "no article text found on the page"
+    assert errors["/a/gone.html"] == "HTTP 404 Not Found"
+    # the oldest, so the last: it had what was left of the 2 s the five pages share
+    assert (errors["/a/slow.html"] or "").startswith("timed out after")
+    for path in paths:  # the items keep the feed's teaser
+        assert items[server.url(path)].entry.content == ""
+    state = storage.source("south")
+    assert state is not None and state.last_error is None and state.last_article_error
+    assert state.last_article_error.startswith(
+        f"5 of 5 article pages could not be read (the first: {server.url('/a/gone.html')}: HTTP 404"
+    )
+    assert assess(state, 3) is Health.WARNING
+    clock.advance(minutes=40)
+    h.poll()
+    for path in ("/a/huge.html", "/a/report.pdf", "/a/empty.html", "/a/gone.html"):
+        assert len(server.requests_to(path)) == 1  # a failure is not fetched again either
+
+
+def test_at_most_articles_per_poll_pages_a_poll_the_rest_at_the_next(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
+) -> None:
+    clock.now = NOW
+    paths = [f"/a/{n}.html" for n in range(5)]
+    server.routes["/feed.xml"] = feed_file(teasers(server, paths), etag='"1"')
+    for path in paths:
+        server.routes[path] = page(ARTICLE)
+    h = harness_for(config_for(server, polling=", articles_per_poll: 2"))
+    assert h.poll()["south"].articles == 2
+    # the latest published first: the first poll read the two latest stories
+    assert [len(server.requests_to(p)) for p in paths] == [0, 0, 0, 1, 1]
+    counts = []
+    for _ in range(3):
+        clock.advance(minutes=40)
+        counts.append(h.poll()["south"].articles)
+    assert counts == [2, 1, 0]
+    assert [len(server.requests_to(p)) for p in paths] == [1] * 5
+    assert all("Outside the hotel" in i.entry.content for i in by_link(storage).values())
