@@ -18,10 +18,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from aggregator.config import Config, Source
 from aggregator.exceptions import ParseError
@@ -130,6 +131,26 @@ _ERROR_KINDS = {
 
 # failures that often pass within minutes: retried from `polling.first_retry`
 _TRANSIENT = (FetchError.NETWORK, FetchError.TIMEOUT)
+
+
+def _plausible(moment: datetime | None, now: datetime) -> bool:
+    """A date an article page gives that can stand for the item's: not before 1900, not ahead."""
+    return moment is not None and datetime(1900, 1, 1, tzinfo=UTC) <= moment <= now + _AHEAD
+
+
+_AHEAD = timedelta(hours=1)
+
+
+def _own_canonical(canonical: str | None, link: str | None) -> str | None:
+    """An article page's canonical address, where it can stand for the article: on the link's
+    own host, not the site's front page (a site that names its home page canonical on every
+    page would otherwise join every article into one story), and short enough to index."""
+    if not canonical or not link:
+        return None
+    page, own = urlsplit(canonical), urlsplit(link)
+    if page.hostname != own.hostname or page.path in ("", "/") or len(canonical) > 2_000:
+        return None
+    return canonical
 
 
 def _is_document(fetched: FetchResult) -> bool:
@@ -394,13 +415,15 @@ class Poller:
     def _read_articles(self, source_id: str) -> tuple[int, int]:
         """Fetch the article pages of a full_text source's items not read yet (at most
         `polling.articles_per_poll`, newest first, all within one `polling.timeout`), keep their
-        main text and file the items on it. Each page is fetched once, read or not; a page that
-        fails is the item's and the source's note, never the poll's failure. Returns the pages
-        fetched and how many of them gave no text."""
+        main text and what they say about themselves (the publisher's filing, date, language,
+        canonical address), and file the items on both. Each page is fetched once, read or not;
+        a page that fails is the item's and the source's note, never the poll's failure.
+        Returns the pages fetched and how many of them gave no text."""
         from aggregator.feed import article, webpage
         from aggregator.feed.discover import problem_of
 
         polling = self._config.polling
+        now = self.storage.clock()
         pending = self.storage.pending_articles(source_id, polling.articles_per_poll)
         if not pending:
             return 0, 0
@@ -419,14 +442,36 @@ class Poller:
             content_type = page.headers.get("content-type")
             if problem is None and not webpage.looks_like_html(page.body, content_type):
                 problem = f"not a web page ({content_type or 'no content type'})"
+            facts = webpage.Facts()
             if problem is None:
-                html = article.main_text(page.body, page.url, content_type)
+                got = article.read(page.body, page.url, content_type)
+                html, facts = got.html, got.facts
                 if html is None:
                     problem = "no article text found on the page"
-            fetched.append(ArticleFetch(item.id, html, problem, self.storage.clock()))
-            if html is not None:
-                read.append((item.id, replace(item.entry, content=html)))
-            else:
+            fetched.append(
+                ArticleFetch(
+                    item.id,
+                    html,
+                    problem,
+                    self.storage.clock(),
+                    publisher=facts.publisher,
+                    published=facts.published if _plausible(facts.published, now) else None,
+                    language=facts.language if len(facts.language or "") <= 35 else None,
+                    canonical=_own_canonical(facts.canonical, item.entry.link),
+                )
+            )
+            if html is not None or facts.publisher:  # filed again on what the page says
+                read.append(
+                    (
+                        item.id,
+                        replace(
+                            item.entry,
+                            content=html or item.entry.content,
+                            publisher=facts.publisher,
+                        ),
+                    )
+                )
+            if html is None:
                 problems.append(f"{item.entry.link}: {problem}")
         filings = self.processor.file_all(source_id, [entry for _, entry in read])
         refiled = [(item_id, filing) for (item_id, _), filing in zip(read, filings, strict=True)]

@@ -110,6 +110,9 @@ class Entry:
     image: str | None = None
     published: datetime | None = None
     updated: datetime | None = None
+    # the publisher's own filing, read off the article page (full_text sources): (kind, term),
+    # kind one of breadcrumb, section, keyword, tag, label; not part of what a feed edit changes
+    publisher: tuple[tuple[str, str], ...] = ()
 
     @cached_property
     def digest(self) -> str:
@@ -166,6 +169,10 @@ class ArticleFetch:
     html: str | None
     error: str | None
     fetched_at: datetime
+    publisher: tuple[tuple[str, str], ...] = ()
+    published: datetime | None = None  # kept where the feed gave no date
+    language: str | None = None  # kept where the feed gave none
+    canonical: str | None = None  # the page's <link rel="canonical">, checked (poll.py)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import pytest
 
 from aggregator.config import Config, load_text
 from aggregator.health import Health, assess
+from aggregator.process.categorise import SectionChoice, TopicVerdict
 from aggregator.storage import Storage
 from aggregator.types import Item
 from tests.feedserver import FeedServer, Reply, Route, feed_file
@@ -153,3 +154,102 @@ def test_at_most_articles_per_poll_pages_a_poll_the_rest_at_the_next(
     assert counts == [2, 1, 0]
     assert [len(server.requests_to(p)) for p in paths] == [1] * 5
     assert all("Outside the hotel" in i.entry.content for i in by_link(storage).values())
+
+
+# -- the publisher's own filing, dates, language and canonical address -------------------------
+
+
+def filing_config(server: FeedServer) -> Config:
+    text = (
+        "sections:\n"
+        "  - {id: news, title: News}\n"
+        "  - {id: opinion, title: Opinion, categories: [Opinion]}\n"
+        "topics:\n"
+        "  - {id: palestine, title: Palestine, keywords: ['Palestin*']}\n"
+        "  - {id: egypt, title: Egypt, keywords: [Egypt], fields: [title, summary]}\n"
+        f"sources:\n  - {{id: south, url: '{server.url('/feed.xml')}', section: news, "
+        "full_text: true}\n"
+        "polling: {timeout: 3s, host_gap: 0s}\n"
+    )
+    return load_text(text, "test.yaml", env={})
+
+
+def test_the_publishers_own_section_and_tags_file_the_item_and_explain_says_where(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build, tmp_path: Path
+) -> None:
+    clock.now = NOW
+    server.routes["/feed.xml"] = feed_file(teasers(server, ["/a/ceasefire.html"]))
+    server.routes["/a/ceasefire.html"] = page(ARTICLE)
+    h = harness_for(filing_config(server))
+    assert h.poll()["south"].articles == 1
+    item = by_link(storage)[server.url("/a/ceasefire.html")]
+    # neither the teaser nor the article's text says "Palestine" or "Opinion": the page's
+    # JSON-LD, meta and labels do
+    assert "Palestin" not in item.entry.content + item.entry.summary
+    assert item.section_id == "opinion" and item.topics == ("palestine",)
+    assert ("breadcrumb", "Opinion") in item.entry.publisher
+    assert ("section", "Palestine") in item.entry.publisher
+    assert ("breadcrumb", "Home") not in item.entry.publisher  # "Home" says nothing
+    # a topic that does not look at the publisher's filing is not given by it (the page's tags
+    # say Egypt; egypt looks in title and summary only)
+    assert "egypt" not in item.topics
+    details = storage.item_details(item.id)
+    assert details is not None
+    section = SectionChoice.from_json(item.section_id or "", details.section_reason)
+    assert section.describe() == (
+        "the publisher files it under 'Opinion' in the page's breadcrumb (category rule 'Opinion')"
+    )
+    verdict = TopicVerdict.from_json("palestine", details.topic_reasons["palestine"])
+    assert "'Palestine' ('Palestin*' in the page's section)" in verdict.describe()
+
+
+def test_a_page_in_another_language_gives_its_date_language_and_canonical_link(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
+) -> None:
+    clock.now = NOW
+    link = server.url("/a/es.html?id=7&from=rss")
+    feed = (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Sur</title>'
+        f"<link>{server.url('/')}</link><description>d</description>"
+        f"<item><guid isPermaLink='false'>es-7</guid><title>Gaza: la ayuda sigue esperando</title>"
+        f"<link>{link.replace('&', '&amp;')}</link><description>Camiones en Rafah.</description>"
+        "</item></channel></rss>"
+    ).encode()
+    server.routes["/feed.xml"] = feed_file(feed)
+    body = (
+        (SITE / "article-es.html")
+        .read_bytes()
+        .replace(b"https://southern.example/", server.url("/").encode())
+    )
+    server.routes["/a/es.html?id=7&from=rss"] = page(body)
+    h = harness_for(filing_config(server))
+    h.poll()
+    (item,) = storage.recent_items(source_id="south")
+    # the feed gave no date and no language: the page's stand in
+    assert item.entry.published == datetime(2026, 11, 30, 7, 15, tzinfo=UTC)
+    assert item.entry.language == "es"
+    assert item.entry.canonical_link == server.url(
+        "/es/noticias/palestina/gaza-la-ayuda-sigue-esperando-20261130-0004.html"
+    )
+    # "Palestina" in the page's breadcrumb trail (HTML, no JSON-LD) is the Palestin* topic
+    assert item.topics == ("palestine",)
+    assert ("label", "Análisis") in item.entry.publisher
+
+
+def test_a_page_naming_its_front_page_canonical_does_not_join_every_article_into_one_story(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
+) -> None:
+    clock.now = NOW
+    paths = ["/a/one.html", "/a/two.html"]
+    server.routes["/feed.xml"] = feed_file(teasers(server, paths))
+    wrong = ARTICLE.replace(
+        b'href="https://southern.example/opinion/the-long-road-to-a-ceasefire-20261129-0012.html"',
+        f'href="{server.url("/")}"'.encode(),
+    )
+    for path in paths:
+        server.routes[path] = page(wrong)
+    harness_for(filing_config(server)).poll()
+    items = by_link(storage)
+    assert [items[server.url(p)].entry.canonical_link for p in paths] == [
+        server.url(p) for p in paths
+    ]

@@ -32,7 +32,7 @@ _FROZEN = ConfigDict(extra="forbid", str_strip_whitespace=True)
 _FROZEN_ALIASED = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
 FORMATS = ("atom", "rss", "json")
 EXTRA_KEY = ("extra_forbidden", "unexpected_keyword_argument")
-TOPIC_FIELDS = ("title", "summary", "content", "categories")
+TOPIC_FIELDS = ("title", "summary", "content", "categories", "publisher")
 
 # -- value types an editor writes -------------------------------------------------------------
 
@@ -326,8 +326,11 @@ class Topic:
         (),
     )
     exclude: tuple[Term, ...] = _doc("Terms that keep an item out of this topic.", ())
-    fields: tuple[Literal["title", "summary", "content", "categories"], ...] = _doc(
-        "Which parts of an item the terms are looked for in.", TOPIC_FIELDS
+    fields: tuple[Literal["title", "summary", "content", "categories", "publisher"], ...] = _doc(
+        "Which parts of an item the terms are looked for in; `publisher` is the publisher's own "
+        "filing read off the article page (full_text sources): breadcrumb, section, keywords, "
+        "tags and labels.",
+        TOPIC_FIELDS,
     )
     min_matches: int = _doc("How many keyword hits an item needs.", 1, ge=1)
 

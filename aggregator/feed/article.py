@@ -10,6 +10,7 @@ metadata. What it gives is cleaned by the same allow-list sanitiser as any feed 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from aggregator.feed import webpage
@@ -19,13 +20,32 @@ MIN_TEXT = 200  # characters: less is a teaser, a paywall or an error page, not 
 MAX_TEXT = 200_000  # characters of article HTML kept (a book-length page keeps its opening)
 
 
-def main_text(body: bytes, url: str, content_type: str | None = None) -> str | None:
-    """The article's main text as clean HTML, or None where the page has none worth keeping."""
-    import trafilatura
+@dataclass(frozen=True)
+class Read:
+    """An article page read: its main text (None where it has none worth keeping) and what it
+    says about itself."""
 
+    html: str | None
+    facts: webpage.Facts
+
+
+def read(body: bytes, url: str, content_type: str | None = None) -> Read:
+    """The page parsed once, for its main text and its facts."""
     tree = webpage.parse(body, content_type)
     if tree is None:
-        return None
+        return Read(None, webpage.Facts())
+    facts = webpage.facts(tree, url)
+    return Read(_main_text(tree, url), facts)
+
+
+def main_text(body: bytes, url: str, content_type: str | None = None) -> str | None:
+    """The article's main text as clean HTML, or None where the page has none worth keeping."""
+    return read(body, url, content_type).html
+
+
+def _main_text(tree: Any, url: str) -> str | None:
+    import trafilatura
+
     logging.getLogger("trafilatura").setLevel(logging.ERROR)  # it warns of every odd page
     found: Any = trafilatura.extract(
         tree,

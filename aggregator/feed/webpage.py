@@ -361,3 +361,176 @@ def articles(
     if unlinked:
         notes.append(f"{unlinked} of {len(items)} items had no link and were left out")
     return Page(title, language, tuple(found.values()), tuple(notes))
+
+
+# -- an article page: the publisher's own filing, dates, canonical address, language ----------
+
+MAX_JSON_LD = 256 * 1024  # characters of one JSON-LD block read (a page's are a few KB)
+MAX_TERMS = 40  # publisher terms kept from one page
+MAX_TERM = 100  # characters of one
+_ARTICLE_TYPES = ("Article", "NewsArticle", "BlogPosting", "Report")  # and their kinds
+_HOME = {"home", "inicio", "accueil", "portada", "startseite", "الرئيسية", "início", "main"}
+_BREADCRUMBS = (
+    "[itemtype$='BreadcrumbList'], nav[aria-label*='readcrumb' i], .breadcrumb, .breadcrumbs, "
+    "#breadcrumb, #breadcrumbs, [class*='breadcrumb']"
+)
+_LABELS = ".label, .kicker, .eyebrow, .article-label, .section-label, .category-label, .overline"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What an article page says about itself, beyond its text."""
+
+    publisher: tuple[tuple[str, str], ...] = ()  # (kind, term): breadcrumb, section, keyword...
+    published: datetime | None = None
+    modified: datetime | None = None
+    canonical: str | None = None
+    language: str | None = None
+
+
+def facts(root: Any, url: str) -> Facts:
+    """The publisher's own filing (BreadcrumbList and the article's `articleSection` and
+    `keywords` in JSON-LD, `article:section` and `article:tag` meta, the page's breadcrumb trail
+    and labels), its dates, canonical address and language."""
+    base = _base(root, url)
+    objects = _json_ld(root)
+    terms: list[tuple[str, str]] = []
+    article = next((o for o in objects if _is_type(o, _ARTICLE_TYPES)), {})
+    crumbs = [o for o in objects if _is_type(o, ("BreadcrumbList",))]
+    for crumb in crumbs[:1]:
+        elements = crumb.get("itemListElement")
+        listed = elements if isinstance(elements, list) else []
+        ordered = sorted(
+            (e for e in listed if isinstance(e, dict)), key=lambda e: _number(e.get("position"))
+        )
+        terms += [("breadcrumb", name) for e in ordered if (name := _crumb_name(e))]
+    if not crumbs:
+        terms += [("breadcrumb", name) for name in _trail(root)]
+    terms += [("section", s) for s in _strings(article.get("articleSection"))]
+    for value in _strings(article.get("keywords")):
+        terms += [("keyword", k.strip()) for k in value.split(",")]
+    for meta in root.iter("meta"):
+        kind = str(meta.get("property") or meta.get("name") or "").lower()
+        content = str(meta.get("content") or "")
+        if kind == "article:section":
+            terms.append(("section", content))
+        elif kind == "article:tag":
+            terms.append(("tag", content))
+        elif kind == "news_keywords":
+            terms += [("keyword", k.strip()) for k in content.split(",")]
+    for label in _compiled(_LABELS)(root)[:5]:
+        terms.append(("label", _words(label)))
+    headline = _words(_first(root, "h1")).casefold()
+    kept: dict[tuple[str, str], None] = {}
+    for kind, term in terms:
+        term = " ".join(term.split())
+        folded = term.casefold()
+        if 0 < len(term) <= MAX_TERM and folded not in _HOME and folded != headline:
+            kept.setdefault((kind, term), None)
+    return Facts(
+        publisher=tuple(kept)[:MAX_TERMS],
+        published=_iso(article.get("datePublished")) or _meta_time(root, "published_time"),
+        modified=_iso(article.get("dateModified")) or _meta_time(root, "modified_time"),
+        canonical=_canonical(root, base),
+        language=_language_of(root, article),
+    )
+
+
+def _json_ld(root: Any) -> list[dict[str, Any]]:
+    """Every JSON-LD object of the page, @graph lists opened (one level of nesting)."""
+    import json
+
+    found: list[dict[str, Any]] = []
+    for script in root.iter("script"):
+        if str(script.get("type") or "").strip().lower() != "application/ld+json":
+            continue
+        text = (script.text or "").strip()
+        if not text or len(text) > MAX_JSON_LD:
+            continue
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            continue
+        for value in data if isinstance(data, list) else [data]:
+            if isinstance(value, dict):
+                graph = value.get("@graph")
+                found.append(value)
+                found += (
+                    [g for g in graph if isinstance(g, dict)] if isinstance(graph, list) else []
+                )
+    return found
+
+
+def _is_type(value: dict[str, Any], names: tuple[str, ...]) -> bool:
+    kinds = value.get("@type")
+    for kind in kinds if isinstance(kinds, list) else [kinds]:
+        if isinstance(kind, str) and any(kind.endswith(name) for name in names):
+            return True
+    return False
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("inf")
+
+
+def _crumb_name(element: dict[str, Any]) -> str:
+    name = element.get("name")
+    item = element.get("item")
+    if not isinstance(name, str) and isinstance(item, dict):
+        name = item.get("name")
+    return " ".join(name.split()) if isinstance(name, str) else ""
+
+
+def _trail(root: Any) -> list[str]:
+    """The names of a breadcrumb trail written in the page's HTML: its list items or links."""
+    trail = _first(root, _BREADCRUMBS)
+    if trail is None:
+        return []
+    parts = trail.findall(".//li") or trail.findall(".//a")
+    names = [_words(part) for part in parts]
+    last = trail.xpath("string(./*[last()])") if parts and trail.findall(".//a") else ""
+    if last and last.strip() not in names and not trail.findall(".//li"):
+        names.append(" ".join(str(last).split()))
+    return [n for n in names if n]
+
+
+def _iso(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _meta_time(root: Any, name: str) -> datetime | None:
+    for meta in root.iter("meta"):
+        if str(meta.get("property") or meta.get("name") or "").lower() == f"article:{name}":
+            return _iso(meta.get("content"))
+    return None
+
+
+def _canonical(root: Any, base: str) -> str | None:
+    for link in root.iter("link"):
+        if "canonical" in str(link.get("rel") or "").lower().split():
+            return _absolute(base, link.get("href"))
+    return None
+
+
+def _language_of(root: Any, article: dict[str, Any]) -> str | None:
+    declared = article.get("inLanguage")
+    text = declared if isinstance(declared, str) else root.get("lang")
+    text = str(text or "").strip()
+    return text if re.fullmatch(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*", text) else None

@@ -19,7 +19,7 @@ from typing import Any
 
 from aggregator.config import Config, Source, Topic
 from aggregator.process.terms import Hit, PathRule, TermIndex, split_link
-from aggregator.process.text import ItemText
+from aggregator.process.text import ItemText, field_group
 from aggregator.types import Entry
 
 STORED_HITS = 10  # hits kept with an item for each topic (the status page and `explain` show them)
@@ -33,9 +33,11 @@ class SectionChoice:
     rule: str  # "path", "category" or "source"
     pattern: str = ""  # the path pattern or category term
     matched: str = ""  # the link or category it matched
+    where: str = ""  # a category rule: "" for the feed's categories, else the page's field
 
     def as_json(self) -> dict[str, str]:
-        return {"rule": self.rule, "pattern": self.pattern, "matched": self.matched}
+        found = {"rule": self.rule, "pattern": self.pattern, "matched": self.matched}
+        return {**found, "where": self.where} if self.where else found
 
     def stored(self) -> dict[str, str] | None:
         """What storage keeps: nothing for the common case, the source's own section."""
@@ -49,11 +51,17 @@ class SectionChoice:
             str(data.get("rule", "source")),
             str(data.get("pattern", "")),
             str(data.get("matched", "")),
+            str(data.get("where", "")),
         )
 
     def describe(self) -> str:
         if self.rule == "path":
             return f"its link {self.matched} matches the path rule {self.pattern!r}"
+        if self.rule == "category" and self.where:
+            return (
+                f"the publisher files it under {self.matched!r} in {self.where} "
+                f"(category rule {self.pattern!r})"
+            )
         if self.rule == "category":
             return f"the feed files it under {self.matched!r} (category rule {self.pattern!r})"
         return "its source's section"
@@ -188,12 +196,15 @@ class Categoriser:
                 for link, parts in links:
                     if rule.matches_parts(*parts):
                         return SectionChoice(section_id, "path", rule.pattern, link)
-        if self._category_sections and entry.categories:
-            fields = (text or ItemText(entry)).fields(("categories",))
+        if self._category_sections and (entry.categories or entry.publisher):
+            # the feed's own categories first, then the publisher's filing on its page
+            fields = (text or ItemText(entry)).fields(("categories", "publisher"))
             found = self._categories.scan(fields)
             for section_id, hits in zip(self._category_sections, found, strict=True):
                 if hits:
-                    return SectionChoice(section_id, "category", hits[0].term, hits[0].text)
+                    first = min(hits, key=lambda h: h.field != "categories")
+                    where = "" if first.field == "categories" else first.field
+                    return SectionChoice(section_id, "category", first.term, first.text, where)
         source = self._sources.get(source_id)
         return SectionChoice(source.section if source else "", "source")
 
@@ -222,14 +233,16 @@ class Categoriser:
             hits = (
                 tuple(keyword_hits)
                 if self._every_field[number]
-                else tuple(h for h in keyword_hits if h.field in topic.fields)
+                else tuple(h for h in keyword_hits if field_group(h.field) in topic.fields)
             )
             needed = topic.min_matches
             if len(hits) < needed or not hits:
                 if not only_assigned:
                     verdicts.append(TopicVerdict(topic.id, False, "keywords", hits, needed=needed))
                 continue
-            excluded = next((h for h in found[2 * number + 1] if h.field in topic.fields), None)
+            excluded = next(
+                (h for h in found[2 * number + 1] if field_group(h.field) in topic.fields), None
+            )
             verdicts.append(
                 TopicVerdict(topic.id, excluded is None, "keywords", hits, excluded, needed)
             )

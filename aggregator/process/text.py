@@ -298,10 +298,27 @@ class Field:
         return self.text[spans[first][0] : spans[last][1]]
 
 
+# The publisher's own filing (read off an article page) as fields: each kind is a field of its
+# own, so a hit says where it was found ("'Palestine' in the page's breadcrumb").
+PUBLISHER_FIELDS = {
+    "breadcrumb": "the page's breadcrumb",
+    "section": "the page's section",
+    "keyword": "the page's keywords",
+    "tag": "the page's tags",
+    "label": "the page's label",
+}
+_PUBLISHER_NAMES = frozenset(PUBLISHER_FIELDS.values())
+
+
+def field_group(name: str) -> str:
+    """The part of an item a field belongs to, as editors name it in `fields:`."""
+    return "publisher" if name in _PUBLISHER_NAMES else name
+
+
 class ItemText:
     """The matchable parts of one entry, converted to plain text and folded once, on demand."""
 
-    FIELDS = ("title", "summary", "content", "categories")
+    FIELDS = ("title", "summary", "content", "categories", "publisher")
 
     def __init__(self, entry: Entry) -> None:
         self.entry = entry
@@ -325,6 +342,11 @@ class ItemText:
             return (Field("content", html_to_text(entry.content)),)
         if name == "categories":
             return tuple(Field("categories", category) for category in entry.categories)
+        if name == "publisher":
+            return tuple(
+                Field(PUBLISHER_FIELDS.get(kind, "the page's label"), term)
+                for kind, term in entry.publisher
+            )
         raise ValueError(f"no field {name!r}")
 
     @cached_property

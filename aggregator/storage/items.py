@@ -399,6 +399,7 @@ def _item(row: Row[Any], topics: Sequence[str]) -> Item:
         image=m["image"],
         published=m["published_at"],
         updated=m["updated_at"],
+        publisher=tuple((str(kind), str(term)) for kind, term in m["publisher"] or ()),
     )
     return Item(
         id=m["id"],
@@ -686,8 +687,9 @@ def pending_articles(conn: Connection, source_id: str, limit: int) -> list[Item]
 
 
 def record_articles(conn: Connection, fetched: Sequence[ArticleFetch]) -> None:
-    """Keep what article pages gave; an item whose page another worker recorded first keeps
-    that."""
+    """Keep what article pages gave: the text, the publisher's filing, and the date and
+    language where the feed gave none, the canonical address where the page gives one. An item
+    whose page another worker recorded first keeps that."""
     if not fetched:
         return
     conn.execute(
@@ -697,9 +699,24 @@ def record_articles(conn: Connection, fetched: Sequence[ArticleFetch]) -> None:
             article=bindparam("html", type_=Text),
             article_at=bindparam("at", type_=items.c.article_at.type),
             article_error=bindparam("error", type_=Text),
+            publisher=bindparam("publisher", type_=items.c.publisher.type),
+            published_at=func.coalesce(
+                items.c.published_at, bindparam("published", type_=items.c.published_at.type)
+            ),
+            language=func.coalesce(items.c.language, bindparam("language", type_=Text)),
+            canonical_url=func.coalesce(bindparam("canonical", type_=Text), items.c.canonical_url),
         ),
         [
-            {"item_id": f.item_id, "html": f.html, "at": f.fetched_at, "error": f.error}
+            {
+                "item_id": f.item_id,
+                "html": f.html,
+                "at": f.fetched_at,
+                "error": f.error,
+                "publisher": [list(pair) for pair in f.publisher] or None,
+                "published": f.published,
+                "language": f.language,
+                "canonical": canonical_url(f.canonical),
+            }
             for f in fetched
         ],
     )

@@ -146,6 +146,7 @@ items = Table(
     Column("article", Text),
     Column("article_at", UTCDateTime),
     Column("article_error", Text),
+    Column("publisher", JSON),  # the publisher's own filing on the article page: [[kind, term]]
     UniqueConstraint("source_id", "key"),
     # pages of a feed seek to their cursor on these (all items, a section, a source)
     Index("ix_items_first_seen_at_id", "first_seen_at", "id"),
