@@ -456,7 +456,9 @@ class Poller:
                     self.storage.clock(),
                     publisher=facts.publisher,
                     published=facts.published if _plausible(facts.published, now) else None,
+                    modified=facts.modified if _plausible(facts.modified, now) else None,
                     language=facts.language if len(facts.language or "") <= 35 else None,
+                    image=facts.image,
                     canonical=_own_canonical(facts.canonical, item.entry.link),
                 )
             )

@@ -171,7 +171,9 @@ class ArticleFetch:
     fetched_at: datetime
     publisher: tuple[tuple[str, str], ...] = ()
     published: datetime | None = None  # kept where the feed gave no date
-    language: str | None = None  # kept where the feed gave none
+    modified: datetime | None = None  # kept where the feed gave no update date
+    language: str | None = None  # the page's own (a feed's is the channel's, for every item)
+    image: str | None = None  # the page's og:image, kept where the feed gave no image
     canonical: str | None = None  # the page's <link rel="canonical">, checked (poll.py)
 
 

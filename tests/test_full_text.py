@@ -4,6 +4,7 @@ within the poll's bounds. A real HTTP server on 127.0.0.1 serves the feed and th
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -13,6 +14,7 @@ import pytest
 
 from aggregator.config import Config, load_text
 from aggregator.health import Health, assess
+from aggregator.poll import Poller, make_fetcher
 from aggregator.process.categorise import SectionChoice, TopicVerdict
 from aggregator.storage import Storage
 from aggregator.types import Item
@@ -190,6 +192,10 @@ def test_the_publishers_own_section_and_tags_file_the_item_and_explain_says_wher
     assert ("breadcrumb", "Opinion") in item.entry.publisher
     assert ("section", "Palestine") in item.entry.publisher
     assert ("breadcrumb", "Home") not in item.entry.publisher  # "Home" says nothing
+    # what the teaser feed did not give, the page does: update time, picture, language
+    assert item.entry.updated == datetime(2026, 11, 29, 23, 40, tzinfo=UTC)
+    assert item.entry.image == "https://southern.example/media/2026/11/rafah-convoy.jpg"
+    assert item.entry.language == "en"
     # a topic that does not look at the publisher's filing is not given by it (the page's tags
     # say Egypt; egypt looks in title and summary only)
     assert "egypt" not in item.topics
@@ -253,3 +259,32 @@ def test_a_page_naming_its_front_page_canonical_does_not_join_every_article_into
     assert [items[server.url(p)].entry.canonical_link for p in paths] == [
         server.url(p) for p in paths
     ]
+
+
+def test_article_pages_are_fetched_politely_a_host_gap_apart(
+    server: FeedServer, storage: Storage, clock: Clock
+) -> None:
+    clock.now = NOW
+    paths = [f"/a/{n}.html" for n in range(2)]
+    server.routes["/feed.xml"] = feed_file(teasers(server, paths))
+    for path in paths:
+        server.routes[path] = page(ARTICLE)
+    text = (
+        "sections: [{id: opinion, title: Opinion}]\n"
+        f"sources:\n  - {{id: south, url: '{server.url('/feed.xml')}', section: opinion, "
+        "full_text: true}\n"
+        "polling: {timeout: 5s, host_gap: 1s, per_host: 1}\n"
+    )
+    config = load_text(text, "test.yaml", env={})
+    storage.sync_sources(config.sources)
+    with make_fetcher(config) as fetcher:  # the config's politeness (the harness has none)
+        poller = Poller(storage, config, fetcher)
+        try:
+            (result,) = poller.run_once()
+        finally:
+            poller.close()
+    assert (result.articles, result.article_failures) == (2, 0)
+    starts = sorted(r.at for path in ["/feed.xml", *paths] for r in server.requests_to(path))
+    # the feed and its pages are one host's: each request starts a gap after the last
+    assert len(starts) == 3
+    assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(starts))

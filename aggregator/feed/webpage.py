@@ -386,6 +386,7 @@ class Facts:
     modified: datetime | None = None
     canonical: str | None = None
     language: str | None = None
+    image: str | None = None  # og:image / twitter:image
 
 
 def facts(root: Any, url: str) -> Facts:
@@ -433,7 +434,19 @@ def facts(root: Any, url: str) -> Facts:
         modified=_iso(article.get("dateModified")) or _meta_time(root, "modified_time"),
         canonical=_canonical(root, base),
         language=_language_of(root, article),
+        image=_image(root, base),
     )
+
+
+def _image(root: Any, base: str) -> str | None:
+    """The picture the page shares itself with (Open Graph, else Twitter's card)."""
+    for wanted in ("og:image", "og:image:url", "og:image:secure_url", "twitter:image"):
+        for meta in root.iter("meta"):
+            if str(meta.get("property") or meta.get("name") or "").lower() == wanted:
+                found = _absolute(base, meta.get("content"))
+                if found and len(found) <= 4_000:
+                    return found
+    return None
 
 
 def _json_ld(root: Any) -> list[dict[str, Any]]:

@@ -687,8 +687,8 @@ def pending_articles(conn: Connection, source_id: str, limit: int) -> list[Item]
 
 
 def record_articles(conn: Connection, fetched: Sequence[ArticleFetch]) -> None:
-    """Keep what article pages gave: the text, the publisher's filing, and the date and
-    language where the feed gave none, the canonical address where the page gives one. An item
+    """Keep what article pages gave: the text, the publisher's filing, the dates and image where
+    the feed gave none, the page's language and canonical address where it gives them. An item
     whose page another worker recorded first keeps that."""
     if not fetched:
         return
@@ -703,7 +703,11 @@ def record_articles(conn: Connection, fetched: Sequence[ArticleFetch]) -> None:
             published_at=func.coalesce(
                 items.c.published_at, bindparam("published", type_=items.c.published_at.type)
             ),
-            language=func.coalesce(items.c.language, bindparam("language", type_=Text)),
+            updated_at=func.coalesce(
+                items.c.updated_at, bindparam("modified", type_=items.c.updated_at.type)
+            ),
+            language=func.coalesce(bindparam("language", type_=Text), items.c.language),
+            image=func.coalesce(items.c.image, bindparam("image", type_=Text)),
             canonical_url=func.coalesce(bindparam("canonical", type_=Text), items.c.canonical_url),
         ),
         [
@@ -714,7 +718,9 @@ def record_articles(conn: Connection, fetched: Sequence[ArticleFetch]) -> None:
                 "error": f.error,
                 "publisher": [list(pair) for pair in f.publisher] or None,
                 "published": f.published,
+                "modified": f.modified,
                 "language": f.language,
+                "image": f.image,
                 "canonical": canonical_url(f.canonical),
             }
             for f in fetched
