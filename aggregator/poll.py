@@ -28,6 +28,7 @@ from aggregator.config import Config, Source
 from aggregator.exceptions import ParseError
 from aggregator.feed import policy
 from aggregator.feed.fetch import Fetcher, FetchError, FetchRequest, FetchResult, user_agent
+from aggregator.feed.normalise import MAX_INDEXED_URL
 from aggregator.prepare import Filed, Helpers, Prepared, helpers_for, prepare
 from aggregator.process.pipeline import Processor
 from aggregator.storage import Storage
@@ -141,6 +142,32 @@ def _plausible(moment: datetime | None, now: datetime) -> bool:
 _AHEAD = timedelta(hours=1)
 
 
+def _refused_address(link: str, feed_url: str) -> str | None:
+    """Why an article link is not fetched: its host is on a private, loopback or link-local
+    network (a feed's links are the publisher's to choose, and what an article page holds is
+    republished: a hostile feed must not make the service read its own network), unless the
+    feed itself is served from that host. None when it may be fetched."""
+    import ipaddress
+    import socket
+
+    try:
+        host = urlsplit(link).hostname
+        port = urlsplit(link).port
+    except ValueError:
+        return None  # the fetch says what is wrong with it
+    if not host or host == urlsplit(feed_url).hostname:
+        return None
+    try:
+        found = socket.getaddrinfo(host, port or 80, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return None  # the fetch says the host does not resolve
+    for *_, address in found:
+        ip = ipaddress.ip_address(str(address[0]).split("%", 1)[0])
+        if not ip.is_global:
+            return f"not fetched: {host} is a private or local network address ({ip})"
+    return None
+
+
 def _own_canonical(canonical: str | None, link: str | None) -> str | None:
     """An article page's canonical address, where it can stand for the article: on the link's
     own host, not the site's front page (a site that names its home page canonical on every
@@ -148,9 +175,9 @@ def _own_canonical(canonical: str | None, link: str | None) -> str | None:
     if not canonical or not link:
         return None
     page, own = urlsplit(canonical), urlsplit(link)
-    if page.hostname != own.hostname or page.path in ("", "/") or len(canonical) > 2_000:
+    if page.hostname != own.hostname or page.path in ("", "/"):
         return None
-    return canonical
+    return canonical if len(canonical.encode()) <= MAX_INDEXED_URL else None
 
 
 def _is_document(fetched: FetchResult) -> bool:
@@ -390,8 +417,11 @@ class Poller:
             filer=Filed(filer, prepared) if prepared and prepared.filings is not None else filer,
         )
         articles = failures_reading = 0
-        if source is not None and source.full_text and saved is not None:
-            articles, failures_reading = self._read_articles(state.id)
+        if source is not None and source.full_text and saved is not None and ok:
+            try:
+                articles, failures_reading = self._read_articles(state)
+            except Exception:  # the fetch is stored already: this must not undo it
+                log.exception("source %s: reading its article pages", state.id)
         result = PollResult(
             state.id,
             ok,
@@ -412,70 +442,42 @@ class Poller:
         )
         return result
 
-    def _read_articles(self, source_id: str) -> tuple[int, int]:
+    def _read_articles(self, state: SourceState) -> tuple[int, int]:
         """Fetch the article pages of a full_text source's items not read yet (at most
-        `polling.articles_per_poll`, newest first, all within one `polling.timeout`), keep their
-        main text and what they say about themselves (the publisher's filing, date, language,
-        canonical address), and file the items on both. Each page is fetched once, read or not;
-        a page that fails is the item's and the source's note, never the poll's failure.
-        Returns the pages fetched and how many of them gave no text."""
-        from aggregator.feed import article, webpage
-        from aggregator.feed.discover import problem_of
-
+        `polling.articles_per_poll`, the latest published first, all within one
+        `polling.timeout`), keep their main text and what they say about themselves (the
+        publisher's filing, dates, language, canonical address, picture), and file the items on
+        both. Each page is fetched once, read or not; one that fails for a while (timeout,
+        network, 429, 5xx) is tried again at later polls, a few times. A page's failure is its
+        item's and the source's note, never the poll's. Returns the pages fetched and how many
+        of them gave no text."""
         polling = self._config.polling
-        now = self.storage.clock()
-        pending = self.storage.pending_articles(source_id, polling.articles_per_poll)
+        pending = self.storage.pending_articles(state.id, polling.articles_per_poll)
         if not pending:
             return 0, 0
-        deadline = time.monotonic() + polling.timeout.total_seconds()
+        now = self.storage.clock()
+        budget = polling.timeout.total_seconds()
+        deadline = time.monotonic() + budget
         fetched: list[ArticleFetch] = []
         read: list[tuple[int, Entry]] = []
         problems: list[str] = []
         for item in pending:
             left = deadline - time.monotonic()
-            if left <= 0 or item.entry.link is None:
-                break  # the rest wait for the next poll
-            page = self.fetcher.fetch(FetchRequest(item.entry.link, timeout=left))
-            problem, html = problem_of(page), None
-            if page.error is FetchError.TOO_LARGE:
-                problem = f"the page is larger than the limit of {polling.max_size:,} bytes"
-            content_type = page.headers.get("content-type")
-            if problem is None and not webpage.looks_like_html(page.body, content_type):
-                problem = f"not a web page ({content_type or 'no content type'})"
-            facts = webpage.Facts()
-            if problem is None:
-                got = article.read(page.body, page.url, content_type)
-                html, facts = got.html, got.facts
-                if html is None:
-                    problem = "no article text found on the page"
-            fetched.append(
-                ArticleFetch(
-                    item.id,
-                    html,
-                    problem,
-                    self.storage.clock(),
-                    publisher=facts.publisher,
-                    published=facts.published if _plausible(facts.published, now) else None,
-                    modified=facts.modified if _plausible(facts.modified, now) else None,
-                    language=facts.language if len(facts.language or "") <= 35 else None,
-                    image=facts.image,
-                    canonical=_own_canonical(facts.canonical, item.entry.link),
-                )
-            )
-            if html is not None or facts.publisher:  # filed again on what the page says
-                read.append(
-                    (
-                        item.id,
-                        replace(
-                            item.entry,
-                            content=html or item.entry.content,
-                            publisher=facts.publisher,
-                        ),
-                    )
-                )
-            if html is None:
-                problems.append(f"{item.entry.link}: {problem}")
-        filings = self.processor.file_all(source_id, [entry for _, entry in read])
+            if left < min(1.0, budget / 4) or item.entry.link is None:
+                break  # the rest wait for the next poll, rather than time out for good
+            try:
+                outcome = self._read_article(item.id, item.entry.link, state.fetch_url, left, now)
+            except Exception as exc:  # a page must not fail its source: it is that item's note
+                log.exception("source %s: reading %s", state.id, item.entry.link)
+                outcome = ArticleFetch(item.id, None, f"could not be read: {exc}"[:500], now)
+            fetched.append(outcome)
+            if outcome.html is not None or outcome.publisher:  # filed again on what it says
+                content = outcome.html or item.entry.content
+                entry = replace(item.entry, content=content, publisher=outcome.publisher)
+                read.append((item.id, entry))
+            if outcome.html is None:
+                problems.append(f"{item.entry.link}: {outcome.error}")
+        filings = self.processor.file_all(state.id, [entry for _, entry in read])
         refiled = [(item_id, filing) for (item_id, _), filing in zip(read, filings, strict=True)]
         said = None
         if problems:
@@ -483,15 +485,60 @@ class Poller:
                 f"{len(problems)} of {len(fetched)} article pages could not be read "
                 f"(the first: {problems[0]})"
             )
-            log.info("source %s: %s", source_id, said)
-        self.storage.record_articles(source_id, fetched, refiled, said)
+            log.info("source %s: %s", state.id, said)
+        self.storage.record_articles(state.id, fetched, refiled, said)
         return len(fetched), len(problems)
 
+    def _read_article(
+        self, item_id: int, link: str, feed_url: str, left: float, now: datetime
+    ) -> ArticleFetch:
+        """One article page fetched and read."""
+        from aggregator.feed import article, webpage
+        from aggregator.feed.discover import problem_of
+
+        refused = _refused_address(link, feed_url)
+        if refused is not None:
+            return ArticleFetch(item_id, None, refused, now)
+        max_size = self._config.polling.max_size
+        cap = min(max_size, article.MAX_BYTES)
+        page = self.fetcher.fetch(FetchRequest(link, timeout=left, max_bytes=cap))
+        problem = problem_of(page)
+        transient = page.error in _TRANSIENT or page.status == 429 or (page.status or 0) >= 500
+        if page.error is FetchError.TOO_LARGE:
+            problem = f"the page is larger than the limit of {cap:,} bytes"
+        content_type = page.headers.get("content-type")
+        if problem is None and not webpage.looks_like_html(page.body, content_type):
+            problem = f"not a web page ({content_type or 'no content type'})"
+        if problem is not None:
+            return ArticleFetch(item_id, None, problem, now, transient=transient)
+        try:
+            got = article.read(page.body, page.url, content_type)
+        except article.TooComplexError as exc:
+            return ArticleFetch(item_id, None, str(exc), now)
+        facts = got.facts
+        return ArticleFetch(
+            item_id,
+            got.html,
+            None if got.html is not None else "no article text found on the page",
+            now,
+            publisher=facts.publisher,
+            published=facts.published if _plausible(facts.published, now) else None,
+            modified=facts.modified if _plausible(facts.modified, now) else None,
+            language=facts.language if len(facts.language or "") <= 35 else None,
+            image=facts.image,
+            canonical=_own_canonical(facts.canonical, link),
+        )
+
     def _discover(
-        self, source_id: str, page: FetchResult, headers: dict[str, str], now: datetime
+        self,
+        source_id: str,
+        page: FetchResult,
+        headers: dict[str, str],
+        now: datetime,
+        budget: float | None = None,
     ) -> discover.Found[Prepared]:
         """The first feed the page names that reads, prepared; within one fetch's timeout for
-        them all. Raises NoFeedError."""
+        them all (or `budget` seconds). Raises NoFeedError."""
         from aggregator.feed import discover
 
         return discover.find(
@@ -499,7 +546,7 @@ class Poller:
             page,
             lambda fetched: self._prepare(source_id, fetched, now),
             headers=headers,
-            budget=self._config.polling.timeout.total_seconds(),
+            budget=self._config.polling.timeout.total_seconds() if budget is None else budget,
         )
 
     def _rediscover(
@@ -509,13 +556,18 @@ class Poller:
         where the page or its feeds give none (the feed's own failure is then what is told)."""
         from aggregator.feed import discover, webpage
 
+        budget = self._config.polling.timeout.total_seconds()  # the page and its feeds share it
+        started = time.monotonic()
         page = self.fetcher.fetch(FetchRequest(state.url, headers=headers))
-        if not _is_document(page) or not webpage.looks_like_html(
-            page.body, page.headers.get("content-type")
+        left = budget - (time.monotonic() - started)
+        if (
+            left <= 0
+            or not _is_document(page)
+            or not webpage.looks_like_html(page.body, page.headers.get("content-type"))
         ):
             return None
         try:
-            return self._discover(state.id, page, headers, now)
+            return self._discover(state.id, page, headers, now, budget=left)
         except discover.NoFeedError as missing:
             log.info("source %s: %s", state.id, missing)
             return None

@@ -169,6 +169,7 @@ class ArticleFetch:
     html: str | None
     error: str | None
     fetched_at: datetime
+    transient: bool = False  # a failure that may pass (timeout, network, 429, 5xx): tried again
     publisher: tuple[tuple[str, str], ...] = ()
     published: datetime | None = None  # kept where the feed gave no date
     modified: datetime | None = None  # kept where the feed gave no update date

@@ -106,6 +106,15 @@ def test_hostile_pages_are_read_within_bounds() -> None:
     assert len(webpage.feed_links(many, "http://h.example/")) == webpage.MAX_LINKS
     for junk in (b"", b"\x00\x01\x02", b"<", b"<html><link rel=alternate href='javascript:x'>"):
         assert webpage.feed_links(junk, "http://h.example/") == []
+    # a run of comments before the document (a regex repeating `<!--.*?-->` never finished)
+    assert not webpage.looks_like_html(b"<!---->" * 600 + b"<rss>", "application/xml")
+    assert webpage.looks_like_html(b"<!-- a -->" * 300 + b"<!DOCTYPE html>", None)
+    # a codec libxml2 does not know, a base that is no URL
+    odd = b'<html><head><meta charset="rot13"><base href="http://[bad"><link rel=alternate '
+    odd += b"type=application/rss+xml href=/f.xml></head></html>"
+    assert [link.url for link in webpage.feed_links(odd, "http://h.example/")] == [
+        "http://h.example/f.xml"
+    ]
 
 
 # -- a source whose url is a page -------------------------------------------------------------
@@ -352,3 +361,24 @@ def test_the_status_page_shows_a_page_source_with_its_feed_and_the_yaml(tmp_path
     assert f"- id: south\n  url: {server.url('/feed/')}    # was {server.url('/')}" in text
     assert f"A web page: polling the feed it names, {server.url('/feed/')}" in text
     assert 'id="moved"' not in text  # not a permanent redirect
+
+
+def test_a_sources_headers_go_to_its_own_host_only(
+    server: FeedServer, storage: Storage, harness_for: Build
+) -> None:
+    elsewhere = server.url("/feed/").replace("127.0.0.1", "localhost")
+    body = (
+        (SITE / "home.html").read_bytes().replace(b'href="/feed/"', f'href="{elsewhere}"'.encode())
+    )
+    server.routes["/"] = lambda r: Reply(200, body, {"Content-Type": "text/html"})
+    server.routes["/feed/"] = feed_file(rss("south", 1))
+    text = (
+        "sections: [{id: world, title: World}]\n"
+        f"sources:\n  - {{id: south, url: '{server.url('/')}', section: world, "
+        "headers: {X-Api-Key: s3cret}}\n"
+        "polling: {host_gap: 0s}\n"
+    )
+    result = harness_for(load_text(text, "test.yaml", env={})).poll()["south"]
+    assert result.ok and result.discovered == elsewhere
+    assert server.requests_to("/")[0].headers["x-api-key"] == "s3cret"
+    assert "x-api-key" not in server.requests_to("/feed/")[0].headers  # another host's

@@ -47,13 +47,13 @@ def server() -> Iterator[FeedServer]:
         yield running
 
 
-def config_for(server: FeedServer, polling: str = "") -> Config:
+def config_for(server: FeedServer, polling: str = "", max_size: str = "64KiB") -> Config:
     text = (
         "sections: [{id: opinion, title: Opinion}]\n"
         "topics: [{id: palestine, title: Palestine, keywords: [Gaza]}]\n"
         f"sources:\n  - {{id: south, url: '{server.url('/feed.xml')}', section: opinion, "
         "full_text: true}\n"
-        f"polling: {{timeout: 2s, max_size: 64KiB, host_gap: 0s{polling}}}\n"
+        f"polling: {{timeout: 2s, max_size: {max_size}, host_gap: 0s{polling}}}\n"
     )
     return load_text(text, "test.yaml", env={})
 
@@ -288,3 +288,117 @@ def test_article_pages_are_fetched_politely_a_host_gap_apart(
     # the feed and its pages are one host's: each request starts a gap after the last
     assert len(starts) == 3
     assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(starts))
+
+
+# -- hostile and failing article pages --------------------------------------------------------
+
+
+HOSTILE = {
+    # a codec Python knows and libxml2 does not
+    "/h/codec.html": b'<html><head><meta charset="base64"></head><body><p>x</p></body></html>',
+    # JSON-LD with a 400-digit breadcrumb position and a date of year 1 with an offset
+    "/h/jsonld.html": ARTICLE.replace(b'"position": 1', b'"position": ' + b"9" * 400).replace(
+        b"2026-11-29T14:05:00-05:00", b"0001-01-01T05:00:00+10:00"
+    ),
+    # a base that is no URL, and a canonical link of 1,900 CJK characters (5.7 KB)
+    "/h/canonical.html": ARTICLE.replace(b"<head>", b'<head><base href="http://[bad">').replace(
+        b"the-long-road-to-a-ceasefire-20261129-0012.html", ("長" * 1900).encode()
+    ),
+    # more elements than an extractor is given
+    "/h/complex.html": b"<html><body>" + b"<p>w</p>" * 13_000 + b"</body></html>",
+}
+
+
+def test_hostile_article_pages_are_each_their_items_note_and_the_poll_goes_on(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
+) -> None:
+    clock.now = NOW
+    paths = [*HOSTILE, "/a/fine.html"]
+    server.routes["/feed.xml"] = feed_file(teasers(server, paths))
+    for path, body in HOSTILE.items():
+        server.routes[path] = page(body)
+    server.routes["/a/fine.html"] = page(ARTICLE)
+    h = harness_for(config_for(server, max_size="1MiB"))
+    result = h.poll()["south"]
+    assert result.ok and result.kind == "" and (result.new, result.articles) == (5, 5)
+    items = by_link(storage)
+    assert "Outside the hotel" in items[server.url("/a/fine.html")].entry.content
+    assert "Outside the hotel" in items[server.url("/h/jsonld.html")].entry.content
+    jsonld = items[server.url("/h/jsonld.html")]
+    assert jsonld.published == datetime(2026, 11, 29, 1, tzinfo=UTC)  # the feed's, kept
+    canonical = items[server.url("/h/canonical.html")]
+    assert canonical.entry.canonical_link == server.url("/h/canonical.html")  # 5.7 KB: not used
+    assert items[server.url("/h/codec.html")].article_error == "no article text found on the page"
+    assert items[server.url("/h/complex.html")].article_error == (
+        "the page is too large to look for an article in (13,002 elements; at most 12,000)"
+    )
+    state = storage.source("south")
+    assert state is not None and state.last_error is None and state.consecutive_failures == 0
+
+
+def test_a_feed_edit_keeps_what_the_article_page_added(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
+) -> None:
+    clock.now = NOW
+    server.routes["/feed.xml"] = feed_file(teasers(server, ["/a/ceasefire.html"]), etag='"1"')
+    server.routes["/a/ceasefire.html"] = page(ARTICLE)
+    h = harness_for(filing_config(server))
+    h.poll()
+    server.routes["/feed.xml"] = feed_file(
+        teasers(server, ["/a/ceasefire.html"], extra="(corrected)"), etag='"2"'
+    )
+    clock.advance(minutes=40)
+    assert h.poll()["south"].updated == 1
+    item = by_link(storage)[server.url("/a/ceasefire.html")]
+    assert "(corrected)" in item.entry.summary
+    # still filed on the publisher's own filing and text, with the page's picture and language
+    assert (item.section_id, item.topics) == ("opinion", ("palestine",))
+    assert item.entry.image == "https://southern.example/media/2026/11/rafah-convoy.jpg"
+    assert item.entry.updated == datetime(2026, 11, 29, 23, 40, tzinfo=UTC)
+    assert item.entry.language == "en" and ("breadcrumb", "Opinion") in item.entry.publisher
+
+
+def test_a_page_that_fails_for_a_while_is_tried_again_a_few_times(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
+) -> None:
+    clock.now = NOW
+    server.routes["/feed.xml"] = feed_file(teasers(server, ["/a/busy.html", "/a/down.html"]))
+    answers = iter([Reply(503, b"busy"), Reply(200, ARTICLE, {"Content-Type": "text/html"})])
+    server.routes["/a/busy.html"] = lambda r: next(answers)
+    server.routes["/a/down.html"] = lambda r: Reply(502, b"down")
+    h = harness_for(config_for(server))
+    polled = []
+    for _ in range(5):
+        polled.append(h.poll()["south"].articles)
+        clock.advance(minutes=40)
+    items = by_link(storage)
+    assert "Outside the hotel" in items[server.url("/a/busy.html")].entry.content
+    assert len(server.requests_to("/a/busy.html")) == 2  # a 503, then read
+    assert len(server.requests_to("/a/down.html")) == 3  # three tries, then let be
+    assert items[server.url("/a/down.html")].article_error == "HTTP 502 Bad Gateway"
+    assert polled == [2, 2, 1, 0, 0]
+
+
+def test_no_article_is_fetched_when_the_feed_fails_or_lives_on_a_private_address(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
+) -> None:
+    clock.now = NOW
+    local = server.url("/a/inside.html").replace("127.0.0.1", "localhost")
+    feed = teasers(server, ["/a/ceasefire.html"]).replace(
+        server.url("/a/ceasefire.html").encode(), local.encode()
+    )
+    server.routes["/feed.xml"] = feed_file(feed, etag='"1"')
+    server.routes["/a/inside.html"] = page(ARTICLE)
+    h = harness_for(config_for(server))
+    assert h.poll()["south"].article_failures == 1
+    (item,) = storage.recent_items(source_id="south")
+    # the feed is on 127.0.0.1; its link names another host that is this machine: refused
+    assert item.article_error is not None
+    assert item.article_error.startswith("not fetched: localhost is a private or local network")
+    assert server.requests_to("/a/inside.html") == []
+    # a failing feed fetches no article pages (its host may well be down)
+    server.routes["/feed.xml"] = feed_file(teasers(server, ["/a/new.html"]), etag='"2"')
+    h.poll()  # stores /a/new.html, reads it
+    server.routes["/feed.xml"] = lambda r: Reply(500, b"oops")
+    clock.advance(minutes=40)
+    assert h.poll()["south"].articles == 0

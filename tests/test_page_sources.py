@@ -118,6 +118,9 @@ def test_without_link_and_title_selectors_the_items_own_link_and_its_text_are_us
         ("<span>Nov 29</span>", datetime(2026, 11, 29)),  # this year's
         ("<span>Dec 30</span>", datetime(2025, 12, 30)),  # last year's: not in the future
         ("<span>3 hours ago</span>", None),
+        ('<time datetime="2026-01-01T00:00+99:00">x</time>', None),  # no such offset
+        ("<span>29 Nov 2026 14:05 +2400</span>", None),
+        ('<time datetime="0001-01-01T05:00:00+10:00">x</time>', None),  # before year 1 in UTC
         ("<span>2026</span>", None),
         ("<span>Updated</span>", None),
         ('<time datetime="not a date">x</time>', None),
@@ -265,3 +268,7 @@ def test_check_rejects_a_selector_that_cannot_compile_with_its_position(tmp_path
     assert done.output.splitlines()[0].startswith(
         f"{path}:7:14: sources[0].page.items: `article:nth-child(odd` is not a CSS selector"
     )
+    # a namespace compiles, and could only fail when run: it is refused here
+    path.write_text(path.read_text().replace("'article:nth-child(odd'", "'ns|article'"))
+    done = CliRunner().invoke(cli, ["check", str(path)])
+    assert done.exit_code == 2 and "`ns|article` cannot be used on a web page" in done.output

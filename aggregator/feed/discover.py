@@ -87,11 +87,15 @@ def find(
     links, guessed = candidates(page)
     deadline = time.monotonic() + budget
     tried: list[Tried] = []
+    host = urlsplit(page.url).hostname
     for link in links[:tries]:
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        fetched = fetcher.fetch(FetchRequest(link.url, headers=dict(headers or {}), timeout=left))
+        # the source's headers (an API key, say) go to its own host only, not wherever a page
+        # links to
+        own = dict(headers or {}) if urlsplit(link.url).hostname == host else {}
+        fetched = fetcher.fetch(FetchRequest(link.url, headers=own, timeout=left))
         problem = problem_of(fetched)
         if problem is None:
             try:

@@ -66,6 +66,7 @@ class FetchRequest:
     last_modified: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout: float | None = None  # seconds, where shorter than the fetcher's (a shared budget)
+    max_bytes: int | None = None  # decoded bytes, where fewer than the fetcher's
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,11 @@ class Fetcher:
         """GET a feed conditionally, following up to `max_redirects` redirects."""
         spent = 0.0  # on the wire, across hops; waiting for a host's turn is not counted
         limit = self._timeout if request.timeout is None else min(self._timeout, request.timeout)
+        cap = (
+            self._max_bytes
+            if request.max_bytes is None
+            else min(self._max_bytes, request.max_bytes)
+        )
         url, permanent, all_permanent = request.url, None, True
         headers = dict(request.headers)
         if request.etag:
@@ -292,7 +298,7 @@ class Fetcher:
                     deadline = began + max(limit - spent, 0.0)
                     token = _DEADLINE.set(deadline)
                     try:
-                        outcome = self._get(url, headers, deadline)
+                        outcome = self._get(url, headers, deadline, cap)
                     finally:
                         _DEADLINE.reset(token)
             except httpx.TimeoutException:
@@ -364,7 +370,7 @@ class Fetcher:
         return FetchResult(url, response.status_code, seconds=time.monotonic() - started)
 
     def _get(
-        self, url: str, headers: Mapping[str, str], deadline: float
+        self, url: str, headers: Mapping[str, str], deadline: float, cap: int
     ) -> FetchResult | tuple[int, str]:
         """One request: a redirect to follow, or the final result."""
         remaining = max(0.001, deadline - time.monotonic())
@@ -376,13 +382,13 @@ class Fetcher:
                 name: response.headers[name] for name in _KEPT_HEADERS if name in response.headers
             }
             declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > self._max_bytes:
+            if declared.isdigit() and int(declared) > cap:
                 return FetchResult(
                     url,
                     response.status_code,
                     headers=kept,
                     error=FetchError.TOO_LARGE,
-                    message=_too_large(self._max_bytes, f"{int(declared):,} bytes"),
+                    message=_too_large(cap, f"{int(declared):,} bytes"),
                 )
             body = bytearray()
             # Read to the end even for a 304 (whose body is empty): a response closed unread
@@ -391,13 +397,13 @@ class Fetcher:
             encoding = None if not_modified else response.headers.get("content-encoding")
             for chunk in decoded(response.iter_raw(_CHUNK), encoding):
                 body += chunk
-                if len(body) > self._max_bytes:
+                if len(body) > cap:
                     return FetchResult(
                         url,
                         response.status_code,
                         headers=kept,
                         error=FetchError.TOO_LARGE,
-                        message=_too_large(self._max_bytes, "more"),
+                        message=_too_large(cap, "more"),
                     )
                 if time.monotonic() > deadline:
                     raise httpx.ReadTimeout("total deadline passed")

@@ -48,9 +48,7 @@ _FEEDISH = re.compile(
 # Jekyll and static generators, in rough order of how common they are).
 COMMON_PATHS = ("/feed", "/rss", "/rss.xml", "/feed.xml", "/atom.xml", "/index.xml")
 
-_HTML_START = re.compile(
-    rb"\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)\b", re.I | re.S
-)
+_HTML_TAG = re.compile(rb"<(?:!doctype\s+html|html)\b", re.I)
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9_.:-]+)", re.I)
 
@@ -70,7 +68,20 @@ def looks_like_html(body: bytes, content_type: str | None) -> bool:
     kind = (content_type or "").split(";", 1)[0].strip().lower()
     if kind in ("text/html", "application/xhtml+xml"):
         return True
-    return _HTML_START.match(body[:4096].lstrip(b"\xef\xbb\xbf")) is not None
+    return _HTML_TAG.match(_past_prologue(body[:4096])) is not None
+
+
+def _past_prologue(head: bytes) -> bytes:
+    """A document's start past its byte-order mark, XML declaration and comments, skipped by
+    hand: a regex that repeats `<!--.*?-->` backtracked exponentially on a run of comments."""
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if text.startswith(b"<?xml"):
+        end = text.find(b"?>")
+        text = text[end + 2 :].lstrip() if end >= 0 else b""
+    while text.startswith(b"<!--"):
+        end = text.find(b"-->", 4)
+        text = text[end + 3 :].lstrip() if end >= 0 else b""
+    return text
 
 
 def _encoding(body: bytes, content_type: str | None) -> str:
@@ -99,16 +110,19 @@ def _known(name: str) -> str:
 
 def parse(body: bytes, content_type: str | None = None) -> etree._Element | None:
     """The page as an lxml tree, or None where there is nothing to read."""
-    parser = lxml.html.HTMLParser(
-        encoding=_encoding(body, content_type),
-        remove_comments=True,
-        remove_pis=True,
-        no_network=True,
-        huge_tree=False,  # libxml2's own bounds on depth and text size stay on
-    )
+    options = {
+        "remove_comments": True,
+        "remove_pis": True,
+        "no_network": True,
+        "huge_tree": False,  # libxml2's own bounds on depth and text size stay on
+    }
+    try:
+        parser = lxml.html.HTMLParser(encoding=_encoding(body, content_type), **options)
+    except LookupError:  # a codec Python knows and libxml2 does not (base64, rot13, idna...)
+        parser = lxml.html.HTMLParser(encoding="windows-1252", **options)
     try:
         root = etree.fromstring(body, parser)
-    except (etree.ParserError, etree.XMLSyntaxError, ValueError):
+    except (etree.ParserError, etree.XMLSyntaxError, ValueError, LookupError):
         return None
     return root
 
@@ -118,9 +132,12 @@ def _base(root: etree._Element, url: str) -> str:
     for base in root.iter("base"):
         href = str(base.get("href") or "").strip()
         if href:
-            joined = urljoin(url, href)
-            if urlsplit(joined).scheme in ("http", "https"):
-                return joined
+            try:
+                joined = urljoin(url, href)
+                if urlsplit(joined).scheme in ("http", "https"):
+                    return joined
+            except ValueError:  # "http://[bad": no base at all
+                pass
         break
     return url
 
@@ -245,10 +262,15 @@ def selector_problem(text: str) -> str | None:
     from cssselect import SelectorError
 
     try:
-        _compiled(text)
+        _compiled(text)(_PROBE)  # run once: a namespace (`ns|a`) compiles, then fails to run
     except SelectorError as exc:
         return f"`{text}` is not a CSS selector this reader understands ({exc})"
+    except etree.XPathError as exc:
+        return f"`{text}` cannot be used on a web page ({exc}); namespaces are not"
     return None
+
+
+_PROBE = lxml.html.fromstring("<html><body><p>probe</p></body></html>")
 
 
 @lru_cache(maxsize=256)
@@ -261,8 +283,15 @@ def _compiled(text: str) -> Callable[[Any], list[Any]]:
 def _first(element: Any, selector: str | None) -> Any | None:
     if not selector:
         return None
-    found = _compiled(selector)(element)
+    found = _select(element, selector)
     return found[0] if found else None
+
+
+def _select(element: Any, selector: str) -> list[Any]:
+    try:
+        return list(_compiled(selector)(element))
+    except etree.XPathError:  # checked when the config loaded; never a poll's failure
+        return []
 
 
 def _link_of(item: Any, rules: PageRules) -> Any | None:
@@ -314,13 +343,13 @@ def page_date(element: Any, now: datetime) -> tuple[datetime | None, str]:
     default = datetime(now.year, 1, 1)
     try:
         moment = parser.parse(text, fuzzy=not written, default=default)
-    except (ValueError, OverflowError):
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        moment = moment.astimezone(UTC)
+        if not written and str(moment.year) not in text and moment > now + timedelta(days=1):
+            moment = moment.replace(year=moment.year - 1)  # "Dec 30" read on January 2
+    except (ValueError, OverflowError):  # no such date, or no such offset ("+99:00")
         return None, text[:100]
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
-    if not written and str(moment.year) not in text and moment > now + timedelta(days=1):
-        moment = moment.replace(year=moment.year - 1)  # "Dec 30" read on January 2
     return moment, text[:100]
 
 
@@ -336,7 +365,7 @@ def articles(
     language = (root.get("lang") or "").strip() or None
     found: dict[str, Article] = {}
     notes: list[str] = []
-    items = _compiled(rules.items)(root)
+    items = _select(root, rules.items)
     unlinked = 0
     for item in items[:MAX_ARTICLES]:
         link = _link_of(item, rules)
@@ -419,7 +448,7 @@ def facts(root: Any, url: str) -> Facts:
             terms.append(("tag", content))
         elif kind == "news_keywords":
             terms += [("keyword", k.strip()) for k in content.split(",")]
-    for label in _compiled(_LABELS)(root)[:5]:
+    for label in _select(root, _LABELS)[:5]:
         terms.append(("label", _words(label)))
     headline = _words(_first(root, "h1")).casefold()
     kept: dict[tuple[str, str], None] = {}
@@ -493,7 +522,7 @@ def _strings(value: Any) -> list[str]:
 def _number(value: Any) -> float:
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return float("inf")
 
 
@@ -523,9 +552,9 @@ def _iso(value: Any) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _meta_time(root: Any, name: str) -> datetime | None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Connection,
     Dialect,
     Row,
@@ -327,9 +328,11 @@ def save(
     changes = [change for _, change in edited]
     changed_filings: list[tuple[int, Filing]] = []
     if filer is not None and edited:  # an edit can change what the item is about
-        for (_, change), filing in zip(
-            edited, filer.file_all(source_id, [entry for entry, _ in edited]), strict=True
-        ):
+        pages = _article_of(conn, [change["item_id"] for _, change in edited])
+        as_read = [  # filed on its article page's text and filing, where it has them
+            _with_page(entry, pages.get(change["item_id"])) for entry, change in edited
+        ]
+        for (_, change), filing in zip(edited, filer.file_all(source_id, as_read), strict=True):
             change.update(_filing_columns(filing))
             changed_filings.append((change["item_id"], filing))
     in_batch_order = [row["key"] for row in inserts]
@@ -351,7 +354,13 @@ def save(
         conn.execute(  # one filer for the call: every row sets the same columns
             update(items)
             .where(items.c.id == bindparam("item_id"))
-            .values({name: bindparam(name) for name in changes[0] if name != "item_id"}),
+            .values(
+                {
+                    name: _PAGE_KEEPS.get(name, bindparam(name))
+                    for name in changes[0]
+                    if name != "item_id"
+                }
+            ),
             changes,
         )
         _set_topics(conn, changed_filings, True)
@@ -670,6 +679,45 @@ def count(conn: Connection, source_id: str | None = None) -> int:
     return int(conn.execute(query).scalar_one())
 
 
+ARTICLE_TRIES = 3  # fetches of an article page that failed for a while, before it is let be
+_TRANSIENT = bindparam("transient", type_=Boolean)
+
+
+# What a feed's edit writes where an article page said more: the page's date, picture and
+# update time stay unless the feed now gives its own; its language and canonical link stay.
+_READ = items.c.article_at.is_not(None)
+_PAGE_KEEPS: dict[str, Any] = {
+    name: func.coalesce(bindparam(name, type_=items.c[name].type), items.c[name])
+    for name in ("published_at", "updated_at", "image")
+} | {
+    name: case((_READ, items.c[name]), else_=bindparam(name, type_=items.c[name].type))
+    for name in ("language", "canonical_url")
+}
+
+
+def _article_of(
+    conn: Connection, item_ids: Sequence[int]
+) -> dict[int, tuple[str | None, tuple[tuple[str, str], ...]]]:
+    """The article text and publisher's filing of those items that have them."""
+    found: dict[int, tuple[str | None, tuple[tuple[str, str], ...]]] = {}
+    for chunk in _chunks(item_ids):
+        for row in conn.execute(
+            select(items.c.id, items.c.article, items.c.publisher).where(
+                items.c.id.in_(chunk), items.c.article_at.is_not(None)
+            )
+        ):
+            pairs = tuple((str(k), str(t)) for k, t in row.publisher or ())
+            found[row.id] = (row.article, pairs)
+    return found
+
+
+def _with_page(entry: Entry, page: tuple[str | None, tuple[tuple[str, str], ...]] | None) -> Entry:
+    if page is None:
+        return entry
+    article, publisher = page
+    return replace(entry, content=article or entry.content, publisher=publisher)
+
+
 def pending_articles(conn: Connection, source_id: str, limit: int) -> list[Item]:
     """A source's items whose article page has not been fetched yet, the latest published
     first."""
@@ -678,6 +726,7 @@ def pending_articles(conn: Connection, source_id: str, limit: int) -> list[Item]
         .where(
             items.c.source_id == source_id,
             items.c.article_at.is_(None),
+            items.c.article_tries < ARTICLE_TRIES,
             items.c.url.is_not(None),
         )
         .order_by(items.c.first_seen_at.desc(), items.c.id.desc())
@@ -697,7 +746,12 @@ def record_articles(conn: Connection, fetched: Sequence[ArticleFetch]) -> None:
         .where(items.c.id == bindparam("item_id"), items.c.article_at.is_(None))
         .values(
             article=bindparam("html", type_=Text),
-            article_at=bindparam("at", type_=items.c.article_at.type),
+            # a passing failure leaves the page to fetch again, up to ARTICLE_TRIES times
+            article_at=case(
+                (_TRANSIENT & (items.c.article_tries + 1 < ARTICLE_TRIES), None),
+                else_=bindparam("at", type_=items.c.article_at.type),
+            ),
+            article_tries=items.c.article_tries + case((_TRANSIENT, 1), else_=0),
             article_error=bindparam("error", type_=Text),
             publisher=bindparam("publisher", type_=items.c.publisher.type),
             published_at=func.coalesce(
@@ -716,6 +770,7 @@ def record_articles(conn: Connection, fetched: Sequence[ArticleFetch]) -> None:
                 "html": f.html,
                 "at": f.fetched_at,
                 "error": f.error,
+                "transient": f.transient,
                 "publisher": [list(pair) for pair in f.publisher] or None,
                 "published": f.published,
                 "modified": f.modified,

@@ -147,6 +147,8 @@ items = Table(
     Column("article_at", UTCDateTime),
     Column("article_error", Text),
     Column("publisher", JSON),  # the publisher's own filing on the article page: [[kind, term]]
+    # article pages that failed for a while (a timeout, a 5xx): tried again, up to a bound
+    Column("article_tries", Integer, nullable=False, default=0, server_default=text("0")),
     UniqueConstraint("source_id", "key"),
     # pages of a feed seek to their cursor on these (all items, a section, a source)
     Index("ix_items_first_seen_at_id", "first_seen_at", "id"),

@@ -2,6 +2,8 @@
 
 `items.publisher` holds the breadcrumb, section, keywords, tags and labels read off the article
 page of a `full_text` source's item, as [kind, term] pairs, for section and topic rules to match.
+`items.article_tries` counts article fetches that failed for a while (a timeout, a network error,
+429, 5xx), which are tried again at later polls up to a bound.
 
 Revision ID: 0009
 Revises: 0008
@@ -20,8 +22,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("items") as batch:
         batch.add_column(sa.Column("publisher", sa.JSON))
+        batch.add_column(
+            sa.Column("article_tries", sa.Integer, nullable=False, server_default=sa.text("0"))
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("items") as batch:
+        batch.drop_column("article_tries")
         batch.drop_column("publisher")
