@@ -264,3 +264,45 @@ def test_text_clean_up_skips_only_what_cannot_change() -> None:
     ]
     for text in samples:
         assert fastparse._clean(text) == reference(text), repr(text)
+
+
+def test_an_items_picture_comes_only_from_an_image_never_from_its_audio() -> None:
+    """Media RSS gives `media:content` no default medium: a podcast's MP3 is no picture (it was
+    published as a JSON Feed item's `image`). Both parsers agree."""
+    media = 'xmlns:media="http://search.yahoo.com/mrss/"'
+
+    def item(n: int, inner: str) -> str:
+        return (
+            f"<item><guid>e{n}</guid><title>Episode {n}</title><link>http://example.com/{n}</link>"
+            f"<description>Show notes {n}</description>{inner}</item>"
+        )
+
+    items = [
+        item(
+            0,
+            '<media:content url="http://example.com/e0.mp3" type="audio/mpeg"/>'
+            '<enclosure url="http://example.com/e0.mp3" type="audio/mpeg" length="1"/>',
+        ),
+        item(1, '<media:content url="http://example.com/e1.m4a?x=1"/>'),  # says nothing: no image
+        item(2, '<media:content url="http://example.com/cover.JPG?w=600"/>'),  # looks like one
+        item(3, '<media:content url="http://example.com/pic" medium="image"/>'),
+        item(
+            4,
+            '<media:content url="http://example.com/clip" type="video/mp4"/>'
+            '<media:thumbnail url="http://example.com/still.png"/>',
+        ),
+    ]
+    body = (
+        f'<?xml version="1.0"?><rss version="2.0" {media}><channel><title>Podcast</title>'
+        f"<link>http://example.com/</link><description>d</description>{''.join(items)}"
+        "</channel></rss>"
+    ).encode()
+    fast, slow = _both(body)
+    assert fast == slow and isinstance(fast, ParsedFeed)
+    assert {e.title: e.image for e in fast.entries} == {
+        "Episode 0": None,
+        "Episode 1": None,
+        "Episode 2": "http://example.com/cover.JPG?w=600",
+        "Episode 3": "http://example.com/pic",
+        "Episode 4": "http://example.com/still.png",
+    }

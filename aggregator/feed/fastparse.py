@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from lxml import etree
 
-from aggregator.feed.normalise import RawEntry
+from aggregator.feed.normalise import RawEntry, is_image
 from aggregator.feed.sanitize import escape
 from aggregator.feed.urls import join
 from aggregator.types import Enclosure
@@ -880,9 +880,7 @@ def _picture(entry: _Entry) -> str | None:
         if thumbnail.get("url"):
             return thumbnail["url"]
     for media in entry.media:
-        if media.get("url") and (
-            media.get("medium", "image") == "image" or media.get("type", "").startswith("image/")
-        ):
+        if media.get("url") and is_image(media["url"], media.get("medium"), media.get("type")):
             return media["url"]
     return entry.image_links[0] if entry.image_links else None
 

@@ -264,3 +264,19 @@ def _entry(raw: RawEntry, key: str, feed_url: str, now: datetime) -> tuple[Entry
         updated=updated,
     )
     return entry, dropped
+
+
+# What an image's address ends with, for Media RSS content that names neither medium nor type.
+_IMAGE_ENDINGS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".avif", ".svg", ".bmp")
+
+
+def is_image(url: str, medium: str | None, mime: str | None) -> bool:
+    """Whether a media object is a picture: its medium or type says so, or, where it says
+    neither, its address ends like an image's. Media RSS makes "image" no default: a podcast's
+    `<media:content url="...mp3" type="audio/mpeg">` is no picture for its item."""
+    if medium:
+        return medium.strip().lower() == "image"
+    if mime:
+        return mime.strip().lower().startswith("image/")
+    path = url.split("?", 1)[0].split("#", 1)[0].lower()
+    return path.endswith(_IMAGE_ENDINGS)

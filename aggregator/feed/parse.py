@@ -21,7 +21,7 @@ from typing import Any
 
 from aggregator.exceptions import ParseError
 from aggregator.feed import jsonfeed
-from aggregator.feed.normalise import MAX_LANGUAGE, RawEntry, normalise, xml_text
+from aggregator.feed.normalise import MAX_LANGUAGE, RawEntry, is_image, normalise, xml_text
 from aggregator.feed.sanitize import escape
 from aggregator.types import Enclosure, Entry
 
@@ -171,8 +171,7 @@ def _image(entry: Any) -> str | None:
             url = media.get("url")
             if url and (
                 key == "media_thumbnail"
-                or str(media.get("medium", "image")) == "image"
-                or str(media.get("type", "")).startswith("image/")
+                or is_image(str(url), media.get("medium"), media.get("type"))
             ):
                 return str(url)
     image = entry.get("image")
