@@ -111,6 +111,8 @@ def _channel(view: FeedView, fmt: str, updated: datetime) -> FeedGenerator:
     fg.link(href=view.links.feed(fmt, view.before), rel="self", type=MEDIA_TYPES[fmt])
     fg.updated(updated)
     fg.generator("aggregator", __version__, GENERATOR_URI)
+    if any(entry.image for entry in view.entries):
+        fg.load_extension("media")  # the namespace, once, on the document
     extra = _paging(view, fmt)
     if view.hub:
         extra.insert(0, ("hub", view.hub))
@@ -151,6 +153,9 @@ def _common(entry: EntryView) -> FeedEntry:
     fe.content(entry.content_html, type="html")
     for category in entry.categories:
         fe.category(term=category.term, label=category.label, scheme=category.scheme)
+    if entry.image:  # Media RSS, which feed readers and podcast apps show as the picture
+        fe.load_extension("media")
+        fe.media.thumbnail(url=entry.image, group=None)
     return fe
 
 

@@ -120,6 +120,46 @@ class Also:
     source: str
 
 
+_AUDIO = (".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wav", ".flac")
+_VIDEO = (".mp4", ".m4v", ".webm", ".mov", ".ogv")
+
+
+@dataclass(frozen=True)
+class Media:
+    """An enclosure as a page or a digest shows it: a player for sound and video, a download
+    link for anything."""
+
+    url: str
+    kind: str  # "audio", "video" or "file"
+    type: str  # the media type, where the feed gave one
+    label: str  # "MP3, 24.1 MB": what the download link says
+
+
+def media_of(enclosure: Enclosure) -> Media:
+    path = enclosure.url.split("?", 1)[0].split("#", 1)[0].lower()
+    mime = enclosure.type.lower()
+    if mime.startswith("audio/") or (not mime and path.endswith(_AUDIO)):
+        kind = "audio"
+    elif mime.startswith("video/") or (not mime and path.endswith(_VIDEO)):
+        kind = "video"
+    else:
+        kind = "file"
+    name = path.rsplit("/", 1)[-1]
+    extension = name.rsplit(".", 1)[-1].upper() if "." in name else ""
+    what = extension if 0 < len(extension) <= 5 else (mime.split("/")[-1].upper() or "file")
+    size = _size(enclosure.length) if enclosure.length else ""
+    return Media(enclosure.url, kind, enclosure.type, f"{what}, {size}" if size else what)
+
+
+def _size(length: int) -> str:
+    """A length in bytes as people read it: 812 KB, 24.1 MB, 1.2 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if length >= scale:
+            value = length / scale
+            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{length} bytes"
+
+
 @dataclass(frozen=True)
 class EntryView:
     id: str
@@ -138,6 +178,13 @@ class EntryView:
     source_title: str
     source_url: str
     also: tuple[Also, ...]
+
+    @property
+    def media(self) -> tuple[Media, ...]:
+        """The enclosures that are not the item's picture, as pages and digests show them."""
+        return tuple(
+            media_of(e) for e in self.enclosures if not e.type.lower().startswith("image/")
+        )
 
 
 @dataclass(frozen=True)

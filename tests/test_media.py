@@ -1,0 +1,140 @@
+"""Media in what we publish: a podcast's audio and a video's file as players and download links on
+the pages and in the digest, and kept (with the item's picture as a Media RSS thumbnail) in the
+Atom, RSS and JSON Feed documents, which read back to the same enclosures and picture."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from lxml import etree
+
+from aggregator.config import Config
+from aggregator.digest.compose import compose
+from aggregator.digest.periods import Period
+from aggregator.digest.render import render_digest
+from aggregator.feed.parse import parse_document
+from aggregator.process.pipeline import Processor
+from aggregator.publish.publisher import Publisher
+from aggregator.publish.view import Media, media_of
+from aggregator.storage import Storage
+from aggregator.types import Enclosure
+from tests.feedchecks import atom_problems
+from tests.publishing import BASE, START, entry, newsroom
+from tests.support import Clock
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+MEDIA = "{http://search.yahoo.com/mrss/}"
+EPISODE = Enclosure("https://pod.example/e12.mp3", "audio/mpeg", 24_130_000)
+CLIP = Enclosure("https://video.example/clip.webm", "", None)
+PICTURE = "https://pod.example/e12-cover.jpg"
+
+
+@pytest.fixture
+def config() -> Config:
+    return newsroom()
+
+
+@pytest.fixture
+def publisher(storage: Storage, config: Config, clock: Clock) -> Publisher:
+    processor = Processor(config)
+    storage.sync_sources(config.sources)
+    storage.save_entries(
+        "herald",
+        [
+            entry(
+                "pod12",
+                "Episode 12: the long road to a ceasefire",
+                "<p>Our correspondents on the Gaza talks.</p>",
+                published=START,
+                enclosures=(EPISODE,),
+                image=PICTURE,
+            ),
+            entry(
+                "clip",
+                "Watch: convoys at Rafah",
+                "<p>Aid trucks wait.</p>",
+                published=START + timedelta(hours=1),
+                enclosures=(CLIP, Enclosure("https://video.example/still.jpg", "image/jpeg")),
+            ),
+        ],
+        processor,
+    )
+    return Publisher(storage, config, clock=clock, refresh=0)
+
+
+def test_enclosures_are_told_apart_and_labelled_as_people_read_them() -> None:
+    assert media_of(EPISODE) == Media(EPISODE.url, "audio", "audio/mpeg", "MP3, 24.1 MB")
+    assert media_of(CLIP) == Media(CLIP.url, "video", "", "WEBM")  # by its address alone
+    assert media_of(Enclosure("https://x.example/report", "application/pdf", 812_000)) == Media(
+        "https://x.example/report", "file", "application/pdf", "PDF, 812 KB"
+    )
+
+
+def test_pages_show_a_player_a_download_link_and_the_picture(publisher: Publisher) -> None:
+    page = publisher.page("feeds", "copies").body.decode()
+    assert f'<audio controls preload="none" src="{EPISODE.url}"></audio>' in page
+    assert (
+        f'<a href="{EPISODE.url}" type="audio/mpeg" download>Download the audio (MP3, 24.1 MB)</a>'
+    ) in page
+    assert f'<video controls preload="none" src="{CLIP.url}"></video>' in page
+    assert f'<img class="thumb" src="{PICTURE}" alt="" loading="lazy"' in page
+    # an image enclosure is a picture, not something to download
+    assert "Download the file" not in page and 'still.jpg" download' not in page
+
+
+def test_published_feeds_keep_enclosures_and_the_picture_and_read_back_the_same(
+    publisher: Publisher,
+) -> None:
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    atom = publisher.feed("feeds", "copies", "atom").body
+    doc = etree.fromstring(atom)
+    assert atom_problems(doc) == []
+    episode = next(
+        e for e in doc.iter(f"{ATOM}entry") if "Episode 12" in (e.findtext(f"{ATOM}title") or "")
+    )
+    enclosure = next(link for link in episode.iter(f"{ATOM}link") if link.get("rel") == "enclosure")
+    assert (enclosure.get("href"), enclosure.get("type"), enclosure.get("length")) == (
+        EPISODE.url,
+        "audio/mpeg",
+        "24130000",
+    )
+    assert episode.find(f"{MEDIA}thumbnail").get("url") == PICTURE
+    rss = publisher.feed("feeds", "copies", "rss").body
+    channel = etree.fromstring(rss)
+    assert channel.nsmap.get("media") == "http://search.yahoo.com/mrss/"  # declared once, on top
+    item = next(i for i in channel.iter("item") if "Episode 12" in (i.findtext("title") or ""))
+    assert item.find("enclosure").attrib == {
+        "url": EPISODE.url,
+        "length": "24130000",
+        "type": "audio/mpeg",
+    }
+    assert item.find(f"{MEDIA}thumbnail").get("url") == PICTURE
+    for fmt, body in (("atom", atom), ("rss", rss), ("json", None)):
+        body = body or publisher.feed("feeds", "copies", fmt).body
+        parsed = parse_document(body, f"{BASE}feeds/copies.{fmt}", now)
+        read = next(e for e in parsed.entries if e.title.startswith("Episode 12"))
+        assert [x.url for x in read.enclosures] == [EPISODE.url], fmt
+        assert read.image == PICTURE, fmt  # the picture, never the MP3
+
+
+def test_the_digest_has_a_listen_link_in_both_parts(storage: Storage, clock: Clock) -> None:
+    from tests.test_digest import newsroom as digest_newsroom
+
+    config = digest_newsroom()
+    storage.sync_sources(config.sources)
+    storage.save_entries(
+        "herald",
+        [
+            entry(
+                "pod12", "Episode 12", "<p>Gaza talks.</p>", published=START, enclosures=(EPISODE,)
+            ),
+            entry("clip", "Convoys", "<p>Trucks.</p>", published=START, enclosures=(CLIP,)),
+        ],
+        Processor(config),
+    )
+    period = Period(clock.now - timedelta(days=1), clock.now + timedelta(days=1))
+    rendered = render_digest(compose(storage, config, config.digests[0], period), "test")
+    assert f'href="{EPISODE.url}">▶ Listen (MP3, 24.1 MB)</a>' in rendered.html
+    assert f"  Listen (MP3, 24.1 MB): {EPISODE.url}" in rendered.text
+    assert f"  Watch (WEBM): {CLIP.url}" in rendered.text
