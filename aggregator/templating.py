@@ -21,10 +21,37 @@ from jinja2 import (
     StrictUndefined,
     select_autoescape,
 )
+from markupsafe import Markup
 
 
 def _when(moment: datetime | None) -> str:
     return moment.strftime("%d %b %Y, %H:%M UTC") if moment else ""
+
+
+# Languages written right to left, by primary subtag (Arabic, Hebrew, Persian, Urdu, Pashto,
+# Yiddish, Dhivehi, Sorani, Sindhi, Uyghur, Syriac, N'Ko); any tag with the Arab script subtag too.
+_RTL = frozenset(["ar", "he", "iw", "fa", "ur", "ps", "yi", "dv", "ckb", "sd", "ug", "syr", "nqo"])
+
+
+def _lang(language: str | None) -> str:
+    """`lang` and `dir` attributes for an element holding text in `language` (none when the
+    feed gave none: the text then takes the page's, and `dir="auto"` finds its direction)."""
+    if not language:
+        return ' dir="auto"'
+    code = language.strip().lower()
+    escaped = code.replace('"', "").replace("<", "").replace("&", "")
+    rtl = code.split("-", 1)[0] in _RTL or "-arab" in code
+    return f' lang="{escaped}" dir="{"rtl" if rtl else "ltr"}"'
+
+
+def _dated(moment: datetime | None, zone: str, reference: datetime) -> str:
+    """A time in a zone, with the year only when it is not the year of `reference` (a digest's
+    period): "24 Nov, 07:00 GMT", "30 Dec 2025, 18:10 GMT"."""
+    if moment is None:
+        return ""
+    here, then = moment.astimezone(ZoneInfo(zone)), reference.astimezone(ZoneInfo(zone))
+    fmt = "%d %b, %H:%M" if here.year == then.year else "%d %b %Y, %H:%M"
+    return f"{here.strftime(fmt)} {here.tzname()}"
 
 
 def _local(moment: datetime | None, zone: str, fmt: str = "%d %b %Y, %H:%M") -> str:
@@ -56,6 +83,8 @@ def environment(overrides: str | None = None) -> Environment:
     env.filters["when"] = _when
     env.filters["iso"] = lambda moment: moment.isoformat() if moment else ""
     env.filters["local"] = _local
+    env.filters["dated"] = _dated
+    env.filters["lang"] = lambda language: Markup(_lang(language))
     return env
 
 

@@ -138,3 +138,40 @@ def test_the_digest_has_a_listen_link_in_both_parts(storage: Storage, clock: Clo
     assert f'href="{EPISODE.url}">▶ Listen (MP3, 24.1 MB)</a>' in rendered.html
     assert f"  Listen (MP3, 24.1 MB): {EPISODE.url}" in rendered.text
     assert f"  Watch (WEBM): {CLIP.url}" in rendered.text
+
+
+# -- language and dates -------------------------------------------------------------------------
+
+
+def test_each_item_keeps_its_language_and_direction_on_pages_and_in_the_digest(
+    storage: Storage, clock: Clock
+) -> None:
+    from tests.test_digest import newsroom as digest_newsroom
+
+    config = digest_newsroom()
+    storage.sync_sources(config.sources)
+    storage.save_entries(
+        "herald",
+        [
+            entry("ar1", "غزة: قافلة مساعدات", "<p>نص</p>", published=START, language="ar"),
+            entry("es1", "Gaza: la ayuda espera", "<p>Texto</p>", published=START, language="es"),
+            entry(
+                "old",
+                "A story from last year",
+                "<p>Text</p>",
+                published=datetime(2025, 12, 30, 18, 10, tzinfo=UTC),
+            ),
+            entry("none", "No language given", "<p>Text</p>", published=START),
+        ],
+        Processor(config),
+    )
+    page = Publisher(storage, config, clock=clock, refresh=0).page("sections", "world").body
+    html = page.decode()
+    assert '<li lang="ar" dir="rtl">' in html and '<li lang="es" dir="ltr">' in html
+    assert '<li dir="auto">' in html  # no language: its own text decides the direction
+    period = Period(clock.now - timedelta(days=400), clock.now + timedelta(days=1))
+    rendered = render_digest(compose(storage, config, config.digests[0], period), "test")
+    assert 'dir="rtl" lang="ar"' in rendered.html  # (the inliner sorts attributes)
+    # the year shows where it is not the digest's own
+    assert "30 Dec 2025, 18:10 GMT" in rendered.text
+    assert "20 Nov, 08:00 GMT" in rendered.text
