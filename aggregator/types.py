@@ -113,6 +113,10 @@ class Entry:
     # the publisher's own filing, read off the article page (full_text sources): (kind, term),
     # kind one of breadcrumb, section, keyword, tag, label; not part of what a feed edit changes
     publisher: tuple[tuple[str, str], ...] = ()
+    # a podcast episode's iTunes tags (not part of the digest either: they come and go with
+    # the parser that read them, and are no edit a reader sees)
+    duration: int | None = None  # seconds
+    explicit: bool | None = None
 
     @cached_property
     def digest(self) -> str:

@@ -4,6 +4,7 @@ Atom, RSS and JSON Feed documents, which read back to the same enclosures and pi
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,7 +20,7 @@ from aggregator.publish.publisher import Publisher
 from aggregator.publish.view import Media, media_of
 from aggregator.storage import Storage
 from aggregator.types import Enclosure
-from tests.feedchecks import atom_problems
+from tests.feedchecks import atom_problems, json_feed_problems
 from tests.publishing import BASE, START, entry, newsroom
 from tests.support import Clock
 
@@ -175,3 +176,73 @@ def test_each_item_keeps_its_language_and_direction_on_pages_and_in_the_digest(
     # the year shows where it is not the digest's own
     assert "30 Dec 2025, 18:10 GMT" in rendered.text
     assert "20 Nov, 08:00 GMT" in rendered.text
+
+
+# -- podcasts ------------------------------------------------------------------------------------
+
+PODCAST = b"""<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0" xmlns:itunes="http://www.itunes.com/dtds/podcast-1.0.dtd">
+<channel><title>The Briefing</title><link>https://pod.example/</link><description>d</description>
+<item><guid>https://pod.example/12</guid><title>Episode 12: ceasefire talks</title>
+<link>https://pod.example/12</link><description>Our correspondents in Cairo.</description>
+<pubDate>Fri, 20 Nov 2026 08:00:00 +0000</pubDate>
+<enclosure url="https://pod.example/12.mp3" type="audio/mpeg" length="24130000"/>
+<itunes:duration>30:30</itunes:duration><itunes:explicit>clean</itunes:explicit>
+<itunes:image href="https://pod.example/12.jpg"/></item>
+<item><guid>https://pod.example/11</guid><title>Episode 11: the long night</title>
+<link>https://pod.example/11</link><description>Explicit: war reporting.</description>
+<pubDate>Thu, 19 Nov 2026 08:00:00 +0000</pubDate>
+<enclosure url="https://pod.example/11.mp3" type="audio/mpeg" length="1000"/>
+<itunes:duration>1:02:03</itunes:duration><itunes:explicit>yes</itunes:explicit></item>
+<item><guid>https://pod.example/10</guid><title>Episode 10: trailer</title>
+<link>https://pod.example/10</link><description>A first look.</description>
+<pubDate>Wed, 18 Nov 2026 08:00:00 +0000</pubDate>
+<enclosure url="https://pod.example/10.mp3" type="audio/mpeg" length="1000"/>
+<itunes:duration>95</itunes:duration><itunes:explicit>no</itunes:explicit></item>
+</channel></rss>"""
+
+
+def test_a_republished_podcast_keeps_its_episodes_itunes_tags(
+    storage: Storage, config: Config, clock: Clock
+) -> None:
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    parsed = parse_document(PODCAST, "https://pod.example/feed.xml", now)
+    # "clean" is not explicit; "no" says nothing feedparser tells apart from no tag at all
+    assert [(e.duration, e.explicit, e.image) for e in parsed.entries] == [
+        (1830, False, "https://pod.example/12.jpg"),
+        (3723, True, None),
+        (95, None, None),
+    ]
+    storage.sync_sources(config.sources)
+    storage.save_entries("herald", parsed.entries, Processor(config))
+    publisher = Publisher(storage, config, clock=clock, refresh=0)
+    rss = publisher.feed("feeds", "copies", "rss").body
+    channel = etree.fromstring(rss)
+    itunes = "{http://www.itunes.com/dtds/podcast-1.0.dtd}"
+    assert channel.nsmap.get("itunes") == itunes[1:-1]
+    episodes = {i.findtext("title"): i for i in channel.iter("item")}
+    twelve = episodes["Episode 12: ceasefire talks"]
+    assert twelve.findtext(f"{itunes}duration") == "00:30:30"
+    assert twelve.findtext(f"{itunes}explicit") == "clean"
+    assert twelve.find(f"{itunes}image").get("href") == "https://pod.example/12.jpg"
+    assert twelve.find("enclosure").get("url") == "https://pod.example/12.mp3"
+    assert episodes["Episode 11: the long night"].findtext(f"{itunes}explicit") == "yes"
+    trailer = episodes["Episode 10: trailer"]
+    assert trailer.findtext(f"{itunes}duration") == "00:01:35"
+    assert trailer.find(f"{itunes}explicit") is None
+    # read back, the republished podcast is the same podcast
+    again = parse_document(rss, f"{BASE}feeds/copies.rss", now)
+    assert sorted((e.title, e.duration, e.explicit) for e in again.entries) == [
+        ("Episode 10: trailer", 95, None),
+        ("Episode 11: the long night", 3723, True),
+        ("Episode 12: ceasefire talks", 1830, False),
+    ]
+    document = json.loads(publisher.feed("feeds", "copies", "json").body)
+    attachments = {i["title"]: i["attachments"][0] for i in document["items"]}
+    assert attachments["Episode 12: ceasefire talks"] == {
+        "url": "https://pod.example/12.mp3",
+        "mime_type": "audio/mpeg",
+        "size_in_bytes": 24130000,
+        "duration_in_seconds": 1830,
+    }
+    assert json_feed_problems(document) == []

@@ -198,6 +198,9 @@ _FEED_IGNORED = _words(
 )
 # Media RSS read on entries (pictures), and what may sit inside it without changing a field read
 _MEDIA = _words("media_thumbnail media_content media_group")
+# Podcast tags feedparser keeps under their own names and the entry reads (parse.py): a podcast's
+# episodes go to feedparser (the others, itunes:explicit and itunes:image, it handles already).
+_PODCAST = _words("itunes_duration")
 _MEDIA_HARMLESS = _words("media_credit media_rating media_restriction media_license media_player")
 # Media RSS elements feedparser reads as the title, summary or tags of what holds them
 _MEDIA_TEXT = _words("media_title media_description media_keywords media_category")
@@ -620,7 +623,7 @@ class _Reader:
                 getattr(self, f"_e_{name}", self._e_plain)(entry, child, name)
             elif name in _MEDIA:
                 self._media(entry, child, name)
-            elif name in HANDLED_BY_FEEDPARSER or name in _ENTRY_KEYS:
+            elif name in HANDLED_BY_FEEDPARSER or name in _ENTRY_KEYS or name in _PODCAST:
                 raise _OutsideError(name)
             else:  # kept by feedparser under its own name, which is none of the keys read here
                 self._unknown(child)

@@ -65,6 +65,8 @@ class RawEntry:
     published: datetime | None = None
     updated: datetime | None = None
     problems: tuple[str, ...] = ()  # what the adapter had to drop, said on the source
+    duration: int | None = None  # a podcast episode's length in seconds (itunes:duration)
+    explicit: bool | None = None  # itunes:explicit, where the feed says
 
 
 def _absolute(base: str, url: str | None) -> str | None:
@@ -262,6 +264,8 @@ def _entry(raw: RawEntry, key: str, feed_url: str, now: datetime) -> tuple[Entry
         image=safe_url(_absolute(html_base, raw.image)),
         published=published or updated,
         updated=updated,
+        duration=raw.duration if raw.duration is not None and 0 <= raw.duration < 2**31 else None,
+        explicit=raw.explicit,
     )
     return entry, dropped
 

@@ -223,7 +223,28 @@ def _raw(entry: Any, feed: Any) -> RawEntry:
         # dict.get: feedparser's own .get maps a missing updated date to the published one
         updated=_date(dict.get(entry, "updated_parsed")),
         problems=tuple(_unreadable_dates(entry)),
+        duration=_duration(entry.get("itunes_duration")),
+        explicit=entry.get("itunes_explicit")
+        if entry.get("itunes_explicit") in (True, False)
+        else None,
     )
+
+
+def _explicit(value: Any) -> bool | None:
+    """feedparser's reading of itunes:explicit: True, False, or None where the feed says
+    neither."""
+    return value if isinstance(value, bool) else None
+
+
+def _duration(value: Any) -> int | None:
+    """itunes:duration as podcasts write it: seconds ("1830"), "MM:SS" or "HH:MM:SS"."""
+    parts = str(value or "").strip().split(":")
+    if not 1 <= len(parts) <= 3 or not all(p.isdigit() and len(p) <= 9 for p in parts):
+        return None
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + int(part)
+    return seconds
 
 
 def _unreadable_dates(entry: Any) -> list[str]:

@@ -113,6 +113,8 @@ def _channel(view: FeedView, fmt: str, updated: datetime) -> FeedGenerator:
     fg.generator("aggregator", __version__, GENERATOR_URI)
     if any(entry.image for entry in view.entries):
         fg.load_extension("media")  # the namespace, once, on the document
+    if fmt == "rss" and any(_podcast(entry) for entry in view.entries):
+        fg.load_extension("podcast", atom=False, rss=True)
     extra = _paging(view, fmt)
     if view.hub:
         extra.insert(0, ("hub", view.hub))
@@ -191,7 +193,27 @@ def _rss_item(entry: EntryView) -> FeedEntry:
     if entry.authors:
         fe.load_extension("dc", atom=False, rss=True)
         fe.dc.dc_creator(list(entry.authors))
+    if _podcast(entry):  # the tags podcast apps read, where the source gave them
+        fe.load_extension("podcast", atom=False, rss=True)
+        if entry.duration is not None:
+            fe.podcast.itunes_duration(_clock(entry.duration))
+        if entry.explicit is not None:
+            fe.podcast.itunes_explicit("yes" if entry.explicit else "clean")
+        if entry.image and entry.image.lower().endswith((".jpg", ".png")):
+            fe.podcast.itunes_image(entry.image)  # iTunes takes JPEG and PNG only
     return fe
+
+
+def _podcast(entry: EntryView) -> bool:
+    """An episode: an item with sound or video that has iTunes tags of its own."""
+    playable = any(media.kind in ("audio", "video") for media in entry.media)
+    return playable and (entry.duration is not None or entry.explicit is not None)
+
+
+def _clock(seconds: int) -> str:
+    """itunes:duration as HH:MM:SS."""
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 def _document(view: FeedView, fmt: str) -> FeedGenerator:

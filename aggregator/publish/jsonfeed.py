@@ -16,7 +16,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from aggregator.publish.view import EntryView, FeedView, left_out, writable, xml_text
+from aggregator.publish.view import EntryView, FeedView, left_out, media_of, writable, xml_text
 
 VERSION = "https://jsonfeed.org/version/1.1"
 
@@ -52,6 +52,11 @@ def _item(entry: EntryView) -> dict[str, Any]:
                 "url": e.url,
                 "mime_type": e.type or "application/octet-stream",
                 **({"size_in_bytes": e.length} if e.length else {}),
+                **(
+                    {"duration_in_seconds": entry.duration}
+                    if entry.duration is not None and media_of(e).kind in ("audio", "video")
+                    else {}
+                ),
             }
             for e in entry.enclosures
         ]

@@ -178,6 +178,8 @@ class EntryView:
     source_title: str
     source_url: str
     also: tuple[Also, ...]
+    duration: int | None = None  # a podcast episode's length in seconds
+    explicit: bool | None = None
 
     @property
     def media(self) -> tuple[Media, ...]:
@@ -321,6 +323,8 @@ def entry_view(
         source_title=_title(item, source_titles),
         source_url=source_urls.get(item.source_id, ""),
         also=also,
+        duration=entry.duration,
+        explicit=entry.explicit,
     )
 
 

@@ -72,6 +72,8 @@ def columns_of(entry: Entry) -> dict[str, Any]:
         "image": entry.image,
         "published_at": entry.published,
         "updated_at": entry.updated,
+        "duration": entry.duration,
+        "explicit": entry.explicit,
         "content_hash": content_hash(entry),
     }
 
@@ -109,7 +111,8 @@ _ROW = (
     "source_id", "key", "guid", "url", "canonical_url", "title", "summary", "content", "authors",
     "categories", "enclosures", "language", "image", "published_at", "updated_at",
     "content_hash", "first_seen_at", "last_seen_at", "changed_at", "revisions", "story_id",
-    "story_reason", "story_pinned", "section_id", "section_reason", "fingerprint",
+    "story_reason", "story_pinned", "section_id", "section_reason", "fingerprint", "duration",
+    "explicit",
 )  # fmt: skip
 _JSON_AT = [
     _ROW.index(name)
@@ -119,7 +122,7 @@ _WHEN_AT = [
     _ROW.index(name)
     for name in ("published_at", "updated_at", "first_seen_at", "last_seen_at", "changed_at")
 ]
-_ROWS_A_STATEMENT = 100  # 2,600 parameters: under SQLite's and PostgreSQL's bounds
+_ROWS_A_STATEMENT = 100  # 2,800 parameters: under SQLite's and PostgreSQL's bounds
 
 
 _AS_UTC = UTCDateTime()
@@ -409,6 +412,8 @@ def _item(row: Row[Any], topics: Sequence[str]) -> Item:
         published=m["published_at"],
         updated=m["updated_at"],
         publisher=tuple((str(kind), str(term)) for kind, term in m["publisher"] or ()),
+        duration=m["duration"],
+        explicit=m["explicit"],
     )
     return Item(
         id=m["id"],

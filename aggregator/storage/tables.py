@@ -149,6 +149,8 @@ items = Table(
     Column("publisher", JSON),  # the publisher's own filing on the article page: [[kind, term]]
     # article pages that failed for a while (a timeout, a 5xx): tried again, up to a bound
     Column("article_tries", Integer, nullable=False, default=0, server_default=text("0")),
+    Column("duration", Integer),  # a podcast episode's length in seconds (itunes:duration)
+    Column("explicit", Boolean),  # itunes:explicit, where the feed says
     UniqueConstraint("source_id", "key"),
     # pages of a feed seek to their cursor on these (all items, a section, a source)
     Index("ix_items_first_seen_at_id", "first_seen_at", "id"),
