@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aggregator.publish.catalog import FORMAT_NAMES, KIND_TITLES, Catalog, Kind, Publication
-from aggregator.publish.view import FeedView, Links
+from aggregator.publish.view import EntryView, FeedView, Links
 from aggregator.templating import render
 
 
@@ -43,7 +43,32 @@ class Group:
     publications: list[Listed]
 
 
-def index(catalog: Catalog, base: str, site_title: str, overrides: str | None = None) -> str:
+@dataclass(frozen=True)
+class Latest:
+    """A section's newest stories, as the front page shows them."""
+
+    title: str
+    page: str
+    entries: tuple[EntryView, ...]
+
+
+@dataclass(frozen=True)
+class DigestListing:
+    """A digest on the front page: what it is, when it comes, where to sign up."""
+
+    title: str
+    when: str
+    signup: str
+
+
+def index(
+    catalog: Catalog,
+    base: str,
+    site_title: str,
+    overrides: str | None = None,
+    latest: tuple[Latest, ...] = (),
+    digests: tuple[DigestListing, ...] = (),
+) -> str:
     groups = []
     alternates: list[FeedLink] = []
     for kind in Kind:
@@ -62,6 +87,11 @@ def index(catalog: Catalog, base: str, site_title: str, overrides: str | None = 
         groups=groups,
         alternates=alternates,
         opml_url=f"{base}opml.xml",
+        latest=latest,
+        digests=digests,
+        sections=catalog.of_kind(Kind.SECTIONS),
+        topics=catalog.of_kind(Kind.TOPICS),
+        page_of=lambda publication: Links(base, publication).page,
     )
 
 

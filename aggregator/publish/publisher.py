@@ -49,6 +49,7 @@ PREVIOUS_WALK = 25  # pages walked from the top to find an archive page's newer 
 WALKS_KEPT = 64  # publications whose page boundaries are remembered (per storage revision)
 WALK_TTL = timedelta(minutes=1)  # how long a walk stands for an output whose items age out
 LOCK_STRIPES = 64  # builders of different documents rarely wait for each other
+FRONT_PAGE_STORIES = 5  # stories of each section on the front page
 
 Position = tuple[datetime, int]  # (first seen, item id): where an archive page starts
 
@@ -392,15 +393,44 @@ class Publisher:
         )
 
     def index(self) -> Document:
-        """Depends on the config only."""
+        """The front page: each section's latest stories, every feed, the digests; made again
+        when what is stored changes (its stories are read as the sections' feeds are)."""
 
         def make(previous: Document | None, revision: int) -> Document:
-            if previous is not None:
+            latest = []
+            for publication in self.catalog.of_kind(Kind.SECTIONS):
+                view = self.view(publication)
+                if view.entries:
+                    entries = view.entries[:FRONT_PAGE_STORIES]
+                    latest.append(pages.Latest(publication.title, view.links.page, entries))
+            body = pages.index(
+                self.catalog,
+                self.base,
+                self.site_title,
+                self.templates,
+                tuple(latest),
+                self._digests(),
+            ).encode()
+            if previous is not None and previous.body == body:
                 return replace(previous, revision=revision)
-            body = pages.index(self.catalog, self.base, self.site_title, self.templates).encode()
             return make_document(body, HTML, revision=revision)
 
         return self._build(("index",), make)
+
+    def _digests(self) -> tuple[pages.DigestListing, ...]:
+        from aggregator.cronwords import describe
+
+        listed = []
+        for digest in self.config.digests:
+            zone = digest.timezone or self.config.defaults.timezone
+            listed.append(
+                pages.DigestListing(
+                    digest.title,
+                    describe(digest.schedule, zone),
+                    f"{self.base}digests/{digest.id}/subscribe",
+                )
+            )
+        return tuple(listed)
 
     def opml(self) -> Document:
         """Every publication, one folder per kind, for one-click import into a reader."""
