@@ -411,7 +411,8 @@ def create_app(
                 return notice(
                     200,
                     f"Subscribe to {digest.title}",
-                    "Get it by e-mail: enter your address.",
+                    f"{digest.title} comes {publisher.digest_schedule(digest.id)}, with "
+                    f"{publisher.digest_holds(digest.id)}. Get it by e-mail: enter your address.",
                     "subscribe",
                     here,
                 )

@@ -4,8 +4,6 @@ their schedule in words and a sign-up link; made again when new items arrive."""
 
 from __future__ import annotations
 
-import re
-
 from lxml import html
 
 from aggregator.publish.catalog import Kind
@@ -50,7 +48,10 @@ def test_the_front_page_shows_the_latest_stories_by_section_and_the_digests(
     digest = page.xpath("//h2[@id='digests']/following-sibling::ul[1]/li")[0]
     assert digest.findtext("h3") == "Daily briefing"
     words = digest.find("p").text_content()
-    assert re.match(r"Every day at 07:00, London time\. Sign up", words), words
+    assert words == (
+        "Every day at 07:00, London time: every story, first seen since the last one "
+        "(at most 50). Sign up"
+    )
     assert digest.find("p/a").get("href") == f"{base}digests/daily/subscribe"
     # and every feed still, with autodiscovery links in the head
     assert page.xpath("//h2[@id='feeds']")
@@ -73,3 +74,21 @@ def test_a_new_story_reaches_the_front_page(storage: Storage, clock: Clock) -> N
     after = publisher.index()
     assert b"Breaking: storm reaches the coast" in after.body
     assert after.etag != before.etag
+
+
+def test_the_sign_up_page_says_what_a_digest_holds_and_when_it_comes(
+    storage: Storage, clock: Clock
+) -> None:
+    from aggregator.config import Filter
+    from tests.test_digest_hostile import web
+
+    config = newsroom(filter=Filter(sections=("world",), topics=("palestine", "climate")))
+    stock(storage, config, clock)
+    with web(storage, config, clock) as client:
+        answer = client.request("/digests/daily/subscribe")
+    assert answer.status == 200
+    text = " ".join(html.fromstring(answer.body).text_content().split())
+    assert (
+        "Daily briefing comes every day at 07:00, London time, with the stories in World about "
+        "Palestine or Climate, first seen since the last one (at most 50). Get it by e-mail"
+    ) in text

@@ -59,6 +59,7 @@ class DigestListing:
     title: str
     when: str
     signup: str
+    holds: str = ""
 
 
 def index(

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from email.utils import format_datetime
 from functools import cached_property
 
-from aggregator.config import Config
+from aggregator.config import Config, Digest
 from aggregator.exceptions import BadRequestError, NotPublishedError
 from aggregator.opml import OpmlFeed, write_outlines
 from aggregator.publish import feeds, jsonfeed, pages
@@ -418,19 +418,57 @@ class Publisher:
         return self._build(("index",), make)
 
     def _digests(self) -> tuple[pages.DigestListing, ...]:
-        from aggregator.cronwords import describe
-
         listed = []
         for digest in self.config.digests:
-            zone = digest.timezone or self.config.defaults.timezone
             listed.append(
                 pages.DigestListing(
                     digest.title,
-                    describe(digest.schedule, zone),
+                    self.digest_schedule(digest.id),
                     f"{self.base}digests/{digest.id}/subscribe",
+                    self.digest_holds(digest.id),
                 )
             )
         return tuple(listed)
+
+    def _digest(self, digest_id: str) -> Digest:
+        found = next((d for d in self.config.digests if d.id == digest_id), None)
+        if found is None:
+            raise NotPublishedError(f"no digest {digest_id}")
+        return found
+
+    def digest_schedule(self, digest_id: str) -> str:
+        """When a digest comes, in words: "every day at 07:00, London time"."""
+        from aggregator.cronwords import describe
+
+        digest = self._digest(digest_id)
+        return describe(digest.schedule, digest.timezone or self.config.defaults.timezone)
+
+    def digest_holds(self, digest_id: str) -> str:
+        """What a digest holds, in words, for its sign-up page and the front page: "the
+        stories in World and Opinion about Palestine, first seen since the last one (at most
+        50)"."""
+        digest = self._digest(digest_id)
+        catalog = self.catalog
+        if digest.output is not None:
+            output = next((o for o in self.config.outputs if o.id == digest.output), None)
+            what = f"the stories of “{output.title if output else digest.output}”"
+        else:
+            rules = digest.filter
+            what = "the stories"
+            if rules is not None and rules.sections:
+                what += " in " + _either(
+                    [catalog.section_titles.get(s, s) for s in rules.sections], "and"
+                )
+            if rules is not None and rules.topics:
+                what += " about " + _either(
+                    [catalog.topic_titles.get(t, t) for t in rules.topics], "or"
+                )
+            if rules is not None and rules.sources:
+                titles, _ = self._sources()
+                what += " from " + _either([titles.get(s, s) for s in rules.sources], "and")
+            if what == "the stories":
+                what = "every story"
+        return f"{what}, first seen since the last one (at most {digest.max_items})"
 
     def opml(self) -> Document:
         """Every publication, one folder per kind, for one-click import into a reader."""
@@ -467,3 +505,10 @@ class Publisher:
                     f"{publication.key}.{fmt}",
                     self.feed(publication.kind, publication.id, fmt),
                 )
+
+
+def _either(names: list[str], word: str) -> str:
+    """ "World", "World and Opinion", "World, Opinion and Sport"."""
+    if len(names) <= 1:
+        return "".join(names)
+    return f"{', '.join(names[:-1])} {word} {names[-1]}"
