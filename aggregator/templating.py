@@ -7,6 +7,7 @@ Templates an editor puts in a folder of their own (`templates` below) are found 
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -36,12 +37,14 @@ _RTL = frozenset(["ar", "he", "iw", "fa", "ur", "ps", "yi", "dv", "ckb", "sd", "
 def _lang(language: str | None) -> str:
     """`lang` and `dir` attributes for an element holding text in `language` (none when the
     feed gave none: the text then takes the page's, and `dir="auto"` finds its direction)."""
-    if not language:
+    code = (language or "").strip().lower().replace("_", "-")  # "ar_EG", as some feeds write
+    if not _TAG.fullmatch(code):  # none, or no language tag ("Arabic"): the text decides
         return ' dir="auto"'
-    code = language.strip().lower()
-    escaped = code.replace('"', "").replace("<", "").replace("&", "")
     rtl = code.split("-", 1)[0] in _RTL or "-arab" in code
-    return f' lang="{escaped}" dir="{"rtl" if rtl else "ltr"}"'
+    return f' lang="{code}" dir="{"rtl" if rtl else "ltr"}"'
+
+
+_TAG = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{1,8})*")  # BCP 47, as far as a page needs
 
 
 def _dated(moment: datetime | None, zone: str, reference: datetime) -> str:

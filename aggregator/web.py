@@ -301,6 +301,7 @@ def create_app(
     """The app for one publisher; `refresh` is how often the revision counter is read;
     `subscriptions` answers the digest sign-up and unsubscribe pages (404 without it);
     `status` the editors' page and `metrics` /metrics, both behind `access`."""
+    publisher.signups = subscriptions is not None
     access = access or StatusAccess()
 
     def page(

@@ -246,3 +246,63 @@ def test_a_republished_podcast_keeps_its_episodes_itunes_tags(
         "duration_in_seconds": 1830,
     }
     assert json_feed_problems(document) == []
+
+
+def test_odd_podcast_and_media_values_are_dropped_not_failed() -> None:
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    odd = PODCAST.replace(
+        b"<itunes:duration>30:30</itunes:duration>", b"<itunes:duration>\xc2\xb2</itunes:duration>"
+    ).replace(
+        b'url="https://pod.example/11.mp3"', b'url="https://pod.example/11.mp3&#10;* URGENT: renew"'
+    )
+    parsed = parse_document(odd, "https://pod.example/feed.xml", now)
+    durations = {e.title: e.duration for e in parsed.entries}
+    assert durations["Episode 12: ceasefire talks"] is None  # "²" is no duration
+    (eleven,) = [e for e in parsed.entries if e.title.startswith("Episode 11")]
+    # a line break in an address is dropped: no address adds a line to a text digest
+    assert [x.url for x in eleven.enclosures] == ["https://pod.example/11.mp3*%20URGENT:%20renew"]
+
+
+def test_an_upper_case_picture_name_keeps_the_episode(
+    storage: Storage, config: Config, clock: Clock
+) -> None:
+    storage.sync_sources(config.sources)
+    storage.save_entries(
+        "herald",
+        [
+            entry(
+                "ep",
+                "Episode 13",
+                "<p>Notes.</p>",
+                published=START,
+                enclosures=(EPISODE, Enclosure("https://pod.example/13.JPG", "")),
+                image="https://pod.example/13.JPG",
+                duration=60,
+            )
+        ],
+        Processor(config),
+    )
+    publisher = Publisher(storage, config, clock=clock, refresh=0)
+    channel = etree.fromstring(publisher.feed("feeds", "copies", "rss").body)
+    (item,) = channel.iter("item")
+    assert item.findtext("{http://www.itunes.com/dtds/podcast-1.0.dtd}duration") == "00:01:00"
+    page = publisher.page("feeds", "copies").body.decode()
+    assert "Download the file" not in page  # the picture, by its name, is no download
+
+
+@pytest.mark.parametrize(
+    ("language", "attributes"),
+    [
+        ("ar_EG", ' lang="ar-eg" dir="rtl"'),
+        ("he-IL", ' lang="he-il" dir="rtl"'),
+        ("az-Arab", ' lang="az-arab" dir="rtl"'),
+        ("en-GB", ' lang="en-gb" dir="ltr"'),
+        ("Arabic", ' dir="auto"'),
+        ('x" onmouseover="alert(1)', ' dir="auto"'),
+        (None, ' dir="auto"'),
+    ],
+)
+def test_language_attributes(language: str | None, attributes: str) -> None:
+    from aggregator.templating import environment
+
+    assert str(environment().filters["lang"](language)) == attributes

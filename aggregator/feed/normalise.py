@@ -258,10 +258,10 @@ def _entry(raw: RawEntry, key: str, feed_url: str, now: datetime) -> tuple[Entry
         enclosures=tuple(
             Enclosure(url, e.type, e.length)
             for e in raw.enclosures
-            if (url := safe_url(_absolute(base, e.url))) is not None
+            if (url := safe_url(_absolute(base, _one_line(e.url)))) is not None
         ),
         language=raw.language,
-        image=safe_url(_absolute(html_base, raw.image)),
+        image=safe_url(_absolute(html_base, _one_line(raw.image))),
         published=published or updated,
         updated=updated,
         duration=raw.duration if raw.duration is not None and 0 <= raw.duration < 2**31 else None,
@@ -284,3 +284,14 @@ def is_image(url: str, medium: str | None, mime: str | None) -> bool:
         return mime.strip().lower().startswith("image/")
     path = url.split("?", 1)[0].split("#", 1)[0].lower()
     return path.endswith(_IMAGE_ENDINGS)
+
+
+_BREAKS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(url: str | None) -> str | None:
+    """An address as one line: line breaks and other controls (`&#10;` in a feed survives XML
+    parsing) dropped, inner spaces encoded, so no address can add a line to a plain-text digest."""
+    if url is None:
+        return None
+    return _BREAKS.sub("", url).strip().replace(" ", "%20")

@@ -239,7 +239,10 @@ def _explicit(value: Any) -> bool | None:
 def _duration(value: Any) -> int | None:
     """itunes:duration as podcasts write it: seconds ("1830"), "MM:SS" or "HH:MM:SS"."""
     parts = str(value or "").strip().split(":")
-    if not 1 <= len(parts) <= 3 or not all(p.isdigit() and len(p) <= 9 for p in parts):
+    if not 1 <= len(parts) <= 3 or not all(
+        p.isascii() and p.isdecimal() and len(p) <= 9
+        for p in parts  # ASCII digits only: not "²"
+    ):
         return None
     seconds = 0
     for part in parts:

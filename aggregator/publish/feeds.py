@@ -199,8 +199,8 @@ def _rss_item(entry: EntryView) -> FeedEntry:
             fe.podcast.itunes_duration(_clock(entry.duration))
         if entry.explicit is not None:
             fe.podcast.itunes_explicit("yes" if entry.explicit else "clean")
-        if entry.image and entry.image.lower().endswith((".jpg", ".png")):
-            fe.podcast.itunes_image(entry.image)  # iTunes takes JPEG and PNG only
+        if entry.image and entry.image.endswith((".jpg", ".png")):
+            fe.podcast.itunes_image(entry.image)  # iTunes takes JPEG and PNG (feedgen: so named)
     return fe
 
 

@@ -47,16 +47,15 @@ def _item(entry: EntryView) -> dict[str, Any]:
     if entry.language:
         item["language"] = entry.language
     if entry.enclosures:
+        # the episode's length belongs to its first sound or video file, not to every file
+        playable = (e for e in entry.enclosures if media_of(e).kind in ("audio", "video"))
+        episode = next(playable, None) if entry.duration is not None else None
         item["attachments"] = [
             {
                 "url": e.url,
                 "mime_type": e.type or "application/octet-stream",
                 **({"size_in_bytes": e.length} if e.length else {}),
-                **(
-                    {"duration_in_seconds": entry.duration}
-                    if entry.duration is not None and media_of(e).kind in ("audio", "video")
-                    else {}
-                ),
+                **({"duration_in_seconds": entry.duration} if e is episode else {}),
             }
             for e in entry.enclosures
         ]

@@ -157,6 +157,9 @@ class Publisher:
         self.since = clock().replace(microsecond=0)  # the date of a feed with no entries
         self._refresh = refresh
         self.paged = paged  # False for a static export, where `?before=` pages cannot exist
+        # whether this process answers digest sign-ups (the web app says, when it has them): a
+        # static export or a web process with no signing key links to no sign-up page
+        self.signups = False
         self._revision = -1
         self._checked = float("-inf")
         self._lock = threading.Lock()
@@ -262,20 +265,24 @@ class Publisher:
             self._sources_revision = self._revision
         return self._source_titles, self._source_urls
 
-    def view(self, publication: Publication, before: str | None = None) -> FeedView:
-        """One page of a publication, read from storage now."""
+    def view(
+        self, publication: Publication, before: str | None = None, limit: int | None = None
+    ) -> FeedView:
+        """One page of a publication, read from storage now (`limit`: fewer entries than the
+        publication's, as the front page shows)."""
         cursor = _cursor(before)
         now = self.clock()
         rules = self.catalog.filter_of(publication)
+        count = min(limit, publication.limit) if limit is not None else publication.limit
         selected = self.storage.select_items(
             rules.selection_at(now),
-            publication.limit + 1,
+            count + 1,
             lambda item: rules.accepts_at(item, now),
             before=cursor,
             shown=rules.accepts_text,
         )
-        more = self.paged and len(selected) > publication.limit
-        selected = selected[: publication.limit]
+        more = self.paged and len(selected) > count
+        selected = selected[:count]
         titles, urls = self._sources()
         every_item = publication.filter.every_item
         entries = tuple(
@@ -399,10 +406,9 @@ class Publisher:
         def make(previous: Document | None, revision: int) -> Document:
             latest = []
             for publication in self.catalog.of_kind(Kind.SECTIONS):
-                view = self.view(publication)
+                view = self.view(publication, limit=FRONT_PAGE_STORIES)
                 if view.entries:
-                    entries = view.entries[:FRONT_PAGE_STORIES]
-                    latest.append(pages.Latest(publication.title, view.links.page, entries))
+                    latest.append(pages.Latest(publication.title, view.links.page, view.entries))
             body = pages.index(
                 self.catalog,
                 self.base,
@@ -424,7 +430,7 @@ class Publisher:
                 pages.DigestListing(
                     digest.title,
                     self.digest_schedule(digest.id),
-                    f"{self.base}digests/{digest.id}/subscribe",
+                    f"{self.base}digests/{digest.id}/subscribe" if self.signups else "",
                     self.digest_holds(digest.id),
                 )
             )

@@ -122,6 +122,7 @@ class Also:
 
 _AUDIO = (".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wav", ".flac")
 _VIDEO = (".mp4", ".m4v", ".webm", ".mov", ".ogv")
+_IMAGES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".avif", ".svg")
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ class Media:
     link for anything."""
 
     url: str
-    kind: str  # "audio", "video" or "file"
+    kind: str  # "audio", "video", "image" (the item's picture, not shown as media) or "file"
     type: str  # the media type, where the feed gave one
     label: str  # "MP3, 24.1 MB": what the download link says
 
@@ -138,7 +139,9 @@ class Media:
 def media_of(enclosure: Enclosure) -> Media:
     path = enclosure.url.split("?", 1)[0].split("#", 1)[0].lower()
     mime = enclosure.type.lower()
-    if mime.startswith("audio/") or (not mime and path.endswith(_AUDIO)):
+    if mime.startswith("image/") or (not mime and path.endswith(_IMAGES)):
+        kind = "image"
+    elif mime.startswith("audio/") or (not mime and path.endswith(_AUDIO)):
         kind = "audio"
     elif mime.startswith("video/") or (not mime and path.endswith(_VIDEO)):
         kind = "video"
@@ -184,9 +187,7 @@ class EntryView:
     @property
     def media(self) -> tuple[Media, ...]:
         """The enclosures that are not the item's picture, as pages and digests show them."""
-        return tuple(
-            media_of(e) for e in self.enclosures if not e.type.lower().startswith("image/")
-        )
+        return tuple(m for m in map(media_of, self.enclosures) if m.kind != "image")
 
 
 @dataclass(frozen=True)
