@@ -193,7 +193,7 @@ PODCAST = b"""<?xml version="1.0" encoding="utf-8"?>
 <link>https://pod.example/11</link><description>Explicit: war reporting.</description>
 <pubDate>Thu, 19 Nov 2026 08:00:00 +0000</pubDate>
 <enclosure url="https://pod.example/11.mp3" type="audio/mpeg" length="1000"/>
-<itunes:duration>1:02:03</itunes:duration><itunes:explicit>yes</itunes:explicit></item>
+<itunes:duration>1:02:03</itunes:duration><itunes:explicit>true</itunes:explicit></item>
 <item><guid>https://pod.example/10</guid><title>Episode 10: trailer</title>
 <link>https://pod.example/10</link><description>A first look.</description>
 <pubDate>Wed, 18 Nov 2026 08:00:00 +0000</pubDate>
@@ -207,11 +207,12 @@ def test_a_republished_podcast_keeps_its_episodes_itunes_tags(
 ) -> None:
     now = datetime(2026, 11, 25, tzinfo=UTC)
     parsed = parse_document(PODCAST, "https://pod.example/feed.xml", now)
-    # "clean" is not explicit; "no" says nothing feedparser tells apart from no tag at all
+    # Apple's "true" and "no" as well as the older "yes" and "clean" (feedparser keeps only
+    # those two)
     assert [(e.duration, e.explicit, e.image) for e in parsed.entries] == [
         (1830, False, "https://pod.example/12.jpg"),
         (3723, True, None),
-        (95, None, None),
+        (95, False, None),
     ]
     storage.sync_sources(config.sources)
     storage.save_entries("herald", parsed.entries, Processor(config))
@@ -229,11 +230,11 @@ def test_a_republished_podcast_keeps_its_episodes_itunes_tags(
     assert episodes["Episode 11: the long night"].findtext(f"{itunes}explicit") == "yes"
     trailer = episodes["Episode 10: trailer"]
     assert trailer.findtext(f"{itunes}duration") == "00:01:35"
-    assert trailer.find(f"{itunes}explicit") is None
+    assert trailer.findtext(f"{itunes}explicit") == "clean"
     # read back, the republished podcast is the same podcast
     again = parse_document(rss, f"{BASE}feeds/copies.rss", now)
     assert sorted((e.title, e.duration, e.explicit) for e in again.entries) == [
-        ("Episode 10: trailer", 95, None),
+        ("Episode 10: trailer", 95, False),
         ("Episode 11: the long night", 3723, True),
         ("Episode 12: ceasefire talks", 1830, False),
     ]

@@ -894,3 +894,29 @@ def _length(attrs: dict[str, str]) -> int | None:
     except (TypeError, ValueError):
         return None
     return length if length >= 0 else None
+
+
+ITUNES = "http://www.itunes.com/dtds/podcast-1.0.dtd"
+_EXPLICIT = {
+    "yes": True,
+    "true": True,
+    "explicit": True,
+    "no": False,
+    "false": False,
+    "clean": False,
+}
+
+
+def explicit_flags(body: bytes) -> list[bool | None] | None:
+    """Each RSS item's `itunes:explicit` as Apple's spec reads it ("true"/"yes"/"explicit",
+    "false"/"no"/"clean"), in document order; None where the document does not parse as XML.
+    feedparser keeps only "yes" and "clean", so a podcast spelling "true" lost its flag."""
+    try:
+        root = etree.fromstring(body, _PARSER)
+    except (etree.XMLSyntaxError, ValueError):
+        return None
+    flags: list[bool | None] = []
+    for item in root.iter("item", "{http://purl.org/rss/1.0/}item"):
+        said = item.findtext(f"{{{ITUNES}}}explicit")
+        flags.append(_EXPLICIT.get((said or "").strip().lower()))
+    return flags

@@ -96,6 +96,8 @@ def _feedparser(
         body, response_headers=headers, resolve_relative_uris=False, sanitize_html=False
     )
     raws = [_raw(entry, result.feed) for entry in result.entries]
+    if b"podcast-1.0.dtd" in body and any(raw.explicit is None for raw in raws):
+        raws = _with_explicit(body, raws)
     problem = result.get("bozo_exception")
     benign = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
     if isinstance(problem, benign):  # a wrong or missing Content-Type: the body decides
@@ -230,9 +232,25 @@ def _raw(entry: Any, feed: Any) -> RawEntry:
     )
 
 
+def _with_explicit(body: bytes, raws: list[RawEntry]) -> list[RawEntry]:
+    """The items' `itunes:explicit` as Apple writes it now ("true"/"false"), which feedparser
+    reads as no answer; matched by document order, and only where the items line up."""
+    from dataclasses import replace
+
+    from aggregator.feed import fastparse
+
+    flags = fastparse.explicit_flags(body)
+    if flags is None or len(flags) != len(raws):
+        return raws
+    return [
+        replace(raw, explicit=flag) if raw.explicit is None and flag is not None else raw
+        for raw, flag in zip(raws, flags, strict=True)
+    ]
+
+
 def _explicit(value: Any) -> bool | None:
-    """feedparser's reading of itunes:explicit: True, False, or None where the feed says
-    neither."""
+    """feedparser's reading of itunes:explicit: True ("yes"), False ("clean"), else None (then
+    read again by `_with_explicit`)."""
     return value if isinstance(value, bool) else None
 
 
