@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -27,7 +26,14 @@ from urllib.parse import urlsplit
 from aggregator.config import Config, Source
 from aggregator.exceptions import ParseError
 from aggregator.feed import policy
-from aggregator.feed.fetch import Fetcher, FetchError, FetchRequest, FetchResult, user_agent
+from aggregator.feed.fetch import (
+    Fetcher,
+    FetchError,
+    FetchRequest,
+    FetchResult,
+    status_text,
+    user_agent,
+)
 from aggregator.feed.normalise import MAX_INDEXED_URL
 from aggregator.prepare import Filed, Helpers, Prepared, helpers_for, prepare
 from aggregator.process.pipeline import Processor
@@ -183,13 +189,6 @@ def _own_canonical(canonical: str | None, link: str | None) -> str | None:
 def _is_document(fetched: FetchResult) -> bool:
     """A fetch that gave a body to read (a 2xx)."""
     return fetched.error is None and fetched.status is not None and 200 <= fetched.status < 300
-
-
-def _status_text(status: int) -> str:
-    try:
-        return f"HTTP {status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"HTTP {status}"
 
 
 class Poller:
@@ -375,7 +374,7 @@ class Poller:
                         fetched, prepared, discovered = found.fetched, found.value, found.link.url
                         error, kind = None, ""
         elif prepared is None and fetched.error is None and fetched.status != 304:
-            error, kind = _status_text(fetched.status or 0), "http_error"
+            error, kind = status_text(fetched.status or 0), "http_error"
         if prepared is not None:
             parsed, capped = prepared.parsed, prepared.capped
             entries = prepared.kept.entries
@@ -385,7 +384,7 @@ class Poller:
         ok = error is None
         gone = fetched.status == 410
         if gone:
-            error = f"{_status_text(410)}: the publisher removed this feed; polling stopped"
+            error = f"{status_text(410)}: the publisher removed this feed; polling stopped"
         failures = 0 if ok else state.consecutive_failures + 1
         next_due = self._next_due(state, rhythm, now, fetched, ok, failures, ttl)
         record = FetchRecord(

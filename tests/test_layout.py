@@ -6,7 +6,6 @@ dark mode. Skipped with the reason where Chromium is missing, except under CI.""
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,17 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
+import tests.test_status_page  # noqa: F401  (skips this module where Chromium is missing)
 from aggregator.config import load_config
 from aggregator.process.pipeline import Processor
 from aggregator.storage import Storage
 from aggregator.types import Enclosure, Entry
 from tests import statusdata
 from tests.test_service import Running, free_port
-from tests.test_status_page import CHROMIUM, DRIVER  # skips this module where they are missing
 
 LONG = "https://news.example/" + "a-very-long-unbroken-path-segment-" * 8 + "end.html"
 PAGES = (
@@ -36,21 +33,6 @@ PAGES = (
     "/digests/morning/subscribe",
     "/nothing-here",
 )
-
-
-@pytest.fixture
-def browser() -> Iterator[WebDriver]:
-    os.environ.setdefault("SE_OFFLINE", "true")
-    options = webdriver.ChromeOptions()
-    assert CHROMIUM is not None
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=Service(DRIVER))
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def _stock(database: str, config_path: Path) -> None:

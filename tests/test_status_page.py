@@ -29,28 +29,11 @@ if not (CHROMIUM and DRIVER):
         raise RuntimeError(f"browser tests must run here: {reason}")
     pytest.skip(reason, allow_module_level=True)
 
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
 
 SOURCES = 2000
-
-
-@pytest.fixture
-def browser() -> Iterator[WebDriver]:
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for drivers
-    options = webdriver.ChromeOptions()
-    assert CHROMIUM is not None
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1100"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=Service(DRIVER))
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from aggregator.exceptions import ParseError
 from aggregator.feed import webpage
-from aggregator.feed.fetch import Fetcher, FetchRequest, FetchResult
+from aggregator.feed.fetch import Fetcher, FetchRequest, FetchResult, status_text
 from aggregator.feed.webpage import FeedLink
 
 T = TypeVar("T")
@@ -63,14 +63,7 @@ def problem_of(fetched: FetchResult) -> str | None:
     if fetched.error is not None:
         return fetched.message or str(fetched.error)
     status = fetched.status or 0
-    if 200 <= status < 300:
-        return None
-    from http import HTTPStatus
-
-    try:
-        return f"HTTP {status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"HTTP {status}"
+    return None if 200 <= status < 300 else status_text(status)
 
 
 def find(

@@ -432,6 +432,16 @@ _ACCEPT = (
 )
 
 
+def status_text(status: int) -> str:
+    """An HTTP status as editors read it: "HTTP 404 Not Found"."""
+    from http import HTTPStatus
+
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
+
+
 def _since(began: float | None) -> float:
     return 0.0 if began is None else time.monotonic() - began
 
