@@ -10,6 +10,7 @@ Python's own exceptions still catch it::
     ├── StorageError (RuntimeError)     the database cannot be opened or migrated
     ├── NotPublishedError (LookupError)      no published feed or page has this address (HTTP 404)
     ├── BadRequestError (ValueError)         a request's parameters make no sense (HTTP 400)
+    │   └── SearchRefusedError                a search too long or too costly to run
     ├── ExportError (OSError)           a static export could not be written
     ├── ListenError (OSError)           the web server cannot listen where it is told to
     └── EnvironmentSettingError (ValueError)  an environment variable is set wrongly
@@ -65,6 +66,11 @@ class NotPublishedError(AggregatorError, LookupError):
 
 class BadRequestError(AggregatorError, ValueError):
     """A query parameter is malformed (a paging cursor, say)."""
+
+
+class SearchRefusedError(BadRequestError):
+    """A search that is empty, only leaves things out, or is too long or costly to run (the
+    database's deadline passed)."""
 
 
 class ExportError(AggregatorError, OSError):

@@ -25,13 +25,14 @@ from aggregator.config import Config, load_config
 from aggregator.digest.dispatch import Dispatcher, signer_for
 from aggregator.digest.send import Mailer
 from aggregator.digest.subscriptions import Subscriptions
-from aggregator.exceptions import ConfigError
+from aggregator.exceptions import ConfigError, StorageError
 from aggregator.feed.fetch import Fetcher, FetchResult
 from aggregator.metrics import Metrics
 from aggregator.poll import Poller, make_fetcher, worker_id
 from aggregator.publish.publisher import Publisher
 from aggregator.publish.websub import Announcer
 from aggregator.scheduling import Ticker
+from aggregator.search import index as search_index
 from aggregator.status import StatusAccess, StatusBoard
 from aggregator.storage import Storage, utcnow
 from aggregator.tokens import Signer
@@ -43,6 +44,7 @@ POLL_TICK = timedelta(seconds=5)
 PRUNE_TICK = timedelta(hours=1)
 WEBSUB_TICK = timedelta(seconds=10)
 DIGEST_TICK = timedelta(seconds=30)
+SEARCH_TICK = timedelta(seconds=5)  # new items become searchable within a few seconds
 CONFIG_TICK = timedelta(seconds=2)  # a stat() of feeds.yaml: cheap enough to do often
 ROLES = ("run", "worker", "web")
 
@@ -168,6 +170,9 @@ class Service:
             self.ticker.every(WEBSUB_TICK, "websub", self._announce)
         self.ticker.every(CONFIG_TICK, "config", self._watch_config)
         if role in ("run", "web"):
+            # where searches are answered, the index is kept: `poll --once` from cron with
+            # `web` alone still gets a current search
+            self.ticker.every(SEARCH_TICK, "search index", self._index)
             self.publisher = Publisher(self.storage, self.config)
             if signer is not None:  # made even with no digests yet: a reload may add some
                 self.subscriptions = Subscriptions(
@@ -228,6 +233,12 @@ class Service:
         while self._retired:
             self._retired.pop().close()
         self.poller.run_once()
+
+    def _index(self) -> None:
+        try:
+            search_index.catch_up(self.storage)
+        except StorageError as exc:  # busy or gone for a moment: the next tick tries again
+            log.warning("search index: %s", exc)
 
     def _prune(self) -> None:
         retention = self.config.polling.retention

@@ -43,12 +43,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from aggregator.digest.subscriptions import Subscriptions
-from aggregator.exceptions import BadRequestError, ListenError, NotPublishedError, StorageError
+from aggregator.exceptions import (
+    BadRequestError,
+    ListenError,
+    NotPublishedError,
+    SearchRefusedError,
+    StorageError,
+)
 from aggregator.metrics import CONTENT_TYPE as METRICS_TYPE
 from aggregator.metrics import Metrics
 from aggregator.publish import pages
+from aggregator.publish import search as searching
 from aggregator.publish.catalog import MEDIA_TYPES, Kind
 from aggregator.publish.publisher import HTML, Document, Publisher
+from aggregator.search.query import parse as parse_query
 from aggregator.status import StatusAccess, StatusBoard
 
 log = logging.getLogger("aggregator.web")
@@ -302,6 +310,7 @@ def create_app(
     `subscriptions` answers the digest sign-up and unsubscribe pages (404 without it);
     `status` the editors' page and `metrics` /metrics, both behind `access`."""
     publisher.signups = subscriptions is not None
+    publisher.searchable = True
     access = access or StatusAccess()
 
     def page(
@@ -381,6 +390,37 @@ def create_app(
             (f"{kind}/{name}", "html", before or ""),
             lambda: publisher.page(kind, name, before),
         )
+
+    async def search(request: Request) -> Response:
+        fmt = request.path_params.get("fmt", "html")
+        if fmt != "html" and fmt not in searching.FORMATS:
+            return page(404, "Not found", "search results are published as .atom, .rss or .json.")
+        text = request.query_params.get("q", "")
+        number = request.query_params.get("page")
+        if not text.strip() and fmt == "html":
+            return _uncached(publisher.search_form(), 200)
+        refused: list[str] = []
+        try:
+            query = parse_query(text)
+            key = (f"search?{query.text}", fmt, str(searching.page_number(number)))
+        except SearchRefusedError as exc:
+            refused.append(str(exc))
+        if refused:
+            if fmt == "html":
+                return _uncached(publisher.search_form(text, refused[0]), 400)
+            return page(400, "Bad request", f"This search cannot be run: {refused[0]}.")
+
+        def build() -> Document:
+            try:
+                return publisher.search(text, fmt, number)
+            except SearchRefusedError as exc:  # the database's deadline passed
+                refused.append(str(exc))
+                raise
+
+        answer = await serve(request, key, build)
+        if refused and fmt == "html":
+            return _uncached(publisher.search_form(text, refused[0]), answer.status_code)
+        return answer
 
     def notice(
         status: int, heading: str, message: str, form: str = "", action: str = ""
@@ -547,6 +587,8 @@ def create_app(
         Route("/", index),
         Route("/opml", opml),
         Route("/opml.xml", opml),
+        Route("/search", search),
+        Route("/search.{fmt}", search),
         Route("/{kind}/{name}", published),
         Route("/digests/{digest}/{action}", digest_page, methods=["GET", "HEAD", "POST"]),
     ]

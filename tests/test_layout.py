@@ -30,6 +30,8 @@ PAGES = (
     "/sections/world",
     "/topics/climate",
     "/status",
+    "/search?q=climate",
+    "/search?q=-refused",
     "/digests/morning/subscribe",
     "/nothing-here",
 )

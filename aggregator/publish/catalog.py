@@ -19,9 +19,16 @@ class Kind(StrEnum):
     FEEDS = "feeds"
     SECTIONS = "sections"
     TOPICS = "topics"
+    SEARCH = "search"  # a reader's search, published as a feed too (never in the catalog)
 
 
-KIND_TITLES = {Kind.FEEDS: "Feeds", Kind.SECTIONS: "Sections", Kind.TOPICS: "Topics"}
+CATALOGUED = (Kind.FEEDS, Kind.SECTIONS, Kind.TOPICS)  # the kinds the index and OPML list
+KIND_TITLES = {
+    Kind.FEEDS: "Feeds",
+    Kind.SECTIONS: "Sections",
+    Kind.TOPICS: "Topics",
+    Kind.SEARCH: "Search",
+}
 
 MEDIA_TYPES = {
     "atom": "application/atom+xml",

@@ -8,8 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aggregator.publish.catalog import FORMAT_NAMES, KIND_TITLES, Catalog, Kind, Publication
-from aggregator.publish.view import EntryView, FeedView, Links
+from aggregator.publish.catalog import (
+    CATALOGUED,
+    FORMAT_NAMES,
+    KIND_TITLES,
+    Catalog,
+    Kind,
+    Publication,
+)
+from aggregator.publish.view import EntryView, FeedView, Links, SearchLinks
+from aggregator.search.query import MAX_CHARS
 from aggregator.templating import render
 
 
@@ -69,10 +77,12 @@ def index(
     overrides: str | None = None,
     latest: tuple[Latest, ...] = (),
     digests: tuple[DigestListing, ...] = (),
+    search: str | None = None,
 ) -> str:
+    """The front page; `search` is where the search box sends its query (None: no box)."""
     groups = []
     alternates: list[FeedLink] = []
-    for kind in Kind:
+    for kind in CATALOGUED:
         listed = []
         for publication in catalog.of_kind(kind):
             links = Links(base, publication)
@@ -93,10 +103,11 @@ def index(
         sections=catalog.of_kind(Kind.SECTIONS),
         topics=catalog.of_kind(Kind.TOPICS),
         page_of=lambda publication: Links(base, publication).page,
+        search=search,
     )
 
 
-def preview(view: FeedView, overrides: str | None = None) -> str:
+def preview(view: FeedView, overrides: str | None = None, search: str | None = None) -> str:
     publication: Publication = view.publication
     links = view.links
     feeds = feed_links(links)
@@ -115,6 +126,43 @@ def preview(view: FeedView, overrides: str | None = None) -> str:
         feeds=feeds,
         alternates=feeds,
         entries=view.entries,
+        newer=newer,
+        older=older,
+        search=search,
+    )
+
+
+def search(
+    base: str,
+    site_title: str,
+    query: str,
+    view: FeedView | None,
+    problem: str = "",
+    pending: int = 0,
+    overrides: str | None = None,
+) -> str:
+    """The search page: the form, and the results of a query (`view`) or why it was refused."""
+    feeds = feed_links(view.links) if view is not None else []
+    newer = older = None
+    if view is not None and isinstance(view.links, SearchLinks):
+        if view.previous is not None:
+            newer = view.links.page_at(view.previous or None)
+        if view.next:
+            older = view.links.page_at(view.next)
+    return render(
+        "search.html",
+        overrides,
+        site_title=site_title,
+        home=base,
+        query=query,
+        max_chars=MAX_CHARS,
+        searched=view is not None,
+        entries=view.entries if view is not None else (),
+        page=int(view.before or 1) if view is not None else 1,
+        feeds=feeds,
+        alternates=feeds,
+        problem=problem,
+        pending=pending,
         newer=newer,
         older=older,
     )

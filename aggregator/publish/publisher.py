@@ -26,7 +26,15 @@ from aggregator.config import Config, Digest
 from aggregator.exceptions import BadRequestError, NotPublishedError
 from aggregator.opml import OpmlFeed, write_outlines
 from aggregator.publish import feeds, jsonfeed, pages
-from aggregator.publish.catalog import KIND_TITLES, MEDIA_TYPES, Catalog, Kind, Publication
+from aggregator.publish import search as searching
+from aggregator.publish.catalog import (
+    CATALOGUED,
+    KIND_TITLES,
+    MEDIA_TYPES,
+    Catalog,
+    Kind,
+    Publication,
+)
 from aggregator.publish.view import (
     FeedView,
     Links,
@@ -34,6 +42,7 @@ from aggregator.publish.view import (
     encode_cursor,
     entry_view,
 )
+from aggregator.search.query import parse as parse_query
 from aggregator.storage import Storage, utcnow
 
 HTML = "text/html; charset=utf-8"
@@ -160,6 +169,7 @@ class Publisher:
         # whether this process answers digest sign-ups (the web app says, when it has them): a
         # static export or a web process with no signing key links to no sign-up page
         self.signups = False
+        self.searchable = False  # the same for search: a static export has no /search to ask
         self._revision = -1
         self._checked = float("-inf")
         self._lock = threading.Lock()
@@ -396,8 +406,16 @@ class Publisher:
     def page(self, kind: str, publication_id: str, before: str | None = None) -> Document:
         publication = self.publication(kind, publication_id)
         return self._view_document(
-            publication, before, "html", lambda v: pages.preview(v, self.templates).encode(), HTML
+            publication,
+            before,
+            "html",
+            lambda v: pages.preview(v, self.templates, self._search_url).encode(),
+            HTML,
         )
+
+    @property
+    def _search_url(self) -> str | None:
+        return f"{self.base}search" if self.searchable else None
 
     def index(self) -> Document:
         """The front page: each section's latest stories, every feed, the digests; made again
@@ -416,12 +434,60 @@ class Publisher:
                 self.templates,
                 tuple(latest),
                 self._digests(),
+                self._search_url,
             ).encode()
             if previous is not None and previous.body == body:
                 return replace(previous, revision=revision)
             return make_document(body, HTML, revision=revision)
 
         return self._build(("index",), make)
+
+    def search(self, text: str, fmt: str, page: str | None = None) -> Document:
+        """A page of a reader's search (`fmt` "html" or a feed format); SearchRefusedError for
+        a query that cannot be run (too long, only -words, too costly)."""
+        query = parse_query(text)
+        number = searching.page_number(page)
+        key = (f"search?{query.text}", fmt, str(number))
+        media_type = HTML if fmt == "html" else f"{MEDIA_TYPES[fmt]}; charset=utf-8"
+
+        def make(previous: Document | None, revision: int) -> Document:
+            self.revision()
+            titles, urls = self._sources()
+            view = searching.view(
+                self.storage,
+                self.catalog,
+                self.base,
+                self.site_title,
+                self.since,
+                searching.Sources(titles, urls),
+                query,
+                number,
+            )
+            if fmt == "html":
+                pending = self.storage.search_pending()
+                body = pages.search(
+                    self.base, self.site_title, query.text, view, "", pending, self.templates
+                ).encode()
+            else:
+                body = WRITERS[fmt](view)
+            expires = self.clock() + searching.CACHE_FOR
+            if previous is not None and previous.body == body:
+                return replace(previous, revision=revision, expires=expires)
+            return make_document(
+                body,
+                media_type,
+                last_modified=min(view.updated or self.since, self.clock().replace(microsecond=0)),
+                revision=revision,
+                expires=expires,
+                entries=len(view.entries),
+            )
+
+        return self._build(key, make)
+
+    def search_form(self, text: str = "", problem: str = "") -> bytes:
+        """The search page with no results: the empty form, or a refused query and why."""
+        page = pages.search(self.base, self.site_title, text, None, problem, 0, self.templates)
+        return page.encode()
 
     def _digests(self) -> tuple[pages.DigestListing, ...]:
         listed = []
@@ -483,7 +549,7 @@ class Publisher:
             if previous is not None:
                 return replace(previous, revision=revision)
             groups = []
-            for kind in Kind:
+            for kind in CATALOGUED:
                 listed = []
                 for publication in self.catalog.of_kind(kind):
                     links = Links(self.base, publication)

@@ -212,6 +212,27 @@ class Links:
 
 
 @dataclass(frozen=True)
+class SearchLinks(Links):
+    """The URLs of one page of a search's results: its cursor is a page number."""
+
+    def _query(self, page: str | None) -> str:
+        params = {"q": self.publication.id}
+        if page and page != "1":
+            params["page"] = page
+        return urlencode(params)
+
+    def feed(self, fmt: str, before: str | None = None) -> str:
+        return f"{self.base}search.{fmt}?{self._query(before)}"
+
+    @property
+    def page(self) -> str:
+        return self.page_at(None)
+
+    def page_at(self, number: str | None) -> str:
+        return f"{self.base}search?{self._query(number)}"
+
+
+@dataclass(frozen=True)
 class FeedView:
     """One page of a publication, newest first."""
 

@@ -17,7 +17,16 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from aggregator.config import Source
 from aggregator.exceptions import StorageError
-from aggregator.storage import digests, items, migrate, outputs, sources, stories, subscribers
+from aggregator.storage import (
+    digests,
+    items,
+    migrate,
+    outputs,
+    search,
+    sources,
+    stories,
+    subscribers,
+)
 from aggregator.storage.engine import WRITE_OPTION, make_engine, may_hold_data, normalise_url
 from aggregator.storage.items import SourceCounts
 from aggregator.types import (
@@ -457,6 +466,41 @@ class Storage:
                 )
             )
         return result
+
+    # -- search -------------------------------------------------------------------------------
+
+    def index_for_search(self, document: search.Document, limit: int = 200) -> int:
+        """Index up to `limit` items stored or changed since the search index last read them."""
+        with self._tx() as conn:
+            return search.index_pending(conn, limit, document)
+
+    def search_pending(self) -> int:
+        """How many stored items searches cannot find yet."""
+        with self._tx(write=False) as conn:
+            return search.pending(conn)
+
+    def search(
+        self,
+        fts5: str,
+        tsquery: str,
+        limit: int,
+        offset: int = 0,
+        sections: Sequence[str] = (),
+        seconds: float = 5.0,
+    ) -> list[Selected]:
+        """Items matching a query (given in each database's syntax), best first, each with its
+        story's other items; SearchRefusedError past `seconds`."""
+        with self._tx(write=False) as conn:
+            with search.deadline(conn, seconds):
+                ids = search.find(conn, fts5, tsquery, limit, offset, sections)
+            found = items.by_ids(conn, ids)
+            members = items.story_members(
+                conn, sorted({i.story_id for i in found if i.story_id is not None})
+            )
+        return [
+            Selected(i, tuple(m for m in members.get(i.story_id or 0, []) if m.id != i.id))
+            for i in found
+        ]
 
     def revision(self) -> int:
         """A counter that moves whenever stored items change in a way a published feed shows."""

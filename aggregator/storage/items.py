@@ -359,9 +359,12 @@ def save(
             .where(items.c.id == bindparam("item_id"))
             .values(
                 {
-                    name: _PAGE_KEEPS.get(name, bindparam(name))
-                    for name in changes[0]
-                    if name != "item_id"
+                    **{
+                        name: _PAGE_KEEPS.get(name, bindparam(name))
+                        for name in changes[0]
+                        if name != "item_id"
+                    },
+                    "search_pending": True,  # its text changed: the search index reads it again
                 }
             ),
             changes,
@@ -629,6 +632,15 @@ def story_members(conn: Connection, story_ids: Sequence[int]) -> dict[int, list[
     return found
 
 
+def by_ids(conn: Connection, item_ids: Sequence[int]) -> list[Item]:
+    """These items, in this order (ids no longer stored left out)."""
+    found: dict[int, Item] = {}
+    for chunk in _chunks(list(item_ids)):
+        rows = conn.execute(select(items).where(items.c.id.in_(chunk))).all()
+        found.update((item.id, item) for item in _with_topics(conn, rows))
+    return [found[i] for i in item_ids if i in found]
+
+
 def get(conn: Connection, item_id: int) -> Item | None:
     rows = conn.execute(select(items).where(items.c.id == item_id)).all()
     return _with_topics(conn, rows)[0] if rows else None
@@ -768,6 +780,7 @@ def record_articles(conn: Connection, fetched: Sequence[ArticleFetch]) -> None:
             language=func.coalesce(bindparam("language", type_=Text), items.c.language),
             image=func.coalesce(items.c.image, bindparam("image", type_=Text)),
             canonical_url=func.coalesce(bindparam("canonical", type_=Text), items.c.canonical_url),
+            search_pending=True,  # the article is searched too
         ),
         [
             {

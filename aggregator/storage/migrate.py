@@ -26,13 +26,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.exceptions import StorageError
+from aggregator.storage import search
 from aggregator.storage.dialect import serialise
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
 SCRIPTS = Path(__file__).parent / "migrations"
-HEAD = "0010"
+HEAD = "0011"
 # Alembic's own version table, as its migration context defines it
 _VERSION = Table(
     "alembic_version",
@@ -95,6 +96,7 @@ def _created(engine: Engine) -> bool:
         if set(inspect(connection).get_table_names()) & {*metadata.tables, _VERSION.name}:
             return False
         metadata.create_all(connection)
+        search.create(connection)  # the full-text index, which is no SQLAlchemy table
         for table, rows in seed_rows():
             connection.execute(table.insert(), rows)
         _VERSION.create(connection)

@@ -28,6 +28,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -151,12 +152,21 @@ items = Table(
     Column("article_tries", Integer, nullable=False, default=0, server_default=text("0")),
     Column("duration", Integer),  # a podcast episode's length in seconds (itunes:duration)
     Column("explicit", Boolean),  # itunes:explicit, where the feed says
+    # the text changed since the search index last read it (a new item is marked by default)
+    Column("search_pending", Boolean, nullable=False, default=True, server_default=true()),
     UniqueConstraint("source_id", "key"),
     # pages of a feed seek to their cursor on these (all items, a section, a source)
     Index("ix_items_first_seen_at_id", "first_seen_at", "id"),
     Index("ix_items_section_id_first_seen_at_id", "section_id", "first_seen_at", "id"),
     Index("ix_items_source_id_first_seen_at_id", "source_id", "first_seen_at", "id"),
     Index("ix_items_last_seen_at", "last_seen_at"),
+    # the items the search index has yet to read, and only those
+    Index(
+        "ix_items_search_pending",
+        "id",
+        sqlite_where=text("search_pending"),
+        postgresql_where=text("search_pending"),
+    ),
 )
 
 # Keys of items removed by retention: an entry with such a key is never stored again.

@@ -1,0 +1,95 @@
+"""A reader's search as a page and as feeds: `/search?q=`, `/search.atom?q=` and the others.
+
+Results are the matching items, best first, twenty a page and at most MAX_PAGE pages deep
+(deeper pages cost the database more and hardly anyone reads them). A search feed is an
+ordinary feed of its query: the same entries, ids and ETags as the page, kept for CACHE_FOR so
+a feed reader polling it costs one query in that time, and a 304 after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from aggregator.config import Filter
+from aggregator.exceptions import SearchRefusedError
+from aggregator.publish.catalog import Catalog, Kind, Publication
+from aggregator.publish.view import FeedView, SearchLinks, entry_view
+from aggregator.search.query import Query
+from aggregator.storage import Storage
+
+PER_PAGE = 20
+MAX_PAGE = 25
+CACHE_FOR = timedelta(seconds=30)
+DEADLINE = 5.0  # seconds the database may spend on one search
+FORMATS = ("atom", "rss", "json")
+
+
+def page_number(text: str | None) -> int:
+    """The page a `page=` parameter asks for (1 without one)."""
+    if not text:
+        return 1
+    if not text.isdigit() or not 1 <= int(text) <= 10**6:
+        raise SearchRefusedError(f"page={text[:20]!r} is not a page number")
+    number = int(text)
+    if number > MAX_PAGE:
+        raise SearchRefusedError(
+            f"results are shown up to page {MAX_PAGE}; add words to narrow the search"
+        )
+    return number
+
+
+def publication(query: Query, site_title: str) -> Publication:
+    return Publication(
+        Kind.SEARCH,
+        query.text,
+        f"Search: {query.text}",
+        f"Items on {site_title} matching {query.text}, best first.",
+        Filter(),
+        PER_PAGE,
+        FORMATS,
+    )
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Source names and feed addresses, as entries show them."""
+
+    titles: dict[str, str]
+    urls: dict[str, str]
+
+
+def view(
+    storage: Storage,
+    catalog: Catalog,
+    base: str,
+    site_title: str,
+    since: datetime,
+    sources: Sources,
+    query: Query,
+    page: int,
+) -> FeedView:
+    """One page of a query's results."""
+    found = storage.search(
+        query.fts5(),
+        query.tsquery(),
+        PER_PAGE + 1,
+        (page - 1) * PER_PAGE,
+        seconds=DEADLINE,
+    )
+    more = len(found) > PER_PAGE and page < MAX_PAGE
+    searched = publication(query, site_title)
+    entries = tuple(
+        entry_view(s, catalog, base, sources.titles, sources.urls) for s in found[:PER_PAGE]
+    )
+    return FeedView(
+        publication=searched,
+        links=SearchLinks(base, searched),
+        entries=entries,
+        before=str(page) if page > 1 else None,
+        next=str(page + 1) if more else None,
+        previous=None if page == 1 else ("" if page == 2 else str(page - 1)),
+        hub=None,
+        site_title=site_title,
+        since=since,
+    )
