@@ -169,7 +169,9 @@ def summarise_digest(storage: Storage, digest: Digest, now: datetime) -> DigestR
     runs = storage.digest_runs(digest.id, limit=1)
     last = runs[0] if runs else None
     deliveries = storage.deliveries(last.id) if last is not None else []
-    failures = tuple(d for d in deliveries if d.status is not DeliveryStatus.SENT)
+    failures = tuple(  # a recipient whose choices left nothing this time is no failure
+        d for d in deliveries if d.status not in (DeliveryStatus.SENT, DeliveryStatus.NOTHING)
+    )
     refused = sum(1 for d in failures if d.status is DeliveryStatus.REFUSED)
     subscribers = len(storage.subscribers(digest.id, SubscriberStatus.CONFIRMED))
     return DigestRow(

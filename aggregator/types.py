@@ -345,6 +345,24 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"  # the server accepted it
     FAILED = "failed"  # refused for now (4xx, a dropped connection): tried again
     REFUSED = "refused"  # refused for good (5xx): not tried again for this period
+    NOTHING = "nothing"  # the recipient's choices left nothing new in this period: no copy
+
+
+WEEKLY = "weekly"  # the frequency a recipient picks where a digest offers `weekly`
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What one recipient wants of a digest: its sections (None: all of them), only stories on
+    these topics (empty: every story), and how often (None: the digest's own schedule)."""
+
+    sections: tuple[str, ...] | None = None
+    topics: tuple[str, ...] = ()
+    frequency: str | None = None
+
+    @property
+    def narrows(self) -> bool:
+        return self.sections is not None or bool(self.topics)
 
 
 @dataclass(frozen=True)

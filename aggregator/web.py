@@ -42,6 +42,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from aggregator.config import Digest
+from aggregator.digest.choosing import offer
+from aggregator.digest.dispatch import choice_text
 from aggregator.digest.subscriptions import Subscriptions
 from aggregator.exceptions import (
     BadRequestError,
@@ -58,6 +61,7 @@ from aggregator.publish.catalog import MEDIA_TYPES, Kind
 from aggregator.publish.publisher import HTML, Document, Publisher
 from aggregator.search.query import parse as parse_query
 from aggregator.status import StatusAccess, StatusBoard
+from aggregator.types import WEEKLY
 
 log = logging.getLogger("aggregator.web")
 
@@ -439,7 +443,7 @@ def create_app(
     async def digest_page(request: Request) -> Response:
         digest_id: str = request.path_params["digest"]
         action: str = request.path_params["action"]
-        if subscriptions is None or action not in ("subscribe", "confirm", "unsubscribe"):
+        if subscriptions is None or action not in ("subscribe", "confirm", "unsubscribe", "choose"):
             return page(404, "Not found", f"nothing is published at {request.url.path}.")
         try:
             digest = subscriptions.digest(digest_id)
@@ -506,6 +510,8 @@ def create_app(
                     again,
                 )
             return notice(200, "You are subscribed", f"{found.email} will get {digest.title}.")
+        if action == "choose":  # GET shows the choices, POST (the Save button) keeps them
+            return await choose_page(request, digest, token, again, asking)
         # unsubscribe: GET asks (mail scanners follow links), POST does it (RFC 8058 one-click)
         check = subscriptions.check if asking else subscriptions.unsubscribe
         claim = await run_in_threadpool(check, digest.id, token)
@@ -522,6 +528,62 @@ def create_app(
         return notice(
             200, "You are unsubscribed", f"{claim.email} will not get {digest.title} again."
         )
+
+    async def choose_page(
+        request: Request, digest: Digest, token: str, here: str, asking: bool
+    ) -> Response:
+        assert subscriptions is not None
+        known = await run_in_threadpool(subscriptions.chosen, digest.id, token)
+        if known is None:
+            return notice(
+                400,
+                "This link does not work",
+                "It is not a valid link to choose what you get; use the one in your latest copy.",
+            )
+        claim, choice = known
+        saved = problem = ""
+        status = 200
+        if not asking:
+            try:
+                body = (await request.body())[:16384].decode("utf-8", "replace")
+            except ClientDisconnect:
+                return Response(status_code=400)
+            try:
+                made = await run_in_threadpool(
+                    subscriptions.choose, digest.id, token, parse_qs(body)
+                )
+            except BadRequestError as exc:
+                problem, status = str(exc), 400
+            else:
+                if made is not None:
+                    choice = made[1]
+                    words = choice_text(publisher.config, choice)
+                    saved = f"{words}." if words else "the whole digest."
+        from aggregator.cronwords import describe  # cron-descriptor: only where a page needs it
+
+        offered = offer(publisher.config, digest)
+        zone = digest.timezone or publisher.config.defaults.timezone
+        body_text = pages.choose(
+            publisher.templates,
+            site_title=publisher.site_title,
+            home=publisher.base,
+            title=digest.title,
+            email=claim.email,
+            schedule=publisher.digest_schedule(digest.id),
+            holds=publisher.digest_holds(digest.id),
+            weekly=describe(digest.weekly, zone) if digest.weekly else "",
+            sections=offered.sections,
+            topics=offered.topics,
+            chosen_sections=choice.sections if choice else None,
+            chosen_topics=choice.topics if choice else (),
+            is_weekly=choice is not None and choice.frequency == WEEKLY,
+            action=here,
+            unsubscribe=f"{publisher.base}digests/{digest.id}/unsubscribe?"
+            + urlencode({"token": token}),
+            saved=saved,
+            problem=problem,
+        )
+        return _uncached(body_text.encode(), status)
 
     async def not_found(request: Request, _exc: Exception) -> Response:
         return page(404, "Not found", f"nothing is published at {request.url.path}.")

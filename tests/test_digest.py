@@ -273,7 +273,10 @@ def test_rendering_matches_the_golden_files(storage: Storage, clock: Clock) -> N
     stock(storage, config, clock)
     view = compose(storage, config, config.digests[0], PERIOD)
     rendered = render_digest(view, "your address is on the list of Daily briefing")
-    personal = rendered.for_recipient("http://news.test/digests/daily/unsubscribe?token=abc")
+    personal = rendered.for_recipient(
+        "http://news.test/digests/daily/unsubscribe?token=abc",
+        "http://news.test/digests/daily/choose?token=abc",
+    )
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.mkdir(parents=True, exist_ok=True)
         (GOLDEN / "daily.html").write_text(personal.html, encoding="utf-8")

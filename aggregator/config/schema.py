@@ -448,6 +448,11 @@ class Digest:
     id: Id = _doc("Short lowercase name, used in unsubscribe links and `aggregator digest`.")
     title: str = _doc("Name of the digest, shown in the e-mail.")
     schedule: Cron = _doc("When to send, as cron: minute hour day-of-month month day-of-week.")
+    weekly: Cron | None = _doc(
+        "Offer recipients a weekly edition too, sent on this schedule (say `0 7 * * 1`): each "
+        "chooses on the page every copy links to.",
+        None,
+    )
     timezone: TimeZone | None = _doc(
         "Time zone of the schedule and of times in the e-mail; `defaults.timezone` when not given.",
         None,

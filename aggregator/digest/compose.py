@@ -18,7 +18,7 @@ from aggregator.publish.catalog import Catalog
 from aggregator.publish.publisher import base_url, source_names
 from aggregator.publish.view import EntryView, entry_view
 from aggregator.storage import Storage
-from aggregator.types import Selected
+from aggregator.types import Choice, Selected
 
 SCAN_LIMIT = 500  # stories read per period; more than any digest shows
 
@@ -27,6 +27,14 @@ SCAN_LIMIT = 500  # stories read per period; more than any digest shows
 class Group:
     title: str
     entries: tuple[EntryView, ...]
+
+
+@dataclass(frozen=True)
+class Story:
+    """A story new in the period, with every source that carries it."""
+
+    entry: EntryView
+    sources: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,10 @@ class DigestView:
     sources: int  # distinct sources of the shown stories and their copies
     base: str
     site_title: str
+    # every story new in the period, before max_items and any recipient's choice: what a
+    # recipient's narrower copy is cut from (`narrowed`)
+    pool: tuple[Story, ...] = ()
+    config: Config | None = None
 
     @property
     def entries(self) -> tuple[EntryView, ...]:
@@ -65,25 +77,56 @@ def compose(storage: Storage, config: Config, digest: Digest, period: Period) ->
         lambda item: item.first_seen_at < period.end and rules.accepts_at(item, period.end),
     )
     fresh = [s for s in found if _new_in(period, s)]
-    shown = fresh[: digest.max_items]
     catalog = Catalog(config)
     base = base_url(config)
     titles, urls = source_names(storage, config)
-    entries = [
-        entry_view(s, catalog, base, titles, urls, rules.selection.every_item) for s in shown
-    ]
-    groups = _group(digest, config, entries)
-    sources = {s.item.source_id for s in shown} | {o.source_id for s in shown for o in s.also}
+    pool = tuple(
+        Story(
+            entry_view(s, catalog, base, titles, urls, rules.selection.every_item),
+            frozenset({s.item.source_id, *(o.source_id for o in s.also)}),
+        )
+        for s in fresh
+    )
+    return _shaped(digest, config, period, pool, base)
+
+
+def _shaped(
+    digest: Digest, config: Config, period: Period, pool: tuple[Story, ...], base: str
+) -> DigestView:
+    shown = pool[: digest.max_items]
+    groups = _group(digest, config, [story.entry for story in shown])
+    sources = frozenset().union(*(story.sources for story in shown))
     return DigestView(
         digest,
         period,
         groups,
         len(shown),
-        len(fresh),
+        len(pool),
         len(sources),
         base,
         config.publishing.title,
+        pool,
+        config,
     )
+
+
+def wanted(entry: EntryView, choice: Choice) -> bool:
+    """Whether a recipient who made `choice` gets this story: one of their sections, and (where
+    they named topics) one of their topics."""
+    sections = {c.term for c in entry.categories if c.scheme.endswith("sections/")}
+    topics = {c.term for c in entry.categories if c.scheme.endswith("topics/")}
+    if choice.sections is not None and sections.isdisjoint(choice.sections):
+        return False
+    return not choice.topics or not topics.isdisjoint(choice.topics)
+
+
+def narrowed(view: DigestView, choice: Choice | None) -> DigestView:
+    """The digest as a recipient with `choice` gets it: only the stories they want, cut to
+    `max_items` after choosing (so a narrow choice still gets its share), grouped anew."""
+    if choice is None or not choice.narrows or view.config is None:
+        return view
+    pool = tuple(story for story in view.pool if wanted(story.entry, choice))
+    return _shaped(view.digest, view.config, view.period, pool, view.base)
 
 
 def _group(digest: Digest, config: Config, entries: Sequence[EntryView]) -> tuple[Group, ...]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from aggregator.config import Config, Digest
 from aggregator.config.schema import recipient_parts
-from aggregator.digest.compose import DigestView, compose
+from aggregator.digest.compose import DigestView, compose, narrowed
 from aggregator.digest.message import Batch, Envelope, message_id_for
 from aggregator.digest.periods import Period, due
 from aggregator.digest.render import Rendered, render_digest
@@ -36,7 +36,7 @@ from aggregator.digest.send import Mailer
 from aggregator.poll import is_dead
 from aggregator.storage import Storage, utcnow
 from aggregator.tokens import UNSUBSCRIBE, Signer, load_secret
-from aggregator.types import DeliveryStatus, SubscriberStatus
+from aggregator.types import WEEKLY, Choice, DeliveryStatus, SubscriberStatus
 
 log = logging.getLogger("aggregator.digest")
 
@@ -53,6 +53,7 @@ class RunReport:
     sent: int = 0
     failed: int = 0  # refused for good
     pending: int = 0  # refused for now: the run stays open
+    nothing: int = 0  # recipients whose choices left nothing new: no copy
     empty: bool = False
 
 
@@ -66,6 +67,66 @@ def envelope_for(config: Config, digest: Digest) -> Envelope | None:
 
 def unsubscribe_url(base: str, digest_id: str, token: str) -> str:
     return f"{base}digests/{digest_id}/unsubscribe?token={token}"
+
+
+def choose_url(base: str, digest_id: str, token: str) -> str:
+    """The recipient's page to choose what they get (the unsubscribe token stands for them)."""
+    return f"{base}digests/{digest_id}/choose?token={token}"
+
+
+def choice_text(config: Config, choice: Choice | None) -> str:
+    """A recipient's choice in words, for the foot of their copy: '' for the whole digest."""
+    if choice is None:
+        return ""
+    parts = []
+    if choice.sections is not None:
+        titles = {s.id: s.title for s in config.sections}
+        named = [titles.get(s, s) for s in choice.sections]
+        parts.append(", ".join(named) if named else "no section")
+    if choice.topics:
+        titles = {t.id: t.title for t in config.topics}
+        parts.append("only stories on " + ", ".join(titles.get(t, t) for t in choice.topics))
+    if choice.frequency == WEEKLY:
+        parts.append("once a week")
+    return "; ".join(parts)
+
+
+class _Copies:
+    """The renderings of one run, one per distinct (web subscriber or not, choice), made when a
+    lane first needs them: most recipients share the digest as composed."""
+
+    def __init__(self, dispatcher: Dispatcher, digest: Digest, view: DigestView) -> None:
+        self._dispatcher = dispatcher
+        self._digest = digest
+        self._view = view
+        self._lock = threading.Lock()
+        self._made: dict[tuple[bool, Choice | None], tuple[Rendered, Batch, int]] = {}
+        self._batches: dict[str, Batch] = {}
+
+    def get(self, subscribed: bool, choice: Choice | None) -> tuple[Rendered, Batch, int]:
+        """(the rendering, its batch (one per subject), how many stories it holds)."""
+        if choice is not None and not choice.narrows:
+            choice = None
+        key = (subscribed, choice)
+        with self._lock:
+            found = self._made.get(key)
+            if found is None:
+                config = self._dispatcher.config
+                view = narrowed(self._view, choice)
+                rendered = render_digest(
+                    view,
+                    reason(self._digest, subscribed, view.base),
+                    config.publishing.templates,
+                    choice_text=choice_text(config, choice),
+                )
+                batch = self._batches.get(rendered.subject)
+                if batch is None:
+                    envelope = self._dispatcher.envelope(self._digest)
+                    assert envelope is not None
+                    batch = Batch(envelope, rendered.subject, self._dispatcher.clock())
+                    self._batches[rendered.subject] = batch
+                found = self._made[key] = (rendered, batch, view.count)
+            return found
 
 
 def reason(digest: Digest, subscribed: bool, base: str) -> str:
@@ -203,7 +264,13 @@ class Dispatcher:
         with self.mailer() as mailer:
             eight_bit = mailer.eight_bit
             try:
-                data, _ = batch.message(rendered, address, url, eight_bit)
+                data, _ = batch.message(
+                    rendered,
+                    address,
+                    url,
+                    eight_bit,
+                    choose_url=choose_url(view.base, digest.id, token),
+                )
             except (ValueError, UnicodeError) as exc:
                 log.error("digest %s: %s cannot be written: %s", digest.id, address, exc)
                 return False
@@ -237,18 +304,13 @@ class Dispatcher:
         done = {
             d.recipient
             for d in self.storage.deliveries(run_id)
-            if d.status in (DeliveryStatus.SENT, DeliveryStatus.REFUSED)
+            if d.status in (DeliveryStatus.SENT, DeliveryStatus.REFUSED, DeliveryStatus.NOTHING)
         }
         todo = [(address, sub) for address, sub in recipients if address not in done]
-        variants = {
-            sub: render_digest(
-                view, reason(digest, sub, view.base), self.config.publishing.templates
-            )
-            for sub in sorted({sub for _, sub in todo})
-        }
+        copies = _Copies(self, digest, view)
+        chosen = self.storage.choices(digest.id) if todo else {}
         state = _Progress(time.monotonic())
         if todo:
-            batch = Batch(envelope, next(iter(variants.values())).subject, self.clock())
             lanes = max(1, min(self.config.smtp.connections, len(todo)))
             with ThreadPoolExecutor(lanes, thread_name_prefix=f"digest-{digest.id}") as pool:
                 work = [
@@ -258,8 +320,8 @@ class Dispatcher:
                         envelope,
                         view,
                         run_id,
-                        batch,
-                        variants,
+                        copies,
+                        chosen,
                         todo[lane::lanes],
                         state,
                     )
@@ -275,6 +337,7 @@ class Dispatcher:
             state.sent,
             state.failed,
             state.pending,
+            state.nothing,
         )
 
     def _lane(
@@ -283,8 +346,8 @@ class Dispatcher:
         envelope: Envelope,
         view: DigestView,
         run_id: int,
-        batch: Batch,
-        variants: dict[bool, Rendered],
+        copies: _Copies,
+        chosen: dict[str, Choice],
         share: Sequence[tuple[str, bool]],
         state: _Progress,
     ) -> None:
@@ -299,17 +362,23 @@ class Dispatcher:
                 if state.stopped:
                     state.count("pending")
                     continue
+                rendered, batch, count = copies.get(subscribed, chosen.get(address.lower()))
+                if count == 0 and view.count > 0 and digest.skip_empty:
+                    record(address, DeliveryStatus.NOTHING, "nothing new in what they chose")
+                    state.count("nothing")
+                    continue
                 token = self.signer.sign(UNSUBSCRIBE, digest.id, address)
                 url = unsubscribe_url(view.base, digest.id, token)
                 message_id = message_id_for(envelope, view.period.start, address)
                 try:
                     data, _ = batch.message(
-                        variants[subscribed],
+                        rendered,
                         address,
                         url,
                         eight_bit,
                         message_id,
                         name=names.get(address.lower(), ""),
+                        choose_url=choose_url(view.base, digest.id, token),
                     )
                 except (ValueError, UnicodeError) as exc:  # an address no header can carry
                     log.warning("digest %s: %s cannot be written: %s", digest.id, address, exc)
@@ -347,7 +416,7 @@ class _Progress:
     def __init__(self, started: float) -> None:
         self._lock = threading.Lock()
         self._renewed = started
-        self.sent = self.failed = self.pending = 0
+        self.sent = self.failed = self.pending = self.nothing = 0
         self.stopped = False
 
     def count(self, kind: str) -> None:

@@ -25,7 +25,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 from urllib.parse import quote
 
-from aggregator.digest.render import UNSUBSCRIBE, Rendered
+from aggregator.digest.render import CHOOSE, UNSUBSCRIBE, Rendered
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,7 @@ class Batch:
         eight_bit: bool = False,
         message_id: str | None = None,
         name: str = "",
+        choose_url: str | None = None,
     ) -> tuple[bytes, str]:
         """The bytes of one copy of `rendered` (still holding the UNSUBSCRIBE placeholder) for
         `to`, and its Message-ID (`message_id`, or a new one); with `eight_bit` (the server
@@ -140,14 +141,20 @@ class Batch:
             b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n\r\n',
         ]
         url = link.encode("ascii")
+        # the page to choose what one gets: the body only (no header names it), same limits
+        choose = header_url(choose_url) if choose_url else link
+        if len(choose) > MAX_LINK:
+            raise ValueError(f"the link to choose what one gets is longer than {MAX_LINK}")
+        chosen = choose.encode("ascii")
+        growth = max(len(url) - len(_PLACEHOLDER), 0) + max(len(chosen) - len(_CHOOSE), 0)
         for subtype, body in (("plain", rendered.text), ("html", rendered.html)):
             encoding, data = self._part(body, eight_bit)
-            if encoding != b"base64" and _MAX_LINE + len(url) - len(_PLACEHOLDER) > 998:
-                encoding = b"base64"  # an unusually long link could overrun a line
+            if encoding != b"base64" and _MAX_LINE + growth > 998:
+                encoding = b"base64"  # unusually long links could overrun a line
             if encoding == b"base64":  # encoded per copy (in C); 8-bit parts are filled in
-                data = _encode(body.replace(UNSUBSCRIBE, link), False)[1]
+                data = _encode(body.replace(UNSUBSCRIBE, link).replace(CHOOSE, choose), False)[1]
             else:
-                data = data.replace(_PLACEHOLDER, url)
+                data = data.replace(_PLACEHOLDER, url).replace(_CHOOSE, chosen)
             lines += [
                 b"--" + boundary + b"\r\n",
                 f'Content-Type: text/{subtype}; charset="utf-8"\r\n'.encode(),
@@ -166,6 +173,7 @@ class Batch:
 
 
 _PLACEHOLDER = UNSUBSCRIBE.encode("ascii")
+_CHOOSE = CHOOSE.encode("ascii")
 _MAX_LINE = 760  # SMTP allows 998 octets a line: room for a link put in later
 
 

@@ -19,6 +19,7 @@ from aggregator.digest.periods import zone
 from aggregator.templating import render
 
 UNSUBSCRIBE = "https://unsubscribe.invalid/TOKEN"  # replaced per recipient
+CHOOSE = "https://choose.invalid/TOKEN"  # the recipient's page to choose what they get
 _INLINER = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
 
 
@@ -28,12 +29,11 @@ class Rendered:
     html: str
     text: str
 
-    def for_recipient(self, unsubscribe_url: str) -> Rendered:
-        return Rendered(
-            self.subject,
-            self.html.replace(UNSUBSCRIBE, unsubscribe_url),
-            self.text.replace(UNSUBSCRIBE, unsubscribe_url),
-        )
+    def for_recipient(self, unsubscribe_url: str, choose_url: str) -> Rendered:
+        def filled(body: str) -> str:
+            return body.replace(UNSUBSCRIBE, unsubscribe_url).replace(CHOOSE, choose_url)
+
+        return Rendered(self.subject, filled(self.html), filled(self.text))
 
 
 def period_text(view: DigestView) -> str:
@@ -62,10 +62,18 @@ class _Fields(dict[str, object]):
 
 
 def render_digest(
-    view: DigestView, reason: str, overrides: str | None = None, unsubscribe_url: str = UNSUBSCRIBE
+    view: DigestView,
+    reason: str,
+    overrides: str | None = None,
+    unsubscribe_url: str = UNSUBSCRIBE,
+    choice_text: str = "",
+    choose_url: str = CHOOSE,
 ) -> Rendered:
+    """`choice_text`: what the recipient chose, in words ("World; only Climate"), or ''."""
     title = subject(view)
     context = {
+        "choice_text": choice_text,
+        "choose_url": choose_url,
         "view": view,
         "subject": title,
         "period_text": period_text(view),

@@ -10,7 +10,7 @@ no, so its page says the address is unsubscribed and offers to sign up afresh.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email import policy
@@ -20,13 +20,14 @@ from enum import StrEnum
 
 from aggregator.config import Config, Digest
 from aggregator.config.schema import email_problem
+from aggregator.digest.choosing import offer, read_form
 from aggregator.digest.dispatch import envelope_for
 from aggregator.digest.send import Mailer
 from aggregator.exceptions import BadRequestError, NotPublishedError
 from aggregator.publish.publisher import base_url
 from aggregator.storage import Storage
 from aggregator.tokens import CONFIRM, UNSUBSCRIBE, Claim, Signer
-from aggregator.types import Subscriber, SubscriberStatus
+from aggregator.types import Choice, Subscriber, SubscriberStatus
 
 log = logging.getLogger("aggregator.digest")
 
@@ -155,6 +156,26 @@ class Subscriptions:
         """Whose unsubscribe link this is, if it is genuine."""
         claim = self.signer.verify(UNSUBSCRIBE, token)
         return claim if claim is not None and claim.digest_id == digest_id else None
+
+    def chosen(self, digest_id: str, token: str) -> tuple[Claim, Choice | None] | None:
+        """Whose link to choose what they get this is (the unsubscribe token of any copy), with
+        what they chose so far; None for a link that is not genuine."""
+        claim = self.check(digest_id, token)
+        if claim is None:
+            return None
+        return claim, self.storage.choice(claim.digest_id, claim.email)
+
+    def choose(
+        self, digest_id: str, token: str, form: Mapping[str, Sequence[str]]
+    ) -> tuple[Claim, Choice] | None:
+        """Keep what the form chose (BadRequestError for a choice of nothing); None for a link
+        that is not genuine. Takes effect from the next copy sent."""
+        claim = self.check(digest_id, token)
+        if claim is None:
+            return None
+        choice = read_form(form, offer(self.config, self.digest(digest_id)))
+        self.storage.choose(claim.digest_id, claim.email, choice)
+        return claim, choice
 
     def unsubscribe(self, digest_id: str, token: str) -> Claim | None:
         claim = self.check(digest_id, token)

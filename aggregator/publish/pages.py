@@ -168,6 +168,11 @@ def search(
     )
 
 
+def choose(overrides: str | None = None, **context: object) -> str:
+    """A recipient's page to choose what they get of a digest (`choose.html`)."""
+    return render("choose.html", overrides, alternates=[], **context)
+
+
 def error(
     status: int,
     heading: str,

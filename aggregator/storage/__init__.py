@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from aggregator.config import Source
 from aggregator.exceptions import StorageError
 from aggregator.storage import (
+    choices,
     digests,
     items,
     migrate,
@@ -31,6 +32,7 @@ from aggregator.storage.engine import WRITE_OPTION, make_engine, may_hold_data, 
 from aggregator.storage.items import SourceCounts
 from aggregator.types import (
     ArticleFetch,
+    Choice,
     Delivery,
     DeliveryStatus,
     DigestRun,
@@ -629,6 +631,20 @@ class Storage:
         """Unsubscribe an address for good, YAML recipients included; False if it was already."""
         with self._tx() as conn:
             return subscribers.suppress(conn, digest_id, email, self.clock())
+
+    def choice(self, digest_id: str, email: str) -> Choice | None:
+        """What this recipient chose of a digest (None: nothing yet, the whole digest)."""
+        with self._tx(write=False) as conn:
+            return choices.get(conn, digest_id, email)
+
+    def choices(self, digest_id: str) -> dict[str, Choice]:
+        """Every recipient's choice of a digest, by lower-cased address."""
+        with self._tx(write=False) as conn:
+            return choices.of_digest(conn, digest_id)
+
+    def choose(self, digest_id: str, email: str, choice: Choice) -> None:
+        with self._tx() as conn:
+            choices.put(conn, digest_id, email, choice, self.clock())
 
     def subscriber(self, digest_id: str, email: str) -> Subscriber | None:
         with self._tx(write=False) as conn:

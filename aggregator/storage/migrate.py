@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
 SCRIPTS = Path(__file__).parent / "migrations"
-HEAD = "0011"
+HEAD = "0012"
 # Alembic's own version table, as its migration context defines it
 _VERSION = Table(
     "alembic_version",

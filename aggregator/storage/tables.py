@@ -258,3 +258,17 @@ subscribers = Table(
     Column("confirm_sent_at", UTCDateTime),  # the last confirmation mailed: one an hour at most
     UniqueConstraint("digest_id", "email"),
 )
+
+# What a digest's recipient chose on the page every copy links to (web subscribers and YAML
+# recipients alike, by lower-cased address): no row, the whole digest on its schedule
+digest_choices = Table(
+    "digest_choices",
+    metadata,
+    Column("digest_id", String(64), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("sections", JSON),  # null: every section
+    Column("topics", JSON),  # null or []: every story
+    Column("frequency", String(16)),  # null: the digest's schedule; "weekly"
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("digest_id", "email"),
+)

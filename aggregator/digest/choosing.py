@@ -1,0 +1,58 @@
+"""What a recipient may choose of a digest, and reading their choice from the page's form.
+
+A digest offers the sections and topics it can hold (its filter's, else every one in the
+config), and a weekly edition where the editor gave `weekly`. The form is read strictly: only
+offered ids count, each once; ticking every section means "every section", including ones an
+editor adds later; ticking no topic means every story.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from aggregator.config import Config, Digest
+from aggregator.digest.compose import digest_filter
+from aggregator.exceptions import BadRequestError
+from aggregator.types import WEEKLY, Choice
+
+
+@dataclass(frozen=True)
+class Offer:
+    """The choices a digest's page shows: (id, title) pairs, and whether a weekly edition is
+    offered (with its schedule in words)."""
+
+    sections: tuple[tuple[str, str], ...]
+    topics: tuple[tuple[str, str], ...]
+    weekly: bool
+
+
+def offer(config: Config, digest: Digest) -> Offer:
+    rules = digest_filter(config, digest)
+    sections = tuple(
+        (s.id, s.title) for s in config.sections if not rules.sections or s.id in rules.sections
+    )
+    topics = tuple(
+        (t.id, t.title) for t in config.topics if not rules.topics or t.id in rules.topics
+    )
+    return Offer(sections, topics, digest.weekly is not None)
+
+
+def read_form(form: Mapping[str, Sequence[str]], offered: Offer) -> Choice:
+    """The choice a submitted form makes; BadRequestError when it leaves every section out."""
+    section_ids = [sid for sid, _ in offered.sections]
+    topic_ids = [tid for tid, _ in offered.topics]
+    ticked = set(form.get("section", ()))
+    sections: tuple[str, ...] | None = tuple(s for s in section_ids if s in ticked)
+    if len(section_ids) > 1 and not sections:
+        raise BadRequestError(
+            "tick at least one section (to get nothing at all, unsubscribe instead)"
+        )
+    if sections is not None and len(sections) == len(section_ids):
+        sections = None  # every section, those added later too
+    if len(section_ids) <= 1:
+        sections = None  # nothing to choose
+    wanted_topics = set(form.get("topic", ()))
+    topics = tuple(t for t in topic_ids if t in wanted_topics)
+    frequency = WEEKLY if offered.weekly and form.get("frequency", [""])[0] == WEEKLY else None
+    return Choice(sections, topics, frequency)

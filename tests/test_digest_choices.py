@@ -1,0 +1,200 @@
+"""Digests shaped by their recipients: each chooses sections, topics and how often from a link in
+every copy, without an account; their choice changes their copy and nobody else's. Real SMTP
+(aiosmtpd), the real app under the real server, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from email.message import EmailMessage
+
+import pytest
+from lxml import etree
+
+from aggregator.config import Config
+from aggregator.digest.send import Mailer
+from aggregator.digest.subscriptions import Subscriptions
+from aggregator.process.pipeline import Processor
+from aggregator.publish.publisher import Publisher
+from aggregator.storage import Storage
+from aggregator.tokens import Signer
+from aggregator.types import Choice, DeliveryStatus
+from aggregator.web import create_app
+from tests.mailserver import MailServer
+from tests.publishing import entry, serving
+from tests.support import Clock
+from tests.test_digest import PERIOD, stock, utc
+from tests.test_digest_send import SECRET, _post, configured, dispatcher, parts, path_of
+from tests.test_web import Client
+
+EVERY_STORY = {
+    "Herald story 0",
+    "Herald story 1",
+    "Herald story 2",
+    "Herald story 3",
+    "Gaza ceasefire talks hit snag",
+    "Why the <b>truce</b> matters",  # its feed's title, as written
+}
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(utc(2026, 11, 23, 6))  # before the stock's stories, as `stock` expects
+
+
+@pytest.fixture
+def mail() -> Iterator[MailServer]:
+    with MailServer() as server:
+        yield server
+
+
+def titles(message: EmailMessage) -> set[str]:
+    text, _ = parts(message)
+    return {title for title in EVERY_STORY if title in text}
+
+
+def test_a_recipients_choice_changes_their_copy_and_nobody_elses(
+    storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    config = configured(mail, recipients=("ann@example.org", "bob@example.org", "cy@example.org"))
+    stock(storage, config, clock)
+    storage.choose("daily", "Ann@Example.org", Choice(sections=("opinion",)))
+    storage.choose("daily", "cy@example.org", Choice(topics=("climate",)))
+    report = dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
+    assert report is not None and report.sent == 3
+    ann = mail.to("ann@example.org")[0].message
+    assert titles(ann) == {"Why the <b>truce</b> matters"}
+    assert ann["Subject"] == "Daily briefing: 1 new, 24 Nov 2026"
+    assert "You chose Opinion." in parts(ann)[0]
+    cy = mail.to("cy@example.org")[0].message
+    assert titles(cy) == {"Herald story 1", "Herald story 3"}  # the two about climate
+    assert "You chose only stories on Climate." in parts(cy)[0]
+    bob = mail.to("bob@example.org")[0].message
+    assert titles(bob) == EVERY_STORY
+    assert bob["Subject"] == "Daily briefing: 6 new, 24 Nov 2026"
+    assert "You chose" not in parts(bob)[0]
+    # every copy links to its recipient's own page to choose
+    links = {
+        r: re.search(r"Choose what you get: (\S+)", parts(mail.to(r)[0].message)[0])
+        for r in ("ann@example.org", "bob@example.org")
+    }
+    assert all(m is not None for m in links.values())
+    assert len({m.group(1) for m in links.values() if m}) == 2
+    html = parts(ann)[1]
+    assert 'href="http://news.test/digests/daily/choose?token=' in html
+
+
+def test_a_choice_that_leaves_nothing_new_sends_nothing_and_says_so(
+    storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    config = configured(mail)
+    config = replace(
+        config,
+        topics=(
+            *config.topics,
+            replace(config.topics[0], id="sport", title="Sport", keywords=("cricket",)),
+        ),
+    )
+    stock(storage, config, clock)
+    storage.choose("daily", "ann@example.org", Choice(topics=("sport",)))
+    report = dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
+    assert report is not None and (report.sent, report.nothing, report.pending) == (1, 1, 0)
+    assert mail.to("ann@example.org") == [] and len(mail.to("bob@example.org")) == 1
+    [run] = storage.digest_runs("daily")
+    states = {d.recipient: d.status for d in storage.deliveries(run.id)}
+    assert states["ann@example.org"] is DeliveryStatus.NOTHING
+    # the run is finished, and running it again sends nobody anything
+    assert dispatcher(storage, config, clock).run(config.digests[0], PERIOD) is None
+    assert len(mail.received) == 1
+
+
+@pytest.fixture
+def site(storage: Storage, mail: MailServer, clock: Clock) -> Iterator[tuple[Client, Config]]:
+    config = configured(mail)
+    stock(storage, config, clock)
+    subscriptions = Subscriptions(
+        storage, config, Signer(SECRET), lambda: Mailer(config.smtp, backoff=0.01), clock
+    )
+    with serving(create_app(Publisher(storage, config), subscriptions=subscriptions)) as port:
+        yield Client(port), config
+
+
+def _choose_link(message: EmailMessage) -> str:
+    found = re.search(r"Choose what you get: (\S+)", parts(message)[0])
+    assert found is not None
+    return path_of(found.group(1))
+
+
+def test_the_link_in_every_copy_lets_a_recipient_choose_without_an_account(
+    site: tuple[Client, Config], storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    client, config = site
+    dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
+    link = _choose_link(mail.to("ann@example.org")[0].message)
+    page = client.request(link)
+    assert page.status == 200 and page.headers["cache-control"] == "no-store"
+    form = etree.fromstring(page.body, etree.HTMLParser())
+    boxes = {(i.get("name"), i.get("value")): i.get("checked") for i in form.iter("input")}
+    assert boxes == {
+        ("section", "world"): "checked",  # every section ticked: the whole digest
+        ("section", "opinion"): "checked",
+        ("topic", "palestine"): None,
+        ("topic", "climate"): None,
+    }
+    assert [legend.text for legend in form.iter("legend")] == [
+        "Sections",
+        "Only stories on these topics",
+    ]
+    assert b"ann@example.org" in page.body
+    # following the link (GET, HEAD: what scanners do) changes nothing
+    assert client.request(link, "HEAD").status == 200
+    assert storage.choice("daily", "ann@example.org") is None
+    saved = _post(client, link, "section=world&topic=palestine&section=evil&topic=%3Cb%3E")
+    assert saved.status == 200 and b"Saved: World; only stories on Palestine." in saved.body
+    assert storage.choice("daily", "ann@example.org") == Choice(("world",), ("palestine",))
+    assert storage.choice("daily", "bob@example.org") is None
+    again = etree.fromstring(client.request(link).body, etree.HTMLParser())
+    checked = {i.get("value") for i in again.iter("input") if i.get("checked")}
+    assert checked == {"world", "palestine"}
+    # nothing ticked among the sections is refused; the choice stays as it was
+    refused = _post(client, link, "topic=climate")
+    assert refused.status == 400 and b"tick at least one section" in refused.body
+    assert storage.choice("daily", "ann@example.org") == Choice(("world",), ("palestine",))
+    # ticking every section again is the whole digest, sections added later included
+    assert _post(client, link, "section=world&section=opinion").status == 200
+    assert storage.choice("daily", "ann@example.org") == Choice(None, ())
+    # a forged or altered link changes nothing
+    assert client.request(link[:-4] + "abcd").status == 400
+    assert _post(client, link[:-4] + "abcd", "section=world").status == 400
+    assert storage.choice("daily", "ann@example.org") == Choice(None, ())
+
+
+def test_the_next_copy_follows_the_choice_made_on_the_page(
+    site: tuple[Client, Config], storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    client, config = site
+    dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
+    link = _choose_link(mail.to("bob@example.org")[0].message)
+    assert _post(client, link, "section=world&topic=palestine").status == 200
+    clock.advance(minutes=30)
+    storage.save_entries(
+        "herald",
+        [
+            entry("g2", "Aid reaches Gaza", "<p>Convoys crossed into Gaza at Rafah.</p>"),
+            entry("c2", "Climate fund agreed", "<p>Ministers agreed a climate fund.</p>"),
+        ],
+        Processor(config),
+    )
+    later = replace(PERIOD, start=PERIOD.end, end=PERIOD.end + timedelta(days=1))
+    dispatcher(storage, config, clock).run(config.digests[0], later)
+    assert len(mail.to("ann@example.org")) == 2 and len(mail.to("bob@example.org")) == 2
+    # what bob got the second time: only what he chose; ann still gets everything new
+    second = mail.to("bob@example.org")[1].message
+    assert "You chose World; only stories on Palestine." in parts(second)[0]
+    assert "Aid reaches Gaza" in parts(second)[0]
+    assert "Climate fund agreed" not in parts(second)[0]
+    assert second["Subject"] == "Daily briefing: 1 new, 25 Nov 2026"
+    ann = parts(mail.to("ann@example.org")[1].message)[0]
+    assert "Aid reaches Gaza" in ann and "Climate fund agreed" in ann and "You chose" not in ann
