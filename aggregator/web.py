@@ -509,7 +509,13 @@ def create_app(
                     "confirm",
                     again,
                 )
-            return notice(200, "You are subscribed", f"{found.email} will get {digest.title}.")
+            return notice(
+                200,
+                "You are subscribed",
+                f"{found.email} will get {digest.title}.",
+                "choose",
+                subscriptions.choose_link(digest.id, found.email),
+            )
         if action == "choose":  # GET shows the choices, POST (the Save button) keeps them
             return await choose_page(request, digest, token, again, asking)
         # unsubscribe: GET asks (mail scanners follow links), POST does it (RFC 8058 one-click)

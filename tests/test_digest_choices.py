@@ -14,13 +14,14 @@ import pytest
 from lxml import etree
 
 from aggregator.config import Config
+from aggregator.digest.periods import Period
 from aggregator.digest.send import Mailer
 from aggregator.digest.subscriptions import Subscriptions
 from aggregator.process.pipeline import Processor
 from aggregator.publish.publisher import Publisher
 from aggregator.storage import Storage
 from aggregator.tokens import Signer
-from aggregator.types import Choice, DeliveryStatus
+from aggregator.types import WEEKLY, Choice, DeliveryStatus
 from aggregator.web import create_app
 from tests.mailserver import MailServer
 from tests.publishing import entry, serving
@@ -198,3 +199,107 @@ def test_the_next_copy_follows_the_choice_made_on_the_page(
     assert second["Subject"] == "Daily briefing: 1 new, 25 Nov 2026"
     ann = parts(mail.to("ann@example.org")[1].message)[0]
     assert "Aid reaches Gaza" in ann and "Climate fund agreed" in ann and "You chose" not in ann
+
+
+# -- how often -----------------------------------------------------------------------------
+
+WEEK = Period(utc(2026, 11, 23, 7), utc(2026, 11, 30, 7))
+
+
+def test_a_recipient_who_picks_weekly_gets_the_weekly_edition_only(
+    site_weekly: tuple[Client, Config], storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    client, config = site_weekly
+    digest = config.digests[0]
+    dispatcher(storage, config, clock).run(digest, PERIOD)
+    link = _choose_link(mail.to("ann@example.org")[0].message)
+    page = etree.fromstring(client.request(link).body, etree.HTMLParser())
+    radios = {
+        i.get("value"): i.get("checked") for i in page.iter("input") if i.get("type") == "radio"
+    }
+    assert radios == {"schedule": "checked", "weekly": None}
+    assert b"Once a week, every Monday at 08:00" in client.request(link).body
+    saved = _post(client, link, "section=world&section=opinion&frequency=weekly")
+    assert saved.status == 200 and b"Saved: once a week." in saved.body
+    assert storage.choice("daily", "ann@example.org") == Choice(None, (), WEEKLY)
+    # the next daily copy goes to bob alone; the weekly edition to ann alone
+    later = Period(PERIOD.end, PERIOD.end + timedelta(days=1))
+    storage.save_entries(
+        "herald",
+        [entry("g3", "Aid reaches Gaza", "<p>Convoys crossed into Gaza.</p>")],
+        Processor(config),
+    )
+    daily = dispatcher(storage, config, clock).run(digest, later)
+    assert daily is not None and daily.recipients == 1
+    assert len(mail.to("ann@example.org")) == 1 and len(mail.to("bob@example.org")) == 2
+    weekly = dispatcher(storage, config, clock).run(digest, WEEK, edition=WEEKLY)
+    assert weekly is not None and (weekly.digest_id, weekly.sent) == ("daily:weekly", 1)
+    assert len(mail.to("ann@example.org")) == 2 and len(mail.to("bob@example.org")) == 2
+    copy = mail.to("ann@example.org")[1].message
+    text = parts(copy)[0]
+    assert "Aid reaches Gaza" in text and "Herald story 0" in text  # the whole week
+    assert "You chose once a week." in text
+    first = mail.to("ann@example.org")[0].message
+    assert copy["Message-ID"] != first["Message-ID"] and ".weekly." in copy["Message-ID"]
+    # the weekly edition's period is recorded apart: sending it again sends nothing
+    assert dispatcher(storage, config, clock).run(digest, WEEK, edition=WEEKLY) is None
+    assert [r.period_end for r in storage.digest_runs("daily:weekly")] == [WEEK.end]
+
+
+def test_the_scheduler_sends_each_edition_when_its_own_schedule_fires(
+    storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    config = configured(mail, weekly="0 8 * * 1")
+    stock(storage, config, clock)
+    storage.choose("daily", "ann@example.org", Choice(frequency=WEEKLY))
+    clock.now = utc(2026, 11, 30, 8, 5)  # a Monday: the daily and the weekly both fired
+    reports = dispatcher(storage, config, clock).run_due()
+    assert sorted((r.digest_id, r.recipients) for r in reports) == [
+        ("daily", 1),
+        ("daily:weekly", 1),
+    ]
+    assert [r.recipients[0] for r in mail.received].count("ann@example.org") == 1
+    clock.now = utc(2026, 12, 1, 8, 5)  # Tuesday: only the daily
+    again = dispatcher(storage, config, clock).run_due()
+    assert [r.digest_id for r in again] == ["daily"]
+
+
+def test_a_digest_without_weekly_offers_no_frequency_and_ignores_one_posted(
+    site: tuple[Client, Config], storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    client, config = site
+    dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
+    link = _choose_link(mail.to("ann@example.org")[0].message)
+    assert b'name="frequency"' not in client.request(link).body
+    assert _post(client, link, "section=world&section=opinion&frequency=weekly").status == 200
+    assert storage.choice("daily", "ann@example.org") == Choice(None, (), None)
+
+
+@pytest.fixture
+def site_weekly(
+    storage: Storage, mail: MailServer, clock: Clock
+) -> Iterator[tuple[Client, Config]]:
+    config = configured(mail, weekly="0 8 * * 1")
+    stock(storage, config, clock)
+    subscriptions = Subscriptions(
+        storage, config, Signer(SECRET), lambda: Mailer(config.smtp, backoff=0.01), clock
+    )
+    with serving(create_app(Publisher(storage, config), subscriptions=subscriptions)) as port:
+        yield Client(port), config
+
+
+def test_a_new_subscriber_is_offered_the_choice_once_confirmed(
+    site: tuple[Client, Config], storage: Storage, mail: MailServer
+) -> None:
+    client, _ = site
+    assert _post(client, "/digests/daily/subscribe", "email=new%40example.org").status == 200
+    link = re.search(r"http://news\.test/\S+", str(mail.received[0].message.get_content()))
+    assert link is not None
+    confirmed = _post(client, path_of(link.group(0)), "")
+    assert confirmed.status == 200 and b"You are subscribed" in confirmed.body
+    page = etree.fromstring(confirmed.body, etree.HTMLParser())
+    [choose] = [a.get("href") for a in page.iter("a") if a.text == "Choose what you get"]
+    answer = client.request(path_of(choose))
+    assert answer.status == 200 and b"new@example.org" in answer.body
+    assert _post(client, path_of(choose), "section=opinion").status == 200
+    assert storage.choice("daily", "new@example.org") == Choice(("opinion",), ())

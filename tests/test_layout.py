@@ -19,6 +19,7 @@ import tests.test_status_page  # noqa: F401  (skips this module where Chromium i
 from aggregator.config import load_config
 from aggregator.process.pipeline import Processor
 from aggregator.storage import Storage
+from aggregator.tokens import UNSUBSCRIBE, Signer
 from aggregator.types import Enclosure, Entry
 from tests import statusdata
 from tests.test_service import Running, free_port
@@ -173,15 +174,22 @@ def _dark(browser: WebDriver, on: bool) -> None:
 
 @pytest.mark.parametrize("width", [375, 1280])
 def test_every_page_fits_the_screen_and_reads_well(
-    browser: WebDriver, site: str, width: int
+    browser: WebDriver, site: str, width: int, tmp_path: Path
 ) -> None:
     browser.set_window_size(width, 900)
     problems: dict[str, Any] = {}
-    for path in PAGES:
+    # a recipient's page to choose what they get, signed with the secret the service made
+    secret = (tmp_path / "data" / "secret.key").read_text().strip()
+    token = Signer(secret).sign(UNSUBSCRIBE, "morning", "desk@example.org")
+    for path in (*PAGES, f"/digests/morning/choose?token={token}"):
         for dark in (False, True):
             _dark(browser, dark)
             browser.get(site + path)
             where = f"{path} ({'dark' if dark else 'light'})"
+            if "/choose?" in path:  # the page itself, not "this link does not work"
+                assert "Choose what you get" in browser.execute_script(
+                    "return document.querySelector('h1').textContent"
+                )
             measured = browser.execute_script(_OVERFLOW)
             if measured["scroll"] > measured["width"] or measured["wide"]:
                 problems[f"{where}: wider than {width} px"] = measured

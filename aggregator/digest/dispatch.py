@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -69,6 +70,17 @@ def unsubscribe_url(base: str, digest_id: str, token: str) -> str:
     return f"{base}digests/{digest_id}/unsubscribe?token={token}"
 
 
+def run_key(digest: Digest, edition: str | None) -> str:
+    """What a digest's runs are recorded under: its id, or `id:weekly` for its weekly edition
+    (a period of its own, recipients of its own)."""
+    if edition is None:
+        return digest.id
+    key = f"{digest.id}:{edition}"
+    if len(key) <= 64:  # the column's width
+        return key
+    return f"{digest.id[:47]}~{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
 def choose_url(base: str, digest_id: str, token: str) -> str:
     """The recipient's page to choose what they get (the unsubscribe token stands for them)."""
     return f"{base}digests/{digest_id}/choose?token={token}"
@@ -105,8 +117,8 @@ class _Copies:
 
     def get(self, subscribed: bool, choice: Choice | None) -> tuple[Rendered, Batch, int]:
         """(the rendering, its batch (one per subject), how many stories it holds)."""
-        if choice is not None and not choice.narrows:
-            choice = None
+        if choice is not None and not choice.narrows and choice.frequency is None:
+            choice = None  # the whole digest, like everyone who chose nothing
         key = (subscribed, choice)
         with self._lock:
             found = self._made.get(key)
@@ -155,8 +167,20 @@ class Dispatcher:
     def envelope(self, digest: Digest) -> Envelope | None:
         return envelope_for(self.config, digest)
 
-    def recipients(self, digest: Digest) -> list[tuple[str, bool]]:
-        """(address, signed up on the web) for everyone who should get it, each once."""
+    def recipients(self, digest: Digest, edition: str | None = None) -> list[tuple[str, bool]]:
+        """(address, signed up on the web) for everyone who should get it, each once: of the
+        weekly edition (`edition` WEEKLY) those who chose it, of the digest everyone else."""
+        everyone = self._everyone(digest)
+        if digest.weekly is None:
+            return [] if edition is not None else everyone
+        weekly = {
+            address
+            for address, choice in self.storage.choices(digest.id).items()
+            if choice.frequency == WEEKLY
+        }
+        return [r for r in everyone if (r[0].lower() in weekly) == (edition == WEEKLY)]
+
+    def _everyone(self, digest: Digest) -> list[tuple[str, bool]]:
         gone = {  # unsubscribed, or signed up again but not yet confirmed by the owner
             s.email.lower()
             for s in self.storage.subscribers(digest.id)
@@ -176,56 +200,63 @@ class Dispatcher:
         whose run fails is logged and told to `on_error` (metrics), and the others go on."""
         reports = []
         for digest in self.config.digests:
-            try:
-                report = self.run(digest)
-            except Exception:
-                log.exception(
-                    "digest %s: the run failed; it is taken up again next time", digest.id
-                )
-                if on_error is not None:
-                    on_error(digest)
-                continue
-            if report is not None:
-                reports.append(report)
+            for edition in (None, WEEKLY) if digest.weekly else (None,):
+                try:
+                    report = self.run(digest, edition=edition)
+                except Exception:
+                    log.exception(
+                        "digest %s: the run failed; it is taken up again next time",
+                        run_key(digest, edition),
+                    )
+                    if on_error is not None:
+                        on_error(digest)
+                    continue
+                if report is not None:
+                    reports.append(report)
         return reports
 
-    def run(self, digest: Digest, period: Period | None = None) -> RunReport | None:
-        """Send one period of a digest (the due one by default); None when nothing is due or
+    def run(
+        self, digest: Digest, period: Period | None = None, edition: str | None = None
+    ) -> RunReport | None:
+        """Send one period of a digest (the due one by default), or of its weekly edition
+        (`edition` WEEKLY: its own schedule, runs and recipients); None when nothing is due or
         another worker holds it."""
         envelope = self.envelope(digest)
         if envelope is None:
             log.error("digest %s: no sender; set `from` on it or `smtp.from`", digest.id)
             return None
+        key = run_key(digest, edition)
         if period is None:
-            runs = self.storage.digest_runs(digest.id, limit=1)
-            period = due(digest, self.clock(), runs[0] if runs else None)
+            runs = self.storage.digest_runs(key, limit=1)
+            weekly = digest.weekly if edition is not None else None
+            timed = digest if weekly is None else replace(digest, schedule=weekly)
+            period = due(timed, self.clock(), runs[0] if runs else None)
             if period is None:
                 return None
-        run = self.storage.claim_digest_run(digest.id, period.start, period.end, self.owner, LEASE)
+        run = self.storage.claim_digest_run(key, period.start, period.end, self.owner, LEASE)
         if run is None:  # held by another worker: taken over only if it died on this host
             held = next(
-                (
-                    r
-                    for r in self.storage.digest_runs(digest.id, 3)
-                    if r.period_start == period.start
-                ),
+                (r for r in self.storage.digest_runs(key, 3) if r.period_start == period.start),
                 None,
             )
             if held is None or held.claimed_by is None or not is_dead(held.claimed_by):
                 return None
-            log.warning("digest %s: taking over from %s, which died", digest.id, held.claimed_by)
+            log.warning("digest %s: taking over from %s, which died", key, held.claimed_by)
             period = replace(period, resumed=True)
             run = self.storage.claim_digest_run(
-                digest.id, period.start, period.end, self.owner, LEASE, dead=held.claimed_by
+                key, period.start, period.end, self.owner, LEASE, dead=held.claimed_by
             )
             if run is None:
                 return None
+        recipients = self.recipients(digest, edition)
+        if edition is not None and not recipients:  # nobody chose the weekly edition (yet)
+            self.storage.finish_digest_run(run.id)
+            return RunReport(key, period, 0, 0, empty=True)
         view = compose(self.storage, self.config, digest, period)
-        recipients = self.recipients(digest)
         if view.count == 0 and digest.skip_empty:
             self.storage.finish_digest_run(run.id)
-            log.info("digest %s: nothing new from %s to %s", digest.id, period.start, period.end)
-            return RunReport(digest.id, period, 0, len(recipients), empty=True)
+            log.info("digest %s: nothing new from %s to %s", key, period.start, period.end)
+            return RunReport(key, period, 0, len(recipients), empty=True)
         if self.clock() - run.created_at > GIVE_UP:
             self._give_up(run.id)
         if period.resumed:
@@ -234,12 +265,12 @@ class Dispatcher:
                 "again with the same Message-ID, so mail clients show it once",
                 digest.id,
             )
-        report = self._deliver(digest, envelope, view, run.id, recipients)
+        report = self._deliver(digest, envelope, view, run.id, recipients, edition)
         if report.pending == 0:
             self.storage.finish_digest_run(run.id)
         log.info(
             "digest %s: %d stories; %d sent, %d refused, %d to retry (%s to %s)",
-            digest.id,
+            key,
             view.count,
             report.sent,
             report.failed,
@@ -298,6 +329,7 @@ class Dispatcher:
         view: DigestView,
         run_id: int,
         recipients: Sequence[tuple[str, bool]],
+        edition: str | None = None,
     ) -> RunReport:
         """Send to everyone not yet served, over `smtp.connections` connections at once (the
         server works on one copy while we prepare and record the next)."""
@@ -324,13 +356,14 @@ class Dispatcher:
                         chosen,
                         todo[lane::lanes],
                         state,
+                        edition,
                     )
                     for lane in range(lanes)
                 ]
                 for future in work:
                     future.result()
         return RunReport(
-            digest.id,
+            run_key(digest, edition),
             view.period,
             view.count,
             len(recipients),
@@ -350,6 +383,7 @@ class Dispatcher:
         chosen: dict[str, Choice],
         share: Sequence[tuple[str, bool]],
         state: _Progress,
+        edition: str | None = None,
     ) -> None:
         names = {  # the names editors gave recipients, for the To header
             address.lower(): name
@@ -369,7 +403,7 @@ class Dispatcher:
                     continue
                 token = self.signer.sign(UNSUBSCRIBE, digest.id, address)
                 url = unsubscribe_url(view.base, digest.id, token)
-                message_id = message_id_for(envelope, view.period.start, address)
+                message_id = message_id_for(envelope, view.period.start, address, edition)
                 try:
                     data, _ = batch.message(
                         rendered,
@@ -403,7 +437,11 @@ class Dispatcher:
                     state.count("pending")
                 if state.renew_due(LEASE.total_seconds() / 3) and not (
                     self.storage.claim_digest_run(
-                        digest.id, view.period.start, view.period.end, self.owner, LEASE
+                        run_key(digest, edition),
+                        view.period.start,
+                        view.period.end,
+                        self.owner,
+                        LEASE,
                     )
                 ):
                     log.error("digest %s: lost the claim on its run; stopping", digest.id)

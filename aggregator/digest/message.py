@@ -62,14 +62,18 @@ def header_url(url: str) -> str:
     return quote(url, safe=_URL_SAFE)
 
 
-def message_id_for(envelope: Envelope, period_start: datetime, recipient: str) -> str:
+def message_id_for(
+    envelope: Envelope, period_start: datetime, recipient: str, edition: str | None = None
+) -> str:
     """The Message-ID of one recipient's copy of one period, the same on every attempt: a copy
     sent again after a crash (the server had it, we had not recorded it) is then the message
-    mail clients already hold, and they show one."""
+    mail clients already hold, and they show one. `edition` ("weekly") keeps a weekly copy
+    apart from a daily one that starts at the same moment."""
     start = period_start.astimezone(UTC)
-    key = f"{envelope.digest_id}\n{start.isoformat()}\n{recipient.strip().lower()}"
+    name = envelope.digest_id if edition is None else f"{envelope.digest_id}.{edition}"
+    key = f"{name}\n{start.isoformat()}\n{recipient.strip().lower()}"
     tag = base64.b32encode(hashlib.sha256(key.encode("utf-8")).digest()[:15]).decode().lower()
-    return f"<{envelope.digest_id}.{start:%Y%m%d%H%M%S}.{tag}@{_id_domain(envelope.domain)}>"
+    return f"<{name}.{start:%Y%m%d%H%M%S}.{tag}@{_id_domain(envelope.domain)}>"
 
 
 def _id_domain(domain: str) -> str:

@@ -21,7 +21,7 @@ from enum import StrEnum
 from aggregator.config import Config, Digest
 from aggregator.config.schema import email_problem
 from aggregator.digest.choosing import offer, read_form
-from aggregator.digest.dispatch import envelope_for
+from aggregator.digest.dispatch import choose_url, envelope_for
 from aggregator.digest.send import Mailer
 from aggregator.exceptions import BadRequestError, NotPublishedError
 from aggregator.publish.publisher import base_url
@@ -156,6 +156,10 @@ class Subscriptions:
         """Whose unsubscribe link this is, if it is genuine."""
         claim = self.signer.verify(UNSUBSCRIBE, token)
         return claim if claim is not None and claim.digest_id == digest_id else None
+
+    def choose_link(self, digest_id: str, email: str) -> str:
+        """The address's own page to choose what they get (as every copy links to it)."""
+        return choose_url(self.base, digest_id, self.signer.sign(UNSUBSCRIBE, digest_id, email))
 
     def chosen(self, digest_id: str, token: str) -> tuple[Claim, Choice | None] | None:
         """Whose link to choose what they get this is (the unsubscribe token of any copy), with
