@@ -311,7 +311,7 @@ def test_the_text_part_says_the_same(storage: Storage, clock: Clock) -> None:
         assert e.title in text
         assert e.link is not None and e.link in text
     assert "Also reported by: The Herald <https://news.example/hw>" in text
-    assert "23 Nov 07:00 to 24 Nov 2026, 07:00 GMT" in text
+    assert "The day to 07:00 GMT on Tuesday 24 November" in text
     assert "&amp;" not in text and "<p>" not in text
 
 
@@ -393,3 +393,60 @@ def test_editors_templates_replace_the_built_in_ones(
     rendered = render_digest(view, "test", str(tmp_path))
     assert rendered.text == "Our own: 6 stories, Daily briefing: 6 new, 24 Nov 2026\n"
     assert "<table" in rendered.html  # digest.html was not replaced: the built-in one
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "header", "footer"),
+    [
+        (
+            utc(2026, 11, 23, 7),
+            utc(2026, 11, 24, 7),
+            "The day to 07:00 GMT on Tuesday 24 November",
+            "first saw in the day to 07:00 GMT on Tuesday 24 November.",
+        ),
+        (
+            utc(2026, 11, 23, 7),
+            utc(2026, 11, 30, 7),
+            "The week to 07:00 GMT on Monday 30 November",
+            "first saw in the week to 07:00 GMT on Monday 30 November.",
+        ),
+        (
+            utc(2026, 11, 24, 7),
+            utc(2026, 11, 24, 19),
+            "07:00 to 19:00 GMT on Tuesday 24 November",
+            "first saw from 07:00 to 19:00 GMT on Tuesday 24 November.",
+        ),
+        (
+            utc(2026, 11, 21, 7),
+            utc(2026, 11, 24, 7),
+            "Saturday 21 November, 07:00 to Tuesday 24 November, 07:00 GMT",
+            "first saw from Saturday 21 November, 07:00 to Tuesday 24 November, 07:00 GMT.",
+        ),
+        (
+            utc(2026, 12, 31, 7),
+            utc(2027, 1, 1, 7),
+            "The day to 07:00 GMT on Friday 1 January",
+            "first saw in the day to 07:00 GMT on Friday 1 January.",
+        ),
+        (
+            utc(2026, 12, 30, 7),
+            utc(2027, 1, 2, 7),
+            "Wednesday 30 December 2026, 07:00 to Saturday 2 January, 07:00 GMT",
+            "first saw from Wednesday 30 December 2026, 07:00 to Saturday 2 January, 07:00 GMT.",
+        ),
+        # London's clocks go back on 25 Oct 2026: a day of 25 hours is still a day, in BST/GMT
+        (
+            utc(2026, 10, 24, 6),
+            utc(2026, 10, 25, 7),
+            "The day to 07:00 GMT on Sunday 25 October",
+            "first saw in the day to 07:00 GMT on Sunday 25 October.",
+        ),
+    ],
+)
+def test_the_period_reads_as_people_say_it(
+    start: datetime, end: datetime, header: str, footer: str
+) -> None:
+    view = replace(_empty_view(newsroom(skip_empty=False)), period=Period(start, end))
+    rendered = render_digest(view, "test")
+    assert rendered.text.splitlines()[1].startswith(header + " - ")
+    assert footer in " ".join(rendered.html.split())

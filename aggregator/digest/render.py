@@ -10,7 +10,7 @@ period; only the recipient's unsubscribe link differs between copies, and it is 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime
 
 import css_inline
 
@@ -36,14 +36,37 @@ class Rendered:
         return Rendered(self.subject, filled(self.html), filled(self.text))
 
 
-def period_text(view: DigestView) -> str:
-    """`24 Nov 07:00 to 25 Nov 07:00 GMT`, in the digest's zone."""
+def _day(moment: datetime, reference: datetime) -> str:
+    """`Tuesday 24 November`, with the year where it is not the reference's."""
+    text = f"{moment:%A} {moment.day} {moment:%B}"
+    return text if moment.year == reference.year else f"{text} {moment.year}"
+
+
+def period_words(view: DigestView) -> tuple[str, str]:
+    """The period as people say it, in the digest's zone, and the word that leads into it:
+    ("the day to 07:00 GMT on Tuesday 24 November", "in") for a day (23 or 25 hours where the
+    clocks change), "the week to ..." for a week, ("Monday 23 November, 07:00 to Wednesday 25
+    November, 07:00 GMT", "from") for anything else (a catch-up after downtime). The year shows
+    where it is not the year the period ends in, which is the year the digest is sent."""
     tz = zone(view.digest)
     start = view.period.start.astimezone(tz)
     end = view.period.end.astimezone(tz)
-    if end - start <= timedelta(days=1) and start.date() == end.date():
-        return f"{start:%d %b %Y, %H:%M} to {end:%H:%M} {end.tzname()}"
-    return f"{start:%d %b %H:%M} to {end:%d %b %Y, %H:%M} {end.tzname()}"
+    same_time = (start.hour, start.minute) == (end.hour, end.minute)
+    days = (end.date() - start.date()).days
+    clock = f"{end:%H:%M} {end.tzname()}"
+    if same_time and days in (1, 7):
+        span = "the day" if days == 1 else "the week"
+        return f"{span} to {clock} on {_day(end, end)}", "in"
+    if days == 0:
+        return f"{start:%H:%M} to {clock} on {_day(end, end)}", "from"
+    return f"{_day(start, end)}, {start:%H:%M} to {_day(end, end)}, {clock}", "from"
+
+
+def period_text(view: DigestView) -> str:
+    """The period as a digest's header shows it: `The day to 07:00 GMT on Tuesday 24
+    November`."""
+    words, _ = period_words(view)
+    return words[:1].upper() + words[1:]
 
 
 def subject(view: DigestView) -> str:
@@ -77,6 +100,7 @@ def render_digest(
         "view": view,
         "subject": title,
         "period_text": period_text(view),
+        "period_in": " ".join(reversed(period_words(view))),
         "zone": str(zone(view.digest)),
         "reason": reason,
         "unsubscribe_url": unsubscribe_url,
