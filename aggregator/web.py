@@ -350,7 +350,10 @@ def create_app(
         )
 
     async def serve(
-        request: Request, key: tuple[str, ...], build: Callable[[], Document]
+        request: Request,
+        key: tuple[str, ...],
+        build: Callable[[], Document],
+        max_age: int | None = None,
     ) -> Response:
         document = publisher.cached(*key)
         if document is None:
@@ -359,7 +362,8 @@ def create_app(
             if isinstance(made, Response):
                 return made
             document = made
-        max_age = int(publisher.config.publishing.cache_max_age.total_seconds())  # reloadable
+        if max_age is None:
+            max_age = int(publisher.config.publishing.cache_max_age.total_seconds())  # reloadable
         return respond(request, document, max_age)
 
     async def index(request: Request) -> Response:
@@ -421,7 +425,7 @@ def create_app(
                 refused.append(str(exc))
                 raise
 
-        answer = await serve(request, key, build)
+        answer = await serve(request, key, build, int(searching.CACHE_FOR.total_seconds()))
         if refused and fmt == "html":
             return _uncached(publisher.search_form(text, refused[0]), answer.status_code)
         return answer

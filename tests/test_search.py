@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -23,6 +24,7 @@ from aggregator.process.pipeline import Processor
 from aggregator.publish.publisher import Publisher
 from aggregator.search import query as search_query
 from aggregator.search.index import catch_up
+from aggregator.search.index import document as index_document
 from aggregator.search.query import parse
 from aggregator.storage import Storage, migrate
 from aggregator.storage import search as storage_search
@@ -30,7 +32,7 @@ from aggregator.storage.engine import make_engine
 from aggregator.web import create_app
 from tests import statusdata
 from tests.feedchecks import atom_problems, json_feed_problems
-from tests.publishing import START, entry, newsroom, serving
+from tests.publishing import START, WIRE, entry, newsroom, serving
 from tests.support import Clock
 from tests.test_service import Running, free_port
 from tests.test_web import Client
@@ -264,6 +266,9 @@ def test_search_feeds_are_valid_carry_etags_and_answer_304(client: Client) -> No
     assert self_link == "http://news.test/search.atom?q=ceasefire"
     again = client.request("/search.atom?q=ceasefire", if_none_match=atom.headers["etag"])
     assert again.status == 304
+    # no Last-Modified: a newly matching older item changes the results, not their newest date
+    assert "last-modified" not in atom.headers
+    assert atom.headers["cache-control"] == "public, max-age=30"  # as long as results are kept
     feed = client.request("/search.json?q=ceasefire")
     assert json_feed_problems(json.loads(feed.body)) == []
     assert [i["title"] for i in json.loads(feed.body)["items"]] == titles
@@ -299,6 +304,10 @@ def test_search_results_page_on_with_next_and_previous_links(
         ("/search?q=ga*", b"at least 3 letters"),
         ("/search?q=gaza&page=26", b"up to page 25"),
         ("/search?q=gaza&page=two", b"not a page number"),
+        ("/search?q=gaza&page=%C2%B2", b"not a page number"),  # a digit to str.isdigit
+        ("/search?q=gaza&page=%D9%A3", b"not a page number"),  # an Arabic-Indic three
+        ("/search?q=gaza&page=" + "9" * 5000, b"not a page number"),  # int() would raise
+        ("/search.json?q=gaza&page=%E2%91%A0", b"not a page number"),
         ("/search.atom?q=", b"type a word or two"),
     ],
 )
@@ -346,3 +355,80 @@ def test_the_web_service_indexes_what_a_separate_poll_stored(tmp_path: Path) -> 
         assert b"not searchable yet" not in answer.body
     finally:
         assert service.stop(signal.SIGTERM) == 0
+
+
+def test_the_databases_agree_on_characters_their_own_parsers_would_split_or_drop(
+    stored: Storage,
+) -> None:
+    """PostgreSQL's parser drops a lone mark or a fraction digit that the folding keeps: given
+    literals, it sees the same words as FTS5, and a query that is all exclusions in disguise
+    finds nothing rather than everything."""
+    assert keys(stored, "\u09f4 -gaza") == []  # a Bengali fraction sign, a word to the folding
+    assert keys(stored, "\u094d gaza") == []  # a lone virama
+    assert keys(stored, "a\u09f4\u09f4*") == []
+    assert keys(stored, "1e5x*") == []
+    # no phrase runs from the title into the body
+    assert keys(stored, '"talks stall negotiators"') == []
+    assert keys(stored, '"talks stall"') == ["w1"]
+
+
+def test_a_long_article_is_indexed_up_to_its_word_bound_on_both(
+    storage: Storage, processor: Processor
+) -> None:
+    filler = " ".join(f"filler{n % 50}" for n in range(storage_search.MAX_WORDS + 200))
+    store(storage, processor, [("blog", "long", "A long one", f"<p>lead {filler} needle</p>")])
+    catch_up(storage)
+    assert keys(storage, "lead") == ["long"]
+    assert keys(storage, "needle") == []  # past the bound on both databases alike
+
+
+def test_copies_of_one_story_are_one_result_with_the_others_as_also_reported(
+    storage: Storage, processor: Processor
+) -> None:
+    store(
+        storage,
+        processor,
+        [
+            ("herald", "hw", "Gaza truce talks stall", f"<p>{WIRE}</p>"),
+            ("wire", "w9", "Gaza ceasefire talks hit snag", f"<p>{WIRE} More to follow.</p>"),
+        ],
+    )
+    catch_up(storage)
+    query = parse("stabilisation")
+    [found] = storage.search(query.fts5(), query.tsquery(), 10)
+    assert len(found.also) == 1
+    assert {found.item.entry.key, found.also[0].entry.key} == {"hw", "w9"}
+
+
+def test_an_edit_saved_while_its_item_is_indexed_is_indexed_too(
+    stored: Storage, processor: Processor
+) -> None:
+    """The indexer reads a batch, folds it, writes it: an edit committed meanwhile must leave
+    its item marked (PostgreSQL: the batch is locked as read; SQLite: writers take turns)."""
+    edits: list[threading.Thread] = []
+
+    def save_edit() -> None:
+        stored.save_entries(
+            "wire",
+            [entry("w2", "Stocks tumble", "<p>Shelling resumed overnight.</p>", published=START)],
+            processor,
+        )
+
+    def document(title: str, summary: str, content: str, article: str | None) -> tuple[str, str]:
+        if not edits:  # once, in the middle of the batch
+            edits.append(threading.Thread(target=save_edit))
+            edits[0].start()
+            time.sleep(0.3)  # the edit is waiting on the batch's transaction now
+        return index_document(title, summary, content, article)
+
+    stored.save_entries(  # a first edit: w2 is in the next batch
+        "wire",
+        [entry("w2", "Markets steady", "<p>Prices held.</p>", published=START)],
+        processor,
+    )
+    assert stored.index_for_search(document, 200) == 1
+    edits[0].join(timeout=30)
+    assert stored.search_pending() == 1  # the edited item waits to be read again
+    catch_up(stored)
+    assert keys(stored, "shelling") == ["w2"]
+    assert keys(stored, "markets") == []

@@ -151,6 +151,12 @@ def folded_words(text: str) -> str:
     return " ".join(WORD.findall("".join(parts).replace("_", " ")))
 
 
+def unremembered_words(text: str) -> list[str]:
+    """The words `folded_words` gives, folding the whole text and remembering nothing: for text
+    from strangers (a search query), which must not grow the memos feeds share."""
+    return WORD.findall(fold(text).replace("_", " "))
+
+
 def _folds_to_one(word: str) -> bool:
     """Whether a word (WORD) folds to exactly one word (not `5½` to `51 2`, nor a lone tatweel
     to none)."""

@@ -473,13 +473,10 @@ class Publisher:
             expires = self.clock() + searching.CACHE_FOR
             if previous is not None and previous.body == body:
                 return replace(previous, revision=revision, expires=expires)
+            # no Last-Modified: an older item newly matching changes the results but not the
+            # newest date in them, so If-Modified-Since would answer 304 wrongly; the ETag holds
             return make_document(
-                body,
-                media_type,
-                last_modified=min(view.updated or self.since, self.clock().replace(microsecond=0)),
-                revision=revision,
-                expires=expires,
-                entries=len(view.entries),
+                body, media_type, revision=revision, expires=expires, entries=len(view.entries)
             )
 
         return self._build(key, make)

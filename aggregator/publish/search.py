@@ -29,7 +29,9 @@ def page_number(text: str | None) -> int:
     """The page a `page=` parameter asks for (1 without one)."""
     if not text:
         return 1
-    if not text.isdigit() or not 1 <= int(text) <= 10**6:
+    # ASCII digits only: `²` and `٣` are digits to str.isdigit, and int() of thousands of
+    # digits raises
+    if not (text.isascii() and text.isdecimal() and len(text) <= 7 and int(text) >= 1):
         raise SearchRefusedError(f"page={text[:20]!r} is not a page number")
     number = int(text)
     if number > MAX_PAGE:

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from aggregator.exceptions import SearchRefusedError
-from aggregator.process.text import folded_words
+from aggregator.process.text import unremembered_words
 
 MAX_CHARS = 200  # characters of a query
 MAX_TERMS = 8  # words, phrases and prefixes, left out or not
@@ -25,6 +25,7 @@ MAX_WORDS = 16  # words in all, phrases counted word by word
 MIN_PREFIX = 3  # letters before a `*`
 MAX_PREFIXES = 2
 
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # echoed back on pages: never kept
 # a term: an optional minus, then a quoted phrase (closed or not) or a run of other characters
 _TERM = re.compile(r'(-?)(?:"([^"]*)"?|([^\s"]+))(\*?)')
 
@@ -60,7 +61,7 @@ class Query:
         return f"({wanted}) NOT ({unwanted})" if unwanted else wanted
 
     def tsquery(self) -> str:
-        """The query in PostgreSQL's `to_tsquery` syntax."""
+        """The query as a PostgreSQL tsquery literal (its lexemes quoted: no parser runs)."""
         parts = [_ts_term(t) for t in self.wanted]
         parts += [f"!({_ts_term(t)})" for t in self.unwanted]
         return " & ".join(parts)
@@ -81,7 +82,7 @@ def _ts_term(term: Term) -> str:
 
 def parse(text: str) -> Query:
     """The query in `text`, or SearchRefusedError saying what to change."""
-    text = " ".join(text.split())
+    text = " ".join(_CONTROLS.sub(" ", text).split())
     if not text:
         raise SearchRefusedError("type a word or two to search for")
     if len(text) > MAX_CHARS:
@@ -94,7 +95,7 @@ def parse(text: str) -> Query:
         written = phrase if phrase is not None else bare
         if written.rstrip().endswith("*"):  # `word**`, `"a phrase*"`
             written, star = written.rstrip().rstrip("*"), "*"
-        words = tuple(folded_words(written).split())
+        words = tuple(unremembered_words(written))
         if not words:
             continue  # punctuation alone, a lone minus or star
         if star and len(words[-1]) < MIN_PREFIX:

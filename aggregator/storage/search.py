@@ -5,9 +5,12 @@ The index is kept off the poll's path. Indexing 25,000 news items costs SQLite a
 everything else; so saving an item only marks it (`items.search_pending`, true for a new row by
 the column's default, set again when its text changes), and `index_pending` indexes marked items
 in batches, from a job of the service. Text is folded in Python (the matcher's folding) before
-either database sees it, and both are told to split words only (FTS5's unicode61 without
-diacritic removal, PostgreSQL's `simple` configuration), so a query finds the same items on
-both. Deleting an item removes its row (a trigger on SQLite, a cascading key on PostgreSQL).
+either database sees it: FTS5 is told to split words only (unicode61 without diacritic removal,
+marks kept in their words: it then splits exactly as the folding does), and PostgreSQL is given
+its tsvector and tsquery as literals, never through its own parser. So a query finds the same
+items on both, but for one limit: PostgreSQL keeps 256 positions of a word, so a phrase holding
+a word after its 256th use in one item is found on SQLite only. Deleting an item removes its
+row (a trigger on SQLite, a cascading key on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -24,8 +27,15 @@ from aggregator.exceptions import SearchRefusedError
 from aggregator.storage.tables import items
 
 INDEX_TABLE = "item_search"
-MAX_INDEXED_CHARS = 100_000  # of an item's body text: an article longer than this is cut
+# words of an item indexed (title first): PostgreSQL's positions stop at 16,383, and both
+# databases must index the same words; it keeps 256 positions of one word, FTS5 every one
+MAX_WORDS = 16_000
+MAX_POSITIONS = 256
+MAX_LEXEME = 2046  # bytes of one word PostgreSQL takes
 COUNT_LIMIT = 100_000
+# matches read to find a page of stories: copies of one story collapse into one result
+SCAN_FACTOR = 3
+MAX_SCAN = 2_000
 TITLE_WEIGHT = 4.0  # a word in the title counts this many times one in the body (SQLite's bm25)
 
 _SQLITE_DDL = (
@@ -68,37 +78,78 @@ def drop(conn: Connection) -> None:
 Document = Callable[[str, str, str, str | None], tuple[str, str]]
 
 
+def _words(title: str, body: str) -> tuple[list[str], list[str]]:
+    """The words both databases index: the title's, then the body's up to MAX_WORDS in all."""
+    heading = title.split()[:MAX_WORDS]
+    return heading, body.split()[: MAX_WORDS - len(heading)]
+
+
+def _quoted(word: str) -> str:
+    return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def tsvector(title: str, body: str) -> str:
+    """PostgreSQL's tsvector as a literal, made here rather than by `to_tsvector`, whose parser
+    splits and drops characters by the server's locale (a lone mark, a fraction digit, `1e5`)
+    where the folded words keep them: the lexemes are exactly the words FTS5 indexes. The title
+    is weighted A, the body B, with a position left empty between them so that no phrase runs
+    from one into the other (FTS5 keeps them in separate columns)."""
+    heading, text = _words(title, body)
+    found: dict[str, list[str]] = {}
+    for position, word in enumerate(heading, 1):
+        found.setdefault(word, []).append(f"{position}A")
+    for position, word in enumerate(text, len(heading) + 2):
+        found.setdefault(word, []).append(f"{position}B")
+    return " ".join(
+        f"{_quoted(word)}:{','.join(places[:MAX_POSITIONS])}"
+        for word, places in found.items()
+        if len(word.encode()) <= MAX_LEXEME
+    )
+
+
 def index_pending(conn: Connection, limit: int, document: Document) -> int:
     """Index up to `limit` marked items, oldest first; `document(title, summary, content,
-    article)` gives the (title, body) to index, as folded words. Returns how many it indexed."""
-    rows = conn.execute(
+    article)` gives the (title, body) to index, as folded words. Returns how many it indexed.
+
+    On PostgreSQL the batch is locked as it is read (FOR NO KEY UPDATE SKIP LOCKED): an edit
+    saved meanwhile waits for this transaction and marks its item again, instead of being
+    cleared unread, and rows another transaction holds are left for the next batch, so the
+    indexer never waits on a poll's save (nor deadlocks with one)."""
+    query = (
         select(items.c.id, items.c.title, items.c.summary, items.c.content, items.c.article)
         .where(items.c.search_pending)
         .order_by(items.c.id)
         .limit(limit)
-    ).all()
+    )
+    postgresql = conn.dialect.name == "postgresql"
+    if postgresql:
+        query = query.with_for_update(key_share=True, skip_locked=True, of=items)
+    rows = conn.execute(query).all()
     if not rows:
         return 0
-    values = []
-    for row in rows:
-        title, body = document(row.title, row.summary, row.content, row.article)
-        values.append({"item_id": row.id, "title": title, "body": body[:MAX_INDEXED_CHARS]})
     ids = [row.id for row in rows]
-    if conn.dialect.name == "postgresql":
+    folded = [document(row.title, row.summary, row.content, row.article) for row in rows]
+    if postgresql:
         conn.execute(
             text(
-                f"INSERT INTO {INDEX_TABLE} (item_id, document) VALUES (:item_id, "
-                "setweight(to_tsvector('simple', :title), 'A') || "
-                "setweight(to_tsvector('simple', :body), 'B')) "
+                f"INSERT INTO {INDEX_TABLE} (item_id, document) "
+                "VALUES (:item_id, CAST(:document AS tsvector)) "
                 "ON CONFLICT (item_id) DO UPDATE SET document = excluded.document"
             ),
-            values,
+            [
+                {"item_id": item_id, "document": tsvector(title, body)}
+                for item_id, (title, body) in zip(ids, folded, strict=True)
+            ],
         )
     else:
         conn.execute(
             text(f"DELETE FROM {INDEX_TABLE} WHERE rowid = :item_id"),
             [{"item_id": i} for i in ids],
         )
+        values = []
+        for item_id, (title, body) in zip(ids, folded, strict=True):
+            heading, words = _words(title, body)
+            values.append({"item_id": item_id, "title": " ".join(heading), "body": " ".join(words)})
         conn.execute(
             text(
                 f"INSERT INTO {INDEX_TABLE} (rowid, title, body) VALUES (:item_id, :title, :body)"
@@ -166,27 +217,40 @@ def find(
     offset: int,
     sections: Sequence[str] = (),
 ) -> list[int]:
-    """Ids of matching items, best first (ties: newest first)."""
+    """Ids of matching items, best first (ties: newest first), one per story: the best-ranked
+    item stands for its story (the others are its "also reported by"), as in feeds. Stories are
+    counted from the top, so page N is the same whichever page was read before it."""
+    wanted = offset + limit
+    scan = min(wanted * SCAN_FACTOR, MAX_SCAN)
     where = ""
-    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    params: dict[str, Any] = {"limit": scan}
     if sections:
         names = [f"s{n}" for n in range(len(sections))]
         params.update(zip(names, sections, strict=True))
         where = " AND items.section_id IN (" + ", ".join(f":{n}" for n in names) + ")"
     if conn.dialect.name == "postgresql":
         statement = (
-            f"SELECT s.item_id FROM {INDEX_TABLE} s JOIN items ON items.id = s.item_id, "
-            "to_tsquery('simple', :query) q WHERE s.document @@ q" + where + " "
-            "ORDER BY ts_rank_cd(s.document, q) DESC, s.item_id DESC "
-            "LIMIT :limit OFFSET :offset"
+            f"SELECT s.item_id, items.story_id FROM {INDEX_TABLE} s "
+            "JOIN items ON items.id = s.item_id, "
+            "CAST(:query AS tsquery) q WHERE s.document @@ q" + where + " "
+            "ORDER BY ts_rank_cd(s.document, q) DESC, s.item_id DESC LIMIT :limit"
         )
         params["query"] = tsquery
     else:
         statement = (
-            f"SELECT s.rowid FROM {INDEX_TABLE} s JOIN items ON items.id = s.rowid "
+            f"SELECT s.rowid, items.story_id FROM {INDEX_TABLE} s "
+            "JOIN items ON items.id = s.rowid "
             f"WHERE {INDEX_TABLE} MATCH :query" + where + " "
-            f"ORDER BY bm25({INDEX_TABLE}, {TITLE_WEIGHT}, 1.0), s.rowid DESC "
-            "LIMIT :limit OFFSET :offset"
+            f"ORDER BY bm25({INDEX_TABLE}, {TITLE_WEIGHT}, 1.0), s.rowid DESC LIMIT :limit"
         )
         params["query"] = fts5
-    return [row[0] for row in conn.execute(text(statement), params)]
+    seen: set[int] = set()
+    kept: list[int] = []
+    for item_id, story_id in conn.execute(text(statement), params):
+        key = -story_id if story_id is not None else item_id
+        if key not in seen:
+            seen.add(key)
+            kept.append(item_id)
+            if len(kept) >= wanted:
+                break
+    return kept[offset:wanted]
