@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import signal
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -203,3 +204,40 @@ def test_every_page_fits_the_screen_and_reads_well(
             if low:
                 problems[f"{where}: contrast below WCAG AA"] = low
     assert problems == {}, "\n".join(f"{k}: {v}" for k, v in problems.items())
+
+
+def test_the_front_page_in_a_browser_shows_stories_by_section_and_leads_to_search(
+    browser: WebDriver, site: str
+) -> None:
+    """What a reader sees on a phone: each section's latest stories with source and time, the
+    sections and topics, the digests with their schedule; and the search box, used as a reader
+    uses it, finds a story."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser.set_window_size(375, 900)
+    _dark(browser, False)
+    browser.get(site + "/")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Newsroom"
+    [world] = browser.find_elements(By.XPATH, "//section[h2/a[text()='World']]")
+    stories = world.find_elements(By.CSS_SELECTOR, "li h3 a")
+    assert 1 <= len(stories) <= 5 and all(s.is_displayed() and s.text for s in stories)
+    first_meta = world.find_element(By.CSS_SELECTOR, "li .meta")
+    assert first_meta.find_element(By.TAG_NAME, "time").get_attribute("datetime")
+    rtl = browser.find_elements(By.CSS_SELECTOR, "li[lang='ar'][dir='rtl']")
+    assert rtl, "the Arabic story keeps its language and direction"
+    nav = {a.text for a in browser.find_elements(By.CSS_SELECTOR, "nav.kinds a")}
+    assert nav == {"World", "Climate"}
+    digests = browser.find_element(By.ID, "digests").find_element(By.XPATH, "following::ul[1]")
+    assert "Morning briefing" in digests.text and "every day at 07:00" in digests.text.lower()
+    # the search box: type, press Enter, read the results (the service indexes in the
+    # background, so the page is loaded again until the story is searchable, for at most 30 s)
+    box = browser.find_element(By.ID, "q")
+    box.send_keys("climate talks", Keys.ENTER)
+    deadline = time.monotonic() + 30
+    while "Supercalifragilistic" not in browser.find_element(By.TAG_NAME, "body").text:
+        assert time.monotonic() < deadline, "the story never became searchable"
+        time.sleep(0.5)
+        browser.refresh()
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Search: climate talks"
+    assert browser.current_url.endswith("/search?q=climate+talks")
