@@ -21,6 +21,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 SECRET_ENV = "AGGREGATOR_SECRET"
 CONFIRM = "confirm"
 UNSUBSCRIBE = "unsubscribe"
+CHOICE = "choice"  # what a sign-up form ticked, carried in the confirmation link
 
 
 @dataclass(frozen=True)

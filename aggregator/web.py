@@ -43,7 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from aggregator.config import Digest
-from aggregator.digest.choosing import offer
+from aggregator.digest.choosing import Shown, offer, read_form, shown
 from aggregator.digest.dispatch import choice_text
 from aggregator.digest.subscriptions import Subscriptions
 from aggregator.exceptions import (
@@ -61,7 +61,7 @@ from aggregator.publish.catalog import MEDIA_TYPES, Kind
 from aggregator.publish.publisher import HTML, Document, Publisher
 from aggregator.search.query import parse as parse_query
 from aggregator.status import StatusAccess, StatusBoard
-from aggregator.types import WEEKLY
+from aggregator.types import Choice
 
 log = logging.getLogger("aggregator.web")
 
@@ -431,7 +431,12 @@ def create_app(
         return answer
 
     def notice(
-        status: int, heading: str, message: str, form: str = "", action: str = ""
+        status: int,
+        heading: str,
+        message: str,
+        form: str = "",
+        action: str = "",
+        offered: Shown | None = None,
     ) -> Response:
         body = pages.notice(
             heading,
@@ -441,6 +446,7 @@ def create_app(
             form,
             action,
             publisher.templates,
+            offered,
         )
         return _uncached(body.encode(), status)
 
@@ -464,16 +470,25 @@ def create_app(
                     f"{publisher.digest_holds(digest.id)}. Get it by e-mail: enter your address.",
                     "subscribe",
                     here,
+                    offered_to(digest, None),
                 )
             try:
-                form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
+                form = parse_qs((await request.body())[:16384].decode("utf-8", "replace"))
             except ClientDisconnect:
                 return Response(status_code=400)
             address = (form.get("email") or [""])[0]
             try:
-                email = await run_in_threadpool(subscriptions.sign_up, digest.id, address)
+                choice = read_form(form, offer(publisher.config, digest))
+                email = await run_in_threadpool(subscriptions.sign_up, digest.id, address, choice)
             except BadRequestError as exc:
-                return notice(400, f"Subscribe to {digest.title}", f"{exc}.", "subscribe", here)
+                return notice(
+                    400,
+                    f"Subscribe to {digest.title}",
+                    f"{exc}.",
+                    "subscribe",
+                    here,
+                    offered_to(digest, None),
+                )
             return notice(
                 200,
                 "Check your inbox",
@@ -484,8 +499,11 @@ def create_app(
         again = f"{here}?{urlencode({'token': token})}"
         if action == "confirm":  # GET and HEAD ask; the button (POST) confirms
             signup = f"{publisher.base}digests/{digest.id}/subscribe"
+            carried = request.query_params.get("choice", "")  # what the sign-up form ticked
+            if carried:
+                again += "&" + urlencode({"choice": carried})
             found = await run_in_threadpool(
-                subscriptions.confirmation, digest.id, token, not asking
+                subscriptions.confirmation, digest.id, token, not asking, carried
             )
             if found is None:
                 return notice(
@@ -506,17 +524,21 @@ def create_app(
                     signup,
                 )
             if found.asks:
+                ticked = subscriptions.carried_choice(digest.id, found.email, carried)
+                words = choice_text(publisher.config, ticked)
                 return notice(
                     200,
                     f"Confirm your subscription to {digest.title}",
-                    f"{found.email} will get {digest.title}.",
+                    f"{found.email} will get {digest.title}" + (f": {words}." if words else "."),
                     "confirm",
                     again,
                 )
+            chosen = await run_in_threadpool(subscriptions.storage.choice, digest.id, found.email)
+            words = choice_text(publisher.config, chosen)
             return notice(
                 200,
                 "You are subscribed",
-                f"{found.email} will get {digest.title}.",
+                f"{found.email} will get {digest.title}" + (f": {words}." if words else "."),
                 "choose",
                 subscriptions.choose_link(digest.id, found.email),
             )
@@ -538,6 +560,15 @@ def create_app(
         return notice(
             200, "You are unsubscribed", f"{claim.email} will not get {digest.title} again."
         )
+
+    def offered_to(digest: Digest, choice: Choice | None) -> Shown:
+        """The choices a form shows for `digest`, ticked as `choice` says."""
+        from aggregator.cronwords import describe  # cron-descriptor: only where a page needs it
+
+        zone = digest.timezone or publisher.config.defaults.timezone
+        weekly = describe(digest.weekly, zone) if digest.weekly else ""
+        offered = offer(publisher.config, digest)
+        return shown(offered, choice, publisher.digest_schedule(digest.id), weekly)
 
     async def choose_page(
         request: Request, digest: Digest, token: str, here: str, asking: bool
@@ -569,10 +600,6 @@ def create_app(
                     choice = made[1]
                     words = choice_text(publisher.config, choice)
                     saved = f"{words}." if words else "the whole digest."
-        from aggregator.cronwords import describe  # cron-descriptor: only where a page needs it
-
-        offered = offer(publisher.config, digest)
-        zone = digest.timezone or publisher.config.defaults.timezone
         body_text = pages.choose(
             publisher.templates,
             site_title=publisher.site_title,
@@ -581,12 +608,7 @@ def create_app(
             email=claim.email,
             schedule=publisher.digest_schedule(digest.id),
             holds=publisher.digest_holds(digest.id),
-            weekly=describe(digest.weekly, zone) if digest.weekly else "",
-            sections=offered.sections,
-            topics=offered.topics,
-            chosen_sections=choice.sections if choice else None,
-            chosen_topics=choice.topics if choice else (),
-            is_weekly=choice is not None and choice.frequency == WEEKLY,
+            offer=offered_to(digest, choice),
             action=here,
             unsubscribe=f"{publisher.base}digests/{digest.id}/unsubscribe?"
             + urlencode({"token": token}),

@@ -20,7 +20,7 @@ from aggregator.digest.subscriptions import Subscriptions
 from aggregator.process.pipeline import Processor
 from aggregator.publish.publisher import Publisher
 from aggregator.storage import Storage
-from aggregator.tokens import Signer
+from aggregator.tokens import CHOICE, Signer
 from aggregator.types import WEEKLY, Choice, DeliveryStatus
 from aggregator.web import create_app
 from tests.mailserver import MailServer
@@ -137,7 +137,11 @@ def test_the_link_in_every_copy_lets_a_recipient_choose_without_an_account(
     page = client.request(link)
     assert page.status == 200 and page.headers["cache-control"] == "no-store"
     form = etree.fromstring(page.body, etree.HTMLParser())
-    boxes = {(i.get("name"), i.get("value")): i.get("checked") for i in form.iter("input")}
+    boxes = {
+        (i.get("name"), i.get("value")): i.get("checked")
+        for i in form.iter("input")
+        if i.get("type") != "hidden"
+    }
     assert boxes == {
         ("section", "world"): "checked",  # every section ticked: the whole digest
         ("section", "opinion"): "checked",
@@ -152,7 +156,9 @@ def test_the_link_in_every_copy_lets_a_recipient_choose_without_an_account(
     # following the link (GET, HEAD: what scanners do) changes nothing
     assert client.request(link, "HEAD").status == 200
     assert storage.choice("daily", "ann@example.org") is None
-    saved = _post(client, link, "section=world&topic=palestine&section=evil&topic=%3Cb%3E")
+    saved = _post(
+        client, link, "choices=1&section=world&topic=palestine&section=evil&topic=%3Cb%3E"
+    )
     assert saved.status == 200 and b"Saved: World; only stories on Palestine." in saved.body
     assert storage.choice("daily", "ann@example.org") == Choice(("world",), ("palestine",))
     assert storage.choice("daily", "bob@example.org") is None
@@ -160,15 +166,15 @@ def test_the_link_in_every_copy_lets_a_recipient_choose_without_an_account(
     checked = {i.get("value") for i in again.iter("input") if i.get("checked")}
     assert checked == {"world", "palestine"}
     # nothing ticked among the sections is refused; the choice stays as it was
-    refused = _post(client, link, "topic=climate")
+    refused = _post(client, link, "choices=1&topic=climate")
     assert refused.status == 400 and b"tick at least one section" in refused.body
     assert storage.choice("daily", "ann@example.org") == Choice(("world",), ("palestine",))
     # ticking every section again is the whole digest, sections added later included
-    assert _post(client, link, "section=world&section=opinion").status == 200
+    assert _post(client, link, "choices=1&section=world&section=opinion").status == 200
     assert storage.choice("daily", "ann@example.org") == Choice(None, ())
     # a forged or altered link changes nothing
     assert client.request(link[:-4] + "abcd").status == 400
-    assert _post(client, link[:-4] + "abcd", "section=world").status == 400
+    assert _post(client, link[:-4] + "abcd", "choices=1&section=world").status == 400
     assert storage.choice("daily", "ann@example.org") == Choice(None, ())
 
 
@@ -178,7 +184,7 @@ def test_the_next_copy_follows_the_choice_made_on_the_page(
     client, config = site
     dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
     link = _choose_link(mail.to("bob@example.org")[0].message)
-    assert _post(client, link, "section=world&topic=palestine").status == 200
+    assert _post(client, link, "choices=1&section=world&topic=palestine").status == 200
     clock.advance(minutes=30)
     storage.save_entries(
         "herald",
@@ -219,7 +225,7 @@ def test_a_recipient_who_picks_weekly_gets_the_weekly_edition_only(
     }
     assert radios == {"schedule": "checked", "weekly": None}
     assert b"Once a week, every Monday at 08:00" in client.request(link).body
-    saved = _post(client, link, "section=world&section=opinion&frequency=weekly")
+    saved = _post(client, link, "choices=1&section=world&section=opinion&frequency=weekly")
     assert saved.status == 200 and b"Saved: once a week." in saved.body
     assert storage.choice("daily", "ann@example.org") == Choice(None, (), WEEKLY)
     # the next daily copy goes to bob alone; the weekly edition to ann alone
@@ -271,7 +277,10 @@ def test_a_digest_without_weekly_offers_no_frequency_and_ignores_one_posted(
     dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
     link = _choose_link(mail.to("ann@example.org")[0].message)
     assert b'name="frequency"' not in client.request(link).body
-    assert _post(client, link, "section=world&section=opinion&frequency=weekly").status == 200
+    assert (
+        _post(client, link, "choices=1&section=world&section=opinion&frequency=weekly").status
+        == 200
+    )
     assert storage.choice("daily", "ann@example.org") == Choice(None, (), None)
 
 
@@ -301,5 +310,49 @@ def test_a_new_subscriber_is_offered_the_choice_once_confirmed(
     [choose] = [a.get("href") for a in page.iter("a") if a.text == "Choose what you get"]
     answer = client.request(path_of(choose))
     assert answer.status == 200 and b"new@example.org" in answer.body
-    assert _post(client, path_of(choose), "section=opinion").status == 200
+    assert _post(client, path_of(choose), "choices=1&section=opinion").status == 200
     assert storage.choice("daily", "new@example.org") == Choice(("opinion",), ())
+
+
+def test_choices_ticked_at_sign_up_are_kept_once_the_owner_confirms(
+    site: tuple[Client, Config], storage: Storage, mail: MailServer
+) -> None:
+    client, _ = site
+    form = etree.fromstring(client.request("/digests/daily/subscribe").body, etree.HTMLParser())
+    assert {(i.get("name"), i.get("value")) for i in form.iter("input") if i.get("name")} >= {
+        ("section", "world"),
+        ("section", "opinion"),
+        ("topic", "climate"),
+    }
+    none_ticked = _post(client, "/digests/daily/subscribe", "email=a%40example.org&choices=1")
+    assert none_ticked.status == 400 and b"tick at least one section" in none_ticked.body
+    body = "email=new%40example.org&choices=1&section=opinion&topic=climate"
+    assert _post(client, "/digests/daily/subscribe", body).status == 200
+    assert storage.choice("daily", "new@example.org") is None  # nothing until the owner says
+    found = re.search(r"http://news\.test/\S+", str(mail.received[-1].message.get_content()))
+    assert found is not None and "&choice=" in found.group(0)
+    link = path_of(found.group(0))
+    asked = client.request(link)
+    assert b"Opinion; only stories on Climate." in asked.body
+    confirmed = _post(client, link, "")
+    assert b"You are subscribed" in confirmed.body
+    assert b"Opinion; only stories on Climate." in confirmed.body
+    assert storage.choice("daily", "new@example.org") == Choice(("opinion",), ("climate",))
+
+
+def test_a_stranger_signing_someone_up_with_choices_changes_nothing_of_theirs(
+    site: tuple[Client, Config], storage: Storage, mail: MailServer
+) -> None:
+    client, _ = site
+    # a YAML recipient: the owner gets a confirmation they never follow; their digest is as it was
+    body = "email=ann%40example.org&choices=1&section=opinion"
+    assert _post(client, "/digests/daily/subscribe", body).status == 200
+    assert storage.choice("daily", "ann@example.org") is None
+    # a carried choice only counts for the address it was made for, and only when genuine
+    assert _post(client, "/digests/daily/subscribe", "email=new%40example.org").status == 200
+    found = re.search(r"http://news\.test/\S+", str(mail.received[-1].message.get_content()))
+    assert found is not None and "&choice=" not in found.group(0)
+    someone_else = Signer(SECRET).sign(CHOICE, "daily", 'ann@example.org\n{"s":["opinion"]}')
+    link = path_of(found.group(0)) + f"&choice={someone_else}"
+    assert b"You are subscribed" in _post(client, link, "").body
+    assert storage.choice("daily", "new@example.org") is None

@@ -8,6 +8,7 @@ editor adds later; ticking no topic means every story.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,67 @@ class Offer:
     weekly: bool
 
 
+@dataclass(frozen=True)
+class Shown:
+    """The choices as a form shows them: what is offered, what is ticked, and the schedules in
+    words (`weekly` '' where no weekly edition is offered)."""
+
+    sections: tuple[tuple[str, str], ...]
+    topics: tuple[tuple[str, str], ...]
+    schedule: str
+    weekly: str
+    chosen_sections: tuple[str, ...] | None
+    chosen_topics: tuple[str, ...]
+    is_weekly: bool
+
+
+def shown(offered: Offer, choice: Choice | None, schedule: str, weekly: str) -> Shown:
+    return Shown(
+        offered.sections,
+        offered.topics,
+        schedule,
+        weekly if offered.weekly else "",
+        choice.sections if choice else None,
+        choice.topics if choice else (),
+        choice is not None and choice.frequency == WEEKLY,
+    )
+
+
+def encode(choice: Choice) -> str:
+    """A choice as text, to carry in a signed confirmation link until the owner confirms."""
+    return json.dumps(
+        {
+            "s": list(choice.sections) if choice.sections is not None else None,
+            "t": list(choice.topics),
+            "f": choice.frequency,
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode(text: str, offered: Offer) -> Choice | None:
+    """The choice `encode` wrote, kept to what the digest offers now; None if it is no choice."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    ids = {sid for sid, _ in offered.sections}
+    sections, topics = data.get("s"), data.get("t")
+    kept: tuple[str, ...] | None = None
+    if isinstance(sections, list):
+        kept = tuple(s for s in sections if isinstance(s, str) and s in ids) or None
+    wanted = {tid for tid, _ in offered.topics}
+    chosen = (
+        tuple(t for t in topics if isinstance(t, str) and t in wanted)
+        if isinstance(topics, list)
+        else ()
+    )
+    frequency = WEEKLY if offered.weekly and data.get("f") == WEEKLY else None
+    return Choice(kept, chosen, frequency)
+
+
 def offer(config: Config, digest: Digest) -> Offer:
     rules = digest_filter(config, digest)
     sections = tuple(
@@ -39,7 +101,10 @@ def offer(config: Config, digest: Digest) -> Offer:
 
 
 def read_form(form: Mapping[str, Sequence[str]], offered: Offer) -> Choice:
-    """The choice a submitted form makes; BadRequestError when it leaves every section out."""
+    """The choice a submitted form makes; BadRequestError when it leaves every section out. A
+    form without the choices' fields (a sign-up by address alone) chooses the whole digest."""
+    if "choices" not in form:
+        return Choice()
     section_ids = [sid for sid, _ in offered.sections]
     topic_ids = [tid for tid, _ in offered.topics]
     ticked = set(form.get("section", ()))

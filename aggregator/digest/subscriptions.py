@@ -20,13 +20,13 @@ from enum import StrEnum
 
 from aggregator.config import Config, Digest
 from aggregator.config.schema import email_problem
-from aggregator.digest.choosing import offer, read_form
+from aggregator.digest.choosing import decode, encode, offer, read_form
 from aggregator.digest.dispatch import choose_url, envelope_for
 from aggregator.digest.send import Mailer
 from aggregator.exceptions import BadRequestError, NotPublishedError
 from aggregator.publish.publisher import base_url
 from aggregator.storage import Storage
-from aggregator.tokens import CONFIRM, UNSUBSCRIBE, Claim, Signer
+from aggregator.tokens import CHOICE, CONFIRM, UNSUBSCRIBE, Claim, Signer
 from aggregator.types import Choice, Subscriber, SubscriberStatus
 
 log = logging.getLogger("aggregator.digest")
@@ -83,8 +83,10 @@ class Subscriptions:
             raise NotPublishedError(f"there is no digest {digest_id!r}")
         return found
 
-    def sign_up(self, digest_id: str, address: str) -> str:
-        """Record a pending sign-up and mail the confirmation link; the normalised address."""
+    def sign_up(self, digest_id: str, address: str, choice: Choice | None = None) -> str:
+        """Record a pending sign-up and mail the confirmation link; the normalised address.
+        `choice` (what the form ticked) travels signed in the link and is kept only when the
+        owner confirms: a stranger's sign-up can change nobody's digest."""
         digest = self.digest(digest_id)
         problem, email = email_problem(address.strip()[:320])
         if problem is not None:
@@ -104,6 +106,9 @@ class Subscriptions:
             return email
         token = self.signer.sign(CONFIRM, digest.id, email)
         link = f"{self.base}digests/{digest.id}/confirm?token={token}"
+        if choice is not None and (choice.narrows or choice.frequency is not None):
+            carried = self.signer.sign(CHOICE, digest.id, f"{email}\n{encode(choice)}")
+            link += f"&choice={carried}"
         message = EmailMessage(policy=policy.SMTP)
         message["From"] = envelope.sender
         message["To"] = email
@@ -129,8 +134,18 @@ class Subscriptions:
         claim = self.signer.verify(CONFIRM, token, CONFIRM_FOR)
         return claim if claim is not None and claim.digest_id == digest_id else None
 
+    def carried_choice(self, digest_id: str, email: str, token: str) -> Choice | None:
+        """The choice a confirmation link carries for this address, if genuine."""
+        claim = self.signer.verify(CHOICE, token, CONFIRM_FOR) if token else None
+        if claim is None or claim.digest_id != digest_id:
+            return None
+        owner, _, encoded = claim.email.partition("\n")
+        if owner.lower() != email.lower():
+            return None
+        return decode(encoded, offer(self.config, self.digest(digest_id)))
+
     def confirmation(
-        self, digest_id: str, token: str, confirm: bool = False
+        self, digest_id: str, token: str, confirm: bool = False, choice_token: str = ""
     ) -> Confirmation | None:
         """What a confirmation link finds (None: forged, expired, or nobody signed up); with
         `confirm` (the button), a pending sign-up is confirmed unless the address left after
@@ -144,6 +159,9 @@ class Subscriptions:
         state = _standing(found, claim.issued_at)
         if state is ConfirmState.ASK and confirm:
             if self.storage.confirm_subscriber(claim.digest_id, claim.email):
+                choice = self.carried_choice(claim.digest_id, found.email, choice_token)
+                if choice is not None:  # what they ticked when they signed up
+                    self.storage.choose(claim.digest_id, found.email, choice)
                 return Confirmation(found.email, ConfirmState.SUBSCRIBED)
             # it changed meanwhile (only from pending): say what it is now
             found = self.storage.subscriber(claim.digest_id, claim.email)

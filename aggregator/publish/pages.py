@@ -201,8 +201,10 @@ def notice(
     form: str = "",
     action: str = "",
     overrides: str | None = None,
+    offer: object = None,
 ) -> str:
-    """A short page: the outcome of a sign-up or unsubscribe, with the form to do it."""
+    """A short page: the outcome of a sign-up or unsubscribe, with the form to do it (`offer`:
+    the choices a sign-up form shows)."""
     return render(
         "notice.html",
         overrides,
@@ -213,4 +215,5 @@ def notice(
         form=form,
         action=action,
         alternates=[],
+        offer=offer,
     )
