@@ -1042,12 +1042,17 @@ def digest_list(config_path: Path, as_json: bool) -> None:
     same words as /status)."""
     import json
 
+    from aggregator.digest.periods import editions
     from aggregator.status import failure_text, summarise_digest
 
     config = _load(config_path)
     now = datetime.now(UTC)
     with _opened(config) as storage:
-        found = [(chosen, summarise_digest(storage, chosen, now)) for chosen in config.digests]
+        found = [
+            (chosen, summarise_digest(storage, chosen, now, edition))
+            for chosen in config.digests
+            for edition in editions(chosen)
+        ]
     if as_json:
         click.echo(json.dumps([row.as_json() for _, row in found], indent=2, ensure_ascii=False))
         return
@@ -1061,7 +1066,7 @@ def digest_list(config_path: Path, as_json: bool) -> None:
         zone = _zone(config, chosen)
         rows.append(
             (
-                chosen.id,
+                row.id,
                 row.schedule,
                 f"{_when(row.period_start, zone)} to {_when(row.period_end, zone)}"
                 if row.last
@@ -1074,9 +1079,9 @@ def digest_list(config_path: Path, as_json: bool) -> None:
             )
         )
     _print_table(rows)
-    for chosen, row in found:
+    for _, row in found:
         for delivery in row.failures:
-            click.echo(f"{chosen.id}: {failure_text(delivery)} ({delivery.attempts} attempts)")
+            click.echo(f"{row.id}: {failure_text(delivery)} ({delivery.attempts} attempts)")
 
 
 EXIT_SOME_FAILED = 3  # `poll`: some sources failed; what the others gave is stored

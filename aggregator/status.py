@@ -23,13 +23,20 @@ from typing import Any
 from aggregator import __version__
 from aggregator.config import Config, Digest
 from aggregator.cronwords import describe
-from aggregator.digest.periods import next_run
+from aggregator.digest.periods import edition_schedule, editions, next_run, run_key
 from aggregator.exceptions import EnvironmentSettingError
 from aggregator.health import Health, SourceHealth, iso, report
 from aggregator.publish.publisher import Publisher
 from aggregator.storage import Storage, utcnow
 from aggregator.templating import render
-from aggregator.types import Delivery, DeliveryStatus, DigestRun, RunStatus, SubscriberStatus
+from aggregator.types import (
+    WEEKLY,
+    Delivery,
+    DeliveryStatus,
+    DigestRun,
+    RunStatus,
+    SubscriberStatus,
+)
 
 TOKEN_ENV = "AGGREGATOR_STATUS_TOKEN"
 USER_ENV = "AGGREGATOR_STATUS_USER"
@@ -164,9 +171,12 @@ def failure_text(delivery: Delivery) -> str:
     return f"{delivery.recipient} ({how}): {delivery.error}"
 
 
-def summarise_digest(storage: Storage, digest: Digest, now: datetime) -> DigestRow:
-    """Read a digest's last run and its deliveries (two queries) and count them."""
-    runs = storage.digest_runs(digest.id, limit=1)
+def summarise_digest(
+    storage: Storage, digest: Digest, now: datetime, edition: str | None = None
+) -> DigestRow:
+    """Read a digest's (or its weekly edition's) last run and its deliveries and count them."""
+    key = run_key(digest, edition)
+    runs = storage.digest_runs(key, limit=1)
     last = runs[0] if runs else None
     deliveries = storage.deliveries(last.id) if last is not None else []
     failures = tuple(  # a recipient whose choices left nothing this time is no failure
@@ -174,16 +184,19 @@ def summarise_digest(storage: Storage, digest: Digest, now: datetime) -> DigestR
     )
     refused = sum(1 for d in failures if d.status is DeliveryStatus.REFUSED)
     subscribers = len(storage.subscribers(digest.id, SubscriberStatus.CONFIRMED))
+    timed = edition_schedule(digest, edition)
+    weekly = sum(c.frequency == WEEKLY for c in storage.choices(digest.id).values())
+    everyone = len(digest.recipients) + subscribers
     return DigestRow(
-        id=digest.id,
-        title=digest.title,
-        schedule=describe(digest.schedule, digest.timezone or "UTC"),
-        recipients=len(digest.recipients) + subscribers,
+        id=key,
+        title=digest.title if edition is None else f"{digest.title} (weekly edition)",
+        schedule=describe(timed.schedule, digest.timezone or "UTC"),
+        recipients=weekly if edition is not None else everyone - (weekly if digest.weekly else 0),
         last=last,
-        sent=len(deliveries) - len(failures),
+        sent=sum(d.status is DeliveryStatus.SENT for d in deliveries),
         refused=refused,
         retrying=len(failures) - refused,
-        next_run=next_run(digest, now),
+        next_run=next_run(timed, now),
         failures=failures,
     )
 
@@ -303,7 +316,11 @@ class StatusBoard:
         return rows
 
     def _digests(self, config: Config, now: datetime) -> list[DigestRow]:
-        return [summarise_digest(self.storage, digest, now) for digest in config.digests]
+        return [
+            summarise_digest(self.storage, digest, now, edition)
+            for digest in config.digests
+            for edition in editions(digest)
+        ]
 
     def html(self) -> bytes:
         view = self.view()

@@ -14,11 +14,12 @@ import pytest
 from lxml import etree
 
 from aggregator.config import Config
-from aggregator.digest.periods import Period
+from aggregator.digest.periods import Period, editions
 from aggregator.digest.send import Mailer
 from aggregator.digest.subscriptions import Subscriptions
 from aggregator.process.pipeline import Processor
 from aggregator.publish.publisher import Publisher
+from aggregator.status import summarise_digest
 from aggregator.storage import Storage
 from aggregator.tokens import CHOICE, Signer
 from aggregator.types import WEEKLY, Choice, DeliveryStatus
@@ -356,3 +357,32 @@ def test_a_stranger_signing_someone_up_with_choices_changes_nothing_of_theirs(
     link = path_of(found.group(0)) + f"&choice={someone_else}"
     assert b"You are subscribed" in _post(client, link, "").body
     assert storage.choice("daily", "new@example.org") is None
+
+
+def test_the_weekly_edition_has_its_own_row_for_editors(
+    storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    config = configured(mail, weekly="0 8 * * 1")
+    stock(storage, config, clock)
+    storage.choose("daily", "ann@example.org", Choice(frequency=WEEKLY))
+    storage.choose("daily", "bob@example.org", Choice(topics=("sport",)))  # nothing for him
+    digest = config.digests[0]
+    dispatcher(storage, config, clock).run(digest, PERIOD)
+    dispatcher(storage, config, clock).run(digest, WEEK, edition=WEEKLY)
+    daily, weekly = (summarise_digest(storage, digest, clock.now, e) for e in editions(digest))
+    assert (daily.id, daily.recipients, daily.sent, daily.refused, daily.retrying) == (
+        "daily",
+        1,
+        0,  # bob's choice left him nothing: not sent, and no failure either
+        0,
+        0,
+    )
+    assert daily.failures == ()
+    assert (weekly.id, weekly.title, weekly.recipients, weekly.sent) == (
+        "daily:weekly",
+        "Daily briefing (weekly edition)",
+        1,
+        1,
+    )
+    assert weekly.schedule == "every Monday at 08:00, London time"
+    assert weekly.next_run is not None and weekly.next_run.weekday() == 0

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -31,7 +30,7 @@ from aggregator.config import Config, Digest
 from aggregator.config.schema import recipient_parts
 from aggregator.digest.compose import DigestView, compose, narrowed
 from aggregator.digest.message import Batch, Envelope, message_id_for
-from aggregator.digest.periods import Period, due
+from aggregator.digest.periods import Period, due, edition_schedule, editions, run_key
 from aggregator.digest.render import Rendered, render_digest
 from aggregator.digest.send import Mailer
 from aggregator.poll import is_dead
@@ -68,17 +67,6 @@ def envelope_for(config: Config, digest: Digest) -> Envelope | None:
 
 def unsubscribe_url(base: str, digest_id: str, token: str) -> str:
     return f"{base}digests/{digest_id}/unsubscribe?token={token}"
-
-
-def run_key(digest: Digest, edition: str | None) -> str:
-    """What a digest's runs are recorded under: its id, or `id:weekly` for its weekly edition
-    (a period of its own, recipients of its own)."""
-    if edition is None:
-        return digest.id
-    key = f"{digest.id}:{edition}"
-    if len(key) <= 64:  # the column's width
-        return key
-    return f"{digest.id[:47]}~{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
 def choose_url(base: str, digest_id: str, token: str) -> str:
@@ -200,7 +188,7 @@ class Dispatcher:
         whose run fails is logged and told to `on_error` (metrics), and the others go on."""
         reports = []
         for digest in self.config.digests:
-            for edition in (None, WEEKLY) if digest.weekly else (None,):
+            for edition in editions(digest):
                 try:
                     report = self.run(digest, edition=edition)
                 except Exception:
@@ -228,8 +216,7 @@ class Dispatcher:
         key = run_key(digest, edition)
         if period is None:
             runs = self.storage.digest_runs(key, limit=1)
-            weekly = digest.weekly if edition is not None else None
-            timed = digest if weekly is None else replace(digest, schedule=weekly)
+            timed = edition_schedule(digest, edition)
             period = due(timed, self.clock(), runs[0] if runs else None)
             if period is None:
                 return None

@@ -8,13 +8,14 @@ the schedule's previous firing, so the first e-mail holds one interval's news, n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from aggregator.config import Digest
 from aggregator.scheduling import last_fire_time, next_fire_time
-from aggregator.types import DigestRun, RunStatus
+from aggregator.types import WEEKLY, DigestRun, RunStatus
 
 _TICK = timedelta(microseconds=1)
 # Items are stamped "first seen" when their poll starts and committed a little later: a period
@@ -64,3 +65,26 @@ def current(digest: Digest, now: datetime, last: DigestRun | None) -> Period:
 def next_run(digest: Digest, now: datetime) -> datetime | None:
     fire = next_fire_time(digest.schedule, zone(digest), now)
     return fire.astimezone(UTC) if fire else None
+
+
+def run_key(digest: Digest, edition: str | None) -> str:
+    """What a digest's runs are recorded under: its id, or `id:weekly` for its weekly edition
+    (a period of its own, recipients of its own)."""
+    if edition is None:
+        return digest.id
+    key = f"{digest.id}:{edition}"
+    if len(key) <= 64:  # the column's width
+        return key
+    return f"{digest.id[:47]}~{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def editions(digest: Digest) -> tuple[str | None, ...]:
+    """The digest itself (None) and, where it offers one, its weekly edition."""
+    return (None, WEEKLY) if digest.weekly else (None,)
+
+
+def edition_schedule(digest: Digest, edition: str | None) -> Digest:
+    """The digest as an edition is timed: the weekly one on `weekly`."""
+    if edition is None or digest.weekly is None:
+        return digest
+    return replace(digest, schedule=digest.weekly)
