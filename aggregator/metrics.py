@@ -44,7 +44,7 @@ OUTCOMES = (
     "internal_error",
 )
 DIGEST_OUTCOMES = ("sent", "empty", "incomplete", "error")
-DELIVERY_OUTCOMES = ("sent", "refused", "retry")
+DELIVERY_OUTCOMES = ("sent", "refused", "retry", "nothing")
 # Fetches take from a few milliseconds (304 on loopback) to the timeout (30 s by default).
 FETCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -139,6 +139,7 @@ class Metrics:
         self.deliveries.labels("sent").inc(report.sent)
         self.deliveries.labels("refused").inc(report.failed)
         self.deliveries.labels("retry").inc(report.pending)
+        self.deliveries.labels("nothing").inc(report.nothing)  # their choice left nothing new
 
     def digest_failed(self) -> None:
         self.digests.labels("error").inc()

@@ -61,7 +61,7 @@ from aggregator.publish.catalog import MEDIA_TYPES, Kind
 from aggregator.publish.publisher import HTML, Document, Publisher
 from aggregator.search.query import parse as parse_query
 from aggregator.status import StatusAccess, StatusBoard
-from aggregator.types import Choice
+from aggregator.types import Choice, SubscriberStatus
 
 log = logging.getLogger("aggregator.web")
 
@@ -582,6 +582,17 @@ def create_app(
                 "It is not a valid link to choose what you get; use the one in your latest copy.",
             )
         claim, choice = known
+        standing = await run_in_threadpool(subscriptions.storage.subscriber, digest.id, claim.email)
+        if standing is not None and standing.status is SubscriberStatus.UNSUBSCRIBED:
+            return notice(  # choosing would change nothing they get: say so, offer to return
+                200,
+                f"{claim.email} is unsubscribed",
+                f"{claim.email} left {digest.title}, so nothing is sent to it. To get "
+                f"{digest.title} again, sign up here; we will send a link to confirm.",
+                "subscribe",
+                f"{publisher.base}digests/{digest.id}/subscribe",
+                offered_to(digest, None),
+            )
         saved = problem = ""
         status = 200
         if not asking:

@@ -434,6 +434,13 @@ def test_editors_templates_replace_the_built_in_ones(
             "Wednesday 30 December 2026, 07:00 to Saturday 2 January, 07:00 GMT",
             "first saw from Wednesday 30 December 2026, 07:00 to Saturday 2 January, 07:00 GMT.",
         ),
+        # an hour across the autumn change: the start's zone is named too
+        (
+            utc(2026, 10, 25, 0),
+            utc(2026, 10, 25, 1),
+            "01:00 BST to 01:00 GMT on Sunday 25 October",
+            "first saw from 01:00 BST to 01:00 GMT on Sunday 25 October.",
+        ),
         # London's clocks go back on 25 Oct 2026: a day of 25 hours is still a day, in BST/GMT
         (
             utc(2026, 10, 24, 6),

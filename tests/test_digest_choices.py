@@ -244,7 +244,11 @@ def test_a_recipient_who_picks_weekly_gets_the_weekly_edition_only(
     assert len(mail.to("ann@example.org")) == 2 and len(mail.to("bob@example.org")) == 2
     copy = mail.to("ann@example.org")[1].message
     text = parts(copy)[0]
-    assert "Aid reaches Gaza" in text and "Herald story 0" in text  # the whole week
+    # the week from where her last daily copy ended: nothing she had, nothing lost
+    assert "Aid reaches Gaza" in text and "Herald story 0" not in text
+    assert text.splitlines()[1].startswith(
+        "Tuesday 24 November, 07:00 to Monday 30 November, 07:00 GMT"
+    )
     assert "You chose once a week." in text
     first = mail.to("ann@example.org")[0].message
     assert copy["Message-ID"] != first["Message-ID"] and ".weekly." in copy["Message-ID"]
@@ -356,7 +360,7 @@ def test_a_stranger_signing_someone_up_with_choices_changes_nothing_of_theirs(
     someone_else = Signer(SECRET).sign(CHOICE, "daily", 'ann@example.org\n{"s":["opinion"]}')
     link = path_of(found.group(0)) + f"&choice={someone_else}"
     assert b"You are subscribed" in _post(client, link, "").body
-    assert storage.choice("daily", "new@example.org") is None
+    assert storage.choice("daily", "new@example.org") == Choice()  # the whole digest
 
 
 def test_the_weekly_edition_has_its_own_row_for_editors(
@@ -365,7 +369,8 @@ def test_the_weekly_edition_has_its_own_row_for_editors(
     config = configured(mail, weekly="0 8 * * 1")
     stock(storage, config, clock)
     storage.choose("daily", "ann@example.org", Choice(frequency=WEEKLY))
-    storage.choose("daily", "bob@example.org", Choice(topics=("sport",)))  # nothing for him
+    # opinion pieces about Palestine: none in this period, so nothing for him
+    storage.choose("daily", "bob@example.org", Choice(("opinion",), ("palestine",)))
     digest = config.digests[0]
     dispatcher(storage, config, clock).run(digest, PERIOD)
     dispatcher(storage, config, clock).run(digest, WEEK, edition=WEEKLY)
@@ -386,3 +391,98 @@ def test_the_weekly_edition_has_its_own_row_for_editors(
     )
     assert weekly.schedule == "every Monday at 08:00, London time"
     assert weekly.next_run is not None and weekly.next_run.weekday() == 0
+
+
+# -- after a review: switching editions, hostile feed text, a changed config ----------------
+
+
+def test_switching_from_weekly_to_daily_loses_no_day(
+    storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    """Her last weekly copy ended on Monday; she switches to daily on Wednesday: her first
+    daily copy starts where the weekly one ended, not at Wednesday's period."""
+    config = configured(mail, weekly="0 7 * * 1")
+    digest = config.digests[0]
+    storage.choose("daily", "ann@example.org", Choice(frequency=WEEKLY))
+    last_week = Period(utc(2026, 11, 16, 7), utc(2026, 11, 23, 7))
+    stock(storage, config, clock)  # stories on Monday 23 November
+    assert dispatcher(storage, config, clock).run(digest, last_week, edition=WEEKLY) is not None
+    dispatcher(storage, config, clock).run(digest, PERIOD)  # Monday-Tuesday: bob only
+    assert len(mail.to("ann@example.org")) == 1  # last week's (yesterday's climate row)
+    assert len(mail.to("bob@example.org")) == 1
+    storage.choose("daily", "ann@example.org", Choice())  # Wednesday: daily again
+    wednesday = Period(utc(2026, 11, 24, 7), utc(2026, 11, 25, 7))
+    dispatcher(storage, config, clock).run(digest, wednesday)
+    copy = mail.to("ann@example.org")[1]
+    text = parts(copy.message)[0]
+    assert "Herald story 0" in text and "Gaza ceasefire talks hit snag" in text
+    assert text.splitlines()[1].startswith("Monday 23 November, 07:00 to Wednesday 25 November")
+    assert "Tomorrow's news" in text  # and Wednesday's own
+    bob = parts(mail.to("bob@example.org")[1].message)[0]  # bob's Wednesday: its own only
+    assert "Tomorrow's news" in bob and "Herald story 0" not in bob
+
+
+def test_feed_text_holding_the_link_placeholders_gets_no_ones_link(
+    storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    config = configured(mail)
+    stock(storage, config, clock)
+    bait = "https://choose.invalid/TOKEN https://unsubscribe.invalid/TOKEN"
+    clock.now = utc(2026, 11, 23, 12)
+    storage.save_entries(
+        "herald",
+        [
+            entry(
+                "bait",
+                ("https://unsubscribe.invalid/TOKEN " * 12).strip(),
+                f"<p>{bait}</p>",
+                link="https://evil.example/claim?next=https://choose.invalid/TOKEN",
+            )
+        ],
+        Processor(config),
+    )
+    report = dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
+    assert report is not None and (report.sent, report.failed) == (2, 0)
+    for received in mail.received:
+        text, html = parts(received.message)
+        assert "evil.example/claim?next=https://choose.invalid/TOKEN" in text  # left as written
+        assert text.count("token=") == 2  # the copy's own two links, and only those
+        assert html.count("token=") == 2
+
+
+def test_a_choice_an_editor_has_since_removed_falls_back_to_the_whole_digest(
+    storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    config = configured(mail)
+    stock(storage, config, clock)
+    storage.choose("daily", "ann@example.org", Choice(("opinion",), (), WEEKLY))
+    without = replace(config, sections=config.sections[:1])  # opinion gone, and no weekly
+    report = dispatcher(storage, without, clock).run(without.digests[0], PERIOD)
+    assert report is not None and (report.sent, report.nothing) == (2, 0)
+    text = parts(mail.to("ann@example.org")[0].message)[0]
+    assert "Herald story 0" in text and "You chose" not in text
+
+
+def test_the_choice_page_of_an_unsubscribed_address_says_so_and_offers_to_return(
+    site: tuple[Client, Config], storage: Storage, mail: MailServer, clock: Clock
+) -> None:
+    client, config = site
+    dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
+    link = _choose_link(mail.to("ann@example.org")[0].message)
+    storage.suppress("daily", "ann@example.org")
+    page = client.request(link)
+    assert b"ann@example.org is unsubscribed" in page.body
+    assert b'action="http://news.test/digests/daily/subscribe"' in page.body
+    assert storage.choice("daily", "ann@example.org") is None
+
+
+def test_a_new_subscription_starts_from_the_whole_digest(
+    site: tuple[Client, Config], storage: Storage, mail: MailServer
+) -> None:
+    client, _ = site
+    storage.choose("daily", "new@example.org", Choice(("opinion",), (), None))  # long ago
+    assert _post(client, "/digests/daily/subscribe", "email=new%40example.org").status == 200
+    found = re.search(r"http://news\.test/\S+", str(mail.received[-1].message.get_content()))
+    assert found is not None
+    assert b"You are subscribed" in _post(client, path_of(found.group(0)), "").body
+    assert storage.choice("daily", "new@example.org") == Choice(None, (), None)

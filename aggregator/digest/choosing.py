@@ -89,6 +89,24 @@ def decode(text: str, offered: Offer) -> Choice | None:
     return Choice(kept, chosen, frequency)
 
 
+def current(choice: Choice | None, offered: Offer) -> Choice | None:
+    """A stored choice as the digest stands now: sections and topics an editor has since
+    removed are dropped (a choice left with no section is the whole digest again, not an empty
+    one), and a weekly edition no longer offered is the digest's own schedule."""
+    if choice is None:
+        return None
+    sections = choice.sections
+    if sections is not None:
+        known = {sid for sid, _ in offered.sections}
+        sections = tuple(s for s in sections if s in known) or None
+        if sections is not None and len(sections) == len(known):
+            sections = None
+    topic_ids = {tid for tid, _ in offered.topics}
+    topics = tuple(t for t in choice.topics if t in topic_ids)
+    frequency = choice.frequency if offered.weekly else None
+    return Choice(sections, topics, frequency)
+
+
 def offer(config: Config, digest: Digest) -> Offer:
     rules = digest_filter(config, digest)
     sections = tuple(

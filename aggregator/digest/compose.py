@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from aggregator.config import Config, Digest, Filter
 from aggregator.digest.periods import Period
@@ -31,10 +32,12 @@ class Group:
 
 @dataclass(frozen=True)
 class Story:
-    """A story new in the period, with every source that carries it."""
+    """A story new in the period, with every source that carries it and when it was first
+    seen (its earliest item)."""
 
     entry: EntryView
     sources: frozenset[str]
+    first_seen: datetime
 
 
 @dataclass(frozen=True)
@@ -68,15 +71,21 @@ def _new_in(period: Period, selected: Selected) -> bool:
     return all(o.first_seen_at >= period.start for o in selected.also)
 
 
-def compose(storage: Storage, config: Config, digest: Digest, period: Period) -> DigestView:
+def compose(
+    storage: Storage, config: Config, digest: Digest, period: Period, since: datetime | None = None
+) -> DigestView:
+    """The period's digest; `since` (earlier than the period's start) also reads the stories
+    first seen from then on into the pool, for recipients whose last copy ended there (they
+    switched editions), without adding them to the period's own copy."""
     rules = ItemFilter(digest_filter(config, digest))
-    selection = replace(rules.selection, seen_since=period.start)
+    start = min(since, period.start) if since is not None else period.start
+    selection = replace(rules.selection, seen_since=start)
     found = storage.select_items(
         selection,
         SCAN_LIMIT,
         lambda item: item.first_seen_at < period.end and rules.accepts_at(item, period.end),
     )
-    fresh = [s for s in found if _new_in(period, s)]
+    fresh = [s for s in found if _new_in(Period(start, period.end), s)]
     catalog = Catalog(config)
     base = base_url(config)
     titles, urls = source_names(storage, config)
@@ -84,10 +93,12 @@ def compose(storage: Storage, config: Config, digest: Digest, period: Period) ->
         Story(
             entry_view(s, catalog, base, titles, urls, rules.selection.every_item),
             frozenset({s.item.source_id, *(o.source_id for o in s.also)}),
+            min([s.item.first_seen_at, *(o.first_seen_at for o in s.also)]),
         )
         for s in fresh
     )
-    return _shaped(digest, config, period, pool, base)
+    own = tuple(story for story in pool if story.first_seen >= period.start)
+    return replace(_shaped(digest, config, period, own, base), pool=pool)
 
 
 def _shaped(
@@ -120,13 +131,21 @@ def wanted(entry: EntryView, choice: Choice) -> bool:
     return not choice.topics or not topics.isdisjoint(choice.topics)
 
 
-def narrowed(view: DigestView, choice: Choice | None) -> DigestView:
-    """The digest as a recipient with `choice` gets it: only the stories they want, cut to
-    `max_items` after choosing (so a narrow choice still gets its share), grouped anew."""
-    if choice is None or not choice.narrows or view.config is None:
+def narrowed(view: DigestView, choice: Choice | None, start: datetime | None = None) -> DigestView:
+    """The digest as a recipient with `choice` gets it: only the stories they want, first seen
+    from `start` (default: the period's start) to the period's end, cut to `max_items` after
+    choosing (so a narrow choice still gets its share), grouped anew."""
+    start = start or view.period.start
+    narrows = choice is not None and choice.narrows
+    if (not narrows and start == view.period.start) or view.config is None:
         return view
-    pool = tuple(story for story in view.pool if wanted(story.entry, choice))
-    return _shaped(view.digest, view.config, view.period, pool, view.base)
+    pool = tuple(
+        story
+        for story in view.pool
+        if story.first_seen >= start and (choice is None or wanted(story.entry, choice))
+    )
+    period = replace(view.period, start=start)
+    return _shaped(view.digest, view.config, period, pool, view.base)
 
 
 def _group(digest: Digest, config: Config, entries: Sequence[EntryView]) -> tuple[Group, ...]:

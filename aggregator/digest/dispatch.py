@@ -18,8 +18,10 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from aggregator.config import Config, Digest
 from aggregator.config.schema import recipient_parts
+from aggregator.digest.choosing import current, offer
 from aggregator.digest.compose import DigestView, compose, narrowed
 from aggregator.digest.message import Batch, Envelope, message_id_for
 from aggregator.digest.periods import Period, due, edition_schedule, editions, run_key
@@ -41,7 +44,11 @@ from aggregator.types import WEEKLY, Choice, DeliveryStatus, SubscriberStatus
 log = logging.getLogger("aggregator.digest")
 
 LEASE = timedelta(minutes=5)  # renewed every third of it while a run sends
-GIVE_UP = timedelta(days=1)  # a copy refused "for now" for longer is refused for good
+GIVE_UP = timedelta(days=1)
+RENDERINGS_KEPT = 64  # distinct copies of one run kept rendered at once
+# how far back a recipient's copy may reach to where their last one ended (after switching
+# between a digest and its weekly edition): a week and a day
+LOOKBACK = timedelta(days=8)  # a copy refused "for now" for longer is refused for good
 
 
 @dataclass(frozen=True)
@@ -91,42 +98,67 @@ def choice_text(config: Config, choice: Choice | None) -> str:
     return "; ".join(parts)
 
 
+Copy = tuple[Rendered, Batch, int]  # a rendering, its batch (one per subject), its stories
+
+
 class _Copies:
-    """The renderings of one run, one per distinct (web subscriber or not, choice), made when a
-    lane first needs them: most recipients share the digest as composed."""
+    """The renderings of one run, one per distinct (web subscriber or not, choice, start), made
+    when a lane first needs one: most recipients share the digest as composed. Each is made
+    under its own lock (lanes needing others go on), and only the last RENDERINGS_KEPT are
+    kept, so thousands of distinct choices cost time, not memory. Links are filled in through
+    placeholders drawn afresh for the run: no feed text can hold them."""
 
     def __init__(self, dispatcher: Dispatcher, digest: Digest, view: DigestView) -> None:
         self._dispatcher = dispatcher
         self._digest = digest
         self._view = view
         self._lock = threading.Lock()
-        self._made: dict[tuple[bool, Choice | None], tuple[Rendered, Batch, int]] = {}
-        self._batches: dict[str, Batch] = {}
+        self._keys: dict[object, threading.Lock] = {}
+        self._made: OrderedDict[object, Copy] = OrderedDict()
+        self._offer = offer(dispatcher.config, digest)
+        token = secrets.token_hex(12)
+        self._marks = (f"https://unsubscribe.invalid/{token}", f"https://choose.invalid/{token}")
 
-    def get(self, subscribed: bool, choice: Choice | None) -> tuple[Rendered, Batch, int]:
-        """(the rendering, its batch (one per subject), how many stories it holds)."""
+    def get(self, subscribed: bool, choice: Choice | None, start: datetime | None = None) -> Copy:
+        choice = current(choice, self._offer)  # ids the digest still offers
         if choice is not None and not choice.narrows and choice.frequency is None:
             choice = None  # the whole digest, like everyone who chose nothing
-        key = (subscribed, choice)
+        start = start if start is not None and start != self._view.period.start else None
+        key = (subscribed, choice, start)
         with self._lock:
             found = self._made.get(key)
+            if found is not None:
+                self._made.move_to_end(key)
+                return found
+            lock = self._keys.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:
+                found = self._made.get(key)
             if found is None:
-                config = self._dispatcher.config
-                view = narrowed(self._view, choice)
-                rendered = render_digest(
-                    view,
-                    reason(self._digest, subscribed, view.base),
-                    config.publishing.templates,
-                    choice_text=choice_text(config, choice),
-                )
-                batch = self._batches.get(rendered.subject)
-                if batch is None:
-                    envelope = self._dispatcher.envelope(self._digest)
-                    assert envelope is not None
-                    batch = Batch(envelope, rendered.subject, self._dispatcher.clock())
-                    self._batches[rendered.subject] = batch
-                found = self._made[key] = (rendered, batch, view.count)
+                found = self._render(subscribed, choice, start)
+            with self._lock:
+                self._made[key] = found
+                self._made.move_to_end(key)
+                while len(self._made) > RENDERINGS_KEPT:
+                    self._made.popitem(last=False)
+                self._keys.pop(key, None)
             return found
+
+    def _render(self, subscribed: bool, choice: Choice | None, start: datetime | None) -> Copy:
+        config = self._dispatcher.config
+        view = narrowed(self._view, choice, start)
+        unsubscribe, choose = self._marks
+        rendered = render_digest(
+            view,
+            reason(self._digest, subscribed, view.base),
+            config.publishing.templates,
+            unsubscribe_url=unsubscribe,
+            choice_text=choice_text(config, choice),
+            choose_url=choose,
+        )
+        envelope = self._dispatcher.envelope(self._digest)
+        assert envelope is not None
+        return rendered, Batch(envelope, rendered.subject, self._dispatcher.clock()), view.count
 
 
 def reason(digest: Digest, subscribed: bool, base: str) -> str:
@@ -239,8 +271,10 @@ class Dispatcher:
         if edition is not None and not recipients:  # nobody chose the weekly edition (yet)
             self.storage.finish_digest_run(run.id)
             return RunReport(key, period, 0, 0, empty=True)
-        view = compose(self.storage, self.config, digest, period)
-        if view.count == 0 and digest.skip_empty:
+        starts = self._starts(digest, edition, period, recipients)
+        earliest = min(starts.values(), default=period.start)
+        view = compose(self.storage, self.config, digest, period, earliest)
+        if view.count == 0 and digest.skip_empty and earliest >= period.start:
             self.storage.finish_digest_run(run.id)
             log.info("digest %s: nothing new from %s to %s", key, period.start, period.end)
             return RunReport(key, period, 0, len(recipients), empty=True)
@@ -252,7 +286,7 @@ class Dispatcher:
                 "again with the same Message-ID, so mail clients show it once",
                 digest.id,
             )
-        report = self._deliver(digest, envelope, view, run.id, recipients, edition)
+        report = self._deliver(digest, envelope, view, run.id, recipients, edition, starts)
         if report.pending == 0:
             self.storage.finish_digest_run(run.id)
         log.info(
@@ -297,6 +331,31 @@ class Dispatcher:
             log.error("digest %s: test copy to %s refused: %s", digest.id, address, outcome.error)
         return outcome.sent
 
+    def _starts(
+        self,
+        digest: Digest,
+        edition: str | None,
+        period: Period,
+        recipients: Sequence[tuple[str, bool]],
+    ) -> dict[str, datetime]:
+        """Where each recipient's copy starts, where a digest has a weekly edition to switch
+        to and from: where their last copy of either ended (so a switch neither loses the days
+        between the two schedules nor sends a week twice), at most LOOKBACK before the period
+        ends; the period's start for someone never served. A start at or after the period's
+        end means they have had it all already. Empty for a digest without one."""
+        if digest.weekly is None:
+            return {}
+        covered = self.storage.covered_until([run_key(digest, None), run_key(digest, WEEKLY)])
+        floor = period.end - LOOKBACK
+        starts: dict[str, datetime] = {}
+        for address, _ in recipients:
+            last = covered.get(address.lower())
+            start = period.start if last is None else last
+            if last is not None or edition is not None:
+                start = max(start, floor)
+            starts[address.lower()] = start
+        return starts
+
     def _give_up(self, run_id: int) -> None:
         """A run open for more than GIVE_UP: whoever is still refused "for now" is refused for
         good, so that one unreachable mailbox cannot hold every later period back."""
@@ -317,6 +376,7 @@ class Dispatcher:
         run_id: int,
         recipients: Sequence[tuple[str, bool]],
         edition: str | None = None,
+        starts: dict[str, datetime] | None = None,
     ) -> RunReport:
         """Send to everyone not yet served, over `smtp.connections` connections at once (the
         server works on one copy while we prepare and record the next)."""
@@ -344,6 +404,7 @@ class Dispatcher:
                         todo[lane::lanes],
                         state,
                         edition,
+                        starts or {},
                     )
                     for lane in range(lanes)
                 ]
@@ -371,6 +432,7 @@ class Dispatcher:
         share: Sequence[tuple[str, bool]],
         state: _Progress,
         edition: str | None = None,
+        starts: dict[str, datetime] | None = None,
     ) -> None:
         names = {  # the names editors gave recipients, for the To header
             address.lower(): name
@@ -383,8 +445,13 @@ class Dispatcher:
                 if state.stopped:
                     state.count("pending")
                     continue
-                rendered, batch, count = copies.get(subscribed, chosen.get(address.lower()))
-                if count == 0 and view.count > 0 and digest.skip_empty:
+                start = (starts or {}).get(address.lower())
+                if start is not None and start >= view.period.end:
+                    record(address, DeliveryStatus.NOTHING, "had it all in the other edition")
+                    state.count("nothing")
+                    continue
+                rendered, batch, count = copies.get(subscribed, chosen.get(address.lower()), start)
+                if count == 0 and digest.skip_empty:
                     record(address, DeliveryStatus.NOTHING, "nothing new in what they chose")
                     state.count("nothing")
                     continue

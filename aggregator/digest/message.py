@@ -25,7 +25,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 from urllib.parse import quote
 
-from aggregator.digest.render import CHOOSE, UNSUBSCRIBE, Rendered
+from aggregator.digest.render import Rendered
 
 
 @dataclass(frozen=True)
@@ -150,15 +150,17 @@ class Batch:
         if len(choose) > MAX_LINK:
             raise ValueError(f"the link to choose what one gets is longer than {MAX_LINK}")
         chosen = choose.encode("ascii")
-        growth = max(len(url) - len(_PLACEHOLDER), 0) + max(len(chosen) - len(_CHOOSE), 0)
+        marks = (rendered.unsubscribe_mark, rendered.choose_mark)
+        placeholders = (marks[0].encode("ascii"), marks[1].encode("ascii"))
         for subtype, body in (("plain", rendered.text), ("html", rendered.html)):
             encoding, data = self._part(body, eight_bit)
-            if encoding != b"base64" and _MAX_LINE + growth > 998:
-                encoding = b"base64"  # unusually long links could overrun a line
-            if encoding == b"base64":  # encoded per copy (in C); 8-bit parts are filled in
-                data = _encode(body.replace(UNSUBSCRIBE, link).replace(CHOOSE, choose), False)[1]
-            else:
-                data = data.replace(_PLACEHOLDER, url).replace(_CHOOSE, chosen)
+            if encoding != b"base64":  # 8-bit parts are filled in, if every line still fits
+                data = data.replace(placeholders[0], url).replace(placeholders[1], chosen)
+                if max(map(len, data.split(b"\r\n"))) > 998:
+                    encoding = b"base64"
+            if encoding == b"base64":  # encoded per copy (in C)
+                filled = body.replace(marks[0], link).replace(marks[1], choose)
+                data = _encode(filled, False)[1]
             lines += [
                 b"--" + boundary + b"\r\n",
                 f'Content-Type: text/{subtype}; charset="utf-8"\r\n'.encode(),
@@ -176,8 +178,6 @@ class Batch:
         return self._parts[key]
 
 
-_PLACEHOLDER = UNSUBSCRIBE.encode("ascii")
-_CHOOSE = CHOOSE.encode("ascii")
 _MAX_LINE = 760  # SMTP allows 998 octets a line: room for a link put in later
 
 

@@ -28,10 +28,15 @@ class Rendered:
     subject: str
     html: str
     text: str
+    # what stands for the recipient's links until each copy fills them in (a run draws its own)
+    unsubscribe_mark: str = UNSUBSCRIBE
+    choose_mark: str = CHOOSE
 
     def for_recipient(self, unsubscribe_url: str, choose_url: str) -> Rendered:
         def filled(body: str) -> str:
-            return body.replace(UNSUBSCRIBE, unsubscribe_url).replace(CHOOSE, choose_url)
+            return body.replace(self.unsubscribe_mark, unsubscribe_url).replace(
+                self.choose_mark, choose_url
+            )
 
         return Rendered(self.subject, filled(self.html), filled(self.text))
 
@@ -54,12 +59,14 @@ def period_words(view: DigestView) -> tuple[str, str]:
     same_time = (start.hour, start.minute) == (end.hour, end.minute)
     days = (end.date() - start.date()).days
     clock = f"{end:%H:%M} {end.tzname()}"
+    # the start's zone too where the clocks changed in between (01:00 BST to 01:00 GMT)
+    begun = f"{start:%H:%M}" + (f" {start.tzname()}" if start.tzname() != end.tzname() else "")
     if same_time and days in (1, 7):
         span = "the day" if days == 1 else "the week"
         return f"{span} to {clock} on {_day(end, end)}", "in"
     if days == 0:
-        return f"{start:%H:%M} to {clock} on {_day(end, end)}", "from"
-    return f"{_day(start, end)}, {start:%H:%M} to {_day(end, end)}, {clock}", "from"
+        return f"{begun} to {clock} on {_day(end, end)}", "from"
+    return f"{_day(start, end)}, {begun} to {_day(end, end)}, {clock}", "from"
 
 
 def period_text(view: DigestView) -> str:
@@ -108,7 +115,7 @@ def render_digest(
     }
     html = _INLINER.inline(render("digest.html", overrides, **context))
     text = render("digest.txt", overrides, **context)
-    return Rendered(title, html, _tidy(text))
+    return Rendered(title, html, _tidy(text), unsubscribe_url, choose_url)
 
 
 def _tidy(text: str) -> str:

@@ -159,9 +159,10 @@ class Subscriptions:
         state = _standing(found, claim.issued_at)
         if state is ConfirmState.ASK and confirm:
             if self.storage.confirm_subscriber(claim.digest_id, claim.email):
+                # what they ticked when they signed up; else the whole digest, whatever an
+                # earlier subscription of the address had chosen
                 choice = self.carried_choice(claim.digest_id, found.email, choice_token)
-                if choice is not None:  # what they ticked when they signed up
-                    self.storage.choose(claim.digest_id, found.email, choice)
+                self.storage.choose(claim.digest_id, found.email, choice or Choice())
                 return Confirmation(found.email, ConfirmState.SUBSCRIBED)
             # it changed meanwhile (only from pending): say what it is now
             found = self.storage.subscriber(claim.digest_id, claim.email)

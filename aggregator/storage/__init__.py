@@ -632,6 +632,11 @@ class Storage:
         with self._tx() as conn:
             return subscribers.suppress(conn, digest_id, email, self.clock())
 
+    def covered_until(self, run_keys: Sequence[str]) -> dict[str, datetime]:
+        """Where each recipient's last served period of these runs ended (lower-cased)."""
+        with self._tx(write=False) as conn:
+            return digests.covered_until(conn, list(run_keys))
+
     def choice(self, digest_id: str, email: str) -> Choice | None:
         """What this recipient chose of a digest (None: nothing yet, the whole digest)."""
         with self._tx(write=False) as conn:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, or_, select, update
+from sqlalchemy import Connection, Row, func, or_, select, update
 
 from aggregator.storage.dialect import insert as _insert
-from aggregator.storage.tables import deliveries, digest_runs
+from aggregator.storage.tables import UTCDateTime, deliveries, digest_runs
 from aggregator.types import Delivery, DeliveryStatus, DigestRun, RunStatus
 
 
@@ -159,3 +159,27 @@ def delivered(conn: Connection, run_id: int) -> set[str]:
             )
         ).scalars()
     )
+
+
+def covered_until(conn: Connection, run_keys: list[str]) -> dict[str, datetime]:
+    """For each recipient of these runs (a digest and its weekly edition), the end of the
+    latest period they were served (sent, refused for good, or nothing they chose), by
+    lower-cased address: where their next copy starts when they switch editions."""
+    rows = conn.execute(
+        select(deliveries.c.recipient, func.max(digest_runs.c.period_end))
+        .join(digest_runs, digest_runs.c.id == deliveries.c.run_id)
+        .where(
+            digest_runs.c.digest_id.in_(run_keys),
+            deliveries.c.status.in_(
+                [DeliveryStatus.SENT, DeliveryStatus.REFUSED, DeliveryStatus.NOTHING]
+            ),
+        )
+        .group_by(deliveries.c.recipient)
+    ).all()
+    found: dict[str, datetime] = {}
+    for recipient, end in rows:
+        moment = UTCDateTime().process_result_value(end, conn.dialect)
+        if moment is not None:
+            key = recipient.lower()
+            found[key] = max(found.get(key, moment), moment)
+    return found
