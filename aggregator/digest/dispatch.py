@@ -44,11 +44,11 @@ from aggregator.types import WEEKLY, Choice, DeliveryStatus, SubscriberStatus
 log = logging.getLogger("aggregator.digest")
 
 LEASE = timedelta(minutes=5)  # renewed every third of it while a run sends
-GIVE_UP = timedelta(days=1)
+GIVE_UP = timedelta(days=1)  # a copy refused "for now" for longer is refused for good
 RENDERINGS_KEPT = 64  # distinct copies of one run kept rendered at once
 # how far back a recipient's copy may reach to where their last one ended (after switching
 # between a digest and its weekly edition): a week and a day
-LOOKBACK = timedelta(days=8)  # a copy refused "for now" for longer is refused for good
+LOOKBACK = timedelta(days=8)
 
 
 @dataclass(frozen=True)
