@@ -432,3 +432,15 @@ def test_an_edit_saved_while_its_item_is_indexed_is_indexed_too(
     catch_up(stored)
     assert keys(stored, "shelling") == ["w2"]
     assert keys(stored, "markets") == []
+
+
+def test_pages_carry_the_search_box_only_where_a_server_answers_searches(
+    stored: Storage, config: Config, clock: Clock
+) -> None:
+    exported = Publisher(stored, config, clock=clock, paged=False)  # as `aggregator export`
+    assert b'role="search"' not in exported.index().body
+    assert b'role="search"' not in exported.page("sections", "world").body
+    served = Publisher(stored, config, clock=clock)
+    create_app(served)  # the web app says it answers searches
+    assert b'role="search"' in served.index().body
+    assert b'role="search"' in served.page("sections", "world").body
