@@ -59,7 +59,6 @@ from aggregator.publish import pages
 from aggregator.publish import search as searching
 from aggregator.publish.catalog import MEDIA_TYPES, Kind
 from aggregator.publish.publisher import HTML, Document, Publisher
-from aggregator.search.query import parse as parse_query
 from aggregator.status import StatusAccess, StatusBoard
 from aggregator.types import Choice, SubscriberStatus
 
@@ -405,12 +404,13 @@ def create_app(
             return page(404, "Not found", "search results are published as .atom, .rss or .json.")
         text = request.query_params.get("q", "")
         number = request.query_params.get("page")
+        section = request.query_params.get("section") or None
+        topic = request.query_params.get("topic") or None
         if not text.strip() and fmt == "html":
             return _uncached(publisher.search_form(), 200)
         refused: list[str] = []
         try:
-            query = parse_query(text)
-            key = (f"search?{query.text}", fmt, str(searching.page_number(number)))
+            key = publisher.search_key(text, fmt, number, section, topic)
         except SearchRefusedError as exc:
             refused.append(str(exc))
         if refused:
@@ -420,7 +420,7 @@ def create_app(
 
         def build() -> Document:
             try:
-                return publisher.search(text, fmt, number)
+                return publisher.search(text, fmt, number, section, topic)
             except SearchRefusedError as exc:  # the database's deadline passed
                 refused.append(str(exc))
                 raise

@@ -444,3 +444,45 @@ def test_pages_carry_the_search_box_only_where_a_server_answers_searches(
     create_app(served)  # the web app says it answers searches
     assert b'role="search"' in served.index().body
     assert b'role="search"' in served.page("sections", "world").body
+
+
+def test_a_search_can_be_narrowed_to_a_section_or_a_topic_on_both_databases(
+    stored: Storage,
+) -> None:
+    query = parse("protest*")
+
+    def found(**scope: tuple[str, ...]) -> list[str]:
+        return sorted(
+            s.item.entry.key
+            for s in stored.search(query.fts5(), query.tsquery(), 10, **scope)  # type: ignore[arg-type]
+        )
+
+    assert found() == ["b2", "h2"]
+    assert found(sections=("opinion",)) == ["b2"]
+    assert found(sections=("world",)) == ["h2"]
+    assert found(topics=("climate",)) == ["b2"]  # "Emissions rose again"
+    assert found(sections=("world",), topics=("climate",)) == []
+
+
+def test_the_search_page_offers_sections_and_topics_and_keeps_them_in_its_links(
+    client: Client,
+) -> None:
+    answer = client.request("/search?q=protest*&section=opinion")
+    assert answer.status == 200
+    page = etree.fromstring(answer.body, etree.HTMLParser())
+    assert page.findtext(".//h1") == "Search: protest* in Opinion"
+    assert [a.text for a in page.iterfind(".//li/h2/a")] == ["Climate plans fail"]
+    chosen = page.find(".//select[@id='section']/option[@selected]")
+    assert chosen is not None and chosen.get("value") == "opinion"
+    assert page.find(".//label[@for='section']") is not None
+    feeds = {link.get("type"): link.get("href") for link in page.iterfind(".//head/link")}
+    assert (
+        feeds["application/atom+xml"] == "http://news.test/search.atom?q=protest%2A&section=opinion"
+    )
+    atom = client.request("/search.atom?q=protest*&topic=climate")
+    titles = [e.findtext(f"{ATOM}title") for e in etree.fromstring(atom.body).iter(f"{ATOM}entry")]
+    assert titles == ["Climate plans fail"]
+    everywhere = client.request("/search.atom?q=protest*")
+    assert everywhere.headers["etag"] != atom.headers["etag"]
+    unknown = client.request("/search?q=protest*&section=sport")
+    assert unknown.status == 400 and b"there is no section" in unknown.body

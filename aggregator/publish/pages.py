@@ -132,6 +132,17 @@ def preview(view: FeedView, overrides: str | None = None, search: str | None = N
     )
 
 
+@dataclass(frozen=True)
+class Scopes:
+    """What a search page offers to search in: (id, title) of sections and topics, and the
+    ones chosen ('' for all)."""
+
+    sections: tuple[tuple[str, str], ...] = ()
+    topics: tuple[tuple[str, str], ...] = ()
+    section: str = ""
+    topic: str = ""
+
+
 def search(
     base: str,
     site_title: str,
@@ -140,6 +151,7 @@ def search(
     problem: str = "",
     pending: int = 0,
     overrides: str | None = None,
+    scopes: Scopes | None = None,
 ) -> str:
     """The search page: the form, and the results of a query (`view`) or why it was refused."""
     feeds = feed_links(view.links) if view is not None else []
@@ -165,6 +177,8 @@ def search(
         pending=pending,
         newer=newer,
         older=older,
+        scopes=scopes or Scopes(),
+        heading=view.publication.title if view is not None else "",
     )
 
 

@@ -442,12 +442,32 @@ class Publisher:
 
         return self._build(("index",), make)
 
-    def search(self, text: str, fmt: str, page: str | None = None) -> Document:
-        """A page of a reader's search (`fmt` "html" or a feed format); SearchRefusedError for
-        a query that cannot be run (too long, only -words, too costly)."""
+    def search_key(
+        self, text: str, fmt: str, page: str | None, section: str | None, topic: str | None
+    ) -> tuple[str, str, str]:
+        """The cache key of a search's document; SearchRefusedError for one that cannot be run
+        (empty, too long, only -words, a page or a section that is not there)."""
         query = parse_query(text)
         number = searching.page_number(page)
-        key = (f"search?{query.text}", fmt, str(number))
+        scope = searching.scope_of(self.catalog, section, topic)
+        where = "".join(f"&{name}={value}" for name, value in scope.params)
+        return (f"search?{query.text}{where}", fmt, str(number))
+
+    def search(
+        self,
+        text: str,
+        fmt: str,
+        page: str | None = None,
+        section: str | None = None,
+        topic: str | None = None,
+    ) -> Document:
+        """A page of a reader's search (`fmt` "html" or a feed format), in a section or on a
+        topic where given; SearchRefusedError for a query that cannot be run (too long, only
+        -words, too costly)."""
+        key = self.search_key(text, fmt, page, section, topic)
+        query = parse_query(text)
+        number = searching.page_number(page)
+        scope = searching.scope_of(self.catalog, section, topic)
         media_type = HTML if fmt == "html" else f"{MEDIA_TYPES[fmt]}; charset=utf-8"
 
         def make(previous: Document | None, revision: int) -> Document:
@@ -462,11 +482,19 @@ class Publisher:
                 searching.Sources(titles, urls),
                 query,
                 number,
+                scope,
             )
             if fmt == "html":
                 pending = self.storage.search_pending()
                 body = pages.search(
-                    self.base, self.site_title, query.text, view, "", pending, self.templates
+                    self.base,
+                    self.site_title,
+                    query.text,
+                    view,
+                    "",
+                    pending,
+                    self.templates,
+                    self._scopes(scope),
                 ).encode()
             else:
                 body = WRITERS[fmt](view)
@@ -483,8 +511,26 @@ class Publisher:
 
     def search_form(self, text: str = "", problem: str = "") -> bytes:
         """The search page with no results: the empty form, or a refused query and why."""
-        page = pages.search(self.base, self.site_title, text, None, problem, 0, self.templates)
+        page = pages.search(
+            self.base,
+            self.site_title,
+            text,
+            None,
+            problem,
+            0,
+            self.templates,
+            self._scopes(searching.Scope()),
+        )
         return page.encode()
+
+    def _scopes(self, scope: searching.Scope) -> pages.Scopes:
+        """The sections and topics a search may be narrowed to, and which are chosen."""
+        return pages.Scopes(
+            tuple((p.id, p.title) for p in self.catalog.of_kind(Kind.SECTIONS)),
+            tuple((p.id, p.title) for p in self.catalog.of_kind(Kind.TOPICS)),
+            scope.section or "",
+            scope.topic or "",
+        )
 
     def _digests(self) -> tuple[pages.DigestListing, ...]:
         listed = []

@@ -41,12 +41,44 @@ def page_number(text: str | None) -> int:
     return number
 
 
-def publication(query: Query, site_title: str) -> Publication:
+@dataclass(frozen=True)
+class Scope:
+    """Where a search looks: one section and one topic at most (None: everywhere)."""
+
+    section: str | None = None
+    topic: str | None = None
+
+    @property
+    def params(self) -> tuple[tuple[str, str], ...]:
+        """The query parameters that say so, in a stable order (cache keys and links)."""
+        found = []
+        if self.section:
+            found.append(("section", self.section))
+        if self.topic:
+            found.append(("topic", self.topic))
+        return tuple(found)
+
+
+def scope_of(catalog: Catalog, section: str | None, topic: str | None) -> Scope:
+    """The scope `section=` and `topic=` ask for; SearchRefusedError for one not configured."""
+    if section and section not in catalog.section_titles:
+        raise SearchRefusedError(f"there is no section {section[:40]!r} to search in")
+    if topic and topic not in catalog.topic_titles:
+        raise SearchRefusedError(f"there is no topic {topic[:40]!r} to search in")
+    return Scope(section or None, topic or None)
+
+
+def publication(query: Query, site_title: str, catalog: Catalog, scope: Scope) -> Publication:
+    where = ""
+    if scope.section:
+        where += f" in {catalog.section_titles[scope.section]}"
+    if scope.topic:
+        where += f" on {catalog.topic_titles[scope.topic]}"
     return Publication(
         Kind.SEARCH,
         query.text,
-        f"Search: {query.text}",
-        f"Items on {site_title} matching {query.text}, best first.",
+        f"Search: {query.text}{where}",
+        f"Items on {site_title}{where} matching {query.text}, best first.",
         Filter(),
         PER_PAGE,
         FORMATS,
@@ -70,23 +102,27 @@ def view(
     sources: Sources,
     query: Query,
     page: int,
+    scope: Scope | None = None,
 ) -> FeedView:
     """One page of a query's results."""
+    scope = scope or Scope()
     found = storage.search(
         query.fts5(),
         query.tsquery(),
         PER_PAGE + 1,
         (page - 1) * PER_PAGE,
+        sections=(scope.section,) if scope.section else (),
+        topics=(scope.topic,) if scope.topic else (),
         seconds=DEADLINE,
     )
     more = len(found) > PER_PAGE and page < MAX_PAGE
-    searched = publication(query, site_title)
+    searched = publication(query, site_title, catalog, scope)
     entries = tuple(
         entry_view(s, catalog, base, sources.titles, sources.urls) for s in found[:PER_PAGE]
     )
     return FeedView(
         publication=searched,
-        links=SearchLinks(base, searched),
+        links=SearchLinks(base, searched, scope.params),
         entries=entries,
         before=str(page) if page > 1 else None,
         next=str(page + 1) if more else None,

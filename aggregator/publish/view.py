@@ -213,12 +213,15 @@ class Links:
 
 @dataclass(frozen=True)
 class SearchLinks(Links):
-    """The URLs of one page of a search's results: its cursor is a page number."""
+    """The URLs of one page of a search's results: its cursor is a page number; `scope` the
+    section and topic it looks in, as query parameters."""
+
+    scope: tuple[tuple[str, str], ...] = ()
 
     def _query(self, page: str | None) -> str:
-        params = {"q": self.publication.id}
+        params = [("q", self.publication.id), *self.scope]
         if page and page != "1":
-            params["page"] = page
+            params.append(("page", page))
         return urlencode(params)
 
     def feed(self, fmt: str, before: str | None = None) -> str:

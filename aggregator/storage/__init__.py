@@ -489,12 +489,14 @@ class Storage:
         offset: int = 0,
         sections: Sequence[str] = (),
         seconds: float = 5.0,
+        topics: Sequence[str] = (),
     ) -> list[Selected]:
-        """Items matching a query (given in each database's syntax), best first, each with its
-        story's other items; SearchRefusedError past `seconds`."""
+        """Items matching a query (given in each database's syntax), in `sections` and on
+        `topics` where given, best first, each with its story's other items;
+        SearchRefusedError past `seconds`."""
         with self._tx(write=False) as conn:
             with search.deadline(conn, seconds):
-                ids = search.find(conn, fts5, tsquery, limit, offset, sections)
+                ids = search.find(conn, fts5, tsquery, limit, offset, sections, topics)
             found = items.by_ids(conn, ids)
             members = items.story_members(
                 conn, sorted({i.story_id for i in found if i.story_id is not None})

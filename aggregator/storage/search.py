@@ -216,8 +216,10 @@ def find(
     limit: int,
     offset: int,
     sections: Sequence[str] = (),
+    topics: Sequence[str] = (),
 ) -> list[int]:
-    """Ids of matching items, best first (ties: newest first), one per story: the best-ranked
+    """Ids of matching items (in `sections`, on `topics`, where given), best first (ties:
+    newest first), one per story: the best-ranked
     item stands for its story (the others are its "also reported by"), as in feeds. Stories are
     counted from the top, so page N is the same whichever page was read before it."""
     wanted = offset + limit
@@ -228,6 +230,13 @@ def find(
         names = [f"s{n}" for n in range(len(sections))]
         params.update(zip(names, sections, strict=True))
         where = " AND items.section_id IN (" + ", ".join(f":{n}" for n in names) + ")"
+    if topics:
+        names = [f"t{n}" for n in range(len(topics))]
+        params.update(zip(names, topics, strict=True))
+        where += (
+            " AND EXISTS (SELECT 1 FROM item_topics WHERE item_topics.item_id = items.id"
+            " AND item_topics.topic_id IN (" + ", ".join(f":{n}" for n in names) + "))"
+        )
     if conn.dialect.name == "postgresql":
         statement = (
             f"SELECT s.item_id, items.story_id FROM {INDEX_TABLE} s "
