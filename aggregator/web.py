@@ -410,7 +410,7 @@ def create_app(
             return _uncached(publisher.search_form(), 200)
         refused: list[str] = []
         try:
-            key = publisher.search_key(text, fmt, number, section, topic)
+            asked = searching.asked(publisher.catalog, text, number, section, topic)
         except SearchRefusedError as exc:
             refused.append(str(exc))
         if refused:
@@ -420,12 +420,13 @@ def create_app(
 
         def build() -> Document:
             try:
-                return publisher.search(text, fmt, number, section, topic)
+                return publisher.search(asked, fmt)
             except SearchRefusedError as exc:  # the database's deadline passed
                 refused.append(str(exc))
                 raise
 
-        answer = await serve(request, key, build, int(searching.CACHE_FOR.total_seconds()))
+        max_age = int(searching.CACHE_FOR.total_seconds())
+        answer = await serve(request, asked.key(fmt), build, max_age)
         if refused and fmt == "html":
             return _uncached(publisher.search_form(text, refused[0]), answer.status_code)
         return answer
@@ -525,20 +526,18 @@ def create_app(
                 )
             if found.asks:
                 ticked = subscriptions.carried_choice(digest.id, found.email, carried)
-                words = choice_text(publisher.config, ticked)
                 return notice(
                     200,
                     f"Confirm your subscription to {digest.title}",
-                    f"{found.email} will get {digest.title}" + (f": {words}." if words else "."),
+                    will_get(found.email, digest, ticked),
                     "confirm",
                     again,
                 )
             chosen = await run_in_threadpool(subscriptions.storage.choice, digest.id, found.email)
-            words = choice_text(publisher.config, chosen)
             return notice(
                 200,
                 "You are subscribed",
-                f"{found.email} will get {digest.title}" + (f": {words}." if words else "."),
+                will_get(found.email, digest, chosen),
                 "choose",
                 subscriptions.choose_link(digest.id, found.email),
             )
@@ -560,6 +559,11 @@ def create_app(
         return notice(
             200, "You are unsubscribed", f"{claim.email} will not get {digest.title} again."
         )
+
+    def will_get(email: str, digest: Digest, choice: Choice | None) -> str:
+        """`ann@example.org will get Daily: World; only stories on Climate.`"""
+        words = choice_text(publisher.config, choice)
+        return f"{email} will get {digest.title}" + (f": {words}." if words else ".")
 
     def offered_to(digest: Digest, choice: Choice | None) -> Shown:
         """The choices a form shows for `digest`, ticked as `choice` says."""

@@ -112,15 +112,19 @@ def test_a_choice_that_leaves_nothing_new_sends_nothing_and_says_so(
     assert len(mail.received) == 1
 
 
-@pytest.fixture
-def site(storage: Storage, mail: MailServer, clock: Clock) -> Iterator[tuple[Client, Config]]:
-    config = configured(mail)
+def _served(storage: Storage, clock: Clock, config: Config) -> Iterator[tuple[Client, Config]]:
+    """The stock stories and the real app with sign-ups under the real server."""
     stock(storage, config, clock)
     subscriptions = Subscriptions(
         storage, config, Signer(SECRET), lambda: Mailer(config.smtp, backoff=0.01), clock
     )
     with serving(create_app(Publisher(storage, config), subscriptions=subscriptions)) as port:
         yield Client(port), config
+
+
+@pytest.fixture
+def site(storage: Storage, mail: MailServer, clock: Clock) -> Iterator[tuple[Client, Config]]:
+    yield from _served(storage, clock, configured(mail))
 
 
 def _choose_link(message: EmailMessage) -> str:
@@ -293,13 +297,7 @@ def test_a_digest_without_weekly_offers_no_frequency_and_ignores_one_posted(
 def site_weekly(
     storage: Storage, mail: MailServer, clock: Clock
 ) -> Iterator[tuple[Client, Config]]:
-    config = configured(mail, weekly="0 8 * * 1")
-    stock(storage, config, clock)
-    subscriptions = Subscriptions(
-        storage, config, Signer(SECRET), lambda: Mailer(config.smtp, backoff=0.01), clock
-    )
-    with serving(create_app(Publisher(storage, config), subscriptions=subscriptions)) as port:
-        yield Client(port), config
+    yield from _served(storage, clock, configured(mail, weekly="0 8 * * 1"))
 
 
 def test_a_new_subscriber_is_offered_the_choice_once_confirmed(

@@ -42,7 +42,6 @@ from aggregator.publish.view import (
     encode_cursor,
     entry_view,
 )
-from aggregator.search.query import parse as parse_query
 from aggregator.storage import Storage, utcnow
 
 HTML = "text/html; charset=utf-8"
@@ -442,32 +441,11 @@ class Publisher:
 
         return self._build(("index",), make)
 
-    def search_key(
-        self, text: str, fmt: str, page: str | None, section: str | None, topic: str | None
-    ) -> tuple[str, str, str]:
-        """The cache key of a search's document; SearchRefusedError for one that cannot be run
-        (empty, too long, only -words, a page or a section that is not there)."""
-        query = parse_query(text)
-        number = searching.page_number(page)
-        scope = searching.scope_of(self.catalog, section, topic)
-        where = "".join(f"&{name}={value}" for name, value in scope.params)
-        return (f"search?{query.text}{where}", fmt, str(number))
-
-    def search(
-        self,
-        text: str,
-        fmt: str,
-        page: str | None = None,
-        section: str | None = None,
-        topic: str | None = None,
-    ) -> Document:
-        """A page of a reader's search (`fmt` "html" or a feed format), in a section or on a
-        topic where given; SearchRefusedError for a query that cannot be run (too long, only
-        -words, too costly)."""
-        key = self.search_key(text, fmt, page, section, topic)
-        query = parse_query(text)
-        number = searching.page_number(page)
-        scope = searching.scope_of(self.catalog, section, topic)
+    def search(self, asked: searching.Asked, fmt: str) -> Document:
+        """A page of a reader's search (`fmt` "html" or a feed format), read by
+        `searching.asked`; SearchRefusedError for one too costly to run."""
+        key = asked.key(fmt)
+        query, number, scope = asked.query, asked.page, asked.scope
         media_type = HTML if fmt == "html" else f"{MEDIA_TYPES[fmt]}; charset=utf-8"
 
         def make(previous: Document | None, revision: int) -> Document:

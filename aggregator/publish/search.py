@@ -15,7 +15,7 @@ from aggregator.config import Filter
 from aggregator.exceptions import SearchRefusedError
 from aggregator.publish.catalog import Catalog, Kind, Publication
 from aggregator.publish.view import FeedView, SearchLinks, entry_view
-from aggregator.search.query import Query
+from aggregator.search.query import Query, parse
 from aggregator.storage import Storage
 
 PER_PAGE = 20
@@ -66,6 +66,28 @@ def scope_of(catalog: Catalog, section: str | None, topic: str | None) -> Scope:
     if topic and topic not in catalog.topic_titles:
         raise SearchRefusedError(f"there is no topic {topic[:40]!r} to search in")
     return Scope(section or None, topic or None)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A reader's search, read and checked once: its query, page and scope."""
+
+    query: Query
+    page: int
+    scope: Scope
+
+    def key(self, fmt: str) -> tuple[str, str, str]:
+        """Its document's cache key in `fmt`."""
+        where = "".join(f"&{name}={value}" for name, value in self.scope.params)
+        return (f"search?{self.query.text}{where}", fmt, str(self.page))
+
+
+def asked(
+    catalog: Catalog, text: str, page: str | None, section: str | None, topic: str | None
+) -> Asked:
+    """The search the parameters ask for; SearchRefusedError for one that cannot be run
+    (empty, too long, only -words, a page, section or topic that is not there)."""
+    return Asked(parse(text), page_number(page), scope_of(catalog, section, topic))
 
 
 def publication(query: Query, site_title: str, catalog: Catalog, scope: Scope) -> Publication:

@@ -182,31 +182,25 @@ def _late(seconds: float) -> SearchRefusedError:
 def deadline(conn: Connection, seconds: float) -> Iterator[None]:
     """Abort the statements run inside after `seconds` of wall-clock time: PostgreSQL by a
     statement timeout for this transaction, SQLite by a progress handler that interrupts."""
+    raw = None
     if conn.dialect.name == "postgresql":
         conn.execute(text(f"SET LOCAL statement_timeout = {max(1, int(seconds * 1000))}"))
-        try:
-            yield
-        except OperationalError as exc:
-            if "statement timeout" in str(exc):
-                raise _late(seconds) from exc
-            raise
-        return
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    end = time.monotonic() + seconds
-
-    def late() -> int:
-        return 1 if time.monotonic() > end else 0
-
-    raw.set_progress_handler(late, 1000)
+        stopped = "statement timeout"
+    else:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        end = time.monotonic() + seconds
+        raw.set_progress_handler(lambda: 1 if time.monotonic() > end else 0, 1000)
+        stopped = "interrupted"
     try:
         yield
     except OperationalError as exc:
-        if "interrupted" in str(exc):
+        if stopped in str(exc):
             raise _late(seconds) from exc
         raise
     finally:
-        raw.set_progress_handler(None, 0)
+        if raw is not None:
+            raw.set_progress_handler(None, 0)
 
 
 def find(
