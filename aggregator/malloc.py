@@ -8,6 +8,12 @@ at 201 MiB, with a fixed one (glibc's own default, 128 KiB) at 160 MiB, in the s
 the index still grew its arrays by copying them); filling today's index with 250,000 items grows
 the process by 723 bytes an item with the moving threshold against 604. Elsewhere (musl,
 macOS) this does nothing.
+
+It also caps glibc's malloc arenas at two. glibc gives each thread that meets a busy arena one of
+its own, up to eight a core, and an arena keeps what it freed: the poller's eight fetching threads
+made ten arenas. Peak RSS of a first pass with the cap against without: 1,000 sources 123.1 against
+126.2 MiB (`bench ingest`, 3 rounds each), 10,000 sources 276 against 283 MiB (one run each), in
+the same wall and CPU time (the threads mostly wait on the network and the GIL, not on malloc).
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
+M_MMAP_THRESHOLD = -3  # mallopt's parameter numbers, from glibc's malloc.h
+M_ARENA_MAX = -8
 THRESHOLD = 128 * 1024
+ARENAS = 2
 
 
 def steady() -> bool:
-    """Fix the threshold for this process; True where glibc took it."""
+    """Fix the threshold and cap the arenas for this process; True where glibc took both."""
     name = ctypes.util.find_library("c")
     if not name:
         return False
@@ -31,4 +39,4 @@ def steady() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD))
+    return bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD)) & bool(mallopt(M_ARENA_MAX, ARENAS))

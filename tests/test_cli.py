@@ -17,7 +17,8 @@ from aggregator.config import load_config
 from aggregator.opml import read_opml
 from aggregator.storage import Storage, migrate
 from tests.conftest import DATA, ROOT
-from tests.feedserver import FeedServer
+from tests.feedserver import FeedServer, feed_file
+from tests.support import rss
 
 EXAMPLE = ROOT / "config" / "feeds.yaml"
 
@@ -581,3 +582,37 @@ def test_postgresql_without_its_driver_says_how_to_install_it(tmp_path: Path) ->
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "pip install 'aggregator[postgres]'" in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_poll_on_sqlite_loads_no_postgresql_dialect_and_no_address_checker(
+    tmp_path: Path,
+) -> None:
+    """What a poll on SQLite of a config without e-mail addresses never needs stays unloaded:
+    PostgreSQL's dialect (asyncio with it) and email_validator cost 90 ms and 3 MiB in every
+    process. The poll itself runs, against a real feed, so the check covers its whole path."""
+    with FeedServer() as server:
+        server.routes["/f.xml"] = feed_file(rss("f", 3))
+        (tmp_path / "feeds.yaml").write_text(
+            "sections: [{id: news, title: News}]\n"
+            f"sources: [{{id: one, url: '{server.url('/f.xml')}', section: news}}]\n"
+            f"storage: {{url: 'sqlite:///{tmp_path / 'agg.db'}'}}\n"
+        )
+        code = (
+            "import sys; from aggregator.cli import main\n"
+            "sys.argv = ['aggregator', 'poll', '--once', '-c', 'feeds.yaml']\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "loaded = [m for m in ('sqlalchemy.dialects.postgresql', 'email_validator')"
+            " if m in sys.modules]\n"
+            "assert not loaded, loaded\n"
+        )
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 polled" in result.stdout

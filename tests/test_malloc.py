@@ -50,3 +50,42 @@ def test_with_a_fixed_threshold_the_index_costs_about_its_arrays() -> None:
     # and the moving threshold is what this saves (glibc's way): 1.4 times as much when the
     # index grew its arrays by copying them, about 1.2 since it keeps its signatures in blocks
     assert moving > grown * 1.1
+
+
+THREADS = """
+import ctypes, ctypes.util, sys, threading
+from aggregator import malloc
+if sys.argv[1] == "steady":
+    assert malloc.steady()
+held = []
+started = threading.Barrier(8)
+def work():
+    started.wait()  # all at once, so each meets the others' arenas busy
+    for _ in range(2_000):
+        held.append(bytearray(256))
+threads = [threading.Thread(target=work) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.open_memstream.restype = ctypes.c_void_p
+buffer, size = ctypes.c_char_p(), ctypes.c_size_t()
+stream = libc.open_memstream(ctypes.byref(buffer), ctypes.byref(size))
+libc.malloc_info(0, ctypes.c_void_p(stream))
+libc.fclose(ctypes.c_void_p(stream))
+print(buffer.value.decode().count("<heap nr="))
+"""
+
+
+def _arenas(mode: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS, mode], capture_output=True, text=True, check=True
+    )
+    return int(done.stdout)
+
+
+@pytest.mark.skipif(not malloc.steady(), reason="not glibc: mallopt is not there to call")
+def test_threads_share_two_arenas() -> None:
+    assert _arenas("steady") <= malloc.ARENAS
+    assert _arenas("moving") > malloc.ARENAS  # glibc's way: an arena for most threads

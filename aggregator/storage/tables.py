@@ -112,6 +112,8 @@ stories = Table(
     Column("first_key", Text),
 )
 
+_SEARCH_PENDING = text("search_pending")  # the items the search index has yet to read
+
 items = Table(
     "items",
     metadata,
@@ -161,13 +163,17 @@ items = Table(
     Index("ix_items_source_id_first_seen_at_id", "source_id", "first_seen_at", "id"),
     Index("ix_items_last_seen_at", "last_seen_at"),
     # the items the search index has yet to read, and only those
-    Index(
-        "ix_items_search_pending",
-        "id",
-        sqlite_where=text("search_pending"),
-        postgresql_where=text("search_pending"),
-    ),
+    # PostgreSQL's WHERE is added by `for_postgresql`: naming it here loaded that dialect (and
+    # asyncio with it) in every SQLite process, 50 ms and 2 MiB
+    Index("ix_items_search_pending", "id", sqlite_where=_SEARCH_PENDING),
 )
+
+
+def for_postgresql() -> None:
+    """Give the tables what only PostgreSQL reads; called before a PostgreSQL engine is used."""
+    index = next(index for index in items.indexes if index.name == "ix_items_search_pending")
+    index.dialect_options["postgresql"]["where"] = _SEARCH_PENDING
+
 
 # Keys of items removed by retention: an entry with such a key is never stored again.
 pruned_keys = Table(
