@@ -9,17 +9,22 @@ the index still grew its arrays by copying them); filling today's index with 250
 the process by 723 bytes an item with the moving threshold against 604. Elsewhere (musl,
 macOS) this does nothing.
 
-It also caps glibc's malloc arenas at two. glibc gives each thread that meets a busy arena one of
-its own, up to eight a core, and an arena keeps what it freed: the poller's eight fetching threads
-made ten arenas. Peak RSS of a first pass with the cap against without: 1,000 sources 123.1 against
-126.2 MiB (`bench ingest`, 3 rounds each), 10,000 sources 276 against 283 MiB (one run each), in
-the same wall and CPU time (the threads mostly wait on the network and the GIL, not on malloc).
+`few_arenas` caps glibc's malloc arenas at two in the polling processes (`poll`, `worker`).
+glibc gives each thread that meets a busy arena one of its own, up to eight a core, and an arena
+keeps what it freed: the poller's eight fetching threads made ten arenas. Peak RSS of a first pass
+with the cap against without: 1,000 sources 123.1 against 126.2 MiB (`bench ingest`, 3 rounds
+each), 10,000 sources 276 against 283 MiB (one run each), in the same wall and CPU time within the
+noise (the threads mostly wait on the network and the GIL, not on malloc). The web server's thread
+pool is left to glibc's way: its throughput with the cap was not measured. An operator's own
+MALLOC_ARENA_MAX or glibc.malloc.arena_max tunable is left as they set it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+from collections.abc import Callable
 
 M_MMAP_THRESHOLD = -3  # mallopt's parameter numbers, from glibc's malloc.h
 M_ARENA_MAX = -8
@@ -27,16 +32,30 @@ THRESHOLD = 128 * 1024
 ARENAS = 2
 
 
-def steady() -> bool:
-    """Fix the threshold and cap the arenas for this process; True where glibc took both."""
+def _mallopt() -> Callable[[int, int], int] | None:
     name = ctypes.util.find_library("c")
     if not name:
-        return False
+        return None
     try:
         libc = ctypes.CDLL(name)
         mallopt = libc.mallopt
     except (OSError, AttributeError):
-        return False
+        return None
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD)) & bool(mallopt(M_ARENA_MAX, ARENAS))
+    return mallopt
+
+
+def steady() -> bool:
+    """Fix the threshold for this process; True where glibc took it."""
+    mallopt = _mallopt()
+    return mallopt is not None and bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD))
+
+
+def few_arenas() -> bool:
+    """Cap this process's malloc arenas at ARENAS, before its threads start; True where glibc
+    took it (False too where the operator set a cap of their own, which stands)."""
+    if "MALLOC_ARENA_MAX" in os.environ or "arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
+    mallopt = _mallopt()
+    return mallopt is not None and bool(mallopt(M_ARENA_MAX, ARENAS))

@@ -618,3 +618,33 @@ def test_a_database_failure_is_the_projects_storage_error(storage: Storage) -> N
     assert raised.value.__cause__ is not None
     assert "\n" not in str(raised.value)  # one line, not the statement and its parameters
     assert [s.id for s in storage.sources()] == ["a"]
+
+
+@pytest.mark.postgres
+def test_a_postgresql_database_made_by_any_engine_gets_its_partial_index(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL's WHERE of the search index's partial index is added to the table definitions
+    only when PostgreSQL is used (naming it loaded that dialect in every SQLite process). A
+    database made through an engine that `make_engine` did not make, in a fresh process, still
+    gets it."""
+    _reset_postgres(postgres_url)
+    script = (
+        "import sys\n"
+        "from sqlalchemy import create_engine, text\n"
+        "from aggregator.storage import migrate\n"
+        "engine = create_engine(sys.argv[1].replace('postgresql://', 'postgresql+psycopg://'))\n"
+        "migrate.upgrade(engine)\n"
+        "with engine.connect() as conn:\n"
+        '    print(conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = '
+        "'ix_items_search_pending'\")).scalar_one())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, postgres_url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.strip().endswith("WHERE search_pending"), done.stdout
+    _reset_postgres(postgres_url)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     DateTime,
     Dialect,
     ForeignKey,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
     false,
     text,
     true,
@@ -113,6 +115,7 @@ stories = Table(
 )
 
 _SEARCH_PENDING = text("search_pending")  # the items the search index has yet to read
+_SEARCH_PENDING_INDEX = Index("ix_items_search_pending", "id", sqlite_where=_SEARCH_PENDING)
 
 items = Table(
     "items",
@@ -163,16 +166,21 @@ items = Table(
     Index("ix_items_source_id_first_seen_at_id", "source_id", "first_seen_at", "id"),
     Index("ix_items_last_seen_at", "last_seen_at"),
     # the items the search index has yet to read, and only those
-    # PostgreSQL's WHERE is added by `for_postgresql`: naming it here loaded that dialect (and
-    # asyncio with it) in every SQLite process, 50 ms and 2 MiB
-    Index("ix_items_search_pending", "id", sqlite_where=_SEARCH_PENDING),
+    _SEARCH_PENDING_INDEX,
 )
 
 
 def for_postgresql() -> None:
-    """Give the tables what only PostgreSQL reads; called before a PostgreSQL engine is used."""
-    index = next(index for index in items.indexes if index.name == "ix_items_search_pending")
-    index.dialect_options["postgresql"]["where"] = _SEARCH_PENDING
+    """Give the tables what only PostgreSQL reads. Naming PostgreSQL's WHERE in the Index loaded
+    that dialect (and asyncio with it) in every SQLite process, 50 ms and 2 MiB; it is added here
+    instead, by every PostgreSQL engine (`engine.make_engine`) and before any CREATE on one."""
+    _SEARCH_PENDING_INDEX.dialect_options["postgresql"]["where"] = _SEARCH_PENDING
+
+
+@event.listens_for(metadata, "before_create")
+def _before_create(_target: MetaData, connection: Connection, **_kw: Any) -> None:
+    if connection.dialect.name == "postgresql":  # an engine that make_engine did not make
+        for_postgresql()
 
 
 # Keys of items removed by retention: an entry with such a key is never stored again.
