@@ -9,15 +9,15 @@ the index still grew its arrays by copying them); filling today's index with 250
 the process by 723 bytes an item with the moving threshold against 604. Elsewhere (musl,
 macOS) this does nothing.
 
-`few_arenas` caps glibc's malloc arenas at two in the polling processes (`poll`, `worker`).
-glibc gives each thread that meets a busy arena one of its own, up to eight a core, and an arena
-keeps what it freed: the poller's eight fetching threads made ten arenas. Peak RSS of a first pass
-with the cap against without: 1,000 sources 123.1 against 126.2 MiB (`bench ingest`, 3 rounds
-each), 10,000 sources 276 against 283 MiB (one run each), in the same wall and CPU time within the
-noise (the threads mostly wait on the network and the GIL, not on malloc). `run` and `web` keep
-glibc's way: with the cap the web server answered fewer requests in one measurement (`bench serve`:
-4,043 against 4,737 200s/s, medians of 3 noisy rounds), while a soak of `run` held 11 MiB less; the
-README tells operators who prefer the memory to set MALLOC_ARENA_MAX=2, and an operator's own
+`few_arenas` caps glibc's malloc arenas at two in the polling processes (`poll`, `worker`). glibc
+gives each thread that meets a busy arena one of its own, up to eight a core, and an arena keeps
+what it freed: the poller's eight fetching threads made ten arenas. Peak RSS of a first pass with
+the cap against without: 1,000 sources 123.1 against 126.2 MiB (`bench ingest`, 3 rounds each),
+10,000 sources 276 against 283 MiB (one run each), in the same wall and CPU time within the noise
+(the threads mostly wait on the network and the GIL, not on malloc). `run` and `web` keep glibc's
+way: with the cap the web server answered 9% fewer full responses (`bench serve`, medians of 9
+noisy rounds: 4,315 against 4,729 200s/s; 304s the same), while a soak of `run` held 11 MiB less;
+the README tells operators who prefer the memory to set MALLOC_ARENA_MAX=2, and an operator's own
 MALLOC_ARENA_MAX or glibc.malloc.arena_max tunable is always left as they set it.
 """
 
