@@ -133,12 +133,19 @@ def _choose_link(message: EmailMessage) -> str:
     return path_of(found.group(1))
 
 
+def _sent_choose_link(
+    storage: Storage, config: Config, clock: Clock, mail: MailServer, address: str
+) -> str:
+    """The choice link in `address`'s copy of a run of the first digest for PERIOD."""
+    dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
+    return _choose_link(mail.to(address)[0].message)
+
+
 def test_the_link_in_every_copy_lets_a_recipient_choose_without_an_account(
     site: tuple[Client, Config], storage: Storage, mail: MailServer, clock: Clock
 ) -> None:
     client, config = site
-    dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
-    link = _choose_link(mail.to("ann@example.org")[0].message)
+    link = _sent_choose_link(storage, config, clock, mail, "ann@example.org")
     page = client.request(link)
     assert page.status == 200 and page.headers["cache-control"] == "no-store"
     form = etree.fromstring(page.body, etree.HTMLParser())
@@ -187,8 +194,7 @@ def test_the_next_copy_follows_the_choice_made_on_the_page(
     site: tuple[Client, Config], storage: Storage, mail: MailServer, clock: Clock
 ) -> None:
     client, config = site
-    dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
-    link = _choose_link(mail.to("bob@example.org")[0].message)
+    link = _sent_choose_link(storage, config, clock, mail, "bob@example.org")
     assert _post(client, link, "choices=1&section=world&topic=palestine").status == 200
     clock.advance(minutes=30)
     storage.save_entries(
@@ -222,8 +228,7 @@ def test_a_recipient_who_picks_weekly_gets_the_weekly_edition_only(
 ) -> None:
     client, config = site_weekly
     digest = config.digests[0]
-    dispatcher(storage, config, clock).run(digest, PERIOD)
-    link = _choose_link(mail.to("ann@example.org")[0].message)
+    link = _sent_choose_link(storage, config, clock, mail, "ann@example.org")
     page = etree.fromstring(client.request(link).body, etree.HTMLParser())
     radios = {
         i.get("value"): i.get("checked") for i in page.iter("input") if i.get("type") == "radio"
@@ -283,8 +288,7 @@ def test_a_digest_without_weekly_offers_no_frequency_and_ignores_one_posted(
     site: tuple[Client, Config], storage: Storage, mail: MailServer, clock: Clock
 ) -> None:
     client, config = site
-    dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
-    link = _choose_link(mail.to("ann@example.org")[0].message)
+    link = _sent_choose_link(storage, config, clock, mail, "ann@example.org")
     assert b'name="frequency"' not in client.request(link).body
     assert (
         _post(client, link, "choices=1&section=world&section=opinion&frequency=weekly").status
@@ -465,8 +469,7 @@ def test_the_choice_page_of_an_unsubscribed_address_says_so_and_offers_to_return
     site: tuple[Client, Config], storage: Storage, mail: MailServer, clock: Clock
 ) -> None:
     client, config = site
-    dispatcher(storage, config, clock).run(config.digests[0], PERIOD)
-    link = _choose_link(mail.to("ann@example.org")[0].message)
+    link = _sent_choose_link(storage, config, clock, mail, "ann@example.org")
     storage.suppress("daily", "ann@example.org")
     page = client.request(link)
     assert b"ann@example.org is unsubscribed" in page.body

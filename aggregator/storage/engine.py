@@ -57,9 +57,6 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        from aggregator.storage.tables import for_postgresql
-
-        for_postgresql()
         try:
             return create_engine(parsed, pool_pre_ping=True)
         except ImportError:  # the driver is an extra: SQLite users do without it

@@ -173,13 +173,13 @@ items = Table(
 def for_postgresql() -> None:
     """Give the tables what only PostgreSQL reads. Naming PostgreSQL's WHERE in the Index loaded
     that dialect (and asyncio with it) in every SQLite process, 50 ms and 2 MiB; it is added here
-    instead, by every PostgreSQL engine (`engine.make_engine`) and before any CREATE on one."""
+    instead, before any CREATE on a PostgreSQL connection (the migrations name their own)."""
     _SEARCH_PENDING_INDEX.dialect_options["postgresql"]["where"] = _SEARCH_PENDING
 
 
 @event.listens_for(metadata, "before_create")
 def _before_create(_target: MetaData, connection: Connection, **_kw: Any) -> None:
-    if connection.dialect.name == "postgresql":  # an engine that make_engine did not make
+    if connection.dialect.name == "postgresql":
         for_postgresql()
 
 
