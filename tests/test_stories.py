@@ -301,6 +301,54 @@ def test_the_index_finds_alike_items_and_forgets_old_ones() -> None:
     assert [m.item_id for m in index.similar(copy, start + timedelta(hours=80))] == [2000]
 
 
+@pytest.mark.parametrize("span", [90, 1 << 16], ids=["32-bit offsets too", "16-bit offsets"])
+def test_a_run_merges_in_place_and_holds_what_a_sorted_list_would(
+    span: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs merge in place, a block at a time, from the last entry: after each merge (keys in
+    any order or sorted, another run's offsets, items dying between merges, with room or not)
+    the run holds exactly the live entries and the new ones, keys sorted; and where it had room,
+    its arrays are the same ones (the memory is not made anew)."""
+    monkeypatch.setattr(dedupe, "_MERGE_BLOCK", 7)  # many blocks, and partial ones
+    monkeypatch.setattr(dedupe, "_OFFSET_SPAN", span)
+    rng = np.random.default_rng(11)
+    in_place = 0
+    for _ in range(300):
+        alive = np.ones(2000, dtype=bool)
+        run, slot = dedupe._Run(), int(rng.integers(0, 50))
+        held: list[tuple[int, int]] = []
+        for _ in range(int(rng.integers(1, 8))):
+            count = int(rng.integers(0, 30))
+            keys = rng.integers(0, 40, count).astype(np.uint32)
+            slots = np.arange(slot, slot + count, dtype=np.int32)
+            slot += count + int(rng.integers(0, 60))
+            alive[rng.integers(0, slot + 1, int(rng.integers(0, 6)))] = False
+            held = [(key, at) for key, at in held if alive[at]]
+            held += list(zip(keys.tolist(), slots.tolist(), strict=True))
+            room = int(rng.choice([0, 60, 400]))
+            before = (run._keys, run.base, run._offsets.dtype)
+            fits = run.count + count <= len(run._keys)
+            if rng.integers(0, 3) == 0:
+                run = run.merged(keys, slots, count, alive, room=room)
+            else:  # another run's entries, as _settle and _to_full give them
+                other = dedupe._Run().merged(keys, slots, count, alive)
+                run = run.merged(
+                    other.keys,
+                    other.offsets,
+                    count,
+                    alive,
+                    ordered=True,
+                    room=room,
+                    slot_base=other.base,
+                )
+            assert sorted(zip(run.keys.tolist(), run.slots.tolist(), strict=True)) == sorted(held)
+            assert np.all(run.keys[1:] >= run.keys[:-1])
+            if fits and (run.base, run._offsets.dtype) == before[1:]:
+                assert run._keys is before[0]  # in place: no new arrays
+                in_place += 1
+    assert in_place > 100  # the in-place path was taken many times, not only the copying one
+
+
 def test_the_band_key_filter_never_misses_a_key_and_rarely_passes_another() -> None:
     """The filter in front of the runs' binary searches: a key it was given always passes (or
     an item would go unfound), and of keys it was not given, full to capacity, about 5% pass."""
@@ -444,6 +492,40 @@ def _alike_rows(
             start + timedelta(hours=rng.randint(0, 120)),
         )
     return rows
+
+
+def test_with_8_bits_confirming_the_answers_gives_the_slow_way_exactly(sizes: str) -> None:
+    """With 8 bits of each MinHash value (as storage keeps it), what the index answers is a
+    superset of the slow way's, scored high by chance agreements; confirmed against the full
+    fingerprints (as storage does), it is the slow way's answer exactly, scores included. And
+    each item costs 128 bytes less than with 16 bits."""
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    rows = _alike_rows(random.Random(5), 1100, start)
+    stored = list(rows.items())[:1000]
+    narrow = SimilarityIndex(0.5, timedelta(hours=48), bits=8)
+    wide = SimilarityIndex(0.5, timedelta(hours=48))
+    for at in range(0, 1000, 40):
+        batch = [(item_id, fp, when) for item_id, (fp, when) in stored[at : at + 40]]
+        narrow.add_many(batch)
+        wide.add_many(batch)
+    assert wide.memory_bytes() - narrow.memory_bytes() == 128 * 1000
+    queries = list(rows.values())[1000:]
+    answers = narrow.similar_many([fp for fp, _ in queries], [when for _, when in queries])
+    confirmed = [
+        narrow.confirm(fp, [(m.item_id, rows[m.item_id][0]) for m in found])
+        for (fp, _), found in zip(queries, answers, strict=True)
+    ]
+    expected = [
+        _reference_similar(narrow, dict(stored), fp, when, 0, 5_000) for fp, when in queries
+    ]
+    assert [[(m.item_id, m.score) for m in found] for found in confirmed] == expected
+    assert sum(map(len, expected)) > 10
+    inflated = [(m.item_id, m.score) for found in answers for m in found] != [
+        pair for found in expected for pair in found
+    ]
+    assert inflated  # what confirming is for: the 8-bit answers alone were not exact
+    with pytest.raises(ValueError, match="8 or 16"):
+        SimilarityIndex(0.5, timedelta(hours=48), bits=4)
 
 
 @pytest.mark.parametrize("cap", [5_000, 3])

@@ -15,6 +15,7 @@ signatures.
 from __future__ import annotations
 
 import itertools
+import mmap
 import re
 import threading
 import unicodedata
@@ -76,6 +77,7 @@ WITHIN_HEAD = 8  # in a batch, an item is compared with the first items of its b
 WITHIN_TAIL = 8  # and with the latest before it (the nearest in time: a batch goes by date)
 _PAIR_BLOCK = 65_536  # candidate pairs scored at once (2 x 528 bytes each)
 _BITS_BLOCK = 1 << 17  # keys added to the filter at once
+_MERGE_BLOCK = 1 << 16  # entries of a run moved at once in a merge
 
 
 def _opening(field: Field, count: int) -> list[str]:
@@ -222,6 +224,12 @@ def bands_needed(threshold: float, bands: int, rows: int) -> int:
     return 2 if 1 - none - one >= 0.97 else 1
 
 
+def _distinct(values: NDArray[Any]) -> NDArray[Any]:
+    """The distinct values, sorted: np.unique's first call imports numpy.ma (1.2 MiB)."""
+    values = np.sort(values)
+    return values[np.append(True, values[1:] != values[:-1])] if len(values) else values
+
+
 def _shared(codes: NDArray[np.int64], needed: int) -> NDArray[np.int64]:
     """The distinct pair codes that occur at least `needed` times (once per band shared), sorted.
     A sort, then neighbours: np.unique's hashing was ten times slower on millions of pairs."""
@@ -240,7 +248,11 @@ def _shared(codes: NDArray[np.int64], needed: int) -> NDArray[np.int64]:
 class _Run:
     """Band keys in sorted order, with the slot of the item each came from: as offsets from the
     lowest slot, in 16 bits where they span less than 65,536 (a run's items are added in order
-    of slot, and a full run holds at most OLD of them), which saves an eighth of an item's bytes."""
+    of slot, and a full run holds at most OLD of them), which saves an eighth of an item's bytes.
+
+    The first `count` entries of its two arrays are the run; the rest is room to merge into, in
+    place (`merged`), so the arrays are not made anew at each merge. What is not yet written
+    costs address space, not memory (`_room`)."""
 
     def __init__(
         self,
@@ -248,9 +260,18 @@ class _Run:
         slots: NDArray[np.int32] | None = None,
         items: int = 0,
     ) -> None:
-        self.keys = keys if keys is not None else _EMPTY_KEYS
-        self.base, self.offsets = _offsets(slots if slots is not None else _EMPTY_SLOTS)
+        self._keys = keys if keys is not None else _EMPTY_KEYS
+        self.base, self._offsets = _offsets(slots if slots is not None else _EMPTY_SLOTS)
+        self.count = len(self._keys)
         self.items = items
+
+    @property
+    def keys(self) -> NDArray[np.uint32]:
+        return self._keys[: self.count]
+
+    @property
+    def offsets(self) -> NDArray[Any]:
+        return self._offsets[: self.count]
 
     @property
     def slots(self) -> NDArray[np.int32]:
@@ -279,55 +300,117 @@ class _Run:
     def merged(
         self,
         keys: NDArray[np.uint32],
-        slots: NDArray[np.int32],
+        slots: NDArray[Any],
         items: int,
         alive: NDArray[np.bool_],
         *,
         ordered: bool = False,
+        room: int = 0,
+        slot_base: int = 0,
     ) -> _Run:
-        """A new run holding this one's live entries and the given ones (`ordered`: the keys
-        come sorted, from another run); this one is left empty. No copy of the old arrays is
-        made while every entry is alive (a first pass), each old array goes as soon as its
-        merged one is made, and the temporaries take a byte an entry besides the new keys'
-        places: np.insert's way made merging a million keys cost 28 MiB on top of the arrays."""
-        keep = self._alive(alive)
-        if keep.all():
-            old_keys, old_offsets = self.keys, self.offsets
-        else:
-            old_keys, old_offsets = self.keys[keep], self.offsets[keep]
-        del keep
-        old_base = self.base
-        # this run gives its arrays up as the merged ones are made: the caller replaces it
-        self.keys, self.offsets = _EMPTY_KEYS, _EMPTY_OFFSETS
+        """This run with its dead entries gone and the given ones added (`ordered`: the keys
+        come sorted, from another run); returned, for the caller to keep. The merge is done in
+        place where the arrays have room (else into new ones with room for `room` entries, the
+        live entries copied over), a block at a time: each entry moves once, from the last, to
+        where it belongs, then the new ones go into the places left between. Making the merged
+        arrays anew at each merge held the old and the new at once, plus 9 bytes an entry of
+        temporaries: a first pass of 1,000 sources peaked 7 MiB above its end at the last one.
+        `slot_base` is added to each of `slots` (another run's offsets, given as they are)."""
         if not ordered:
             order = np.argsort(keys, kind="stable")
             keys, slots = keys[order], slots[order]
             del order
-        places = np.searchsorted(old_keys, keys)  # where each new one lands: after the new
-        for at in range(0, len(places), _BITS_BLOCK):  # ones before it (a bounded temporary)
-            places[at : at + _BITS_BLOCK] += np.arange(at, min(at + _BITS_BLOCK, len(places)))
-        size = len(old_keys) + len(keys)
-        old = np.ones(size, dtype=bool)
-        old[places] = False
-        merged_keys = np.empty(size, dtype=np.uint32)
-        merged_keys[places] = keys
-        merged_keys[old] = old_keys
-        del old_keys  # before the slots are made: one old array at a time
-        ends = [int(slots.min()), int(slots.max())] if len(slots) else []
-        if len(old_offsets):
-            ends += [old_base + int(old_offsets.min()), old_base + int(old_offsets.max())]
+        base, dtype = self._shape(slots, slot_base)
+        fits = self.count + len(keys) <= len(self._keys)
+        if base != self.base or dtype != self._offsets.dtype or not fits:
+            self._move(alive, base, dtype, len(keys), room)
+        else:
+            self._drop_dead(alive)
+        count, added = self.count, len(keys)
+        wide = count + added >= 1 << 31
+        places: NDArray[np.signedinteger[Any]] = np.empty(  # where each new one goes
+            added, dtype=np.int64 if wide else np.int32
+        )
+        for at in range(0, added, _MERGE_BLOCK):
+            block = keys[at : at + _MERGE_BLOCK]
+            found = np.searchsorted(self._keys[:count], block) + np.arange(at, at + len(block))
+            places[at : at + len(block)] = found
+        for at in reversed(range(0, count, _MERGE_BLOCK)):  # the last first: none is overwritten
+            end = min(at + _MERGE_BLOCK, count)
+            moving = self._keys[at:end].copy()
+            goes = np.searchsorted(keys, moving, "right") + np.arange(at, end)
+            self._offsets[goes] = self._offsets[at:end].copy()
+            self._keys[goes] = moving
+        self._keys[places] = keys
+        for at in range(0, added, _MERGE_BLOCK):
+            given = slots[at : at + _MERGE_BLOCK].astype(np.int64) + (slot_base - base)
+            self._offsets[places[at : at + _MERGE_BLOCK]] = given
+        self.count = count + added
+        self.items += items
+        return self
+
+    def _shape(self, slots: NDArray[Any], slot_base: int) -> tuple[int, np.dtype[Any]]:
+        """The lowest slot of the merged run and the type of its offsets."""
+        ends = [slot_base + int(slots.min()), slot_base + int(slots.max())] if len(slots) else []
+        if self.count:
+            offsets = self.offsets
+            ends += [self.base + int(offsets.min()), self.base + int(offsets.max())]
         base = min(ends, default=0)
-        narrow = not ends or max(ends) - base < _OFFSET_SPAN
-        if not narrow:
-            base = 0
-        merged_slots = np.empty(size, dtype=np.uint16 if narrow else np.int32)
-        merged_slots[places] = slots - base
-        if old_base != base and len(old_offsets):  # moved to the merged run's lowest slot
-            old_offsets = old_offsets.astype(np.int32) + np.int32(old_base - base)
-        merged_slots[old] = old_offsets
-        run = _Run(merged_keys, None, self.items + items)
-        run.base, run.offsets = base, merged_slots
-        return run
+        if not ends or max(ends) - base < _OFFSET_SPAN:
+            return base, np.dtype(np.uint16)
+        return 0, np.dtype(np.int32)
+
+    def _drop_dead(self, alive: NDArray[np.bool_]) -> None:
+        """The dead entries out, in place: live ones move down, a block at a time."""
+        kept = 0
+        for at in range(0, self.count, _MERGE_BLOCK):
+            end = min(at + _MERGE_BLOCK, self.count)
+            live = alive[self.base :][self._offsets[at:end]]
+            if kept == at and live.all():
+                kept = end
+                continue
+            keys, offsets = self._keys[at:end][live], self._offsets[at:end][live]
+            self._keys[kept : kept + len(keys)] = keys
+            self._offsets[kept : kept + len(keys)] = offsets
+            kept += len(keys)
+        self.count = kept
+
+    def _move(
+        self, alive: NDArray[np.bool_], base: int, dtype: np.dtype[Any], adding: int, room: int
+    ) -> None:
+        """The live entries into new arrays, with room for `adding` more (and for `room` in
+        all), their offsets from `base` in `dtype`."""
+        offsets = self.offsets  # the run's, not its room
+        live = [alive[self.base :][offsets[at : at + _MERGE_BLOCK]] for at in self._blocks()]
+        kept = sum(int(np.count_nonzero(block)) for block in live)
+        size = max(kept + adding, room)
+        keys, moved = _room(size, np.dtype(np.uint32)), _room(size, dtype)
+        done = 0
+        for at, block in zip(self._blocks(), live, strict=True):
+            end = at + len(block)
+            count = int(np.count_nonzero(block))
+            keys[done : done + count] = self._keys[at:end][block]
+            moved[done : done + count] = offsets[at:end][block].astype(np.int64) + (
+                self.base - base
+            )
+            done += count
+        self._keys, self._offsets, self.base, self.count = keys, moved, base, done
+
+    def _blocks(self) -> range:
+        return range(0, self.count, _MERGE_BLOCK)
+
+
+def _room(count: int, dtype: np.dtype[Any]) -> NDArray[Any]:
+    """A zeroed array whose pages cost memory only once written: an anonymous map of its own.
+    numpy asks for huge pages for its large arrays, and a run's arrays, mostly room at first,
+    then paid for what they held in steps of 2 MiB (2 to 4 MiB more a run)."""
+    size = count * dtype.itemsize
+    if size < _MAPPED_FROM:
+        return np.zeros(count, dtype=dtype)
+    return np.frombuffer(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE), dtype=dtype)
+
+
+_MAPPED_FROM = 1 << 17
 
 
 def _offsets(slots: NDArray[Any]) -> tuple[int, NDArray[Any]]:
@@ -427,7 +510,7 @@ class _Rows:
             return np.asarray(self.blocks[0][slots])
         found = np.empty((len(slots), self.width), dtype=self.dtype)
         which = slots // self.BLOCK
-        for block in np.unique(which).tolist():
+        for block in _distinct(which).tolist():
             rows = np.nonzero(which == block)[0]
             found[rows] = self.blocks[block][slots[rows] - block * self.BLOCK]
         return found
@@ -454,19 +537,25 @@ class SimilarityIndex:
     YOUNG items while it has room (else it becomes a full run itself). Work is done a batch at
     a time (a poll's entries), in numpy, with Python loops only over actual hits.
 
-    An item costs about 610 bytes: the low 16 bits of its 128 MinHash values (256), 42 band
-    keys of 32 bits (168) with its slot as a 16-bit offset beside each (84), its bits in the
-    filter (42 to 63), its headline numbers, id, time and liveness (33); the full fingerprint
-    stays in storage. Nothing big is ever copied whole, so the peak stays near the total: the
-    signatures sit in blocks that never move, a merge copies at most OLD items' keys, and a big
-    batch (the window loaded at start) makes full runs of that size.
+    An item costs about 610 bytes with `bits=16`: the low 16 bits of its 128 MinHash values
+    (256), 42 band keys of 32 bits (168) with its slot as a 16-bit offset beside each (84), its
+    bits in the filter (42 to 63), its headline numbers, id, time and liveness (33); the full
+    fingerprint stays in storage. With `bits=8` (what storage uses: it confirms the candidates
+    against the full fingerprints, `confirm`), the low 8 bits: about 480 bytes. Nothing big is
+    ever copied whole, so the peak stays near the total: the signatures sit in blocks that
+    never move, a run is merged into in place (its arrays have room for a full run, paid for
+    only as it fills), and a big batch (the window loaded at start) makes full runs of OLD
+    items.
     """
 
     RECENT = 256
     YOUNG = 8192
-    OLD = 65_536  # items in a full run: a merge copies at most this many items' keys
+    OLD = 65_536  # items in a full run (the room its arrays are given)
 
-    def __init__(self, threshold: float, window: timedelta) -> None:
+    def __init__(self, threshold: float, window: timedelta, *, bits: int = 16) -> None:
+        if bits not in (8, 16):
+            raise ValueError(f"bits: 8 or 16, not {bits}")
+        self.bits = bits
         self.threshold = threshold
         self.window = window
         self.bands, self.rows = lsh_shape(threshold)
@@ -481,7 +570,7 @@ class SimilarityIndex:
         self._reset()
 
     def _reset(self, capacity: int = 1024) -> None:
-        self._sigs = _Rows(NUM_PERM, np.uint16)  # low halves: see _low
+        self._sigs = _Rows(NUM_PERM, np.uint8 if self.bits == 8 else np.uint16)  # see _low
         self._sigs.reserve(capacity)
         self._numbers = np.zeros((capacity, NUMBERS), dtype=np.uint32)
         self._ids = np.zeros(capacity, dtype=np.int64)
@@ -545,7 +634,7 @@ class SimilarityIndex:
         end = start + len(batch)
         full, keys = self._keyed([fp for _, fp, _ in batch])
         ids = np.array([item_id for item_id, _, _ in batch], dtype=np.int64)
-        self._sigs.put(start, _low(full[:, :NUM_PERM]))
+        self._sigs.put(start, self._low(full[:, :NUM_PERM]))
         self._numbers[start:end] = full[:, NUM_PERM:]
         self._ordered = self._ordered and bool(
             (start == 0 or ids[0] > self._ids[start - 1]) and np.all(ids[1:] > ids[:-1])
@@ -560,7 +649,8 @@ class SimilarityIndex:
         if big:
             self._to_full(_Run().merged(keys, slots, len(batch), self._alive))
         else:
-            self._runs[0] = self._runs[0].merged(keys, slots, len(batch), self._alive)
+            room = 2 * self.RECENT * self.bands
+            self._runs[0] = self._runs[0].merged(keys, slots, len(batch), self._alive, room=room)
             self._settle()
 
     def _slots_of(self, item_ids: Sequence[int]) -> NDArray[np.int64]:
@@ -571,7 +661,7 @@ class SimilarityIndex:
         if self._ordered:
             at = np.searchsorted(held, wanted)
             at = at[at < len(held)]
-            found = np.unique(at[np.isin(held[at], wanted)])
+            found: NDArray[np.int64] = _distinct(at[np.isin(held[at], wanted)])
         else:
             found = np.nonzero(np.isin(held, wanted))[0]
         return found[self._alive[found]]
@@ -592,7 +682,16 @@ class SimilarityIndex:
         full run every YOUNG items while that has room for them, else it becomes one itself."""
         recent, young, *old = self._runs
         if recent.items >= self.RECENT:
-            young = young.merged(recent.keys, recent.slots, recent.items, self._alive, ordered=True)
+            room = (self.YOUNG + 2 * self.RECENT) * self.bands  # a batch is at most RECENT
+            young = young.merged(
+                recent.keys,
+                recent.offsets,
+                recent.items,
+                self._alive,
+                ordered=True,
+                room=room,
+                slot_base=recent.base,
+            )
             recent = _Run()
         self._runs = [recent, young, *old]
         if young.items >= self.YOUNG:
@@ -604,7 +703,16 @@ class SimilarityIndex:
         becomes a full one itself."""
         last = self._runs[-1] if len(self._runs) > 2 else None
         if last is not None and last.items + run.items <= self.OLD:
-            self._runs[-1] = last.merged(run.keys, run.slots, run.items, self._alive, ordered=True)
+            room = self.OLD * self.bands
+            self._runs[-1] = last.merged(
+                run.keys,
+                run.offsets,
+                run.items,
+                self._alive,
+                ordered=True,
+                room=room,
+                slot_base=run.base,
+            )
         else:
             self._runs.append(run)
 
@@ -668,7 +776,7 @@ class SimilarityIndex:
         span = self.window.total_seconds()
         near = self._alive[slots] & (np.abs(self._times[slots] - moments[owners]) <= span)
         owners, slots = owners[near], slots[near]
-        low = _low(sigs[:, :NUM_PERM])
+        low = self._low(sigs[:, :NUM_PERM])
         for top in range(0, len(owners), _PAIR_BLOCK):
             mine, theirs = owners[top : top + _PAIR_BLOCK], slots[top : top + _PAIR_BLOCK]
             scores = np.count_nonzero(self._sigs.take(theirs) == low[mine], axis=1) / NUM_PERM
@@ -811,6 +919,30 @@ class SimilarityIndex:
             items = min(self.OLD, count - first)
             self._runs.append(_Run().merged(keys[part], slots[part], items, self._alive))
 
+    def _low(self, values: NDArray[np.uint32]) -> NDArray[Any]:
+        """The low bits of MinHash values, which is what the index keeps of each (b-bit
+        MinHash). With 16, two values of different items agree by chance one time in 65,536, so
+        a score rises by (1 - J) / 65,536 at most on average, far below the 1/128 a single value
+        weighs; with 8, one time in 256, so a score is an upper bound (a pair above the threshold
+        is never missed) that `confirm` makes exact. 8 bits save 128 bytes an item: 32 MiB of a
+        window of 250,000 items."""
+        return values.astype(np.uint8 if self.bits == 8 else np.uint16)
+
+    def confirm(self, fp: bytes, candidates: Sequence[tuple[int, bytes]]) -> list[Match]:
+        """Of the items `similar_many` gave for `fp`, given with their full fingerprints (from
+        storage), those alike by the rule on the full values, with exact scores, most alike
+        first: what the index answers with `bits=8` is a superset of this, scored at most a
+        few 256ths high."""
+        if not candidates:
+            return []
+        mine = _signatures([fp])
+        theirs = _signatures([other for _, other in candidates])
+        scores = np.count_nonzero(theirs[:, :NUM_PERM] == mine[:, :NUM_PERM], axis=1) / NUM_PERM
+        good = scores >= self.threshold
+        good &= ~_conflicts(theirs[:, NUM_PERM:], mine[0, NUM_PERM:])
+        found = [Match(candidates[n][0], float(scores[n])) for n in np.nonzero(good)[0].tolist()]
+        return sorted(found, key=lambda match: (-match.score, match.item_id))
+
     def memory_bytes(self) -> int:
         """Bytes held by the index's arrays."""
         held = self._sigs.nbytes + self._numbers.nbytes + self._ids.nbytes + self._times.nbytes
@@ -821,14 +953,6 @@ class SimilarityIndex:
 
 def _signatures(fps: Sequence[bytes]) -> NDArray[np.uint32]:
     return np.frombuffer(b"".join(fps), dtype="<u4").reshape(len(fps), FP_WORDS)
-
-
-def _low(values: NDArray[np.uint32]) -> NDArray[np.uint16]:
-    """The low 16 bits of MinHash values, which is what the index keeps of each (b-bit
-    MinHash): half the memory of the full values, and two values of different items agree by
-    chance one time in 65,536, so a score rises by (1 - J) / 65,536 at most on average, far
-    below the 1/128 a single value weighs."""
-    return values.astype(np.uint16)
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ class Processor:
                     from aggregator.process.dedupe import SimilarityIndex
 
                     dedupe = self.config.dedupe
-                    self._index = SimilarityIndex(dedupe.threshold, dedupe.window)
+                    # 8 bits of each value: storage confirms what it finds (`confirm`)
+                    self._index = SimilarityIndex(dedupe.threshold, dedupe.window, bits=8)
         return self._index
 
     def keep(self, source_id: str, entries: Iterable[Entry]) -> Kept:

@@ -184,12 +184,12 @@ def link(
         catch_up(conn, index, now, below=first_id)
         stored = _by_link(conn, fresh, first_id)
         if plan is not None and plan.keys == tuple(item.entry.key for item in fresh):
-            similar = _similar(conn, fresh, _since_plan(fresh, index, plan))
+            similar = _similar(conn, fresh, _since_plan(fresh, index, plan), index)
             within = {
                 fresh[n].id: (fresh[other].id, score) for n, (other, score) in plan.within.items()
             }
         else:
-            similar = _similar(conn, fresh, _matches(fresh, index))
+            similar = _similar(conn, fresh, _matches(fresh, index), index)
             within = _within(fresh, index)
     else:
         stored, similar, within = {}, {}, {}
@@ -346,26 +346,37 @@ def _since_plan(fresh: Sequence[NewItem], index: StoryIndex, plan: Plan) -> list
 
 
 def _similar(
-    conn: Connection, fresh: Sequence[NewItem], matches: Sequence[Sequence[Match]]
+    conn: Connection,
+    fresh: Sequence[NewItem],
+    matches: Sequence[Sequence[Match]],
+    index: StoryIndex,
 ) -> dict[int, tuple[int, int | None, float]]:
-    """New item id -> (alike stored item, its story, score), the most alike still stored."""
+    """New item id -> (alike stored item, its story, score), the most alike still stored. The
+    index's matches are confirmed against the stored items' full fingerprints (read in the
+    query that finds their stories): the index keeps a few bits of each value only."""
     wanted = sorted({m.item_id for found in matches for m in found})
     if not wanted:
         return {}
-    stories_of: dict[int, int | None] = {}
+    stored: dict[int, tuple[int | None, bytes | None]] = {}
     for start in range(0, len(wanted), _CHUNK):
         rows = conn.execute(
-            select(items.c.id, items.c.story_id).where(
+            select(items.c.id, items.c.story_id, items.c.fingerprint).where(
                 items.c.id.in_(wanted[start : start + _CHUNK])
             )
         )
-        stories_of.update({row.id: row.story_id for row in rows})
+        stored.update({row.id: (row.story_id, row.fingerprint) for row in rows})
     result: dict[int, tuple[int, int | None, float]] = {}
     for item, found in zip(fresh, matches, strict=True):
-        for match in found:  # most alike first; skip items deleted since they were indexed
-            if match.item_id in stories_of:
-                result[item.id] = (match.item_id, stories_of[match.item_id], match.score)
-                break
+        candidates = [  # skip items deleted (or left without text) since they were indexed
+            (m.item_id, print_)
+            for m in found
+            if (print_ := stored.get(m.item_id, (None, None))[1]) is not None
+        ]
+        if candidates and item.filing.fingerprint:
+            confirmed = index.confirm(item.filing.fingerprint, candidates)
+            if confirmed:
+                best = confirmed[0]
+                result[item.id] = (best.item_id, stored[best.item_id][0], best.score)
     return result
 
 
