@@ -350,14 +350,22 @@ class _Run:
         return self
 
     def _shape(self, slots: NDArray[Any], slot_base: int) -> tuple[int, np.dtype[Any]]:
-        """The lowest slot of the merged run and the type of its offsets."""
-        ends = [slot_base + int(slots.min()), slot_base + int(slots.max())] if len(slots) else []
+        """The base and offset type of the merged run: this run's where the new slots fit them
+        (so the merge can be done in place; the offsets held fit already), else from the lowest
+        and highest slot of all."""
+        if not len(slots):
+            return self.base, self._offsets.dtype
+        low, high = slot_base + int(slots.min()), slot_base + int(slots.max())
+        if self.count and self._offsets.dtype == np.int32:
+            return self.base, self._offsets.dtype  # slots themselves: any fits
+        if self.count and low >= self.base and high - self.base < _OFFSET_SPAN:
+            return self.base, self._offsets.dtype
         if self.count:
             offsets = self.offsets
-            ends += [self.base + int(offsets.min()), self.base + int(offsets.max())]
-        base = min(ends, default=0)
-        if not ends or max(ends) - base < _OFFSET_SPAN:
-            return base, np.dtype(np.uint16)
+            low = min(low, self.base + int(offsets.min()))
+            high = max(high, self.base + int(offsets.max()))
+        if high - low < _OFFSET_SPAN:
+            return low, np.dtype(np.uint16)
         return 0, np.dtype(np.int32)
 
     def _drop_dead(self, alive: NDArray[np.bool_]) -> None:
@@ -401,13 +409,17 @@ class _Run:
 
 
 def _room(count: int, dtype: np.dtype[Any]) -> NDArray[Any]:
-    """A zeroed array whose pages cost memory only once written: an anonymous map of its own.
-    numpy asks for huge pages for its large arrays, and a run's arrays, mostly room at first,
-    then paid for what they held in steps of 2 MiB (2 to 4 MiB more a run)."""
+    """A zeroed array whose pages cost memory only once written: an anonymous map of its own,
+    in small pages. numpy asks for huge pages for its large arrays, and a run's arrays, mostly
+    room at first, then paid for what they held in steps of 2 MiB (2 to 4 MiB more a run)."""
     size = count * dtype.itemsize
     if size < _MAPPED_FROM:
         return np.zeros(count, dtype=dtype)
-    return np.frombuffer(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE), dtype=dtype)
+    private = {"flags": mmap.MAP_PRIVATE} if hasattr(mmap, "MAP_PRIVATE") else {}
+    memory = mmap.mmap(-1, size, **private)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):  # where the system gives them unasked
+        memory.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(memory, dtype=dtype)
 
 
 _MAPPED_FROM = 1 << 17
