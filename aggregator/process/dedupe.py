@@ -77,7 +77,7 @@ WITHIN_HEAD = 8  # in a batch, an item is compared with the first items of its b
 WITHIN_TAIL = 8  # and with the latest before it (the nearest in time: a batch goes by date)
 _PAIR_BLOCK = 65_536  # candidate pairs scored at once (2 x 528 bytes each)
 _BITS_BLOCK = 1 << 17  # keys added to the filter at once
-_MERGE_BLOCK = 1 << 16  # entries of a run moved at once in a merge
+_MERGE_BLOCK = 1 << 14  # entries of a run moved at once in a merge (temporaries: 40 bytes each)
 
 
 def _opening(field: Field, count: int) -> list[str]:
@@ -328,23 +328,26 @@ class _Run:
             self._drop_dead(alive)
         count, added = self.count, len(keys)
         wide = count + added >= 1 << 31
-        places: NDArray[np.signedinteger[Any]] = np.empty(  # where each new one goes
-            added, dtype=np.int64 if wide else np.int32
-        )
+        # where each new one goes among the old ones (before equal keys)
+        among: NDArray[np.signedinteger[Any]] = np.empty(added, np.int64 if wide else np.int32)
         for at in range(0, added, _MERGE_BLOCK):
-            block = keys[at : at + _MERGE_BLOCK]
-            found = np.searchsorted(self._keys[:count], block) + np.arange(at, at + len(block))
-            places[at : at + len(block)] = found
+            among[at : at + _MERGE_BLOCK] = np.searchsorted(
+                self._keys[:count], keys[at : at + _MERGE_BLOCK]
+            )
         for at in reversed(range(0, count, _MERGE_BLOCK)):  # the last first: none is overwritten
             end = min(at + _MERGE_BLOCK, count)
-            moving = self._keys[at:end].copy()
-            goes = np.searchsorted(keys, moving, "right") + np.arange(at, end)
+            # an old entry moves up by the new ones placed before it: those before the block,
+            # and those inside it up to it (counted, not searched: the block is the larger)
+            first, last = np.searchsorted(among, [at, end])
+            inside = np.bincount(among[first:last] - at, minlength=end - at)
+            goes = np.cumsum(inside) + (int(first) + at) + np.arange(end - at)
             self._offsets[goes] = self._offsets[at:end].copy()
-            self._keys[goes] = moving
-        self._keys[places] = keys
+            self._keys[goes] = self._keys[at:end].copy()
         for at in range(0, added, _MERGE_BLOCK):
+            places = among[at : at + _MERGE_BLOCK] + np.arange(at, min(at + _MERGE_BLOCK, added))
+            self._keys[places] = keys[at : at + _MERGE_BLOCK]
             given = slots[at : at + _MERGE_BLOCK].astype(np.int64) + (slot_base - base)
-            self._offsets[places[at : at + _MERGE_BLOCK]] = given
+            self._offsets[places] = given
         self.count = count + added
         self.items += items
         return self
