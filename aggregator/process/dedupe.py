@@ -254,16 +254,11 @@ class _Run:
     place (`merged`), so the arrays are not made anew at each merge. What is not yet written
     costs address space, not memory (`_room`)."""
 
-    def __init__(
-        self,
-        keys: NDArray[np.uint32] | None = None,
-        slots: NDArray[np.int32] | None = None,
-        items: int = 0,
-    ) -> None:
-        self._keys = keys if keys is not None else _EMPTY_KEYS
-        self.base, self._offsets = _offsets(slots if slots is not None else _EMPTY_SLOTS)
-        self.count = len(self._keys)
-        self.items = items
+    def __init__(self) -> None:
+        """An empty run: `merged` gives it entries (and arrays)."""
+        self._keys: NDArray[np.uint32] = _EMPTY_KEYS
+        self._offsets: NDArray[Any] = _EMPTY_OFFSETS
+        self.base = self.count = self.items = 0
 
     @property
     def keys(self) -> NDArray[np.uint32]:
@@ -374,7 +369,7 @@ class _Run:
     def _drop_dead(self, alive: NDArray[np.bool_]) -> None:
         """The dead entries out, in place: live ones move down, a block at a time."""
         kept = 0
-        for at in range(0, self.count, _MERGE_BLOCK):
+        for at in self._blocks():
             end = min(at + _MERGE_BLOCK, self.count)
             live = alive[self.base :][self._offsets[at:end]]
             if kept == at and live.all():
@@ -428,20 +423,8 @@ def _room(count: int, dtype: np.dtype[Any]) -> NDArray[Any]:
 _MAPPED_FROM = 1 << 17
 
 
-def _offsets(slots: NDArray[Any]) -> tuple[int, NDArray[Any]]:
-    """The lowest slot and each slot's offset from it, in 16 bits where they fit, else the
-    slots themselves (from 0) in 32."""
-    if not len(slots):
-        return 0, _EMPTY_OFFSETS
-    low, high = int(slots.min()), int(slots.max())
-    if high - low < _OFFSET_SPAN:
-        return low, (slots - low).astype(np.uint16)
-    return 0, slots.astype(np.int32)
-
-
 _OFFSET_SPAN = 1 << 16  # slot offsets below this fit in 16 bits
 _EMPTY_KEYS = np.zeros(0, dtype=np.uint32)
-_EMPTY_SLOTS = np.zeros(0, dtype=np.int32)
 _EMPTY_OFFSETS = np.zeros(0, dtype=np.uint16)
 
 
