@@ -347,6 +347,18 @@ class _Run:
         self.items += items
         return self
 
+    def absorbed(self, other: _Run, alive: NDArray[np.bool_], room: int) -> _Run:
+        """`merged` with another run's entries, as they are held (sorted, offsets and base)."""
+        return self.merged(
+            other.keys,
+            other.offsets,
+            other.items,
+            alive,
+            ordered=True,
+            room=room,
+            slot_base=other.base,
+        )
+
     def _shape(self, slots: NDArray[Any], slot_base: int) -> tuple[int, np.dtype[Any]]:
         """The base and offset type of the merged run: this run's where the new slots fit them
         (so the merge can be done in place; the offsets held fit already), else from the lowest
@@ -681,15 +693,7 @@ class SimilarityIndex:
         recent, young, *old = self._runs
         if recent.items >= self.RECENT:
             room = (self.YOUNG + 2 * self.RECENT) * self.bands  # a batch is at most RECENT
-            young = young.merged(
-                recent.keys,
-                recent.offsets,
-                recent.items,
-                self._alive,
-                ordered=True,
-                room=room,
-                slot_base=recent.base,
-            )
+            young = young.absorbed(recent, self._alive, room)
             recent = _Run()
         self._runs = [recent, young, *old]
         if young.items >= self.YOUNG:
@@ -702,15 +706,7 @@ class SimilarityIndex:
         last = self._runs[-1] if len(self._runs) > 2 else None
         if last is not None and last.items + run.items <= self.OLD:
             room = self.OLD * self.bands
-            self._runs[-1] = last.merged(
-                run.keys,
-                run.offsets,
-                run.items,
-                self._alive,
-                ordered=True,
-                room=room,
-                slot_base=run.base,
-            )
+            self._runs[-1] = last.absorbed(run, self._alive, room)
         else:
             self._runs.append(run)
 
@@ -928,17 +924,14 @@ class SimilarityIndex:
 
     def confirm(self, fp: bytes, candidates: Sequence[tuple[int, bytes]]) -> list[Match]:
         """Of the items `similar_many` gave for `fp`, given with their full fingerprints (from
-        storage), those alike by the rule on the full values, with exact scores, most alike
-        first: what the index answers with `bits=8` is a superset of this, scored at most a
-        few 256ths high."""
-        if not candidates:
-            return []
-        mine = _signatures([fp])
-        theirs = _signatures([other for _, other in candidates])
-        scores = np.count_nonzero(theirs[:, :NUM_PERM] == mine[:, :NUM_PERM], axis=1) / NUM_PERM
-        good = scores >= self.threshold
-        good &= ~_conflicts(theirs[:, NUM_PERM:], mine[0, NUM_PERM:])
-        found = [Match(candidates[n][0], float(scores[n])) for n in np.nonzero(good)[0].tolist()]
+        storage), those alike by the rule on the full values (`alike`), with exact scores, most
+        alike first: what the index answers with `bits=8` is a superset of this, scored at most
+        a few 256ths high."""
+        found = [
+            Match(item_id, similarity(fp, other))
+            for item_id, other in candidates
+            if alike(fp, other, self.threshold)
+        ]
         return sorted(found, key=lambda match: (-match.score, match.item_id))
 
     def memory_bytes(self) -> int:
