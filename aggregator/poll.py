@@ -7,6 +7,7 @@ number of processes share the work and none fetches a source another holds. Each
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -16,11 +17,11 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aggregator.config import Config, Source
@@ -38,7 +39,7 @@ from aggregator.feed.normalise import MAX_INDEXED_URL
 from aggregator.prepare import Filed, Helpers, Prepared, helpers_for, prepare
 from aggregator.process.pipeline import Processor
 from aggregator.storage import Storage
-from aggregator.types import ArticleFetch, Entry, FetchRecord, SourceState
+from aggregator.types import ArticleFetch, Entry, FetchRecord, SaveReport, SourceState
 
 if TYPE_CHECKING:
     from aggregator.feed import discover
@@ -186,6 +187,94 @@ def _own_canonical(canonical: str | None, link: str | None) -> str | None:
     return canonical if len(canonical.encode()) <= MAX_INDEXED_URL else None
 
 
+def _fetch_error(fetched: FetchResult) -> tuple[str | None, str]:
+    """What went wrong with a fetch that gave no document, and its kind ("" when nothing did)."""
+    if fetched.error:
+        return fetched.message, _ERROR_KINDS.get(fetched.error, "network_error")
+    if not _is_document(fetched) and fetched.status != 304:
+        return status_text(fetched.status or 0), "http_error"
+    return None, ""
+
+
+def _result(
+    record: FetchRecord,
+    fetched: FetchResult,
+    saved: SaveReport | None,
+    kind: str,
+    articles: int = 0,
+    article_failures: int = 0,
+) -> PollResult:
+    return PollResult(
+        record.source_id,
+        record.ok,
+        fetched.status,
+        new=len(saved.new) if saved else 0,
+        updated=len(saved.updated) if saved else 0,
+        unchanged=saved.unchanged if saved else 0,
+        error=record.error,
+        warning=record.warning,
+        moved_to=record.permanent_url,
+        seconds=fetched.seconds,
+        lost_lease=saved is None,
+        merged=saved.merged if saved else 0,
+        kind="" if record.ok else kind,
+        discovered=record.discovered_url,
+        articles=articles,
+        article_failures=article_failures,
+    )
+
+
+class _Outcomes:
+    """Outcomes that store no items, written a batch at a time by one thread: an all-304 pass
+    made a transaction and two hand-offs between threads per source. Whatever arrives while a
+    batch is written goes in the next one."""
+
+    def __init__(self, storage: Storage, thread: ThreadPoolExecutor) -> None:
+        self._storage = storage
+        self._thread = thread
+        self._pending: list[tuple[FetchRecord, str | None, asyncio.Future[bool]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def record(self, record: FetchRecord, owner: str | None) -> bool:
+        """Store an outcome; False when the lease was lost (nothing was written for it)."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, owner, done))
+        if self._writing is None:
+            self._writing = asyncio.create_task(self._write())
+        return await done
+
+    async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                if len(self._pending) < _BATCH:  # a few milliseconds gather a fuller batch
+                    await asyncio.sleep(_LINGER)
+                batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+                outcomes = [(record, owner) for record, owner, _ in batch]
+                try:
+                    held = await loop.run_in_executor(
+                        self._thread, self._storage.record_fetches, outcomes
+                    )
+                except Exception as exc:
+                    for *_, done in batch:
+                        done.set_exception(exc)
+                else:
+                    for (*_, done), kept in zip(batch, held, strict=True):
+                        done.set_result(kept)
+        finally:
+            self._writing = None
+
+
+_BATCH = 64
+_LINGER = 0.005  # seconds
+
+
+def _request(state: SourceState, source: Source | None) -> FetchRequest:
+    """A source's conditional GET."""
+    headers = dict(source.headers) if source else {}
+    return FetchRequest(state.fetch_url, state.etag, state.last_modified, headers)
+
+
 def _is_document(fetched: FetchResult) -> bool:
     """A fetch that gave a body to read (a 2xx)."""
     return fetched.error is None and fetched.status is not None and 200 <= fetched.status < 300
@@ -262,41 +351,131 @@ class Poller:
     ) -> list[PollResult]:
         """Poll every due source (or exactly `only`) once; return when nothing is left to do.
 
-        Sources are claimed ahead, a batch of twice the pool at a time, so a claim costs one
-        transaction per batch rather than per source; on stop, claimed sources not yet started
-        are released at once for other workers.
+        Fetches run on the fetcher's event loop, `concurrency` at a time; what follows a fetch
+        (reading, filing, storing) runs in a pool of as many threads, while the next sources
+        are fetched: a source waiting for its turn to write no longer holds a fetch's place.
+        Sources are claimed ahead, in batches, so a claim costs one transaction per batch rather
+        than per source; on stop, claimed sources not yet started are released at once for other
+        workers.
         """
+        return self.fetcher.run(self._run_once(only, on_result))
+
+    async def _run_once(
+        self, only: Sequence[str] | None, on_result: Callable[[PollResult], None] | None
+    ) -> list[PollResult]:
         concurrency = self._config.polling.concurrency
+        loop = asyncio.get_running_loop()
         results: list[PollResult] = []
         pending_named = list(only) if only is not None else None
         queue: deque[SourceState] = deque()
         exhausted = False
         claimed_in_all = 0
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="poll") as pool:
-            running: set[Future[PollResult]] = set()
+        with (
+            ThreadPoolExecutor(concurrency, thread_name_prefix="poll") as pool,
+            ThreadPoolExecutor(1, thread_name_prefix="store") as storing,
+        ):
+            outcomes = _Outcomes(self.storage, storing)
+            running: set[asyncio.Task[PollResult | asyncio.Task[PollResult]]] = set()
+            saving: set[asyncio.Task[PollResult]] = set()  # plain outcomes, stored in batches
+
+            def finished(task: asyncio.Future[Any]) -> None:
+                outcome = task.result()
+                if isinstance(outcome, asyncio.Task):
+                    saving.add(outcome)
+                    return
+                results.append(outcome)
+                if on_result:
+                    on_result(outcome)
+
+            claiming: asyncio.Future[list[SourceState]] | None = None
             while not self._stop.is_set():
-                if not exhausted and len(queue) < concurrency:
-                    claimed = self._claim(2 * concurrency - len(queue), pending_named)
+                if claiming is None and not exhausted and len(queue) < concurrency:
+                    # claimed in the background, so the sources in hand go on meanwhile
+                    wanted = 2 * concurrency - len(queue)
+                    claiming = loop.run_in_executor(
+                        storing, self._claim_and_staff, wanted, pending_named, only, claimed_in_all
+                    )
+                if claiming is not None and (claiming.done() or not queue):
+                    claimed = await claiming
+                    claiming = None
                     exhausted = not claimed
                     queue.extend(claimed)
                     claimed_in_all += len(claimed)
-                    wanted = len(only) if only is not None else claimed_in_all
-                    self._helpers.want(self._config, helpers_for(self._config, wanted))
+                    continue
                 while queue and len(running) < concurrency:
-                    running.add(pool.submit(self.poll_source, queue.popleft()))
-                if not running:
+                    polled = self._poll_async(queue.popleft(), pool, outcomes)
+                    running.add(asyncio.create_task(polled))
+                if not running and not saving:
                     break
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    result = future.result()
-                    results.append(result)
-                    if on_result:
-                        on_result(result)
+                waiting: set[asyncio.Future[Any]] = {*running, *saving}
+                if claiming is not None:
+                    waiting.add(claiming)
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is not claiming:
+                        running.discard(task)
+                        saving.discard(task)
+                        finished(task)
+            if claiming is not None:
+                queue.extend(await claiming)
             for state in queue:  # stopping: what was claimed but not started goes back
-                self.storage.release_source(state.id, self.owner)
-            for future in running:  # and what is in flight finishes and is stored
-                results.append(future.result())
+                await loop.run_in_executor(
+                    storing, self.storage.release_source, state.id, self.owner
+                )
+            while running or saving:  # and what is in flight finishes and is stored
+                done, _ = await asyncio.wait(running | saving)
+                for task in done:
+                    running.discard(task)
+                    saving.discard(task)
+                    finished(task)
         return results
+
+    def _claim_and_staff(
+        self, count: int, named: list[str] | None, only: Sequence[str] | None, before: int
+    ) -> list[SourceState]:
+        """The next sources, and helper processes for as many as the poll has (in a thread: a
+        claim is a transaction, and starting helpers takes a while)."""
+        claimed = self._claim(count, named)
+        wanted = len(only) if only is not None else before + len(claimed)
+        self._helpers.want(self._config, helpers_for(self._config, wanted))
+        return claimed
+
+    async def _poll_async(
+        self, state: SourceState, pool: ThreadPoolExecutor, outcomes: _Outcomes
+    ) -> PollResult | asyncio.Task[PollResult]:
+        """Fetch on the loop, then read and store a document in a thread; a plain outcome (a
+        304, a failure) is handed on to be stored with others, and its place goes to the next
+        source."""
+        source = self._sources.get(state.id)
+        loop = asyncio.get_running_loop()
+        try:
+            fetched = await self.fetcher.fetch_async(_request(state, source))
+            plain = self._plain(state, source, fetched)
+        except Exception as exc:  # a bug: poll_source reports it as the source's internal error
+            return await loop.run_in_executor(pool, self.poll_source, state, exc)
+        if plain is None:
+            return await loop.run_in_executor(pool, self.poll_source, state, fetched)
+        return asyncio.create_task(self._store_plain(state, fetched, plain, pool, outcomes))
+
+    async def _store_plain(
+        self,
+        state: SourceState,
+        fetched: FetchResult,
+        plain: tuple[FetchRecord, str],
+        pool: ThreadPoolExecutor,
+        outcomes: _Outcomes,
+    ) -> PollResult:
+        record, kind = plain
+        try:
+            held = await outcomes.record(record, self.owner)
+        except Exception:  # nothing was stored: the full way does it again, or says why not
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(pool, self.poll_source, state, fetched)
+        result = _result(record, fetched, SaveReport() if held else None, kind)
+        if self._observe is not None:  # metrics first, so a scrape after the log line sees it
+            self._observe(result)
+        _log(result, 0 if result.ok else state.consecutive_failures + 1)
+        return result
 
     def _claim(self, count: int, named: list[str] | None) -> list[SourceState]:
         if named is None:
@@ -304,11 +483,16 @@ class Poller:
         batch, named[:] = named[:count], named[count:]
         return self.storage.claim_sources(batch, self.owner, self._lease) if batch else []
 
-    def poll_source(self, state: SourceState) -> PollResult:
-        """Fetch, parse and store one claimed source; never raises for the source's own faults."""
+    def poll_source(
+        self, state: SourceState, fetched: FetchResult | Exception | None = None
+    ) -> PollResult:
+        """Fetch (unless `fetched` is what a fetch gave), parse and store one claimed source;
+        never raises for the source's own faults."""
         source = self._sources.get(state.id)
         try:
-            result = self._poll(state, source)
+            if isinstance(fetched, Exception):
+                raise fetched
+            result = self._poll(state, source, fetched)
             to_log = True
         except Exception as exc:  # a bug must not kill the worker or strand the lease
             log.exception("source %s: unexpected error", state.id)
@@ -339,23 +523,21 @@ class Poller:
             first_retry=p.first_retry,
         )
 
-    def _poll(self, state: SourceState, source: Source | None) -> PollResult:
+    def _poll(
+        self, state: SourceState, source: Source | None, fetched: FetchResult | None
+    ) -> PollResult:
         headers = dict(source.headers) if source else {}
-        request = FetchRequest(state.fetch_url, state.etag, state.last_modified, headers)
-        fetched = self.fetcher.fetch(request)
+        if fetched is None:
+            fetched = self.fetcher.fetch(_request(state, source))
         now = self.storage.clock()
-        rhythm = self._rhythm(state, source)
-        entries: tuple[Entry, ...] = ()
         prepared: Prepared | None = None
-        in_document = 0
-        title, warning, ttl, error = None, None, None, fetched.message
-        kind = _ERROR_KINDS.get(fetched.error, "network_error") if fetched.error else ""
         discovered = None
         if state.discovered and fetched.status in (404, 410):
             # the feed found on the page is gone: the page may name its new one
             found = self._rediscover(state, headers, now)
             if found is not None:
                 fetched, prepared, discovered = found.fetched, found.value, found.link.url
+        error, kind = _fetch_error(fetched)
         if prepared is None and _is_document(fetched):
             try:
                 prepared = self._prepare(state.id, fetched, now)
@@ -373,36 +555,8 @@ class Poller:
                     else:
                         fetched, prepared, discovered = found.fetched, found.value, found.link.url
                         error, kind = None, ""
-        elif prepared is None and fetched.error is None and fetched.status != 304:
-            error, kind = status_text(fetched.status or 0), "http_error"
-        if prepared is not None:
-            parsed, capped = prepared.parsed, prepared.capped
-            entries = prepared.kept.entries
-            title, ttl = parsed.title, parsed.ttl
-            warning = "; ".join(w for w in (capped, parsed.warning) if w) or None
-            in_document = len(parsed.entries)
-        ok = error is None
-        gone = fetched.status == 410
-        if gone:
-            error = f"{status_text(410)}: the publisher removed this feed; polling stopped"
-        failures = 0 if ok else state.consecutive_failures + 1
-        next_due = self._next_due(state, rhythm, now, fetched, ok, failures, ttl)
-        record = FetchRecord(
-            source_id=state.id,
-            fetched_at=now,
-            next_due_at=next_due,
-            status=fetched.status,
-            ok=ok,
-            error=error,
-            etag=fetched.headers.get("etag") if ok else None,
-            last_modified=fetched.headers.get("last-modified") if ok else None,
-            permanent_url=None if discovered else fetched.permanent_url,
-            gone=gone,
-            warning=warning,
-            entry_count=in_document if ok and fetched.status != 304 else None,
-            feed_title=title or None,
-            discovered_url=discovered if discovered != state.fetch_url else None,
-        )
+        record, entries = self._record(state, source, fetched, now, prepared, error, discovered)
+        ok, error = record.ok, record.error
         if prepared is not None and prepared.kept.dropped:
             dropped = len(prepared.kept.dropped)
             log.debug("source %s: %d entries left out by its filters", state.id, dropped)
@@ -421,25 +575,68 @@ class Poller:
                 articles, failures_reading = self._read_articles(state)
             except Exception:  # the fetch is stored already: this must not undo it
                 log.exception("source %s: reading its article pages", state.id)
-        result = PollResult(
-            state.id,
-            ok,
-            fetched.status,
-            new=len(saved.new) if saved else 0,
-            updated=len(saved.updated) if saved else 0,
-            unchanged=saved.unchanged if saved else 0,
+        return _result(record, fetched, saved, kind, articles, failures_reading)
+
+    def _record(
+        self,
+        state: SourceState,
+        source: Source | None,
+        fetched: FetchResult,
+        now: datetime,
+        prepared: Prepared | None,
+        error: str | None,
+        discovered: str | None,
+    ) -> tuple[FetchRecord, tuple[Entry, ...]]:
+        """What a fetch comes to for the source's state, and the entries to store."""
+        entries: tuple[Entry, ...] = ()
+        title, warning, ttl, in_document = None, None, None, 0
+        if prepared is not None:
+            parsed, capped = prepared.parsed, prepared.capped
+            entries = prepared.kept.entries
+            title, ttl = parsed.title, parsed.ttl
+            warning = "; ".join(w for w in (capped, parsed.warning) if w) or None
+            in_document = len(parsed.entries)
+        ok = error is None
+        gone = fetched.status == 410
+        if gone:
+            error = f"{status_text(410)}: the publisher removed this feed; polling stopped"
+        failures = 0 if ok else state.consecutive_failures + 1
+        rhythm = self._rhythm(state, source)
+        next_due = self._next_due(state, rhythm, now, fetched, ok, failures, ttl)
+        record = FetchRecord(
+            source_id=state.id,
+            fetched_at=now,
+            next_due_at=next_due,
+            status=fetched.status,
+            ok=ok,
             error=error,
+            etag=fetched.headers.get("etag") if ok else None,
+            last_modified=fetched.headers.get("last-modified") if ok else None,
+            permanent_url=None if discovered else fetched.permanent_url,
+            gone=gone,
             warning=warning,
-            moved_to=record.permanent_url,
-            seconds=fetched.seconds,
-            lost_lease=saved is None,
-            merged=saved.merged if saved else 0,
-            kind="" if ok else kind,
-            discovered=record.discovered_url,
-            articles=articles,
-            article_failures=failures_reading,
+            entry_count=in_document if ok and fetched.status != 304 else None,
+            feed_title=title or None,
+            discovered_url=discovered if discovered != state.fetch_url else None,
         )
-        return result
+        return record, entries
+
+    def _plain(
+        self, state: SourceState, source: Source | None, fetched: FetchResult
+    ) -> tuple[FetchRecord, str] | None:
+        """The outcome of a fetch that gives nothing to read and needs nothing more (a 304, an
+        error status, a failure), with its kind of failure, made without storage or network, so
+        the loop can make it and store it with others; None where the fetch needs the full way
+        (a document, a discovered feed gone, full text, adaptive timing)."""
+        if (
+            _is_document(fetched)
+            or (state.discovered and fetched.status in (404, 410))
+            or (source is not None and (source.full_text or source.adaptive))
+        ):
+            return None
+        error, kind = _fetch_error(fetched)
+        record, _ = self._record(state, source, fetched, self.storage.clock(), None, error, None)
+        return record, kind
 
     def _read_articles(self, state: SourceState) -> tuple[int, int]:
         """Fetch the article pages of a full_text source's items not read yet (at most

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import errno
 import gzip
 import logging
@@ -9,9 +10,11 @@ import socket
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-import httpx
+import aiohttp
 import pytest
+from aiohttp.client_reqrep import ConnectionKey
 
 from aggregator.feed.fetch import Fetcher, FetchError, FetchRequest, _describe, user_agent
 from tests.feedserver import FeedServer, Reply, Request, endless, feed_file
@@ -168,14 +171,15 @@ def test_refused_connections_are_network_errors(fetcher: Fetcher) -> None:
 def test_connection_failures_are_said_in_words_with_the_detail_in_the_debug_log(
     cause: OSError, words: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """What httpx raises for a name that does not resolve and the like, its cause chained as
-    httpx chains it (tests reach 127.0.0.1 only, so these failures cannot be had for real)."""
+    """What aiohttp raises for a name that does not resolve and the like, its cause chained as
+    aiohttp chains it (tests reach 127.0.0.1 only, so these failures cannot be had for real)."""
+    key = ConnectionKey("feeds.example", 80, False, True, None, None, None, None)
     try:
         try:
             raise cause
         except OSError as exc:
-            raise httpx.ConnectError(str(exc)) from exc
-    except httpx.ConnectError as exc:
+            raise aiohttp.ClientConnectorError(key, exc) from exc
+    except aiohttp.ClientConnectorError as exc:
         with caplog.at_level(logging.DEBUG, logger="aggregator.feed.fetch"):
             said = _describe(exc)
     assert words in said and "Errno" not in said
@@ -234,3 +238,54 @@ def test_a_fetchs_time_leaves_out_its_wait_for_the_hosts_gap(server: FeedServer)
         second = fetcher.fetch(FetchRequest(server.url("/feed")))  # waits about a second first
     assert first.status == second.status == 200
     assert second.seconds < 0.5, second.seconds
+
+
+def test_a_proxy_from_the_environment_carries_the_request(
+    server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY as every HTTP client honours it: the proxy gets the request in absolute form
+    (the feed's host need not even resolve), with the proxy's credentials from its URL."""
+    target = "http://feeds.invalid/feed.xml"
+    server.routes[target] = feed_file(RSS)
+    monkeypatch.setenv("HTTP_PROXY", f"http://squid:s%40cret@127.0.0.1:{server.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    with Fetcher(user_agent="t", host_gap=0.0, timeout=5) as fetcher:
+        result = fetcher.fetch(FetchRequest(target))
+    assert result.status == 200 and result.body == RSS
+    [seen] = server.requests_to(target)
+    expected = "Basic " + base64.b64encode(b"squid:s@cret").decode()
+    assert seen.headers["proxy-authorization"] == expected
+
+
+def test_no_proxy_sends_a_host_direct(server: FeedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as sock:  # a proxy that is not there: going through it would fail
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    server.routes["/feed"] = feed_file(RSS)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead}")
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with Fetcher(user_agent="t", host_gap=0.0, timeout=5) as fetcher:
+        assert fetcher.fetch(FetchRequest(server.url("/feed"))).status == 200
+    monkeypatch.delenv("NO_PROXY")
+    monkeypatch.delenv("no_proxy", raising=False)
+    with Fetcher(user_agent="t", host_gap=0.0, timeout=5) as fetcher:
+        assert fetcher.fetch(FetchRequest(server.url("/feed"))).error is FetchError.NETWORK
+
+
+def test_netrc_credentials_are_sent_unless_the_source_sets_its_own(
+    server: FeedServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    server.routes["/private"] = feed_file(RSS)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login editor password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    with Fetcher(user_agent="t", host_gap=0.0, timeout=5) as fetcher:
+        fetcher.fetch(FetchRequest(server.url("/private")))
+        fetcher.fetch(FetchRequest(server.url("/private"), headers={"Authorization": "Bearer x"}))
+    first, second = server.requests_to("/private")
+    assert first.headers["authorization"] == "Basic " + base64.b64encode(b"editor:hunter2").decode()
+    assert second.headers["authorization"] == "Bearer x"

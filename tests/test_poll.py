@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 
 from aggregator.config import Config, load_text
 from aggregator.storage import Storage
-from tests.feedserver import FeedServer, Reply, endless, feed_file
+from tests.feedserver import FeedServer, Reply, Request, endless, feed_file
 from tests.support import Build, Clock, rss
 
 
@@ -289,3 +290,40 @@ def test_the_story_index_is_loaded_only_when_a_poll_has_entries_to_link(
     server.routes["/a.xml"] = feed_file(rss("a", 4, extra=words), etag='"2"')
     assert restarted.poll()["a"].new == 1
     assert len(index) == 4  # the three stored before, then the new one
+
+
+def test_not_modified_outcomes_are_stored_together_and_a_lost_lease_spoils_only_its_own(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
+) -> None:
+    """304s and failures are written in batches by one thread: the source whose lease another
+    worker took meanwhile writes nothing and says so; the others in its batch are stored."""
+    for name in ("a", "b", "c"):
+        server.routes[f"/{name}.xml"] = feed_file(rss(name, 2), etag=f'"{name}"')
+    server.routes["/d.xml"] = lambda _request: Reply(503, b"busy")
+    config = make_config(server, "/a.xml", "/b.xml", "/c.xml", "/d.xml")
+    h = harness_for(config)
+    h.poll()
+    clock.advance(minutes=11)
+    not_modified = server.routes["/b.xml"]
+
+    def taken_meanwhile(request: Request) -> Reply:
+        # another worker takes b's lease while its fetch is on the wire (as after a stall)
+        with storage._engine.begin() as conn:
+            conn.execute(text("UPDATE sources SET lease_owner = 'thief' WHERE id = 'b'"))
+        return not_modified(request)
+
+    server.routes["/b.xml"] = taken_meanwhile
+    results = h.poll()
+    assert {sid: (r.status, r.lost_lease) for sid, r in results.items()} == {
+        "a": (304, False),
+        "b": (304, True),
+        "c": (304, False),
+        "d": (503, False),
+    }
+    b = storage.source("b")
+    assert b is not None and b.lease_owner == "thief"
+    for sid in ("a", "c"):
+        state = storage.source(sid)
+        assert state is not None and state.last_status == 304 and state.lease_owner is None
+    d = storage.source("d")
+    assert d is not None and d.consecutive_failures == 2  # once in each poll

@@ -1,9 +1,9 @@
 """Content-Encoding decoding that can never produce more than it is asked for at once.
 
-httpx decodes a whole network chunk in one call, so 3 KB of brotli becomes 2 GiB before anyone can
-count it. Here every decoder yields pieces of about `PIECE` bytes (zlib's `max_length`, brotli's
-`output_buffer_limit`), lazily, so the caller stops a bomb after `max_bytes` of output, however
-small its input was. The only module that imports brotli.
+HTTP clients decode a whole network chunk in one call, so 3 KB of brotli becomes 2 GiB before
+anyone can count it. Here every decoder yields pieces of about `PIECE` bytes (zlib's `max_length`,
+brotli's `output_buffer_limit`), lazily, so the caller stops a bomb after `max_bytes` of output,
+however small its input was. The only module that imports brotli.
 """
 
 from __future__ import annotations

@@ -224,6 +224,12 @@ class Storage:
             committed.append(lambda: self._committed(fresh, filer))
         return report
 
+    def record_fetches(self, outcomes: Sequence[tuple[FetchRecord, str | None]]) -> list[bool]:
+        """Outcomes with no entries (304s, failures), each with the lease owner it needs, in one
+        transaction; for each, whether its lease was still held (a lost one writes nothing)."""
+        with self._tx() as conn:
+            return [sources.record_fetch(conn, record, owner) for record, owner in outcomes]
+
     def _record_together(self, record: FetchRecord, owner: str | None) -> SaveReport | None:
         """An outcome with no entries (a 304, a failure) goes in one transaction with every
         other one waiting: whoever gets the turn writes them all, and the others find theirs
