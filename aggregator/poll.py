@@ -555,7 +555,7 @@ class Poller:
                         fetched, prepared, discovered = found.fetched, found.value, found.link.url
                         error, kind = None, ""
         record, entries = self._record(state, source, fetched, now, prepared, error, discovered)
-        ok, error = record.ok, record.error
+        ok = record.ok
         if prepared is not None and prepared.kept.dropped:
             dropped = len(prepared.kept.dropped)
             log.debug("source %s: %d entries left out by its filters", state.id, dropped)

@@ -11,8 +11,8 @@ requests in flight to one host and a minimum gap between two requests to it. A f
 as data, never raised, so one bad source never stops a poll.
 
 All requests run on one event loop in a thread of the fetcher's own: the poller awaits
-`fetch_async` there (an all-304 pass costs a quarter of the CPU threads with httpx did), and every
-other caller uses `fetch` from its own thread.
+`fetch_async` there (1,000 304s took 0.22-0.25 s on the loop, 1.13-1.20 s with httpx in eight
+threads), and every other caller uses `fetch` from its own thread.
 """
 
 from __future__ import annotations
