@@ -8,6 +8,7 @@ number of processes share the work and none fetches a source another holds. Each
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -257,10 +258,12 @@ class _Outcomes:
                     )
                 except Exception as exc:
                     for *_, done in batch:
-                        done.set_exception(exc)
+                        if not done.done():  # a cancelled waiter
+                            done.set_exception(exc)
                 else:
                     for (*_, done), kept in zip(batch, held, strict=True):
-                        done.set_result(kept)
+                        if not done.done():
+                            done.set_result(kept)
         finally:
             self._writing = None
 
@@ -357,10 +360,14 @@ class Poller:
         than per source; on stop, claimed sources not yet started are released at once for other
         workers.
         """
-        return self.fetcher.run(self._run_once(only, on_result))
+        fetcher = self.fetcher  # a reload may swap it meanwhile: this poll keeps its own
+        return fetcher.run(self._run_once(fetcher, only, on_result))
 
     async def _run_once(
-        self, only: Sequence[str] | None, on_result: Callable[[PollResult], None] | None
+        self,
+        fetcher: Fetcher,
+        only: Sequence[str] | None,
+        on_result: Callable[[PollResult], None] | None,
     ) -> list[PollResult]:
         concurrency = self._config.polling.concurrency
         loop = asyncio.get_running_loop()
@@ -369,24 +376,27 @@ class Poller:
         queue: deque[SourceState] = deque()
         exhausted = False
         claimed_in_all = 0
-        with (
-            ThreadPoolExecutor(concurrency, thread_name_prefix="poll") as pool,
-            ThreadPoolExecutor(1, thread_name_prefix="store") as storing,
-        ):
-            outcomes = _Outcomes(self.storage, storing)
-            running: set[asyncio.Task[PollResult | asyncio.Task[PollResult]]] = set()
-            saving: set[asyncio.Task[PollResult]] = set()  # plain outcomes, stored in batches
+        # Never `with` these: their exit waits for the threads, and a thread reading an article
+        # page waits on this loop (the poll would hang); they are shut down once drained.
+        pool = ThreadPoolExecutor(concurrency, thread_name_prefix="poll")
+        storing = ThreadPoolExecutor(1, thread_name_prefix="store")
+        outcomes = _Outcomes(self.storage, storing)
+        running: set[asyncio.Task[PollResult | asyncio.Task[PollResult]]] = set()
+        saving: set[asyncio.Task[PollResult]] = set()  # plain outcomes, stored in batches
+        claiming: asyncio.Future[list[SourceState]] | None = None
 
-            def finished(task: asyncio.Future[Any]) -> None:
-                outcome = task.result()
-                if isinstance(outcome, asyncio.Task):
-                    saving.add(outcome)
-                    return
-                results.append(outcome)
-                if on_result:
-                    on_result(outcome)
+        def finished(task: asyncio.Future[Any]) -> None:
+            running.discard(task)
+            saving.discard(task)
+            outcome = task.result()
+            if isinstance(outcome, asyncio.Task):
+                saving.add(outcome)
+                return
+            results.append(outcome)
+            if on_result:
+                on_result(outcome)
 
-            claiming: asyncio.Future[list[SourceState]] | None = None
+        try:
             while not self._stop.is_set():
                 if claiming is None and not exhausted and len(queue) < concurrency:
                     # claimed in the background, so the sources in hand go on meanwhile
@@ -402,7 +412,7 @@ class Poller:
                     claimed_in_all += len(claimed)
                     continue
                 while queue and len(running) < concurrency:
-                    polled = self._poll_async(queue.popleft(), pool, outcomes)
+                    polled = self._poll_async(fetcher, queue.popleft(), pool, outcomes)
                     running.add(asyncio.create_task(polled))
                 if not running and not saving:
                     break
@@ -412,21 +422,28 @@ class Poller:
                 done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if task is not claiming:
-                        running.discard(task)
-                        saving.discard(task)
                         finished(task)
+        finally:
+            # stopping, or a failure: what is in flight finishes and is stored, and what was
+            # claimed but not started goes back at once for other workers
             if claiming is not None:
-                queue.extend(await claiming)
-            for state in queue:  # stopping: what was claimed but not started goes back
-                await loop.run_in_executor(
-                    storing, self.storage.release_source, state.id, self.owner
-                )
-            while running or saving:  # and what is in flight finishes and is stored
-                done, _ = await asyncio.wait(running | saving)
+                with contextlib.suppress(Exception):
+                    queue.extend(await claiming)
+            for state in queue:
+                with contextlib.suppress(Exception):
+                    await loop.run_in_executor(
+                        storing, self.storage.release_source, state.id, self.owner
+                    )
+            queue.clear()
+            while running or saving:
+                done, _ = await asyncio.wait({*running, *saving})
                 for task in done:
-                    running.discard(task)
-                    saving.discard(task)
-                    finished(task)
+                    try:
+                        finished(task)
+                    except Exception:  # the first failure is what the poll raises
+                        log.exception("a source's poll failed")
+            pool.shutdown(wait=False)
+            storing.shutdown(wait=False)
         return results
 
     def _claim_and_staff(
@@ -440,7 +457,7 @@ class Poller:
         return claimed
 
     async def _poll_async(
-        self, state: SourceState, pool: ThreadPoolExecutor, outcomes: _Outcomes
+        self, fetcher: Fetcher, state: SourceState, pool: ThreadPoolExecutor, outcomes: _Outcomes
     ) -> PollResult | asyncio.Task[PollResult]:
         """Fetch on the loop, then read and store a document in a thread; a plain outcome (a
         304, a failure) is handed on to be stored with others, and its place goes to the next
@@ -448,7 +465,7 @@ class Poller:
         source = self._sources.get(state.id)
         loop = asyncio.get_running_loop()
         try:
-            fetched = await self.fetcher.fetch_async(_request(state, source))
+            fetched = await fetcher.fetch_async(_request(state, source))
             plain = self._plain(state, source, fetched)
         except Exception as exc:  # a bug: poll_source reports it as the source's internal error
             return await loop.run_in_executor(pool, self.poll_source, state, exc)

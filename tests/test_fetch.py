@@ -16,7 +16,14 @@ import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
-from aggregator.feed.fetch import Fetcher, FetchError, FetchRequest, _describe, user_agent
+from aggregator.feed.fetch import (
+    Fetcher,
+    FetchError,
+    FetchRequest,
+    FetchResult,
+    _describe,
+    user_agent,
+)
 from tests.feedserver import FeedServer, Reply, Request, endless, feed_file
 
 RSS = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
@@ -289,3 +296,67 @@ def test_netrc_credentials_are_sent_unless_the_source_sets_its_own(
     first, second = server.requests_to("/private")
     assert first.headers["authorization"] == "Basic " + base64.b64encode(b"editor:hunter2").decode()
     assert second.headers["authorization"] == "Bearer x"
+
+
+def test_a_validator_that_is_not_ascii_is_dropped(server: FeedServer, fetcher: Fetcher) -> None:
+    """An ETag with a byte past ASCII came back as a surrogate no database stores, and the
+    source's every poll failed; it is dropped (the next fetch is unconditional), the body kept."""
+    server.routes["/feed"] = feed_file(RSS, etag='"caf\xe9"')  # sent as the latin-1 byte 0xE9
+    result = fetcher.fetch(FetchRequest(server.url("/feed")))
+    assert result.status == 200 and result.body == RSS
+    assert "etag" not in result.headers and result.headers["content-type"]
+
+
+def test_no_proxy_may_name_a_port(server: FeedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    server.routes["/feed"] = feed_file(RSS)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead}")
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("NO_PROXY", f"127.0.0.1:{server.port}")
+    with Fetcher(user_agent="t", host_gap=0.0, timeout=5) as fetcher:
+        assert fetcher.fetch(FetchRequest(server.url("/feed"))).status == 200
+
+
+def test_closing_the_fetcher_ends_every_fetch_still_waiting(server: FeedServer) -> None:
+    """One fetch on the wire, one waiting for the host's only slot: closing the fetcher gives
+    both callers a failure, never a thread left waiting for good."""
+    server.routes["/stall"] = lambda r: Reply(200, RSS, delay=3.0)
+    fetcher = Fetcher(user_agent="t", per_host=1, host_gap=0.0, timeout=10)
+    results: list[object] = []
+    callers = [
+        threading.Thread(
+            target=lambda: results.append(fetcher.fetch(FetchRequest(server.url("/stall")))),
+            daemon=True,
+        )
+        for _ in range(2)
+    ]
+    for caller in callers:
+        caller.start()
+    while len(server.requests_to("/stall")) < 1:  # the first is on the wire
+        threading.Event().wait(0.01)
+    fetcher.close()
+    for caller in callers:
+        caller.join(10)  # a guard against a caller left hanging, not a timing
+    assert not any(caller.is_alive() for caller in callers)
+    assert len(results) == 2
+    assert all(isinstance(r, FetchResult) and r.error is FetchError.NETWORK for r in results)
+
+
+def test_a_sources_credentials_do_not_follow_a_redirect_to_another_host(
+    server: FeedServer, fetcher: Fetcher
+) -> None:
+    """As browsers and other clients do: a feed's Authorization or Cookie header is for the host
+    it was written for, not for wherever that host redirects."""
+    elsewhere = f"http://localhost:{server.port}/moved"  # another host name, the same server
+    server.routes["/feed"] = lambda r: Reply(302, headers={"Location": elsewhere})
+    server.routes["/here"] = lambda r: Reply(302, headers={"Location": "/moved"})
+    server.routes["/moved"] = feed_file(RSS)
+    secret = {"Authorization": "Bearer t0k", "Cookie": "session=1"}
+    assert fetcher.fetch(FetchRequest(server.url("/feed"), headers=secret)).status == 200
+    assert fetcher.fetch(FetchRequest(server.url("/here"), headers=secret)).status == 200
+    away, home = server.requests_to("/moved")
+    assert "authorization" not in away.headers and "cookie" not in away.headers
+    assert home.headers["authorization"] == "Bearer t0k"  # same host: kept

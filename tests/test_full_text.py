@@ -402,3 +402,59 @@ def test_no_article_is_fetched_when_the_feed_fails_or_lives_on_a_private_address
     server.routes["/feed.xml"] = lambda r: Reply(500, b"oops")
     clock.advance(minutes=40)
     assert h.poll()["south"].articles == 0
+
+
+def test_a_poll_that_fails_midway_ends_stores_what_was_in_flight_and_releases_the_rest(
+    server: FeedServer, storage: Storage, clock: Clock, harness_for: Build
+) -> None:
+    """A claim that fails while a source reads its article pages (whose thread waits on the
+    fetcher's loop) ends the poll with the error: the poll once hung there, and dropped the
+    sources it had fetched. What was in flight is stored; what was claimed is released."""
+    import threading
+
+    from aggregator.exceptions import StorageError
+
+    clock.now = NOW
+    server.routes["/feed.xml"] = feed_file(teasers(server, ["/a/slow.html"]), etag='"1"')
+    server.routes["/a/slow.html"] = page(ARTICLE, delay=0.5)
+    others = "".join(
+        f"  - {{id: z{n}, url: '{server.url(f'/z{n}.xml')}', section: opinion}}\n" for n in range(6)
+    )
+    for n in range(6):
+        server.routes[f"/z{n}.xml"] = feed_file(teasers(server, []), etag=f'"z{n}"')
+    text = (
+        "sections: [{id: opinion, title: Opinion}]\n"
+        f"sources:\n  - {{id: south, url: '{server.url('/feed.xml')}', section: opinion, "
+        f"full_text: true}}\n{others}"
+        "polling: {timeout: 2s, host_gap: 0s, concurrency: 2}\n"
+    )
+    h = harness_for(load_text(text, "test.yaml", env={}))
+    claims = itertools.count()
+    claim = storage.claim_due_sources
+
+    def failing_after_the_first(*args: object, **kwargs: object) -> object:
+        if next(claims) >= 1:
+            raise StorageError("the database failed: disk I/O error")
+        return claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    storage.claim_due_sources = failing_after_the_first  # type: ignore[method-assign]
+    outcome: list[BaseException | None] = []
+
+    def poll() -> None:
+        try:
+            h.poll()
+            outcome.append(None)
+        except BaseException as exc:  # what the poll raised is the subject
+            outcome.append(exc)
+
+    polling = threading.Thread(target=poll, daemon=True)
+    polling.start()
+    polling.join(30)  # a guard against the hang, not a timing: the poll takes about a second
+    assert not polling.is_alive(), "the poll hung"
+    assert isinstance(outcome[0], StorageError)
+    del storage.claim_due_sources
+    states = {s.id: s for s in storage.sources()}
+    assert all(s.lease_owner is None for s in states.values())  # stored or released, none held
+    stored = [sid for sid, s in states.items() if s.last_status is not None]
+    assert stored  # the sources in flight when the claim failed were stored
+    assert states["south"].last_status == 200 and by_link(storage)  # its article pass finished

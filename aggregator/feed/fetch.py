@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import errno
 import inspect
@@ -158,21 +159,21 @@ class _Environment:
         found = urllib.request.getproxies()
         self._proxies = {k: v for k, v in found.items() if k in ("http", "https", "all")}
         self._netrc = _read_netrc()
-        self._routes: dict[tuple[str, str], _Route] = {}
+        self._routes: dict[tuple[str, str, int | None], _Route] = {}
 
     def route(self, url: str) -> _Route:
         parts = urlsplit(url)
         host = parts.hostname or ""
-        key = (parts.scheme, host)
+        key = (parts.scheme, host, parts.port)
         route = self._routes.get(key)
         if route is None:
-            route = self._routes[key] = self._find(parts.scheme, host)
+            route = self._routes[key] = self._find(parts.scheme, host, parts.port)
         return route
 
-    def _find(self, scheme: str, host: str) -> _Route:
+    def _find(self, scheme: str, host: str, port: int | None) -> _Route:
         auth = self._credentials(host)
         proxy = self._proxies.get(scheme) or self._proxies.get("all")
-        if not proxy or self._bypass(host):
+        if not proxy or self._bypass(f"{host}:{port}" if port else host):  # NO_PROXY=host:port
             return _Route(auth=auth)
         where = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
         proxy_auth = None
@@ -277,7 +278,11 @@ class Fetcher:
 
     def run(self, work: Coroutine[Any, Any, _T]) -> _T:
         """Run a coroutine on the fetcher's loop from another thread, and wait for its result."""
-        loop = self._running_loop()
+        try:
+            loop = self._running_loop()
+        except RuntimeError:
+            work.close()
+            raise
         if threading.current_thread() is self._thread:
             work.close()
             raise RuntimeError("called on the fetcher's own loop: await the coroutine instead")
@@ -289,20 +294,31 @@ class Fetcher:
             raise
 
     def close(self) -> None:
+        """Stop the loop: fetches still waiting (for a host's turn, or on the wire) end as
+        failures for their callers, and the session is closed."""
         with self._starting:
             self._closed = True
             loop, thread = self._loop, self._thread
             self._loop = None
         if loop is None or thread is None:
             return
-        if self._session is not None:
-            session, self._session = self._session, None
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(session.close(), loop).result(5)
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         if not thread.is_alive():
             loop.close()
+
+    async def _shutdown(self) -> None:
+        """Cancel every task on the loop, wait for them, then close the session."""
+        here = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not here]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     def __enter__(self) -> Fetcher:
         return self
@@ -312,6 +328,8 @@ class Fetcher:
 
     def _client(self) -> aiohttp.ClientSession:
         """The session, made on the loop at its first request."""
+        if self._closed:
+            raise aiohttp.ClientConnectionError("the fetcher was closed")
         if self._session is None:
             self._environment = _Environment()
             self._session = aiohttp.ClientSession(
@@ -352,10 +370,17 @@ class Fetcher:
 
     def fetch(self, request: FetchRequest) -> FetchResult:
         """GET a feed conditionally, following up to `max_redirects` redirects."""
-        return self.run(self.fetch_async(request))
+        try:
+            return self.run(self.fetch_async(request))
+        except (concurrent.futures.CancelledError, RuntimeError) as exc:  # closed meanwhile
+            if not self._closed:
+                raise
+            return FetchResult(request.url, error=FetchError.NETWORK, message=f"not fetched: {exc}")
 
     async def fetch_async(self, request: FetchRequest) -> FetchResult:
         """`fetch`, for coroutines on the fetcher's loop."""
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError("fetch_async runs on its fetcher's own loop (Fetcher.run)")
         spent = 0.0  # on the wire, across hops; waiting for a host's turn is not counted
         limit = self._timeout if request.timeout is None else min(self._timeout, request.timeout)
         cap = (
@@ -431,6 +456,8 @@ class Fetcher:
                     spent,
                     permanent,
                 )
+            if _origin(target) != _origin(url):  # a source's credentials are for its own host
+                headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS}
             url = target
             all_permanent = all_permanent and status in PERMANENT
             if all_permanent:
@@ -477,11 +504,7 @@ class Fetcher:
                 status = response.status
                 if status in REDIRECTS and response.headers.get("location"):
                     return status, response.headers["location"]
-                kept = {
-                    name: response.headers[name]
-                    for name in _KEPT_HEADERS
-                    if name in response.headers
-                }
+                kept = _kept(response.headers)
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > cap:
                     return FetchResult(
@@ -547,6 +570,24 @@ async def _deadline(when: float) -> AsyncIterator[None]:
             yield
     except TimeoutError as exc:
         raise _DeadlineError from exc
+
+
+_CREDENTIALS = ("authorization", "cookie", "proxy-authorization")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
+def _kept(headers: Mapping[str, str]) -> dict[str, str]:
+    """The response headers the service uses, where they are ASCII as HTTP wants: aiohttp keeps
+    other bytes as surrogates, which no database stores, and an ETag is sent back as it came."""
+    return {
+        name: value
+        for name in _KEPT_HEADERS
+        if (value := headers.get(name)) is not None and value.isascii()
+    }
 
 
 def _ssl_context() -> ssl.SSLContext | bool:
