@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from aggregator.health import Health, assess
 from aggregator.poll import Poller, make_fetcher
 from aggregator.process.categorise import SectionChoice, TopicVerdict
 from aggregator.storage import Storage
-from aggregator.types import Item
+from aggregator.types import Item, SourceState
 from tests.feedserver import FeedServer, Reply, Route, feed_file
 from tests.support import Build, Clock
 
@@ -432,10 +432,10 @@ def test_a_poll_that_fails_midway_ends_stores_what_was_in_flight_and_releases_th
     claims = itertools.count()
     claim = storage.claim_due_sources
 
-    def failing_after_the_first(*args: object, **kwargs: object) -> object:
+    def failing_after_the_first(owner: str, lease: timedelta, limit: int) -> list[SourceState]:
         if next(claims) >= 1:
             raise StorageError("the database failed: disk I/O error")
-        return claim(*args, **kwargs)  # type: ignore[arg-type]
+        return claim(owner, lease, limit)
 
     storage.claim_due_sources = failing_after_the_first  # type: ignore[method-assign]
     outcome: list[BaseException | None] = []
