@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import grp
 import gzip
+import http.client
 import json
 import os
 import pwd
@@ -48,8 +49,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
-
-import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL = ROOT / "tests" / "data" / "eval" / "items.jsonl"
@@ -245,8 +244,8 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path, timeout
         if process.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:]
             raise SystemExit(f"bench serve: {url} exited with {process.returncode}:\n{tail}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url, timeout=2).status_code == 200:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if _raw_get(url, {}, timeout=2).status == 200:
                 return
         time.sleep(0.1)
     raise SystemExit(f"bench serve: {url} did not answer within {timeout:.0f} s")
@@ -332,44 +331,61 @@ class Target:
     problems: list[str] = field(default_factory=list)
 
 
-def _raw_get(client: httpx.Client, url: str, headers: dict[str, str]) -> tuple[httpx.Response, int]:
-    with client.stream("GET", url, headers=headers) as response:
-        size = sum(len(chunk) for chunk in response.iter_raw())
-    return response, size
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: dict[str, str]  # names in lower case
+
+
+def _raw_get(url: str, headers: dict[str, str], timeout: float = 10) -> _Answer:
+    """One GET on a connection of its own; the body's size as sent (nothing is decoded)."""
+    return _raw_get_sized(url, headers, timeout)[0]
+
+
+def _raw_get_sized(url: str, headers: dict[str, str], timeout: float = 10) -> tuple[_Answer, int]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    try:
+        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), None, headers)
+        response = conn.getresponse()
+        size = len(response.read())
+        found = {name.lower(): value for name, value in response.getheaders()}
+        return _Answer(response.status, found), size
+    finally:
+        conn.close()
 
 
 def probe(target: Target) -> None:
     """One request of each kind: sizes, headers, and which validator gets a 304."""
     gz = {"Accept-Encoding": "gzip"}
-    with httpx.Client(timeout=10) as client:
-        first, target.gzip_bytes = _raw_get(client, target.url, gz)
-        plain, target.identity_bytes = _raw_get(client, target.url, {"Accept-Encoding": "identity"})
-        target.headers = dict(first.headers)
-        if first.status_code != 200 or first.headers.get("content-encoding") != "gzip":
-            target.problems.append(
-                f"GET with gzip: {first.status_code}, "
-                f"Content-Encoding {first.headers.get('content-encoding')!r}"
-            )
-        if plain.status_code != 200 or "content-encoding" in plain.headers:
-            target.problems.append(f"GET without gzip: {plain.status_code}")
-        candidates = []
-        if etag := first.headers.get("etag"):
-            candidates.append(("If-None-Match", etag))
-        if modified := first.headers.get("last-modified"):
-            candidates.append(("If-Modified-Since", modified))
-        for name, value in candidates:
-            answer, size = _raw_get(client, target.url, {**gz, name: value})
-            if answer.status_code == 304 and size == 0:
-                target.validator = (name, value)
-                weak = answer.headers.get("etag", "").removeprefix("W/")
-                if weak != (etag or "").removeprefix("W/"):
-                    target.problems.append(
-                        f"304 ETag {answer.headers.get('etag')!r} differs from the 200's {etag!r}"
-                    )
-                break
-            say(f"{target.name}: {name}: {value} gave {answer.status_code}, not 304")
-        else:
-            target.problems.append("no validator of the first response gave a 304")
+    first, target.gzip_bytes = _raw_get_sized(target.url, gz)
+    plain, target.identity_bytes = _raw_get_sized(target.url, {"Accept-Encoding": "identity"})
+    target.headers = dict(first.headers)
+    if first.status != 200 or first.headers.get("content-encoding") != "gzip":
+        target.problems.append(
+            f"GET with gzip: {first.status}, "
+            f"Content-Encoding {first.headers.get('content-encoding')!r}"
+        )
+    if plain.status != 200 or "content-encoding" in plain.headers:
+        target.problems.append(f"GET without gzip: {plain.status}")
+    candidates = []
+    if etag := first.headers.get("etag"):
+        candidates.append(("If-None-Match", etag))
+    if modified := first.headers.get("last-modified"):
+        candidates.append(("If-Modified-Since", modified))
+    for name, value in candidates:
+        answer, size = _raw_get_sized(target.url, {**gz, name: value})
+        if answer.status == 304 and size == 0:
+            target.validator = (name, value)
+            weak = answer.headers.get("etag", "").removeprefix("W/")
+            if weak != (etag or "").removeprefix("W/"):
+                target.problems.append(
+                    f"304 ETag {answer.headers.get('etag')!r} differs from the 200's {etag!r}"
+                )
+            break
+        say(f"{target.name}: {name}: {value} gave {answer.status}, not 304")
+    else:
+        target.problems.append("no validator of the first response gave a 304")
 
 
 @dataclass(frozen=True)
