@@ -507,13 +507,7 @@ class Fetcher:
                 kept = _kept(response.headers)
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > cap:
-                    return FetchResult(
-                        url,
-                        status,
-                        headers=kept,
-                        error=FetchError.TOO_LARGE,
-                        message=_too_large(cap, f"{int(declared):,} bytes"),
-                    )
+                    return _too_large(url, status, kept, cap, f"{int(declared):,} bytes")
                 # Read to the end even for a 304 (whose body is empty): a response closed
                 # unread closes its connection, and an all-304 poll then opened one per request.
                 raw: list[bytes] = []
@@ -521,13 +515,7 @@ class Fetcher:
                 async for chunk in response.content.iter_chunked(_CHUNK):
                     size += len(chunk)
                     if size > cap:  # even compressed, more than the cap decoded is likely
-                        return FetchResult(
-                            url,
-                            status,
-                            headers=kept,
-                            error=FetchError.TOO_LARGE,
-                            message=_too_large(cap, "more"),
-                        )
+                        return _too_large(url, status, kept, cap, "more")
                     raw.append(chunk)
         if status == 304 or not raw:  # no body, whatever the headers say
             return FetchResult(url, status, b"", kept)
@@ -535,13 +523,7 @@ class Fetcher:
         for piece in decoded(raw, response.headers.get("content-encoding")):
             body += piece
             if len(body) > cap:
-                return FetchResult(
-                    url,
-                    status,
-                    headers=kept,
-                    error=FetchError.TOO_LARGE,
-                    message=_too_large(cap, "more"),
-                )
+                return _too_large(url, status, kept, cap, "more")
         return FetchResult(url, status, bytes(body), kept)
 
     def _failed(
@@ -638,8 +620,9 @@ def _finish(
     )
 
 
-def _too_large(limit: int, got: str) -> str:
-    return f"the feed is larger than the limit of {limit:,} bytes ({got})"
+def _too_large(url: str, status: int, kept: dict[str, str], limit: int, got: str) -> FetchResult:
+    message = f"the feed is larger than the limit of {limit:,} bytes ({got})"
+    return FetchResult(url, status, headers=kept, error=FetchError.TOO_LARGE, message=message)
 
 
 # What a connection failure means, by the errno of the OSError at its root: editors read these on

@@ -244,8 +244,7 @@ class Storage:
                 with self._waiting_lock:
                     batch, self._waiting = self._waiting, []
                 try:
-                    with self._tx() as conn:
-                        held = [sources.record_fetch(conn, w.record, w.owner) for w in batch]
+                    held = self.record_fetches([(w.record, w.owner) for w in batch])
                 except Exception as exc:  # each waiter's own call raises it
                     for waiting in batch:
                         waiting.failed, waiting.done = exc, True
