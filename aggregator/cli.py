@@ -79,11 +79,13 @@ def _progress(length: int, label: str, **options: Any) -> Iterator[Callable[...,
         yield advance
 
 
-def _load(path: Path) -> Config:
+def _load(path: Path, *, cached: bool = True) -> Config:
+    """The config; validated afresh only when the file (or the code) changed since it was last
+    validated (config/cache.py), unless `cached` is False."""
     from aggregator.config import load_config
 
     try:
-        return load_config(path)
+        return load_config(path, cached=cached)
     except ConfigError as exc:
         _report_config_error(exc)
         raise SystemExit(2) from None
@@ -143,7 +145,7 @@ def cli(ctx: click.Context, log_level: str, log_format: str, config_path: Path |
 @config_option
 def check(path: Path | None, config_path: Path) -> None:
     """Validate feeds.yaml without touching the database; exit 2 listing every problem."""
-    config = _load(path or config_path)
+    config = _load(path or config_path, cached=False)
     enabled = sum(1 for s in config.sources if s.enabled)
     click.echo(f"{path or config_path}: OK")
     click.echo(

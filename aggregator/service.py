@@ -208,8 +208,8 @@ class Service:
         base_url) for the processes that serve the site, not for a worker, whose port only
         answers probes: its e-mail links and WebSub pings must still name the site."""
         if self.role == "worker":
-            return load_config(self.path)
-        return load_config(self.path, listen=(self._listen.host, self._listen.port))
+            return load_config(self.path, cached=True)
+        return load_config(self.path, listen=(self._listen.host, self._listen.port), cached=True)
 
     def _signer(self) -> Signer | None:
         try:

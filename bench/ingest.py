@@ -221,7 +221,7 @@ def measured(args: list[str], cwd: Path) -> Pass:
     """Run a process to its end; its wall time, CPU time and peak RSS from wait4."""
     started = time.perf_counter()
     process = subprocess.Popen(
-        args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_environment()
+        args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_environment(cwd)
     )
     assert process.stdout is not None
     done, peak = threading.Event(), [0]
@@ -239,8 +239,12 @@ def measured(args: list[str], cwd: Path) -> Pass:
     return Pass(wall, cpu, usage.ru_maxrss / 1024, output, peak[0] / 1024)
 
 
-def _environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
+def _environment(work: Path) -> dict[str, str]:
+    """The caller's environment without its AGGREGATOR_ settings, and validated configs kept in
+    the round's own folder: its first pass validates the new config, as a first run does, and its
+    second pass takes the config the first one kept, as every later run does."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
+    return {**env, "AGGREGATOR_CACHE_DIR": str(work / "config-cache")}
 
 
 def measured_together(runs: list[list[str]], cwd: Path) -> Pass:

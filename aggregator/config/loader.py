@@ -40,9 +40,15 @@ Listen = tuple[str | None, int | None]  # host and port from the command line, o
 
 
 def load_config(
-    path: str | Path, env: Mapping[str, str] | None = None, listen: Listen = (None, None)
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    listen: Listen = (None, None),
+    *,
+    cached: bool = False,
 ) -> Config:
-    """Read and validate a config file; raise ConfigError listing every problem."""
+    """Read and validate a config file; raise ConfigError listing every problem. `cached`: take
+    the config validated at an earlier run when the file and the code are the same, and keep
+    this one for the next (config/cache.py)."""
     path = Path(path)
     try:
         with path.open("rb") as file:  # never more than the bound, however large the file
@@ -55,7 +61,19 @@ def load_config(
         raise ConfigError(
             [ConfigProblem(str(path), 1, 1, "", f"cannot read the file: {reason}")]
         ) from None
-    return load_text(text, str(path), env, listen)
+    if not cached:
+        return load_text(text, str(path), env, listen)
+    from aggregator.config import cache
+
+    env = os.environ if env is None else env
+    where, name = cache.folder(env), cache.key(raw)
+    config = cache.load(where, name)
+    if config is None:
+        watched = cache.Watched(env)
+        config = _validated(text, str(path), watched)
+        if not watched.used:  # values from the environment are not written to the disk
+            cache.store(where, name, config)
+    return _resolve(config, env, listen)
 
 
 def load_text(
@@ -63,6 +81,11 @@ def load_text(
 ) -> Config:
     """Validate config text; `name` is how problems refer to the file."""
     env = os.environ if env is None else env
+    return _resolve(_validated(text, name, env), env, listen)
+
+
+def _validated(text: str, name: str, env: Mapping[str, str]) -> Config:
+    """The config as written, validated (`defaults` not yet filled in)."""
     doc, yaml_problems = yamlfile.parse(text, env)
     problems = [
         ConfigProblem(name, p.line, p.column, _where(p.loc), p.message) for p in yaml_problems
@@ -96,7 +119,7 @@ def load_text(
         problems.append(ConfigProblem(name, line, col, _where(loc), message))
     if problems or config is None:
         raise ConfigError(_unique(problems))
-    return _resolve(config, env, listen)
+    return config
 
 
 def _where(loc: yamlfile.Loc) -> str:
