@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -81,11 +81,32 @@ def _progress(length: int, label: str, **options: Any) -> Iterator[Callable[...,
 
 def _load(path: Path, *, cached: bool = True) -> Config:
     """The config; validated afresh only when the file (or the code) changed since it was last
-    validated (config/cache.py), unless `cached` is False."""
-    from aggregator.config import load_config
+    validated (config/cache.py), and then in a child process (config/apart.py), unless `cached`
+    is False."""
+    if not cached:
+        from aggregator.config import load_config
 
+        return _reported(lambda: load_config(path))
+    return _begin(path)()
+
+
+def _begin(path: Path) -> Callable[[], Config]:
+    """`_load` in two steps: the file is read and, where it must be validated, a child process
+    started to do it; the call returned waits for it. A command imports what it needs between
+    the two, on the other core."""
+    from aggregator.config.loader import begin_loading
+
+    finish = _reported(lambda: begin_loading(path))
+    return lambda: _reported(finish)
+
+
+_T = TypeVar("_T")
+
+
+def _reported(load: Callable[[], _T]) -> _T:
+    """`load()`, its config problems printed (exit status 2)."""
     try:
-        return load_config(path, cached=cached)
+        return load()
     except ConfigError as exc:
         _report_config_error(exc)
         raise SystemExit(2) from None
@@ -230,11 +251,12 @@ def poll(
     config_path: Path, only: tuple[str, ...], every: bool, as_json: bool, dry_run: bool
 ) -> None:
     """Fetch the due sources now (or the named ones), then show what each one gave."""
+    loading = _begin(config_path)
     from aggregator.poll import Poller, make_fetcher
 
     malloc.few_arenas()  # before the polling threads start
 
-    config = _load(config_path)
+    config = loading()
     unknown = [sid for sid in only if sid not in {s.id for s in config.sources}]
     if unknown:
         raise click.BadParameter(

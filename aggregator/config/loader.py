@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
@@ -46,34 +46,60 @@ def load_config(
     *,
     cached: bool = False,
 ) -> Config:
-    """Read and validate a config file; raise ConfigError listing every problem. `cached`: take
-    the config validated at an earlier run when the file and the code are the same, and keep
-    this one for the next (config/cache.py)."""
+    """Read and validate a config file; raise ConfigError listing every problem. `cached`: as
+    the long-running commands load it (`begin_loading`)."""
+    if cached:
+        return begin_loading(path, env, listen)()
+    raw = _read(Path(path))
+    return load_text(raw.decode("utf-8"), str(path), env, listen)
+
+
+def begin_loading(
+    path: str | Path, env: Mapping[str, str] | None = None, listen: Listen = (None, None)
+) -> Callable[[], Config]:
+    """Start loading a config as the polling and serving commands do, and return what gives it
+    (raising ConfigError with every problem): the config validated at an earlier start when the
+    file and the code are the same (config/cache.py), else validated in a child process that
+    runs meanwhile and keeps it for the next start (config/apart.py), so that the caller's own
+    process never holds pydantic."""
+    from aggregator.config import apart, cache
+
     path = Path(path)
+    raw = _read(path)
+    env = os.environ if env is None else env
+    where, name = cache.folder(env), cache.key(raw)
+    kept = cache.load(where, name)
+    if kept is not None:
+        return lambda: _resolve(kept, env, listen)
+    # a child sees the process's own environment only
+    child = apart.start(raw, str(path)) if env is os.environ else None
+
+    def finish() -> Config:
+        config = child.result() if child is not None else None
+        if config is None:
+            watched = cache.Watched(env)
+            config = validated(raw.decode("utf-8"), str(path), watched)
+            if not watched.used:  # values from the environment are not written to the disk
+                cache.store(where, name, config)
+        return _resolve(config, env, listen)
+
+    return finish
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes, at most the bound, and known to be UTF-8."""
     try:
         with path.open("rb") as file:  # never more than the bound, however large the file
             raw = file.read(yamlfile.MAX_BYTES + 1)
         if len(raw) > yamlfile.MAX_BYTES:  # refused whole: a cut file could parse, minus sources
             raise ConfigError([ConfigProblem(str(path), 1, 1, "", yamlfile.TOO_LARGE)])
-        text = raw.decode("utf-8")
+        raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(
             [ConfigProblem(str(path), 1, 1, "", f"cannot read the file: {reason}")]
         ) from None
-    if not cached:
-        return load_text(text, str(path), env, listen)
-    from aggregator.config import cache
-
-    env = os.environ if env is None else env
-    where, name = cache.folder(env), cache.key(raw)
-    config = cache.load(where, name)
-    if config is None:
-        watched = cache.Watched(env)
-        config = _validated(text, str(path), watched)
-        if not watched.used:  # values from the environment are not written to the disk
-            cache.store(where, name, config)
-    return _resolve(config, env, listen)
+    return raw
 
 
 def load_text(
@@ -81,10 +107,10 @@ def load_text(
 ) -> Config:
     """Validate config text; `name` is how problems refer to the file."""
     env = os.environ if env is None else env
-    return _resolve(_validated(text, name, env), env, listen)
+    return _resolve(validated(text, name, env), env, listen)
 
 
-def _validated(text: str, name: str, env: Mapping[str, str]) -> Config:
+def validated(text: str, name: str, env: Mapping[str, str]) -> Config:
     """The config as written, validated (`defaults` not yet filled in)."""
     doc, yaml_problems = yamlfile.parse(text, env)
     problems = [

@@ -228,7 +228,7 @@ class Storage:
         """Outcomes with no entries (304s, failures), each with the lease owner it needs, in one
         transaction; for each, whether its lease was still held (a lost one writes nothing)."""
         with self._tx() as conn:
-            return [sources.record_fetch(conn, record, owner) for record, owner in outcomes]
+            return sources.record_fetches(conn, outcomes)
 
     def _record_together(self, record: FetchRecord, owner: str | None) -> SaveReport | None:
         """An outcome with no entries (a 304, a failure) goes in one transaction with every

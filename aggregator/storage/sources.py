@@ -263,28 +263,57 @@ def record_fetch(conn: Connection, record: FetchRecord, owner: str | None = None
     A 304 keeps what the last document said (validators, warning, entry count); a failure keeps
     the validators and the last success.
     """
-    result = conn.execute(
-        _RECORD,
-        {
-            "source_id": record.source_id,
-            "owner": owner,
-            "fetched_at": record.fetched_at,
-            "status": record.status,
-            "next_due_at": record.next_due_at,
-            "ok": record.ok,
-            "error": None if record.ok else record.error,
-            "document": record.ok and record.status != 304,
-            "warning": record.warning,
-            "entry_count": record.entry_count,
-            "feed_title": record.feed_title or None,
-            "etag": record.etag,
-            "last_modified": record.last_modified,
-            "permanent_url": record.permanent_url or None,
-            "discovered_url": record.discovered_url or None,
-            "gone": record.gone,
-        },
-    )
-    return result.rowcount == 1
+    return conn.execute(_RECORD, _record_params(record, owner)).rowcount == 1
+
+
+def record_fetches(
+    conn: Connection, outcomes: Sequence[tuple[FetchRecord, str | None]]
+) -> list[bool]:
+    """`record_fetch` for many outcomes, in one statement run over all of them (executemany):
+    a statement each cost an all-304 poll of 1,000 sources about 0.15 s of SQLAlchemy's
+    per-statement work, on the thread the fetching loop shares the GIL with. Which leases are
+    still held is read first, with the rows locked (on SQLite the transaction holds the write
+    lock already), so each outcome still learns whether it was written."""
+    if not outcomes:
+        return []
+    ids = sorted({record.source_id for record, _ in outcomes})
+    query = select(t.c.id, t.c.lease_owner).where(t.c.id.in_(ids))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    owners = {row.id: row.lease_owner for row in conn.execute(query)}
+    held = [
+        record.source_id in owners and (owner is None or owners[record.source_id] in (owner, None))
+        for record, owner in outcomes
+    ]
+    written = [
+        _record_params(record, owner)
+        for (record, owner), kept in zip(outcomes, held, strict=True)
+        if kept
+    ]
+    if written:
+        conn.execute(_RECORD, written)
+    return held
+
+
+def _record_params(record: FetchRecord, owner: str | None) -> dict[str, Any]:
+    return {
+        "source_id": record.source_id,
+        "owner": owner,
+        "fetched_at": record.fetched_at,
+        "status": record.status,
+        "next_due_at": record.next_due_at,
+        "ok": record.ok,
+        "error": None if record.ok else record.error,
+        "document": record.ok and record.status != 304,
+        "warning": record.warning,
+        "entry_count": record.entry_count,
+        "feed_title": record.feed_title or None,
+        "etag": record.etag,
+        "last_modified": record.last_modified,
+        "permanent_url": record.permanent_url or None,
+        "discovered_url": record.discovered_url or None,
+        "gone": record.gone,
+    }
 
 
 def note_articles(conn: Connection, source_id: str, problem: str | None) -> None:
