@@ -175,6 +175,11 @@ class Storage:
         with self._tx(write=False) as conn:
             return sources.all_states(conn)
 
+    def pollable_sources(self) -> list[tuple[str, datetime]]:
+        """Each source that polls, with when it falls due."""
+        with self._tx(write=False) as conn:
+            return sources.pollable(conn)
+
     def claim_due_sources(self, owner: str, lease: timedelta, limit: int) -> list[SourceState]:
         with self._tx() as conn:
             return sources.claim_due(conn, self.clock(), owner, lease, limit)

@@ -61,7 +61,9 @@ def _state(row: Row[Any]) -> SourceState:
 def sync(conn: Connection, configured: Sequence[Source], now: datetime) -> SyncReport:
     """Make the stored sources match the config; removed ones are kept (with their items)."""
     serialise(conn, "aggregator.sync_sources")
-    existing = {row.id: row for row in conn.execute(select(t))}
+    # only what is compared: every column of 1,000 rows (dates parsed) cost each start 25 ms
+    compared = (t.c.title, t.c.enabled, t.c.in_config, t.c.interval_seconds, t.c.priority)
+    existing = {row.id: row for row in conn.execute(select(t.c.id, t.c.url, *compared))}
     added, changed = [], []
     fresh: list[dict[str, Any]] = []  # inserted together: a statement each cost a start of
     # 1,000 sources on a new database a quarter of a second (and 10,000, seconds)
@@ -131,6 +133,17 @@ def get(conn: Connection, source_id: str) -> SourceState | None:
 
 def all_states(conn: Connection) -> list[SourceState]:
     return [_state(row) for row in conn.execute(select(t).order_by(t.c.id))]
+
+
+def pollable(conn: Connection) -> list[tuple[str, datetime]]:
+    """Each source that polls (enabled, in the config, not gone), with when it falls due: all a
+    poll needs to know to plan (every state, read whole, cost a start 25 ms at 1,000 sources)."""
+    query = (
+        select(t.c.id, t.c.next_due_at)
+        .where(t.c.enabled.is_(True), t.c.in_config.is_(True), t.c.gone_at.is_(None))
+        .order_by(t.c.id)
+    )
+    return [(row.id, row.next_due_at) for row in conn.execute(query)]
 
 
 def _claimable(now: datetime) -> Any:
