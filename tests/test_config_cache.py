@@ -188,14 +188,90 @@ def test_the_child_sees_the_environment_and_keeps_nothing_from_it(
     assert _kept(tmp_path / "cache") == []
 
 
-@pytest.mark.parametrize("interpreter", ["/nonexistent/python", "/bin/false"])
+@pytest.mark.parametrize("interpreter", ["/nonexistent/python", "/bin/false", "", None])
 def test_where_no_child_can_validate_this_process_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interpreter: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interpreter: str | None
 ) -> None:
-    """No interpreter to start, or one that fails: the config is validated here, as before."""
+    """No interpreter to start, one that fails, or none known (`sys.executable` may be empty
+    or None when Python is embedded): the config is validated here, as before."""
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(sys, "executable", interpreter)  # what the child would be started with
     path = tmp_path / "feeds.yaml"
     path.write_text(CONFIG)
     assert load_config(path, cached=True) == load_config(path)
     assert len(_kept(tmp_path / "cache")) == 1
+
+
+def test_the_child_imports_nothing_from_the_working_folder(tmp_path: Path) -> None:
+    """`python -m` would put the working folder first on the child's path: a `pickle.py` (or an
+    `aggregator/` of another version) there must not run."""
+    planted = tmp_path / "work"
+    planted.mkdir()
+    marker = tmp_path / "ran"
+    (planted / "pickle.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    path = tmp_path / "feeds.yaml"
+    path.write_text(CONFIG)
+    probe = f"from aggregator.config import load_config; load_config({str(path)!r}, cached=True)"
+    env = {**os.environ, cache.CACHE_ENV: str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-P", "-c", probe], cwd=planted, env=env, check=True)
+    assert not marker.exists()
+    assert len(_kept(tmp_path / "cache")) == 1  # the child did validate and keep it
+
+
+def test_a_symlink_is_never_followed_to_a_kept_config(tmp_path: Path) -> None:
+    """What is checked is the open folder and file: a symlink in place of either, to a place
+    another user could write, proves nothing and is not read."""
+    path, folder = tmp_path / "feeds.yaml", tmp_path / "cache"
+    path.write_text(CONFIG)
+    load_config(path, _env(folder), cached=True)
+    kept = _kept(folder)[0]
+    planted = pickle.loads(kept.read_bytes())
+    elsewhere = tmp_path / "elsewhere.pickle"
+    elsewhere.write_bytes(pickle.dumps(type(planted)(**{**planted.__dict__, "sections": ()})))
+    elsewhere.chmod(0o600)
+    kept.unlink()
+    kept.symlink_to(elsewhere)
+    assert load_config(path, _env(folder), cached=True).sections != ()
+    # a folder that is a symlink to a folder anyone may write to
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / kept.name).write_bytes(elsewhere.read_bytes())
+    (shared / kept.name).chmod(0o600)
+    linked = tmp_path / "linked"
+    linked.symlink_to(shared)
+    assert load_config(path, _env(linked), cached=True).sections != ()
+
+
+def test_a_child_running_other_code_is_not_believed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running service whose project was upgraded on the disk: a child would validate with
+    the new code, whose objects this process's classes may not match. It validates itself."""
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(cache, "_CODE", b"the code as it was when this process started")
+    path = tmp_path / "feeds.yaml"
+    path.write_text(CONFIG)
+    assert load_config(path, cached=True) == load_config(path)
+    # the child kept its config under its own code's key, this process under its own
+    assert len(_kept(tmp_path / "cache")) == 2
+
+
+def test_settings_applied_after_validation_are_stripped_as_the_file_is(tmp_path: Path) -> None:
+    path, folder = tmp_path / "feeds.yaml", tmp_path / "cache"
+    path.write_text(CONFIG)
+    env = _env(folder, AGGREGATOR_DATABASE_URL=" sqlite:///x.db\n")
+    config = load_config(path, env, listen=(" 0.0.0.0 ", None), cached=True)
+    assert config.storage.url == "sqlite:///x.db"
+    assert config.server.host == "0.0.0.0"
+    assert config.server.base_url == "http://localhost:8080/"
+
+
+def test_no_home_folder_leaves_the_cache_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user with no passwd entry and no HOME (a container's uid): no cache, no crash."""
+
+    def nowhere() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", nowhere)
+    assert cache.folder({}) is None

@@ -21,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from aggregator.config import cache
 from aggregator.config.schema import Config
 from aggregator.exceptions import ConfigError, ConfigProblem
 
@@ -35,19 +36,22 @@ class Validation:
 
     def __init__(self, raw: bytes, name: str) -> None:
         self.raw, self.name = raw, name
+        self._child: subprocess.Popen[bytes] | None = None
+        if not sys.executable:  # an embedded interpreter may not know its own
+            return
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
         try:
-            self._child: subprocess.Popen[bytes] | None = subprocess.Popen(
-                [sys.executable, "-m", "aggregator.config.apart", name],
+            self._child = subprocess.Popen(
+                # -P: nothing imported from the working folder (a `pickle.py` there would run)
+                [sys.executable, "-P", "-m", "aggregator.config.apart", name],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
             )
-        except OSError as exc:
+        except (OSError, ValueError, TypeError) as exc:
             log.debug("could not start a process to validate the config (%s)", exc)
-            self._child = None
 
     def result(self) -> Config | None:
         """The validated config (not yet resolved: `defaults` not filled in); ConfigError with
@@ -69,9 +73,11 @@ class Validation:
             )
             return None
         try:
-            kind, value = pickle.loads(out)  # our own child's answer
+            code, kind, value = pickle.loads(out)  # our own child's answer
         except Exception as exc:  # a damaged answer: validating here is the answer
             log.warning("the child process validating the config answered badly (%s)", exc)
+            return None
+        if code != cache.code():  # the project changed on the disk since this process started
             return None
         if kind == "problems":
             raise ConfigError(value)
@@ -83,10 +89,12 @@ def start(raw: bytes, name: str) -> Validation:
 
 
 def main() -> None:
-    """The child: the file's bytes on stdin, its name as the argument; a pickled ("config",
-    config) or ("problems", [ConfigProblem, ...]) on stdout."""
-    from aggregator.config import cache, loader
+    """The child: the file's bytes on stdin, its name as the argument; a pickled (code,
+    "config", config) or (code, "problems", [ConfigProblem, ...]) on stdout, `code` saying which
+    code validated."""
+    from aggregator.config import loader, schema
 
+    schema.validator()  # made while the parent imports what it needs, before its bytes come
     raw = sys.stdin.buffer.read()
     name = sys.argv[1]
     try:
@@ -106,7 +114,8 @@ def main() -> None:
             if not watched.used:  # values from the environment are not written to the disk
                 cache.store(cache.folder(os.environ), cache.key(raw), config)
             answer = ("config", config)
-    sys.stdout.buffer.write(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+    reply = (cache.code(), *answer)
+    sys.stdout.buffer.write(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 if __name__ == "__main__":

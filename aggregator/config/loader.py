@@ -227,16 +227,16 @@ def _resolve(config: Config, env: Mapping[str, str], listen: Listen) -> Config:
     )
     server = config.server
     host, port = listen  # `--host`/`--port` win, and the default base_url follows them
-    if host is not None:
-        server = dataclasses.replace(server, host=host)
+    if host is not None:  # stripped as the schema strips what the file says
+        server = dataclasses.replace(server, host=host.strip())
     if port is not None:
         server = dataclasses.replace(server, port=port)
     if server.base_url is None:
         host = "localhost" if server.host in ("0.0.0.0", "::", "") else server.host
         server = dataclasses.replace(server, base_url=f"http://{host}:{server.port}/")
     storage = config.storage
-    if env.get(DATABASE_URL_ENV):
-        storage = dataclasses.replace(storage, url=env[DATABASE_URL_ENV])
+    if env.get(DATABASE_URL_ENV, "").strip():
+        storage = dataclasses.replace(storage, url=env[DATABASE_URL_ENV].strip())
     return dataclasses.replace(
         config, sources=sources, outputs=outputs, digests=digests, server=server, storage=storage
     )

@@ -781,7 +781,8 @@ class Config:
 
 
 @cache
-def _validator() -> TypeAdapter[Config]:
+def validator() -> TypeAdapter[Config]:
+    """pydantic's validator of a whole config, made at the first call (importing pydantic)."""
     from pydantic import TypeAdapter
 
     return TypeAdapter(Config)
@@ -802,7 +803,7 @@ def validate(data: object) -> tuple[Config | None, list[SchemaProblem]]:
     from pydantic import ValidationError
 
     try:
-        return _validator().validate_python(data), []
+        return validator().validate_python(data), []
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):

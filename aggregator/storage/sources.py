@@ -286,18 +286,24 @@ def record_fetches(
     a statement each cost an all-304 poll of 1,000 sources about 0.15 s of SQLAlchemy's
     per-statement work, on the thread the fetching loop shares the GIL with. Which leases are
     still held is read first, with the rows locked (on SQLite the transaction holds the write
-    lock already), so each outcome still learns whether it was written."""
+    lock already), so each outcome still learns whether it was written: as if written one after
+    the other, but for a source given twice in one batch (a poller never does), which is
+    written once, for the first. Rows are locked in id order, as other writers lock them: in
+    the order given, concurrent workers deadlocked about once in 2,000 groups."""
     if not outcomes:
         return []
     ids = sorted({record.source_id for record, _ in outcomes})
-    query = select(t.c.id, t.c.lease_owner).where(t.c.id.in_(ids))
+    query = select(t.c.id, t.c.lease_owner).where(t.c.id.in_(ids)).order_by(t.c.id)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
     owners = {row.id: row.lease_owner for row in conn.execute(query)}
-    held = [
-        record.source_id in owners and (owner is None or owners[record.source_id] in (owner, None))
-        for record, owner in outcomes
-    ]
+    held, seen = [], set()
+    for record, owner in outcomes:
+        sid = record.source_id
+        held.append(
+            sid in owners and sid not in seen and (owner is None or owners[sid] in (owner, None))
+        )
+        seen.add(sid)
     written = [
         _record_params(record, owner)
         for (record, owner), kept in zip(outcomes, held, strict=True)
