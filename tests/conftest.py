@@ -7,7 +7,9 @@ pass for a green run.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -26,8 +28,9 @@ from tests.support import Build, Clock, Harness
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 # validated configs are kept in a folder of the test run's own, never in the user's home (the
-# commands the tests start inherit it)
+# commands the tests start inherit it), removed when the run ends
 os.environ["AGGREGATOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="aggregator-cache-")
+atexit.register(shutil.rmtree, os.environ["AGGREGATOR_CACHE_DIR"], ignore_errors=True)
 POSTGRES_ADMIN_URL = os.environ.get(
     "AGGREGATOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

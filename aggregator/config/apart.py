@@ -7,9 +7,9 @@ them. So where a kept config (config/cache.py) is missing, the polling and servi
 the file's bytes to `python -m aggregator.config.apart`, which validates them exactly as
 `load_config` does (its problems come back with their file:line:column), keeps the config for
 the next start, and sends it back pickled. The child runs while the parent goes on importing
-what it needs (`start` returns at once), so on two cores the validation costs little wall time.
-If the child cannot run or answer (no interpreter to start, a crash), the parent validates
-itself, as before.
+what it needs (a `Validation` starts it at once and is waited for when needed), so on two cores
+the validation costs little wall time. If the child cannot run or answer (no interpreter to
+start, a crash), the parent validates itself, as before.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ class Validation:
     """A config being validated in a child process; `result` waits for it."""
 
     def __init__(self, raw: bytes, name: str) -> None:
-        self.raw, self.name = raw, name
+        """Start the child at once (its answer waits in its pipe); `name` is how its problems
+        refer to the file."""
+        self.raw = raw
         self._child: subprocess.Popen[bytes] | None = None
         if not sys.executable:  # an embedded interpreter may not know its own
             return
@@ -82,10 +84,6 @@ class Validation:
         if kind == "problems":
             raise ConfigError(value)
         return value if isinstance(value, Config) else None
-
-
-def start(raw: bytes, name: str) -> Validation:
-    return Validation(raw, name)
 
 
 def main() -> None:

@@ -72,7 +72,7 @@ def begin_loading(
     if kept is not None:
         return lambda: _resolve(kept, env, listen)
     # a child sees the process's own environment only
-    child = apart.start(raw, str(path)) if env is os.environ else None
+    child = apart.Validation(raw, str(path)) if env is os.environ else None
 
     def finish() -> Config:
         config = child.result() if child is not None else None
