@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from functools import cached_property
 from typing import Any, Protocol
+
+from aggregator.memo import cached_property
 
 
 @dataclass(frozen=True)

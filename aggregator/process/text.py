@@ -15,10 +15,10 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cached_property
 from itertools import chain
 
 from aggregator.feed.sanitize import html_to_text
+from aggregator.memo import cached_property
 from aggregator.process.unicode_ranges import Ranges, table
 from aggregator.types import Entry
 
