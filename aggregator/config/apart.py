@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aggregator.config import cache
 from aggregator.config.schema import Config
-from aggregator.exceptions import ConfigError, ConfigProblem
+from aggregator.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -93,25 +93,18 @@ def main() -> None:
     from aggregator.config import loader, schema
 
     schema.validator()  # made while the parent imports what it needs, before its bytes come
-    raw = sys.stdin.buffer.read()
+    raw = sys.stdin.buffer.read()  # UTF-8: the parent read it as such (`loader._read`)
     name = sys.argv[1]
+    watched = cache.Watched(os.environ)
+    answer: tuple[str, object]
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        answer: tuple[str, object] = (
-            "problems",
-            [ConfigProblem(name, 1, 1, "", f"cannot read the file: {exc}")],
-        )
+        config = loader.validated(raw.decode("utf-8"), name, watched)
+    except ConfigError as exc:
+        answer = ("problems", list(exc.problems))
     else:
-        watched = cache.Watched(os.environ)
-        try:
-            config = loader.validated(text, name, watched)
-        except ConfigError as exc:
-            answer = ("problems", list(exc.problems))
-        else:
-            if not watched.used:  # values from the environment are not written to the disk
-                cache.store(cache.folder(os.environ), cache.key(raw), config)
-            answer = ("config", config)
+        if not watched.used:  # values from the environment are not written to the disk
+            cache.store(cache.folder(os.environ), cache.key(raw), config)
+        answer = ("config", config)
     reply = (cache.code(), *answer)
     sys.stdout.buffer.write(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
 

@@ -50,8 +50,7 @@ def load_config(
     the long-running commands load it (`begin_loading`)."""
     if cached:
         return begin_loading(path, env, listen)()
-    raw = _read(Path(path))
-    return load_text(raw.decode("utf-8"), str(path), env, listen)
+    return load_text(_read(Path(path))[1], str(path), env, listen)
 
 
 def begin_loading(
@@ -65,7 +64,7 @@ def begin_loading(
     from aggregator.config import apart, cache
 
     path = Path(path)
-    raw = _read(path)
+    raw, text = _read(path)
     env = os.environ if env is None else env
     where, name = cache.folder(env), cache.key(raw)
     kept = cache.load(where, name)
@@ -78,7 +77,7 @@ def begin_loading(
         config = child.result() if child is not None else None
         if config is None:
             watched = cache.Watched(env)
-            config = validated(raw.decode("utf-8"), str(path), watched)
+            config = validated(text, str(path), watched)
             if not watched.used:  # values from the environment are not written to the disk
                 cache.store(where, name, config)
         return _resolve(config, env, listen)
@@ -86,20 +85,20 @@ def begin_loading(
     return finish
 
 
-def _read(path: Path) -> bytes:
-    """The file's bytes, at most the bound, and known to be UTF-8."""
+def _read(path: Path) -> tuple[bytes, str]:
+    """The file's bytes (at most the bound) and its text."""
     try:
         with path.open("rb") as file:  # never more than the bound, however large the file
             raw = file.read(yamlfile.MAX_BYTES + 1)
         if len(raw) > yamlfile.MAX_BYTES:  # refused whole: a cut file could parse, minus sources
             raise ConfigError([ConfigProblem(str(path), 1, 1, "", yamlfile.TOO_LARGE)])
-        raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(
             [ConfigProblem(str(path), 1, 1, "", f"cannot read the file: {reason}")]
         ) from None
-    return raw
+    return raw, text
 
 
 def load_text(

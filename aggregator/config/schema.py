@@ -28,6 +28,7 @@ from typing import (
     TYPE_CHECKING,
     Annotated,
     Any,
+    ClassVar,
     Literal,
     Union,
     get_args,
@@ -76,29 +77,23 @@ class _After:
     """Annotated metadata: `check` runs on the value after its type is validated."""
 
     check: Callable[[Any], Any]
+    _WRAP: ClassVar[str] = "no_info_after_validator_function"  # pydantic_core's wrapper
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> CoreSchema:
         from pydantic_core import core_schema
 
-        return core_schema.no_info_after_validator_function(_reported(self.check), handler(source))
+        wrap = getattr(core_schema, self._WRAP)
+        schema: CoreSchema = wrap(_reported(self.check), handler(source))
+        return schema
 
 
-@dataclass(frozen=True)
-class _Before:
-    """Annotated metadata: `convert` runs on the value as written, before its type is validated."""
+class _Before(_After):
+    """Annotated metadata: `check` runs on the value as written, before its type is validated
+    (and may convert it: `15m` to a timedelta)."""
 
-    convert: Callable[[Any], Any]
-
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> CoreSchema:
-        from pydantic_core import core_schema
-
-        return core_schema.no_info_before_validator_function(
-            _reported(self.convert), handler(source)
-        )
+    _WRAP: ClassVar[str] = "no_info_before_validator_function"
 
 
 FORMATS = ("atom", "rss", "json")
