@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from aggregator import __version__, logs, malloc
+from aggregator import __version__, logs, malloc, warmup
 from aggregator.exceptions import AggregatorError, ConfigError
 
 if TYPE_CHECKING:  # the config schema (pydantic) and storage (SQLAlchemy) load when a command
@@ -86,7 +86,9 @@ def _load(path: Path, *, cached: bool = True) -> Config:
     if not cached:
         from aggregator.config import load_config
 
-        return _reported(lambda: load_config(path))
+        config = _reported(lambda: load_config(path))
+        warmup.resume()
+        return config
     return _begin(path)()
 
 
@@ -97,7 +99,13 @@ def _begin(path: Path) -> Callable[[], Config]:
     from aggregator.config.loader import begin_loading
 
     finish = _reported(lambda: begin_loading(path))
-    return lambda: _reported(finish)
+
+    def finished() -> Config:
+        config = _reported(finish)
+        warmup.resume()  # the command's imports are done by now (warmup.py)
+        return config
+
+    return finished
 
 
 _T = TypeVar("_T")
@@ -222,6 +230,7 @@ def worker(config_path: Path, host: str | None, port: int | None) -> None:
 def _serve(config_path: Path, role: str, host: str | None, port: int | None) -> None:
     from aggregator import service
 
+    warmup.resume()  # the service runs for long: its collector is on
     try:
         service.run_forever(config_path, role, listen=service.Listen(host, port))
     except ConfigError as exc:
@@ -1115,8 +1124,11 @@ EXIT_ALL_FAILED = 4  # `poll`: every source polled failed (offline? a proxy?)
 def main() -> None:
     """Entry point: aggregator errors become one clear line and exit 1, not a traceback."""
     malloc.steady()
+    warmup.pause()  # until the command's imports are done (warmup.py)
     try:
         cli.main(standalone_mode=True)
     except AggregatorError as exc:
         click.secho(f"error: {exc}", err=True, fg="red")
         raise SystemExit(1) from None
+    finally:
+        warmup.resume()
