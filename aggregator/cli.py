@@ -261,9 +261,11 @@ def poll(
 ) -> None:
     """Fetch the due sources now (or the named ones), then show what each one gave."""
     loading = _begin(config_path)
+    from aggregator.feed import fetch
     from aggregator.poll import Poller, make_fetcher
 
     malloc.few_arenas()  # before the polling threads start
+    fetch.prepare()  # while the config and the database are opened
 
     config = loading()
     unknown = [sid for sid in only if sid not in {s.id for s in config.sources}]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -72,7 +74,8 @@ def feed_file(
 class FeedServer:
     """Start with `with FeedServer() as server:`; `server.url(path)` is an address on it."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, tls: tuple[Path, Path] | None = None) -> None:
+        """`tls`: a certificate and its key, to serve HTTPS."""
         self.routes: dict[str, Route] = {}
         self.log: list[Logged] = []
         self._lock = threading.Lock()
@@ -126,12 +129,18 @@ class FeedServer:
 
         self._server = ThreadingHTTPServer((host, 0), Handler)
         self._server.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self.port = self._server.server_address[1]
         self.host = host
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
     def requests_to(self, path: str) -> list[Logged]:
         with self._lock:
@@ -156,3 +165,31 @@ def endless(chunk: bytes = b"<item>" * 10_000, limit: int = 64 * 1024 * 1024) ->
 
 def read(path: Path) -> bytes:
     return path.read_bytes()
+
+
+def certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made by openssl."""
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return key, cert

@@ -29,6 +29,7 @@ from aggregator.storage import Storage
 from aggregator.tokens import CONFIRM, Signer
 from aggregator.types import DeliveryStatus, RunStatus, SubscriberStatus
 from aggregator.web import WebServer, create_app
+from tests.feedserver import certificate
 from tests.mailserver import MailServer
 from tests.support import Clock
 from tests.test_digest import PERIOD, newsroom, stock, ten_minutes_ago, utc
@@ -426,33 +427,6 @@ def _post(client: Client, path: str, body: str) -> Answer:
 # -- the mail server's side: TLS, login, pacing --------------------------------------------------
 
 
-def _certificate(folder: Path) -> tuple[Path, Path]:
-    key, cert = folder / "key.pem", folder / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return key, cert
-
-
 def test_starttls_and_login_are_used_and_a_wrong_password_stops_the_run(
     tmp_path: Path,
 ) -> None:
@@ -463,7 +437,7 @@ def test_starttls_and_login_are_used_and_a_wrong_password_stops_the_run(
 
     from tests.mailserver import Handler
 
-    key, cert = _certificate(tmp_path)
+    key, cert = certificate(tmp_path)
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
     sessions: list[tuple[bool, bytes]] = []

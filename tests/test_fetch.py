@@ -6,7 +6,10 @@ import base64
 import errno
 import gzip
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +27,7 @@ from aggregator.feed.fetch import (
     _describe,
     user_agent,
 )
-from tests.feedserver import FeedServer, Reply, Request, endless, feed_file
+from tests.feedserver import FeedServer, Reply, Request, certificate, endless, feed_file
 
 RSS = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
 <item><guid>1</guid><title>One</title></item></channel></rss>"""
@@ -360,3 +363,38 @@ def test_a_sources_credentials_do_not_follow_a_redirect_to_another_host(
     away, home = server.requests_to("/moved")
     assert "authorization" not in away.headers and "cookie" not in away.headers
     assert home.headers["authorization"] == "Bearer t0k"  # same host: kept
+
+
+HTTPS_PROBE = """
+import sys
+from aggregator.feed.fetch import Fetcher, FetchRequest
+with Fetcher(user_agent="probe") as fetcher:
+    result = fetcher.fetch(FetchRequest(sys.argv[1]))
+print(result.status, result.error, result.message)
+"""
+
+
+def test_https_is_verified_against_the_trust_store(tmp_path: Path) -> None:
+    """aiohttp's own SSL contexts are made trusting nothing (fetch.py imports it so, to skip
+    reading the trust store twice); the fetcher's context reads it, from `SSL_CERT_FILE` too,
+    as OpenSSL does. A real TLS server on 127.0.0.1, its certificate self-signed: refused
+    unless the trust store holds it."""
+    key, cert = certificate(tmp_path)
+    with FeedServer(tls=(cert, key)) as tls:
+        tls.routes["/f.xml"] = feed_file(RSS)
+        url = tls.url("/f.xml")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SSL_CERT")}
+
+        def probe(extra: dict[str, str]) -> str:
+            return subprocess.run(
+                [sys.executable, "-c", HTTPS_PROBE, url],
+                env={**env, **extra},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout.strip()
+
+        assert probe({}).startswith("None network the server's TLS certificate was not accepted")
+        assert probe({"SSL_CERT_FILE": str(cert)}) == "200 None None"
+    assert url.startswith("https://") and len(tls.requests_to("/f.xml")) == 1

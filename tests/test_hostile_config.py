@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.config import load_config, load_text
-from aggregator.config.yamlfile import MAX_ALIAS_VALUES, MAX_BYTES
+from aggregator.config.limits import MAX_ALIAS_VALUES, MAX_BYTES
 from aggregator.exceptions import ConfigError
 from tests.feedserver import FeedServer, feed_file
 from tests.support import rss

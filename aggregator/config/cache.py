@@ -38,14 +38,14 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from aggregator import __version__
-from aggregator.config import yamlfile
+from aggregator.config.limits import MAX_BYTES
 from aggregator.config.schema import Config
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "AGGREGATOR_CACHE_DIR"
 KEPT = 16  # configs kept in the folder, the most recently used
-_READ_LIMIT = 16 * yamlfile.MAX_BYTES  # a kept config is far smaller than this
+_READ_LIMIT = 16 * MAX_BYTES  # a kept config is far smaller than this
 _SUFFIX = ".pickle"
 # ownership and opening relative to an open folder, without following a symlink: where these
 # are missing, nothing read can be trusted, and the cache is off

@@ -13,11 +13,15 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aggregator.config import schema, yamlfile
+from aggregator.config import schema
+from aggregator.config.limits import MAX_BYTES, TOO_LARGE
 from aggregator.config.schema import Config
 from aggregator.exceptions import ConfigError, ConfigProblem
+
+if TYPE_CHECKING:  # ruamel.yaml is imported only to read a file afresh (a kept config needs none)
+    from aggregator.config.yamlfile import Loc
 
 DATABASE_URL_ENV = "AGGREGATOR_DATABASE_URL"
 _LISTS = ("sections", "topics", "sources", "outputs", "digests")
@@ -89,9 +93,9 @@ def _read(path: Path) -> tuple[bytes, str]:
     """The file's bytes (at most the bound) and its text."""
     try:
         with path.open("rb") as file:  # never more than the bound, however large the file
-            raw = file.read(yamlfile.MAX_BYTES + 1)
-        if len(raw) > yamlfile.MAX_BYTES:  # refused whole: a cut file could parse, minus sources
-            raise ConfigError([ConfigProblem(str(path), 1, 1, "", yamlfile.TOO_LARGE)])
+            raw = file.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:  # refused whole: a cut file could parse, minus sources
+            raise ConfigError([ConfigProblem(str(path), 1, 1, "", TOO_LARGE)])
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -111,6 +115,8 @@ def load_text(
 
 def validated(text: str, name: str, env: Mapping[str, str]) -> Config:
     """The config as written, validated (`defaults` not yet filled in)."""
+    from aggregator.config import yamlfile
+
     doc, yaml_problems = yamlfile.parse(text, env)
     problems = [
         ConfigProblem(name, p.line, p.column, _where(p.loc), p.message) for p in yaml_problems
@@ -147,7 +153,7 @@ def validated(text: str, name: str, env: Mapping[str, str]) -> Config:
     return config
 
 
-def _where(loc: yamlfile.Loc) -> str:
+def _where(loc: Loc) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
@@ -158,7 +164,7 @@ def _unique(problems: list[ConfigProblem]) -> list[ConfigProblem]:
     return list(dict.fromkeys(problems))
 
 
-def _cross_checks(data: dict[str, Any]) -> Iterator[tuple[yamlfile.Loc, str, bool]]:
+def _cross_checks(data: dict[str, Any]) -> Iterator[tuple[Loc, str, bool]]:
     """Duplicate ids and references to ids that do not exist: (loc, message, point at key?)."""
     known: dict[str, list[str]] = {}
     for kind in _LISTS:
@@ -189,9 +195,7 @@ def _unknown_reference(value: str, kind: str, ids: list[str]) -> str:
     return f"{noun} {value!r} does not exist ({hint})"
 
 
-def _select(
-    node: Any, pattern: tuple[str, ...], loc: yamlfile.Loc = ()
-) -> Iterator[tuple[yamlfile.Loc, Any]]:
+def _select(node: Any, pattern: tuple[str, ...], loc: Loc = ()) -> Iterator[tuple[Loc, Any]]:
     """Values at a path pattern in raw data, skipping whatever is malformed on the way."""
     if not pattern:
         yield loc, node

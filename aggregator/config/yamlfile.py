@@ -42,12 +42,10 @@ from ruamel.yaml.events import (
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.resolver import VersionedResolver
 
+from aggregator.config.limits import MAX_ALIAS_VALUES, MAX_BYTES, MAX_DEPTH, TOO_LARGE
+
 Loc = tuple[str | int, ...]
 
-MAX_BYTES = 8 * 1024 * 1024  # about 50,000 sources written out in full
-MAX_DEPTH = 64  # the schema needs 5
-MAX_ALIAS_VALUES = 250_000  # values that aliases may add, in all, to what the file spells out
-TOO_LARGE = f"the file is larger than {MAX_BYTES // (1024 * 1024)} MiB; split it or trim it"
 
 _STANDARD_TAG = re.compile(r"tag:yaml\.org,2002:(str|int|float|bool|null|map|seq|omap|timestamp)$")
 _ENV = re.compile(r"\$\$|\$\{([^}]*)\}")

@@ -30,18 +30,35 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urljoin, urlsplit
 
-import aiohttp
-
 from aggregator import __version__
 from aggregator.exceptions import AggregatorError
 from aggregator.feed.decoding import ACCEPT_ENCODING, DecodingError, decoded
+
+
+@contextlib.contextmanager
+def _without_trust_stores() -> Iterator[None]:
+    """SSL contexts made meanwhile trust nothing. aiohttp makes two as it is imported, each
+    reading the system's whole trust store (33-45 ms each here, most of its import, and memory
+    for as long as the process lives); the fetcher never uses them, as it gives its connections
+    a context of its own (`_TRUST`). Were one used, it would refuse every certificate: the patch
+    can only fail closed. Only while aiohttp is imported, as a command starts."""
+    original = ssl.SSLContext.set_default_verify_paths
+    ssl.SSLContext.set_default_verify_paths = lambda self: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ssl.SSLContext.set_default_verify_paths = original  # type: ignore[method-assign]
+
+
+with _without_trust_stores():
+    import aiohttp
 
 _T = TypeVar("_T")
 
@@ -265,6 +282,7 @@ class Fetcher:
         self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
         self._closed = False
+        _TRUST.start()  # meanwhile
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -348,7 +366,7 @@ class Fetcher:
                 connector=aiohttp.TCPConnector(
                     limit=2 * self._connections,  # the poll's fetches, and its article pages
                     limit_per_host=0,  # the host gates limit that, for every caller
-                    ssl=_ssl_context(),
+                    ssl=_TRUST.context(),
                 ),
                 headers=self._headers,
                 auto_decompress=False,  # decoding.py, whose pieces a bomb cannot blow up
@@ -434,7 +452,7 @@ class Fetcher:
                 return self._failed(
                     request, FetchError.NETWORK, str(exc), spent + _since(began), permanent
                 )
-            except (aiohttp.InvalidURL, ValueError) as exc:
+            except aiohttp.InvalidURL as exc:
                 return self._failed(
                     request,
                     FetchError.INVALID_URL,
@@ -442,11 +460,20 @@ class Fetcher:
                     spent + _since(began),
                     permanent,
                 )
+            # before ValueError: a refused certificate is one too (ssl.CertificateError)
             except (aiohttp.ClientError, OSError) as exc:
                 return self._failed(
                     request,
                     FetchError.NETWORK,
                     _describe(exc),
+                    spent + _since(began),
+                    permanent,
+                )
+            except ValueError as exc:
+                return self._failed(
+                    request,
+                    FetchError.INVALID_URL,
+                    f"not a usable URL: {exc}",
                     spent + _since(began),
                     permanent,
                 )
@@ -584,17 +611,58 @@ def _kept(headers: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def _ssl_context() -> ssl.SSLContext | bool:
-    """The system's trust store, as aiohttp uses it (and `SSL_CERT_FILE`/`SSL_CERT_DIR`, which
-    OpenSSL reads); certifi's where the system has none (a python.org build on macOS)."""
+def _ssl_context() -> ssl.SSLContext:
+    """The system's trust store (and `SSL_CERT_FILE`/`SSL_CERT_DIR`, which OpenSSL reads);
+    certifi's where the system has none (a python.org build on macOS). Made as aiohttp makes its
+    own (HTTP/1.1 offered by ALPN)."""
     paths = ssl.get_default_verify_paths()
-    if any(p and Path(p).exists() for p in (paths.cafile, paths.capath)):
-        return True
-    try:
-        import certifi
-    except ImportError:
-        return True
-    return ssl.create_default_context(cafile=certifi.where())
+    cafile = None
+    if not any(p and Path(p).exists() for p in (paths.cafile, paths.capath)):
+        try:
+            import certifi
+
+            cafile = certifi.where()
+        except ImportError:
+            pass
+    context = ssl.create_default_context(cafile=cafile)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+class _TrustStore:
+    """The SSL context of every fetcher in the process, made once, on a thread of its own from
+    the first fetcher's start: reading the trust store does not hold the GIL, so it overlaps the
+    rest of a command's start instead of adding to it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._made: concurrent.futures.Future[ssl.SSLContext] | None = None
+
+    def start(self) -> concurrent.futures.Future[ssl.SSLContext]:
+        with self._lock:
+            if self._made is None:
+                made = self._made = concurrent.futures.Future()
+                threading.Thread(target=self._make, args=(made,), daemon=True).start()
+            return self._made
+
+    @staticmethod
+    def _make(made: concurrent.futures.Future[ssl.SSLContext]) -> None:
+        try:
+            made.set_result(_ssl_context())
+        except BaseException as exc:  # the first fetch says what went wrong
+            made.set_exception(exc)
+
+    def context(self) -> ssl.SSLContext:
+        return self.start().result()
+
+
+_TRUST = _TrustStore()
+
+
+def prepare() -> None:
+    """Start making what the first fetch needs (the TLS trust store) in the background, for a
+    command to call as soon as it knows it will fetch (fetchers start it anyway)."""
+    _TRUST.start()
 
 
 _ACCEPT = (
