@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from collections.abc import Callable
 
@@ -34,6 +35,7 @@ THRESHOLD = 128 * 1024
 ARENAS = 2
 
 
+@functools.cache  # find_library runs ldconfig: 3-4 ms a call
 def _mallopt() -> Callable[[int, int], int] | None:
     name = ctypes.util.find_library("c")
     if not name:
