@@ -476,6 +476,7 @@ def discover(url: str, config_path: Path, as_json: bool) -> None:
     from aggregator.poll import make_fetcher
 
     config = _load(config_path) if config_path.exists() else None
+    warmup.resume()  # loaded or not, the imports are done
     with make_fetcher(config) as fetcher:
         report = look(fetcher, url)
     if as_json:
@@ -850,6 +851,7 @@ def opml_import(file: Path, config_path: Path, section: str, write: bool) -> Non
     from aggregator.opml import plan_import, read_opml
 
     config = _load(config_path) if config_path.exists() else None
+    warmup.resume()  # loaded or not, the imports are done
     plan = plan_import(read_opml(file.read_bytes()), config, section)
     for reason in plan.skipped:
         click.echo(f"skipped {reason}", err=True)
@@ -1126,11 +1128,10 @@ EXIT_ALL_FAILED = 4  # `poll`: every source polled failed (offline? a proxy?)
 def main() -> None:
     """Entry point: aggregator errors become one clear line and exit 1, not a traceback."""
     malloc.steady()
-    warmup.pause()  # until the command's imports are done (warmup.py)
     try:
         cli.main(standalone_mode=True)
     except AggregatorError as exc:
         click.secho(f"error: {exc}", err=True, fg="red")
         raise SystemExit(1) from None
     finally:
-        warmup.resume()
+        warmup.resume()  # if the program paused the collector and the command did not resume it

@@ -8,6 +8,7 @@ import gzip
 import logging
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -398,3 +399,58 @@ def test_https_is_verified_against_the_trust_store(tmp_path: Path) -> None:
         assert probe({}).startswith("None network the server's TLS certificate was not accepted")
         assert probe({"SSL_CERT_FILE": str(cert)}) == "200 None None"
     assert url.startswith("https://") and len(tls.requests_to("/f.xml")) == 1
+
+
+def test_a_refused_certificate_on_a_post_is_said_so(tmp_path: Path) -> None:
+    key, cert = certificate(tmp_path)
+    with FeedServer(tls=(cert, key)) as tls, Fetcher(user_agent="t", host_gap=0) as fetcher:
+        result = fetcher.post_form(tls.url("/hub"), {"hub.mode": "publish"})
+    assert result.error is FetchError.NETWORK
+    assert (result.message or "").startswith("the server's TLS certificate was not accepted")
+
+
+def test_the_trust_store_is_made_without_a_thread_and_a_failure_is_not_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aggregator.feed import fetch
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    store = fetch._TrustStore()
+    with monkeypatch.context() as patch:
+        patch.setattr(threading.Thread, "start", no_thread)
+        store.start()  # no thread to be had: nothing pending that nobody will finish
+        assert isinstance(store.context(), ssl.SSLContext)
+    calls = []
+
+    def failing_once() -> ssl.SSLContext:
+        calls.append(1)
+        if len(calls) == 1:
+            raise FileNotFoundError("no trust store")
+        return ssl.create_default_context()
+
+    monkeypatch.setattr(fetch, "_ssl_context", failing_once)
+    store = fetch._TrustStore()
+    with pytest.raises(FileNotFoundError):
+        store.context()
+    assert isinstance(store.context(), ssl.SSLContext)  # tried again
+    assert len(calls) == 2
+
+
+def test_only_the_importing_thread_skips_the_trust_store() -> None:
+    from aggregator.feed.fetch import _without_trust_stores
+
+    def loaded() -> int:
+        return ssl.create_default_context().cert_store_stats()["x509_ca"]
+
+    if not loaded():
+        pytest.skip("this system has no trust store to load")
+    elsewhere: list[int] = []
+    with _without_trust_stores():
+        here = loaded()
+        thread = threading.Thread(target=lambda: elsewhere.append(loaded()))
+        thread.start()
+        thread.join()
+    assert here == 0 and elsewhere[0] > 0
+    assert loaded() > 0  # and put back

@@ -48,9 +48,16 @@ def _without_trust_stores() -> Iterator[None]:
     reading the system's whole trust store (33-45 ms each here, most of its import, and memory
     for as long as the process lives); the fetcher never uses them, as it gives its connections
     a context of its own (`_TRUST`). Were one used, it would refuse every certificate: the patch
-    can only fail closed. Only while aiohttp is imported, as a command starts."""
+    can only fail closed. Only while aiohttp is imported, as a command starts, and only in the
+    thread importing it: a context another thread makes meanwhile reads its trust store."""
     original = ssl.SSLContext.set_default_verify_paths
-    ssl.SSLContext.set_default_verify_paths = lambda self: None  # type: ignore[method-assign]
+    importing = threading.get_ident()
+
+    def skipped(self: ssl.SSLContext) -> None:
+        if threading.get_ident() != importing:
+            original(self)
+
+    ssl.SSLContext.set_default_verify_paths = skipped  # type: ignore[method-assign]
     try:
         yield
     finally:
@@ -525,10 +532,13 @@ class Fetcher:
                     await response.read()
         except _DeadlineError:
             return FetchResult(url, error=FetchError.TIMEOUT, message="timed out")
-        except (aiohttp.InvalidURL, ValueError) as exc:
+        except aiohttp.InvalidURL as exc:
             return FetchResult(url, error=FetchError.INVALID_URL, message=str(exc))
+        # before ValueError: a refused certificate is one too (ssl.CertificateError)
         except (aiohttp.ClientError, OSError) as exc:
             return FetchResult(url, error=FetchError.NETWORK, message=_describe(exc))
+        except ValueError as exc:
+            return FetchResult(url, error=FetchError.INVALID_URL, message=str(exc))
         return FetchResult(url, response.status, seconds=time.monotonic() - started)
 
     async def _get(
@@ -632,28 +642,47 @@ def _ssl_context() -> ssl.SSLContext:
 class _TrustStore:
     """The SSL context of every fetcher in the process, made once, on a thread of its own from
     the first fetcher's start: reading the trust store does not hold the GIL, so it overlaps the
-    rest of a command's start instead of adding to it."""
+    rest of a command's start instead of adding to it. The thread is not a daemon: a command
+    that ends at once waits for it (at most the 30-45 ms it takes), as OpenSSL's clean-up at
+    exit would pull the store from under it. A failure is not kept: the next fetch tries again
+    (and says why, as the first did)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._made: concurrent.futures.Future[ssl.SSLContext] | None = None
 
-    def start(self) -> concurrent.futures.Future[ssl.SSLContext]:
+    def start(self) -> None:
         with self._lock:
-            if self._made is None:
-                made = self._made = concurrent.futures.Future()
-                threading.Thread(target=self._make, args=(made,), daemon=True).start()
-            return self._made
+            if self._made is not None:
+                return
+            made: concurrent.futures.Future[ssl.SSLContext] = concurrent.futures.Future()
+            try:
+                threading.Thread(target=self._make, args=(made,), name="trust-store").start()
+            except RuntimeError:  # no thread to be had: made when first needed instead
+                return
+            self._made = made
 
     @staticmethod
     def _make(made: concurrent.futures.Future[ssl.SSLContext]) -> None:
         try:
             made.set_result(_ssl_context())
-        except BaseException as exc:  # the first fetch says what went wrong
+        except BaseException as exc:  # the fetch waiting for it says what went wrong
             made.set_exception(exc)
 
     def context(self) -> ssl.SSLContext:
-        return self.start().result()
+        self.start()
+        with self._lock:
+            made = self._made
+            if made is None:  # no thread: made here
+                made = self._made = concurrent.futures.Future()
+                self._make(made)
+        try:
+            return made.result()
+        except BaseException:
+            with self._lock:
+                if self._made is made:
+                    self._made = None
+            raise
 
 
 _TRUST = _TrustStore()
