@@ -289,7 +289,7 @@ class Fetcher:
         self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
         self._closed = False
-        _TRUST.start()  # meanwhile
+        _TRUST.start()  # the trust store is read on its own thread meanwhile (_TrustStore)
 
     # -- the loop ---------------------------------------------------------------------------------
 
