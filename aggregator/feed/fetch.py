@@ -459,31 +459,12 @@ class Fetcher:
                 return self._failed(
                     request, FetchError.NETWORK, str(exc), spent + _since(began), permanent
                 )
-            except aiohttp.InvalidURL as exc:
-                return self._failed(
-                    request,
-                    FetchError.INVALID_URL,
-                    f"not a usable URL: {exc}",
-                    spent + _since(began),
-                    permanent,
-                )
-            # before ValueError: a refused certificate is one too (ssl.CertificateError)
-            except (aiohttp.ClientError, OSError) as exc:
-                return self._failed(
-                    request,
-                    FetchError.NETWORK,
-                    _describe(exc),
-                    spent + _since(began),
-                    permanent,
-                )
-            except ValueError as exc:
-                return self._failed(
-                    request,
-                    FetchError.INVALID_URL,
-                    f"not a usable URL: {exc}",
-                    spent + _since(began),
-                    permanent,
-                )
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                if _bad_url(exc):
+                    error, message = FetchError.INVALID_URL, f"not a usable URL: {exc}"
+                else:
+                    error, message = FetchError.NETWORK, _describe(exc)
+                return self._failed(request, error, message, spent + _since(began), permanent)
             spent += _since(began)
             if isinstance(outcome, FetchResult):
                 return _finish(outcome, request.url, permanent, spent)
@@ -532,13 +513,10 @@ class Fetcher:
                     await response.read()
         except _DeadlineError:
             return FetchResult(url, error=FetchError.TIMEOUT, message="timed out")
-        except aiohttp.InvalidURL as exc:
-            return FetchResult(url, error=FetchError.INVALID_URL, message=str(exc))
-        # before ValueError: a refused certificate is one too (ssl.CertificateError)
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            if _bad_url(exc):
+                return FetchResult(url, error=FetchError.INVALID_URL, message=str(exc))
             return FetchResult(url, error=FetchError.NETWORK, message=_describe(exc))
-        except ValueError as exc:
-            return FetchResult(url, error=FetchError.INVALID_URL, message=str(exc))
         return FetchResult(url, response.status, seconds=time.monotonic() - started)
 
     async def _get(
@@ -619,6 +597,15 @@ def _kept(headers: Mapping[str, str]) -> dict[str, str]:
         for name in _KEPT_HEADERS
         if (value := headers.get(name)) is not None and value.isascii()
     }
+
+
+def _bad_url(exc: Exception) -> bool:
+    """Whether a request failed on its URL rather than on the network: aiohttp's InvalidURL, or
+    a ValueError that is no client or socket error (a refused certificate is all three:
+    ssl.CertificateError is a ValueError)."""
+    return isinstance(exc, aiohttp.InvalidURL) or not isinstance(
+        exc, (aiohttp.ClientError, OSError)
+    )
 
 
 def _ssl_context() -> ssl.SSLContext:
