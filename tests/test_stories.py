@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import random
+import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import event
 
 from aggregator.config import Config, Dedupe, Filter, Section, Source, Topic
 from aggregator.process import dedupe
@@ -17,7 +20,7 @@ from aggregator.process.filters import ItemFilter
 from aggregator.process.pipeline import Processor
 from aggregator.refile import recategorise
 from aggregator.storage import Storage
-from aggregator.types import Entry, FetchRecord, Selection
+from aggregator.types import Entry, FetchRecord, Filing, SaveReport, Selection
 from tests.support import Clock
 
 WIRE = (
@@ -677,3 +680,104 @@ def test_a_batch_looked_up_compared_and_added_is_keyed_once() -> None:
     assert within[1] and within[1][0][0] == 0  # alike the first of the batch
     again = index.similar_many(fps[:2], [when] * 2)
     assert made == [6, 2] and [m.item_id for m in again[0]][:1] == [1]
+
+
+def _group_of_polls(
+    storage: Storage, clock: Clock, polls: dict[str, tuple[list[Entry], str, object]]
+) -> tuple[dict[str, object], int]:
+    """Each poll's record_fetch in its own thread, all waiting while another group is written,
+    so they go in one group: what each call gave, and how many commits it took."""
+    storage.claim_sources(sorted(polls), "w1", timedelta(minutes=5))
+    later = clock() + timedelta(hours=1)
+    commits: list[int] = []
+    event.listen(storage._engine, "commit", lambda _conn: commits.append(1))
+    results: dict[str, object] = {}
+
+    def poll(sid: str) -> None:
+        entries, owner, filer = polls[sid]
+        record = FetchRecord(sid, clock(), later, status=200)
+        try:
+            results[sid] = storage.record_fetch(record, entries, owner, filer)  # type: ignore[arg-type]
+        except Exception as exc:
+            results[sid] = exc
+
+    threads = [threading.Thread(target=poll, args=(sid,)) for sid in polls]
+    with storage._save_turn:  # as if another group were being written
+        for thread in threads:
+            thread.start()
+        for _ in range(500):
+            if len(storage._saves) == len(polls):
+                break
+            threading.Event().wait(0.01)
+        assert len(storage._saves) == len(polls)
+    for thread in threads:
+        thread.join()
+    return results, len(commits)
+
+
+def test_polls_stored_together_link_their_stories_and_a_lost_lease_spoils_only_its_own(
+    storage: Storage, processor: Processor, clock: Clock
+) -> None:
+    """Polls with entries waiting for the write turn go in one transaction; a wire copy in one
+    of them joins the story of the other's item (compared within the group, as it would have
+    been with the stored item), and a lost lease among them stores nothing of its own."""
+    copy = WIRE.replace("CAIRO (AP) — ", "").replace("stabilization", "stabilisation")
+    polls: dict[str, tuple[list[Entry], str, object]] = {
+        "ap": ([entry("a1", "Gaza talks stall, officials say", WIRE)], "w1", processor),
+        "herald": ([entry("h1", "Aid trucks wait", OTHER)], "w1", processor),
+        "star": ([entry("s1", "Gaza ceasefire talks hit snag", copy + " More.")], "w1", processor),
+        "bbc": ([entry("b1", "Lost", "A lease lost before the write.")], "w2", processor),
+    }
+    results, commits = _group_of_polls(storage, clock, polls)
+    assert commits == 1
+    assert results.pop("bbc") is None
+    reports = {sid: result for sid, result in results.items() if isinstance(result, SaveReport)}
+    assert sorted(reports) == ["ap", "herald", "star"]
+    assert [reports[sid].merged for sid in ("ap", "herald", "star")] == [0, 0, 1]
+    ap, herald, star = (reports[sid].new[0] for sid in ("ap", "herald", "star"))
+    assert story_of(storage, star) == story_of(storage, ap) != story_of(storage, herald)
+    assert storage.count_items() == 3  # nothing of the lost lease's
+    details = storage.item_details(star)
+    assert details is not None and [m.item.id for m in details.members if m.lead] == [ap]
+    # and the index holds what was committed: a later copy finds the story
+    clock.advance(minutes=10)
+    later = storage.save_entries("herald", [entry("h2", "Gaza talks stall", WIRE)], processor)
+    assert story_of(storage, later.new[0]) == story_of(storage, ap)
+
+
+class _Failing:
+    """A filer that fails for one source's entries (a bug in filing, say)."""
+
+    def __init__(self, processor: Processor, failing: str) -> None:
+        self._processor = processor
+        self._failing = failing
+        self.index = processor.index
+
+    def file(self, source_id: str, entry: Entry) -> Filing:
+        return self.file_all(source_id, [entry])[0]
+
+    def file_all(self, source_id: str, entries: Sequence[Entry]) -> list[Filing]:
+        if source_id == self._failing:
+            raise RuntimeError(f"filing {source_id} failed")
+        return self._processor.file_all(source_id, entries)
+
+
+def test_a_poll_that_fails_in_a_group_fails_alone(
+    storage: Storage, processor: Processor, clock: Clock
+) -> None:
+    """A group whose write fails is written again a poll at a time: the failing poll's caller
+    gets its own error, and the others are stored."""
+    filer = _Failing(processor, "herald")
+    polls: dict[str, tuple[list[Entry], str, object]] = {
+        sid: ([entry(f"{sid}1", f"Story of {sid}", f"What {sid} says, at some length.")], "w1",
+              filer)
+        for sid in ("ap", "herald", "star")
+    }  # fmt: skip
+    results, commits = _group_of_polls(storage, clock, polls)
+    failure = results.pop("herald")
+    assert isinstance(failure, RuntimeError) and "filing herald failed" in str(failure)
+    assert all(isinstance(result, SaveReport) and result.new for result in results.values())
+    assert commits == 2  # the group's failed, then each poll alone: two stored, one failed
+    assert storage.count_items() == 2
+    state = storage.source("herald")
+    assert state is not None and state.lease_owner == "w1"  # still held: the poll reports it

@@ -69,6 +69,32 @@ class _Waiting:
         self.failed: Exception | None = None
 
 
+class _Save:
+    """A poll's entries waiting to be stored with others', and what became of them."""
+
+    __slots__ = ("committed", "done", "entries", "failed", "filer", "owner", "record", "report")
+
+    def __init__(
+        self, record: FetchRecord, entries: list[Entry], owner: str | None, filer: Filer | None
+    ) -> None:
+        self.record = record
+        self.entries = entries
+        self.owner = owner
+        self.filer = filer
+        self.done = False
+        self.committed = False
+        self.report: SaveReport | None = None
+        self.failed: Exception | None = None
+
+
+def _failure(source_id: str, exc: Exception) -> StorageError:
+    """The error each poll's own call raises for one failure of its group (an exception object
+    is raised in one thread only: raising sets its traceback)."""
+    failure = StorageError(f"storing the fetch of {source_id}: {exc}")
+    failure.__cause__ = exc
+    return failure
+
+
 Clock = Callable[[], datetime]
 
 
@@ -95,6 +121,9 @@ class Storage:
         self._waiting: list[_Waiting] = []  # outcomes without entries, for the next group write
         self._waiting_lock = threading.Lock()
         self._group_turn = threading.Lock()
+        self._saves: list[_Save] = []  # polls' entries, for the next group save
+        self._saves_lock = threading.Lock()
+        self._save_turn = threading.Lock()
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True, clock: Clock = utcnow) -> Storage:
@@ -219,6 +248,8 @@ class Storage:
         if not entries:
             return self._record_together(record, owner)
         plan = self._plan(record.source_id, entries, record.fetched_at, filer)
+        if plan is None:
+            return self._save_together(record, entries, owner, filer)
         with self._saving() as (conn, committed):
             if not sources.record_fetch(conn, record, owner):
                 conn.rollback()
@@ -228,6 +259,93 @@ class Storage:
             )
             committed.append(lambda: self._committed(fresh, filer))
         return report
+
+    def _save_together(
+        self, record: FetchRecord, entries: list[Entry], owner: str | None, filer: Filer | None
+    ) -> SaveReport | None:
+        """A poll's entries go in one transaction with every other poll's waiting to be stored
+        (as outcomes without entries do, `_record_together`): in a busy first pass five or six
+        polls wait for the write turn at any moment, and each paid its own transaction and its
+        own story index lookups and additions (a batch of a few dozen items, where numpy's
+        per-call cost is most of the work). Should the group fail, each is written alone, so
+        one poll's fault never costs the others theirs."""
+        me = _Save(record, entries, owner, filer)
+        with self._saves_lock:
+            self._saves.append(me)
+        with self._save_turn:
+            if not me.done:
+                with self._saves_lock:
+                    batch, self._saves = self._saves, []
+                self._save_group(batch)
+        if me.failed is not None:
+            raise me.failed
+        return me.report
+
+    def _save_group(self, batch: list[_Save]) -> None:
+        try:
+            self._write_group(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].failed = exc
+            elif any(save.committed for save in batch):  # stored: only remembering them failed
+                for save in batch:
+                    save.failed = _failure(save.record.source_id, exc)
+            else:
+                for save in batch:
+                    try:
+                        self._write_group([save])
+                    except Exception as own:
+                        save.failed = own
+        finally:
+            for save in batch:
+                save.done = True
+
+    def _write_group(self, batch: Sequence[_Save]) -> None:
+        """Saves in one transaction, sources in id order (the order other writers lock their
+        rows in), their new items linked to stories together: a poll's items are compared with
+        the group's earlier ones as with stored ones."""
+        ordered = sorted(batch, key=lambda save: save.record.source_id)
+        with self._saving() as (conn, committed):
+            locked = False
+
+            def lock() -> None:
+                nonlocal locked
+                if not locked:  # the story lock, taken once, by the first save adding items
+                    stories.lock(conn)
+                    locked = True
+
+            stored: list[tuple[_Save, SaveReport, list[items.NewItem]]] = []
+            for save in ordered:
+                record = save.record
+                if not sources.record_fetch(conn, record, save.owner):
+                    save.report = None  # the lease was lost: nothing of it is written
+                    continue
+                report, fresh = items.save(
+                    conn, record.source_id, save.entries, record.fetched_at, save.filer, lock
+                )
+                stored.append((save, report, fresh))
+            now = max(save.record.fetched_at for save in ordered)
+            merged: set[int] = set()
+            by_index: dict[int, tuple[StoryIndex | None, list[items.NewItem]]] = {}
+            for save, _, fresh in stored:
+                index = save.filer.index if save.filer is not None and fresh else None
+                by_index.setdefault(id(index), (index, []))[1].extend(fresh)
+            for index, fresh in by_index.values():
+                merged |= stories.link(conn, fresh, index, now)
+            if any(report.new or report.updated for _, report, _ in stored):
+                outputs.bump(conn)
+            for save, report, fresh in stored:
+                joined = sum(1 for item in fresh if item.id in merged)
+                save.report = replace(report, merged=joined)
+
+            def added() -> None:
+                for save in ordered:
+                    save.committed = True
+                for index, fresh in by_index.values():
+                    if index is not None and fresh:
+                        stories.remember(index, fresh)
+
+            committed.append(added)
 
     def record_fetches(self, outcomes: Sequence[tuple[FetchRecord, str | None]]) -> list[bool]:
         """Outcomes with no entries (304s, failures), each with the lease owner it needs, in one
@@ -293,7 +411,7 @@ class Storage:
         merged = stories.link(conn, fresh, filer.index if filer and fresh else None, now, plan)
         if report.new or report.updated:
             outputs.bump(conn)
-        return replace(report, merged=merged), fresh
+        return replace(report, merged=len(merged)), fresh
 
     @staticmethod
     def _committed(fresh: list[items.NewItem], filer: Filer | None) -> None:

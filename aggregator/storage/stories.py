@@ -167,18 +167,21 @@ def link(
     index: StoryIndex | None,
     now: datetime,
     plan: Plan | None = None,
-) -> int:
+) -> set[int]:
     """Link each new item to the item it repeats: one with the same canonical link, else the
     most alike in the window (stored before, or earlier in this batch). An item that repeats
     nothing stays alone, with no story row (most items: this writes nothing for them); a story
-    row is made when a second item joins, and its lead settled when it grows. Returns how many
-    new items joined another's story.
+    row is made when a second item joins, and its lead settled when it grows. Returns the new
+    items that joined another's story.
+
+    The batch may hold several sources' items (a group of saves, in the order stored): an item
+    is then compared with the earlier ones of the batch as with stored ones.
 
     With a `plan` made for exactly these items, only the items stored since it was made are
     compared here; without one (or if the batch turned out otherwise), everything is.
     """
     if not fresh:
-        return 0
+        return set()
     first_id = min(item.id for item in fresh)
     if index is not None:
         catch_up(conn, index, now, below=first_id)
@@ -217,7 +220,7 @@ def link(
         if url:
             first_with_link.setdefault(url, item.id)
     if not targets:
-        return 0
+        return set()
     # group: by the stored story, or the stored item, or the first new item of a chain
     group_of: dict[int, tuple[str, int]] = {}
     for item in fresh:  # in order: an item follows only earlier ones
@@ -271,7 +274,7 @@ def link(
         writes,
     )
     settle_leads(conn, set(story_of_group.values()), now)
-    return len(targets)
+    return set(targets)
 
 
 def remember(index: StoryIndex, fresh: Sequence[NewItem]) -> None:
