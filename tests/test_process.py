@@ -120,6 +120,8 @@ def tricky_text(rng: random.Random, glue: bool) -> str:
         [["Gaza", "Gaza*", "aid"], ["syria", "Damascus", "ecole"], ["Gaza"], ["storm*", "fire"]],
         [["Türkiye", "غزة", "*stan*"], ["Kyiv", "istanbul", "5"], ["ﬁre", "e*e"]],
         [["West Bank", "Gaza"], ["gaza ecole", "syria"], ["storm* fire", "aid"]],  # phrases
+        # phrases beside words only other letters spell (skipped in folded ASCII text)
+        [["West Bank", "*غزة"], ["Türkiye", "gaza ecole", "*stan* fire"], ["غزة aid", "5"]],
     ],
 )
 def test_the_shortcuts_find_the_hits_looking_up_every_word_finds(

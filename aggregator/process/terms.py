@@ -205,6 +205,12 @@ class TermIndex:
         # one-word terms are found in the text as written (see `_scan_written`)
         self._written = _written_scanner(firsts) if self._one_word and not whole else None
         self._folded = _folded_scanner(firsts)
+        # for folded text in ASCII (most news in Latin script): a word holding other letters
+        # (`*غزة`) can never match there, and a branch opening with `*` is tried at every word
+        ascii_firsts = {word for word in firsts if word.isascii()}
+        self._folded_ascii = (
+            self._folded if ascii_firsts == firsts else _folded_scanner(ascii_firsts)
+        )
         self._by_regex = True
         # (field name, a word as written) -> its hits, each (list, hit): shared by every item
         self._written_hits: dict[tuple[str, str], tuple[tuple[int, Hit], ...]] = {}
@@ -273,11 +279,12 @@ class TermIndex:
             return [(0, field.words[0])] if folded else []
         if not self._by_regex:  # every word looked up: the reference the regex is tested against
             return list(enumerate(field.words))
-        if self._folded is None or not folded:
+        scanner = self._folded_ascii if folded.isascii() else self._folded
+        if scanner is None or not folded:
             return []
         found = []
         at = last = 0
-        for match in self._folded.finditer(folded):
+        for match in scanner.finditer(folded):
             start = match.start()
             at += folded.count(" ", last, start)
             last = start
