@@ -6,7 +6,9 @@ our numpy version to it as the reference.
 
 from __future__ import annotations
 
+import itertools
 import random
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from aggregator.process.dedupe import (
     _B,
     NUM_PERM,
     SEED,
+    _words,
     fingerprints,
     minhash_values,
     permutations,
@@ -91,3 +94,24 @@ def test_a_documents_fingerprints_made_together_are_each_items_own() -> None:
             continue
         ours = np.frombuffer(fp, dtype="<u4")[:NUM_PERM]
         assert np.array_equal(ours, np.asarray(_reference(list(found)).hashvalues, np.uint32))
+
+
+def test_shingles_are_the_crc32_of_each_pair_of_folded_words() -> None:
+    """A pair's hash is made by continuing the first word's (with its space) over the second:
+    the crc32 of the pair written out, as stored fingerprints were made, for words of any
+    script, repeated or not."""
+    rng = random.Random(3)
+    words = ["gaza", "Talks", "école", "Türkiye", "غزة", "1,727", "日本", "naïve", "storm", "x"]
+    for _ in range(300):
+        entry = Entry(
+            key="k",
+            title=" ".join(rng.choices(words, k=rng.randint(0, 6))),
+            summary=" ".join(rng.choices(words, k=rng.randint(0, 40))),
+        )
+        folded = _words(entry, ItemText(entry))
+        expected = (
+            {zlib.crc32(w.encode()) for w in folded}
+            if len(folded) < 2
+            else {zlib.crc32(f"{a} {b}".encode()) for a, b in itertools.pairwise(folded)}
+        )
+        assert shingles(entry) == expected

@@ -107,13 +107,39 @@ def _words(entry: Entry, text: ItemText) -> list[str]:
     return title + body
 
 
+_WORDS_REMEMBERED = 100_000
+_encoded: dict[str, tuple[bytes, int]] = {}  # a word -> its UTF-8, and the crc32 of it and a space
+
+
+def _encodings(words: list[str]) -> list[tuple[bytes, int]]:
+    global _encoded
+    memo = _encoded
+    found = []
+    for word in words:
+        known = memo.get(word)
+        if known is None:
+            data = word.encode()
+            known = (data, zlib.crc32(data + b" "))
+            if len(memo) >= _WORDS_REMEMBERED:
+                _encoded = memo = {}
+            memo[word] = known
+        found.append(known)
+    return found
+
+
 def shingles(entry: Entry, text: ItemText | None = None) -> set[int]:
     """Hashes of the word pairs of the title and opening text, folded (case, accents); crc32,
-    which is stable across processes (unlike hash())."""
+    which is stable across processes (unlike hash()).
+
+    A pair's crc32 is its second word's, continued from the crc32 of the first and a space
+    (which each word's is remembered with: news repeats its words), rather than formatting and
+    encoding every pair: the same values for a third of the cost."""
     words = _words(entry, text or ItemText(entry))
     if len(words) < SHINGLE:
         return {zlib.crc32(w.encode()) for w in words}
-    return {zlib.crc32(f"{a} {b}".encode()) for a, b in itertools.pairwise(words)}
+    crc32 = zlib.crc32
+    encoded = _encodings(words)
+    return {crc32(data, spaced) for (_, spaced), (data, _) in itertools.pairwise(encoded)}
 
 
 _NUMBER = re.compile(r"(?<![\w.,])\d+(?:[.,]\d+)*(?!\w)")
