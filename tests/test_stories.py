@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import event
 
 from aggregator.config import Config, Dedupe, Filter, Section, Source, Topic
+from aggregator.exceptions import StorageError
 from aggregator.process import dedupe
 from aggregator.process.dedupe import SimilarityIndex, alike, fingerprint, similarity
 from aggregator.process.filters import ItemFilter
@@ -21,6 +22,7 @@ from aggregator.process.pipeline import Processor
 from aggregator.refile import recategorise
 from aggregator.storage import Storage
 from aggregator.types import Entry, FetchRecord, Filing, SaveReport, Selection
+from tests.conftest import _reset_postgres
 from tests.support import Clock
 
 WIRE = (
@@ -698,18 +700,22 @@ def _group_of_polls(
         record = FetchRecord(sid, clock(), later, status=200)
         try:
             results[sid] = storage.record_fetch(record, entries, owner, filer)  # type: ignore[arg-type]
-        except Exception as exc:
+        except BaseException as exc:
             results[sid] = exc
 
     threads = [threading.Thread(target=poll, args=(sid,)) for sid in polls]
-    with storage._save_turn:  # as if another group were being written
-        for thread in threads:
-            thread.start()
-        for _ in range(500):
-            if len(storage._saves) == len(polls):
-                break
-            threading.Event().wait(0.01)
-        assert len(storage._saves) == len(polls)
+    with storage._saves_ready:  # as if another group were being written
+        storage._save_writing = True
+    for thread in threads:
+        thread.start()
+    for _ in range(500):
+        if len(storage._saves) == len(polls):
+            break
+        threading.Event().wait(0.01)
+    assert len(storage._saves) == len(polls)
+    with storage._saves_ready:  # written: the first woken writes the group
+        storage._save_writing = False
+        storage._saves_ready.notify_all()
     for thread in threads:
         thread.join()
     return results, len(commits)
@@ -781,3 +787,119 @@ def test_a_poll_that_fails_in_a_group_fails_alone(
     assert storage.count_items() == 2
     state = storage.source("herald")
     assert state is not None and state.lease_owner == "w1"  # still held: the poll reports it
+
+
+def test_a_copy_in_a_group_joins_the_most_alike_of_the_stored_and_the_groups_items(
+    storage: Storage, processor: Processor, clock: Clock
+) -> None:
+    """A near-copy of another source's item in its group joins that item's story when it is more
+    alike than any stored item, as it would had the two polls been stored one after the other
+    (the group's item then stored first)."""
+    rng = random.Random(3)
+    words = [f"w{rng.randrange(10**6)}" for _ in range(60)]
+    shared, own_x, own_s = words[:36], words[36:48], words[48:]
+    edited = list(shared)
+    for at in (6, 18, 30):
+        edited[at] = f"v{rng.randrange(10**6)}"
+    x_text, s_text, a_text = (" ".join(w) for w in (shared + own_x, shared + own_s, edited + own_x))
+    prints = {k: fingerprint(entry(k, "Headline", t)) or b"" for k, t in (("x", x_text),
+              ("s", s_text), ("a", a_text))}  # fmt: skip
+    assert similarity(prints["x"], prints["a"]) > similarity(prints["x"], prints["s"]) >= 0.5
+    assert similarity(prints["a"], prints["s"]) < 0.5
+    older = storage.save_entries("bbc", [entry("s", "Headline", s_text)], processor)
+    clock.advance(minutes=30)
+    results, _ = _group_of_polls(
+        storage,
+        clock,
+        {
+            "herald": ([entry("a", "Headline", a_text)], "w1", processor),
+            "star": ([entry("x", "Headline", x_text)], "w1", processor),
+        },
+    )
+    a, x = (result.new[0] for result in results.values() if isinstance(result, SaveReport))
+    assert story_of(storage, x) == story_of(storage, a) != story_of(storage, older.new[0])
+
+
+class _Interrupting(_Failing):
+    def file_all(self, source_id: str, entries: Sequence[Entry]) -> list[Filing]:
+        if source_id == self._failing:
+            raise KeyboardInterrupt
+        return self._processor.file_all(source_id, entries)
+
+
+def test_a_group_interrupted_reports_each_poll_as_not_stored(
+    storage: Storage, processor: Processor, clock: Clock
+) -> None:
+    """A group cut short (a KeyboardInterrupt in the thread writing it) stores nothing, and
+    each poll's caller is told so, never that its lease was lost."""
+    filer = _Interrupting(processor, "herald")
+    polls: dict[str, tuple[list[Entry], str, object]] = {
+        sid: ([entry(f"{sid}1", f"Story of {sid}", f"What {sid} says, at some length.")], "w1",
+              filer)
+        for sid in ("ap", "herald", "star")
+    }  # fmt: skip
+    results, _ = _group_of_polls(storage, clock, polls)
+    assert storage.count_items() == 0
+    assert sum(isinstance(result, KeyboardInterrupt) for result in results.values()) == 1
+    others = [result for result in results.values() if not isinstance(result, KeyboardInterrupt)]
+    assert len(others) == 2
+    assert all(isinstance(r, StorageError) and "interrupted" in str(r) for r in others)
+
+
+@pytest.mark.postgres
+def test_two_workers_groups_never_deadlock_on_a_stored_item(
+    postgres_url: str, clock: Clock
+) -> None:
+    """Worker 2 stores a group: a feed served again unchanged (its stored item is touched) and a
+    feed with a new item. Meanwhile worker 1 stores an item with the stored item's link, which
+    makes that item lead a story. The group takes the story lock before touching any item (as a
+    poll stored alone does), so worker 1 waits for it rather than each waiting for the other."""
+    _reset_postgres(postgres_url)
+    first, second = Processor(config()), Processor(config())
+    storage = Storage.open(postgres_url, clock=clock)
+    other = Storage.open(postgres_url, clock=clock)
+    storage.sync_sources(first.config.sources)
+    try:
+        stored = entry("x", "Council approves budget", "The council approved the budget today.")
+        storage.save_entries("ap", [stored], second)
+        filing, go = threading.Event(), threading.Event()
+
+        class Slow(_Failing):  # files the new item only once worker 1 is under way
+            def file_all(self, source_id: str, entries: Sequence[Entry]) -> list[Filing]:
+                if source_id == "herald" and entries:
+                    filing.set()
+                    go.wait(10)
+                return self._processor.file_all(source_id, entries)
+
+        new = entry("b", "Storm hits the coast", "Heavy rain and wind battered the coast.")
+        copy = entry("c", "Budget passes", "Other words about a vote.", link=stored.link)
+        other.claim_sources(["star"], "w9", timedelta(minutes=5))
+        results: dict[str, object] = {}
+
+        def poll(store: Storage, sid: str, entries: list[Entry], owner: str, filer: object) -> None:
+            record = FetchRecord(sid, clock(), clock() + timedelta(hours=1), status=200)
+            try:
+                results[sid] = store.record_fetch(record, entries, owner, filer)  # type: ignore[arg-type]
+            except Exception as exc:
+                results[sid] = exc
+
+        group = threading.Thread(
+            target=_group_of_polls,
+            args=(storage, clock, {"ap": ([stored], "w1", second),
+                                   "herald": ([new], "w1", Slow(second, ""))}),
+        )  # fmt: skip
+        group.start()
+        assert filing.wait(10)
+        alone = threading.Thread(target=poll, args=(other, "star", [copy], "w9", first))
+        alone.start()
+        threading.Event().wait(0.5)  # worker 1 is waiting for a lock by now
+        go.set()
+        group.join(20)
+        alone.join(20)
+        report = results["star"]
+        assert isinstance(report, SaveReport), report
+        assert report.merged == 1
+        assert story_of(storage, report.new[0]) == story_of(storage, 1)
+    finally:
+        other.close()
+        storage.close()

@@ -6,6 +6,7 @@ subscribers); this class only opens transactions and hands the frozen domain typ
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -53,6 +54,8 @@ from aggregator.types import (
     SyncReport,
 )
 
+log = logging.getLogger(__name__)
+
 __all__ = ["SourceCounts", "Storage", "may_hold_data", "normalise_url"]
 
 
@@ -72,7 +75,17 @@ class _Waiting:
 class _Save:
     """A poll's entries waiting to be stored with others', and what became of them."""
 
-    __slots__ = ("committed", "done", "entries", "failed", "filer", "owner", "record", "report")
+    __slots__ = (
+        "committed",
+        "done",
+        "entries",
+        "failed",
+        "filer",
+        "owner",
+        "record",
+        "report",
+        "settled",
+    )
 
     def __init__(
         self, record: FetchRecord, entries: list[Entry], owner: str | None, filer: Filer | None
@@ -81,10 +94,14 @@ class _Save:
         self.entries = entries
         self.owner = owner
         self.filer = filer
-        self.done = False
+        self.done = False  # its caller may return
+        self.settled = False  # written (its report set), or failed
         self.committed = False
         self.report: SaveReport | None = None
         self.failed: Exception | None = None
+
+    def fail(self, exc: Exception) -> None:
+        self.failed, self.settled = exc, True
 
 
 def _failure(source_id: str, exc: Exception) -> StorageError:
@@ -122,8 +139,8 @@ class Storage:
         self._waiting_lock = threading.Lock()
         self._group_turn = threading.Lock()
         self._saves: list[_Save] = []  # polls' entries, for the next group save
-        self._saves_lock = threading.Lock()
-        self._save_turn = threading.Lock()
+        self._saves_ready = threading.Condition()  # guards the two: a group written, or a turn
+        self._save_writing = False  # a group is being written
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True, clock: Clock = utcnow) -> Storage:
@@ -239,7 +256,8 @@ class Storage:
         owner: str | None = None,
         filer: Filer | None = None,
     ) -> SaveReport | None:
-        """Store a poll's entries and outcome in one transaction; None if the lease was lost.
+        """Store a poll's entries and outcome, all or nothing (in one transaction, shared with
+        other polls waiting to be stored: `_save_together`); None if the lease was lost.
 
         New and edited entries are filed by `filer` (section, topics, fingerprint) and new ones
         linked to stories, in the same transaction; the filing and comparing are done before it.
@@ -264,19 +282,35 @@ class Storage:
         self, record: FetchRecord, entries: list[Entry], owner: str | None, filer: Filer | None
     ) -> SaveReport | None:
         """A poll's entries go in one transaction with every other poll's waiting to be stored
-        (as outcomes without entries do, `_record_together`): in a busy first pass five or six
-        polls wait for the write turn at any moment, and each paid its own transaction and its
-        own story index lookups and additions (a batch of a few dozen items, where numpy's
-        per-call cost is most of the work). Should the group fail, each is written alone, so
-        one poll's fault never costs the others theirs."""
+        (as outcomes without entries do, `_record_together`): in a busy first pass several polls
+        wait for the write turn at any moment, and each paid its own transaction and its own
+        story index lookups and additions (a batch of a few dozen items, where numpy's per-call
+        cost is most of the work). Whoever finds no group being written writes every poll
+        waiting; the others are woken when theirs is written, or to write the next group.
+        Should a group fail, each of its polls is written alone, so one poll's fault never
+        costs the others theirs."""
         me = _Save(record, entries, owner, filer)
-        with self._saves_lock:
+        with self._saves_ready:
             self._saves.append(me)
-        with self._save_turn:
+            while self._save_writing and not me.done:
+                self._saves_ready.wait()
+            batch: list[_Save] = []
             if not me.done:
-                with self._saves_lock:
-                    batch, self._saves = self._saves, []
+                self._save_writing = True
+                batch, self._saves = self._saves, []
+        if batch:
+            try:
                 self._save_group(batch)
+            finally:
+                with self._saves_ready:
+                    for save in batch:
+                        if not save.settled:  # interrupted (a BaseException): not written
+                            save.failed = StorageError(
+                                f"storing the fetch of {save.record.source_id} was interrupted"
+                            )
+                        save.done = True
+                    self._save_writing = False
+                    self._saves_ready.notify_all()
         if me.failed is not None:
             raise me.failed
         return me.report
@@ -286,40 +320,49 @@ class Storage:
             self._write_group(batch)
         except Exception as exc:
             if len(batch) == 1:
-                batch[0].failed = exc
+                batch[0].fail(exc)
             elif any(save.committed for save in batch):  # stored: only remembering them failed
                 for save in batch:
-                    save.failed = _failure(save.record.source_id, exc)
+                    save.fail(_failure(save.record.source_id, exc))
             else:
+                log.warning(
+                    "storing %d polls together failed (%s); storing each alone",
+                    len(batch),
+                    exc,
+                )
                 for save in batch:
                     try:
                         self._write_group([save])
                     except Exception as own:
-                        save.failed = own
-        finally:
-            for save in batch:
-                save.done = True
+                        save.fail(own)
 
     def _write_group(self, batch: Sequence[_Save]) -> None:
-        """Saves in one transaction, sources in id order (the order other writers lock their
-        rows in), their new items linked to stories together: a poll's items are compared with
-        the group's earlier ones as with stored ones."""
+        """Saves in one transaction, their new items linked to stories together (a poll's items
+        are compared with the group's other polls' as with stored ones).
+
+        Locks are taken as a poll saved alone takes them, so that workers sharing PostgreSQL
+        never wait on each other in a cycle: the sources' rows first, in id order (as claims
+        and other groups lock them), then, before any item row is written, the story lock (a
+        poll saved alone takes it before its first insert, and touches its stored items after;
+        in a group, one poll's stored items would otherwise be held while waiting for it)."""
         ordered = sorted(batch, key=lambda save: save.record.source_id)
         with self._saving() as (conn, committed):
+            held = [save for save in ordered if sources.record_fetch(conn, save.record, save.owner)]
+            for save in ordered:
+                save.report = None  # a lost lease: nothing of it is written
             locked = False
 
             def lock() -> None:
                 nonlocal locked
-                if not locked:  # the story lock, taken once, by the first save adding items
+                if not locked:  # the story lock, taken once
                     stories.lock(conn)
                     locked = True
 
+            if len(held) > 1:
+                lock()
             stored: list[tuple[_Save, SaveReport, list[items.NewItem]]] = []
-            for save in ordered:
+            for save in held:
                 record = save.record
-                if not sources.record_fetch(conn, record, save.owner):
-                    save.report = None  # the lease was lost: nothing of it is written
-                    continue
                 report, fresh = items.save(
                     conn, record.source_id, save.entries, record.fetched_at, save.filer, lock
                 )
@@ -334,13 +377,15 @@ class Storage:
                 merged |= stories.link(conn, fresh, index, now)
             if any(report.new or report.updated for _, report, _ in stored):
                 outputs.bump(conn)
-            for save, report, fresh in stored:
-                joined = sum(1 for item in fresh if item.id in merged)
-                save.report = replace(report, merged=joined)
+            reports = {
+                id(save): replace(report, merged=sum(1 for item in fresh if item.id in merged))
+                for save, report, fresh in stored
+            }
 
             def added() -> None:
                 for save in ordered:
-                    save.committed = True
+                    save.report = reports.get(id(save))
+                    save.committed = save.settled = True
                 for index, fresh in by_index.values():
                     if index is not None and fresh:
                         stories.remember(index, fresh)

@@ -175,7 +175,9 @@ def link(
     items that joined another's story.
 
     The batch may hold several sources' items (a group of saves, in the order stored): an item
-    is then compared with the earlier ones of the batch as with stored ones.
+    is then compared with the earlier items of other sources in the batch as with stored ones
+    (the most alike of them all wins, a stored one on a tie), as if each source's items had
+    been stored before the next source's were linked.
 
     With a `plan` made for exactly these items, only the items stored since it was made are
     compared here; without one (or if the batch turned out otherwise), everything is.
@@ -191,11 +193,12 @@ def link(
             within = {
                 fresh[n].id: (fresh[other].id, score) for n, (other, score) in plan.within.items()
             }
+            across: dict[int, tuple[int, float]] = {}
         else:
             similar = _similar(conn, fresh, _matches(fresh, index), index)
-            within = _within(fresh, index)
+            within, across = _within(fresh, index)
     else:
-        stored, similar, within = {}, {}, {}
+        stored, similar, within, across = {}, {}, {}, {}
     # decide: each new item follows a stored item (and its story, if it has one), an earlier
     # new item, or nothing
     targets: dict[int, tuple[str, int, int | None]] = {}  # item -> (kind, item, story)
@@ -209,6 +212,12 @@ def link(
         elif index is not None and url and url in first_with_link:
             targets[item.id] = ("new", first_with_link[url], None)
             reasons[item.id] = {"by": "link"}
+        elif item.id in across and (
+            item.id not in similar or across[item.id][1] > similar[item.id][2]
+        ):
+            other, score = across[item.id]
+            targets[item.id] = ("new", other, None)
+            reasons[item.id] = {"by": "text", "score": round(score, 3), "item": other}
         elif item.id in similar:
             other, story, score = similar[item.id]
             targets[item.id] = ("stored", other, story)
@@ -284,17 +293,25 @@ def remember(index: StoryIndex, fresh: Sequence[NewItem]) -> None:
     )
 
 
-def _within(fresh: Sequence[NewItem], index: StoryIndex) -> dict[int, tuple[int, float]]:
-    """New item id -> (earlier new item, score) for items like another of the same batch."""
+def _within(
+    fresh: Sequence[NewItem], index: StoryIndex
+) -> tuple[dict[int, tuple[int, float]], dict[int, tuple[int, float]]]:
+    """New item id -> (earlier new item, score) for items like another of the same batch: the
+    most alike of the item's own source, and the most alike of another source (a group of
+    saves), apart."""
     with_text = [item for item in fresh if item.filing.fingerprint]
     found = index.similar_within(
         [item.filing.fingerprint or b"" for item in with_text], [item.when for item in with_text]
     )
-    return {
-        with_text[i].id: (with_text[pairs[0][0]].id, pairs[0][1])
-        for i, pairs in enumerate(found)
-        if pairs
-    }
+    own: dict[int, tuple[int, float]] = {}
+    others: dict[int, tuple[int, float]] = {}
+    for i, pairs in enumerate(found):
+        item = with_text[i]
+        for j, score in pairs:  # most alike first
+            earlier = with_text[j]
+            alike = own if earlier.source_id == item.source_id else others
+            alike.setdefault(item.id, (earlier.id, score))
+    return own, others
 
 
 # Built once: a statement made per call costs its construction and cache key every time.
