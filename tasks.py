@@ -53,11 +53,11 @@ def _say(message: str) -> None:
     print(f"tasks.py: {message}", file=sys.stderr, flush=True)
 
 
-def ensure_venv(extras: str) -> Path:
+def ensure_venv(extras: str, venv: Path | None = None) -> Path:
     """Create the virtual environment (`.venv` for the service alone, `.venv-test` where extras
-    are asked for) and install the project (editable) unless it is already up to date; its
-    Python."""
-    venv = TEST_VENV if extras else VENV
+    are asked for, unless `venv` says which) and install the project (editable) unless it is
+    already up to date; its Python."""
+    venv = venv or (TEST_VENV if extras else VENV)
     python = python_of(venv)
     if sys.version_info < (3, 11):  # noqa: UP036 (this file runs before any check of the version)
         sys.exit(f"tasks.py: Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
@@ -115,7 +115,9 @@ def main(argv: list[str]) -> int:
         # tells the benchmarks which), its modules compiled as the peer's come from their wheels,
         # and kept (a shell that sets PYTHONDONTWRITEBYTECODE would otherwise make every run of
         # ours compile its modules from source, about 0.4 s).
-        service = ensure_venv(EXTRAS["run"])
+        # the service's own environment, with PostgreSQL's driver where a benchmark uses it
+        postgres = any("postgresql" in arg for arg in rest)
+        service = ensure_venv("[postgres]" if postgres else EXTRAS["run"], VENV)
         os.environ["AGGREGATOR_PYTHON"] = str(service)
         os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
         _exec([str(service), "-m", "compileall", "-q", str(ROOT / "aggregator")])
