@@ -752,11 +752,14 @@ def test_polls_stored_together_link_their_stories_and_a_lost_lease_spoils_only_i
 
 
 class _Failing:
-    """A filer that fails for one source's entries (a bug in filing, say)."""
+    """A filer that raises for one source's entries (a bug in filing, say)."""
 
-    def __init__(self, processor: Processor, failing: str) -> None:
+    def __init__(
+        self, processor: Processor, failing: str, error: BaseException | None = None
+    ) -> None:
         self._processor = processor
         self._failing = failing
+        self._error = error or RuntimeError(f"filing {failing} failed")
         self.index = processor.index
 
     def file(self, source_id: str, entry: Entry) -> Filing:
@@ -764,8 +767,16 @@ class _Failing:
 
     def file_all(self, source_id: str, entries: Sequence[Entry]) -> list[Filing]:
         if source_id == self._failing:
-            raise RuntimeError(f"filing {source_id} failed")
+            raise self._error
         return self._processor.file_all(source_id, entries)
+
+
+def _three_polls(filer: object) -> dict[str, tuple[list[Entry], str, object]]:
+    return {
+        sid: ([entry(f"{sid}1", f"Story of {sid}", f"What {sid} says, at some length.")], "w1",
+              filer)
+        for sid in ("ap", "herald", "star")
+    }  # fmt: skip
 
 
 def test_a_poll_that_fails_in_a_group_fails_alone(
@@ -774,12 +785,7 @@ def test_a_poll_that_fails_in_a_group_fails_alone(
     """A group whose write fails is written again a poll at a time: the failing poll's caller
     gets its own error, and the others are stored."""
     filer = _Failing(processor, "herald")
-    polls: dict[str, tuple[list[Entry], str, object]] = {
-        sid: ([entry(f"{sid}1", f"Story of {sid}", f"What {sid} says, at some length.")], "w1",
-              filer)
-        for sid in ("ap", "herald", "star")
-    }  # fmt: skip
-    results, commits = _group_of_polls(storage, clock, polls)
+    results, commits = _group_of_polls(storage, clock, _three_polls(filer))
     failure = results.pop("herald")
     assert isinstance(failure, RuntimeError) and "filing herald failed" in str(failure)
     assert all(isinstance(result, SaveReport) and result.new for result in results.values())
@@ -820,25 +826,13 @@ def test_a_copy_in_a_group_joins_the_most_alike_of_the_stored_and_the_groups_ite
     assert story_of(storage, x) == story_of(storage, a) != story_of(storage, older.new[0])
 
 
-class _Interrupting(_Failing):
-    def file_all(self, source_id: str, entries: Sequence[Entry]) -> list[Filing]:
-        if source_id == self._failing:
-            raise KeyboardInterrupt
-        return self._processor.file_all(source_id, entries)
-
-
 def test_a_group_interrupted_reports_each_poll_as_not_stored(
     storage: Storage, processor: Processor, clock: Clock
 ) -> None:
     """A group cut short (a KeyboardInterrupt in the thread writing it) stores nothing, and
     each poll's caller is told so, never that its lease was lost."""
-    filer = _Interrupting(processor, "herald")
-    polls: dict[str, tuple[list[Entry], str, object]] = {
-        sid: ([entry(f"{sid}1", f"Story of {sid}", f"What {sid} says, at some length.")], "w1",
-              filer)
-        for sid in ("ap", "herald", "star")
-    }  # fmt: skip
-    results, _ = _group_of_polls(storage, clock, polls)
+    filer = _Failing(processor, "herald", KeyboardInterrupt())
+    results, _ = _group_of_polls(storage, clock, _three_polls(filer))
     assert storage.count_items() == 0
     assert sum(isinstance(result, KeyboardInterrupt) for result in results.values()) == 1
     others = [result for result in results.values() if not isinstance(result, KeyboardInterrupt)]

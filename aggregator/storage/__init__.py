@@ -75,17 +75,7 @@ class _Waiting:
 class _Save:
     """A poll's entries waiting to be stored with others', and what became of them."""
 
-    __slots__ = (
-        "committed",
-        "done",
-        "entries",
-        "failed",
-        "filer",
-        "owner",
-        "record",
-        "report",
-        "settled",
-    )
+    __slots__ = ("entries", "failed", "filer", "owner", "record", "report", "settled")
 
     def __init__(
         self, record: FetchRecord, entries: list[Entry], owner: str | None, filer: Filer | None
@@ -94,9 +84,7 @@ class _Save:
         self.entries = entries
         self.owner = owner
         self.filer = filer
-        self.done = False  # its caller may return
-        self.settled = False  # written (its report set), or failed
-        self.committed = False
+        self.settled = False  # committed (its report set; None: the lease was lost), or failed
         self.report: SaveReport | None = None
         self.failed: Exception | None = None
 
@@ -292,10 +280,10 @@ class Storage:
         me = _Save(record, entries, owner, filer)
         with self._saves_ready:
             self._saves.append(me)
-            while self._save_writing and not me.done:
+            while self._save_writing and not me.settled:
                 self._saves_ready.wait()
             batch: list[_Save] = []
-            if not me.done:
+            if not me.settled:
                 self._save_writing = True
                 batch, self._saves = self._saves, []
         if batch:
@@ -305,10 +293,11 @@ class Storage:
                 with self._saves_ready:
                     for save in batch:
                         if not save.settled:  # interrupted (a BaseException): not written
-                            save.failed = StorageError(
-                                f"storing the fetch of {save.record.source_id} was interrupted"
+                            save.fail(
+                                StorageError(
+                                    f"storing the fetch of {save.record.source_id} was interrupted"
+                                )
                             )
-                        save.done = True
                     self._save_writing = False
                     self._saves_ready.notify_all()
         if me.failed is not None:
@@ -321,7 +310,7 @@ class Storage:
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].fail(exc)
-            elif any(save.committed for save in batch):  # stored: only remembering them failed
+            elif any(save.settled for save in batch):  # stored: only remembering them failed
                 for save in batch:
                     save.fail(_failure(save.record.source_id, exc))
             else:
@@ -347,9 +336,8 @@ class Storage:
         in a group, one poll's stored items would otherwise be held while waiting for it)."""
         ordered = sorted(batch, key=lambda save: save.record.source_id)
         with self._saving() as (conn, committed):
+            # a lost lease writes nothing, and its save's report stays None
             held = [save for save in ordered if sources.record_fetch(conn, save.record, save.owner)]
-            for save in ordered:
-                save.report = None  # a lost lease: nothing of it is written
             locked = False
 
             def lock() -> None:
@@ -385,7 +373,7 @@ class Storage:
             def added() -> None:
                 for save in ordered:
                     save.report = reports.get(id(save))
-                    save.committed = save.settled = True
+                    save.settled = True
                 for index, fresh in by_index.values():
                     if index is not None and fresh:
                         stories.remember(index, fresh)
