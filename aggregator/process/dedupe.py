@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import mmap
 import re
+import struct
 import threading
 import unicodedata
 import zlib
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from aggregator.process import minhash_table
+from aggregator.process import minhash_table, speedups
 from aggregator.process.text import Field, ItemText, folded_words
 from aggregator.types import Entry, Match
 
@@ -37,6 +38,7 @@ FP_WORDS = NUM_PERM + NUMBERS  # a fingerprint is this many little-endian uint32
 SHINGLE = 2  # words per shingle
 MIN_SHINGLES = 4  # fewer than this and an item is too short to compare by text
 SUMMARY_WORDS = 60  # the opening words that stand for a long text (a lede survives trimming)
+SHORT_SUMMARY = 20  # a summary of fewer words gives way to the content, where that has more
 SEED = 1
 
 
@@ -70,6 +72,7 @@ def render_table() -> str:
 # Shingles are hashed here (crc32: stable across processes, unlike hash()).
 _A = np.array(minhash_table.A, dtype=np.uint32)
 _B = np.array(minhash_table.B, dtype=np.uint32)
+_A_BYTES, _B_BYTES = _A.tobytes(), _B.tobytes()  # for the C signature, in this machine's order
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _EXPIRE_EVERY = timedelta(minutes=1)
 _MAX_CANDIDATES = 5_000  # a key shared by more items than this is boilerplate, not a story
@@ -88,9 +91,11 @@ def _opening(field: Field, count: int) -> list[str]:
         return field.words[:count]
     text = field.text
     reach = count * 10
+    fold = speedups.native.fold_ascii if speedups.native is not None else None
     while True:
         cut = text.find(" ", reach) if reach < len(text) else -1
-        folded = folded_words(text if cut < 0 else text[:cut])
+        part = text if cut < 0 else text[:cut]
+        folded = (fold(part) if fold is not None else None) or folded_words(part)
         words = folded.split(" ") if folded else []
         if len(words) >= count or cut < 0:
             return words[:count]
@@ -100,7 +105,7 @@ def _opening(field: Field, count: int) -> list[str]:
 def _words(entry: Entry, text: ItemText) -> list[str]:
     title = text.fields(("title",))[0].words
     body = _opening(text.fields(("summary",))[0], SUMMARY_WORDS)
-    if len(body) < 20:
+    if len(body) < SHORT_SUMMARY:
         content = _opening(text.fields(("content",))[0], SUMMARY_WORDS)
         if len(content) > len(body):
             body = content
@@ -163,6 +168,8 @@ def fingerprint(entry: Entry, text: ItemText | None = None) -> bytes | None:
 def fingerprints(items: Sequence[tuple[Entry, ItemText]]) -> list[bytes | None]:
     """`fingerprint` of each item, the MinHash of them all in one numpy expression: per item,
     numpy's call overhead was most of the cost of a signature."""
+    if speedups.native is not None:
+        return [_native_fingerprint(entry, text) for entry, text in items]
     found = [shingles(entry, text) for entry, text in items]
     signed = [n for n, hashes in enumerate(found) if len(hashes) >= MIN_SHINGLES]
     made: list[bytes | None] = [None] * len(items)
@@ -170,10 +177,43 @@ def fingerprints(items: Sequence[tuple[Entry, ItemText]]) -> list[bytes | None]:
         return made
     signatures = _minhash_runs([found[n] for n in signed]).astype("<u4")
     for row, n in enumerate(signed):
-        numbers = title_numbers(items[n][0].title)
-        numbers += [0] * (NUMBERS - len(numbers))
-        made[n] = signatures[row].tobytes() + np.array(numbers, dtype="<u4").tobytes()
+        made[n] = signatures[row].tobytes() + _numbers_bytes(items[n][0].title)
     return made
+
+
+def _numbers_bytes(title: str) -> bytes:
+    numbers = title_numbers(title)
+    return struct.pack(f"<{NUMBERS}I", *numbers, *[0] * (NUMBERS - len(numbers)))
+
+
+def _folded_opening(field: Field) -> str:
+    """A body field's opening words, folded and joined, for the C signature (which takes the
+    first SUMMARY_WORDS of them): the whole field where the topic rules folded it already."""
+    if "folded" in field.__dict__:
+        return field.folded
+    return " ".join(_opening(field, SUMMARY_WORDS))
+
+
+def _native_fingerprint(entry: Entry, text: ItemText) -> bytes | None:
+    """`fingerprint` in C: the same words, shingles and signature (tests hold them equal). The
+    content is made plain text and folded only where the summary is short, as `_words` does."""
+    assert speedups.native is not None
+    title, summary = text.fields(("title", "summary"))
+    body = _folded_opening(summary)
+    content = ""
+    if not body or body.count(" ") + 1 < SHORT_SUMMARY:
+        content = _folded_opening(text.fields(("content",))[0])
+    signed = speedups.native.signature(
+        title.folded,
+        body,
+        content,
+        SUMMARY_WORDS,
+        SHORT_SUMMARY,
+        _A_BYTES,
+        _B_BYTES,
+        MIN_SHINGLES,
+    )
+    return None if signed is None else bytes(signed) + _numbers_bytes(entry.title)
 
 
 def minhash_values(hashes: Iterable[int]) -> NDArray[np.uint32]:

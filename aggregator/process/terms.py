@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from aggregator.process import speedups
 from aggregator.process.text import PATTERN_WORD, Field, fold, folded_token
 
 _MEMO_LIMIT = 500_000  # distinct words remembered before starting afresh
@@ -212,6 +213,8 @@ class TermIndex:
             self._folded if ascii_firsts == firsts else _folded_scanner(ascii_firsts)
         )
         self._by_regex = True
+        # the same words found in C, where it was built (a hash lookup a word, not a regex)
+        self._native = speedups.native.WordSet(sorted(firsts)) if speedups.native else None
         # (field name, a word as written) -> its hits, each (list, hit): shared by every item
         self._written_hits: dict[tuple[str, str], tuple[tuple[int, Hit], ...]] = {}
 
@@ -279,6 +282,9 @@ class TermIndex:
             return [(0, field.words[0])] if folded else []
         if not self._by_regex:  # every word looked up: the reference the regex is tested against
             return list(enumerate(field.words))
+        if self._native is not None:
+            words: list[tuple[int, str]] = self._native.find(folded)
+            return words
         scanner = self._folded_ascii if folded.isascii() else self._folded
         if scanner is None or not folded:
             return []

@@ -19,6 +19,7 @@ from itertools import chain
 
 from aggregator.feed.sanitize import html_to_text
 from aggregator.memo import cached_property
+from aggregator.process import speedups
 from aggregator.process.unicode_ranges import Ranges, table
 from aggregator.types import Entry
 
@@ -251,6 +252,11 @@ class Field:
 
     @cached_property
     def folded(self) -> str:
+        native = speedups.native
+        if native is not None:
+            folded: str | None = native.fold_ascii(self.text)
+            if folded is not None:
+                return folded
         written = self._ascii_words
         if written is not None:
             return " ".join(written).lower()

@@ -1,0 +1,575 @@
+/* The per-item text work of filing, in C: folding ASCII text, finding the words that may start
+ * a term, and an item's MinHash signature. Each function gives exactly what the Python code it
+ * stands in for gives (tests/test_speedups.py holds the two equal); aggregator/process/speedups.py
+ * says why it exists and falls back to the Python code where this was not built.
+ *
+ * Strings are read as the UTF-8 CPython keeps of them (for ASCII text, the text itself): folded
+ * words are compared and hashed byte by byte, which for UTF-8 is the same as character by
+ * character. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- crc32, as zlib computes it */
+
+static uint32_t crc_table[256];
+
+static void
+crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+/* zlib.crc32(data, crc): crc32(b, crc32(a)) == crc32(a + b) */
+static uint32_t
+crc32_update(uint32_t crc, const unsigned char *p, Py_ssize_t n)
+{
+    crc = ~crc;
+    while (n-- > 0)
+        crc = crc_table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* ---------------------------------------------------------------- folding ASCII text */
+
+static inline int
+ascii_word_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/* fold_ascii(text) -> str | None: for ASCII text, its words (runs of letters and digits, the
+ * underscore a separator) lowered and joined by single spaces, as
+ * " ".join(re.findall(r"\w+", text.lower().replace("_", " "))) gives; None for other text. */
+static PyObject *
+fold_ascii(PyObject *module, PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "fold_ascii() takes a str");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(text))
+        Py_RETURN_NONE;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    const unsigned char *s = PyUnicode_1BYTE_DATA(text);
+    /* the length first, then the string is written in place: no second buffer */
+    Py_ssize_t size = 0, words = 0;
+    for (Py_ssize_t i = 0; i < n;) {
+        if (!ascii_word_char(s[i])) {
+            i++;
+            continue;
+        }
+        Py_ssize_t start = i;
+        while (i < n && ascii_word_char(s[i]))
+            i++;
+        size += i - start;
+        words++;
+    }
+    if (words > 1)
+        size += words - 1;
+    PyObject *result = PyUnicode_New(size, 127);
+    if (result == NULL)
+        return NULL;
+    unsigned char *out = PyUnicode_1BYTE_DATA(result);
+    Py_ssize_t at = 0;
+    for (Py_ssize_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        if (!ascii_word_char(c)) {
+            i++;
+            continue;
+        }
+        if (at)
+            out[at++] = ' ';
+        while (i < n && ascii_word_char(c = s[i])) {
+            out[at++] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+            i++;
+        }
+    }
+    return result;
+}
+
+/* ---------------------------------------------------------------- words of folded text */
+
+typedef struct {
+    const char *start;
+    Py_ssize_t size;
+} Span;
+
+/* The words of folded text (words joined by single spaces), at most `limit` (-1: all), into
+ * `spans` (room for `room`); returns how many, or -1 when there were more than `room`. */
+static Py_ssize_t
+split_words(const char *s, Py_ssize_t n, Py_ssize_t limit, Span *spans, Py_ssize_t room)
+{
+    Py_ssize_t count = 0, i = 0;
+    while (i < n && (limit < 0 || count < limit)) {
+        Py_ssize_t start = i;
+        while (i < n && s[i] != ' ')
+            i++;
+        if (i > start) {
+            if (count == room)
+                return -1;
+            spans[count].start = s + start;
+            spans[count].size = i - start;
+            count++;
+        }
+        i++;
+    }
+    return count;
+}
+
+static Py_ssize_t
+count_words(const char *s, Py_ssize_t n, Py_ssize_t limit)
+{
+    Py_ssize_t count = 0, i = 0;
+    while (i < n && count < limit) {
+        Py_ssize_t start = i;
+        while (i < n && s[i] != ' ')
+            i++;
+        if (i > start)
+            count++;
+        i++;
+    }
+    return count;
+}
+
+/* ---------------------------------------------------------------- MinHash signatures */
+
+static int
+compare_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static inline uint32_t
+fmix32(uint32_t h)
+{
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h;
+}
+
+/* signature(title, summary, content, limit, short, a, b, min_shingles) -> bytes | None
+ *
+ * An item's MinHash signature, as aggregator.process.dedupe's `shingles` and `_minhash_runs`
+ * make it, from its folded title, summary and content: the words are the title's and the first
+ * `limit` of the summary's, or of the content's where the summary has fewer than `short` and the
+ * content more; the shingles are the crc32 of each pair of neighbouring words joined by a space
+ * (of each word where there is only one); each of them premixed with MurmurHash3's finaliser,
+ * then for each permutation (a, b) the least a * h + b (mod 2**32), as little-endian uint32.
+ * None where there are fewer than `min_shingles` distinct shingles. */
+static PyObject *
+signature(PyObject *module, PyObject *args)
+{
+    PyObject *title, *summary, *content;
+    Py_ssize_t limit, shortest, min_shingles;
+    Py_buffer a, b;
+    if (!PyArg_ParseTuple(args, "UUUnny*y*n", &title, &summary, &content, &limit, &shortest,
+                          &a, &b, &min_shingles))
+        return NULL;
+    PyObject *result = NULL;
+    Span *spans = NULL;
+    uint32_t *hashes = NULL;
+    if (a.len != b.len || a.len % 4 != 0) {
+        PyErr_SetString(PyExc_ValueError, "signature(): a and b must be uint32 arrays alike");
+        goto done;
+    }
+    Py_ssize_t title_size, summary_size, content_size;
+    const char *t = PyUnicode_AsUTF8AndSize(title, &title_size);
+    const char *s = t ? PyUnicode_AsUTF8AndSize(summary, &summary_size) : NULL;
+    const char *c = s ? PyUnicode_AsUTF8AndSize(content, &content_size) : NULL;
+    if (c == NULL)
+        goto done;
+    const char *body = s;
+    Py_ssize_t body_size = summary_size;
+    Py_ssize_t body_words = count_words(s, summary_size, limit);
+    if (body_words < shortest && count_words(c, content_size, limit) > body_words) {
+        body = c;
+        body_size = content_size;
+    }
+    /* a word takes at least two bytes of text (itself and a space), the last one */
+    Py_ssize_t room = (title_size + 2) / 2 + (limit < 0 ? (body_size + 2) / 2 : limit) + 1;
+    spans = PyMem_Malloc(sizeof(Span) * room);
+    hashes = PyMem_Malloc(sizeof(uint32_t) * room);
+    if (spans == NULL || hashes == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t count = split_words(t, title_size, -1, spans, room);
+    Py_ssize_t more = count < 0 ? -1 : split_words(body, body_size, limit, spans + count,
+                                                     room - count);
+    if (more < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "signature(): more words than room for them");
+        goto done;
+    }
+    count += more;
+    Py_ssize_t made = 0;
+    if (count < 2) {
+        for (Py_ssize_t i = 0; i < count; i++)
+            hashes[made++] = crc32_update(0, (const unsigned char *)spans[i].start,
+                                          spans[i].size);
+    }
+    else {
+        static const unsigned char space = ' ';
+        for (Py_ssize_t i = 0; i + 1 < count; i++) {
+            uint32_t crc = crc32_update(0, (const unsigned char *)spans[i].start,
+                                        spans[i].size);
+            crc = crc32_update(crc, &space, 1);
+            hashes[made++] = crc32_update(crc, (const unsigned char *)spans[i + 1].start,
+                                          spans[i + 1].size);
+        }
+    }
+    qsort(hashes, made, sizeof(uint32_t), compare_u32);
+    Py_ssize_t distinct = 0;
+    for (Py_ssize_t i = 0; i < made; i++)
+        if (i == 0 || hashes[i] != hashes[i - 1])
+            hashes[distinct++] = hashes[i];
+    if (distinct < min_shingles) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < distinct; i++)
+        hashes[i] = fmix32(hashes[i]);
+    Py_ssize_t perms = a.len / 4;
+    result = PyBytes_FromStringAndSize(NULL, perms * 4);
+    if (result == NULL)
+        goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    const unsigned char *pa = a.buf, *pb = b.buf;
+    for (Py_ssize_t p = 0; p < perms; p++) {
+        uint32_t ma, mb;
+        memcpy(&ma, pa + 4 * p, 4); /* native order, as numpy gave them */
+        memcpy(&mb, pb + 4 * p, 4);
+        uint32_t least = UINT32_MAX;
+        for (Py_ssize_t i = 0; i < distinct; i++) {
+            uint32_t v = ma * hashes[i] + mb;
+            least = v < least ? v : least;
+        }
+        out[4 * p] = (unsigned char)least;
+        out[4 * p + 1] = (unsigned char)(least >> 8);
+        out[4 * p + 2] = (unsigned char)(least >> 16);
+        out[4 * p + 3] = (unsigned char)(least >> 24);
+    }
+done:
+    PyMem_Free(spans);
+    PyMem_Free(hashes);
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    return result;
+}
+
+/* ---------------------------------------------------------------- the words that start terms */
+
+/* A set of folded words, some with `*` standing for any letters: the first words of a term
+ * index's terms. Literal words go into an open-addressing hash table; words with `*` are kept
+ * as their parts and tried in turn (an editor writes a few). */
+typedef struct {
+    Py_ssize_t start, size; /* in the pool */
+} Piece;
+
+typedef struct {
+    Py_ssize_t first, count; /* parts, in `parts` */
+} Wild;
+
+typedef struct {
+    PyObject_HEAD
+    char *pool;
+    Py_ssize_t pool_size;
+    Piece *literals;  /* the hash table: size 0 is an empty slot */
+    uint64_t *hashes; /* of each slot's word */
+    Py_ssize_t mask;  /* slots - 1 */
+    Piece *parts;
+    Wild *wilds;
+    Py_ssize_t wild_count;
+    Py_ssize_t shortest_wild; /* the fewest bytes a wild word matches */
+} WordSet;
+
+static inline uint64_t
+fnv1a(const char *s, Py_ssize_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static int
+wordset_has_literal(WordSet *self, const char *w, Py_ssize_t n)
+{
+    if (self->mask < 0)
+        return 0;
+    uint64_t h = fnv1a(w, n);
+    for (Py_ssize_t slot = (Py_ssize_t)(h & self->mask);; slot = (slot + 1) & self->mask) {
+        Piece *p = &self->literals[slot];
+        if (p->size == 0)
+            return 0;
+        if (self->hashes[slot] == h && p->size == n && memcmp(self->pool + p->start, w, n) == 0)
+            return 1;
+    }
+}
+
+/* Whether a word is all of a wild word's parts in order, the first at its start and the last at
+ * its end (a regex `part.*part.*part` matched in full): the middle parts taken leftmost first,
+ * which finds a match wherever there is one. */
+static int
+wild_matches(WordSet *self, Wild *wild, const char *w, Py_ssize_t n)
+{
+    Piece *parts = self->parts + wild->first;
+    Py_ssize_t last = wild->count - 1;
+    const char *pool = self->pool;
+    Py_ssize_t head = parts[0].size, tail = parts[last].size;
+    if (n < head + tail)
+        return 0;
+    if (memcmp(w, pool + parts[0].start, head) != 0)
+        return 0;
+    if (memcmp(w + n - tail, pool + parts[last].start, tail) != 0)
+        return 0;
+    Py_ssize_t at = head, end = n - tail;
+    for (Py_ssize_t k = 1; k < last; k++) {
+        Py_ssize_t size = parts[k].size;
+        const char *want = pool + parts[k].start;
+        for (;;) {
+            if (end - at < size)
+                return 0;
+            if (memcmp(w + at, want, size) == 0)
+                break;
+            at++;
+        }
+        at += size;
+    }
+    return 1;
+}
+
+static void
+wordset_dealloc(WordSet *self)
+{
+    PyMem_Free(self->pool);
+    PyMem_Free(self->literals);
+    PyMem_Free(self->hashes);
+    PyMem_Free(self->parts);
+    PyMem_Free(self->wilds);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+wordset_init(WordSet *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"words", NULL};
+    PyObject *given;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O", keywords, &given))
+        return -1;
+    PyObject *words = PySequence_Fast(given, "WordSet() takes a sequence of str");
+    if (words == NULL)
+        return -1;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(words);
+    Py_ssize_t pool_size = 0, literal_count = 0, wild_count = 0, part_count = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *word = PySequence_Fast_GET_ITEM(words, i);
+        Py_ssize_t size;
+        const char *s = PyUnicode_Check(word) ? PyUnicode_AsUTF8AndSize(word, &size) : NULL;
+        if (s == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "WordSet() takes a sequence of str");
+            Py_DECREF(words);
+            return -1;
+        }
+        pool_size += size;
+        if (memchr(s, '*', size) == NULL) {
+            literal_count++;
+            continue;
+        }
+        wild_count++;
+        part_count++;
+        for (Py_ssize_t k = 0; k < size; k++)
+            part_count += s[k] == '*';
+    }
+    Py_ssize_t slots = 8;
+    while (slots < 2 * literal_count)
+        slots *= 2;
+    self->pool = PyMem_Malloc(pool_size + 1);
+    self->literals = PyMem_Calloc(slots, sizeof(Piece));
+    self->hashes = PyMem_Calloc(slots, sizeof(uint64_t));
+    self->parts = PyMem_Malloc(sizeof(Piece) * (part_count + 1));
+    self->wilds = PyMem_Malloc(sizeof(Wild) * (wild_count + 1));
+    if (!self->pool || !self->literals || !self->hashes || !self->parts || !self->wilds) {
+        Py_DECREF(words);
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->mask = literal_count ? slots - 1 : -1;
+    self->wild_count = 0;
+    self->shortest_wild = PY_SSIZE_T_MAX;
+    Py_ssize_t at = 0, parts = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t size;
+        const char *s = PyUnicode_AsUTF8AndSize(PySequence_Fast_GET_ITEM(words, i), &size);
+        memcpy(self->pool + at, s, size);
+        if (memchr(s, '*', size) == NULL) {
+            if (size == 0 || wordset_has_literal(self, s, size)) {
+                at += size;
+                continue; /* an empty word is no word; a repeated one is there already */
+            }
+            uint64_t h = fnv1a(s, size);
+            Py_ssize_t slot = (Py_ssize_t)(h & self->mask);
+            while (self->literals[slot].size)
+                slot = (slot + 1) & self->mask;
+            self->literals[slot].start = at;
+            self->literals[slot].size = size;
+            self->hashes[slot] = h;
+            at += size;
+            continue;
+        }
+        Wild *wild = &self->wilds[self->wild_count++];
+        wild->first = parts;
+        Py_ssize_t from = 0, least = 0;
+        for (Py_ssize_t k = 0; k <= size; k++) {
+            if (k == size || s[k] == '*') {
+                self->parts[parts].start = at + from;
+                self->parts[parts].size = k - from;
+                least += k - from;
+                parts++;
+                from = k + 1;
+            }
+        }
+        wild->count = parts - wild->first;
+        if (least < 1)
+            least = 1; /* a word is never empty */
+        if (least < self->shortest_wild)
+            self->shortest_wild = least;
+        at += size;
+    }
+    self->pool_size = at;
+    Py_DECREF(words);
+    return 0;
+}
+
+static inline int
+wordset_holds(WordSet *self, const char *w, Py_ssize_t n)
+{
+    if (wordset_has_literal(self, w, n))
+        return 1;
+    if (n < self->shortest_wild)
+        return 0;
+    for (Py_ssize_t k = 0; k < self->wild_count; k++)
+        if (wild_matches(self, &self->wilds[k], w, n))
+            return 1;
+    return 0;
+}
+
+/* WordSet.find(folded) -> list[tuple[int, str]]: each word of folded text (words joined by
+ * single spaces) that is in the set, with its place (the words before it). */
+static PyObject *
+wordset_find(WordSet *self, PyObject *folded)
+{
+    if (!PyUnicode_Check(folded)) {
+        PyErr_SetString(PyExc_TypeError, "find() takes a str");
+        return NULL;
+    }
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(folded, &n);
+    if (s == NULL)
+        return NULL;
+    PyObject *found = PyList_New(0);
+    if (found == NULL)
+        return NULL;
+    Py_ssize_t place = 0;
+    for (Py_ssize_t i = 0; i < n;) {
+        Py_ssize_t start = i;
+        const char *space = memchr(s + i, ' ', n - i);
+        i = space ? space - s : n;
+        if (i > start) {
+            if (wordset_holds(self, s + start, i - start)) {
+                PyObject *word = PyUnicode_DecodeUTF8(s + start, i - start, NULL);
+                PyObject *pair = word ? Py_BuildValue("(nN)", place, word) : NULL;
+                if (pair == NULL || PyList_Append(found, pair) < 0) {
+                    Py_XDECREF(pair);
+                    Py_DECREF(found);
+                    return NULL;
+                }
+                Py_DECREF(pair);
+            }
+            place++;
+        }
+        i++;
+    }
+    return found;
+}
+
+/* WordSet.holds(word) -> bool */
+static PyObject *
+wordset_holds_py(WordSet *self, PyObject *word)
+{
+    Py_ssize_t n;
+    const char *s = PyUnicode_Check(word) ? PyUnicode_AsUTF8AndSize(word, &n) : NULL;
+    if (s == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "holds() takes a str");
+        return NULL;
+    }
+    return PyBool_FromLong(n > 0 && wordset_holds(self, s, n));
+}
+
+static PyMethodDef wordset_methods[] = {
+    {"find", (PyCFunction)wordset_find, METH_O,
+     "find(folded) -> [(place, word)]: the words of folded text in the set"},
+    {"holds", (PyCFunction)wordset_holds_py, METH_O, "holds(word) -> whether it is in the set"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject WordSetType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "aggregator.process._speedups.WordSet",
+    .tp_basicsize = sizeof(WordSet),
+    .tp_dealloc = (destructor)wordset_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "WordSet(words): folded words, `*` standing for any letters",
+    .tp_methods = wordset_methods,
+    .tp_init = (initproc)wordset_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ---------------------------------------------------------------- the module */
+
+static PyMethodDef methods[] = {
+    {"fold_ascii", fold_ascii, METH_O,
+     "fold_ascii(text) -> the folded words of ASCII text, joined by spaces; None for other text"},
+    {"signature", signature, METH_VARARGS,
+     "signature(title, summary, content, limit, short, a, b, min_shingles) -> bytes | None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "aggregator.process._speedups",
+    .m_doc = "Filing's per-item text work in C (see aggregator/process/speedups.py).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    crc_init();
+    if (PyType_Ready(&WordSetType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "WordSet", (PyObject *)&WordSetType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

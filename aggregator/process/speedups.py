@@ -1,0 +1,38 @@
+"""Filing's per-item text work in C, where it was built: the one place that says whether it was.
+
+Filing an item (folding its fields, finding the words that may start a term, its MinHash
+signature) cost about 110 us an item in Python, spread over a dozen steps of a few microseconds,
+each already one regex or one numpy call: what was left was Python's own cost per word and per
+call. `_speedups.c` does those steps in one pass over the text each, with the same results
+(tests/test_speedups.py holds them equal to the Python code, which stays as the fallback).
+
+No library on the registries does these steps with these results (a fingerprint must stay equal to
+those already stored); pyahocorasick, measured earlier, found terms no faster than our regex.
+
+The module is built by `pip install` where a C compiler is found (setup.py marks it optional), so a
+machine without one still installs and runs, on the Python code. `AGGREGATOR_PURE_PYTHON=1` runs
+the Python code where it was built too (to compare the two, or to rule the C out).
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+native: ModuleType | None = None
+if not os.environ.get("AGGREGATOR_PURE_PYTHON"):
+    try:
+        from aggregator.process import _speedups
+
+        native = _speedups
+    except ImportError:  # not built: no compiler where it was installed
+        native = None
+
+
+def describe() -> str:
+    """What `aggregator --version` and the docs say about it."""
+    if native is not None:
+        return "filing in C (aggregator.process._speedups)"
+    if os.environ.get("AGGREGATOR_PURE_PYTHON"):
+        return "filing in Python (AGGREGATOR_PURE_PYTHON is set)"
+    return "filing in Python (the C part was not built: no C compiler at install)"

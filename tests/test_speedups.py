@@ -1,0 +1,220 @@
+"""The C part of filing (aggregator/process/_speedups.c) gives what the Python code gives: folded
+text, the words that may start a term, and fingerprints, on random tricky text, the labelled
+set and every document of the conformance corpus. Where the C part was not built (no compiler at
+install) these tests skip, except in CI, where it must have been."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import string
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import ModuleType
+
+import pytest
+
+from aggregator.config import load_config
+from aggregator.exceptions import ParseError
+from aggregator.feed.parse import parse_document
+from aggregator.process import dedupe, speedups
+from aggregator.process.pipeline import Processor
+from aggregator.process.terms import TermIndex, _folded_scanner, _word
+from aggregator.process.text import Field, folded_words
+from aggregator.types import Entry, Filing
+from tests.conftest import ROOT
+from tests.test_process import TRICKY, tricky_text
+
+EVAL = ROOT / "tests" / "data" / "eval"
+CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+@pytest.fixture
+def native() -> ModuleType:
+    if speedups.native is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the C part of filing must be built in CI: {speedups.describe()}")
+        pytest.skip(speedups.describe())
+    return speedups.native
+
+
+@contextmanager
+def pure_python() -> Iterator[None]:
+    """The Python code, as a machine without the C part runs it."""
+    saved = speedups.native
+    speedups.native = None
+    try:
+        yield
+    finally:
+        speedups.native = saved
+
+
+def test_folding_ascii_text_in_c_is_folding_it_in_python(native: ModuleType) -> None:
+    rng = random.Random(1)
+    alphabet = string.printable + "__"
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        assert native.fold_ascii(text) == folded_words(text), repr(text)
+    assert native.fold_ascii("École") is None  # not ASCII: Python folds it
+    for _ in range(2000):
+        field = Field("title", tricky_text(rng, glue=True))
+        with pure_python():
+            expected = (Field(field.name, field.text).folded, Field(field.name, field.text).words)
+        assert (field.folded, field.words) == expected, repr(field.text)
+
+
+FIRST_WORDS = [
+    ["gaza", "gaza*", "aid", "syria", "damascus", "ecole", "storm*", "fire"],
+    ["turkiye", "غزه", "*stan*", "kyiv", "istanbul", "5", "fire", "e*e"],
+    ["*غزه", "a*b*c", "x**y", "*", "cop2*", "*ine"],
+]
+
+
+@pytest.mark.parametrize("words", FIRST_WORDS)
+def test_the_words_that_may_start_a_term_are_those_the_regex_finds(
+    native: ModuleType, words: list[str]
+) -> None:
+    """`WordSet.find` against the regex over folded text it stands in for, and `holds` against
+    each word's own pattern, on random folded text of tricky pieces and near misses."""
+    rng = random.Random(len(words))
+    found = native.WordSet(words)
+    scanner = _folded_scanner(words)
+    assert scanner is not None
+    pieces = [folded_words(t) for t in TRICKY] + [
+        "gazan", "gaz", "agaza", "abc", "axbyc", "ac", "xy", "x", "cop26", "cop3", "palestine",
+        "بغزه", "غزهب", "stan", "pakistani", "eee", "ee",
+    ]  # fmt: skip
+    pieces = [p for p in pieces if p]
+    for _ in range(3000):
+        folded = " ".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        expected = []
+        at = last = 0
+        for match in scanner.finditer(folded) if folded else ():  # `_starts` skips empty text
+            at += folded.count(" ", last, match.start())
+            last = match.start()
+            expected.append((at, match.group()))
+        assert found.find(folded) == expected, folded
+        for word in folded.split(" "):
+            if word:
+                wanted = any(
+                    m == word if isinstance(m, str) else m.fullmatch(word)
+                    for m in map(_word, words)
+                )
+                assert found.holds(word) is wanted, word
+
+
+def _eval_entries() -> list[Entry]:
+    entries = []
+    for n, line in enumerate((EVAL / "items.jsonl").read_text(encoding="utf-8").splitlines()):
+        data = json.loads(line)
+        entries.append(
+            Entry(
+                f"e{n}",
+                data["title"],
+                link=data.get("link"),
+                summary=data["summary"],
+                categories=tuple(data["categories"]),
+            )
+        )
+    return entries
+
+
+def _tricky_entries(count: int) -> list[Entry]:
+    """Entries of tricky text, with summaries short and long, content or none, HTML in them."""
+    rng = random.Random(7)
+    entries = []
+    for n in range(count):
+        words = [tricky_text(rng, glue=False) for _ in range(rng.randint(0, 12))]
+        summary = " ".join(words[: rng.randint(0, len(words))])
+        content = "<p>" + "</p><p>".join(words) + "</p>" if rng.random() < 0.5 else ""
+        entries.append(
+            Entry(f"t{n}", tricky_text(rng, glue=False), summary=summary, content=content)
+        )
+    return entries
+
+
+def _filed(config_entries: list[Entry]) -> tuple[list[Filing], list[Filing]]:
+    """Each entry filed in C and in Python (a processor of each), a batch at a time."""
+    config = load_config(EVAL / "feeds.yaml")
+    source = config.sources[0].id
+    fast = Processor(config, index=False)
+    with pure_python():
+        slow = Processor(config, index=False)
+    got, expected = [], []
+    for start in range(0, len(config_entries), 25):
+        batch = config_entries[start : start + 25]
+        got += fast.file_all(source, batch)
+        with pure_python():
+            expected += slow.file_all(source, batch)
+    return got, expected
+
+
+def test_filing_in_c_is_filing_in_python(native: ModuleType) -> None:
+    """Sections, topics with their reasons, and fingerprints: equal, item for item, on the
+    labelled set and on tricky text (fingerprints made from the content where the summary is
+    short, none where there is too little text)."""
+    entries = _eval_entries() + _tricky_entries(3000)
+    got, expected = _filed(entries)
+    assert got == expected
+    prints = [f.fingerprint for f in got]
+    assert sum(p is None for p in prints) > 100 and sum(p is not None for p in prints) > 1000
+    assert sum(bool(f.topics) for f in got) > 100
+
+
+def test_a_fingerprint_in_c_is_the_shingles_minhash(native: ModuleType) -> None:
+    """Against the reference the Python code is tested by (the shingles' MinHash)."""
+    for entry in _eval_entries()[:50]:
+        with pure_python():
+            hashes = dedupe.shingles(entry)
+        made = dedupe.fingerprint(entry)
+        assert made is not None and len(hashes) >= dedupe.MIN_SHINGLES
+        assert made[: 4 * dedupe.NUM_PERM] == dedupe.minhash_values(hashes).astype("<u4").tobytes()
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"{CORPUS} is absent (a clone without ../shared)")
+def test_every_corpus_entry_is_filed_in_c_as_in_python(native: ModuleType) -> None:
+    entries: list[Entry] = []
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    for path in sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix != ".md"):
+        try:
+            parsed = parse_document(path.read_bytes(), "http://example.com/feed", now)
+        except ParseError:
+            continue
+        entries += parsed.entries
+    assert len(entries) > 1000
+    got, expected = _filed(entries)
+    differ = [e.title for e, a, b in zip(entries, got, expected, strict=True) if a != b]
+    assert not differ, f"{len(differ)} entries filed differently: {differ[:5]}"
+    # real-world text beyond ASCII among them (37 titles today), which Python folds
+    assert sum(not e.title.isascii() for e in entries) > 30
+
+
+def test_a_term_index_finds_in_c_what_it_finds_in_python(native: ModuleType) -> None:
+    groups = [["West Bank", "*غزة", "Gaza*"], ["Türkiye", "gaza ecole", "*stan* fire"]]
+    fast = TermIndex(groups)
+    with pure_python():
+        slow = TermIndex(groups)
+    assert fast._native is not None and slow._native is None
+    rng = random.Random(3)
+    for _ in range(3000):
+        fields = [Field(name, tricky_text(rng, glue=True)) for name in ("title", "summary")]
+        again = [Field(f.name, f.text) for f in fields]
+        with pure_python():
+            expected = [[(h.term, h.field, h.text) for h in found] for found in slow.scan(again)]
+        got = [[(h.term, h.field, h.text) for h in found] for found in fast.scan(fields)]
+        assert got == expected, [f.text for f in fields]
+
+
+def test_the_pure_python_switch_is_honoured() -> None:
+    """`AGGREGATOR_PURE_PYTHON=1` leaves the C part out, in a process of its own."""
+    import subprocess
+    import sys
+
+    code = "from aggregator.process import speedups; print(speedups.native is None)"
+    env = {**os.environ, "AGGREGATOR_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr
+    assert re.search("Python", speedups.describe()) or speedups.native is not None
