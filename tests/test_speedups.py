@@ -22,7 +22,7 @@ from aggregator.exceptions import ParseError
 from aggregator.feed.parse import parse_document
 from aggregator.process import dedupe, speedups
 from aggregator.process.pipeline import Processor
-from aggregator.process.terms import TermIndex, _folded_scanner, _word
+from aggregator.process.terms import TermIndex, _folded_scanner, _word, _written_scanner
 from aggregator.process.text import Field, folded_words
 from aggregator.types import Entry, Filing
 from tests.conftest import ROOT
@@ -104,6 +104,27 @@ def test_the_words_that_may_start_a_term_are_those_the_regex_finds(
                     for m in map(_word, words)
                 )
                 assert found.holds(word) is wanted, word
+
+
+@pytest.mark.parametrize("words", FIRST_WORDS)
+def test_written_words_that_may_start_a_term_are_those_the_regex_finds(
+    native: ModuleType, words: list[str]
+) -> None:
+    """`WordSet.find_written` against the regex over text as written it stands in for, over
+    random text of tricky pieces (letters of other scripts and underscores touching ASCII words,
+    long words) and random stretches of it."""
+    rng = random.Random(len(words) + 1)
+    found = native.WordSet(words)
+    scanner = _written_scanner(words)
+    assert scanner is not None
+    pieces = [*TRICKY, "Gazan", "GAZA", "aGaza", "CoP26", "Pakistan", "x" * 80 + "stan", "_5"]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) + rng.choice(["", " ", "-"]) for _ in range(12))
+        start, end = sorted(rng.randint(0, len(text)) for _ in range(2))
+        # (a word of `*` alone lets the regex match nothing at a word's edge: no word, no hit)
+        assert found.find_written(text) == [w for w in scanner.findall(text) if w], text
+        expected = [w for w in scanner.findall(text, start, end) if w]
+        assert found.find_written(text, start, end) == expected, (text, start, end)
 
 
 def _eval_entries() -> list[Entry]:

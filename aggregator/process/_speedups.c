@@ -507,6 +507,79 @@ wordset_find(WordSet *self, PyObject *folded)
     return found;
 }
 
+static inline int
+is_word_char(Py_UCS4 c)
+{
+    /* \w as the re module has it for str: letters and digits of any script, and the underscore */
+    if (c < 128)
+        return ascii_word_char((unsigned char)c) || c == '_';
+    return Py_UNICODE_ISALNUM(c);
+}
+
+/* WordSet.find_written(text, start=0, end=len(text)) -> list[str]: in text as written, between
+ * start and end, each word spelt in ASCII letters and digits (a run of them with no letter, digit
+ * or underscore of any script on either side) whose lowered spelling is in the set, as written:
+ * what the one-word terms' regex over written text finds (terms.py, `_written_scanner`). */
+static PyObject *
+wordset_find_written(WordSet *self, PyObject *args)
+{
+    PyObject *text;
+    Py_ssize_t start = 0, end = PY_SSIZE_T_MAX;
+    if (!PyArg_ParseTuple(args, "U|nn", &text, &start, &end))
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    if (end > n)
+        end = n;
+    if (start < 0)
+        start = 0;
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    PyObject *found = PyList_New(0);
+    if (found == NULL)
+        return NULL;
+    char lowered[64];
+    for (Py_ssize_t i = start; i < end;) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (!(c < 128 && ascii_word_char((unsigned char)c))) {
+            i++;
+            continue;
+        }
+        Py_ssize_t first = i;
+        while (i < end && (c = PyUnicode_READ(kind, data, i)) < 128 &&
+               ascii_word_char((unsigned char)c))
+            i++;
+        Py_ssize_t size = i - first;
+        /* a word goes on where a letter, digit or underscore of any script touches the run
+         * (before it even outside `start`, as the regex's lookbehind sees; `end` ends the text) */
+        if (first > 0 && is_word_char(PyUnicode_READ(kind, data, first - 1)))
+            continue;
+        if (i < end && is_word_char(PyUnicode_READ(kind, data, i)))
+            continue;
+        char *low = size <= (Py_ssize_t)sizeof(lowered) ? lowered : PyMem_Malloc(size);
+        if (low == NULL) {
+            Py_DECREF(found);
+            return PyErr_NoMemory();
+        }
+        for (Py_ssize_t k = 0; k < size; k++) {
+            Py_UCS4 l = PyUnicode_READ(kind, data, first + k);
+            low[k] = (char)((l >= 'A' && l <= 'Z') ? l + 32 : l);
+        }
+        int held = wordset_holds(self, low, size);
+        if (low != lowered)
+            PyMem_Free(low);
+        if (!held)
+            continue;
+        PyObject *word = PyUnicode_Substring(text, first, i);
+        if (word == NULL || PyList_Append(found, word) < 0) {
+            Py_XDECREF(word);
+            Py_DECREF(found);
+            return NULL;
+        }
+        Py_DECREF(word);
+    }
+    return found;
+}
+
 /* WordSet.holds(word) -> bool */
 static PyObject *
 wordset_holds_py(WordSet *self, PyObject *word)
@@ -524,6 +597,8 @@ wordset_holds_py(WordSet *self, PyObject *word)
 static PyMethodDef wordset_methods[] = {
     {"find", (PyCFunction)wordset_find, METH_O,
      "find(folded) -> [(place, word)]: the words of folded text in the set"},
+    {"find_written", (PyCFunction)wordset_find_written, METH_VARARGS,
+     "find_written(text, start=0, end=len(text)) -> [word]: ASCII words of written text in the set"},
     {"holds", (PyCFunction)wordset_holds_py, METH_O, "holds(word) -> whether it is in the set"},
     {NULL, NULL, 0, NULL},
 };

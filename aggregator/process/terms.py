@@ -258,7 +258,7 @@ class TermIndex:
         split. Each word as written makes its hits once, for every item."""
         made = self._written_hits
         name = field.name
-        for written in field.written_words(scanner):
+        for written in field.written_words(scanner, self._native):
             found = made.get((name, written))
             if found is None:
                 found = tuple(

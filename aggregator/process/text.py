@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import chain
+from typing import TYPE_CHECKING
 
 from aggregator.feed.sanitize import html_to_text
 from aggregator.memo import cached_property
 from aggregator.process import speedups
 from aggregator.process.unicode_ranges import Ranges, table
 from aggregator.types import Entry
+
+if TYPE_CHECKING:
+    from aggregator.process._speedups import WordSet
 
 
 def _char_class(ranges: Ranges) -> str:
@@ -188,15 +192,20 @@ class Field:
     name: str
     text: str
 
-    def written_words(self, scanner: re.Pattern[str]) -> list[str]:
+    def written_words(self, scanner: re.Pattern[str], finder: WordSet | None = None) -> list[str]:
         """In a text without underscores, the words `scanner` finds among those spelt in ASCII
         letters and digits (which fold to themselves lowered), and every word with other letters
         or marks, as written, in order. Most English news has none of the latter (its other
         characters are curly quotes, dashes, spaces), so this is one regex search; otherwise the
-        runs of non-ASCII characters lead to the words holding them."""
+        runs of non-ASCII characters lead to the words holding them. `finder`: the same words
+        as `scanner` finds them, found in C (`WordSet.find_written`)."""
         text = self.text
+        if finder is not None:
+            find: Callable[[str, int, int], list[str]] = finder.find_written
+        else:
+            find = scanner.findall
         if text.isascii():
-            return scanner.findall(text)
+            return find(text, 0, len(text))
         global _word_runs
         runs = _word_runs
         others: list[tuple[int, int, str]] = []
@@ -227,7 +236,7 @@ class Field:
                 if not word.group().isascii()
             ]
         if not others:
-            return scanner.findall(text)
+            return find(text, 0, len(text))
         if marked:  # an ASCII word a mark touches is part of a longer word, one of the others
             placed = [
                 (match.start(), match.end(), match.group())
@@ -238,10 +247,10 @@ class Field:
         found: list[str] = []  # the others in order, the scanner's words between them
         at = 0
         for start, end, word in others:
-            found += scanner.findall(text, at, start)
+            found += find(text, at, start)
             found.append(word)
             at = end
-        return found + scanner.findall(text, at)
+        return found + find(text, at, len(text))
 
     @cached_property
     def _ascii_words(self) -> list[str] | None:
