@@ -1,4 +1,4 @@
-"""The C part of filing (aggregator/process/speedups.py says why). Everything else about the
+"""The C part of filing (aggregator/speedups.py says why). Everything else about the
 package is in pyproject.toml; setuptools reads extensions only from here."""
 
 from setuptools import Extension, setup
@@ -6,6 +6,6 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         # optional: without a C compiler the install goes on, and filing runs in Python
-        Extension("aggregator.process._speedups", ["aggregator/process/_speedups.c"], optional=True)
+        Extension("aggregator._speedups", ["aggregator/_speedups.c"], optional=True)
     ]
 )

@@ -1,4 +1,4 @@
-"""The C part of filing (aggregator/process/_speedups.c) gives what the Python code gives: folded
+"""The C part of filing (aggregator/_speedups.c) gives what the Python code gives: folded
 text, the words that may start a term, and fingerprints, on random tricky text, the labelled
 set and every document of the conformance corpus. Where the C part was not built (no compiler at
 install) these tests skip, except in CI, where it must have been."""
@@ -17,16 +17,19 @@ from types import ModuleType
 
 import pytest
 
+from aggregator import speedups
 from aggregator.config import load_config
 from aggregator.exceptions import ParseError
+from aggregator.feed import sanitize
 from aggregator.feed.parse import parse_document
-from aggregator.process import dedupe, speedups
+from aggregator.process import dedupe
 from aggregator.process.pipeline import Processor
 from aggregator.process.terms import TermIndex, _folded_scanner, _word, _written_scanner
 from aggregator.process.text import Field, folded_words
 from aggregator.types import Entry, Filing
 from tests.conftest import ROOT
 from tests.test_process import TRICKY, tricky_text
+from tests.test_sanitize_text import _fragment
 
 EVAL = ROOT / "tests" / "data" / "eval"
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -125,6 +128,29 @@ def test_written_words_that_may_start_a_term_are_those_the_regex_finds(
         assert found.find_written(text) == [w for w in scanner.findall(text) if w], text
         expected = [w for w in scanner.findall(text, start, end) if w]
         assert found.find_written(text, start, end) == expected, (text, start, end)
+
+
+def test_html_to_text_in_c_is_html_to_text_in_python(native: ModuleType) -> None:
+    """Tags stripped (or left to the parser) and spaces folded alike, on generated markup
+    (tags of every kind, broken ones, entities, controls, other scripts) and on what the
+    sanitiser writes of it."""
+    rng = random.Random(15)
+    odd = ["<a\u3000href=x>", "<p\u2028>", '<img src="a"b>', '<x y="z"/>', "< p>", "<p\0>"]
+    odd += ["<SCRIPT>x</Script>", "<NoScript>", "<abcdefghijklmnopqrstuvwxyz>", "<plaintext1>"]
+    stripped = 0
+    for _ in range(6000):
+        fragment = _fragment(rng) + rng.choice(["", *odd])
+        for text in (fragment, sanitize.clean_html(fragment, "https://base.example/")):
+            got = (sanitize._strip(text), sanitize._text(text), sanitize.html_to_text(text))
+            with pure_python():
+                expected = (
+                    sanitize._strip(text),
+                    sanitize._text(text),
+                    sanitize.html_to_text(text),
+                )
+            assert got == expected, text
+            stripped += got[0] is not None
+    assert stripped > 3000
 
 
 def _eval_entries() -> list[Entry]:
@@ -234,7 +260,7 @@ def test_the_pure_python_switch_is_honoured() -> None:
     import subprocess
     import sys
 
-    code = "from aggregator.process import speedups; print(speedups.native is None)"
+    code = "from aggregator import speedups; print(speedups.native is None)"
     env = {**os.environ, "AGGREGATOR_PURE_PYTHON": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "True", out.stderr

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import nh3
 
+from aggregator import speedups
 from aggregator.feed.urls import join
 
 _URL_ATTRIBUTES = frozenset({"href", "src", "cite", "poster", "longdesc"})
@@ -116,12 +117,18 @@ _SPECIAL = frozenset(
         "listing",
     ]
 )
+# the same names for the C `strip_tags` (which reads tag names of up to 16 letters)
+_SPECIAL_NAMES = speedups.native.WordSet(sorted(_SPECIAL)) if speedups.native else None
+assert all(len(name) <= 16 for name in _SPECIAL)
 _NAME = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)")
 _MARKUP = re.compile(r"<[A-Za-z/!?]")
 
 
 def _strip(fragment: str) -> str | None:
     """The fragment without its tags, or None where only a parser can say what the text is."""
+    if speedups.native is not None:
+        stripped: str | None = speedups.native.strip_tags(fragment, _SPECIAL_NAMES)
+        return stripped
     if "\0" in fragment or any(name.lower() in _SPECIAL for name in _NAME.findall(fragment)):
         return None
     stripped = _TAG.sub("", fragment)
@@ -154,6 +161,9 @@ def _parsed(fragment: str) -> str:
 def _text(fragment: str) -> str:
     if "&" in fragment:
         fragment = html.unescape(fragment)
+    if speedups.native is not None:
+        collapsed: str = speedups.native.collapse_spaces(fragment)
+        return collapsed
     return " ".join(fragment.split())
 
 

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from aggregator.process import minhash_table, speedups
+from aggregator import speedups
+from aggregator.process import minhash_table
 from aggregator.process.text import Field, ItemText, folded_words
 from aggregator.types import Entry, Match
 

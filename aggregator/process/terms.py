@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from aggregator.process import speedups
+from aggregator import speedups
 from aggregator.process.text import PATTERN_WORD, Field, fold, folded_token
 
 _MEMO_LIMIT = 500_000  # distinct words remembered before starting afresh

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import TYPE_CHECKING
 
+from aggregator import speedups
 from aggregator.feed.sanitize import html_to_text
 from aggregator.memo import cached_property
-from aggregator.process import speedups
 from aggregator.process.unicode_ranges import Ranges, table
 from aggregator.types import Entry
 
 if TYPE_CHECKING:
-    from aggregator.process._speedups import WordSet
+    from aggregator._speedups import WordSet
 
 
 def _char_class(ranges: Ranges) -> str:

@@ -22,7 +22,7 @@ from types import ModuleType
 native: ModuleType | None = None
 if not os.environ.get("AGGREGATOR_PURE_PYTHON"):
     try:
-        from aggregator.process import _speedups
+        from aggregator import _speedups
 
         native = _speedups
     except ImportError:  # not built: no compiler where it was installed
@@ -32,7 +32,7 @@ if not os.environ.get("AGGREGATOR_PURE_PYTHON"):
 def describe() -> str:
     """What `aggregator --version` and the docs say about it."""
     if native is not None:
-        return "filing in C (aggregator.process._speedups)"
+        return "filing in C (aggregator._speedups)"
     if os.environ.get("AGGREGATOR_PURE_PYTHON"):
         return "filing in Python (AGGREGATOR_PURE_PYTHON is set)"
     return "filing in Python (the C part was not built: no C compiler at install)"

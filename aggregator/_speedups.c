@@ -1,6 +1,6 @@
 /* The per-item text work of filing, in C: folding ASCII text, finding the words that may start
  * a term, and an item's MinHash signature. Each function gives exactly what the Python code it
- * stands in for gives (tests/test_speedups.py holds the two equal); aggregator/process/speedups.py
+ * stands in for gives (tests/test_speedups.py holds the two equal); aggregator/speedups.py
  * says why it exists and falls back to the Python code where this was not built.
  *
  * Strings are read as the UTF-8 CPython keeps of them (for ASCII text, the text itself): folded
@@ -605,7 +605,7 @@ static PyMethodDef wordset_methods[] = {
 
 static PyTypeObject WordSetType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "aggregator.process._speedups.WordSet",
+    .tp_name = "aggregator._speedups.WordSet",
     .tp_basicsize = sizeof(WordSet),
     .tp_dealloc = (destructor)wordset_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -615,11 +615,210 @@ static PyTypeObject WordSetType = {
     .tp_new = PyType_GenericNew,
 };
 
+/* ---------------------------------------------------------------- HTML to text */
+
+static inline int
+is_space(Py_UCS4 c)
+{
+    return Py_UNICODE_ISSPACE(c);
+}
+
+static inline int
+is_ascii_letter(Py_UCS4 c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static inline int
+is_ascii_alnum(Py_UCS4 c)
+{
+    return is_ascii_letter(c) || (c >= '0' && c <= '9');
+}
+
+/* The length of the tag at `i` as sanitize.py's _TAG regex matches it, or 0 where it does not:
+ *     </?[A-Za-z][A-Za-z0-9]*(?:\s+[^\s"'<>/=]+(?:="[^"]*")?)*\s*\/?>
+ * Matched greedily without backtracking, which finds the same match: an attribute name stops only
+ * where what follows cannot go on one (a space, a quote, <, >, / or =), and a value can only open
+ * with the = the name stops at. */
+static Py_ssize_t
+tag_at(int kind, const void *data, Py_ssize_t n, Py_ssize_t i)
+{
+    Py_ssize_t at = i + 1;
+    if (at < n && PyUnicode_READ(kind, data, at) == '/')
+        at++;
+    if (at >= n || !is_ascii_letter(PyUnicode_READ(kind, data, at)))
+        return 0;
+    while (at < n && is_ascii_alnum(PyUnicode_READ(kind, data, at)))
+        at++;
+    for (;;) { /* (?:\s+NAME(?:="...")?)* */
+        Py_ssize_t pos = at;
+        if (pos >= n || !is_space(PyUnicode_READ(kind, data, pos)))
+            break;
+        while (pos < n && is_space(PyUnicode_READ(kind, data, pos)))
+            pos++;
+        Py_ssize_t name = pos;
+        while (pos < n) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, pos);
+            if (is_space(c) || c == '"' || c == '\'' || c == '<' || c == '>' || c == '/' || c == '=')
+                break;
+            pos++;
+        }
+        if (pos == name)
+            break;
+        if (pos + 1 < n && PyUnicode_READ(kind, data, pos) == '=' &&
+            PyUnicode_READ(kind, data, pos + 1) == '"') {
+            Py_ssize_t close = pos + 2;
+            while (close < n && PyUnicode_READ(kind, data, close) != '"')
+                close++;
+            if (close < n)
+                pos = close + 1;
+        }
+        at = pos;
+    }
+    while (at < n && is_space(PyUnicode_READ(kind, data, at)))
+        at++;
+    if (at < n && PyUnicode_READ(kind, data, at) == '/')
+        at++;
+    if (at < n && PyUnicode_READ(kind, data, at) == '>')
+        return at + 1 - i;
+    return 0;
+}
+
+/* strip_tags(fragment, special) -> str | None: sanitize.py's `_strip`: the fragment with its
+ * plain tags removed, or None where only a parser can say what its text is: a NUL, a tag (or end
+ * tag) named as one of `special` (a WordSet of lowered names), or markup left once the tags are
+ * gone (`<` before a letter, /, ! or ?). */
+static PyObject *
+strip_tags(PyObject *module, PyObject *args)
+{
+    PyObject *fragment;
+    WordSet *special;
+    if (!PyArg_ParseTuple(args, "UO!", &fragment, &WordSetType, &special))
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(fragment);
+    int kind = PyUnicode_KIND(fragment);
+    const void *data = PyUnicode_DATA(fragment);
+    /* first pass: a NUL, or a special name anywhere (_NAME.findall): the parser's */
+    char name[16];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c == 0)
+            Py_RETURN_NONE;
+        if (c != '<')
+            continue;
+        Py_ssize_t at = i + 1;
+        if (at < n && PyUnicode_READ(kind, data, at) == '/')
+            at++;
+        if (at >= n || !is_ascii_letter(PyUnicode_READ(kind, data, at)))
+            continue;
+        Py_ssize_t size = 0;
+        int fits = 1;
+        while (at < n && is_ascii_alnum(c = PyUnicode_READ(kind, data, at))) {
+            if (size < (Py_ssize_t)sizeof(name))
+                name[size++] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+            else
+                fits = 0; /* longer than any special name */
+            at++;
+        }
+        if (fits && wordset_has_literal(special, name, size))
+            Py_RETURN_NONE;
+    }
+    /* second pass: the text between tags, into a buffer of the fragment's kind */
+    PyObject *result = NULL;
+    char *out = PyMem_Malloc(n * kind + 1);
+    if (out == NULL)
+        return PyErr_NoMemory();
+    Py_ssize_t kept = 0;
+    Py_UCS4 widest = 0;
+    for (Py_ssize_t i = 0; i < n;) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c == '<') {
+            Py_ssize_t size = tag_at(kind, data, n, i);
+            if (size) {
+                i += size;
+                continue;
+            }
+        }
+        PyUnicode_WRITE(kind, out, kept, c);
+        widest = c > widest ? c : widest;
+        kept++;
+        i++;
+    }
+    /* markup left (_MARKUP: `<` before a letter, /, ! or ?): the parser's */
+    for (Py_ssize_t i = 0; i + 1 < kept; i++) {
+        if (PyUnicode_READ(kind, out, i) != '<')
+            continue;
+        Py_UCS4 next = PyUnicode_READ(kind, out, i + 1);
+        if (is_ascii_letter(next) || next == '/' || next == '!' || next == '?') {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    result = PyUnicode_New(kept, widest);
+    if (result == NULL)
+        goto done;
+    int made = PyUnicode_KIND(result);
+    if (made == kind)
+        memcpy(PyUnicode_DATA(result), out, kept * kind);
+    else
+        for (Py_ssize_t i = 0; i < kept; i++)
+            PyUnicode_WRITE(made, PyUnicode_DATA(result), i, PyUnicode_READ(kind, out, i));
+done:
+    PyMem_Free(out);
+    return result;
+}
+
+/* collapse_spaces(text) -> str: " ".join(text.split()), whitespace as str.split() has it. */
+static PyObject *
+collapse_spaces(PyObject *module, PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "collapse_spaces() takes a str");
+        return NULL;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    char *out = PyMem_Malloc(n * kind + 1);
+    if (out == NULL)
+        return PyErr_NoMemory();
+    Py_ssize_t kept = 0;
+    Py_UCS4 widest = 0;
+    int pending = 0; /* a space is owed before the next word */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (is_space(c)) {
+            pending = kept > 0;
+            continue;
+        }
+        if (pending) {
+            PyUnicode_WRITE(kind, out, kept++, ' ');
+            pending = 0;
+        }
+        PyUnicode_WRITE(kind, out, kept++, c);
+        widest = c > widest ? c : widest;
+    }
+    PyObject *result = PyUnicode_New(kept, widest);
+    if (result != NULL) {
+        int made = PyUnicode_KIND(result);
+        if (made == kind)
+            memcpy(PyUnicode_DATA(result), out, kept * kind);
+        else
+            for (Py_ssize_t i = 0; i < kept; i++)
+                PyUnicode_WRITE(made, PyUnicode_DATA(result), i, PyUnicode_READ(kind, out, i));
+    }
+    PyMem_Free(out);
+    return result;
+}
+
 /* ---------------------------------------------------------------- the module */
 
 static PyMethodDef methods[] = {
     {"fold_ascii", fold_ascii, METH_O,
      "fold_ascii(text) -> the folded words of ASCII text, joined by spaces; None for other text"},
+    {"strip_tags", strip_tags, METH_VARARGS,
+     "strip_tags(fragment, special) -> the fragment without its plain tags, or None"},
+    {"collapse_spaces", collapse_spaces, METH_O, "collapse_spaces(text) -> ' '.join(text.split())"},
     {"signature", signature, METH_VARARGS,
      "signature(title, summary, content, limit, short, a, b, min_shingles) -> bytes | None"},
     {NULL, NULL, 0, NULL},
@@ -627,8 +826,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "aggregator.process._speedups",
-    .m_doc = "Filing's per-item text work in C (see aggregator/process/speedups.py).",
+    .m_name = "aggregator._speedups",
+    .m_doc = "Filing's per-item text work in C (see aggregator/speedups.py).",
     .m_size = -1,
     .m_methods = methods,
 };
