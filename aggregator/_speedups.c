@@ -37,6 +37,18 @@ crc32_update(uint32_t crc, const unsigned char *p, Py_ssize_t n)
     return ~crc;
 }
 
+/* A str made by the old (wstr) API is read only once made ready; since 3.12 every str is. */
+static inline int
+ensure_ready(PyObject *text)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    return PyUnicode_READY(text);
+#else
+    (void)text;
+    return 0;
+#endif
+}
+
 /* ---------------------------------------------------------------- folding ASCII text */
 
 static inline int
@@ -55,6 +67,8 @@ fold_ascii(PyObject *module, PyObject *text)
         PyErr_SetString(PyExc_TypeError, "fold_ascii() takes a str");
         return NULL;
     }
+    if (ensure_ready(text) < 0)
+        return NULL;
     if (!PyUnicode_IS_ASCII(text))
         Py_RETURN_NONE;
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
@@ -190,6 +204,10 @@ signature(PyObject *module, PyObject *args)
     const char *c = s ? PyUnicode_AsUTF8AndSize(content, &content_size) : NULL;
     if (c == NULL)
         goto done;
+    if (limit < 0 || shortest < 0 || min_shingles < 0) {
+        PyErr_SetString(PyExc_ValueError, "signature(): limit, short and min_shingles are counts");
+        goto done;
+    }
     const char *body = s;
     Py_ssize_t body_size = summary_size;
     Py_ssize_t body_words = count_words(s, summary_size, limit);
@@ -198,9 +216,10 @@ signature(PyObject *module, PyObject *args)
         body_size = content_size;
     }
     /* a word takes at least two bytes of text (itself and a space), the last one */
-    Py_ssize_t room = (title_size + 2) / 2 + (limit < 0 ? (body_size + 2) / 2 : limit) + 1;
-    spans = PyMem_Malloc(sizeof(Span) * room);
-    hashes = PyMem_Malloc(sizeof(uint32_t) * room);
+    Py_ssize_t body_room = (body_size + 2) / 2;
+    Py_ssize_t room = (title_size + 2) / 2 + (limit < body_room ? limit : body_room) + 1;
+    spans = PyMem_New(Span, room);
+    hashes = PyMem_New(uint32_t, room);
     if (spans == NULL || hashes == NULL) {
         PyErr_NoMemory();
         goto done;
@@ -352,15 +371,34 @@ wild_matches(WordSet *self, Wild *wild, const char *w, Py_ssize_t n)
     return 1;
 }
 
+
+/* An empty set, whatever the state: before `__init__` has run, or before it runs again. */
 static void
-wordset_dealloc(WordSet *self)
+wordset_clear(WordSet *self)
 {
     PyMem_Free(self->pool);
     PyMem_Free(self->literals);
     PyMem_Free(self->hashes);
     PyMem_Free(self->parts);
     PyMem_Free(self->wilds);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    self->pool = NULL;
+    self->literals = NULL;
+    self->hashes = NULL;
+    self->parts = NULL;
+    self->wilds = NULL;
+    self->pool_size = 0;
+    self->mask = -1; /* no literal words: nothing is looked up */
+    self->wild_count = 0;
+    self->shortest_wild = PY_SSIZE_T_MAX;
+}
+
+static PyObject *
+wordset_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    WordSet *self = (WordSet *)type->tp_alloc(type, 0);
+    if (self != NULL)
+        wordset_clear(self);
+    return (PyObject *)self;
 }
 
 static int
@@ -370,6 +408,7 @@ wordset_init(WordSet *self, PyObject *args, PyObject *kwargs)
     PyObject *given;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O", keywords, &given))
         return -1;
+    wordset_clear(self); /* a second __init__ starts afresh */
     PyObject *words = PySequence_Fast(given, "WordSet() takes a sequence of str");
     if (words == NULL)
         return -1;
@@ -404,6 +443,7 @@ wordset_init(WordSet *self, PyObject *args, PyObject *kwargs)
     self->parts = PyMem_Malloc(sizeof(Piece) * (part_count + 1));
     self->wilds = PyMem_Malloc(sizeof(Wild) * (wild_count + 1));
     if (!self->pool || !self->literals || !self->hashes || !self->parts || !self->wilds) {
+        wordset_clear(self);
         Py_DECREF(words);
         PyErr_NoMemory();
         return -1;
@@ -594,6 +634,13 @@ wordset_holds_py(WordSet *self, PyObject *word)
     return PyBool_FromLong(n > 0 && wordset_holds(self, s, n));
 }
 
+static void
+wordset_dealloc(WordSet *self)
+{
+    wordset_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
 static PyMethodDef wordset_methods[] = {
     {"find", (PyCFunction)wordset_find, METH_O,
      "find(folded) -> [(place, word)]: the words of folded text in the set"},
@@ -612,7 +659,7 @@ static PyTypeObject WordSetType = {
     .tp_doc = "WordSet(words): folded words, `*` standing for any letters",
     .tp_methods = wordset_methods,
     .tp_init = (initproc)wordset_init,
-    .tp_new = PyType_GenericNew,
+    .tp_new = wordset_new,
 };
 
 /* ---------------------------------------------------------------- HTML to text */
@@ -776,6 +823,8 @@ collapse_spaces(PyObject *module, PyObject *text)
         PyErr_SetString(PyExc_TypeError, "collapse_spaces() takes a str");
         return NULL;
     }
+    if (ensure_ready(text) < 0)
+        return NULL;
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);

@@ -255,6 +255,23 @@ def test_a_term_index_finds_in_c_what_it_finds_in_python(native: ModuleType) -> 
         assert got == expected, [f.text for f in fields]
 
 
+def test_the_c_part_refuses_or_survives_what_callers_never_pass(native: ModuleType) -> None:
+    """Found by a review's fuzzing: a huge word limit overflowed a buffer's size, a set never
+    initialised was read through a null pointer, and initialising one again leaked the old."""
+    words = " ".join(f"w{n}" for n in range(5000))
+    a, b = dedupe._A_BYTES, dedupe._B_BYTES
+    made = native.signature("", words, "", 2**62, 20, a, b, 4)
+    assert made == native.signature("", words, "", 5000, 20, a, b, 4)  # every word, no overflow
+    with pytest.raises(ValueError, match="counts"):
+        native.signature("", words, "", -1, 20, a, b, 4)
+    empty = native.WordSet.__new__(native.WordSet)
+    assert not empty.holds("a") and empty.find("a b") == [] and empty.find_written("a") == []
+    assert native.strip_tags("<p>x</p>", empty) == "x"
+    again = native.WordSet(["gaza"])
+    again.__init__(["syria*"])
+    assert again.holds("syrian") and not again.holds("gaza")
+
+
 def test_the_pure_python_switch_is_honoured() -> None:
     """`AGGREGATOR_PURE_PYTHON=1` leaves the C part out, in a process of its own."""
     import subprocess
