@@ -1,7 +1,7 @@
 """Filing's per-item text work in C, where it was built: the one place that says whether it was.
 
-Filing an item (folding its fields, finding the words that may start a term, its MinHash
-signature) cost about 110 us an item in Python, spread over a dozen steps of a few microseconds,
+Filing an item (its HTML made plain text, its fields folded, the words that may start a term
+found, its MinHash signature) cost about 110 us an item in Python, spread over a dozen steps,
 each already one regex or one numpy call: what was left was Python's own cost per word and per
 call. `_speedups.c` does those steps in one pass over the text each, with the same results
 (tests/test_speedups.py holds them equal to the Python code, which stays as the fallback).
@@ -30,7 +30,7 @@ if not os.environ.get("AGGREGATOR_PURE_PYTHON"):
 
 
 def describe() -> str:
-    """What `aggregator --version` and the docs say about it."""
+    """Which code files items here, in words (the README's one-line check prints it)."""
     if native is not None:
         return "filing in C (aggregator._speedups)"
     if os.environ.get("AGGREGATOR_PURE_PYTHON"):
