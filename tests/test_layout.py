@@ -212,6 +212,7 @@ def test_the_front_page_in_a_browser_shows_stories_by_section_and_leads_to_searc
     """What a reader sees on a phone: each section's latest stories with source and time, the
     sections and topics, the digests with their schedule; and the search box, used as a reader
     uses it, finds a story."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -235,7 +236,16 @@ def test_the_front_page_in_a_browser_shows_stories_by_section_and_leads_to_searc
     box = browser.find_element(By.ID, "q")
     box.send_keys("climate talks", Keys.ENTER)
     deadline = time.monotonic() + 30
-    while "Supercalifragilistic" not in browser.find_element(By.TAG_NAME, "body").text:
+
+    def page_text() -> str:
+        """The page's text; nothing while the browser is still leaving the last page (the body
+        found there can go stale before its text is read)."""
+        try:
+            return str(browser.find_element(By.TAG_NAME, "body").text)
+        except StaleElementReferenceException:
+            return ""
+
+    while "Supercalifragilistic" not in page_text():
         assert time.monotonic() < deadline, "the story never became searchable"
         time.sleep(0.5)
         browser.refresh()
