@@ -1,5 +1,5 @@
-/* The per-item text work of filing, in C: folding ASCII text, finding the words that may start
- * a term, and an item's MinHash signature. Each function gives exactly what the Python code it
+/* The per-item text work of filing, in C: HTML made plain text, ASCII text folded, the words that
+ * may start a term found, and an item's MinHash signature. Each function gives exactly what the Python code it
  * stands in for gives (tests/test_speedups.py holds the two equal); aggregator/speedups.py
  * says why it exists and falls back to the Python code where this was not built.
  *
