@@ -49,6 +49,17 @@ ensure_ready(PyObject *text)
 #endif
 }
 
+/* The one str argument of a METH_O function, ready to read; NULL with TypeError otherwise. */
+static PyObject *
+str_argument(PyObject *text, const char *function)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes a str", function);
+        return NULL;
+    }
+    return ensure_ready(text) < 0 ? NULL : text;
+}
+
 /* ---------------------------------------------------------------- folding ASCII text */
 
 static inline int
@@ -63,11 +74,7 @@ ascii_word_char(unsigned char c)
 static PyObject *
 fold_ascii(PyObject *module, PyObject *text)
 {
-    if (!PyUnicode_Check(text)) {
-        PyErr_SetString(PyExc_TypeError, "fold_ascii() takes a str");
-        return NULL;
-    }
-    if (ensure_ready(text) < 0)
+    if (str_argument(text, "fold_ascii") == NULL)
         return NULL;
     if (!PyUnicode_IS_ASCII(text))
         Py_RETURN_NONE;
@@ -513,10 +520,8 @@ wordset_holds(WordSet *self, const char *w, Py_ssize_t n)
 static PyObject *
 wordset_find(WordSet *self, PyObject *folded)
 {
-    if (!PyUnicode_Check(folded)) {
-        PyErr_SetString(PyExc_TypeError, "find() takes a str");
+    if (str_argument(folded, "find") == NULL)
         return NULL;
-    }
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(folded, &n);
     if (s == NULL)
@@ -776,7 +781,6 @@ strip_tags(PyObject *module, PyObject *args)
     if (out == NULL)
         return PyErr_NoMemory();
     Py_ssize_t kept = 0;
-    Py_UCS4 widest = 0;
     for (Py_ssize_t i = 0; i < n;) {
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
         if (c == '<') {
@@ -787,7 +791,6 @@ strip_tags(PyObject *module, PyObject *args)
             }
         }
         PyUnicode_WRITE(kind, out, kept, c);
-        widest = c > widest ? c : widest;
         kept++;
         i++;
     }
@@ -801,15 +804,7 @@ strip_tags(PyObject *module, PyObject *args)
             goto done;
         }
     }
-    result = PyUnicode_New(kept, widest);
-    if (result == NULL)
-        goto done;
-    int made = PyUnicode_KIND(result);
-    if (made == kind)
-        memcpy(PyUnicode_DATA(result), out, kept * kind);
-    else
-        for (Py_ssize_t i = 0; i < kept; i++)
-            PyUnicode_WRITE(made, PyUnicode_DATA(result), i, PyUnicode_READ(kind, out, i));
+    result = PyUnicode_FromKindAndData(kind, out, kept); /* narrowed where it can be */
 done:
     PyMem_Free(out);
     return result;
@@ -819,11 +814,7 @@ done:
 static PyObject *
 collapse_spaces(PyObject *module, PyObject *text)
 {
-    if (!PyUnicode_Check(text)) {
-        PyErr_SetString(PyExc_TypeError, "collapse_spaces() takes a str");
-        return NULL;
-    }
-    if (ensure_ready(text) < 0)
+    if (str_argument(text, "collapse_spaces") == NULL)
         return NULL;
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text);
@@ -832,7 +823,6 @@ collapse_spaces(PyObject *module, PyObject *text)
     if (out == NULL)
         return PyErr_NoMemory();
     Py_ssize_t kept = 0;
-    Py_UCS4 widest = 0;
     int pending = 0; /* a space is owed before the next word */
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
@@ -845,17 +835,8 @@ collapse_spaces(PyObject *module, PyObject *text)
             pending = 0;
         }
         PyUnicode_WRITE(kind, out, kept++, c);
-        widest = c > widest ? c : widest;
     }
-    PyObject *result = PyUnicode_New(kept, widest);
-    if (result != NULL) {
-        int made = PyUnicode_KIND(result);
-        if (made == kind)
-            memcpy(PyUnicode_DATA(result), out, kept * kind);
-        else
-            for (Py_ssize_t i = 0; i < kept; i++)
-                PyUnicode_WRITE(made, PyUnicode_DATA(result), i, PyUnicode_READ(kind, out, i));
-    }
+    PyObject *result = PyUnicode_FromKindAndData(kind, out, kept); /* narrowed where it can be */
     PyMem_Free(out);
     return result;
 }

@@ -60,7 +60,9 @@ def test_folding_ascii_text_in_c_is_folding_it_in_python(native: ModuleType) -> 
     alphabet = string.printable + "__"
     for _ in range(20_000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
-        assert native.fold_ascii(text) == folded_words(text), repr(text)
+        with pure_python():
+            wanted = folded_words(text)
+        assert native.fold_ascii(text) == wanted, repr(text)
     assert native.fold_ascii("École") is None  # not ASCII: Python folds it
     for _ in range(2000):
         field = Field("title", tricky_text(rng, glue=True))

@@ -92,11 +92,9 @@ def _opening(field: Field, count: int) -> list[str]:
         return field.words[:count]
     text = field.text
     reach = count * 10
-    fold = speedups.native.fold_ascii if speedups.native is not None else None
     while True:
         cut = text.find(" ", reach) if reach < len(text) else -1
-        part = text if cut < 0 else text[:cut]
-        folded = (fold(part) if fold is not None else None) or folded_words(part)
+        folded = folded_words(text if cut < 0 else text[:cut])
         words = folded.split(" ") if folded else []
         if len(words) >= count or cut < 0:
             return words[:count]

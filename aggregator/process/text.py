@@ -138,6 +138,9 @@ def folded_words(text: str) -> str:
     folding the whole text, at a tenth of the cost.
     """
     if text.isascii():
+        if speedups.native is not None:
+            ascii_words: str = speedups.native.fold_ascii(text)
+            return ascii_words
         return " ".join(_ASCII_WORD.findall(text.lower().replace("_", " ")))
     global _runs
     runs = _runs
@@ -261,12 +264,8 @@ class Field:
 
     @cached_property
     def folded(self) -> str:
-        native = speedups.native
-        if native is not None:
-            folded: str | None = native.fold_ascii(self.text)
-            if folded is not None:
-                return folded
-        written = self._ascii_words
+        # in Python, the words found as written serve the hits too; C folds in one pass
+        written = self._ascii_words if speedups.native is None else None
         if written is not None:
             return " ".join(written).lower()
         return folded_words(self.text)
