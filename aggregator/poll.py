@@ -19,6 +19,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,7 +41,7 @@ from aggregator.feed.normalise import MAX_INDEXED_URL
 from aggregator.prepare import Filed, Helpers, Prepared, helpers_for, prepare
 from aggregator.process.pipeline import Processor
 from aggregator.storage import Storage
-from aggregator.types import ArticleFetch, Entry, FetchRecord, SaveReport, SourceState
+from aggregator.types import ArticleFetch, Entry, FetchRecord, Filer, SaveReport, SourceState
 
 if TYPE_CHECKING:
     from aggregator.feed import discover
@@ -269,7 +270,58 @@ class _Outcomes:
 
 
 _BATCH = 64
+_SAVING = 32  # fetches handed on to be stored, at most: what waits holds its entries
 _LINGER = 0.005  # seconds
+
+
+_Fetch = tuple[FetchRecord, list[Entry], str | None, Filer | None]
+
+
+class _Saves:
+    """Documents' entries and outcomes, written by one thread, each batch in one transaction:
+    whatever arrives while a batch is written goes in the next. The loop hands them over as the
+    helpers finish them, so no thread waits for a helper or for its turn to write (eight
+    threads doing so spent a tenth of the poller's time holding the GIL in hand-offs)."""
+
+    def __init__(self, poller: Poller, thread: ThreadPoolExecutor) -> None:
+        self._poller = poller
+        self._thread = thread
+        self._pending: list[tuple[_Fetch, asyncio.Future[SaveReport | None]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def save(self, fetch: _Fetch) -> SaveReport | None:
+        """Store a document's entries and outcome; None when the lease was lost."""
+        done: asyncio.Future[SaveReport | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((fetch, done))
+        if self._writing is None:
+            self._writing = asyncio.create_task(self._write())
+        return await done
+
+    def _store(self, fetches: list[_Fetch]) -> list[SaveReport | Exception | None]:
+        if any(entries for _, entries, _, _ in fetches):
+            self._poller._warm_index()
+        return self._poller.storage.save_fetches(fetches)
+
+    async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    saved = await loop.run_in_executor(
+                        self._thread, self._store, [fetch for fetch, _ in batch]
+                    )
+                except Exception as exc:
+                    saved = [exc] * len(batch)
+                for (_, done), outcome in zip(batch, saved, strict=True):
+                    if done.done():  # a cancelled waiter
+                        continue
+                    if isinstance(outcome, Exception):
+                        done.set_exception(outcome)
+                    else:
+                        done.set_result(outcome)
+        finally:
+            self._writing = None
 
 
 def _request(state: SourceState, source: Source | None) -> FetchRequest:
@@ -381,6 +433,7 @@ class Poller:
         pool = ThreadPoolExecutor(concurrency, thread_name_prefix="poll")
         storing = ThreadPoolExecutor(1, thread_name_prefix="store")
         outcomes = _Outcomes(self.storage, storing)
+        saves = _Saves(self, storing)
         running: set[asyncio.Task[PollResult | asyncio.Task[PollResult]]] = set()
         saving: set[asyncio.Task[PollResult]] = set()  # plain outcomes, stored in batches
         claiming: asyncio.Future[list[SourceState]] | None = None
@@ -411,8 +464,8 @@ class Poller:
                     queue.extend(claimed)
                     claimed_in_all += len(claimed)
                     continue
-                while queue and len(running) < concurrency:
-                    polled = self._poll_async(fetcher, queue.popleft(), pool, outcomes)
+                while queue and len(running) < concurrency and len(saving) < _SAVING:
+                    polled = self._poll_async(fetcher, queue.popleft(), pool, outcomes, saves)
                     running.add(asyncio.create_task(polled))
                 if not running and not saving:
                     break
@@ -457,7 +510,12 @@ class Poller:
         return claimed
 
     async def _poll_async(
-        self, fetcher: Fetcher, state: SourceState, pool: ThreadPoolExecutor, outcomes: _Outcomes
+        self,
+        fetcher: Fetcher,
+        state: SourceState,
+        pool: ThreadPoolExecutor,
+        outcomes: _Outcomes,
+        saves: _Saves,
     ) -> PollResult | asyncio.Task[PollResult]:
         """Fetch on the loop, then read and store a document in a thread; a plain outcome (a
         304, a failure) is handed on to be stored with others, and its place goes to the next
@@ -470,8 +528,67 @@ class Poller:
         except Exception as exc:  # a bug: poll_source reports it as the source's internal error
             return await loop.run_in_executor(pool, self.poll_source, state, exc)
         if plain is None:
+            if _is_document(fetched) and not (source and (source.full_text or source.adaptive)):
+                return await self._document(state, source, fetched, pool, saves)
             return await loop.run_in_executor(pool, self.poll_source, state, fetched)
         return asyncio.create_task(self._store_plain(state, fetched, plain, pool, outcomes))
+
+    async def _document(
+        self,
+        state: SourceState,
+        source: Source | None,
+        fetched: FetchResult,
+        pool: ThreadPoolExecutor,
+        saves: _Saves,
+    ) -> PollResult | asyncio.Task[PollResult]:
+        """A document read in a helper and handed on to be stored with others, all from the
+        loop, its place going to the next source; what needs more (no helper, a body that is no
+        feed: a web page naming its feed, ...) goes the full way in a thread."""
+        loop = asyncio.get_running_loop()
+        now = self.storage.clock()
+        content_type = fetched.headers.get("content-type")
+        helpers, processor = self._helpers, self.processor
+        future = helpers.submit(processor, fetched.body, fetched.url, now, content_type, state.id)
+        if future is None:
+            return await loop.run_in_executor(pool, self.poll_source, state, fetched)
+        try:
+            prepared = await asyncio.wrap_future(future)
+        except BrokenProcessPool:
+            helpers.broken()
+            return await loop.run_in_executor(pool, self.poll_source, state, fetched)
+        except Exception:  # ParseError, mostly: the full way reads it again and says why
+            return await loop.run_in_executor(pool, self.poll_source, state, fetched)
+        helpers.done()
+        try:
+            record, entries = self._record(state, source, fetched, now, prepared, None, None)
+            if prepared.kept.dropped:
+                dropped = len(prepared.kept.dropped)
+                log.debug("source %s: %d entries left out by its filters", state.id, dropped)
+            filer = Filed(processor, prepared) if prepared.filings is not None else processor
+        except Exception as exc:  # poll_source records it as the source's internal error
+            return await loop.run_in_executor(pool, self.poll_source, state, exc)
+        fetch = (record, list(entries), self.owner, filer)
+        return asyncio.create_task(self._store_document(state, fetched, fetch, pool, saves))
+
+    async def _store_document(
+        self,
+        state: SourceState,
+        fetched: FetchResult,
+        fetch: _Fetch,
+        pool: ThreadPoolExecutor,
+        saves: _Saves,
+    ) -> PollResult:
+        try:
+            saved = await saves.save(fetch)
+        except Exception as exc:  # poll_source records it as the source's internal error
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(pool, self.poll_source, state, exc)
+        record = fetch[0]
+        result = _result(record, fetched, saved, "")
+        if self._observe is not None:  # metrics first, so a scrape after the log line sees it
+            self._observe(result)
+        _log(result, 0)
+        return result
 
     async def _store_plain(
         self,

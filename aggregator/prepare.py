@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
@@ -188,6 +188,38 @@ class Helpers:
                 )
             return self._pool
 
+    def submit(
+        self,
+        processor: Processor,
+        body: bytes,
+        url: str,
+        now: datetime,
+        content_type: str | None,
+        source_id: str,
+    ) -> Future[Prepared] | None:
+        """The document handed to a helper (its future raises ParseError for a body that is no
+        feed, BrokenProcessPool if the helper died: see `broken`); None when there is none."""
+        pool = self._pool if self._config is processor.config else None
+        if pool is None and (pool := self._started(processor.config)) is None:
+            return None
+        try:
+            return pool.submit(_prepare_here, body, url, now, content_type, source_id)
+        except BrokenProcessPool:
+            self.broken()
+            return None
+
+    def broken(self) -> None:
+        """A helper died: documents are prepared in the poller from now on."""
+        with self._lock:
+            if not self._broken:
+                log.warning("a parsing helper process died; parsing in the poller from now on")
+            self._broken = True
+            self._pool = None
+
+    def done(self) -> None:
+        with self._counting:
+            self.prepared += 1
+
     def prepare(
         self,
         processor: Processor,
@@ -198,20 +230,15 @@ class Helpers:
         source_id: str,
     ) -> Prepared | None:
         """The document prepared in a helper; None when there is none (prepare it here)."""
-        pool = self._pool if self._config is processor.config else None
-        if pool is None and (pool := self._started(processor.config)) is None:
+        future = self.submit(processor, body, url, now, content_type, source_id)
+        if future is None:
             return None
         try:
-            done = pool.submit(_prepare_here, body, url, now, content_type, source_id).result()
+            done = future.result()
         except BrokenProcessPool:
-            with self._lock:
-                if not self._broken:
-                    log.warning("a parsing helper process died; parsing in the poller from now on")
-                self._broken = True
-                self._pool = None
+            self.broken()
             return None
-        with self._counting:
-            self.prepared += 1
+        self.done()
         return done
 
     def close(self) -> None:

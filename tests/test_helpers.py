@@ -161,6 +161,39 @@ def test_a_body_that_is_no_feed_fails_its_source_alone_in_a_helper(
     assert "not a readable feed" in (results["s1"].error or "")
 
 
+def test_a_document_the_database_refuses_fails_its_source_alone(
+    server: FeedServer, storage: Storage, harness_for: Build
+) -> None:
+    """Documents read in helpers are stored together from the poller's loop; when the database
+    refuses one source's items (a trigger here, standing for any fault), that source fails with
+    the reason and the others are stored, its lease released for the next poll."""
+    _serve(server, 4)
+    if storage.backend == "sqlite":
+        refuse = [
+            "CREATE TRIGGER refuse BEFORE INSERT ON items WHEN NEW.source_id = 's2' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        ]
+    else:
+        refuse = [
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN IF NEW.source_id = 's2' "
+            "THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$ "
+            "LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION refuse()",
+        ]
+    with storage._engine.begin() as conn:
+        for statement in refuse:
+            conn.execute(text(statement))
+    harness = harness_for(_config(server, 4, processes=2))
+    results = harness.poll()
+    assert harness.poller._helpers.prepared == 4
+    assert [sid for sid, r in sorted(results.items()) if r.ok] == ["s0", "s1", "s3"]
+    assert all(results[sid].new == 6 for sid in ("s0", "s1", "s3"))
+    assert "refused by the test" in (results["s2"].error or "")
+    state = storage.source("s2")
+    assert state is not None and state.lease_owner is None and state.consecutive_failures == 1
+    assert storage.count_items() == 18
+
+
 def test_where_helpers_run_they_read_every_document(
     server: FeedServer, storage: Storage, harness_for: Build
 ) -> None:

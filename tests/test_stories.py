@@ -795,6 +795,67 @@ def test_a_poll_that_fails_in_a_group_fails_alone(
     assert state is not None and state.lease_owner == "w1"  # still held: the poll reports it
 
 
+def _saved_at_once(
+    storage: Storage, clock: Clock, polls: dict[str, tuple[list[Entry], str, object]]
+) -> tuple[dict[str, object], int]:
+    """The polls handed to `save_fetches` in one call, as the poller's storing thread hands
+    them: what each gave, and how many commits it took."""
+    storage.claim_sources(sorted(polls), "w1", timedelta(minutes=5))
+    later = clock() + timedelta(hours=1)
+    commits: list[int] = []
+    event.listen(storage._engine, "commit", lambda _conn: commits.append(1))
+    fetches = [
+        (FetchRecord(sid, clock(), later, status=200), entries, owner, filer)
+        for sid, (entries, owner, filer) in polls.items()
+    ]
+    outcomes = storage.save_fetches(fetches)  # type: ignore[arg-type]
+    return dict(zip(polls, outcomes, strict=True)), len(commits)
+
+
+def test_documents_handed_on_together_are_one_group_and_keep_their_own_outcomes(
+    storage: Storage, processor: Processor, clock: Clock
+) -> None:
+    """The poller's loop hands several documents to storage at once: those with entries go in
+    one transaction, compared with each other as polls stored together are; a lost lease stores
+    nothing of its own; a document with no entries is recorded as an outcome of its own."""
+    copy = WIRE.replace("CAIRO (AP) — ", "").replace("stabilization", "stabilisation")
+    polls: dict[str, tuple[list[Entry], str, object]] = {
+        "ap": ([entry("a1", "Gaza talks stall, officials say", WIRE)], "w1", processor),
+        "herald": ([entry("h1", "Aid trucks wait", OTHER)], "w1", processor),
+        "star": ([entry("s1", "Gaza ceasefire talks hit snag", copy + " More.")], "w1", processor),
+        "bbc": ([entry("b1", "Lost", "A lease lost before the write.")], "w2", processor),
+        "quiet": ([], "w1", processor),
+    }
+    quiet = Source("quiet", "https://quiet.example/feed", "world")
+    storage.sync_sources([*processor.config.sources, quiet])
+    results, commits = _saved_at_once(storage, clock, polls)
+    assert commits == 2  # the group, and the document without entries
+    assert results.pop("bbc") is None
+    assert results.pop("quiet") == SaveReport()
+    assert all(isinstance(result, SaveReport) for result in results.values())
+    reports = {sid: result for sid, result in results.items() if isinstance(result, SaveReport)}
+    assert [reports[sid].merged for sid in ("ap", "herald", "star")] == [0, 0, 1]
+    ap, herald, star = (reports[sid].new[0] for sid in ("ap", "herald", "star"))
+    assert story_of(storage, star) == story_of(storage, ap) != story_of(storage, herald)
+    assert storage.count_items() == 3
+    states = {state.id: state for state in storage.sources()}
+    assert states["quiet"].lease_owner is None and states["quiet"].last_status == 200
+    assert states["bbc"].lease_owner == "w1"  # not w2's to release
+
+
+def test_a_document_that_fails_among_those_handed_on_fails_alone(
+    storage: Storage, processor: Processor, clock: Clock
+) -> None:
+    """Handed on together, a document whose write fails gets its own error back (the loop turns
+    it into the source's failure) and the others are stored."""
+    results, commits = _saved_at_once(storage, clock, _three_polls(_Failing(processor, "herald")))
+    failure = results.pop("herald")
+    assert isinstance(failure, RuntimeError) and "filing herald failed" in str(failure)
+    assert all(isinstance(result, SaveReport) and result.new for result in results.values())
+    assert commits == 2  # the group's failed, then each alone: two stored, one failed
+    assert storage.count_items() == 2
+
+
 def test_a_copy_in_a_group_joins_the_most_alike_of_the_stored_and_the_groups_items(
     storage: Storage, processor: Processor, clock: Clock
 ) -> None:

@@ -278,12 +278,51 @@ class Storage:
         Should a group fail, each of its polls is written alone, so one poll's fault never
         costs the others theirs."""
         me = _Save(record, entries, owner, filer)
+        self._in_turn([me])
+        if me.failed is not None:
+            raise me.failed
+        return me.report
+
+    def save_fetches(
+        self, fetches: Sequence[tuple[FetchRecord, list[Entry], str | None, Filer | None]]
+    ) -> list[SaveReport | Exception | None]:
+        """`record_fetch` for several polls' documents at once, from one thread (the poller's
+        loop hands them over as they come): for each, its report (None: the lease was lost), or
+        the exception its own call would have raised."""
+        saves: list[_Save] = []
+        done: list[_Save | SaveReport | Exception | None] = []
+        for record, entries, owner, filer in fetches:
+            if not entries or (filer is not None and len(entries) >= PLAN_APART):
+                done.append(self._alone(record, entries, owner, filer))  # their own way
+            else:
+                saves.append(_Save(record, entries, owner, filer))
+                done.append(saves[-1])
+        self._in_turn(saves)
+        return [
+            d if not isinstance(d, _Save) else d.failed if d.failed is not None else d.report
+            for d in done
+        ]
+
+    def _alone(
+        self, record: FetchRecord, entries: list[Entry], owner: str | None, filer: Filer | None
+    ) -> SaveReport | Exception | None:
+        try:
+            return self.record_fetch(record, entries, owner, filer)
+        except Exception as exc:
+            return exc
+
+    def _in_turn(self, mine: list[_Save]) -> None:
+        """Saves go in one transaction with every other poll's waiting to be stored: whoever
+        finds no group being written writes every save waiting, the others are woken when
+        theirs are written, or to write the next group."""
+        if not mine:
+            return
         with self._saves_ready:
-            self._saves.append(me)
-            while self._save_writing and not me.settled:
+            self._saves.extend(mine)
+            while self._save_writing and not all(save.settled for save in mine):
                 self._saves_ready.wait()
             batch: list[_Save] = []
-            if not me.settled:
+            if not all(save.settled for save in mine):
                 self._save_writing = True
                 batch, self._saves = self._saves, []
         if batch:
@@ -300,9 +339,6 @@ class Storage:
                             )
                     self._save_writing = False
                     self._saves_ready.notify_all()
-        if me.failed is not None:
-            raise me.failed
-        return me.report
 
     def _save_group(self, batch: list[_Save]) -> None:
         try:
