@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import threading
@@ -648,3 +649,69 @@ def test_a_postgresql_database_made_by_any_engine_gets_its_partial_index(
     )
     assert done.stdout.strip().endswith("WHERE search_pending"), done.stdout
     _reset_postgres(postgres_url)
+
+
+def test_batches_saved_together_store_what_saving_them_in_turn_stores(
+    storage: Storage, clock: Clock
+) -> None:
+    """`save_many` (a group of polls, in one go: one read of what is stored, the new rows of
+    all in shared statements) stores what `save` one batch after the other stores: the same
+    rows, ids in the same order, the same reports; over new, unchanged, edited, pruned and
+    repeated keys, and a key two sources share."""
+    names = ["a1", "a2", "a3", "b1", "b2", "b3"]
+    storage.sync_sources([source(name) for name in names])
+    first = [entry("kept"), entry("edited"), entry("pruned"), entry("shared")]
+    with storage._engine.begin() as conn:
+        for name in names:
+            items_module.save(conn, name, first, clock())
+        for name in ("a2", "b2"):
+            conn.execute(
+                tables.pruned_keys.insert().values(source_id=name, key="gone", pruned_at=clock())
+            )
+    clock.advance(minutes=30)
+
+    def second(n: int) -> list[Entry]:
+        return [
+            entry("kept"),
+            entry("edited", f"A new title {n}"),
+            entry("new", published=datetime(2026, 11, 24, 9, n, tzinfo=UTC)),
+            entry("older", published=datetime(2026, 11, 24, 8, tzinfo=UTC)),
+            entry("gone"),
+            entry("new", "A repeat: the first wins"),
+            entry("shared"),
+            entry(f"own{n}"),
+        ]
+
+    now = clock()
+    with storage._engine.begin() as conn:
+        together = items_module.save_many(
+            conn, [(f"a{n}", second(n), now, None) for n in (1, 2, 3)]
+        )
+        in_turn = [items_module.save(conn, f"b{n}", second(n), now) for n in (1, 2, 3)]
+        rows = {
+            name: conn.exec_driver_sql(
+                f"SELECT * FROM items WHERE source_id = '{name}' ORDER BY id"
+            ).all()
+            for name in names
+        }
+    for n, (report_a, fresh_a), (report_b, fresh_b) in zip(
+        (1, 2, 3), together, in_turn, strict=True
+    ):
+        assert len(report_a.new) == len(report_b.new) == (3 if n == 2 else 4)  # a2's "gone"
+        assert len(report_a.updated) == len(report_b.updated) == 1
+        assert report_a.unchanged == report_b.unchanged == 2
+        assert [i.entry.key for i in fresh_a] == [i.entry.key for i in fresh_b]
+    new_ids = [sorted(report.new) for report, _ in together]
+    assert all(one[-1] < then[0] for one, then in itertools.pairwise(new_ids))
+    for n in (1, 2, 3):
+        a, b = rows[f"a{n}"], rows[f"b{n}"]
+        assert [row.key for row in a] == [row.key for row in b]
+        skip = {"id", "source_id"}
+        for row_a, row_b in zip(a, b, strict=True):
+            left = {k: v for k, v in row_a._mapping.items() if k not in skip}
+            right = {k: v for k, v in row_b._mapping.items() if k not in skip}
+            assert left == right
+    assert {row.key for row in rows["a2"]} == {
+        *("kept", "edited", "pruned", "shared", "new", "older", "own2")
+    }
+    assert next(row.title for row in rows["a1"] if row.key == "new") == "A title"

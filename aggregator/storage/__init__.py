@@ -373,7 +373,8 @@ class Storage:
         ordered = sorted(batch, key=lambda save: save.record.source_id)
         with self._saving() as (conn, committed):
             # a lost lease writes nothing, and its save's report stays None
-            held = [save for save in ordered if sources.record_fetch(conn, save.record, save.owner)]
+            kept = sources.record_fetches(conn, [(save.record, save.owner) for save in ordered])
+            held = [save for save, holds in zip(ordered, kept, strict=True) if holds]
             locked = False
 
             def lock() -> None:
@@ -384,13 +385,16 @@ class Storage:
 
             if len(held) > 1:
                 lock()
-            stored: list[tuple[_Save, SaveReport, list[items.NewItem]]] = []
-            for save in held:
-                record = save.record
-                report, fresh = items.save(
-                    conn, record.source_id, save.entries, record.fetched_at, save.filer, lock
+            batches = [
+                (save.record.source_id, save.entries, save.record.fetched_at, save.filer)
+                for save in held
+            ]
+            stored = [
+                (save, report, fresh)
+                for save, (report, fresh) in zip(
+                    held, items.save_many(conn, batches, lock), strict=True
                 )
-                stored.append((save, report, fresh))
+            ]
             now = max(save.record.fetched_at for save in ordered)
             merged: set[int] = set()
             by_index: dict[int, tuple[StoryIndex | None, list[items.NewItem]]] = {}
