@@ -715,3 +715,30 @@ def test_batches_saved_together_store_what_saving_them_in_turn_stores(
         *("kept", "edited", "pruned", "shared", "new", "older", "own2")
     }
     assert next(row.title for row in rows["a1"] if row.key == "new") == "A title"
+
+
+def test_inserts_and_lookups_of_any_size_take_a_few_statement_shapes(
+    storage: Storage, clock: Clock
+) -> None:
+    """The driver keeps each distinct statement it ran prepared (SQLite, 128 of them), and an
+    insert of many rows prepared is large: batches of every size from 1 to 120 rows go in
+    statements of four shapes, and their lookups of what is stored in a few more."""
+    storage.sync_sources([source("a")])
+    seen: set[str] = set()
+
+    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith(("INSERT INTO items ", "WITH wanted")):
+            seen.add(statement)
+
+    event.listen(storage._engine, "before_cursor_execute", note)
+    done = 0
+    with storage._engine.begin() as conn:
+        for size in range(1, 121):
+            batch = [entry(f"k{done + n}") for n in range(size)]
+            report, _ = items_module.save(conn, "a", batch, clock())
+            assert len(report.new) == size
+            done += size
+    inserts = {s for s in seen if s.startswith("INSERT")}
+    assert len(inserts) == 4
+    assert len(seen - inserts) <= 2 * 8  # two lookups, padded to 1, 2, 4, ... 128 pairs
+    assert storage.count_items() == done
