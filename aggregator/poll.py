@@ -405,9 +405,12 @@ class Poller:
     ) -> list[PollResult]:
         """Poll every due source (or exactly `only`) once; return when nothing is left to do.
 
-        Fetches run on the fetcher's event loop, `concurrency` at a time; what follows a fetch
-        (reading, filing, storing) runs in a pool of as many threads, while the next sources
-        are fetched: a source waiting for its turn to write no longer holds a fetch's place.
+        Fetches run on the fetcher's event loop, `concurrency` at a time. Where helper
+        processes run, a document goes to one from the loop and its entries on to one storing
+        thread, which writes whatever waits in one transaction (`_Saves`); anything else that
+        follows a fetch (reading in the poller, discovery, full text) runs in a pool of as many
+        threads. Either way the next sources are fetched meanwhile: a source waiting to be
+        stored holds no fetch's place (at most `_SAVING` of them wait).
         Sources are claimed ahead, in batches, so a claim costs one transaction per batch rather
         than per source; on stop, claimed sources not yet started are released at once for other
         workers.
