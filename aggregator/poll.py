@@ -270,7 +270,7 @@ class _Outcomes:
 
 
 _BATCH = 64
-_SAVING = 32  # fetches handed on to be stored, at most: what waits holds its entries
+_SAVING = 32  # documents handed on to be stored, at most: what waits holds its entries
 _LINGER = 0.005  # seconds
 
 
@@ -288,14 +288,19 @@ class _Saves:
         self._thread = thread
         self._pending: list[tuple[_Fetch, asyncio.Future[SaveReport | None]]] = []
         self._writing: asyncio.Task[None] | None = None
+        self.waiting = 0  # documents handed on and not yet stored
 
     async def save(self, fetch: _Fetch) -> SaveReport | None:
         """Store a document's entries and outcome; None when the lease was lost."""
         done: asyncio.Future[SaveReport | None] = asyncio.get_running_loop().create_future()
         self._pending.append((fetch, done))
+        self.waiting += 1
         if self._writing is None:
             self._writing = asyncio.create_task(self._write())
-        return await done
+        try:
+            return await done
+        finally:
+            self.waiting -= 1
 
     def _store(self, fetches: list[_Fetch]) -> list[SaveReport | Exception | None]:
         if any(entries for _, entries, _, _ in fetches):
@@ -427,7 +432,8 @@ class Poller:
         concurrency = self._config.polling.concurrency
         loop = asyncio.get_running_loop()
         results: list[PollResult] = []
-        pending_named = list(only) if only is not None else None
+        # a source named twice is polled once (twice at once, the second was its own lost lease)
+        pending_named = list(dict.fromkeys(only)) if only is not None else None
         queue: deque[SourceState] = deque()
         exhausted = False
         claimed_in_all = 0
@@ -467,7 +473,7 @@ class Poller:
                     queue.extend(claimed)
                     claimed_in_all += len(claimed)
                     continue
-                while queue and len(running) < concurrency and len(saving) < _SAVING:
+                while queue and len(running) < concurrency and saves.waiting < _SAVING:
                     polled = self._poll_async(fetcher, queue.popleft(), pool, outcomes, saves)
                     running.add(asyncio.create_task(polled))
                 if not running and not saving:
@@ -551,15 +557,22 @@ class Poller:
         now = self.storage.clock()
         content_type = fetched.headers.get("content-type")
         helpers, processor = self._helpers, self.processor
-        future = helpers.submit(processor, fetched.body, fetched.url, now, content_type, state.id)
-        if future is None:
-            return await loop.run_in_executor(pool, self.poll_source, state, fetched)
         try:
+            future = helpers.submit(
+                processor, fetched.body, fetched.url, now, content_type, state.id
+            )
+            if future is None:
+                return await loop.run_in_executor(pool, self.poll_source, state, fetched)
             prepared = await asyncio.wrap_future(future)
         except BrokenProcessPool:
             helpers.broken()
             return await loop.run_in_executor(pool, self.poll_source, state, fetched)
-        except Exception:  # ParseError, mostly: the full way reads it again and says why
+        except (Exception, asyncio.CancelledError) as exc:
+            task = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+                raise  # this poll is being cancelled, not just the helper's work
+            # ParseError, mostly (the full way reads it again and says why); a pool shut down
+            # under a reload, or its work cancelled: the full way reads it in the poller
             return await loop.run_in_executor(pool, self.poll_source, state, fetched)
         helpers.done()
         try:
@@ -571,6 +584,8 @@ class Poller:
         except Exception as exc:  # poll_source records it as the source's internal error
             return await loop.run_in_executor(pool, self.poll_source, state, exc)
         fetch = (record, list(entries), self.owner, filer)
+        # what waits to be stored keeps no body: up to _SAVING of them wait
+        fetched = replace(fetched, body=b"")
         return asyncio.create_task(self._store_document(state, fetched, fetch, pool, saves))
 
     async def _store_document(

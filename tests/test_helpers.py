@@ -10,6 +10,7 @@ import logging
 import os
 import pickle
 import signal
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -192,6 +193,75 @@ def test_a_document_the_database_refuses_fails_its_source_alone(
     state = storage.source("s2")
     assert state is not None and state.lease_owner is None and state.consecutive_failures == 1
     assert storage.count_items() == 18
+
+
+def test_a_helper_that_cannot_take_a_document_fails_its_source_not_the_poll(
+    server: FeedServer, storage: Storage, harness_for: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Handing a document to a helper can fail (a reload shutting the pool down under it says
+    "cannot schedule new futures after shutdown"): that source goes the full way, which says
+    what happened (here it fails again: an internal error), and the poll goes on; no lease is
+    left held."""
+    _serve(server, 4)
+    harness = harness_for(_config(server, 4, processes=2))
+    helpers = harness.poller._helpers
+    real = helpers.submit
+
+    def submit(*args: Any) -> Any:
+        if args[-1] == "s2":  # the source's id
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        return real(*args)
+
+    monkeypatch.setattr(helpers, "submit", submit)
+    results = harness.poll()
+    assert sorted(results) == ["s0", "s1", "s2", "s3"]
+    assert all(results[sid].ok and results[sid].new == 6 for sid in ("s0", "s1", "s3"))
+    assert results["s2"].kind == "internal_error"
+    assert "cannot schedule new futures" in (results["s2"].error or "")
+    assert all(state.lease_owner is None for state in storage.sources())
+
+
+def test_documents_waiting_to_be_stored_hold_no_body(
+    server: FeedServer, storage: Storage, harness_for: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to 32 documents may wait for the storing thread; what waits is the entries, not the
+    fetched bodies (a feed of 256 KiB here, the storing slowed down so that many wait)."""
+    import gc
+
+    from aggregator.feed.fetch import FetchResult
+
+    count = 40
+    padding = b"<!-- " + b"x" * (256 * 1024) + b" -->"
+    for n in range(count):
+        body = rss(f"s{n}", 5).replace(b"<channel>", b"<channel>" + padding, 1)
+        server.routes[f"/s{n}.xml"] = feed_file(body)
+    harness = harness_for(_config(server, count, processes=2))
+    save_fetches = storage.save_fetches
+    alive: list[int] = []
+    waited: list[int] = []
+
+    def slowly(fetches: Any) -> Any:
+        threading.Event().wait(0.2)
+        gc.collect()
+        alive.append(sum(1 for o in gc.get_objects() if isinstance(o, FetchResult) and o.body))
+        waited.append(len(fetches))
+        return save_fetches(fetches)
+
+    monkeypatch.setattr(storage, "save_fetches", slowly)
+    results = harness.poll()
+    assert len(results) == count and all(r.ok and r.new == 5 for r in results.values())
+    assert max(waited) > 10  # many waited at once
+    assert max(alive) <= 8  # the fetches in hand (concurrency), none of those waiting
+
+
+def test_a_source_named_twice_is_polled_once(
+    server: FeedServer, storage: Storage, harness_for: Build
+) -> None:
+    _serve(server, 2)
+    harness = harness_for(_config(server, 2, processes=2))
+    results = harness.poller.run_once(only=["s0", "s0", "s1"])
+    assert sorted(r.source_id for r in results) == ["s0", "s1"]
+    assert all(r.ok and r.new == 6 for r in results)
 
 
 def test_where_helpers_run_they_read_every_document(

@@ -856,6 +856,62 @@ def test_a_document_that_fails_among_those_handed_on_fails_alone(
     assert storage.count_items() == 2
 
 
+@pytest.mark.postgres
+def test_a_group_of_saves_and_retention_never_wait_on_each_other_in_a_cycle(
+    postgres_url: str, clock: Clock
+) -> None:
+    """A group of saves locks its sources' rows, then the story lock; retention takes the story
+    lock, then writes pruned_keys, whose foreign key checks the source's row. The group's lock on
+    the rows must not block that check (FOR NO KEY UPDATE, not FOR UPDATE), or the two deadlock
+    on PostgreSQL (one process is enough: prune and poll use their own connections)."""
+    import time
+
+    from aggregator.storage import sources, stories, tables
+
+    _reset_postgres(postgres_url)
+    storage = Storage.open(postgres_url, clock=clock)
+    try:
+        storage.sync_sources([Source("a", "https://a.example/feed", "world")])
+        storage.claim_sources(["a"], "w1", timedelta(minutes=5))
+        record = FetchRecord("a", clock(), clock() + timedelta(hours=1), status=200)
+        rows_locked, story_locked = threading.Event(), threading.Event()
+        errors: list[str] = []
+
+        def group() -> None:  # as _write_group: the sources' rows, then the story lock
+            try:
+                with storage._saving() as (conn, _):
+                    assert sources.record_fetches(conn, [(record, "w1")]) == [True]
+                    rows_locked.set()
+                    story_locked.wait(5)
+                    time.sleep(0.3)  # retention's insert is waiting on the row by now
+                    stories.lock(conn)
+            except Exception as exc:
+                errors.append(f"group: {exc}")
+
+        def prune() -> None:  # as prune_items: the story lock, then pruned_keys
+            try:
+                with storage._tx() as conn:
+                    rows_locked.wait(5)
+                    stories.lock(conn)
+                    story_locked.set()
+                    conn.execute(
+                        tables.pruned_keys.insert().values(
+                            source_id="a", key="k", pruned_at=clock()
+                        )
+                    )
+            except Exception as exc:
+                errors.append(f"prune: {exc}")
+
+        threads = [threading.Thread(target=group), threading.Thread(target=prune)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not errors
+    finally:
+        storage.close()
+
+
 def test_a_copy_in_a_group_joins_the_most_alike_of_the_stored_and_the_groups_items(
     storage: Storage, processor: Processor, clock: Clock
 ) -> None:

@@ -315,7 +315,10 @@ def record_fetches(
     ids = sorted({record.source_id for record, _ in outcomes})
     query = select(t.c.id, t.c.lease_owner).where(t.c.id.in_(ids)).order_by(t.c.id)
     if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
+        # FOR NO KEY UPDATE, as the UPDATE itself locks: FOR UPDATE would also block the
+        # foreign-key checks of rows that name a source (retention's pruned_keys, under the
+        # story lock), and a group of saves takes the story lock after this: a cycle
+        query = query.with_for_update(key_share=True)
     owners = {row.id: row.lease_owner for row in conn.execute(query)}
     held, seen = [], set()
     for record, owner in outcomes:
