@@ -270,7 +270,9 @@ class _Outcomes:
 
 
 _BATCH = 64
-_SAVING = 32  # documents handed on to be stored, at most: what waits holds its entries
+# documents handed on to be stored, at most: what waits holds its entries (with 32, a first pass
+# of 10,000 sources peaked 13 MiB higher, and 1,000 sources went no faster)
+_SAVING = 8
 _LINGER = 0.005  # seconds
 
 

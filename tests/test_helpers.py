@@ -224,7 +224,7 @@ def test_a_helper_that_cannot_take_a_document_fails_its_source_not_the_poll(
 def test_documents_waiting_to_be_stored_hold_no_body(
     server: FeedServer, storage: Storage, harness_for: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Up to 32 documents may wait for the storing thread; what waits is the entries, not the
+    """Documents may wait for the storing thread (up to 8); what waits is the entries, not the
     fetched bodies (a feed of 256 KiB here, the storing slowed down so that many wait)."""
     import gc
 
@@ -250,7 +250,7 @@ def test_documents_waiting_to_be_stored_hold_no_body(
     monkeypatch.setattr(storage, "save_fetches", slowly)
     results = harness.poll()
     assert len(results) == count and all(r.ok and r.new == 5 for r in results.values())
-    assert max(waited) > 10  # many waited at once
+    assert max(waited) >= 4  # several waited at once
     assert max(alive) <= 8  # the fetches in hand (concurrency), none of those waiting
 
 
