@@ -224,7 +224,7 @@ def test_a_helper_that_cannot_take_a_document_fails_its_source_not_the_poll(
 def test_documents_waiting_to_be_stored_hold_no_body(
     server: FeedServer, storage: Storage, harness_for: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Documents may wait for the storing thread (up to 8); what waits is the entries, not the
+    """Documents may wait for the storing thread (up to 16); what waits is the entries, not the
     fetched bodies (a feed of 256 KiB here, the storing slowed down so that many wait)."""
     import gc
 
