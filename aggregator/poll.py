@@ -605,11 +605,7 @@ class Poller:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(pool, self.poll_source, state, exc)
         record = fetch[0]
-        result = _result(record, fetched, saved, "")
-        if self._observe is not None:  # metrics first, so a scrape after the log line sees it
-            self._observe(result)
-        _log(result, 0)
-        return result
+        return self._reported(_result(record, fetched, saved, ""), state)
 
     async def _store_plain(
         self,
@@ -625,8 +621,11 @@ class Poller:
         except Exception:  # nothing was stored: the full way does it again, or says why not
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(pool, self.poll_source, state, fetched)
-        result = _result(record, fetched, SaveReport() if held else None, kind)
-        if self._observe is not None:  # metrics first, so a scrape after the log line sees it
+        return self._reported(_result(record, fetched, SaveReport() if held else None, kind), state)
+
+    def _reported(self, result: PollResult, state: SourceState) -> PollResult:
+        """A fetch's result told to metrics, then logged (so a scrape after the line sees it)."""
+        if self._observe is not None:
             self._observe(result)
         _log(result, 0 if result.ok else state.consecutive_failures + 1)
         return result

@@ -721,19 +721,25 @@ def _group_of_polls(
     return results, len(commits)
 
 
+def _wire_polls(processor: object) -> dict[str, tuple[list[Entry], str, object]]:
+    """Four polls: a wire story, an unrelated one, a copy of the wire story, and one whose lease
+    is another worker's."""
+    copy = WIRE.replace("CAIRO (AP) — ", "").replace("stabilization", "stabilisation")
+    return {
+        "ap": ([entry("a1", "Gaza talks stall, officials say", WIRE)], "w1", processor),
+        "herald": ([entry("h1", "Aid trucks wait", OTHER)], "w1", processor),
+        "star": ([entry("s1", "Gaza ceasefire talks hit snag", copy + " More.")], "w1", processor),
+        "bbc": ([entry("b1", "Lost", "A lease lost before the write.")], "w2", processor),
+    }
+
+
 def test_polls_stored_together_link_their_stories_and_a_lost_lease_spoils_only_its_own(
     storage: Storage, processor: Processor, clock: Clock
 ) -> None:
     """Polls with entries waiting for the write turn go in one transaction; a wire copy in one
     of them joins the story of the other's item (compared within the group, as it would have
     been with the stored item), and a lost lease among them stores nothing of its own."""
-    copy = WIRE.replace("CAIRO (AP) — ", "").replace("stabilization", "stabilisation")
-    polls: dict[str, tuple[list[Entry], str, object]] = {
-        "ap": ([entry("a1", "Gaza talks stall, officials say", WIRE)], "w1", processor),
-        "herald": ([entry("h1", "Aid trucks wait", OTHER)], "w1", processor),
-        "star": ([entry("s1", "Gaza ceasefire talks hit snag", copy + " More.")], "w1", processor),
-        "bbc": ([entry("b1", "Lost", "A lease lost before the write.")], "w2", processor),
-    }
+    polls = _wire_polls(processor)
     results, commits = _group_of_polls(storage, clock, polls)
     assert commits == 1
     assert results.pop("bbc") is None
@@ -818,14 +824,7 @@ def test_documents_handed_on_together_are_one_group_and_keep_their_own_outcomes(
     """The poller's loop hands several documents to storage at once: those with entries go in
     one transaction, compared with each other as polls stored together are; a lost lease stores
     nothing of its own; a document with no entries is recorded as an outcome of its own."""
-    copy = WIRE.replace("CAIRO (AP) — ", "").replace("stabilization", "stabilisation")
-    polls: dict[str, tuple[list[Entry], str, object]] = {
-        "ap": ([entry("a1", "Gaza talks stall, officials say", WIRE)], "w1", processor),
-        "herald": ([entry("h1", "Aid trucks wait", OTHER)], "w1", processor),
-        "star": ([entry("s1", "Gaza ceasefire talks hit snag", copy + " More.")], "w1", processor),
-        "bbc": ([entry("b1", "Lost", "A lease lost before the write.")], "w2", processor),
-        "quiet": ([], "w1", processor),
-    }
+    polls = {**_wire_polls(processor), "quiet": ([], "w1", processor)}
     quiet = Source("quiet", "https://quiet.example/feed", "world")
     storage.sync_sources([*processor.config.sources, quiet])
     results, commits = _saved_at_once(storage, clock, polls)
