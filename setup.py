@@ -6,6 +6,11 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         # optional: without a C compiler the install goes on, and filing runs in Python
-        Extension("aggregator._speedups", ["aggregator/_speedups.c"], optional=True)
+        Extension(
+            "aggregator._speedups",
+            ["aggregator/_speedups.c", "aggregator/_index.c"],
+            depends=["aggregator/_speedups.h"],
+            optional=True,
+        )
     ]
 )

@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_speedups.h"
+
 /* ---------------------------------------------------------------- crc32, as zlib computes it */
 
 static uint32_t crc_table[256];
@@ -851,6 +853,14 @@ static PyMethodDef methods[] = {
     {"collapse_spaces", collapse_spaces, METH_O, "collapse_spaces(text) -> ' '.join(text.split())"},
     {"signature", signature, METH_VARARGS,
      "signature(title, summary, content, limit, short, a, b, min_shingles) -> bytes | None"},
+    {"bloom_add", index_bloom_add, METH_VARARGS,
+     "bloom_add(words, size, keys): set each key's two bits in a story index's filter"},
+    {"lookup", index_lookup, METH_VARARGS,
+     "lookup(query, words, size, bands, runs) -> (owners, slots): a batch's keys in the runs"},
+    {"merge", index_merge, METH_VARARGS,
+     "merge(keys, offsets, count, new_keys, new_slots, shift): sorted keys into a run in place"},
+    {"verify", index_verify, METH_VARARGS,
+     "verify(owners, slots, ...) -> [(query, item id, score)]: a batch's candidates scored"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,6 +1,7 @@
 """Types of the C module `_speedups.c` (see speedups.py)."""
 
 from collections.abc import Sequence
+from typing import Any
 
 def fold_ascii(text: str, /) -> str | None: ...
 def strip_tags(fragment: str, special: WordSet, /) -> str | None: ...
@@ -16,6 +17,32 @@ def signature(
     min_shingles: int,
     /,
 ) -> bytes | None: ...
+def bloom_add(words: Any, size: int, keys: Any, /) -> None: ...
+def lookup(
+    query: Any, words: Any, size: int, bands: int, runs: list[tuple[Any, ...]], /
+) -> tuple[bytes, bytes]: ...
+def merge(
+    keys: Any, offsets: Any, count: int, new_keys: Any, new_slots: Any, shift: int, /
+) -> None: ...
+def verify(
+    owners: Any,
+    slots: Any,
+    needed: int,
+    after: int,
+    ids: Any,
+    alive: Any,
+    times: Any,
+    moments: Any,
+    span: float,
+    sigs: Any,
+    blocks: list[Any],
+    block_rows: int,
+    bits: int,
+    numbers: Any,
+    threshold: float,
+    most: int,
+    /,
+) -> list[tuple[int, int, float]]: ...
 
 class WordSet:
     def __init__(self, words: Sequence[str]) -> None: ...

@@ -12,9 +12,10 @@ import re
 import string
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from aggregator import speedups
@@ -257,6 +258,91 @@ def test_a_term_index_finds_in_c_what_it_finds_in_python(native: ModuleType) -> 
         assert got == expected, [f.text for f in fields]
 
 
+class _Prints:
+    """Fingerprints of families of near-copies: a family's members differ in a few to most of
+    their MinHash values (so pairs fall on both sides of the threshold and share some bands or
+    none), and carry headline numbers that agree, differ or are absent."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.families: list[np.ndarray] = []
+
+    def make(self) -> bytes:
+        rng = self.rng
+        if not self.families or rng.random() < 0.3:
+            self.families.append(rng.integers(0, 2**32, dedupe.NUM_PERM, dtype=np.uint32))
+        base = self.families[int(rng.integers(0, len(self.families)))].copy()
+        changed = rng.choice(dedupe.NUM_PERM, int(rng.integers(0, 90)), replace=False)
+        base[changed] = rng.integers(0, 2**32, len(changed), dtype=np.uint32)
+        numbers = np.zeros(dedupe.NUMBERS, dtype=np.uint32)
+        if rng.random() < 0.5:
+            numbers[: int(rng.integers(1, 5))] = rng.integers(1, 4, 1, dtype=np.uint32)
+        return np.concatenate([base, numbers]).astype("<u4").tobytes()
+
+
+def _same_index(fast: dedupe.SimilarityIndex, slow: dedupe.SimilarityIndex) -> None:
+    assert len(fast._runs) == len(slow._runs)
+    for a, b in zip(fast._runs, slow._runs, strict=True):
+        assert (a.base, a.count, a.items) == (b.base, b.count, b.items)
+        assert np.array_equal(a.keys, b.keys) and np.array_equal(a.slots, b.slots)
+    assert np.array_equal(fast._bits.words, slow._bits.words)
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_the_story_index_in_c_answers_what_numpy_answers(
+    native: ModuleType, bits: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The filter, the lookups through fences, the scoring and the merges in C against the numpy
+    code, step by step: batches of every size (a big one makes full runs), items removed and
+    expired (compaction), queries with and without `after`. Small runs and fences, so that
+    every path is taken many times."""
+    monkeypatch.setattr(dedupe, "_FENCED_FROM", 64)
+    monkeypatch.setattr(dedupe, "_FENCE_STEP", 8)
+    indexes = []
+    for _ in range(2):
+        index = dedupe.SimilarityIndex(0.5, timedelta(hours=72), bits=bits)
+        index.RECENT, index.YOUNG, index.OLD = 16, 128, 512
+        indexes.append(index)
+    fast, slow = indexes
+    prints, rng = _Prints(5), random.Random(5)
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    next_id, found, within, compacted = 1, 0, 0, 0
+    for step in range(160):
+        size = rng.choice([1, 3, 25, 25, 40] + ([700] if step % 50 == 0 else []))
+        fps = [prints.make() for _ in range(size)]
+        whens = [start + timedelta(minutes=step * 20 + rng.randrange(120)) for _ in fps]
+        after = rng.choice([0, 0, max(1, next_id - 300)])
+        got = fast.similar_many(fps, whens, after)
+        with pure_python():
+            assert slow.similar_many(fps, whens, after) == got
+            expected_within = slow.similar_within(fps, whens)
+        assert fast.similar_within(fps, whens) == expected_within
+        found += sum(map(len, got))
+        within += sum(map(len, expected_within))
+        rows = [
+            (next_id + n, fp, when) for n, (fp, when) in enumerate(zip(fps, whens, strict=True))
+        ]
+        next_id += size
+        fast.add_many(rows)
+        with pure_python():
+            slow.add_many(rows)
+        if step % 7 == 3:
+            gone = rng.sample(range(1, next_id), 40)
+            fast.remove(gone)
+            with pure_python():
+                slow.remove(gone)
+        if step % 20 == 19:
+            now = start + timedelta(minutes=step * 20, hours=60)
+            size_before = fast._size
+            with pure_python():
+                expired = slow.expire(now)
+            assert fast.expire(now) == expired
+            compacted += fast._size < size_before
+        _same_index(fast, slow)
+    assert found > 500 and within > 50  # matches were there to find
+    assert compacted  # and compaction ran (the dead were reclaimed)
+
+
 def test_the_c_part_refuses_or_survives_what_callers_never_pass(native: ModuleType) -> None:
     """Found by a review's fuzzing: a huge word limit overflowed a buffer's size, a set never
     initialised was read through a null pointer, and initialising one again leaked the old."""
@@ -272,6 +358,31 @@ def test_the_c_part_refuses_or_survives_what_callers_never_pass(native: ModuleTy
     again = native.WordSet(["gaza"])
     again.__init__(["syria*"])
     assert again.holds("syrian") and not again.holds("gaza")
+    # the story index's functions check the arrays they are given against what they will touch
+    keys, offsets = np.arange(4, dtype=np.uint32), np.zeros(4, dtype=np.uint16)
+    bloom = np.zeros(2, dtype=np.uint64)
+    with pytest.raises(ValueError, match="size"):
+        native.bloom_add(bloom, 129, keys)  # more bits than the words hold
+    with pytest.raises(ValueError, match="4-byte"):
+        native.bloom_add(bloom, 128, keys.astype(np.uint64))
+    with pytest.raises(ValueError, match="count"):
+        native.lookup(keys, bloom, 128, 1, [(keys, offsets, 5, 0, None, 1)])
+    with pytest.raises(ValueError, match="fences"):
+        native.lookup(keys, bloom, 128, 1, [(keys, offsets, 4, 0, keys[:1], 2)])
+    with pytest.raises(ValueError, match="room"):
+        native.merge(keys, offsets, 3, keys[:2].copy(), offsets[:2].copy(), 0)
+    with pytest.raises(ValueError, match="own"):
+        native.merge(keys, offsets, 0, keys, offsets, 0)
+    blocks = [np.zeros((2, dedupe.NUM_PERM), dtype=np.uint8)]
+    sigs = np.zeros((1, dedupe.FP_WORDS), dtype=np.uint32)
+    ids, alive, times = np.zeros(2, np.int64), np.ones(2, bool), np.zeros(2)
+    numbers = np.zeros((2, dedupe.NUMBERS), np.uint32)
+    one, slot = np.zeros(1, np.int64), np.full(1, 2, np.int32)  # slot 2 of 2
+    with pytest.raises(ValueError, match="out of range"):
+        native.verify(one, slot, 1, 0, ids, alive, times, times[:1], 1.0, sigs, blocks, 2, 8,
+                      numbers, 0.5, 10)  # fmt: skip
+    assert native.verify(one, slot - 1, 1, 0, ids, alive, times, times[:1], 1.0, sigs, blocks,
+                         2, 8, numbers, 0.5, 10) == [(0, 0, 1.0)]  # fmt: skip
 
 
 def test_the_pure_python_switch_is_honoured() -> None:

@@ -326,6 +326,7 @@ class _Run:
         """An empty run: `merged` gives it entries (and arrays)."""
         self._keys: NDArray[np.uint32] = _EMPTY_KEYS
         self._offsets: NDArray[Any] = _EMPTY_OFFSETS
+        self._fences: NDArray[np.uint32] | None = None  # see `held`
         self.base = self.count = self.items = 0
 
     @property
@@ -339,6 +340,15 @@ class _Run:
     @property
     def slots(self) -> NDArray[np.int32]:
         return self.offsets.astype(np.int32) + np.int32(self.base)
+
+    def held(self) -> tuple[NDArray[np.uint32], NDArray[Any], int, int, Any, int]:
+        """The run as the C lookup reads it: its arrays, count and base, and its fences (every
+        FENCE_STEP-th key, made when first needed after a merge; None for a small run, which
+        stays in the cache): a search goes through the fences, then one block of the run."""
+        fences = self._fences
+        if fences is None and self.count >= _FENCED_FROM:
+            fences = self._fences = self._keys[: self.count : _FENCE_STEP].copy()
+        return self._keys, self._offsets, self.count, self.base, fences, _FENCE_STEP
 
     def _alive(self, alive: NDArray[np.bool_]) -> NDArray[np.bool_]:
         """Whether each entry's item is alive, with no array of absolute slots made."""
@@ -379,6 +389,7 @@ class _Run:
         arrays anew at each merge held the old and the new at once, plus 9 bytes an entry of
         temporaries: a first pass of 1,000 sources peaked 7 MiB above its end at the last one.
         `slot_base` is added to each of `slots` (another run's offsets, given as they are)."""
+        self._fences = None
         if not ordered:
             order = np.argsort(keys, kind="stable")
             keys, slots = keys[order], slots[order]
@@ -390,6 +401,15 @@ class _Run:
         else:
             self._drop_dead(alive)
         count, added = self.count, len(keys)
+        native = speedups.native
+        if native is not None:  # the same merge in C, from the last entry, no temporaries
+            if slots.dtype not in (np.uint16, np.int32):
+                slots = slots.astype(np.int32)
+            shift = slot_base - base
+            native.merge(self._keys, self._offsets, count, _flat(keys), _flat(slots), shift)
+            self.count = count + added
+            self.items += items
+            return self
         wide = count + added >= 1 << 31
         # where each new one goes among the old ones (before equal keys)
         among: NDArray[np.signedinteger[Any]] = np.empty(added, np.int64 if wide else np.int32)
@@ -504,6 +524,15 @@ _MAPPED_FROM = 1 << 17
 
 
 _OFFSET_SPAN = 1 << 16  # slot offsets below this fit in 16 bits
+_FENCE_STEP = 64  # a run's fences: every 64th key (a block of 256 bytes, four cache lines)
+_FENCED_FROM = 1 << 13  # a run of fewer keys (32 KiB) is searched whole
+
+
+def _flat(values: NDArray[Any]) -> NDArray[Any]:
+    """A contiguous array, as the C code reads them (most are already)."""
+    return values if values.flags.c_contiguous else np.ascontiguousarray(values)
+
+
 _EMPTY_KEYS = np.zeros(0, dtype=np.uint32)
 _EMPTY_OFFSETS = np.zeros(0, dtype=np.uint16)
 
@@ -535,6 +564,10 @@ class _Bits:
         return high, mixed
 
     def add(self, keys: NDArray[np.uint32]) -> None:
+        if speedups.native is not None:  # `bitwise_or.at` is slow (0.05 us a key)
+            speedups.native.bloom_add(self.words, self.size, _flat(keys))
+            self.count += len(keys)
+            return
         for start in range(0, len(keys), _BITS_BLOCK):  # temporaries of 8 bytes a key, bounded
             for slots in self._slots(keys[start : start + _BITS_BLOCK]):
                 np.bitwise_or.at(
@@ -804,6 +837,11 @@ class SimilarityIndex:
             return []
         with self._lock:
             sigs, query = self._keyed(fps)
+            native = speedups.native
+            if native is not None:
+                runs = [run.held() for run in self._runs]
+                found = native.lookup(query, self._bits.words, self._bits.size, self.bands, runs)
+                return self._verified(native, sigs, whens, found, after)
             maybe = np.nonzero(self._bits.may_hold(query))[0]
             # searched for in order: each binary search starts where the last one ended
             maybe = maybe[np.argsort(query[maybe], kind="stable")]
@@ -814,6 +852,40 @@ class SimilarityIndex:
                 owners.append(maybe[at] // self.bands)
                 slots.append(found)
             return self._verify(sigs, whens, np.concatenate(owners), np.concatenate(slots), after)
+
+    def _verified(
+        self,
+        native: Any,
+        sigs: NDArray[np.uint32],
+        whens: Sequence[datetime],
+        found: tuple[bytes, bytes],
+        after: int,
+    ) -> list[list[Match]]:
+        """`_verify` in C, over what the C lookup found."""
+        result: list[list[Match]] = [[] for _ in whens]
+        moments = np.array([when.timestamp() for when in whens])
+        for query, item_id, score in native.verify(
+            np.frombuffer(found[0], dtype=np.int64),
+            np.frombuffer(found[1], dtype=np.int32),
+            self.needed,
+            after,
+            self._ids,
+            self._alive,
+            self._times,
+            moments,
+            self.window.total_seconds(),
+            sigs,
+            self._sigs.blocks,
+            self._sigs.BLOCK,
+            self.bits,
+            self._numbers,
+            self.threshold,
+            _MAX_CANDIDATES,
+        ):
+            result[query].append(Match(item_id, score))
+        for matches in result:
+            matches.sort(key=lambda match: (-match.score, match.item_id))
+        return result
 
     def _verify(
         self,
@@ -1007,7 +1079,8 @@ class SimilarityIndex:
         held = self._sigs.nbytes + self._numbers.nbytes + self._ids.nbytes + self._times.nbytes
         held += self._alive.nbytes
         held += self._bits.words.nbytes
-        return held + sum(run.keys.nbytes + run.offsets.nbytes for run in self._runs)
+        held += sum(run.keys.nbytes + run.offsets.nbytes for run in self._runs)
+        return held + sum(run._fences.nbytes for run in self._runs if run._fences is not None)
 
 
 def _signatures(fps: Sequence[bytes]) -> NDArray[np.uint32]:

@@ -1,0 +1,577 @@
+/* The story index's per-batch work in C (aggregator/process/dedupe.py, `SimilarityIndex`): the
+ * Bloom filter over band keys, looking a batch's keys up in the sorted runs, and merging sorted
+ * keys into a run in place. The arrays stay numpy's, held by the Python code; these functions
+ * read and write them through the buffer protocol. Each gives exactly what the numpy code it
+ * stands in for gives (tests/test_speedups.py holds the two equal).
+ *
+ * Why: a batch of 25 items is about 1,000 band keys, and the numpy code made some 60 calls a
+ * batch (a binary search per run, the filter's `bitwise_or.at`, the merges' blocks), each
+ * cheap but each paying numpy's cost per call; and a binary search over a full run of millions
+ * of keys missed the cache at most of its twenty steps. Here a run's fences (every STEP-th key,
+ * a small array that stays in the cache) narrow each search to one block of the run first. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "_speedups.h"
+
+#define MIX 0x9E3779B97F4A7C15ULL
+
+/* A C-contiguous buffer of `itemsize`-byte items (0: 2 or 4), writable if asked; read as flat. */
+static int
+get_array(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, int writable, const char *what)
+{
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return -1;
+    int fits = itemsize ? view->itemsize == itemsize : (view->itemsize == 2 || view->itemsize == 4);
+    if (!fits) {
+        PyErr_Format(PyExc_ValueError, "%s: an array of %zd-byte items was expected", what,
+                     itemsize ? itemsize : (Py_ssize_t)4);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* The filter's two bits for a key: the halves of a multiplicative hash, scaled to its size
+ * (as `_Bits._slots`). */
+static inline void
+bloom_slots(uint32_t key, uint64_t size, uint64_t *first, uint64_t *second)
+{
+    uint64_t mixed = (uint64_t)key * MIX;
+    *first = ((mixed >> 32) * size) >> 32;
+    *second = ((mixed & 0xFFFFFFFFULL) * size) >> 32;
+}
+
+static inline int
+bloom_holds(const uint64_t *words, uint64_t size, uint32_t key)
+{
+    uint64_t a, b;
+    bloom_slots(key, size, &a, &b);
+    return (words[a >> 6] >> (a & 63)) & (words[b >> 6] >> (b & 63)) & 1;
+}
+
+static int
+check_size(Py_buffer *words, unsigned long long size)
+{
+    if (size == 0 || size > (unsigned long long)words->len * 8 || size >= (1ULL << 32)) {
+        PyErr_SetString(PyExc_ValueError, "bloom: size out of range of its words");
+        return -1;
+    }
+    return 0;
+}
+
+PyObject *
+index_bloom_add(PyObject *module, PyObject *args)
+{
+    PyObject *words_obj, *keys_obj;
+    unsigned long long size;
+    if (!PyArg_ParseTuple(args, "OKO:bloom_add", &words_obj, &size, &keys_obj))
+        return NULL;
+    Py_buffer words, keys;
+    if (get_array(words_obj, &words, 8, 1, "bloom_add words") < 0)
+        return NULL;
+    if (get_array(keys_obj, &keys, 4, 0, "bloom_add keys") < 0) {
+        PyBuffer_Release(&words);
+        return NULL;
+    }
+    if (check_size(&words, size) == 0) {
+        uint64_t *w = (uint64_t *)words.buf;
+        const uint32_t *k = (const uint32_t *)keys.buf;
+        Py_ssize_t n = keys.len / 4;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint64_t a, b;
+            bloom_slots(k[i], size, &a, &b);
+            w[a >> 6] |= 1ULL << (a & 63);
+            w[b >> 6] |= 1ULL << (b & 63);
+        }
+    }
+    PyBuffer_Release(&words);
+    PyBuffer_Release(&keys);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------------- lookups */
+
+typedef struct {
+    Py_buffer keys, offsets, fences;
+    int has_fences;
+    Py_ssize_t count, fence_count, step;
+    long long base;
+} Run;
+
+typedef struct {
+    int64_t *owners;
+    int32_t *slots;
+    Py_ssize_t size, room;
+} Found;
+
+static int
+found_add(Found *found, int64_t owner, int32_t slot)
+{
+    if (found->size == found->room) {
+        Py_ssize_t room = found->room ? found->room * 2 : 256;
+        int64_t *owners = PyMem_RawRealloc(found->owners, room * sizeof(int64_t));
+        if (owners == NULL)
+            return -1;
+        found->owners = owners;
+        int32_t *slots = PyMem_RawRealloc(found->slots, room * sizeof(int32_t));
+        if (slots == NULL)
+            return -1;
+        found->slots = slots;
+        found->room = room;
+    }
+    found->owners[found->size] = owner;
+    found->slots[found->size] = slot;
+    found->size++;
+    return 0;
+}
+
+/* Where in a run the first key not below `key` must be: from its fences (every step-th key,
+ * which stay in the cache), the one block of the run [*lo, *hi) they leave; the whole run
+ * where it has none. */
+static inline void
+narrow(const Run *run, uint32_t key, Py_ssize_t *lo, Py_ssize_t *hi)
+{
+    *lo = 0;
+    *hi = run->count;
+    if (!run->has_fences)
+        return;
+    const uint32_t *fences = (const uint32_t *)run->fences.buf;
+    Py_ssize_t a = 0, b = run->fence_count;
+    while (a < b) {
+        Py_ssize_t m = a + (b - a) / 2;
+        if (fences[m] < key)
+            a = m + 1;
+        else
+            b = m;
+    }
+    /* keys[(a - 1) * step] < key <= keys[a * step] */
+    *lo = a > 0 ? (a - 1) * run->step + 1 : 0;
+    *hi = a * run->step < run->count ? a * run->step : run->count;
+}
+
+static inline Py_ssize_t
+lower_bound(const uint32_t *keys, Py_ssize_t lo, Py_ssize_t hi, uint32_t key)
+{
+    while (lo < hi) {
+        Py_ssize_t m = lo + (hi - lo) / 2;
+        if (keys[m] < key)
+            lo = m + 1;
+        else
+            hi = m;
+    }
+    return lo;
+}
+
+static void
+release_runs(Run *runs, Py_ssize_t count)
+{
+    for (Py_ssize_t r = 0; r < count; r++) {
+        PyBuffer_Release(&runs[r].keys);
+        PyBuffer_Release(&runs[r].offsets);
+        if (runs[r].has_fences)
+            PyBuffer_Release(&runs[r].fences);
+    }
+}
+
+/* A run given as (keys, offsets, count, base, fences or None, step). */
+static int
+read_run(PyObject *item, Run *run)
+{
+    PyObject *keys, *offsets, *fences;
+    if (!PyArg_ParseTuple(item, "OOnLOn:lookup run", &keys, &offsets, &run->count, &run->base,
+                          &fences, &run->step))
+        return -1;
+    if (get_array(keys, &run->keys, 4, 0, "lookup run keys") < 0)
+        return -1;
+    if (get_array(offsets, &run->offsets, 0, 0, "lookup run offsets") < 0) {
+        PyBuffer_Release(&run->keys);
+        return -1;
+    }
+    run->has_fences = 0;
+    Py_ssize_t offset_count = run->offsets.len / run->offsets.itemsize;
+    if (run->count < 0 || run->count > run->keys.len / 4 || run->count > offset_count) {
+        PyErr_SetString(PyExc_ValueError, "lookup run: count beyond its arrays");
+        goto fail;
+    }
+    if (fences != Py_None) {
+        if (get_array(fences, &run->fences, 4, 0, "lookup run fences") < 0)
+            goto fail;
+        run->has_fences = 1;
+        run->fence_count = run->fences.len / 4;
+        if (run->step < 1 || run->fence_count != (run->count + run->step - 1) / run->step) {
+            PyErr_SetString(PyExc_ValueError, "lookup run: fences do not fit the run");
+            PyBuffer_Release(&run->fences);
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    PyBuffer_Release(&run->keys);
+    PyBuffer_Release(&run->offsets);
+    return -1;
+}
+
+/* lookup(query, words, size, bands, runs) -> (owners, slots): every (item of the batch, slot)
+ * pair whose band key the filter may hold and a run holds, as the bytes of an int64 and an
+ * int32 array, in no particular order. `query`: the batch's band keys, `bands` an item. */
+PyObject *
+index_lookup(PyObject *module, PyObject *args)
+{
+    PyObject *query_obj, *words_obj, *runs_obj;
+    unsigned long long size;
+    Py_ssize_t bands;
+    if (!PyArg_ParseTuple(args, "OOKnO!:lookup", &query_obj, &words_obj, &size, &bands,
+                          &PyList_Type, &runs_obj))
+        return NULL;
+    if (bands < 1) {
+        PyErr_SetString(PyExc_ValueError, "lookup: bands must be at least 1");
+        return NULL;
+    }
+    Py_buffer query, words;
+    if (get_array(query_obj, &query, 4, 0, "lookup query") < 0)
+        return NULL;
+    if (get_array(words_obj, &words, 8, 0, "lookup words") < 0) {
+        PyBuffer_Release(&query);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t run_count = PyList_GET_SIZE(runs_obj), ready = 0;
+    Run *runs = PyMem_Calloc(run_count ? run_count : 1, sizeof(Run));
+    Found found = {NULL, NULL, 0, 0};
+    if (runs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (check_size(&words, size) < 0)
+        goto done;
+    for (; ready < run_count; ready++)
+        if (read_run(PyList_GET_ITEM(runs_obj, ready), &runs[ready]) < 0)
+            goto done;
+    const uint32_t *q = (const uint32_t *)query.buf;
+    const uint64_t *w = (const uint64_t *)words.buf;
+    Py_ssize_t n = query.len / 4;
+    int failed = 0;
+    /* the arrays are the index's, which its lock keeps still: other threads may run */
+    Py_BEGIN_ALLOW_THREADS
+    /* Most keys are in no run, which the filter says; those it may hold are looked up run by
+     * run, each run's blocks asked of memory for all of them before any is searched: the
+     * misses of a run of millions of keys then overlap instead of following one another. */
+    Py_ssize_t *passing = PyMem_RawMalloc((n ? n : 1) * 3 * sizeof(Py_ssize_t));
+    if (passing == NULL)
+        failed = 1;
+    Py_ssize_t held = 0;
+    enum { CHUNK = 32 };
+    for (Py_ssize_t first = 0; first < n && !failed; first += CHUNK) {
+        Py_ssize_t last = first + CHUNK < n ? first + CHUNK : n;
+        for (Py_ssize_t i = first; i < last; i++) {
+            uint64_t a, b;
+            bloom_slots(q[i], size, &a, &b);
+            __builtin_prefetch(&w[a >> 6]);
+            __builtin_prefetch(&w[b >> 6]);
+        }
+        for (Py_ssize_t i = first; i < last; i++)
+            if (bloom_holds(w, size, q[i]))
+                passing[held++] = i;
+    }
+    Py_ssize_t *lows = passing + n, *highs = passing + 2 * n;
+    for (Py_ssize_t r = 0; r < run_count && !failed; r++) {
+        const Run *run = &runs[r];
+        const uint32_t *keys = (const uint32_t *)run->keys.buf;
+        for (Py_ssize_t p = 0; p < held; p++) {
+            narrow(run, q[passing[p]], &lows[p], &highs[p]);
+            if (run->has_fences)
+                for (Py_ssize_t at = lows[p]; at < highs[p]; at += 16)
+                    __builtin_prefetch(&keys[at]);
+        }
+        for (Py_ssize_t p = 0; p < held && !failed; p++) {
+            uint32_t key = q[passing[p]];
+            Py_ssize_t at = lower_bound(keys, lows[p], highs[p], key);
+            for (; at < run->count && keys[at] == key; at++) {
+                long long slot = run->base;
+                if (run->offsets.itemsize == 2)
+                    slot += ((const uint16_t *)run->offsets.buf)[at];
+                else
+                    slot += ((const int32_t *)run->offsets.buf)[at];
+                if (found_add(&found, passing[p] / bands, (int32_t)slot) < 0) {
+                    failed = 1;
+                    break;
+                }
+            }
+        }
+    }
+    PyMem_RawFree(passing);
+    Py_END_ALLOW_THREADS
+    if (failed) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* (y# makes None of a NULL pointer: none found is two empty strings) */
+    result = Py_BuildValue("(y#y#)", found.size ? (const char *)found.owners : "",
+                           found.size * (Py_ssize_t)sizeof(int64_t),
+                           found.size ? (const char *)found.slots : "",
+                           found.size * (Py_ssize_t)sizeof(int32_t));
+done:
+    release_runs(runs, ready);
+    PyMem_Free(runs);
+    PyMem_RawFree(found.owners);
+    PyMem_RawFree(found.slots);
+    PyBuffer_Release(&query);
+    PyBuffer_Release(&words);
+    return result;
+}
+
+/* ------------------------------------------------------------------------------- merging */
+
+/* merge(keys, offsets, count, new_keys, new_slots, shift): the run's first `count` entries
+ * (sorted keys, the offsets beside them) and the new ones (sorted keys, stable; each slot plus
+ * `shift` its offset) merged in place, each new entry before the old ones with an equal key, as
+ * `_Run.merged` places them. The arrays must have room for both. */
+PyObject *
+index_merge(PyObject *module, PyObject *args)
+{
+    PyObject *keys_obj, *offsets_obj, *new_keys_obj, *new_slots_obj;
+    Py_ssize_t count;
+    long long shift;
+    if (!PyArg_ParseTuple(args, "OOnOOL:merge", &keys_obj, &offsets_obj, &count, &new_keys_obj,
+                          &new_slots_obj, &shift))
+        return NULL;
+    Py_buffer keys, offsets, new_keys, new_slots;
+    if (get_array(keys_obj, &keys, 4, 1, "merge keys") < 0)
+        return NULL;
+    if (get_array(offsets_obj, &offsets, 0, 1, "merge offsets") < 0) {
+        PyBuffer_Release(&keys);
+        return NULL;
+    }
+    if (get_array(new_keys_obj, &new_keys, 4, 0, "merge new keys") < 0) {
+        PyBuffer_Release(&keys);
+        PyBuffer_Release(&offsets);
+        return NULL;
+    }
+    if (get_array(new_slots_obj, &new_slots, 0, 0, "merge new slots") < 0) {
+        PyBuffer_Release(&keys);
+        PyBuffer_Release(&offsets);
+        PyBuffer_Release(&new_keys);
+        return NULL;
+    }
+    Py_ssize_t added = new_keys.len / 4;
+    Py_ssize_t room = keys.len / 4;
+    if (offsets.len / offsets.itemsize < room)
+        room = offsets.len / offsets.itemsize;
+    if (count < 0 || added > room - count || new_slots.len / new_slots.itemsize != added) {
+        PyErr_SetString(PyExc_ValueError, "merge: the run's arrays have no room for the new keys");
+    }
+    else if (added && (keys.buf == new_keys.buf || offsets.buf == new_slots.buf)) {
+        PyErr_SetString(PyExc_ValueError, "merge: the new keys must not be the run's own");
+    }
+    else {
+        uint32_t *k = (uint32_t *)keys.buf;
+        const uint32_t *nk = (const uint32_t *)new_keys.buf;
+        int wide = offsets.itemsize == 4, wide_new = new_slots.itemsize == 4;
+        uint16_t *o16 = (uint16_t *)offsets.buf;
+        int32_t *o32 = (int32_t *)offsets.buf;
+        const uint16_t *n16 = (const uint16_t *)new_slots.buf;
+        const int32_t *n32 = (const int32_t *)new_slots.buf;
+        Py_ssize_t i = count - 1, j = added - 1, at = count + added - 1;
+        Py_BEGIN_ALLOW_THREADS
+        /* from the last: an old entry moves up only, onto places already read */
+        while (j >= 0) {
+            if (i >= 0 && k[i] >= nk[j]) {
+                k[at] = k[i];
+                if (wide)
+                    o32[at] = o32[i];
+                else
+                    o16[at] = o16[i];
+                i--;
+            }
+            else {
+                long long value = (wide_new ? (long long)n32[j] : (long long)n16[j]) + shift;
+                k[at] = nk[j];
+                if (wide)
+                    o32[at] = (int32_t)value;
+                else
+                    o16[at] = (uint16_t)value;
+                j--;
+            }
+            at--;
+        }
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&keys);
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&new_keys);
+    PyBuffer_Release(&new_slots);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------------ verifying */
+
+static int
+compare_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* verify(owners, slots, needed, after, ids, alive, times, moments, span, sigs, blocks, block_rows,
+ * bits, numbers, threshold, most) -> [(query, item id, score), ...]: `SimilarityIndex._verify`,
+ * the candidates `lookup` found scored. A pair must come `needed` times (once a band shared),
+ * be of an item above id `after` (0: any), be among the `most` highest slots of its query, alive
+ * and within `span` seconds, and agree on at least `threshold` of the low `bits` bits of the
+ * MinHash values (the index's signature rows, in blocks of `block_rows`), and their headline
+ * numbers must not conflict (both have some, none shared). `sigs`: the queries' fingerprints
+ * as uint32 (NUM_PERM values, then NUMBERS numbers). */
+PyObject *
+index_verify(PyObject *module, PyObject *args)
+{
+    PyObject *owners_obj, *slots_obj, *ids_obj, *alive_obj, *times_obj, *moments_obj, *sigs_obj;
+    PyObject *blocks_obj, *numbers_obj;
+    Py_ssize_t needed, block_rows, most;
+    long long after;
+    int bits;
+    double span, threshold;
+    if (!PyArg_ParseTuple(args, "OOnLOOOOdOO!niOdn:verify", &owners_obj, &slots_obj, &needed,
+                          &after, &ids_obj, &alive_obj, &times_obj, &moments_obj, &span, &sigs_obj,
+                          &PyList_Type, &blocks_obj, &block_rows, &bits, &numbers_obj, &threshold,
+                          &most))
+        return NULL;
+    if ((bits != 8 && bits != 16) || block_rows < 1 || most < 1) {
+        PyErr_SetString(PyExc_ValueError, "verify: bits 8 or 16, block rows and most above 0");
+        return NULL;
+    }
+    enum { PERM = 128, NUMBERS = 4, WORDS = PERM + NUMBERS };
+    Py_buffer views[9];
+    PyObject *objs[9] = {owners_obj, slots_obj, ids_obj, alive_obj, times_obj, moments_obj,
+                         sigs_obj, numbers_obj, NULL};
+    Py_ssize_t sizes[8] = {8, 4, 8, 1, 8, 8, 4, 4};
+    int held = 0;
+    PyObject *result = NULL;
+    Py_buffer *blocks = NULL;
+    Py_ssize_t block_count = PyList_GET_SIZE(blocks_obj), blocks_held = 0;
+    uint64_t *codes = NULL;
+    for (; held < 8; held++)
+        if (get_array(objs[held], &views[held], sizes[held], 0, "verify") < 0)
+            goto done;
+    const int64_t *owners = views[0].buf, *ids = views[2].buf;
+    const int32_t *slots = views[1].buf;
+    const unsigned char *alive = views[3].buf;
+    const double *times = views[4].buf, *moments = views[5].buf;
+    const uint32_t *sigs = views[6].buf, *numbers = views[7].buf;
+    Py_ssize_t n = views[0].len / 8, capacity = views[2].len / 8, queries = views[5].len / 8;
+    if (views[1].len / 4 != n || views[3].len != capacity || views[4].len / 8 != capacity
+        || views[7].len / 4 != capacity * NUMBERS || views[6].len / 4 != queries * WORDS) {
+        PyErr_SetString(PyExc_ValueError, "verify: arrays of unequal lengths");
+        goto done;
+    }
+    Py_ssize_t row_bytes = PERM * (bits / 8);
+    blocks = PyMem_Calloc(block_count ? block_count : 1, sizeof(Py_buffer));
+    if (blocks == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; blocks_held < block_count; blocks_held++) {
+        Py_buffer *block = &blocks[blocks_held];
+        if (get_array(PyList_GET_ITEM(blocks_obj, blocks_held), block, bits / 8, 0, "verify") < 0)
+            goto done;
+        if (block->len != block_rows * row_bytes) {
+            PyBuffer_Release(block);
+            PyErr_SetString(PyExc_ValueError, "verify: a block of the wrong size");
+            goto done;
+        }
+    }
+    /* the pairs, sorted: a query's candidates by slot, each pair as often as bands it shares */
+    codes = PyMem_Malloc((n ? n : 1) * sizeof(uint64_t));
+    if (codes == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (owners[i] < 0 || owners[i] >= queries || slots[i] < 0 || slots[i] >= capacity
+            || slots[i] >= block_count * block_rows) {
+            PyErr_SetString(PyExc_ValueError, "verify: a candidate out of range");
+            goto done;
+        }
+        codes[i] = ((uint64_t)owners[i] << 32) | (uint32_t)slots[i];
+    }
+    qsort(codes, n, sizeof(uint64_t), compare_u64);
+    /* the distinct pairs shared often enough (and of items above `after`), in place */
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t i = 0; i < n;) {
+        Py_ssize_t j = i + 1;
+        while (j < n && codes[j] == codes[i])
+            j++;
+        if (j - i >= needed && (!after || ids[(uint32_t)codes[i]] > after))
+            codes[kept++] = codes[i];
+        i = j;
+    }
+    result = PyList_New(0);
+    if (result == NULL)
+        goto done;
+    for (Py_ssize_t first = 0; first < kept;) {
+        Py_ssize_t query = (Py_ssize_t)(codes[first] >> 32), end = first;
+        while (end < kept && (Py_ssize_t)(codes[end] >> 32) == query)
+            end++;
+        const uint32_t *mine = sigs + query * WORDS;
+        const uint32_t *my_numbers = mine + PERM;
+        int i_have = my_numbers[0] | my_numbers[1] | my_numbers[2] | my_numbers[3];
+        /* the newest `most` of a query's candidates */
+        for (Py_ssize_t at = end - most > first ? end - most : first; at < end; at++) {
+            Py_ssize_t slot = (Py_ssize_t)(uint32_t)codes[at];
+            if (!alive[slot] || fabs(times[slot] - moments[query]) > span)
+                continue;
+            const unsigned char *row =
+                (const unsigned char *)blocks[slot / block_rows].buf + (slot % block_rows) * row_bytes;
+            int same = 0;
+            if (bits == 8) {
+                for (int k = 0; k < PERM; k++)
+                    same += row[k] == (unsigned char)mine[k];
+            }
+            else {
+                const uint16_t *wide = (const uint16_t *)row;
+                for (int k = 0; k < PERM; k++)
+                    same += wide[k] == (uint16_t)mine[k];
+            }
+            double score = (double)same / PERM;
+            if (!(score >= threshold))
+                continue;
+            const uint32_t *theirs = numbers + slot * NUMBERS;
+            if (i_have && (theirs[0] | theirs[1] | theirs[2] | theirs[3])) {
+                int shared = 0;
+                for (int a = 0; a < NUMBERS && !shared; a++)
+                    for (int b = 0; b < NUMBERS; b++)
+                        if (my_numbers[a] && my_numbers[a] == theirs[b]) {
+                            shared = 1;
+                            break;
+                        }
+                if (!shared)
+                    continue;
+            }
+            PyObject *match = Py_BuildValue("(nLd)", query, (long long)ids[slot], score);
+            if (match == NULL || PyList_Append(result, match) < 0) {
+                Py_XDECREF(match);
+                Py_CLEAR(result);
+                goto done;
+            }
+            Py_DECREF(match);
+        }
+        first = end;
+    }
+done:
+    PyMem_Free(codes);
+    for (Py_ssize_t b = 0; b < blocks_held; b++)
+        PyBuffer_Release(&blocks[b]);
+    PyMem_Free(blocks);
+    for (int v = 0; v < held; v++)
+        PyBuffer_Release(&views[v]);
+    return result;
+}

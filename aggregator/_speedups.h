@@ -1,0 +1,13 @@
+/* What one source file of the C module (aggregator/_speedups.c) takes from another. */
+#ifndef AGGREGATOR_SPEEDUPS_H
+#define AGGREGATOR_SPEEDUPS_H
+
+#include <Python.h>
+
+/* _index.c: the story index's per-batch work */
+PyObject *index_bloom_add(PyObject *module, PyObject *args);
+PyObject *index_lookup(PyObject *module, PyObject *args);
+PyObject *index_merge(PyObject *module, PyObject *args);
+PyObject *index_verify(PyObject *module, PyObject *args);
+
+#endif
