@@ -14,7 +14,14 @@ from aggregator.process.categorise import STORED_HITS, Categoriser, TopicVerdict
 from aggregator.process.dedupe import SimilarityIndex, fingerprint
 from aggregator.process.filters import EntryFilter, ItemFilter
 from aggregator.process.pipeline import Processor
-from aggregator.process.terms import Hit, PathRule, TermIndex, Terms, term_problem
+from aggregator.process.terms import (
+    Hit,
+    PathRule,
+    TermIndex,
+    Terms,
+    required_text,
+    term_problem,
+)
 from aggregator.process.text import WORD, Field, ItemText, fold, folded_words
 from aggregator.types import Entry, Item
 
@@ -393,6 +400,56 @@ def test_regex_terms_with_backreferences_or_lookarounds_still_match() -> None:
     index = TermIndex([["/(a)b/"], [r"/(x)\1/"], [r"/\d%(?!\s)/"]])
     found = index.scan([Field("title", "the xx files: prices rise 5%"), Field("summary", "x")])
     assert [[h.text for h in hits] for hits in found] == [[], ["xx"], ["5%"]]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "needed"),
+    [
+        (r"(?<!South )\bSudan(ese)?\b", "sudan"),  # a lookbehind's letters are not needed
+        ("(?-i:Turkey)", "turkey"),  # case kept in the term, ignored in the shortcut
+        ("colou?r", "colo"),
+        ("(foo)+bar", "foo"),  # a group repeated at least once is needed
+        ("x{0,3}yyyzz", "yyyzz"),  # one that may be absent is not
+        (r"(?:West|East) Bank", " bank"),
+        ("K\u212aelvin", "elvin"),  # the Kelvin sign is not ASCII: the run stops there
+        ("Gaza(?=n)", "gaza"),
+        ("a|b", None),
+        ("ab", None),  # too short to be worth a search
+        (r"\d+%", None),
+    ],
+)
+def test_a_regex_term_names_the_letters_every_match_holds(pattern: str, needed: str | None) -> None:
+    assert required_text(pattern) == needed
+
+
+def test_regex_terms_skipped_by_their_letters_find_what_searching_every_text_finds() -> None:
+    """A plain ASCII text without a regex term's letters is not searched; the hits are those of
+    searching every text, on random text around the terms' words (and the Kelvin sign and the
+    long s, which ignoring case they match)."""
+    groups = [
+        [r"/(?<!South )\bSudan(ese)?\b/", "/(?-i:Turkey)/"],
+        ["/colou?rs?/", r"/\bKelvin\b/", "Gaza"],
+        [r"/stor(m|k)s?/"],
+    ]
+    fast = TermIndex(groups)
+    slow = TermIndex(groups)
+    slow._needs = None
+    slow._regexes = [[(t, r, None) for t, r, _ in g] for g in slow._regexes]
+    assert fast._needs == ("sudan", "turkey", "colo", "kelvin", "stor")
+    pieces = ["Sudan", "SUDANESE", "South Sudan", "south sudan", "Turkey", "turkey", "TURKEY",
+              "colour", "Colors", "\u212aelvin", "kelvin", "ſtorm", "STORK", "stor",
+              "Gaza"]  # fmt: skip
+    rng = random.Random(9)
+    searched = 0
+    for _ in range(3000):
+        words = [rng.choice(pieces + TRICKY) for _ in range(rng.randint(0, 10))]
+        fields = [Field("title", " ".join(words)), Field("summary", "".join(words[:3]))]
+        expected = [[(h.term, h.field, h.text) for h in found] for found in slow.scan(fields)]
+        assert [[(h.term, h.field, h.text) for h in found] for found in fast.scan(fields)] == (
+            expected
+        ), [f.text for f in fields]
+        searched += any(expected[0] + expected[2])
+    assert searched > 500
 
 
 def test_a_fingerprint_does_not_depend_on_what_was_folded_before() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from aggregator import speedups
@@ -166,12 +167,15 @@ class TermIndex:
         self._whole = whole
         self._literal: dict[str, list[_Candidate]] = {}
         self._wild: list[tuple[re.Pattern[str], _Candidate]] = []
-        self._regexes: list[list[tuple[str, re.Pattern[str]]]] = [[] for _ in self.groups]
+        self._regexes: list[list[tuple[str, re.Pattern[str], str | None]]] = [
+            [] for _ in self.groups
+        ]
         firsts: set[str] = set()  # the first word of every word term, folded
         for group, terms in enumerate(self.groups):
             for order, term in enumerate(terms):
                 if is_regex(term):
-                    self._regexes[group].append((term, re.compile(term[1:-1], re.IGNORECASE)))
+                    regex = re.compile(term[1:-1], re.IGNORECASE)
+                    self._regexes[group].append((term, regex, required_text(term[1:-1])))
                     continue
                 words = _pattern_words(term)
                 if not words:
@@ -184,6 +188,12 @@ class TermIndex:
                 else:
                     self._wild.append((first, candidate))
         regexes = [t[1:-1] for g in self.groups for t in g if is_regex(t)]
+        # what each regex's matches all hold, lowered: a plain ASCII text without it holds no
+        # match (a Python search ignoring case runs a character at a time; `in` is a memchr)
+        needs = [need for group in self._regexes for _, _, need in group]
+        self._needs: tuple[str, ...] | None = None
+        if needs and None not in needs:
+            self._needs = tuple(need for need in needs if need is not None)
         # With several regex terms, one search of them all says whether any is in a field.
         # Joined, group numbers shift: terms with backreferences are checked one by one.
         self._any_regex: re.Pattern[str] | None = None
@@ -238,15 +248,23 @@ class TermIndex:
     def scan(self, fields: Iterable[Field]) -> list[list[Hit]]:
         hits: list[list[Hit]] = [[] for _ in self.groups]
         has_regexes = any(self._regexes)
+        needs = self._needs
         for field in fields:
             self._scan_words(field, hits)
-            if not has_regexes or (
-                self._any_regex is not None and self._any_regex.search(field.text) is None
-            ):
+            if not has_regexes:
+                continue
+            text = field.text
+            lowered = text.lower() if text.isascii() else None
+            if lowered is not None and needs is not None:
+                if not any(need in lowered for need in needs):
+                    continue
+            elif self._any_regex is not None and self._any_regex.search(text) is None:
                 continue
             for group, regexes in enumerate(self._regexes):
-                for term, regex in regexes:
-                    for match in regex.finditer(field.text):
+                for term, regex, need in regexes:
+                    if lowered is not None and need is not None and need not in lowered:
+                        continue
+                    for match in regex.finditer(text):
                         if match.group():
                             hits[group].append(Hit(term, field.name, match.group()))
         return hits
@@ -379,6 +397,49 @@ class Terms:
 
     def first(self, fields: Iterable[Field]) -> Hit | None:
         return next(self.hits(fields), None)
+
+
+def required_text(pattern: str) -> str | None:
+    """Letters every match of a regex term holds in a row, lowered, where they are plain ASCII
+    (three at least): `Sudan` of `(?<!South )\\bSudan(ese)?\\b`. In plain ASCII text, a letter
+    matches another ignoring case only where the two are equal lowered (the Kelvin sign matches
+    `k`, but it is not ASCII), so a text without them, lowered, holds no match. Read from the
+    parsed pattern (`re._parser`, CPython's own); None where nothing is sure."""
+    try:
+        from re import _constants as sre  # type: ignore[attr-defined]
+        from re import _parser  # type: ignore[attr-defined]
+
+        parsed = _parser.parse(pattern, re.IGNORECASE)
+    except Exception:  # another Python's regex internals: no shortcut
+        return None
+    found: list[str] = []
+
+    def walk(items: Iterable[tuple[Any, Any]]) -> None:
+        """Runs of literals in a sequence every match goes through; groups and repeats of at
+        least one are gone through too (their runs apart), branches and options are not."""
+        run = ""
+        for op, value in items:
+            if op is sre.LITERAL and value < 128:
+                run += chr(value).lower()
+                continue
+            if op in (sre.AT, sre.ASSERT, sre.ASSERT_NOT):
+                continue  # zero width: the letters on either side are still in a row
+            found.append(run)
+            run = ""
+            if op is sre.SUBPATTERN:
+                walk(value[-1])
+            elif op is sre.ATOMIC_GROUP:
+                walk(value)
+            elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT) and value[0] >= 1:
+                walk(value[2])
+        found.append(run)
+
+    try:
+        walk(parsed)
+    except Exception:
+        return None
+    best = max(found, key=len, default="")
+    return best if len(best) >= 3 else None
 
 
 def path_problem(pattern: str) -> str | None:
