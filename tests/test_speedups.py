@@ -72,6 +72,23 @@ def test_folding_ascii_text_in_c_is_folding_it_in_python(native: ModuleType) -> 
         assert (field.folded, field.words) == expected, repr(field.text)
 
 
+def test_words_of_any_text_in_c_are_the_words_the_regex_finds(native: ModuleType) -> None:
+    """What ends the folding of text that is not plain ASCII: letters and digits of every script,
+    marks (inside a word and on their own), underscores, symbols, characters beyond the BMP."""
+    from aggregator.process.text import _MARK_RANGES, WORD
+
+    rng = random.Random(4)
+    pool = (
+        [chr(c) for c in range(0x20, 0x250)]
+        + list("\u0301\u093e\u0640_  \n\t’—")
+        + [chr(rng.randrange(0x250, 0x30000)) for _ in range(3000)]
+    )
+    for _ in range(20_000):
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(0, 30)))
+        expected = " ".join(WORD.findall(text.replace("_", " ")))
+        assert native.join_words(text, _MARK_RANGES) == expected, repr(text)
+
+
 FIRST_WORDS = [
     ["gaza", "gaza*", "aid", "syria", "damascus", "ecole", "storm*", "fire"],
     ["turkiye", "غزه", "*stan*", "kyiv", "istanbul", "5", "fire", "e*e"],
