@@ -575,3 +575,158 @@ done:
         PyBuffer_Release(&views[v]);
     return result;
 }
+
+/* ------------------------------------------------------------------------- within a batch */
+
+typedef struct {
+    uint64_t *codes;
+    Py_ssize_t size, room;
+} Codes;
+
+static int
+codes_add(Codes *codes, uint64_t code)
+{
+    if (codes->size == codes->room) {
+        Py_ssize_t room = codes->room ? codes->room * 2 : 1024;
+        uint64_t *grown = PyMem_Realloc(codes->codes, room * sizeof(uint64_t));
+        if (grown == NULL)
+            return -1;
+        codes->codes = grown;
+        codes->room = room;
+    }
+    codes->codes[codes->size++] = code;
+    return 0;
+}
+
+/* within(keys, bands, needed, head, tail, sigs, times, span, threshold) -> (pairs, compared):
+ * `SimilarityIndex.similar_within` for a batch of items (`keys`: their band keys, `bands` an
+ * item; `sigs`: their fingerprints as uint32; `times`: their moments). Items sharing a band key
+ * are paired, each with the first `head` and the latest `tail` items before it in the key's
+ * bucket; a pair must come `needed` times (once a band shared), agree on at least `threshold`
+ * of the MinHash values, be within `span` seconds and have no conflicting headline numbers.
+ * `pairs`: for each item, (earlier item, score) in order of the earlier item; `compared`: the
+ * pairs whose signatures were compared. */
+PyObject *
+index_within(PyObject *module, PyObject *args)
+{
+    PyObject *keys_obj, *sigs_obj, *times_obj;
+    Py_ssize_t bands, needed, head, tail;
+    double span, threshold;
+    if (!PyArg_ParseTuple(args, "OnnnnOOdd:within", &keys_obj, &bands, &needed, &head, &tail,
+                          &sigs_obj, &times_obj, &span, &threshold))
+        return NULL;
+    enum { PERM = 128, NUMBERS = 4, WORDS = PERM + NUMBERS };
+    if (bands < 1 || head < 0 || tail < 0) {
+        PyErr_SetString(PyExc_ValueError, "within: bands above 0, head and tail not below");
+        return NULL;
+    }
+    Py_buffer keys, sigs, times;
+    if (get_array(keys_obj, &keys, 4, 0, "within keys") < 0)
+        return NULL;
+    if (get_array(sigs_obj, &sigs, 4, 0, "within sigs") < 0) {
+        PyBuffer_Release(&keys);
+        return NULL;
+    }
+    if (get_array(times_obj, &times, 8, 0, "within times") < 0) {
+        PyBuffer_Release(&keys);
+        PyBuffer_Release(&sigs);
+        return NULL;
+    }
+    PyObject *result = NULL, *pairs = NULL;
+    uint64_t *ranked = NULL;
+    Codes found = {NULL, 0, 0};
+    Py_ssize_t n = keys.len / 4, count = times.len / 8;
+    if (n != count * bands || sigs.len / 4 != count * WORDS || count >= (1LL << 31)) {
+        PyErr_SetString(PyExc_ValueError, "within: arrays of unequal lengths");
+        goto done;
+    }
+    const uint32_t *k = keys.buf, *sig = sigs.buf;
+    const double *when = times.buf;
+    /* the keys in order, each bucket's entries in order of position (so of item) */
+    ranked = PyMem_Malloc((n ? n : 1) * sizeof(uint64_t));
+    if (ranked == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        ranked[i] = ((uint64_t)k[i] << 32) | (uint64_t)i;
+    qsort(ranked, n, sizeof(uint64_t), compare_u64);
+    for (Py_ssize_t first = 0; first < n;) {
+        Py_ssize_t end = first + 1;
+        while (end < n && ranked[end] >> 32 == ranked[first] >> 32)
+            end++;
+        for (Py_ssize_t at = first + 1; at < end; at++) {
+            Py_ssize_t rank = at - first;
+            uint64_t later = (uint32_t)ranked[at] / bands;
+            for (Py_ssize_t t = 0; t < head && t < rank; t++) /* the first of the bucket */
+                if (codes_add(&found, later << 32 | ((uint32_t)ranked[first + t] / bands)) < 0)
+                    goto nomemory;
+            for (Py_ssize_t t = 1; t <= tail && rank - t >= head; t++) /* the latest before */
+                if (codes_add(&found, later << 32 | ((uint32_t)ranked[at - t] / bands)) < 0)
+                    goto nomemory;
+        }
+        first = end;
+    }
+    qsort(found.codes, found.size, sizeof(uint64_t), compare_u64);
+    pairs = PyList_New(count);
+    if (pairs == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *empty = PyList_New(0);
+        if (empty == NULL)
+            goto done;
+        PyList_SET_ITEM(pairs, i, empty);
+    }
+    /* the runs of equal pairs: how many bands each shares */
+    Py_ssize_t compared = 0;
+    for (Py_ssize_t i = 0; i < found.size;) {
+        Py_ssize_t j = i + 1;
+        while (j < found.size && found.codes[j] == found.codes[i])
+            j++;
+        Py_ssize_t times_shared = j - i;
+        Py_ssize_t later = (Py_ssize_t)(found.codes[i] >> 32);
+        Py_ssize_t earlier = (Py_ssize_t)(uint32_t)found.codes[i];
+        i = j;
+        if (times_shared < needed || later <= earlier)
+            continue;
+        compared++;
+        const uint32_t *a = sig + later * WORDS, *b = sig + earlier * WORDS;
+        int same = 0;
+        for (int v = 0; v < PERM; v++)
+            same += a[v] == b[v];
+        double score = (double)same / PERM;
+        if (!(score >= threshold) || !(fabs(when[later] - when[earlier]) <= span))
+            continue;
+        const uint32_t *mine = a + PERM, *theirs = b + PERM;
+        if ((mine[0] | mine[1] | mine[2] | mine[3])
+            && (theirs[0] | theirs[1] | theirs[2] | theirs[3])) {
+            int shared = 0;
+            for (int x = 0; x < NUMBERS && !shared; x++)
+                for (int y = 0; y < NUMBERS; y++)
+                    if (mine[x] && mine[x] == theirs[y]) {
+                        shared = 1;
+                        break;
+                    }
+            if (!shared)
+                continue;
+        }
+        PyObject *pair = Py_BuildValue("(nd)", earlier, score);
+        if (pair == NULL || PyList_Append(PyList_GET_ITEM(pairs, later), pair) < 0) {
+            Py_XDECREF(pair);
+            goto done;
+        }
+        Py_DECREF(pair);
+    }
+    result = Py_BuildValue("(On)", pairs, compared);
+    goto done;
+nomemory:
+    PyErr_NoMemory();
+done:
+    Py_XDECREF(pairs);
+    PyMem_Free(ranked);
+    PyMem_Free(found.codes);
+    PyBuffer_Release(&keys);
+    PyBuffer_Release(&sigs);
+    PyBuffer_Release(&times);
+    return result;
+}

@@ -927,6 +927,8 @@ static PyMethodDef methods[] = {
      "merge(keys, offsets, count, new_keys, new_slots, shift): sorted keys into a run in place"},
     {"verify", index_verify, METH_VARARGS,
      "verify(owners, slots, ...) -> [(query, item id, score)]: a batch's candidates scored"},
+    {"within", index_within, METH_VARARGS,
+     "within(keys, bands, ...) -> (pairs, compared): the items of a batch alike each other"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -9,5 +9,6 @@ PyObject *index_bloom_add(PyObject *module, PyObject *args);
 PyObject *index_lookup(PyObject *module, PyObject *args);
 PyObject *index_merge(PyObject *module, PyObject *args);
 PyObject *index_verify(PyObject *module, PyObject *args);
+PyObject *index_within(PyObject *module, PyObject *args);
 
 #endif

@@ -44,6 +44,18 @@ def verify(
     most: int,
     /,
 ) -> list[tuple[int, int, float]]: ...
+def within(
+    keys: Any,
+    bands: int,
+    needed: int,
+    head: int,
+    tail: int,
+    sigs: Any,
+    times: Any,
+    span: float,
+    threshold: float,
+    /,
+) -> tuple[list[list[tuple[int, float]]], int]: ...
 
 class WordSet:
     def __init__(self, words: Sequence[str]) -> None: ...

@@ -284,12 +284,15 @@ class _Prints:
         self.rng = np.random.default_rng(seed)
         self.families: list[np.ndarray] = []
 
-    def make(self) -> bytes:
+    def make(self, *, close: bool = False) -> bytes:
+        """`close`: a near-copy of the latest family (a feed repeating itself)."""
         rng = self.rng
-        if not self.families or rng.random() < 0.3:
+        if not self.families or (rng.random() < 0.3 and not close):
             self.families.append(rng.integers(0, 2**32, dedupe.NUM_PERM, dtype=np.uint32))
-        base = self.families[int(rng.integers(0, len(self.families)))].copy()
-        changed = rng.choice(dedupe.NUM_PERM, int(rng.integers(0, 90)), replace=False)
+        family = -1 if close else int(rng.integers(0, len(self.families)))
+        base = self.families[family].copy()
+        changes = int(rng.integers(0, 6 if close else 90))
+        changed = rng.choice(dedupe.NUM_PERM, changes, replace=False)
         base[changed] = rng.integers(0, 2**32, len(changed), dtype=np.uint32)
         numbers = np.zeros(dedupe.NUMBERS, dtype=np.uint32)
         if rng.random() < 0.5:
@@ -326,7 +329,7 @@ def test_the_story_index_in_c_answers_what_numpy_answers(
     next_id, found, within, compacted = 1, 0, 0, 0
     for step in range(160):
         size = rng.choice([1, 3, 25, 25, 40] + ([700] if step % 50 == 0 else []))
-        fps = [prints.make() for _ in range(size)]
+        fps = [prints.make(close=step % 25 == 7) for _ in range(size)]  # some deep buckets
         whens = [start + timedelta(minutes=step * 20 + rng.randrange(120)) for _ in fps]
         after = rng.choice([0, 0, max(1, next_id - 300)])
         got = fast.similar_many(fps, whens, after)
@@ -334,6 +337,7 @@ def test_the_story_index_in_c_answers_what_numpy_answers(
             assert slow.similar_many(fps, whens, after) == got
             expected_within = slow.similar_within(fps, whens)
         assert fast.similar_within(fps, whens) == expected_within
+        assert fast.compared == slow.compared
         found += sum(map(len, got))
         within += sum(map(len, expected_within))
         rows = [

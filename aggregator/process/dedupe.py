@@ -942,6 +942,25 @@ class SimilarityIndex:
         if len(fps) < 2:
             return result
         sigs, keys = self._keyed(fps)
+        native = speedups.native
+        if native is not None:
+            moments = np.array([w.timestamp() for w in whens])
+            found, compared = native.within(
+                keys,
+                self.bands,
+                self.needed,
+                WITHIN_HEAD,
+                WITHIN_TAIL,
+                sigs,
+                moments,
+                self.window.total_seconds(),
+                self.threshold,
+            )
+            self.compared += compared
+            within: list[list[tuple[int, float]]] = found
+            for pairs in within:  # in order of position: equals stay earliest first
+                pairs.sort(key=lambda pair: -pair[1])
+            return within
         later, earlier = self._within_candidates(keys, len(sigs))
         self.compared += len(later)
         times = np.array([w.timestamp() for w in whens])
