@@ -1,4 +1,5 @@
-"""Filing's per-item text work in C, where it was built: the one place that says whether it was.
+"""Filing's per-item text work and the story index's per-batch work in C, where it was built: the
+one place that says whether it was.
 
 Filing an item (its HTML made plain text, its fields folded, the words that may start a term
 found, its MinHash signature) cost about 110 us an item in Python, spread over a dozen steps,
@@ -8,6 +9,13 @@ call. `_speedups.c` does those steps in one pass over the text each, with the sa
 
 No library on the registries does these steps with these results (a fingerprint must stay equal to
 those already stored); pyahocorasick, measured earlier, found terms no faster than our regex.
+
+`_index.c`, in the same module, does the story index's per-batch work (`SimilarityIndex` in
+process/dedupe.py): its Bloom filter, the lookups of a batch's band keys in the sorted runs, the
+scoring of candidates, the comparison within a batch and the merges into a run. numpy made some
+60 calls a batch of 25 items there, each paying numpy's cost per call, and its binary searches
+missed the cache at most steps of a run of millions of keys. The numpy code stays as the fallback
+and the reference (tests/test_speedups.py holds the two equal, step by step).
 
 The module is built by `pip install` where a C compiler is found (setup.py marks it optional), so a
 machine without one still installs and runs, on the Python code. `AGGREGATOR_PURE_PYTHON=1` runs
@@ -32,7 +40,7 @@ if not os.environ.get("AGGREGATOR_PURE_PYTHON"):
 def describe() -> str:
     """Which code files items here, in words (the README's one-line check prints it)."""
     if native is not None:
-        return "filing in C (aggregator._speedups)"
+        return "filing and the story index in C (aggregator._speedups)"
     if os.environ.get("AGGREGATOR_PURE_PYTHON"):
-        return "filing in Python (AGGREGATOR_PURE_PYTHON is set)"
-    return "filing in Python (the C part was not built: no C compiler at install)"
+        return "filing and the story index in Python (AGGREGATOR_PURE_PYTHON is set)"
+    return "filing and the story index in Python (the C part was not built: no compiler)"
