@@ -21,7 +21,8 @@
 
 #define MIX 0x9E3779B97F4A7C15ULL
 
-/* A C-contiguous buffer of `itemsize`-byte items (0: 2 or 4), writable if asked; read as flat. */
+/* A C-contiguous buffer of `itemsize`-byte items (0: 2 or 4), aligned to them, writable if
+ * asked; read as flat. Only the size of its items is checked, not their type. */
 static int
 get_array(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, int writable, const char *what)
 {
@@ -30,8 +31,17 @@ get_array(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, int writable, con
         return -1;
     int fits = itemsize ? view->itemsize == itemsize : (view->itemsize == 2 || view->itemsize == 4);
     if (!fits) {
-        PyErr_Format(PyExc_ValueError, "%s: an array of %zd-byte items was expected", what,
-                     itemsize ? itemsize : (Py_ssize_t)4);
+        if (itemsize)
+            PyErr_Format(PyExc_ValueError, "%s: an array of %zd-byte items was expected", what,
+                         itemsize);
+        else
+            PyErr_Format(PyExc_ValueError, "%s: an array of 2- or 4-byte items was expected",
+                         what);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    if ((uintptr_t)view->buf % (uintptr_t)view->itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s: the array is not aligned to its items", what);
         PyBuffer_Release(view);
         return -1;
     }
@@ -59,7 +69,8 @@ bloom_holds(const uint64_t *words, uint64_t size, uint32_t key)
 static int
 check_size(Py_buffer *words, unsigned long long size)
 {
-    if (size == 0 || size > (unsigned long long)words->len * 8 || size >= (1ULL << 32)) {
+    /* up to 2**32 bits (what `_Bits` caps a filter at): a slot then still fits in 32 bits */
+    if (size == 0 || size > (unsigned long long)words->len * 8 || size > (1ULL << 32)) {
         PyErr_SetString(PyExc_ValueError, "bloom: size out of range of its words");
         return -1;
     }
@@ -202,12 +213,17 @@ read_run(PyObject *item, Run *run)
         PyErr_SetString(PyExc_ValueError, "lookup run: count beyond its arrays");
         goto fail;
     }
+    if (run->base < 0 || run->base > INT32_MAX) { /* a slot is an int32: base plus offset */
+        PyErr_SetString(PyExc_ValueError, "lookup run: base out of range");
+        goto fail;
+    }
     if (fences != Py_None) {
         if (get_array(fences, &run->fences, 4, 0, "lookup run fences") < 0)
             goto fail;
         run->has_fences = 1;
         run->fence_count = run->fences.len / 4;
-        if (run->step < 1 || run->fence_count != (run->count + run->step - 1) / run->step) {
+        if (run->step < 1
+            || run->fence_count != run->count / run->step + (run->count % run->step != 0)) {
             PyErr_SetString(PyExc_ValueError, "lookup run: fences do not fit the run");
             PyBuffer_Release(&run->fences);
             goto fail;
@@ -229,22 +245,31 @@ index_lookup(PyObject *module, PyObject *args)
     PyObject *query_obj, *words_obj, *runs_obj;
     unsigned long long size;
     Py_ssize_t bands;
+    PyObject *runs_given;
     if (!PyArg_ParseTuple(args, "OOKnO!:lookup", &query_obj, &words_obj, &size, &bands,
-                          &PyList_Type, &runs_obj))
+                          &PyList_Type, &runs_given))
         return NULL;
     if (bands < 1) {
         PyErr_SetString(PyExc_ValueError, "lookup: bands must be at least 1");
         return NULL;
     }
-    Py_buffer query, words;
-    if (get_array(query_obj, &query, 4, 0, "lookup query") < 0)
+    /* a tuple of its own: reading a run may run Python code (__index__), which could change
+     * the caller's list under us */
+    runs_obj = PyList_AsTuple(runs_given);
+    if (runs_obj == NULL)
         return NULL;
+    Py_buffer query, words;
+    if (get_array(query_obj, &query, 4, 0, "lookup query") < 0) {
+        Py_DECREF(runs_obj);
+        return NULL;
+    }
     if (get_array(words_obj, &words, 8, 0, "lookup words") < 0) {
         PyBuffer_Release(&query);
+        Py_DECREF(runs_obj);
         return NULL;
     }
     PyObject *result = NULL;
-    Py_ssize_t run_count = PyList_GET_SIZE(runs_obj), ready = 0;
+    Py_ssize_t run_count = PyTuple_GET_SIZE(runs_obj), ready = 0;
     Run *runs = PyMem_Calloc(run_count ? run_count : 1, sizeof(Run));
     Found found = {NULL, NULL, 0, 0};
     if (runs == NULL) {
@@ -254,7 +279,7 @@ index_lookup(PyObject *module, PyObject *args)
     if (check_size(&words, size) < 0)
         goto done;
     for (; ready < run_count; ready++)
-        if (read_run(PyList_GET_ITEM(runs_obj, ready), &runs[ready]) < 0)
+        if (read_run(PyTuple_GET_ITEM(runs_obj, ready), &runs[ready]) < 0)
             goto done;
     const uint32_t *q = (const uint32_t *)query.buf;
     const uint64_t *w = (const uint64_t *)words.buf;
@@ -326,6 +351,7 @@ done:
     PyMem_RawFree(found.slots);
     PyBuffer_Release(&query);
     PyBuffer_Release(&words);
+    Py_DECREF(runs_obj);
     return result;
 }
 
@@ -368,6 +394,9 @@ index_merge(PyObject *module, PyObject *args)
         room = offsets.len / offsets.itemsize;
     if (count < 0 || added > room - count || new_slots.len / new_slots.itemsize != added) {
         PyErr_SetString(PyExc_ValueError, "merge: the run's arrays have no room for the new keys");
+    }
+    else if (shift < -(1LL << 40) || shift > (1LL << 40)) { /* offsets are slots less a base */
+        PyErr_SetString(PyExc_ValueError, "merge: shift out of range");
     }
     else if (added && (keys.buf == new_keys.buf || offsets.buf == new_slots.buf)) {
         PyErr_SetString(PyExc_ValueError, "merge: the new keys must not be the run's own");
@@ -440,15 +469,21 @@ index_verify(PyObject *module, PyObject *args)
     long long after;
     int bits;
     double span, threshold;
+    PyObject *blocks_given;
     if (!PyArg_ParseTuple(args, "OOnLOOOOdOO!niOdn:verify", &owners_obj, &slots_obj, &needed,
                           &after, &ids_obj, &alive_obj, &times_obj, &moments_obj, &span, &sigs_obj,
-                          &PyList_Type, &blocks_obj, &block_rows, &bits, &numbers_obj, &threshold,
-                          &most))
+                          &PyList_Type, &blocks_given, &block_rows, &bits, &numbers_obj,
+                          &threshold, &most))
         return NULL;
-    if ((bits != 8 && bits != 16) || block_rows < 1 || most < 1) {
+    if ((bits != 8 && bits != 16) || block_rows < 1 || most < 1
+        || block_rows > PY_SSIZE_T_MAX / (128 * 2)) {
         PyErr_SetString(PyExc_ValueError, "verify: bits 8 or 16, block rows and most above 0");
         return NULL;
     }
+    /* a tuple of its own: a buffer request may run Python code that changes the list */
+    blocks_obj = PyList_AsTuple(blocks_given);
+    if (blocks_obj == NULL)
+        return NULL;
     enum { PERM = 128, NUMBERS = 4, WORDS = PERM + NUMBERS };
     Py_buffer views[9];
     PyObject *objs[9] = {owners_obj, slots_obj, ids_obj, alive_obj, times_obj, moments_obj,
@@ -457,7 +492,7 @@ index_verify(PyObject *module, PyObject *args)
     int held = 0;
     PyObject *result = NULL;
     Py_buffer *blocks = NULL;
-    Py_ssize_t block_count = PyList_GET_SIZE(blocks_obj), blocks_held = 0;
+    Py_ssize_t block_count = PyTuple_GET_SIZE(blocks_obj), blocks_held = 0;
     uint64_t *codes = NULL;
     for (; held < 8; held++)
         if (get_array(objs[held], &views[held], sizes[held], 0, "verify") < 0)
@@ -481,7 +516,9 @@ index_verify(PyObject *module, PyObject *args)
     }
     for (; blocks_held < block_count; blocks_held++) {
         Py_buffer *block = &blocks[blocks_held];
-        if (get_array(PyList_GET_ITEM(blocks_obj, blocks_held), block, bits / 8, 0, "verify") < 0)
+        if (get_array(PyTuple_GET_ITEM(blocks_obj, blocks_held), block, bits / 8, 0,
+                      "verify block")
+            < 0)
             goto done;
         if (block->len != block_rows * row_bytes) {
             PyBuffer_Release(block);
@@ -497,13 +534,14 @@ index_verify(PyObject *module, PyObject *args)
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         if (owners[i] < 0 || owners[i] >= queries || slots[i] < 0 || slots[i] >= capacity
-            || slots[i] >= block_count * block_rows) {
+            || slots[i] / block_rows >= block_count) {
             PyErr_SetString(PyExc_ValueError, "verify: a candidate out of range");
             goto done;
         }
         codes[i] = ((uint64_t)owners[i] << 32) | (uint32_t)slots[i];
     }
-    qsort(codes, n, sizeof(uint64_t), compare_u64);
+    if (n > 1)
+        qsort(codes, n, sizeof(uint64_t), compare_u64);
     /* the distinct pairs shared often enough (and of items above `after`), in place */
     Py_ssize_t kept = 0;
     for (Py_ssize_t i = 0; i < n;) {
@@ -527,7 +565,7 @@ index_verify(PyObject *module, PyObject *args)
         /* the newest `most` of a query's candidates */
         for (Py_ssize_t at = end - most > first ? end - most : first; at < end; at++) {
             Py_ssize_t slot = (Py_ssize_t)(uint32_t)codes[at];
-            if (!alive[slot] || fabs(times[slot] - moments[query]) > span)
+            if (!alive[slot] || !(fabs(times[slot] - moments[query]) <= span))
                 continue;
             const unsigned char *row =
                 (const unsigned char *)blocks[slot / block_rows].buf + (slot % block_rows) * row_bytes;
@@ -573,6 +611,7 @@ done:
     PyMem_Free(blocks);
     for (int v = 0; v < held; v++)
         PyBuffer_Release(&views[v]);
+    Py_DECREF(blocks_obj);
     return result;
 }
 
@@ -636,7 +675,8 @@ index_within(PyObject *module, PyObject *args)
     uint64_t *ranked = NULL;
     Codes found = {NULL, 0, 0};
     Py_ssize_t n = keys.len / 4, count = times.len / 8;
-    if (n != count * bands || sigs.len / 4 != count * WORDS || count >= (1LL << 31)) {
+    if (n % bands || n / bands != count || sigs.len / 4 / WORDS != count
+        || sigs.len / 4 % WORDS || count >= (1LL << 31)) {
         PyErr_SetString(PyExc_ValueError, "within: arrays of unequal lengths");
         goto done;
     }
@@ -650,7 +690,8 @@ index_within(PyObject *module, PyObject *args)
     }
     for (Py_ssize_t i = 0; i < n; i++)
         ranked[i] = ((uint64_t)k[i] << 32) | (uint64_t)i;
-    qsort(ranked, n, sizeof(uint64_t), compare_u64);
+    if (n > 1)
+        qsort(ranked, n, sizeof(uint64_t), compare_u64);
     for (Py_ssize_t first = 0; first < n;) {
         Py_ssize_t end = first + 1;
         while (end < n && ranked[end] >> 32 == ranked[first] >> 32)
@@ -667,7 +708,8 @@ index_within(PyObject *module, PyObject *args)
         }
         first = end;
     }
-    qsort(found.codes, found.size, sizeof(uint64_t), compare_u64);
+    if (found.size > 1)
+        qsort(found.codes, found.size, sizeof(uint64_t), compare_u64);
     pairs = PyList_New(count);
     if (pairs == NULL)
         goto done;

@@ -404,6 +404,42 @@ def test_the_c_part_refuses_or_survives_what_callers_never_pass(native: ModuleTy
                       numbers, 0.5, 10)  # fmt: skip
     assert native.verify(one, slot - 1, 1, 0, ids, alive, times, times[:1], 1.0, sigs, blocks,
                          2, 8, numbers, 0.5, 10) == [(0, 0, 1.0)]  # fmt: skip
+    # Found by the fifteenth stop's review: a huge block size wrapped its byte count and read
+    # past the block; a list changed while it was read (a run's count an object whose __index__
+    # empties it) was read from freed memory; a time that is NaN was kept, where numpy drops it
+    with pytest.raises(ValueError, match="block"):
+        native.verify(one, slot - 1, 1, 0, ids, alive, times, times[:1], 1.0, sigs, blocks,
+                      (1 << 57) + 1, 8, numbers, 0.5, 10)  # fmt: skip
+    nan = np.array([0.0, np.nan])  # slot 1's
+    assert native.verify(one, slot - 1, 1, 0, ids, alive, nan, times[:1], 1.0, sigs, blocks,
+                         2, 8, numbers, 0.5, 10) == []  # fmt: skip
+    runs: list[tuple[object, ...]] = []
+
+    class Emptying:
+        def __index__(self) -> int:
+            runs.clear()
+            return 4
+
+    runs += [(keys, offsets, Emptying(), 0, None, 1), (keys, offsets, 4, 0, None, 1)]
+    full = np.full(2, 2**64 - 1, dtype=np.uint64)
+    owners, _ = native.lookup(keys, full, 128, 1, runs)  # the runs as they were given
+    assert len(owners) == 2 * 4 * 8
+    with pytest.raises(ValueError, match="aligned"):
+        native.bloom_add(bloom, 128, np.zeros(5, dtype=np.uint8)[1:].view(np.uint32))
+
+
+def test_a_filter_at_its_largest_works_in_c_as_in_numpy(native: ModuleType) -> None:
+    """A filter is capped at 2**32 bits, which the C code refused at first (found by review):
+    every add and lookup of an index of some 358 million keys would have failed."""
+    bits = dedupe._Bits(1 << 29)  # calloc'd: only the words written cost memory
+    assert bits.size == 1 << 32
+    keys = np.arange(0, 2**32 - 1, 2**32 // 1000, dtype=np.uint32)
+    bits.add(keys)
+    with pure_python():
+        reference = dedupe._Bits(1 << 29)
+        reference.add(keys)
+    assert bits.may_hold(keys).all()
+    assert np.array_equal(np.nonzero(bits.words)[0], np.nonzero(reference.words)[0])
 
 
 def test_the_pure_python_switch_is_honoured() -> None:

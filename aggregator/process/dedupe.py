@@ -938,46 +938,47 @@ class SimilarityIndex:
         WITHIN_TAIL earlier items (a feed of near-copies), only the first and the latest of them
         are compared: comparing every pair made a feed of 45,000 near-copies take a quarter of
         an hour. `compared` counts the pairs whose signatures were compared."""
-        result: list[list[tuple[int, float]]] = [[] for _ in fps]
-        if len(fps) < 2:
-            return result
-        sigs, keys = self._keyed(fps)
-        native = speedups.native
-        if native is not None:
-            moments = np.array([w.timestamp() for w in whens])
-            found, compared = native.within(
-                keys,
-                self.bands,
-                self.needed,
-                WITHIN_HEAD,
-                WITHIN_TAIL,
-                sigs,
-                moments,
-                self.window.total_seconds(),
-                self.threshold,
-            )
-            self.compared += compared
-            within: list[list[tuple[int, float]]] = found
-            for pairs in within:  # in order of position: equals stay earliest first
+        with self._lock:  # `compared` and the last batch's keys are the index's
+            result: list[list[tuple[int, float]]] = [[] for _ in fps]
+            if len(fps) < 2:
+                return result
+            sigs, keys = self._keyed(fps)
+            native = speedups.native
+            if native is not None:
+                moments = np.array([w.timestamp() for w in whens])
+                found, compared = native.within(
+                    keys,
+                    self.bands,
+                    self.needed,
+                    WITHIN_HEAD,
+                    WITHIN_TAIL,
+                    sigs,
+                    moments,
+                    self.window.total_seconds(),
+                    self.threshold,
+                )
+                self.compared += compared
+                within: list[list[tuple[int, float]]] = found
+                for pairs in within:  # in order of position: equals stay earliest first
+                    pairs.sort(key=lambda pair: -pair[1])
+                return within
+            later, earlier = self._within_candidates(keys, len(sigs))
+            self.compared += len(later)
+            times = np.array([w.timestamp() for w in whens])
+            span = self.window.total_seconds()
+            for top in range(0, len(later), _PAIR_BLOCK):
+                i, j = later[top : top + _PAIR_BLOCK], earlier[top : top + _PAIR_BLOCK]
+                a, b = sigs[i], sigs[j]
+                scores = np.count_nonzero(a[:, :NUM_PERM] == b[:, :NUM_PERM], axis=1) / NUM_PERM
+                good = (scores >= self.threshold) & (np.abs(times[i] - times[j]) <= span)
+                good &= ~_pair_conflicts(a[:, NUM_PERM:], b[:, NUM_PERM:])
+                for x, y, score in zip(
+                    i[good].tolist(), j[good].tolist(), scores[good].tolist(), strict=True
+                ):
+                    result[x].append((y, score))
+            for pairs in result:  # candidates come in order of position: equals stay earliest first
                 pairs.sort(key=lambda pair: -pair[1])
-            return within
-        later, earlier = self._within_candidates(keys, len(sigs))
-        self.compared += len(later)
-        times = np.array([w.timestamp() for w in whens])
-        span = self.window.total_seconds()
-        for top in range(0, len(later), _PAIR_BLOCK):
-            i, j = later[top : top + _PAIR_BLOCK], earlier[top : top + _PAIR_BLOCK]
-            a, b = sigs[i], sigs[j]
-            scores = np.count_nonzero(a[:, :NUM_PERM] == b[:, :NUM_PERM], axis=1) / NUM_PERM
-            good = (scores >= self.threshold) & (np.abs(times[i] - times[j]) <= span)
-            good &= ~_pair_conflicts(a[:, NUM_PERM:], b[:, NUM_PERM:])
-            for x, y, score in zip(
-                i[good].tolist(), j[good].tolist(), scores[good].tolist(), strict=True
-            ):
-                result[x].append((y, score))
-        for pairs in result:  # candidates come in order of position: equals stay earliest first
-            pairs.sort(key=lambda pair: -pair[1])
-        return result
+            return result
 
     def _within_candidates(
         self, keys: NDArray[np.uint32], count: int
