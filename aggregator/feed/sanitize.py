@@ -172,12 +172,17 @@ def escape(text: str) -> str:
     return html.escape(text).replace("\n", "<br>\n")
 
 
+_BRACKET = re.compile(r"[\[\]]")  # urlsplit refuses a URL with one in its host
+
+
 def safe_url(url: str | None) -> str | None:
     """An http(s) address, else None: a link, enclosure or image a reader clicks or loads must
     never be `javascript:` or `data:`."""
     if not url or not url.strip():
         return None
     url = url.strip()
+    if url.startswith(("http://", "https://")) and url.isascii() and not _BRACKET.search(url):
+        return url  # urlsplit takes such a URL as written: its scheme is this one (tests)
     try:
         scheme = urlsplit(url).scheme.lower()
     except ValueError:
