@@ -124,7 +124,7 @@ typedef struct {
     Py_ssize_t size, room;
 } Found;
 
-static int
+static inline int
 found_add(Found *found, int64_t owner, int32_t slot)
 {
     if (found->size == found->room) {
@@ -445,11 +445,58 @@ index_merge(PyObject *module, PyObject *args)
 
 /* ------------------------------------------------------------------------------ verifying */
 
+/* Sorts n values in place, least significant 16 bits first, skipping the digits where all
+ * values agree (most of a pair's high half: the few queries of a batch). qsort's comparisons
+ * took 10 s where boilerplate gave a batch 126 million candidate pairs; numpy's sort, which the
+ * Python code uses, 4. Returns -1 where no room for the copy could be had. */
 static int
-compare_u64(const void *a, const void *b)
+sort_u64(uint64_t *values, Py_ssize_t n)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
+    if (n < 2)
+        return 0;
+    if (n < 64) { /* insertion sort: small batches are most */
+        for (Py_ssize_t i = 1; i < n; i++) {
+            uint64_t v = values[i];
+            Py_ssize_t j = i;
+            while (j > 0 && values[j - 1] > v) {
+                values[j] = values[j - 1];
+                j--;
+            }
+            values[j] = v;
+        }
+        return 0;
+    }
+    uint64_t *other = PyMem_RawMalloc(n * sizeof(uint64_t));
+    Py_ssize_t *counts = PyMem_RawMalloc(65536 * sizeof(Py_ssize_t));
+    if (other == NULL || counts == NULL) {
+        PyMem_RawFree(other);
+        PyMem_RawFree(counts);
+        return -1;
+    }
+    uint64_t *from = values, *to = other;
+    for (int shift = 0; shift < 64; shift += 16) {
+        memset(counts, 0, 65536 * sizeof(Py_ssize_t));
+        for (Py_ssize_t i = 0; i < n; i++)
+            counts[(from[i] >> shift) & 0xFFFF]++;
+        if (counts[(from[0] >> shift) & 0xFFFF] == n)
+            continue; /* every value has this digit */
+        Py_ssize_t at = 0;
+        for (Py_ssize_t d = 0; d < 65536; d++) {
+            Py_ssize_t c = counts[d];
+            counts[d] = at;
+            at += c;
+        }
+        for (Py_ssize_t i = 0; i < n; i++)
+            to[counts[(from[i] >> shift) & 0xFFFF]++] = from[i];
+        uint64_t *swap = from;
+        from = to;
+        to = swap;
+    }
+    if (from != values)
+        memcpy(values, from, n * sizeof(uint64_t));
+    PyMem_RawFree(other);
+    PyMem_RawFree(counts);
+    return 0;
 }
 
 /* verify(owners, slots, needed, after, ids, alive, times, moments, span, sigs, blocks, block_rows,
@@ -540,8 +587,10 @@ index_verify(PyObject *module, PyObject *args)
         }
         codes[i] = ((uint64_t)owners[i] << 32) | (uint32_t)slots[i];
     }
-    if (n > 1)
-        qsort(codes, n, sizeof(uint64_t), compare_u64);
+    if (sort_u64(codes, n) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
     /* the distinct pairs shared often enough (and of items above `after`), in place */
     Py_ssize_t kept = 0;
     for (Py_ssize_t i = 0; i < n;) {
@@ -690,8 +739,8 @@ index_within(PyObject *module, PyObject *args)
     }
     for (Py_ssize_t i = 0; i < n; i++)
         ranked[i] = ((uint64_t)k[i] << 32) | (uint64_t)i;
-    if (n > 1)
-        qsort(ranked, n, sizeof(uint64_t), compare_u64);
+    if (sort_u64(ranked, n) < 0)
+        goto nomemory;
     for (Py_ssize_t first = 0; first < n;) {
         Py_ssize_t end = first + 1;
         while (end < n && ranked[end] >> 32 == ranked[first] >> 32)
@@ -708,8 +757,8 @@ index_within(PyObject *module, PyObject *args)
         }
         first = end;
     }
-    if (found.size > 1)
-        qsort(found.codes, found.size, sizeof(uint64_t), compare_u64);
+    if (sort_u64(found.codes, found.size) < 0)
+        goto nomemory;
     pairs = PyList_New(count);
     if (pairs == NULL)
         goto done;
