@@ -48,6 +48,30 @@ get_array(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, int writable, con
     return 0;
 }
 
+/* One array a function takes, for `get_arrays`. */
+typedef struct {
+    PyObject *obj;
+    Py_buffer *view;
+    Py_ssize_t itemsize;
+    int writable;
+    const char *what;
+} Wanted;
+
+/* Several arrays (`get_array` each): all of them, or none (those taken are given back). */
+static int
+get_arrays(const Wanted *wanted, int count)
+{
+    for (int i = 0; i < count; i++) {
+        const Wanted *w = &wanted[i];
+        if (get_array(w->obj, w->view, w->itemsize, w->writable, w->what) < 0) {
+            while (i--)
+                PyBuffer_Release(wanted[i].view);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* The filter's two bits for a key: the halves of a multiplicative hash, scaled to its size
  * (as `_Bits._slots`). */
 static inline void
@@ -85,12 +109,10 @@ index_bloom_add(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "OKO:bloom_add", &words_obj, &size, &keys_obj))
         return NULL;
     Py_buffer words, keys;
-    if (get_array(words_obj, &words, 8, 1, "bloom_add words") < 0)
+    Wanted wanted[] = {{words_obj, &words, 8, 1, "bloom_add words"},
+                       {keys_obj, &keys, 4, 0, "bloom_add keys"}};
+    if (get_arrays(wanted, 2) < 0)
         return NULL;
-    if (get_array(keys_obj, &keys, 4, 0, "bloom_add keys") < 0) {
-        PyBuffer_Release(&words);
-        return NULL;
-    }
     if (check_size(&words, size) == 0) {
         uint64_t *w = (uint64_t *)words.buf;
         const uint32_t *k = (const uint32_t *)keys.buf;
@@ -259,12 +281,9 @@ index_lookup(PyObject *module, PyObject *args)
     if (runs_obj == NULL)
         return NULL;
     Py_buffer query, words;
-    if (get_array(query_obj, &query, 4, 0, "lookup query") < 0) {
-        Py_DECREF(runs_obj);
-        return NULL;
-    }
-    if (get_array(words_obj, &words, 8, 0, "lookup words") < 0) {
-        PyBuffer_Release(&query);
+    Wanted wanted[] = {{query_obj, &query, 4, 0, "lookup query"},
+                       {words_obj, &words, 8, 0, "lookup words"}};
+    if (get_arrays(wanted, 2) < 0) {
         Py_DECREF(runs_obj);
         return NULL;
     }
@@ -371,23 +390,12 @@ index_merge(PyObject *module, PyObject *args)
                           &new_slots_obj, &shift))
         return NULL;
     Py_buffer keys, offsets, new_keys, new_slots;
-    if (get_array(keys_obj, &keys, 4, 1, "merge keys") < 0)
+    Wanted wanted[] = {{keys_obj, &keys, 4, 1, "merge keys"},
+                       {offsets_obj, &offsets, 0, 1, "merge offsets"},
+                       {new_keys_obj, &new_keys, 4, 0, "merge new keys"},
+                       {new_slots_obj, &new_slots, 0, 0, "merge new slots"}};
+    if (get_arrays(wanted, 4) < 0)
         return NULL;
-    if (get_array(offsets_obj, &offsets, 0, 1, "merge offsets") < 0) {
-        PyBuffer_Release(&keys);
-        return NULL;
-    }
-    if (get_array(new_keys_obj, &new_keys, 4, 0, "merge new keys") < 0) {
-        PyBuffer_Release(&keys);
-        PyBuffer_Release(&offsets);
-        return NULL;
-    }
-    if (get_array(new_slots_obj, &new_slots, 0, 0, "merge new slots") < 0) {
-        PyBuffer_Release(&keys);
-        PyBuffer_Release(&offsets);
-        PyBuffer_Release(&new_keys);
-        return NULL;
-    }
     Py_ssize_t added = new_keys.len / 4;
     Py_ssize_t room = keys.len / 4;
     if (offsets.len / offsets.itemsize < room)
@@ -447,9 +455,9 @@ index_merge(PyObject *module, PyObject *args)
 
 /* Sorts n values in place, least significant digit first (8 bits for a batch's few thousand,
  * 16 for millions, so that counting a digit costs about as much as moving the values), skipping
- * the digits where all values agree (most of a pair's high half: the few queries of a batch). qsort's comparisons
- * took 10 s where boilerplate gave a batch 126 million candidate pairs; numpy's sort, which the
- * Python code uses, 4. Returns -1 where no room for the copy could be had. */
+ * the digits where all values agree (most of a pair's high half: the few queries of a batch).
+ * qsort's comparisons took 10 s where boilerplate gave a batch 126 million candidate pairs;
+ * numpy's sort, which the Python code uses, 4. Returns -1 where no room for the copy was had. */
 static int
 sort_u64(uint64_t *values, Py_ssize_t n)
 {
@@ -536,18 +544,25 @@ index_verify(PyObject *module, PyObject *args)
     if (blocks_obj == NULL)
         return NULL;
     enum { PERM = 128, NUMBERS = 4, WORDS = PERM + NUMBERS };
-    Py_buffer views[9];
-    PyObject *objs[9] = {owners_obj, slots_obj, ids_obj, alive_obj, times_obj, moments_obj,
-                         sigs_obj, numbers_obj, NULL};
-    Py_ssize_t sizes[8] = {8, 4, 8, 1, 8, 8, 4, 4};
+    Py_buffer views[8];
+    Wanted wanted[] = {
+        {owners_obj, &views[0], 8, 0, "verify owners"},
+        {slots_obj, &views[1], 4, 0, "verify slots"},
+        {ids_obj, &views[2], 8, 0, "verify ids"},
+        {alive_obj, &views[3], 1, 0, "verify alive"},
+        {times_obj, &views[4], 8, 0, "verify times"},
+        {moments_obj, &views[5], 8, 0, "verify moments"},
+        {sigs_obj, &views[6], 4, 0, "verify sigs"},
+        {numbers_obj, &views[7], 4, 0, "verify numbers"},
+    };
     int held = 0;
     PyObject *result = NULL;
     Py_buffer *blocks = NULL;
     Py_ssize_t block_count = PyTuple_GET_SIZE(blocks_obj), blocks_held = 0;
     uint64_t *codes = NULL;
-    for (; held < 8; held++)
-        if (get_array(objs[held], &views[held], sizes[held], 0, "verify") < 0)
-            goto done;
+    if (get_arrays(wanted, 8) < 0)
+        goto done;
+    held = 8;
     const int64_t *owners = views[0].buf, *ids = views[2].buf;
     const int32_t *slots = views[1].buf;
     const unsigned char *alive = views[3].buf;
@@ -620,8 +635,8 @@ index_verify(PyObject *module, PyObject *args)
             Py_ssize_t slot = (Py_ssize_t)(uint32_t)codes[at];
             if (!alive[slot] || !(fabs(times[slot] - moments[query]) <= span))
                 continue;
-            const unsigned char *row =
-                (const unsigned char *)blocks[slot / block_rows].buf + (slot % block_rows) * row_bytes;
+            const unsigned char *block = blocks[slot / block_rows].buf;
+            const unsigned char *row = block + (slot % block_rows) * row_bytes;
             int same = 0;
             if (bits == 8) {
                 for (int k = 0; k < PERM; k++)
@@ -713,17 +728,11 @@ index_within(PyObject *module, PyObject *args)
         return NULL;
     }
     Py_buffer keys, sigs, times;
-    if (get_array(keys_obj, &keys, 4, 0, "within keys") < 0)
+    Wanted wanted[] = {{keys_obj, &keys, 4, 0, "within keys"},
+                       {sigs_obj, &sigs, 4, 0, "within sigs"},
+                       {times_obj, &times, 8, 0, "within times"}};
+    if (get_arrays(wanted, 3) < 0)
         return NULL;
-    if (get_array(sigs_obj, &sigs, 4, 0, "within sigs") < 0) {
-        PyBuffer_Release(&keys);
-        return NULL;
-    }
-    if (get_array(times_obj, &times, 8, 0, "within times") < 0) {
-        PyBuffer_Release(&keys);
-        PyBuffer_Release(&sigs);
-        return NULL;
-    }
     PyObject *result = NULL, *pairs = NULL;
     uint64_t *ranked = NULL;
     Codes found = {NULL, 0, 0};

@@ -883,9 +883,7 @@ class SimilarityIndex:
             _MAX_CANDIDATES,
         ):
             result[query].append(Match(item_id, score))
-        for matches in result:
-            matches.sort(key=lambda match: (-match.score, match.item_id))
-        return result
+        return _most_alike_first(result)
 
     def _verify(
         self,
@@ -923,9 +921,7 @@ class SimilarityIndex:
                 strict=True,
             ):
                 result[query].append(Match(int(item_id), float(score)))
-        for matches in result:
-            matches.sort(key=lambda match: (-match.score, match.item_id))
-        return result
+        return _most_alike_first(result)
 
     def similar_within(
         self, fps: Sequence[bytes], whens: Sequence[datetime]
@@ -943,42 +939,42 @@ class SimilarityIndex:
             if len(fps) < 2:
                 return result
             sigs, keys = self._keyed(fps)
-            native = speedups.native
-            if native is not None:
-                moments = np.array([w.timestamp() for w in whens])
-                found, compared = native.within(
-                    keys,
-                    self.bands,
-                    self.needed,
-                    WITHIN_HEAD,
-                    WITHIN_TAIL,
-                    sigs,
-                    moments,
-                    self.window.total_seconds(),
-                    self.threshold,
-                )
-                self.compared += compared
-                within: list[list[tuple[int, float]]] = found
-                for pairs in within:  # in order of position: equals stay earliest first
-                    pairs.sort(key=lambda pair: -pair[1])
-                return within
-            later, earlier = self._within_candidates(keys, len(sigs))
-            self.compared += len(later)
             times = np.array([w.timestamp() for w in whens])
             span = self.window.total_seconds()
-            for top in range(0, len(later), _PAIR_BLOCK):
-                i, j = later[top : top + _PAIR_BLOCK], earlier[top : top + _PAIR_BLOCK]
-                a, b = sigs[i], sigs[j]
-                scores = np.count_nonzero(a[:, :NUM_PERM] == b[:, :NUM_PERM], axis=1) / NUM_PERM
-                good = (scores >= self.threshold) & (np.abs(times[i] - times[j]) <= span)
-                good &= ~_pair_conflicts(a[:, NUM_PERM:], b[:, NUM_PERM:])
-                for x, y, score in zip(
-                    i[good].tolist(), j[good].tolist(), scores[good].tolist(), strict=True
-                ):
-                    result[x].append((y, score))
+            native = speedups.native
+            if native is not None:
+                result, compared = native.within(
+                    keys, self.bands, self.needed, WITHIN_HEAD, WITHIN_TAIL, sigs, times, span,
+                    self.threshold,
+                )  # fmt: skip
+                self.compared += compared
+            else:
+                self._within_pairs(sigs, keys, times, result)
             for pairs in result:  # candidates come in order of position: equals stay earliest first
                 pairs.sort(key=lambda pair: -pair[1])
             return result
+
+    def _within_pairs(
+        self,
+        sigs: NDArray[np.uint32],
+        keys: NDArray[np.uint32],
+        times: NDArray[np.float64],
+        result: list[list[tuple[int, float]]],
+    ) -> None:
+        """`similar_within`'s pairs in numpy (where the C part was not built), into `result`."""
+        later, earlier = self._within_candidates(keys, len(sigs))
+        self.compared += len(later)
+        span = self.window.total_seconds()
+        for top in range(0, len(later), _PAIR_BLOCK):
+            i, j = later[top : top + _PAIR_BLOCK], earlier[top : top + _PAIR_BLOCK]
+            a, b = sigs[i], sigs[j]
+            scores = np.count_nonzero(a[:, :NUM_PERM] == b[:, :NUM_PERM], axis=1) / NUM_PERM
+            good = (scores >= self.threshold) & (np.abs(times[i] - times[j]) <= span)
+            good &= ~_pair_conflicts(a[:, NUM_PERM:], b[:, NUM_PERM:])
+            for x, y, score in zip(
+                i[good].tolist(), j[good].tolist(), scores[good].tolist(), strict=True
+            ):
+                result[x].append((y, score))
 
     def _within_candidates(
         self, keys: NDArray[np.uint32], count: int
@@ -1101,6 +1097,13 @@ class SimilarityIndex:
         held += self._bits.words.nbytes
         held += sum(run.keys.nbytes + run.offsets.nbytes for run in self._runs)
         return held + sum(run._fences.nbytes for run in self._runs if run._fences is not None)
+
+
+def _most_alike_first(found: list[list[Match]]) -> list[list[Match]]:
+    """Each query's matches, most alike first (the lowest id of equals first)."""
+    for matches in found:
+        matches.sort(key=lambda match: (-match.score, match.item_id))
+    return found
 
 
 def _signatures(fps: Sequence[bytes]) -> NDArray[np.uint32]:
