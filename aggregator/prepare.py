@@ -9,6 +9,7 @@ that dies takes its pool with it: the poller says so and parses in its own threa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -28,6 +29,11 @@ from aggregator.types import Entry, Filer, Filing, StoryIndex, file_missing
 log = logging.getLogger(__name__)
 
 PROCESS_FROM = 50  # sources in one poll from which `processes: 0` (auto) starts its helpers
+# What the pipes between the poller and its helpers hold (Linux's most for a user, by default).
+# A prepared document of 25 items pickles to about 72 KiB, more than a pipe's default 64 KiB:
+# a helper sending one waited, its next document not begun, until the poller's busy GIL let it
+# read the whole of it.
+PIPE_BYTES = 1 << 20
 
 
 def newest(entries: Sequence[Entry], limit: int) -> tuple[tuple[Entry, ...], str | None]:
@@ -127,6 +133,33 @@ def _prepare_here(
     return prepare(_processor, body, url, now, content_type, source_id, file=True)
 
 
+def pipes(pool: ProcessPoolExecutor) -> list[int]:
+    """The file descriptors of the pool's pipes: results back, documents out. They are the
+    pool's own (private names, read defensively): a Python that names them otherwise has none."""
+    found = []
+    for queue, end in (("_result_queue", "_reader"), ("_call_queue", "_writer")):
+        connection = getattr(getattr(pool, queue, None), end, None)
+        if connection is not None:
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # closed, or no pipe
+                found.append(int(connection.fileno()))
+    return found
+
+
+def widen_pipes(pool: ProcessPoolExecutor) -> None:
+    """Give the pool's pipes room for several documents (PIPE_BYTES, where Linux allows it:
+    F_SETPIPE_SZ). Alternating first passes of 1,000 sources: -6% CPU, -6 to -13% wall time."""
+    try:
+        import fcntl
+    except ImportError:  # not on a POSIX system
+        return
+    setting = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setting is None:  # not on Linux
+        return
+    for fd in pipes(pool):
+        with contextlib.suppress(OSError):  # above the user's allowance: the default stays
+            fcntl.fcntl(fd, setting, PIPE_BYTES)
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity, which containers' cpusets set)."""
     try:
@@ -186,6 +219,7 @@ class Helpers:
                     initializer=_start,
                     initargs=(config,),
                 )
+                widen_pipes(self._pool)
             return self._pool
 
     def submit(

@@ -10,6 +10,7 @@ import logging
 import os
 import pickle
 import signal
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -22,7 +23,15 @@ from sqlalchemy import text
 
 from aggregator.config import Config, load_text
 from aggregator.feed.parse import ParsedFeed
-from aggregator.prepare import PROCESS_FROM, Filed, Prepared, helpers_for, usable_cores
+from aggregator.prepare import (
+    PIPE_BYTES,
+    PROCESS_FROM,
+    Filed,
+    Prepared,
+    helpers_for,
+    pipes,
+    usable_cores,
+)
 from aggregator.process.pipeline import Kept
 from aggregator.storage import Storage
 from aggregator.types import Entry, Filing
@@ -275,6 +284,29 @@ def test_where_helpers_run_they_read_every_document(
     results = harness.poll()
     assert all(r.new == 6 for r in results.values()) and len(results) == 4
     assert harness.poller._helpers.prepared == 4
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipe sizes are Linux's")
+def test_the_helpers_pipes_hold_several_documents(
+    server: FeedServer, storage: Storage, harness_for: Build
+) -> None:
+    """A prepared document is larger than a pipe's default 64 KiB: the pipes to and from the
+    helpers are widened (where the user's allowance lets them), and documents of 300 KiB and
+    more go through whole."""
+    extra = " ".join(f"Gaza word{n}" for n in range(2_000))  # about 20 KB an item, as written
+    for n in range(3):
+        server.routes[f"/s{n}.xml"] = feed_file(rss(f"s{n}", 12, extra=extra))
+    harness = harness_for(_config(server, 3, processes=2))
+    results = harness.poll()
+    assert all(r.new == 12 for r in results.values()) and len(results) == 3
+    pool = harness.poller._helpers._pool
+    assert pool is not None and harness.poller._helpers.prepared == 3
+    import fcntl
+
+    sizes = [fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) for fd in pipes(pool)]
+    assert len(sizes) == 2
+    allowed = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    assert all(size >= min(PIPE_BYTES, allowed) for size in sizes), sizes
 
 
 def test_a_poll_of_304s_starts_no_helper(
