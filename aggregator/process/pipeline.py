@@ -115,7 +115,7 @@ class Processor:
         found = [self.categoriser.categorise(source_id, e, t) for e, t in pairs]
         prints: list[bytes | None] = [None] * len(entries)
         if self._fingerprints and entries:
-            from aggregator.process.dedupe import fingerprints
+            from aggregator.process.fingerprint import fingerprints
 
             prints = fingerprints(pairs)
         return [
