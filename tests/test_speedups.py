@@ -481,7 +481,7 @@ def test_a_helper_files_and_fingerprints_without_numpy(native: ModuleType) -> No
         f"<link>https://example.org/{n}</link><description>{words} {n}</description></item>"
         for n in range(5)
     )
-    body = f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
+    body = '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
     body += f"<link>https://example.org/</link><description>d</description>{items}</channel></rss>"
     environment = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
     result = subprocess.run(

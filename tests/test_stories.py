@@ -562,6 +562,37 @@ def test_a_batch_query_answers_as_each_item_asked_alone_the_slow_way(
             ]
 
 
+def test_full_runs_hold_their_items_in_the_order_added_in_16_bit_offsets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Groups of more than RECENT items and smaller ones alternate, as polls stored together do:
+    each full run then holds a stretch of slots of its own (its offsets span no more than its
+    items), so its offsets keep to 16 bits. Groups went straight to the last full run while small
+    batches went through the young one, interleaving their slots: at 10,000 sources every full
+    run widened to 32 bits, each widening holding the old arrays and the new at once (20 MiB)."""
+    monkeypatch.setattr(SimilarityIndex, "RECENT", 16)
+    monkeypatch.setattr(SimilarityIndex, "YOUNG", 128)
+    monkeypatch.setattr(SimilarityIndex, "OLD", 1024)
+    monkeypatch.setattr(dedupe, "_OFFSET_SPAN", 1100)  # what 65,536 is to OLD in the service
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    index = SimilarityIndex(0.5, timedelta(hours=48), bits=8)
+    rng = random.Random(16)
+    rows = list(_alike_rows(rng, 6000, start).items())
+    at = 0
+    while at < len(rows):
+        size = rng.choice([2, 5, 10] * 4 + [30, 60])  # now and then a group over RECENT
+        index.add_many([(item_id, fp, when) for item_id, (fp, when) in rows[at : at + size]])
+        at += size
+    full = index._runs[2:]
+    assert len(full) >= 4 and sum(run.items for run in index._runs) == len(index) == 6000
+    for run in full:
+        slots = run.slots
+        assert run._offsets.dtype == np.uint16
+        # a stretch of its own, but for the few items the recent run held back meanwhile
+        assert int(slots.max()) - int(slots.min()) + 1 <= run.items + 4 * SimilarityIndex.RECENT
+    assert sorted(int(run.slots.min()) for run in full) == [int(r.slots.min()) for r in full]
+
+
 @pytest.mark.parametrize("ordered", [True, False])
 def test_the_index_answers_the_slow_way_after_removals_compaction_and_ids_out_of_order(
     ordered: bool, sizes: str

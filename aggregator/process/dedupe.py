@@ -320,6 +320,17 @@ class _Run:
             slot_base=other.base,
         )
 
+    def spans(self, other: _Run) -> bool:
+        """Whether `other`'s slots fit this run's offsets as they are, so that merging it in is
+        done in place (see `_shape`). Where they did not, the merge widened the offsets to 32
+        bits in new arrays while the old were still held: a full run's 16 MiB more at once,
+        which made the peak of a first pass of 10,000 sources (244 MiB, over its 250 MB)."""
+        if not other.count or not self.count or self._offsets.dtype == np.int32:
+            return True
+        offsets = other.offsets
+        low, high = other.base + int(offsets.min()), other.base + int(offsets.max())
+        return low >= self.base and high - self.base < _OFFSET_SPAN
+
     def _shape(self, slots: NDArray[Any], slot_base: int) -> tuple[int, np.dtype[Any]]:
         """The base and offset type of the merged run: this run's where the new slots fit them
         (so the merge can be done in place; the offsets held fit already), else from the lowest
@@ -630,8 +641,20 @@ class SimilarityIndex:
         self.watermark = max(self.watermark, int(ids.max()))
         self._remember(keys)
         slots = np.repeat(np.arange(start, end, dtype=np.int32), self.bands)
-        if big:
+        if big and len(batch) >= self.YOUNG:  # a window loaded: runs of OLD items of their own
             self._to_full(_Run().merged(keys, slots, len(batch), self._alive))
+        elif big:
+            # A group's few hundred items into the young run, the recent run's with them, not
+            # straight to a full run: the runs' slots stay in the order added, so a full run's
+            # offsets keep to 16 bits (a full run taking groups directly while small batches
+            # went the young run's way interleaved their slots, and its offsets overflowed)
+            room = (self.YOUNG + 2 * self.RECENT) * self.bands + len(keys)
+            recent, young = self._runs[0], self._runs[1]
+            if recent.count:
+                young = young.absorbed(recent, self._alive, room)
+                self._runs[0] = _Run()
+            self._runs[1] = young.merged(keys, slots, len(batch), self._alive, room=room)
+            self._settle()
         else:
             room = 2 * self.RECENT * self.bands
             self._runs[0] = self._runs[0].merged(keys, slots, len(batch), self._alive, room=room)
@@ -675,14 +698,18 @@ class SimilarityIndex:
             self._to_full(young)
 
     def _to_full(self, run: _Run) -> None:
-        """A run's entries into the last full run while it has room for them, else the run
-        becomes a full one itself."""
-        last = self._runs[-1] if len(self._runs) > 2 else None
-        if last is not None and last.items + run.items <= self.OLD:
-            room = self.OLD * self.bands
-            self._runs[-1] = last.absorbed(run, self._alive, room)
-        else:
-            self._runs.append(run)
+        """A run's entries into a full run that has room for them and whose offsets hold their
+        slots (the newest such), else the run becomes a full one itself. Batches of more than
+        RECENT items come here directly, the young run's smaller ones later, so a full run's
+        slots interleave with the young run's: merging only into the last full run, 10,000
+        sources' runs either widened to 32 bits (see `_Run.spans`) or, refused, left a run of a
+        few thousand items behind each time (ten runs where six did)."""
+        for at in range(len(self._runs) - 1, 1, -1):
+            full = self._runs[at]
+            if full.items + run.items <= self.OLD and full.spans(run):
+                self._runs[at] = full.absorbed(run, self._alive, self.OLD * self.bands)
+                return
+        self._runs.append(run)
 
     def _grow(self, needed: int) -> None:
         self._sigs.reserve(needed)
