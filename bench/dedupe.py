@@ -37,7 +37,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, as promised
 
 from aggregator.config import load_config
 from aggregator.feed.sanitize import html_to_text
-from aggregator.process.dedupe import fingerprint
+from aggregator.process.fingerprint import fingerprint
 from aggregator.process.pipeline import Processor
 from aggregator.types import Entry
 

@@ -30,9 +30,9 @@ from aggregator.process.dedupe import (
     WITHIN_TAIL,
     SimilarityIndex,
     alike,
-    fingerprint,
     similarity,
 )
+from aggregator.process.fingerprint import fingerprint
 from aggregator.process.pipeline import Processor
 from aggregator.status import StatusBoard
 from aggregator.storage import Storage

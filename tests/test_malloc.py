@@ -15,7 +15,8 @@ FILL = """
 import random, sys
 from datetime import UTC, datetime, timedelta
 from aggregator import malloc
-from aggregator.process.dedupe import NUMBERS, SimilarityIndex, minhash_values
+from aggregator.process.dedupe import SimilarityIndex, minhash_values
+from aggregator.process.fingerprint import NUMBERS
 if sys.argv[1] == "steady":
     assert malloc.steady()
 def rss():

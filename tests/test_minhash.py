@@ -17,15 +17,12 @@ from datasketch import MinHash
 from aggregator.process.dedupe import (
     _A,
     _B,
-    NUM_PERM,
     SEED,
-    _words,
-    fingerprints,
     minhash_values,
     permutations,
     render_table,
-    shingles,
 )
+from aggregator.process.fingerprint import NUM_PERM, _words, fingerprints, shingles
 from aggregator.process.text import ItemText
 from aggregator.types import Entry
 

@@ -11,8 +11,9 @@ import pytest
 
 from aggregator.config import Config, Filter, Section, Source, Topic
 from aggregator.process.categorise import STORED_HITS, Categoriser, TopicVerdict
-from aggregator.process.dedupe import SimilarityIndex, fingerprint
+from aggregator.process.dedupe import SimilarityIndex
 from aggregator.process.filters import EntryFilter, ItemFilter
+from aggregator.process.fingerprint import fingerprint
 from aggregator.process.pipeline import Processor
 from aggregator.process.terms import (
     Hit,

@@ -26,6 +26,7 @@ from aggregator.exceptions import ParseError
 from aggregator.feed import sanitize
 from aggregator.feed.parse import parse_document
 from aggregator.process import dedupe
+from aggregator.process import fingerprint as prints
 from aggregator.process.pipeline import Processor
 from aggregator.process.terms import TermIndex, _folded_scanner, _word, _written_scanner
 from aggregator.process.text import Field, folded_words
@@ -237,10 +238,10 @@ def test_a_fingerprint_in_c_is_the_shingles_minhash(native: ModuleType) -> None:
     """Against the reference the Python code is tested by (the shingles' MinHash)."""
     for entry in _eval_entries()[:50]:
         with pure_python():
-            hashes = dedupe.shingles(entry)
-        made = dedupe.fingerprint(entry)
-        assert made is not None and len(hashes) >= dedupe.MIN_SHINGLES
-        assert made[: 4 * dedupe.NUM_PERM] == dedupe.minhash_values(hashes).astype("<u4").tobytes()
+            hashes = prints.shingles(entry)
+        made = prints.fingerprint(entry)
+        assert made is not None and len(hashes) >= prints.MIN_SHINGLES
+        assert made[: 4 * prints.NUM_PERM] == dedupe.minhash_values(hashes).astype("<u4").tobytes()
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"{CORPUS} is absent (a clone without ../shared)")
@@ -290,13 +291,13 @@ class _Prints:
         """`close`: a near-copy of the latest family (a feed repeating itself)."""
         rng = self.rng
         if not self.families or (rng.random() < 0.3 and not close):
-            self.families.append(rng.integers(0, 2**32, dedupe.NUM_PERM, dtype=np.uint32))
+            self.families.append(rng.integers(0, 2**32, prints.NUM_PERM, dtype=np.uint32))
         family = -1 if close else int(rng.integers(0, len(self.families)))
         base = self.families[family].copy()
         changes = int(rng.integers(0, 6 if close else 90))
-        changed = rng.choice(dedupe.NUM_PERM, changes, replace=False)
+        changed = rng.choice(prints.NUM_PERM, changes, replace=False)
         base[changed] = rng.integers(0, 2**32, len(changed), dtype=np.uint32)
-        numbers = np.zeros(dedupe.NUMBERS, dtype=np.uint32)
+        numbers = np.zeros(prints.NUMBERS, dtype=np.uint32)
         if rng.random() < 0.5:
             numbers[: int(rng.integers(1, 5))] = rng.integers(1, 4, 1, dtype=np.uint32)
         return np.concatenate([base, numbers]).astype("<u4").tobytes()
@@ -370,7 +371,7 @@ def test_the_c_part_refuses_or_survives_what_callers_never_pass(native: ModuleTy
     """Found by a review's fuzzing: a huge word limit overflowed a buffer's size, a set never
     initialised was read through a null pointer, and initialising one again leaked the old."""
     words = " ".join(f"w{n}" for n in range(5000))
-    a, b = dedupe._A_BYTES, dedupe._B_BYTES
+    a, b = prints._A_BYTES, prints._B_BYTES
     made = native.signature("", words, "", 2**62, 20, a, b, 4)
     assert made == native.signature("", words, "", 5000, 20, a, b, 4)  # every word, no overflow
     with pytest.raises(ValueError, match="counts"):
@@ -396,10 +397,10 @@ def test_the_c_part_refuses_or_survives_what_callers_never_pass(native: ModuleTy
         native.merge(keys, offsets, 3, keys[:2].copy(), offsets[:2].copy(), 0)
     with pytest.raises(ValueError, match="own"):
         native.merge(keys, offsets, 0, keys, offsets, 0)
-    blocks = [np.zeros((2, dedupe.NUM_PERM), dtype=np.uint8)]
-    sigs = np.zeros((1, dedupe.FP_WORDS), dtype=np.uint32)
+    blocks = [np.zeros((2, prints.NUM_PERM), dtype=np.uint8)]
+    sigs = np.zeros((1, prints.FP_WORDS), dtype=np.uint32)
     ids, alive, times = np.zeros(2, np.int64), np.ones(2, bool), np.zeros(2)
-    numbers = np.zeros((2, dedupe.NUMBERS), np.uint32)
+    numbers = np.zeros((2, prints.NUMBERS), np.uint32)
     one, slot = np.zeros(1, np.int64), np.full(1, 2, np.int32)  # slot 2 of 2
     with pytest.raises(ValueError, match="out of range"):
         native.verify(one, slot, 1, 0, ids, alive, times, times[:1], 1.0, sigs, blocks, 2, 8,

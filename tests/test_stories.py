@@ -16,8 +16,9 @@ from sqlalchemy import event
 from aggregator.config import Config, Dedupe, Filter, Section, Source, Topic
 from aggregator.exceptions import StorageError
 from aggregator.process import dedupe
-from aggregator.process.dedupe import SimilarityIndex, alike, fingerprint, similarity
+from aggregator.process.dedupe import SimilarityIndex, alike, similarity
 from aggregator.process.filters import ItemFilter
+from aggregator.process.fingerprint import fingerprint
 from aggregator.process.pipeline import Processor
 from aggregator.refile import recategorise
 from aggregator.storage import Storage

@@ -27,22 +27,7 @@ from numpy.typing import NDArray
 
 from aggregator import speedups
 from aggregator.process import minhash_table
-
-# what fingerprint.py makes, named here too, where the index and its tests always found it
-from aggregator.process.fingerprint import _A_BYTES as _A_BYTES
-from aggregator.process.fingerprint import _B_BYTES as _B_BYTES
-from aggregator.process.fingerprint import FP_WORDS as FP_WORDS
-from aggregator.process.fingerprint import MIN_SHINGLES as MIN_SHINGLES
-from aggregator.process.fingerprint import NUM_PERM as NUM_PERM
-from aggregator.process.fingerprint import NUMBERS as NUMBERS
-from aggregator.process.fingerprint import SHINGLE as SHINGLE
-from aggregator.process.fingerprint import SHORT_SUMMARY as SHORT_SUMMARY
-from aggregator.process.fingerprint import SUMMARY_WORDS as SUMMARY_WORDS
-from aggregator.process.fingerprint import _words as _words
-from aggregator.process.fingerprint import fingerprint as fingerprint
-from aggregator.process.fingerprint import fingerprints as fingerprints
-from aggregator.process.fingerprint import shingles as shingles
-from aggregator.process.fingerprint import title_numbers as title_numbers
+from aggregator.process.fingerprint import FP_WORDS, NUM_PERM, NUMBERS
 from aggregator.types import Match
 
 SEED = 1
@@ -619,11 +604,11 @@ class SimilarityIndex:
             if not batch:
                 return
             for at in range(0, len(batch), self.OLD):  # a big batch makes runs of OLD items
-                self._add(batch[at : at + self.OLD], big=len(batch) > self.RECENT)
+                self._add(batch[at : at + self.OLD])
             if len(batch) > self.RECENT:
                 self._last = None  # kept for the three calls of a save's batch, not this one
 
-    def _add(self, batch: list[tuple[int, bytes, datetime]], *, big: bool) -> None:
+    def _add(self, batch: list[tuple[int, bytes, datetime]]) -> None:
         self._grow(self._size + len(batch))
         start = self._size
         end = start + len(batch)
@@ -641,21 +626,13 @@ class SimilarityIndex:
         self.watermark = max(self.watermark, int(ids.max()))
         self._remember(keys)
         slots = np.repeat(np.arange(start, end, dtype=np.int32), self.bands)
-        if big and len(batch) >= self.YOUNG:  # a window loaded: runs of OLD items of their own
+        if len(batch) >= self.YOUNG:  # a window loaded: runs of OLD items of their own
             self._to_full(_Run().merged(keys, slots, len(batch), self._alive))
-        elif big:
-            # A group's few hundred items into the young run, the recent run's with them, not
-            # straight to a full run: the runs' slots stay in the order added, so a full run's
-            # offsets keep to 16 bits (a full run taking groups directly while small batches
-            # went the young run's way interleaved their slots, and its offsets overflowed)
-            room = (self.YOUNG + 2 * self.RECENT) * self.bands + len(keys)
-            recent, young = self._runs[0], self._runs[1]
-            if recent.count:
-                young = young.absorbed(recent, self._alive, room)
-                self._runs[0] = _Run()
-            self._runs[1] = young.merged(keys, slots, len(batch), self._alive, room=room)
-            self._settle()
         else:
+            # Every smaller batch (a poll's, a group's few hundred items) goes the recent and
+            # young runs' way, so every run holds its slots in the order added and a full run's
+            # offsets keep to 16 bits. Groups of more than RECENT items went straight to the
+            # last full run: their slots interleaved with the young run's and overflowed 16 bits.
             room = 2 * self.RECENT * self.bands
             self._runs[0] = self._runs[0].merged(keys, slots, len(batch), self._alive, room=room)
             self._settle()
@@ -689,7 +666,7 @@ class SimilarityIndex:
         full run every YOUNG items while that has room for them, else it becomes one itself."""
         recent, young, *old = self._runs
         if recent.items >= self.RECENT:
-            room = (self.YOUNG + 2 * self.RECENT) * self.bands  # a batch is at most RECENT
+            room = (self.YOUNG + 2 * self.RECENT) * self.bands  # more, and the young run grows
             young = young.absorbed(recent, self._alive, room)
             recent = _Run()
         self._runs = [recent, young, *old]
@@ -698,18 +675,14 @@ class SimilarityIndex:
             self._to_full(young)
 
     def _to_full(self, run: _Run) -> None:
-        """A run's entries into a full run that has room for them and whose offsets hold their
-        slots (the newest such), else the run becomes a full one itself. Batches of more than
-        RECENT items come here directly, the young run's smaller ones later, so a full run's
-        slots interleave with the young run's: merging only into the last full run, 10,000
-        sources' runs either widened to 32 bits (see `_Run.spans`) or, refused, left a run of a
-        few thousand items behind each time (ten runs where six did)."""
-        for at in range(len(self._runs) - 1, 1, -1):
-            full = self._runs[at]
-            if full.items + run.items <= self.OLD and full.spans(run):
-                self._runs[at] = full.absorbed(run, self._alive, self.OLD * self.bands)
-                return
-        self._runs.append(run)
+        """A run's entries into the last full run while it has room for them and its offsets
+        hold their slots (`_Run.spans`), else the run becomes a full one itself."""
+        last = self._runs[-1] if len(self._runs) > 2 else None
+        if last is not None and last.items + run.items <= self.OLD and last.spans(run):
+            room = self.OLD * self.bands
+            self._runs[-1] = last.absorbed(run, self._alive, room)
+        else:
+            self._runs.append(run)
 
     def _grow(self, needed: int) -> None:
         self._sigs.reserve(needed)
