@@ -240,6 +240,31 @@ def test_the_section_comes_from_a_path_rule_then_a_category_rule_then_the_source
     assert "source's section" in default.describe()
 
 
+def test_a_section_from_categories_is_remembered_within_bounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a list of categories decides is remembered (feeds repeat theirs): the same answer
+    each time, a path rule still first, the source's section where they decide nothing, and no
+    more lists kept than the bound."""
+    monkeypatch.setattr("aggregator.process.categorise._CATEGORIES_REMEMBERED", 3)
+    rules = Categoriser(CONFIG)
+    lists = [("Climate crisis",), ("World news", "Climate crisis"), ("Opinion polls",), ("x",)]
+    expected = [("environment", "category"), ("environment", "category"), ("world", "source")]
+    expected.append(("world", "source"))
+    for _ in range(3):
+        for categories, want in zip(lists, expected, strict=True):
+            chosen = rules.section("wire", entry("x", categories=categories))
+            assert (chosen.section_id, chosen.rule) == want
+            assert len(rules._by_categories) <= 3
+    # remembered by categories, not by source or link: a path rule still wins, and the
+    # source's own section is the source's
+    by_path = rules.section(
+        "wire", entry("x", link="https://theguardian.com/commentisfree/a", categories=lists[0])
+    )
+    assert by_path.section_id == "opinion"
+    assert rules.section("green", entry("x", categories=lists[2])).section_id == "environment"
+
+
 def test_topics_carry_the_words_that_matched() -> None:
     item = entry(
         "Gaza ceasefire holds",

@@ -22,6 +22,7 @@ from aggregator.process.terms import Hit, PathRule, TermIndex, split_link
 from aggregator.process.text import ItemText, field_group
 from aggregator.types import Entry
 
+_CATEGORIES_REMEMBERED = 20_000  # distinct category lists whose section is remembered
 STORED_HITS = 10  # hits kept with an item for each topic (the status page and `explain` show them)
 
 
@@ -183,6 +184,9 @@ class Categoriser:
         # topics matching in every field scanned (the default) take their hits unfiltered
         self._every_field = [set(self._fields) <= set(t.fields) for t in self._topics]
         self._sources: dict[str, Source] = {s.id: s for s in config.sources}
+        self._by_categories: dict[
+            tuple[tuple[str, ...], tuple[tuple[str, str], ...]], SectionChoice | None
+        ] = {}
 
     def section(self, source_id: str, entry: Entry, text: ItemText | None = None) -> SectionChoice:
         if self._paths:
@@ -197,16 +201,29 @@ class Categoriser:
                     if rule.matches_parts(*parts):
                         return SectionChoice(section_id, "path", rule.pattern, link)
         if self._category_sections and (entry.categories or entry.publisher):
-            # the feed's own categories first, then the publisher's filing on its page
-            fields = (text or ItemText(entry)).fields(("categories", "publisher"))
-            found = self._categories.scan(fields)
-            for section_id, hits in zip(self._category_sections, found, strict=True):
-                if hits:
-                    first = min(hits, key=lambda h: h.field != "categories")
-                    where = "" if first.field == "categories" else first.field
-                    return SectionChoice(section_id, "category", first.term, first.text, where)
+            # A feed files its items under the same few categories again and again: what they
+            # decide is remembered, by the categories and the publisher's filing.
+            key = (entry.categories, entry.publisher)
+            chosen = self._by_categories.get(key, self)
+            if chosen is self:
+                chosen = self._by_category(text or ItemText(entry))
+                if len(self._by_categories) >= _CATEGORIES_REMEMBERED:
+                    self._by_categories = {}
+                self._by_categories[key] = chosen
+            if chosen is not None:
+                return chosen
         source = self._sources.get(source_id)
         return SectionChoice(source.section if source else "", "source")
+
+    def _by_category(self, text: ItemText) -> SectionChoice | None:
+        """The section the feed's own categories give, else the publisher's filing on its page."""
+        found = self._categories.scan(text.fields(("categories", "publisher")))
+        for section_id, hits in zip(self._category_sections, found, strict=True):
+            if hits:
+                first = min(hits, key=lambda h: h.field != "categories")
+                where = "" if first.field == "categories" else first.field
+                return SectionChoice(section_id, "category", first.term, first.text, where)
+        return None
 
     def verdicts(
         self,

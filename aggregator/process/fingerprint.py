@@ -133,8 +133,13 @@ def fingerprints(items: Sequence[tuple[Entry, ItemText]]) -> list[bytes | None]:
     return made
 
 
+_NO_NUMBERS = bytes(4 * NUMBERS)
+
+
 def _numbers_bytes(title: str) -> bytes:
     numbers = title_numbers(title)
+    if not numbers:  # most headlines
+        return _NO_NUMBERS
     return struct.pack(f"<{NUMBERS}I", *numbers, *[0] * (NUMBERS - len(numbers)))
 
 

@@ -202,6 +202,7 @@ class TermIndex:
                 self._any_regex = re.compile("|".join(f"(?:{r})" for r in regexes), re.I)
             except re.error:  # a term with global flags cannot be joined: check each in turn
                 self._any_regex = None
+        self._has_regexes = any(self._regexes)
         self._memo: dict[str, tuple[_Candidate, ...]] = {}
         # Every term one word long (the usual topic keywords): a word's hits are its candidates'
         # earliest term of each list, and no hit can overlap another, so `_scan_words` takes a
@@ -247,12 +248,26 @@ class TermIndex:
 
     def scan(self, fields: Iterable[Field]) -> list[list[Hit]]:
         hits: list[list[Hit]] = [[] for _ in self.groups]
-        has_regexes = any(self._regexes)
+        # an empty field (most items' content, where a feed gives a summary) holds no hit
+        fields = [field for field in fields if field.text]
+        if not self._has_regexes:
+            for field in fields:
+                self._scan_words(field, hits)
+            return hits
         needs = self._needs
+        if needs is not None and len(fields) > 1:
+            # Most items hold no regex term's letters anywhere: one look over all their text
+            # (each field is part of it) says so, where a field at a time cost a lowered copy
+            # and a search of each field.
+            joined = "\n".join(field.text for field in fields)
+            if joined.isascii():
+                lowered = joined.lower()
+                if not any(need in lowered for need in needs):
+                    for field in fields:
+                        self._scan_words(field, hits)
+                    return hits
         for field in fields:
             self._scan_words(field, hits)
-            if not has_regexes:
-                continue
             text = field.text
             lowered = text.lower() if text.isascii() else None
             if lowered is not None and needs is not None:
