@@ -160,6 +160,9 @@ class Categories:
         return tuple(t.topic_id for t in self.topics)
 
 
+_UNKNOWN = SectionChoice("", "")  # not remembered yet
+
+
 class Categoriser:
     """The section and topic rules of one config, compiled once.
 
@@ -204,8 +207,8 @@ class Categoriser:
             # A feed files its items under the same few categories again and again: what they
             # decide is remembered, by the categories and the publisher's filing.
             key = (entry.categories, entry.publisher)
-            chosen = self._by_categories.get(key, self)
-            if chosen is self:
+            chosen = self._by_categories.get(key, _UNKNOWN)
+            if chosen is _UNKNOWN:
                 chosen = self._by_category(text or ItemText(entry))
                 if len(self._by_categories) >= _CATEGORIES_REMEMBERED:
                     self._by_categories = {}

@@ -261,8 +261,8 @@ class TermIndex:
             # and a search of each field.
             joined = "\n".join(field.text for field in fields)
             if joined.isascii():
-                lowered = joined.lower()
-                if not any(need in lowered for need in needs):
+                all_lowered = joined.lower()
+                if not any(need in all_lowered for need in needs):
                     for field in fields:
                         self._scan_words(field, hits)
                     return hits
