@@ -148,3 +148,23 @@ def test_every_corpus_fragment_reads_the_same_either_way() -> None:
             assert html_to_text(text) == parsed_text(text), text
             shortcut += "<" in text and sanitize._strip(text) is not None
     assert shortcut > 700  # of about 930 with markup
+
+
+def test_a_link_is_made_absolute_against_its_own_entrys_base() -> None:
+    """Links made absolute are remembered for a base (an entry's links repeat), never carried
+    to another base, and a fragment cleaned without a base keeps its links as written."""
+    fragment = '<p><a href="a/b?x=1">one</a> <a href="a/b?x=1">two</a> <img src="/i.png"></p>'
+    for _ in range(2):
+        first = clean_html(fragment, "https://one.example/news/story")
+        assert first.count('href="https://one.example/news/a/b?x=1"') == 2
+        assert 'src="https://one.example/i.png"' in first
+        second = clean_html(fragment, "https://two.example/")
+        assert second.count('href="https://two.example/a/b?x=1"') == 2
+        assert 'src="https://two.example/i.png"' in second
+        assert 'href="a/b?x=1"' in clean_html(fragment)
+    many = "".join(f'<a href="/p{n}">{n}</a>' for n in range(3 * sanitize._JOINED))
+    cleaned = clean_html(many, "https://one.example/")
+    assert cleaned.count('href="https://one.example/p') == 3 * sanitize._JOINED
+    # what one fragment's links filled is let go before the next fragment, same base or not
+    clean_html('<a href="/x">x</a>', "https://one.example/")
+    assert len(sanitize._local.joined) == 1

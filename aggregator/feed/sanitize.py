@@ -41,13 +41,22 @@ _SPACE = re.compile(r"\s+")
 
 
 _local = threading.local()
+_JOINED = 1000  # links remembered for one base, at most
 
 
 def _absolute(_tag: str, attribute: str, value: str) -> str | None:
+    if attribute not in _URL_ATTRIBUTES:  # half the calls: the rel nh3 gives every link
+        return value
     base = getattr(_local, "base", "")
-    if attribute in _URL_ATTRIBUTES and base:
-        return join(base, value.strip())
-    return value
+    if not base:
+        return value
+    # An entry's links repeat (its story's address after each paragraph, in the summary and
+    # in the content): each is made absolute once for the entry's base.
+    joined: dict[str, str] = _local.joined
+    found = joined.get(value)
+    if found is None:
+        found = joined[value] = join(base, value.strip())
+    return found
 
 
 # One cleaner for every call: building one costs more than cleaning a fragment. The base URL of
@@ -67,6 +76,8 @@ def clean_html(fragment: str, base: str = "") -> str:
     """Safe HTML with absolute URLs; an empty string stays empty."""
     if not fragment or not fragment.strip():
         return ""
+    if base != getattr(_local, "joined_for", None) or len(_local.joined) > _JOINED:
+        _local.joined, _local.joined_for = {}, base
     _local.base = base
     try:
         return str(_CLEANER.clean(fragment)).strip()
