@@ -19,10 +19,10 @@ import aggregator.poll, aggregator.service
 
 seen = {}
 def run_once(self, only=None, on_result=None):
-    seen["poll"] = [gc.isenabled(), gc.get_freeze_count() > 0]
+    seen["poll"] = [gc.isenabled(), gc.get_freeze_count() > 0, gc.get_threshold()[0]]
     return []
 def run_forever(path, role, listen=None):
-    seen[role] = [gc.isenabled(), gc.get_freeze_count() > 0]
+    seen[role] = [gc.isenabled(), gc.get_freeze_count() > 0, gc.get_threshold()[0]]
 aggregator.poll.Poller.run_once = run_once
 aggregator.service.run_forever = run_forever
 sys.argv = ["aggregator", *sys.argv[1:]]
@@ -34,7 +34,7 @@ finally:
 """
 
 
-def _probe(tmp_path: Path, *args: str) -> dict[str, list[bool]]:
+def _probe(tmp_path: Path, *args: str) -> dict[str, list[int]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *args],
@@ -44,7 +44,7 @@ def _probe(tmp_path: Path, *args: str) -> dict[str, list[bool]]:
         text=True,
         timeout=60,
     )
-    seen: dict[str, list[bool]] = json.loads(done.stdout.splitlines()[-1])
+    seen: dict[str, list[int]] = json.loads(done.stdout.splitlines()[-1])
     return seen
 
 
@@ -59,14 +59,15 @@ def _config(tmp_path: Path) -> Path:
 
 
 def test_a_poll_runs_with_the_collector_on_and_start_up_frozen(tmp_path: Path) -> None:
+    """On, with start-up frozen, and run every YOUNG new objects (not Python's 700)."""
     seen = _probe(tmp_path, "poll", "--once", "--config", str(_config(tmp_path)))
-    assert seen["poll"] == [True, True]
+    assert seen["poll"] == [True, True, warmup.YOUNG]
     assert seen["after"] == [True]
 
 
 def test_the_service_runs_with_the_collector_on(tmp_path: Path) -> None:
     seen = _probe(tmp_path, "run", "--config", str(_config(tmp_path)))
-    assert seen["run"] == [True, True]
+    assert seen["run"] == [True, True, warmup.YOUNG]
 
 
 def test_a_command_that_fails_early_leaves_the_collector_on(tmp_path: Path) -> None:
@@ -77,6 +78,7 @@ def test_a_command_that_fails_early_leaves_the_collector_on(tmp_path: Path) -> N
 
 def test_resume_undoes_only_its_own_pause() -> None:
     assert gc.isenabled()
+    thresholds = gc.get_threshold()
     gc.disable()  # someone else's choice: left as it is
     try:
         warmup.pause()
@@ -93,5 +95,7 @@ def test_resume_undoes_only_its_own_pause() -> None:
         assert gc.get_freeze_count() >= frozen
         warmup.resume()  # twice is once
         assert gc.isenabled()
+        assert gc.get_threshold() == (warmup.YOUNG, *thresholds[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
