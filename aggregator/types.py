@@ -17,6 +17,9 @@ from typing import Any, Protocol
 
 from aggregator.memo import cached_property
 
+# json.dumps(..., ensure_ascii=False) without making an encoder for each entry's digest
+_DIGEST_JSON = json.JSONEncoder(ensure_ascii=False)
+
 
 @dataclass(frozen=True)
 class SourceState:
@@ -141,7 +144,7 @@ class Entry:
             self.image,
             self.published.isoformat() if self.published else None,
         ]
-        return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
+        return hashlib.sha256(_DIGEST_JSON.encode(parts).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

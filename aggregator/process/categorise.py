@@ -114,10 +114,7 @@ class TopicVerdict:
         directly: the reasons of a first poll's items, made as dicts in a helper process,
         pickled to the poller and encoded there, were a tenth of the poller's time."""
         kept = self.distinct(STORED_HITS)
-        hits = ", ".join(
-            f'{{"term": {_quoted(h.term)}, "field": {_quoted(h.field)}, "text": {_quoted(h.text)}}}'
-            for h in kept
-        )
+        hits = ", ".join(h.as_json_text() for h in kept)
         count = f', "count": {self.matches}' if self.matches > len(kept) else ""
         return f'{{"rule": {_quoted(self.rule)}, "hits": [{hits}]{count}}}'
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,7 +56,7 @@ class Hit:
     found when asked for: an item may match a topic's terms dozens of times, and only the first
     few are ever shown or stored."""
 
-    __slots__ = ("_at", "_found", "_text", "field", "term")
+    __slots__ = ("_at", "_found", "_json", "_text", "field", "term")
 
     def __init__(
         self, term: str, field: str, text: str = "", *, found: tuple[Field, int, int] | None = None
@@ -64,6 +65,7 @@ class Hit:
         self.field = field
         self._text = text
         self._found = found  # the field and first and last word, when `text` is still to find
+        self._json: str | None = None
 
     @property
     def text(self) -> str:
@@ -86,6 +88,14 @@ class Hit:
 
     def as_json(self) -> dict[str, str]:
         return {"term": self.term, "field": self.field, "text": self.text}
+
+    def as_json_text(self) -> str:
+        """`as_json` as the JSON text `json.dumps` writes of it, made once: a hit of a word as
+        written is one object for every item that writes it (`TermIndex._scan_written`)."""
+        if self._json is None:
+            term, field, text = _quoted(self.term), _quoted(self.field), _quoted(self.text)
+            self._json = f'{{"term": {term}, "field": {field}, "text": {text}}}'
+        return self._json
 
 
 _Word = str | re.Pattern[str]  # a literal folded word, or a word with wildcards
