@@ -23,7 +23,7 @@ import pytest
 from aggregator import speedups
 from aggregator.config import load_config
 from aggregator.exceptions import ParseError
-from aggregator.feed import sanitize
+from aggregator.feed import normalise, sanitize
 from aggregator.feed.parse import parse_document
 from aggregator.process import dedupe
 from aggregator.process import fingerprint as prints
@@ -73,6 +73,26 @@ def test_folding_ascii_text_in_c_is_folding_it_in_python(native: ModuleType) -> 
         with pure_python():
             expected = (Field(field.name, field.text).folded, Field(field.name, field.text).words)
         assert (field.folded, field.words) == expected, repr(field.text)
+
+
+def test_text_xml_cannot_carry_is_found_in_c_as_the_regex_finds_it(native: ModuleType) -> None:
+    """Every boundary of the characters XML cannot carry (controls but tab, LF and CR; DEL and
+    C1; lone surrogates; U+FFFE, U+FFFF), in strings of each width CPython keeps."""
+    edges = [0, 8, 9, 10, 11, 12, 13, 14, 0x1F, 0x20, 0x7E, 0x7F, 0x9F, 0xA0, 0xFF, 0x100,
+             0xD7FF, 0xD800, 0xDFFF, 0xE000, 0xFFFD, 0xFFFE, 0xFFFF, 0x10000, 0x10FFFF]  # fmt: skip
+    rng = random.Random(4)
+    found = 0
+    for _ in range(20_000):
+        width = rng.choice([0x7F, 0xFF, 0xFFFF, 0x10FFFF])
+        pool = [c for c in edges if c <= width] + [rng.randint(0x20, width) for _ in range(4)]
+        text = "".join(chr(rng.choice(pool)) for _ in range(rng.randint(0, 12)))
+        wanted = normalise._NOT_XML.search(text) is not None
+        assert native.not_xml(text) is wanted, repr(text)
+        found += wanted
+        with pure_python():
+            expected = normalise.xml_text(text)
+        assert normalise.xml_text(text) == expected
+    assert 2_000 < found < 18_000  # both answers, many times
 
 
 def test_words_of_any_text_in_c_are_the_words_the_regex_finds(native: ModuleType) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from aggregator import speedups
 from aggregator.feed.sanitize import clean_html, html_to_text, safe_url
 from aggregator.feed.urls import canonical_url, join
 from aggregator.types import Enclosure, Entry
@@ -42,8 +43,12 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\u
 
 
 def xml_text(text: str) -> str:
-    """The text without the characters XML cannot carry (one of them would fail a whole feed)."""
-    return _NOT_XML.sub("", text) if _NOT_XML.search(text) else text
+    """The text without the characters XML cannot carry (one of them would fail a whole feed).
+    Every text of every entry is looked at, and nearly none holds one: the look is made in C
+    where it was built (a regex search was a twentieth of a helper's work on a document)."""
+    native = speedups.native
+    found = native.not_xml(text) if native is not None else _NOT_XML.search(text) is not None
+    return _NOT_XML.sub("", text) if found else text
 
 
 @dataclass(frozen=True)
