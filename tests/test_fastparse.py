@@ -266,6 +266,22 @@ def test_text_clean_up_skips_only_what_cannot_change() -> None:
         assert fastparse._clean(text) == reference(text), repr(text)
 
 
+def test_extra_slashes_after_a_scheme_go_as_feedparsers_substitution_drops_them() -> None:
+    """`_fixed` (a match, no substitution template) gives what feedparser's `_URI_FIXER.sub`
+    gives, and links keep the `&name;` feedparser's substitution leaves."""
+    rng = random.Random(6)
+    pieces = ["http", "https", "HTTP", "ftp", "x+y.z-1", "1http", ":", "//", "/", "///", "a",
+              "&amp;", "&x;", "?q=1", "#f", " ", "\\", "é"]  # fmt: skip
+    for _ in range(5000):
+        uri = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        assert fastparse._fixed(uri) == fastparse._URI_FIXER.sub(r"\1\3", uri), repr(uri)
+    assert fastparse._fixed("http:////a.example//b") == "http://a.example//b"
+    reader = fastparse._Reader("https://feed.example/")
+    for text in ("https://a.example/?a=1&amp;b=2", "https://a.example/x&y;z", "plain"):
+        expected = fastparse._AMP_NAME.sub(r"&\1", fastparse._join(reader.base, text))
+        assert reader._link_text(text) == expected
+
+
 def test_an_items_picture_comes_only_from_an_image_never_from_its_audio() -> None:
     """Media RSS gives `media:content` no default medium: a podcast's MP3 is no picture (it was
     published as a JSON Feed item's `image`). Both parsers agree."""

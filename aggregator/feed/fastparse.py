@@ -323,10 +323,20 @@ def _clean(text: str) -> str:
     return text
 
 
+def _fixed(uri: str) -> str:
+    """The URI without extra slashes after its scheme: feedparser's `_URI_FIXER.sub(r"\1\3",
+    uri)`, without a substitution's template expanded in Python for every link (the pattern is
+    anchored, and its last group always empty)."""
+    fixer = _URI_FIXER.match(uri)
+    if fixer is None or not fixer.group(2):
+        return uri
+    return fixer.group(1) + uri[fixer.end() :]
+
+
 def _join(base: str, uri: str) -> str:
     """feedparser's `_urljoin`: extra slashes after the scheme dropped, then joined."""
     try:
-        return join(base, _URI_FIXER.sub(r"\1\3", uri))
+        return join(base, _fixed(uri))
     except ValueError:
         return ""
 
@@ -609,7 +619,7 @@ class _Reader:
         text = _join(self.base, text) if text else text
         if entry:
             text = text.replace("&amp;", "&")
-        return _AMP_NAME.sub(r"&\1", text)
+        return _AMP_NAME.sub(r"&\1", text) if "&" in text else text
 
     def _entry(self, item: etree._Element) -> RawEntry:
         entry = _Entry()
