@@ -162,6 +162,96 @@ not_xml(PyObject *module, PyObject *text)
     Py_RETURN_FALSE;
 }
 
+/* ---------------------------------------------------------------- a JSON string */
+
+/* json_string(text) -> str: text as a JSON string, exactly as json's encode_basestring writes it
+ * (json.dumps with ensure_ascii=False): quotes around, \" \\ \b \f \n \r \t, other controls as
+ * \u00XX in lower case, everything else as it is. json's own does a character at a time, twice
+ * (the length, then the text); an entry's digest encodes a few KB of HTML, whose characters
+ * mostly need nothing: here the runs that need nothing are copied whole. */
+static PyObject *
+json_string(PyObject *module, PyObject *text)
+{
+    if (str_argument(text, "json_string") == NULL)
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    /* the length first: 2 for \x, 6 for \u00XX */
+    Py_ssize_t size = n + 2;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const unsigned char *s = data;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned char c = s[i];
+            if (c >= 0x20 && c != '"' && c != '\\')
+                continue;
+            if (c == '"' || c == '\\')
+                size += 1;
+            else
+                size += (c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') ? 1 : 5;
+        }
+    }
+    else
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (c == '"' || c == '\\')
+                size += 1;
+            else if (c < 0x20)
+                size += (c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') ? 1 : 5;
+        }
+    PyObject *result = PyUnicode_New(size, PyUnicode_MAX_CHAR_VALUE(text));
+    if (result == NULL)
+        return NULL;
+    int out_kind = PyUnicode_KIND(result);
+    void *out = PyUnicode_DATA(result);
+    Py_ssize_t at = 0;
+    PyUnicode_WRITE(out_kind, out, at++, '"');
+    if (size == n + 2 && out_kind == kind) { /* nothing to escape: one copy */
+        memcpy((char *)out + kind, data, (size_t)n * kind);
+        at += n;
+    }
+    else {
+        static const char hex[] = "0123456789abcdef";
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (c >= 0x20 && c != '"' && c != '\\') {
+                if (kind == PyUnicode_1BYTE_KIND && out_kind == kind) {
+                    /* the run that needs nothing, copied whole */
+                    const unsigned char *s = data;
+                    Py_ssize_t end = i;
+                    while (end < n && s[end] >= 0x20 && s[end] != '"' && s[end] != '\\')
+                        end++;
+                    memcpy((unsigned char *)out + at, s + i, (size_t)(end - i));
+                    at += end - i;
+                    i = end - 1;
+                    continue;
+                }
+                PyUnicode_WRITE(out_kind, out, at++, c);
+                continue;
+            }
+            PyUnicode_WRITE(out_kind, out, at++, '\\');
+            switch (c) {
+            case '"': PyUnicode_WRITE(out_kind, out, at++, '"'); break;
+            case '\\': PyUnicode_WRITE(out_kind, out, at++, '\\'); break;
+            case '\b': PyUnicode_WRITE(out_kind, out, at++, 'b'); break;
+            case '\f': PyUnicode_WRITE(out_kind, out, at++, 'f'); break;
+            case '\n': PyUnicode_WRITE(out_kind, out, at++, 'n'); break;
+            case '\r': PyUnicode_WRITE(out_kind, out, at++, 'r'); break;
+            case '\t': PyUnicode_WRITE(out_kind, out, at++, 't'); break;
+            default:
+                PyUnicode_WRITE(out_kind, out, at++, 'u');
+                PyUnicode_WRITE(out_kind, out, at++, '0');
+                PyUnicode_WRITE(out_kind, out, at++, '0');
+                PyUnicode_WRITE(out_kind, out, at++, hex[(c >> 4) & 0xF]);
+                PyUnicode_WRITE(out_kind, out, at++, hex[c & 0xF]);
+            }
+        }
+    }
+    PyUnicode_WRITE(out_kind, out, at++, '"');
+    assert(at == size);
+    return result;
+}
+
 /* ---------------------------------------------------------------- words of other text */
 
 /* Whether c is in one of the sorted, disjoint ranges (first, last pairs). */
@@ -954,6 +1044,8 @@ collapse_spaces(PyObject *module, PyObject *text)
 /* ---------------------------------------------------------------- the module */
 
 static PyMethodDef methods[] = {
+    {"json_string", json_string, METH_O,
+     "json_string(text) -> text as json.dumps(text, ensure_ascii=False) writes it"},
     {"not_xml", not_xml, METH_O,
      "not_xml(text) -> whether it holds a character XML cannot carry"},
     {"fold_ascii", fold_ascii, METH_O,

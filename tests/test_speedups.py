@@ -20,7 +20,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from aggregator import speedups
+from aggregator import speedups, types
 from aggregator.config import load_config
 from aggregator.exceptions import ParseError
 from aggregator.feed import normalise, sanitize
@@ -93,6 +93,30 @@ def test_text_xml_cannot_carry_is_found_in_c_as_the_regex_finds_it(native: Modul
             expected = normalise.xml_text(text)
         assert normalise.xml_text(text) == expected
     assert 2_000 < found < 18_000  # both answers, many times
+
+
+def test_an_entrys_digest_json_in_c_is_what_json_dumps_writes(native: ModuleType) -> None:
+    """Strings of every kind (controls, quotes, backslashes, each width CPython keeps, lone
+    surrogates) in the shapes a digest holds: the C escaper writes what json.dumps writes, so
+    no stored digest changes."""
+    rng = random.Random(8)
+    pool = [0, 7, 8, 9, 10, 12, 13, 0x1B, 0x1F, 0x20, ord('"'), ord("\\"), ord("/"), 0x7F, 0xE9,
+            0x2028, 0xD800, 0xFFFF, 0x1F600]  # fmt: skip
+
+    def text() -> str:
+        return "".join(
+            chr(rng.choice(pool)) if rng.random() < 0.3 else rng.choice("ab <p>")
+            for _ in range(rng.randint(0, 16))
+        )
+
+    written = types._json_writer()
+    with pure_python():
+        plain = types._json_writer()
+    for _ in range(5000):
+        parts = [text(), None, [text(), text()], [(text(), None, rng.randint(0, 9))], text()]
+        assert written(parts) == json.dumps(parts, ensure_ascii=False) == plain(parts)
+        word = text()
+        assert native.json_string(word) == json.dumps(word, ensure_ascii=False), repr(word)
 
 
 def test_words_of_any_text_in_c_are_the_words_the_regex_finds(native: ModuleType) -> None:
