@@ -1,6 +1,7 @@
 /* The per-item text work of filing, in C: HTML made plain text, ASCII text folded, the words that
- * may start a term found, and an item's MinHash signature. Each function gives exactly what the Python code it
- * stands in for gives (tests/test_speedups.py holds the two equal); aggregator/speedups.py
+ * may start a term found, and an item's MinHash signature; and two scans of a helper's reading
+ * (characters XML cannot carry, a string as JSON). Each function gives exactly what the Python
+ * code it stands in for gives (tests/test_speedups.py holds the two equal); aggregator/speedups.py
  * says why it exists and falls back to the Python code where this was not built.
  *
  * Strings are read as the UTF-8 CPython keeps of them (for ASCII text, the text itself): folded
