@@ -20,7 +20,7 @@ and the reference (tests/test_speedups.py holds the two equal, step by step).
 Two small scans serve a helper's reading of a document: whether a text holds a character XML
 cannot carry (`not_xml`, for normalise.py), and a string written as JSON (`json_string`, for an
 entry's digest); a regex search and json's escaper did each a character at a time in a loop of
-the interpreter's, and were a twentieth of the helper's work between them.
+the interpreter's, and were about a tenth of the helper's work between them.
 
 The module is built by `pip install` where a C compiler is found (setup.py marks it optional), so a
 machine without one still installs and runs, on the Python code. `AGGREGATOR_PURE_PYTHON=1` runs

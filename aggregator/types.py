@@ -21,7 +21,7 @@ from aggregator.memo import cached_property
 def _json_writer() -> Callable[[Any], str]:
     """json.dumps(value, ensure_ascii=False), for an entry's digest: one encoder for every entry
     (json.dumps made one each time), its strings written by the C part where it was built
-    (json's own escaper goes a character at a time, twice: a twentieth of a helper's work on a
+    (json's own escaper goes a character at a time, twice: some 3% of a helper's work on a
     document, for its entries' digests). tests/test_speedups.py holds the two equal."""
     from aggregator import speedups
 
@@ -30,7 +30,10 @@ def _json_writer() -> Callable[[Any], str]:
     if speedups.native is None or make is None:
         return encoder.encode
     escape = speedups.native.json_string
-    chunks = make(None, encoder.default, escape, None, ": ", ", ", False, False, True)
+    try:  # json's own C encoder, as JSONEncoder.iterencode makes it, given that escaper
+        chunks = make(None, encoder.default, escape, None, ": ", ", ", False, False, True)
+    except TypeError:  # another Python's arguments: json's own escaper then
+        return encoder.encode
     return lambda value: "".join(chunks(value, 0))
 
 

@@ -45,7 +45,7 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\u
 def xml_text(text: str) -> str:
     """The text without the characters XML cannot carry (one of them would fail a whole feed).
     Every text of every entry is looked at, and nearly none holds one: the look is made in C
-    where it was built (a regex search was a twentieth of a helper's work on a document)."""
+    where it was built (a regex search was some 6% of a helper's work on a document)."""
     native = speedups.native
     found = native.not_xml(text) if native is not None else _NOT_XML.search(text) is not None
     return _NOT_XML.sub("", text) if found else text
