@@ -951,9 +951,20 @@ strip_tags(PyObject *module, PyObject *args)
     Py_ssize_t n = PyUnicode_GET_LENGTH(fragment);
     int kind = PyUnicode_KIND(fragment);
     const void *data = PyUnicode_DATA(fragment);
+    /* A fragment of one-byte characters (most: ASCII and Latin-1) is scanned with memchr from
+     * one `<` to the next, a character at a time only inside tags. */
+    const unsigned char *bytes = kind == PyUnicode_1BYTE_KIND ? data : NULL;
+    if (bytes != NULL && memchr(bytes, 0, (size_t)n) != NULL)
+        Py_RETURN_NONE;
     /* first pass: a NUL, or a special name anywhere (_NAME.findall): the parser's */
     char name[16];
     for (Py_ssize_t i = 0; i < n; i++) {
+        if (bytes != NULL) {
+            const unsigned char *next = memchr(bytes + i, '<', (size_t)(n - i));
+            if (next == NULL)
+                break;
+            i = next - bytes;
+        }
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
         if (c == 0)
             Py_RETURN_NONE;
@@ -983,6 +994,15 @@ strip_tags(PyObject *module, PyObject *args)
         return PyErr_NoMemory();
     Py_ssize_t kept = 0;
     for (Py_ssize_t i = 0; i < n;) {
+        if (bytes != NULL) { /* the text up to the next `<`, copied whole */
+            const unsigned char *next = memchr(bytes + i, '<', (size_t)(n - i));
+            Py_ssize_t end = next == NULL ? n : next - bytes;
+            memcpy(out + kept, bytes + i, (size_t)(end - i));
+            kept += end - i;
+            i = end;
+            if (i >= n)
+                break;
+        }
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
         if (c == '<') {
             Py_ssize_t size = tag_at(kind, data, n, i);
@@ -997,6 +1017,12 @@ strip_tags(PyObject *module, PyObject *args)
     }
     /* markup left (_MARKUP: `<` before a letter, /, ! or ?): the parser's */
     for (Py_ssize_t i = 0; i + 1 < kept; i++) {
+        if (bytes != NULL) {
+            const char *next = memchr(out + i, '<', (size_t)(kept - 1 - i));
+            if (next == NULL)
+                break;
+            i = next - out;
+        }
         if (PyUnicode_READ(kind, out, i) != '<')
             continue;
         Py_UCS4 next = PyUnicode_READ(kind, out, i + 1);
@@ -1025,18 +1051,35 @@ collapse_spaces(PyObject *module, PyObject *text)
         return PyErr_NoMemory();
     Py_ssize_t kept = 0;
     int pending = 0; /* a space is owed before the next word */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        if (is_space(c)) {
-            pending = kept > 0;
-            continue;
+    if (kind == PyUnicode_1BYTE_KIND) { /* the same, a byte at a time (most text) */
+        const unsigned char *s = data;
+        unsigned char *o = (unsigned char *)out;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned char c = s[i];
+            if (is_space(c)) {
+                pending = kept > 0;
+                continue;
+            }
+            if (pending) {
+                o[kept++] = ' ';
+                pending = 0;
+            }
+            o[kept++] = c;
         }
-        if (pending) {
-            PyUnicode_WRITE(kind, out, kept++, ' ');
-            pending = 0;
-        }
-        PyUnicode_WRITE(kind, out, kept++, c);
     }
+    else
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (is_space(c)) {
+                pending = kept > 0;
+                continue;
+            }
+            if (pending) {
+                PyUnicode_WRITE(kind, out, kept++, ' ');
+                pending = 0;
+            }
+            PyUnicode_WRITE(kind, out, kept++, c);
+        }
     PyObject *result = PyUnicode_FromKindAndData(kind, out, kept); /* narrowed where it can be */
     PyMem_Free(out);
     return result;

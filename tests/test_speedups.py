@@ -204,6 +204,8 @@ def test_html_to_text_in_c_is_html_to_text_in_python(native: ModuleType) -> None
     rng = random.Random(15)
     odd = ["<a\u3000href=x>", "<p\u2028>", '<img src="a"b>', '<x y="z"/>', "< p>", "<p\0>"]
     odd += ["<SCRIPT>x</Script>", "<NoScript>", "<abcdefghijklmnopqrstuvwxyz>", "<plaintext1>"]
+    # one-byte text (scanned from `<` to `<`): a `<` last, doubled, before no letter
+    odd += ["a <", "x < y <", "<<p>>", "</>", "<!x>", "<?x?>", "\xe9<b>\xe8</b> <", "<"]
     stripped = 0
     for _ in range(6000):
         fragment = _fragment(rng) + rng.choice(["", *odd])
