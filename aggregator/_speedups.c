@@ -145,31 +145,38 @@ not_xml(PyObject *module, PyObject *text)
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
-    if (kind == PyUnicode_1BYTE_KIND) {
-        const unsigned char *s = data;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            unsigned char c = s[i];
-            /* the usual printable ASCII first: one comparison a character */
-            if (c >= 0x20 && c < 0x7f)
-                continue;
-            if (not_xml_char(c))
-                Py_RETURN_TRUE;
-        }
-        Py_RETURN_FALSE;
-    }
+    const unsigned char *bytes = kind == PyUnicode_1BYTE_KIND ? data : NULL;
     for (Py_ssize_t i = 0; i < n; i++)
-        if (not_xml_char(PyUnicode_READ(kind, data, i)))
+        if (not_xml_char(bytes != NULL ? bytes[i] : PyUnicode_READ(kind, data, i)))
             Py_RETURN_TRUE;
     Py_RETURN_FALSE;
 }
 
 /* ---------------------------------------------------------------- a JSON string */
 
+/* Whether c is written as it is in a JSON string. */
+static inline int
+json_plain(Py_UCS4 c)
+{
+    return c >= 0x20 && c != '"' && c != '\\';
+}
+
+/* How much longer than itself c is written in a JSON string: \x is one more, \u00XX five. */
+static inline Py_ssize_t
+json_extra(Py_UCS4 c)
+{
+    if (json_plain(c))
+        return 0;
+    if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t')
+        return 1;
+    return 5;
+}
+
 /* json_string(text) -> str: text as a JSON string, exactly as json's encode_basestring writes it
  * (json.dumps with ensure_ascii=False): quotes around, \" \\ \b \f \n \r \t, other controls as
  * \u00XX in lower case, everything else as it is. json's own does a character at a time, twice
  * (the length, then the text); an entry's digest encodes a few KB of HTML, whose characters
- * mostly need nothing: here the runs that need nothing are copied whole. */
+ * mostly need nothing: here the runs of one-byte text that need nothing are copied whole. */
 static PyObject *
 json_string(PyObject *module, PyObject *text)
 {
@@ -178,77 +185,51 @@ json_string(PyObject *module, PyObject *text)
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
-    /* the length first: 2 for \x, 6 for \u00XX */
+    const unsigned char *bytes = kind == PyUnicode_1BYTE_KIND ? data : NULL;
     Py_ssize_t size = n + 2;
-    if (kind == PyUnicode_1BYTE_KIND) {
-        const unsigned char *s = data;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            unsigned char c = s[i];
-            if (c >= 0x20 && c != '"' && c != '\\')
-                continue;
-            if (c == '"' || c == '\\')
-                size += 1;
-            else
-                size += (c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') ? 1 : 5;
-        }
-    }
-    else
-        for (Py_ssize_t i = 0; i < n; i++) {
-            Py_UCS4 c = PyUnicode_READ(kind, data, i);
-            if (c == '"' || c == '\\')
-                size += 1;
-            else if (c < 0x20)
-                size += (c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') ? 1 : 5;
-        }
+    for (Py_ssize_t i = 0; i < n; i++)
+        size += json_extra(bytes != NULL ? bytes[i] : PyUnicode_READ(kind, data, i));
+    /* the same greatest character, so the same kind as the text */
     PyObject *result = PyUnicode_New(size, PyUnicode_MAX_CHAR_VALUE(text));
     if (result == NULL)
         return NULL;
-    int out_kind = PyUnicode_KIND(result);
     void *out = PyUnicode_DATA(result);
     Py_ssize_t at = 0;
-    PyUnicode_WRITE(out_kind, out, at++, '"');
-    if (size == n + 2 && out_kind == kind) { /* nothing to escape: one copy */
-        memcpy((char *)out + kind, data, (size_t)n * kind);
-        at += n;
-    }
-    else {
-        static const char hex[] = "0123456789abcdef";
-        for (Py_ssize_t i = 0; i < n; i++) {
-            Py_UCS4 c = PyUnicode_READ(kind, data, i);
-            if (c >= 0x20 && c != '"' && c != '\\') {
-                if (kind == PyUnicode_1BYTE_KIND && out_kind == kind) {
-                    /* the run that needs nothing, copied whole */
-                    const unsigned char *s = data;
-                    Py_ssize_t end = i;
-                    while (end < n && s[end] >= 0x20 && s[end] != '"' && s[end] != '\\')
-                        end++;
-                    memcpy((unsigned char *)out + at, s + i, (size_t)(end - i));
-                    at += end - i;
-                    i = end - 1;
-                    continue;
-                }
-                PyUnicode_WRITE(out_kind, out, at++, c);
+    PyUnicode_WRITE(kind, out, at++, '"');
+    static const char hex[] = "0123456789abcdef";
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (json_plain(c)) {
+            if (bytes == NULL) {
+                PyUnicode_WRITE(kind, out, at++, c);
                 continue;
             }
-            PyUnicode_WRITE(out_kind, out, at++, '\\');
-            switch (c) {
-            case '"': PyUnicode_WRITE(out_kind, out, at++, '"'); break;
-            case '\\': PyUnicode_WRITE(out_kind, out, at++, '\\'); break;
-            case '\b': PyUnicode_WRITE(out_kind, out, at++, 'b'); break;
-            case '\f': PyUnicode_WRITE(out_kind, out, at++, 'f'); break;
-            case '\n': PyUnicode_WRITE(out_kind, out, at++, 'n'); break;
-            case '\r': PyUnicode_WRITE(out_kind, out, at++, 'r'); break;
-            case '\t': PyUnicode_WRITE(out_kind, out, at++, 't'); break;
-            default:
-                PyUnicode_WRITE(out_kind, out, at++, 'u');
-                PyUnicode_WRITE(out_kind, out, at++, '0');
-                PyUnicode_WRITE(out_kind, out, at++, '0');
-                PyUnicode_WRITE(out_kind, out, at++, hex[(c >> 4) & 0xF]);
-                PyUnicode_WRITE(out_kind, out, at++, hex[c & 0xF]);
-            }
+            Py_ssize_t end = i + 1;
+            while (end < n && json_plain(bytes[end]))
+                end++;
+            memcpy((unsigned char *)out + at, bytes + i, (size_t)(end - i));
+            at += end - i;
+            i = end - 1;
+            continue;
+        }
+        PyUnicode_WRITE(kind, out, at++, '\\');
+        switch (c) {
+        case '"': PyUnicode_WRITE(kind, out, at++, '"'); break;
+        case '\\': PyUnicode_WRITE(kind, out, at++, '\\'); break;
+        case '\b': PyUnicode_WRITE(kind, out, at++, 'b'); break;
+        case '\f': PyUnicode_WRITE(kind, out, at++, 'f'); break;
+        case '\n': PyUnicode_WRITE(kind, out, at++, 'n'); break;
+        case '\r': PyUnicode_WRITE(kind, out, at++, 'r'); break;
+        case '\t': PyUnicode_WRITE(kind, out, at++, 't'); break;
+        default:
+            PyUnicode_WRITE(kind, out, at++, 'u');
+            PyUnicode_WRITE(kind, out, at++, '0');
+            PyUnicode_WRITE(kind, out, at++, '0');
+            PyUnicode_WRITE(kind, out, at++, hex[(c >> 4) & 0xF]);
+            PyUnicode_WRITE(kind, out, at++, hex[c & 0xF]);
         }
     }
-    PyUnicode_WRITE(out_kind, out, at++, '"');
+    PyUnicode_WRITE(kind, out, at++, '"');
     assert(at == size);
     return result;
 }
@@ -1051,35 +1032,19 @@ collapse_spaces(PyObject *module, PyObject *text)
         return PyErr_NoMemory();
     Py_ssize_t kept = 0;
     int pending = 0; /* a space is owed before the next word */
-    if (kind == PyUnicode_1BYTE_KIND) { /* the same, a byte at a time (most text) */
-        const unsigned char *s = data;
-        unsigned char *o = (unsigned char *)out;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            unsigned char c = s[i];
-            if (is_space(c)) {
-                pending = kept > 0;
-                continue;
-            }
-            if (pending) {
-                o[kept++] = ' ';
-                pending = 0;
-            }
-            o[kept++] = c;
+    const unsigned char *bytes = kind == PyUnicode_1BYTE_KIND ? data : NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = bytes != NULL ? bytes[i] : PyUnicode_READ(kind, data, i);
+        if (is_space(c)) {
+            pending = kept > 0;
+            continue;
         }
+        if (pending) {
+            PyUnicode_WRITE(kind, out, kept++, ' ');
+            pending = 0;
+        }
+        PyUnicode_WRITE(kind, out, kept++, c);
     }
-    else
-        for (Py_ssize_t i = 0; i < n; i++) {
-            Py_UCS4 c = PyUnicode_READ(kind, data, i);
-            if (is_space(c)) {
-                pending = kept > 0;
-                continue;
-            }
-            if (pending) {
-                PyUnicode_WRITE(kind, out, kept++, ' ');
-                pending = 0;
-            }
-            PyUnicode_WRITE(kind, out, kept++, c);
-        }
     PyObject *result = PyUnicode_FromKindAndData(kind, out, kept); /* narrowed where it can be */
     PyMem_Free(out);
     return result;

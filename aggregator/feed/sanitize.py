@@ -47,7 +47,7 @@ _JOINED = 1000  # links remembered for one base, at most
 def _absolute(_tag: str, attribute: str, value: str) -> str | None:
     if attribute not in _URL_ATTRIBUTES:  # half the calls: the rel nh3 gives every link
         return value
-    base = getattr(_local, "base", "")
+    base: str = _local.base
     if not base:
         return value
     # An entry's links repeat (its story's address after each paragraph, in the summary and
@@ -76,13 +76,10 @@ def clean_html(fragment: str, base: str = "") -> str:
     """Safe HTML with absolute URLs; an empty string stays empty."""
     if not fragment or not fragment.strip():
         return ""
-    if base != getattr(_local, "joined_for", None) or len(_local.joined) > _JOINED:
-        _local.joined, _local.joined_for = {}, base
-    _local.base = base
-    try:
-        return str(_CLEANER.clean(fragment)).strip()
-    finally:
-        _local.base = ""
+    # the filter reads the base (and the links joined for it) from here: it runs in this thread
+    if base != getattr(_local, "base", None) or len(_local.joined) > _JOINED:
+        _local.base, _local.joined = base, {}
+    return str(_CLEANER.clean(fragment)).strip()
 
 
 # A tag as html5ever writes one (and as most feeds do): a name, attributes with double-quoted

@@ -260,22 +260,11 @@ class TermIndex:
         hits: list[list[Hit]] = [[] for _ in self.groups]
         # an empty field (most items' content, where a feed gives a summary) holds no hit
         fields = [field for field in fields if field.text]
-        if not self._has_regexes:
+        if not self._has_regexes or self._lacks_regex_letters(fields):
             for field in fields:
                 self._scan_words(field, hits)
             return hits
         needs = self._needs
-        if needs is not None and len(fields) > 1:
-            # Most items hold no regex term's letters anywhere: one look over all their text
-            # (each field is part of it) says so, where a field at a time cost a lowered copy
-            # and a search of each field.
-            joined = "\n".join(field.text for field in fields)
-            if joined.isascii():
-                all_lowered = joined.lower()
-                if not any(need in all_lowered for need in needs):
-                    for field in fields:
-                        self._scan_words(field, hits)
-                    return hits
         for field in fields:
             self._scan_words(field, hits)
             text = field.text
@@ -293,6 +282,19 @@ class TermIndex:
                         if match.group():
                             hits[group].append(Hit(term, field.name, match.group()))
         return hits
+
+    def _lacks_regex_letters(self, fields: list[Field]) -> bool:
+        """Whether no field can hold a regex term's match, by the letters every match holds
+        (`required_text`). Most items hold them nowhere: one look over all their text (each
+        field is part of it) says so, where a field at a time cost a lowered copy and a search
+        of each field."""
+        if self._needs is None or len(fields) < 2:
+            return False  # a field at a time, as `scan` goes
+        joined = "\n".join(field.text for field in fields)
+        if not joined.isascii():
+            return False
+        lowered = joined.lower()
+        return not any(need in lowered for need in self._needs)
 
     def _scan_written(self, scanner: re.Pattern[str], field: Field, hits: list[list[Hit]]) -> None:
         """`_scan_words` for one-word terms, in the text as written: one regex finds the ASCII
