@@ -1,5 +1,5 @@
-"""The C part of filing (aggregator/speedups.py says why). Everything else about the
-package is in pyproject.toml; setuptools reads extensions only from here."""
+"""The C part of filing and sanitising (aggregator/speedups.py says why). Everything else about
+the package is in pyproject.toml; setuptools reads extensions only from here."""
 
 from setuptools import Extension, setup
 
@@ -8,7 +8,7 @@ setup(
         # optional: without a C compiler the install goes on, and filing runs in Python
         Extension(
             "aggregator._speedups",
-            ["aggregator/_speedups.c", "aggregator/_index.c"],
+            ["aggregator/_speedups.c", "aggregator/_index.c", "aggregator/_sanitize.c"],
             depends=["aggregator/_speedups.h"],
             optional=True,
         )

@@ -1053,6 +1053,8 @@ collapse_spaces(PyObject *module, PyObject *text)
 /* ---------------------------------------------------------------- the module */
 
 static PyMethodDef methods[] = {
+    {"clean_simple", sanitize_clean_simple, METH_VARARGS,
+     "clean_simple(fragment, allowed, generic, links, join, rel) -> what nh3 writes, or None"},
     {"json_string", json_string, METH_O,
      "json_string(text) -> text as json.dumps(text, ensure_ascii=False) writes it"},
     {"not_xml", not_xml, METH_O,

@@ -1,8 +1,17 @@
 """Types of the C module `_speedups.c` (see speedups.py)."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+def clean_simple(
+    fragment: str,
+    allowed: dict[str, frozenset[str]],
+    generic: frozenset[str],
+    links: frozenset[str],
+    join: Callable[[str], str],
+    rel: str,
+    /,
+) -> str | None: ...
 def json_string(text: str, /) -> str: ...
 def not_xml(text: str, /) -> bool: ...
 def fold_ascii(text: str, /) -> str | None: ...

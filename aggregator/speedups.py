@@ -22,6 +22,11 @@ cannot carry (`not_xml`, for normalise.py), and a string written as JSON (`json_
 entry's digest); a regex search and json's escaper did each a character at a time in a loop of
 the interpreter's, and were about a tenth of the helper's work between them.
 
+`_sanitize.c` cleans the common case of feed HTML (known tags closed in order, plain entities,
+nothing an HTML tree builder would move) as nh3 cleans it, in one pass: nh3 parses every fragment
+into a tree and writes it out again, a fifth of a helper's work; it still cleans everything else
+(tests/test_sanitize_fast.py holds the two equal on the corpus and on generated markup).
+
 The module is built by `pip install` where a C compiler is found (setup.py marks it optional), so a
 machine without one still installs and runs, on the Python code. `AGGREGATOR_PURE_PYTHON=1` runs
 the Python code where it was built too (to compare the two, or to rule the C out).
