@@ -572,6 +572,34 @@ def test_items_inserted_at_the_driver_are_stored_as_sqlalchemy_stores_them(
         assert left == right
 
 
+def test_a_new_items_values_are_its_rows_values(storage: Storage, clock: Clock) -> None:
+    """`new_values` (what a save inserts) writes what `new_row` and `insert_rows` write, which
+    the test above holds to SQLAlchemy's own insert."""
+    when = datetime(2026, 3, 5, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=-5)))
+    entries = [
+        Entry(key="full", title="Ünïcode “quotes” \u2028", link="https://x.example/1",
+              canonical_link="https://x.example/1", guid="g1", summary="<p>s</p>", content="c",
+              authors=("Ann", 'B"é\\'), categories=("World", "\u2028\x01"),
+              enclosures=(Enclosure("https://x.example/a.mp3", "audio/mpeg", 123),),
+              language="fr", image="https://x.example/i.png", published=when,
+              updated=when.astimezone(UTC), duration=61, explicit=True),
+        Entry(key="bare", title="", published=datetime(999, 1, 2, tzinfo=UTC)),
+    ]  # fmt: skip
+    filings = [
+        Filing("world", {"rule": "path", "pattern": "/w/"}, {"t": '{"hits": [1]}'}, b"\x00\x01"),
+        Filing(),
+    ]
+    now = clock()
+    with storage._engine.begin() as conn:
+        write = items_module._time_writer(conn.dialect)
+        for entry, filing in zip(entries, filings, strict=True):
+            row = items_module.new_row("a", entry.key, items_module.columns_of(entry), filing, now)
+            assert (
+                items_module.new_values("a", entry.key, entry, filing, write(now), write)
+                == items_module._values([row], conn.dialect)[0]
+            )
+
+
 def test_outcomes_without_entries_are_written_together(storage: Storage, clock: Clock) -> None:
     """304s and failures waiting while another group is written go in one transaction; a lost
     lease among them is reported to its own caller only."""

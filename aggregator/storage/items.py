@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from itertools import chain
+from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any
 
 from sqlalchemy import (
@@ -141,6 +143,8 @@ def _time_writer(dialect: Dialect) -> Callable[[datetime | None], Any]:
     sqlite = dialect.name == "sqlite"
 
     def write(value: datetime | None) -> Any:
+        if sqlite and value is not None and value.tzinfo is UTC:  # what the type does to it
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
         moment = _AS_UTC.process_bind_param(value, dialect)
         if moment is None or not sqlite:
             return moment
@@ -187,14 +191,39 @@ def _pieces(count: int) -> Iterator[tuple[int, int]]:
             start += size
 
 
-def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], int]:
-    """Insert new items at the driver, several to a statement; their ids by (source, key).
+def _strings(values: tuple[str, ...]) -> str:
+    """What json.dumps writes of a list of strings (an entry's authors or categories)."""
+    return "[" + ", ".join(map(_quoted, values)) + "]" if values else "[]"
 
-    SQLAlchemy's per-value processing (its JSON, time zone and date types) was a sixth of the
-    poller's time in a first poll; the values here are what those types write (a test holds
-    the two ways to the same stored rows on both databases)."""
-    when = _time_writer(conn.dialect)
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+def new_values(
+    source_id: str,
+    key: str,
+    entry: Entry,
+    filing: Filing,
+    now: Any,
+    when: Callable[[datetime | None], Any],
+) -> list[Any]:
+    """A new item's values in `_ROW` order, as SQLAlchemy's types write them (`now` written
+    already): `new_row`'s columns without the dictionaries between (made for every new item of
+    a first poll, they were a tenth of the poller's storing thread)."""
+    enclosures = entry.enclosures
+    reason = filing.section_reason
+    return [
+        source_id, key, entry.guid, entry.link, entry.canonical_link, entry.title,
+        entry.summary, entry.content, _strings(entry.authors), _strings(entry.categories),
+        json.dumps([{"url": e.url, "type": e.type, "length": e.length} for e in enclosures])
+        if enclosures else "[]",
+        entry.language, entry.image, when(entry.published), when(entry.updated), entry.digest,
+        now, now, now, 0, None, "null", False, filing.section_id,
+        json.dumps(dict(reason)) if reason else "null", filing.fingerprint, entry.duration,
+        entry.explicit,
+    ]  # fmt: skip
+
+
+def _values(rows: Sequence[dict[str, Any]], dialect: Dialect) -> list[list[Any]]:
+    """Each row's values in `_ROW` order, as SQLAlchemy's types would write them."""
+    when = _time_writer(dialect)
     values = []
     stamps: dict[datetime | None, Any] = {}  # most times of a batch are its `now`
     for row in rows:
@@ -208,6 +237,21 @@ def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[tuple[
                 stamp = stamps[moment] = when(moment)
             value[at] = stamp
         values.append(value)
+    return values
+
+
+def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    """Insert new items at the driver, several to a statement; their ids by (source, key).
+
+    SQLAlchemy's per-value processing (its JSON, time zone and date types) was a sixth of the
+    poller's time in a first poll; the values here are what those types write (a test holds
+    the two ways to the same stored rows on both databases)."""
+    return insert_values(conn, _values(rows, conn.dialect))
+
+
+def insert_values(conn: Connection, values: Sequence[Sequence[Any]]) -> dict[tuple[str, str], int]:
+    """`insert_rows` for values in `_ROW` order (`new_values`)."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     ids: dict[tuple[str, str], int] = {}
     one = f"({', '.join([mark] * len(_ROW))})"
     for start, count in _pieces(len(values)):
@@ -216,7 +260,7 @@ def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[tuple[
             f"INSERT INTO items ({', '.join(_ROW)}) VALUES {', '.join([one] * len(chunk))} "
             f"RETURNING id, source_id, key"
         )
-        flat = tuple(value for row in chunk for value in row)
+        flat = tuple(chain.from_iterable(chunk))
         ids.update(
             ((source_id, key), item_id)
             for item_id, source_id, key in conn.exec_driver_sql(statement, flat)
@@ -354,10 +398,10 @@ def save_many(
             before_insert()  # the story lock: taken only by saves that add items
         # Rows come back keyed, not in order: asking for parameter order made SQLAlchemy
         # insert row by row on SQLite; unordered, the batch goes in a few statements.
-        ids = insert_rows(conn, inserts)
+        ids = insert_values(conn, inserts)
     topics: list[tuple[int, Filing]] = []
     for one in sorted_out:
-        one.new = [ids[(one.source_id, row["key"])] for row in one.inserts]
+        one.new = [ids[(one.source_id, row[1])] for row in one.inserts]
         topics.extend(zip(one.new, (filing for _, filing in one.inserted), strict=True))
     _set_topics(conn, topics, False)
     results = []
@@ -399,7 +443,7 @@ class _SortedOut:
 
     source_id: str
     now: datetime
-    inserts: list[dict[str, Any]]
+    inserts: list[list[Any]]  # `new_values`
     inserted: list[tuple[Entry, Filing]]
     in_batch_order: list[str]
     changes: list[dict[str, Any]]
@@ -417,19 +461,18 @@ def _sort_out(
     now: datetime,
     filer: Filer | None,
 ) -> _SortedOut:
-    arriving: list[tuple[str, Entry, dict[str, Any]]] = []
+    arriving: list[tuple[str, Entry]] = []
     edited: list[tuple[Entry, dict[str, Any]]] = []
     unchanged: list[int] = []
     for key, entry in batch.items():
         if (source_id, key) in gone:
             continue
-        columns = columns_of(entry)
         known = stored_items.get((source_id, key))
         if known is None:
-            arriving.append((key, entry, columns))
+            arriving.append((key, entry))
             continue
         item_id, old_hash, revisions = known
-        if old_hash != columns["content_hash"] and revisions < MAX_REVISIONS:
+        if old_hash != content_hash(entry) and revisions < MAX_REVISIONS:
             edited.append(
                 (
                     entry,
@@ -438,20 +481,20 @@ def _sort_out(
                         "last_seen_at": now,
                         "changed_at": now,
                         "revisions": revisions + 1,
-                        **columns,
+                        **columns_of(entry),
                     },
                 )
             )
         else:
             unchanged.append(item_id)
     # filed together: a filer makes a document's fingerprints in one go
-    new_filings = _filed(filer, source_id, [entry for _, entry, _ in arriving])
-    inserted = [
-        (entry, filing) for (_, entry, _), filing in zip(arriving, new_filings, strict=True)
-    ]
+    new_filings = _filed(filer, source_id, [entry for _, entry in arriving])
+    inserted = [(entry, filing) for (_, entry), filing in zip(arriving, new_filings, strict=True)]
+    when = _time_writer(conn.dialect)
+    stamp = when(now)
     inserts = [
-        new_row(source_id, key, columns, filing, now)
-        for (key, _, columns), filing in zip(arriving, new_filings, strict=True)
+        new_values(source_id, key, entry, filing, stamp, when)
+        for (key, entry), filing in zip(arriving, new_filings, strict=True)
     ]
     changes = [change for _, change in edited]
     changed_filings: list[tuple[int, Filing]] = []
@@ -463,7 +506,7 @@ def _sort_out(
         for (_, change), filing in zip(edited, filer.file_all(source_id, as_read), strict=True):
             change.update(_filing_columns(filing))
             changed_filings.append((change["item_id"], filing))
-    in_batch_order = [row["key"] for row in inserts]
+    in_batch_order = [key for key, _ in arriving]
     order = insert_order([entry for entry, _ in inserted], now)
     return _SortedOut(
         source_id,
