@@ -728,6 +728,8 @@ sanitize_clean_simple(PyObject *module, PyObject *args)
         result = Py_None;
         Py_INCREF(result);
     }
+    else if (!PyErr_Occurred())
+        PyErr_NoMemory(); /* a buffer could not grow */
     PyMem_Free(c.out.data);
     PyMem_Free(c.value.data);
     return result;
