@@ -8,6 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
+
+import feedparser
 
 from aggregator.config import Config
 from aggregator.feed.fetch import Fetcher
@@ -84,3 +87,20 @@ class Harness:
 
 
 Build = Callable[[Config], Harness]
+
+
+def corpus_fragments(corpus: Path, *, titles: bool) -> set[str]:
+    """The HTML of every entry in the sample corpus as feedparser reads it unsanitised: its
+    summaries and contents, and its titles too if asked (files over 2 MB left out)."""
+    fragments: set[str] = set()
+    for path in sorted(corpus.rglob("*")):
+        if not path.is_file() or path.stat().st_size > 2_000_000:
+            continue
+        parsed = feedparser.parse(path.read_bytes(), sanitize_html=False)
+        for entry in parsed.entries:
+            if titles:
+                fragments.add(entry.get("title", ""))
+            fragments.add(entry.get("summary", ""))
+            fragments.update(content.get("value", "") for content in entry.get("content", []))
+    fragments.discard("")
+    return fragments

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import random
 
-import feedparser
 import pytest
 
 from aggregator import speedups
 from aggregator.feed import sanitize
 from aggregator.feed.sanitize import clean_html, clean_html_parsed
 from tests.conftest import ROOT
+from tests.support import corpus_fragments
 
 CORPUS = ROOT.parent / "shared" / "corpus"
 BASES = ("https://base.example/news/", "")
@@ -116,15 +116,7 @@ def test_generated_markup_is_cleaned_as_nh3_cleans_it() -> None:
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"{CORPUS} is absent (a clone without ../shared)")
 def test_every_corpus_fragment_is_cleaned_as_nh3_cleans_it() -> None:
-    fragments: set[str] = set()
-    for path in sorted(CORPUS.rglob("*")):
-        if not path.is_file() or path.stat().st_size > 2_000_000:
-            continue
-        parsed = feedparser.parse(path.read_bytes(), sanitize_html=False)
-        for entry in parsed.entries:
-            fragments.add(entry.get("summary", ""))
-            fragments.update(content.get("value", "") for content in entry.get("content", []))
-    fragments.discard("")
+    fragments = corpus_fragments(CORPUS, titles=False)
     assert len(fragments) > 500
     taken = 0
     for fragment in sorted(fragments):

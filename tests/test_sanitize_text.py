@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import random
 
-import feedparser
 import pytest
 
 from aggregator.feed import sanitize
 from aggregator.feed.sanitize import clean_html, html_to_text, parsed_text
 from tests.conftest import ROOT
+from tests.support import corpus_fragments
 
 CORPUS = ROOT.parent / "shared" / "corpus"
 
@@ -131,16 +131,7 @@ def test_generated_markup_reads_the_same_either_way() -> None:
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"{CORPUS} is absent (a clone without ../shared)")
 def test_every_corpus_fragment_reads_the_same_either_way() -> None:
-    fragments: set[str] = set()
-    for path in sorted(CORPUS.rglob("*")):
-        if not path.is_file() or path.stat().st_size > 2_000_000:
-            continue
-        parsed = feedparser.parse(path.read_bytes(), sanitize_html=False)
-        for entry in parsed.entries:
-            fragments.add(entry.get("title", ""))
-            fragments.add(entry.get("summary", ""))
-            fragments.update(content.get("value", "") for content in entry.get("content", []))
-    fragments.discard("")
+    fragments = corpus_fragments(CORPUS, titles=True)
     assert len(fragments) > 600
     shortcut = 0
     for fragment in sorted(fragments):

@@ -528,12 +528,8 @@ def test_head_names_the_newest_migration_and_a_current_database_needs_no_alembic
     _opens_without_alembic(database_url, "for a database at HEAD")
 
 
-def test_items_inserted_at_the_driver_are_stored_as_sqlalchemy_stores_them(
-    storage: Storage, clock: Clock
-) -> None:
-    """New items go in at the driver (SQLAlchemy's per-value work was a sixth of a first poll);
-    every column must hold exactly what SQLAlchemy's own insert writes, on both databases."""
-    storage.sync_sources([source("a"), source("b")])
+def _awkward_items() -> tuple[list[Entry], list[Filing]]:
+    """New items whose every column a driver and SQLAlchemy could write differently."""
     when = datetime(2026, 3, 5, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=-5)))
     entries = [
         Entry(key="full", title="Ünïcode “quotes” \u2028", link="https://x.example/1",
@@ -547,6 +543,16 @@ def test_items_inserted_at_the_driver_are_stored_as_sqlalchemy_stores_them(
         Filing("world", {"rule": "path", "pattern": "/w/"}, {"t": '{"hits": [1]}'}, b"\x00\x01"),
         Filing(),
     ]
+    return entries, filings
+
+
+def test_items_inserted_at_the_driver_are_stored_as_sqlalchemy_stores_them(
+    storage: Storage, clock: Clock
+) -> None:
+    """New items go in at the driver (SQLAlchemy's per-value work was a sixth of a first poll);
+    every column must hold exactly what SQLAlchemy's own insert writes, on both databases."""
+    storage.sync_sources([source("a"), source("b")])
+    entries, filings = _awkward_items()
     now = clock()
     with storage._engine.begin() as conn:
         for sid, insert in (
@@ -575,20 +581,12 @@ def test_items_inserted_at_the_driver_are_stored_as_sqlalchemy_stores_them(
 def test_a_new_items_values_are_its_rows_values(storage: Storage, clock: Clock) -> None:
     """`new_values` (what a save inserts) writes what `new_row` and `insert_rows` write, which
     the test above holds to SQLAlchemy's own insert."""
-    when = datetime(2026, 3, 5, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=-5)))
-    entries = [
-        Entry(key="full", title="Ünïcode “quotes” \u2028", link="https://x.example/1",
-              canonical_link="https://x.example/1", guid="g1", summary="<p>s</p>", content="c",
-              authors=("Ann", 'B"é\\'), categories=("World", "\u2028\x01"),
-              enclosures=(Enclosure("https://x.example/a.mp3", "audio/mpeg", 123),),
-              language="fr", image="https://x.example/i.png", published=when,
-              updated=when.astimezone(UTC), duration=61, explicit=True),
-        Entry(key="bare", title="", published=datetime(999, 1, 2, tzinfo=UTC)),
-    ]  # fmt: skip
-    filings = [
-        Filing("world", {"rule": "path", "pattern": "/w/"}, {"t": '{"hits": [1]}'}, b"\x00\x01"),
-        Filing(),
-    ]
+    entries, filings = _awkward_items()
+    entries.append(  # quotes and controls to escape, a time already in UTC, every optional field
+        Entry(key="escapes", title="t", authors=('B"é\\',), categories=("\u2028\x01",),
+              published=datetime(2026, 3, 5, tzinfo=UTC), duration=61, explicit=True)
+    )  # fmt: skip
+    filings.append(Filing())
     now = clock()
     with storage._engine.begin() as conn:
         write = items_module._time_writer(conn.dialect)

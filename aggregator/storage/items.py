@@ -241,7 +241,9 @@ def _values(rows: Sequence[dict[str, Any]], dialect: Dialect) -> list[list[Any]]
 
 
 def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], int]:
-    """Insert new items at the driver, several to a statement; their ids by (source, key).
+    """Insert new items (`new_row`'s dictionaries) at the driver, several to a statement; their
+    ids by (source, key). Saves go by `new_values` and `insert_values`; this is the way by
+    column names that a test holds to SQLAlchemy's own insert, and `new_values` to this.
 
     SQLAlchemy's per-value processing (its JSON, time zone and date types) was a sixth of the
     poller's time in a first poll; the values here are what those types write (a test holds
