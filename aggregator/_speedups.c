@@ -363,11 +363,11 @@ fmix32(uint32_t h)
 }
 
 /* Where the compiler can make a function for the running CPU's vector instructions and pick
- * it at load (GCC on Linux, through ifunc): the MinHash loop below, 8 values at a time with
+ * it at load (GCC with glibc, through ifunc): the MinHash loop below, 8 values at a time with
  * AVX2, took a fifth of the time filing an item took (a multiply and a min for each of 128
  * permutations and each of some 60 shingles), and baseline x86-64 has no 32-bit vector multiply
  * or unsigned min. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
 #define CPU_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define CPU_CLONES

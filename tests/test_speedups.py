@@ -480,6 +480,50 @@ def test_the_c_part_refuses_or_survives_what_callers_never_pass(native: ModuleTy
         native.bloom_add(bloom, 128, np.zeros(5, dtype=np.uint8)[1:].view(np.uint32))
 
 
+@pytest.mark.parametrize("spread", ["even", "low", "high", "repeated", "clustered"])
+def test_a_lookup_through_fences_finds_every_key_however_the_keys_lie(
+    native: ModuleType, spread: str
+) -> None:
+    """The C lookup guesses a key's fence from its value (band keys are hashes, spread evenly)
+    and widens the search from there: keys bunched at either end, repeated, or in clusters
+    must be found all the same, each (query, slot) pair once, as a plain search finds them."""
+    rng = np.random.default_rng(len(spread))
+    count = 5000
+    if spread == "even":
+        keys = rng.integers(0, 2**32, count, dtype=np.uint64)
+    elif spread == "low":
+        keys = rng.integers(0, 3000, count, dtype=np.uint64)
+    elif spread == "high":
+        keys = rng.integers(2**32 - 3000, 2**32, count, dtype=np.uint64)
+    elif spread == "repeated":
+        keys = rng.choice(np.array([0, 7, 2**31, 2**32 - 1], dtype=np.uint64), count)
+    else:
+        centres = rng.integers(0, 2**32 - 2**20, 5, dtype=np.uint64)
+        keys = rng.choice(centres, count) + rng.integers(0, 200, count, dtype=np.uint64)
+    keys = np.sort(keys).astype(np.uint32)
+    offsets = rng.permutation(count).astype(np.int32)
+    for step in (1, 3, 64):
+        fences = keys[::step].copy()
+        query = np.concatenate(
+            [rng.choice(keys, 300), rng.integers(0, 2**32, 300, dtype=np.uint64).astype(np.uint32),
+             np.array([0, 1, 2**32 - 1], dtype=np.uint32)]
+        )  # fmt: skip
+        full = np.full(2, 2**64 - 1, dtype=np.uint64)  # a filter holding every key
+        runs = [(keys, offsets, count, 10, fences, step)]
+        owners, slots = native.lookup(query, full, 128, 1, runs)
+        got = sorted(
+            zip(np.frombuffer(owners, np.int64).tolist(), np.frombuffer(slots, np.int32).tolist(),
+                strict=True)
+        )  # fmt: skip
+        expected = sorted(
+            (q, 10 + int(offsets[at]))
+            for q, key in enumerate(query.tolist())
+            for at in range(int(np.searchsorted(keys, key)), int(np.searchsorted(keys, key, "right")))
+        )  # fmt: skip
+        assert got == expected, (spread, step)
+        assert len(expected) >= 300  # the keys drawn from the run were all there to find
+
+
 def test_a_filter_at_its_largest_works_in_c_as_in_numpy(native: ModuleType) -> None:
     """A filter is capped at 2**32 bits, which the C code refused at first (found by review):
     every add and lookup of an index of some 358 million keys would have failed."""
