@@ -870,3 +870,45 @@ done:
     PyBuffer_Release(&times);
     return result;
 }
+
+/* ------------------------------------------------------------------------------- confirming */
+
+/* compare(a, b, perms, numbers) -> (equal, conflict): two fingerprints (little-endian uint32:
+ * `perms` MinHash values, then `numbers` headline numbers, 0 for none) as `similarity` and
+ * `alike` read them: how many of the values are equal, and whether both have numbers and share
+ * none. Storage confirms each candidate of the index this way, where numpy's calls (two arrays
+ * made, a comparison, `isin`) cost 25 us a pair. */
+PyObject *
+index_compare(PyObject *module, PyObject *args)
+{
+    Py_buffer a, b;
+    Py_ssize_t perms, numbers;
+    if (!PyArg_ParseTuple(args, "y*y*nn:compare", &a, &b, &perms, &numbers))
+        return NULL;
+    PyObject *result = NULL;
+    if (perms < 0 || numbers < 0 || perms > PY_SSIZE_T_MAX / 8 - numbers
+        || a.len < 4 * (perms + numbers) || b.len < 4 * (perms + numbers)) {
+        PyErr_SetString(PyExc_ValueError, "compare: fingerprints shorter than their values");
+        goto done;
+    }
+    const unsigned char *x = a.buf, *y = b.buf;
+    Py_ssize_t equal = 0;
+    for (Py_ssize_t i = 0; i < 4 * perms; i += 4)
+        equal += memcmp(x + i, y + i, 4) == 0;
+    int mine = 0, theirs = 0, shared = 0;
+    static const unsigned char zero[4] = {0, 0, 0, 0};
+    for (Py_ssize_t i = 4 * perms; i < 4 * (perms + numbers); i += 4) {
+        int have = memcmp(x + i, zero, 4) != 0;
+        mine |= have;
+        theirs |= memcmp(y + i, zero, 4) != 0;
+        if (!have)
+            continue;
+        for (Py_ssize_t j = 4 * perms; j < 4 * (perms + numbers); j += 4)
+            shared |= memcmp(x + i, y + j, 4) == 0;
+    }
+    result = Py_BuildValue("(nO)", equal, mine && theirs && !shared ? Py_True : Py_False);
+done:
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    return result;
+}

@@ -1235,6 +1235,8 @@ static PyMethodDef methods[] = {
      "verify(owners, slots, ...) -> [(query, item id, score)]: a batch's candidates scored"},
     {"within", index_within, METH_VARARGS,
      "within(keys, bands, ...) -> (pairs, compared): the items of a batch alike each other"},
+    {"compare", index_compare, METH_VARARGS,
+     "compare(a, b, perms, numbers) -> (equal, conflict): two fingerprints' values alike"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -55,6 +55,7 @@ def verify(
     most: int,
     /,
 ) -> list[tuple[int, int, float]]: ...
+def compare(a: bytes, b: bytes, perms: int, numbers: int, /) -> tuple[int, bool]: ...
 def within(
     keys: Any,
     bands: int,

@@ -352,6 +352,34 @@ class _Prints:
         return np.concatenate([base, numbers]).astype("<u4").tobytes()
 
 
+def test_confirming_a_candidate_in_c_is_confirming_it_in_numpy(native: ModuleType) -> None:
+    """`compare` against the numpy code it stands in for: scores on both sides of the threshold,
+    headline numbers absent, shared, disjoint or partly shared, in any slot."""
+    maker, rng = _Prints(9), np.random.default_rng(9)
+    made = [maker.make(close=n % 3 == 0) for n in range(300)]
+    for n in range(0, 300, 4):  # numbers of several values, in any of the four slots
+        values = np.frombuffer(made[n], dtype="<u4").copy()
+        values[prints.NUM_PERM :] = rng.choice([0, 0, 5, 6, 7, 8], prints.NUMBERS)
+        made[n] = values.astype("<u4").tobytes()
+    index = dedupe.SimilarityIndex(0.5, timedelta(hours=72), bits=8)
+    outcomes = set()
+    for _ in range(3000):
+        a, b = made[int(rng.integers(300))], made[int(rng.integers(300))]
+        got = dedupe._compared(a, b), dedupe.alike(a, b, 0.5), dedupe.similarity(a, b)
+        with pure_python():
+            assert got == (dedupe._compared(a, b), dedupe.alike(a, b, 0.5), dedupe.similarity(a, b))
+        outcomes.add((got[0][0] >= 0.5, got[0][1]))
+    assert outcomes == {(True, True), (True, False), (False, True), (False, False)}
+    candidates = list(enumerate(made[1:60], start=1))
+    confirmed = index.confirm(made[0], candidates)
+    with pure_python():
+        assert index.confirm(made[0], candidates) == confirmed
+    with pytest.raises(ValueError, match="shorter"):
+        native.compare(made[0], made[1][:-1], prints.NUM_PERM, prints.NUMBERS)
+    with pytest.raises(ValueError, match="shorter"):
+        native.compare(made[0], made[1], -1, prints.NUMBERS)
+
+
 def _same_index(fast: dedupe.SimilarityIndex, slow: dedupe.SimilarityIndex) -> None:
     assert len(fast._runs) == len(slow._runs)
     for a, b in zip(fast._runs, slow._runs, strict=True):
@@ -515,11 +543,12 @@ def test_a_lookup_through_fences_finds_every_key_however_the_keys_lie(
             zip(np.frombuffer(owners, np.int64).tolist(), np.frombuffer(slots, np.int32).tolist(),
                 strict=True)
         )  # fmt: skip
+        lows, highs = np.searchsorted(keys, query), np.searchsorted(keys, query, "right")
         expected = sorted(
             (q, 10 + int(offsets[at]))
-            for q, key in enumerate(query.tolist())
-            for at in range(int(np.searchsorted(keys, key)), int(np.searchsorted(keys, key, "right")))
-        )  # fmt: skip
+            for q, (low, high) in enumerate(zip(lows.tolist(), highs.tolist(), strict=True))
+            for at in range(low, high)
+        )
         assert got == expected, (spread, step)
         assert len(expected) >= 300  # the keys drawn from the run were all there to find
 
