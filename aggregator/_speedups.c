@@ -71,6 +71,40 @@ ascii_word_char(unsigned char c)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
+/* ascii_words_text(text, first, last) -> str | None: in ASCII text, the text from the start of
+ * word `first` to the end of word `last` (words counted from 0 as fold_ascii finds them: runs of
+ * letters and digits, the underscore a separator), as the item wrote them: a hit's words, found
+ * without making every word's place. None for other text or words it does not have. */
+static PyObject *
+ascii_words_text(PyObject *module, PyObject *args)
+{
+    PyObject *text;
+    Py_ssize_t first, last;
+    if (!PyArg_ParseTuple(args, "Unn:ascii_words_text", &text, &first, &last))
+        return NULL;
+    if (ensure_ready(text) < 0)
+        return NULL;
+    if (!PyUnicode_IS_ASCII(text) || first < 0 || last < first)
+        Py_RETURN_NONE;
+    const unsigned char *s = PyUnicode_1BYTE_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), word = -1, start = -1;
+    for (Py_ssize_t i = 0; i < n;) {
+        if (!ascii_word_char(s[i])) {
+            i++;
+            continue;
+        }
+        Py_ssize_t begin = i;
+        while (i < n && ascii_word_char(s[i]))
+            i++;
+        word++;
+        if (word == first)
+            start = begin;
+        if (word == last)
+            return PyUnicode_Substring(text, start, i);
+    }
+    Py_RETURN_NONE;
+}
+
 /* fold_ascii(text) -> str | None: for ASCII text, its words (runs of letters and digits, the
  * underscore a separator) lowered and joined by single spaces, as
  * " ".join(re.findall(r"\w+", text.lower().replace("_", " "))) gives; None for other text. */
@@ -1216,6 +1250,8 @@ static PyMethodDef methods[] = {
      "json_string(text) -> text as json.dumps(text, ensure_ascii=False) writes it"},
     {"not_xml", not_xml, METH_O,
      "not_xml(text) -> whether it holds a character XML cannot carry"},
+    {"ascii_words_text", ascii_words_text, METH_VARARGS,
+     "ascii_words_text(text, first, last) -> str | None: words first to last as written"},
     {"fold_ascii", fold_ascii, METH_O,
      "fold_ascii(text) -> the folded words of ASCII text, joined by spaces; None for other text"},
     {"strip_tags", strip_tags, METH_VARARGS,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 import zlib
 from pathlib import Path
 
@@ -22,7 +23,14 @@ from aggregator.process.dedupe import (
     permutations,
     render_table,
 )
-from aggregator.process.fingerprint import NUM_PERM, _words, fingerprints, shingles
+from aggregator.process.fingerprint import (
+    _NUMBER,
+    NUM_PERM,
+    _words,
+    fingerprints,
+    shingles,
+    title_numbers,
+)
 from aggregator.process.text import ItemText
 from aggregator.types import Entry
 
@@ -112,3 +120,17 @@ def test_shingles_are_the_crc32_of_each_pair_of_folded_words() -> None:
             else {zlib.crc32(f"{a} {b}".encode()) for a, b in itertools.pairwise(folded)}
         )
         assert shingles(entry) == expected
+
+
+def test_a_headlines_numbers_are_those_standing_alone() -> None:
+    """The numbers regex (opening with a digit, so re searches by it) finds what the plain
+    statement of the rule finds: digits with no letter, digit, point or comma before them,
+    and no letter or digit after, in any script, on random text of the awkward pieces."""
+    rule = re.compile(r"(?<![\w.,])\d+(?:[.,]\d+)*(?!\w)")
+    rng = random.Random(4)
+    pieces = ["1", "27", ",", ".", " ", "a", "_", "\u0663", "\u00e9", "-", "x9", "1,727", "5.5"]
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 10)))
+        assert _NUMBER.findall(text) == rule.findall(text), text
+    assert title_numbers("Day 1,727: 5 killed") != title_numbers("Day 1,728: 5 killed")
+    assert title_numbers("COVID19 and w12") == []

@@ -200,6 +200,28 @@ def test_written_words_that_may_start_a_term_are_those_the_regex_finds(
         assert found.find_written(text, start, end) == expected, (text, start, end)
 
 
+def test_a_hits_words_as_written_are_found_in_c_as_in_python(native: ModuleType) -> None:
+    """`Field.original` in plain ASCII counts words in C: every span of words (one word, a
+    phrase across punctuation) must be what the words' places give in Python, and text the C
+    path leaves alone (underscores, other scripts) goes the Python way."""
+    rng = random.Random(21)
+    pieces = ["Gaza", "WEST", "bank", "5", "x9", "--", "'", ".", " ", "\n", ",", "-", "_", "é"]
+    checked = 0
+    for _ in range(1500):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 14)))
+        words = len(Field("title", text).words)
+        for first in range(words):
+            for last in range(first, min(words, first + 3)):
+                got = Field("title", text).original(first, last)
+                with pure_python():
+                    assert got == Field("title", text).original(first, last), (text, first, last)
+                checked += 1
+    assert checked > 5000
+    assert (
+        native.ascii_words_text("a b", 0, 2) is None and native.ascii_words_text("é", 0, 0) is None
+    )
+
+
 def test_html_to_text_in_c_is_html_to_text_in_python(native: ModuleType) -> None:
     """Tags stripped (or left to the parser) and spaces folded alike, on generated markup
     (tags of every kind, broken ones, entities, controls, other scripts) and on what the

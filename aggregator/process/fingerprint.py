@@ -97,7 +97,10 @@ def shingles(entry: Entry, text: ItemText | None = None) -> set[int]:
     return {crc32(data, spaced) for (_, spaced), (data, _) in itertools.pairwise(encoded)}
 
 
-_NUMBER = re.compile(r"(?<![\w.,])\d+(?:[.,]\d+)*(?!\w)")
+# A number not inside a word or another number: `(?<![\w.,])\d+...` as a regex opening with a
+# digit (the character before it looked at once one is found), which re searches for by that
+# set; opening with the lookbehind, it tried every place of the headline (a third slower).
+_NUMBER = re.compile(r"\d(?<![\w.,]\d)\d*(?:[.,]\d+)*(?!\w)")
 
 
 def title_numbers(title: str) -> list[int]:
