@@ -322,7 +322,7 @@ class Field:
         found in C by counting words: every word's place or spelling, for a hit or two, was a
         twentieth of filing an item."""
         if speedups.native is not None and self._plain_ascii:
-            found = speedups.native.ascii_words_text(self.text, first, last)
+            found: str | None = speedups.native.ascii_words_text(self.text, first, last)
             if found is not None:
                 return found
         if first == last and (originals := self.originals) is not None:
