@@ -285,49 +285,120 @@ in_ranges(const uint32_t *ranges, Py_ssize_t count, Py_UCS4 c)
     return lo < count && ranges[2 * lo] <= c;
 }
 
-/* join_words(text, marks) -> str: the words of any text joined by single spaces, as
- * " ".join(WORD.findall(text.replace("_", " "))) gives, WORD being a run of what \w matches
- * in str (letters and digits of any script) and of marks (`marks`: the bytes of sorted
- * first, last pairs of code points, as uint32); the underscore separates words. What folding
- * text that is not plain ASCII ends with (text.py, `folded_words`): the regex cost 14 us a
- * field of news, whose curly quotes and dashes make most fields such text. */
-static PyObject *
-join_words(PyObject *module, PyObject *args)
+/* A growing buffer of words joined by single spaces, fed a character at a time. */
+typedef struct {
+    Py_UCS4 *out;
+    Py_ssize_t size, room;
+    int inside;
+    const uint32_t *ranges;
+    Py_ssize_t range_count;
+} Joiner;
+
+static inline int
+joiner_feed(Joiner *j, Py_UCS4 c)
 {
-    PyObject *text;
-    Py_buffer marks;
-    if (!PyArg_ParseTuple(args, "Uy*:join_words", &text, &marks))
-        return NULL;
-    if (marks.len % 8) {
-        PyBuffer_Release(&marks);
-        PyErr_SetString(PyExc_ValueError, "join_words: marks must be pairs of uint32");
-        return NULL;
+    int word = c < 128 ? ascii_word_char((unsigned char)c)
+                       : (Py_UNICODE_ISALNUM(c) || in_ranges(j->ranges, j->range_count, c));
+    if (word) {
+        if (j->size + 2 > j->room) {
+            Py_ssize_t room = j->room * 2 + 16;
+            Py_UCS4 *out = PyMem_Realloc(j->out, room * sizeof(Py_UCS4));
+            if (out == NULL)
+                return -1;
+            j->out = out;
+            j->room = room;
+        }
+        if (!j->inside && j->size)
+            j->out[j->size++] = ' ';
+        j->out[j->size++] = c;
     }
-    const uint32_t *ranges = (const uint32_t *)marks.buf;
-    Py_ssize_t range_count = marks.len / 8;
+    j->inside = word;
+    return 0;
+}
+
+/* fold_words(text, runs, fold, limit, marks) -> str: `folded_words` of text that is not plain
+ * ASCII (text.py): its ASCII lowered, each run of other characters folded by `fold` (remembered
+ * in the dict `runs`, emptied when it holds `limit`), then its words (runs of what \w matches
+ * in str, letters and digits of any script, and of marks: `marks`, the bytes of sorted first,
+ * last pairs of code points as uint32; the underscore separates words) joined by single
+ * spaces, as " ".join(WORD.findall(...)) gives. Splitting the text into runs and joining it
+ * again in Python cost 5 us a field, and the regex 14 us (news's curly quotes and dashes make
+ * most fields such text). */
+static PyObject *
+fold_words(PyObject *module, PyObject *args)
+{
+    PyObject *text, *runs, *fold;
+    Py_ssize_t limit;
+    Py_buffer marks;
+    if (!PyArg_ParseTuple(args, "UO!Ony*:fold_words", &text, &PyDict_Type, &runs, &fold, &limit,
+                          &marks))
+        return NULL;
+    PyObject *result = NULL;
+    Joiner j = {NULL, 0, 0, 0, (const uint32_t *)marks.buf, marks.len / 8};
+    if (marks.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "fold_words: marks must be pairs of uint32");
+        goto done;
+    }
+    if (ensure_ready(text) < 0)
+        goto done;
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
-    Py_UCS4 *out = PyMem_Malloc((n ? n : 1) * sizeof(Py_UCS4));
-    if (out == NULL) {
-        PyBuffer_Release(&marks);
-        return PyErr_NoMemory();
+    j.room = n + 16;
+    j.out = PyMem_Malloc(j.room * sizeof(Py_UCS4));
+    if (j.out == NULL) {
+        PyErr_NoMemory();
+        goto done;
     }
-    Py_ssize_t at = 0;
-    int inside = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < n;) {
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        int word = c < 128 ? ascii_word_char((unsigned char)c)
-                           : (Py_UNICODE_ISALNUM(c) || in_ranges(ranges, range_count, c));
-        if (word) {
-            if (!inside && at)
-                out[at++] = ' ';
-            out[at++] = c;
+        if (c < 128) {
+            if (joiner_feed(&j, (c >= 'A' && c <= 'Z') ? c + 32 : c) < 0)
+                goto nomemory;
+            i++;
+            continue;
         }
-        inside = word;
+        Py_ssize_t start = i;
+        while (i < n && PyUnicode_READ(kind, data, i) >= 128)
+            i++;
+        PyObject *run = PyUnicode_Substring(text, start, i);
+        if (run == NULL)
+            goto done;
+        PyObject *folded = PyDict_GetItemWithError(runs, run); /* borrowed */
+        if (folded != NULL)
+            Py_INCREF(folded);
+        else if (!PyErr_Occurred()) {
+            folded = PyObject_CallOneArg(fold, run);
+            if (folded != NULL && !PyUnicode_Check(folded)) {
+                PyErr_SetString(PyExc_TypeError, "fold_words: fold must give a str");
+                Py_CLEAR(folded);
+            }
+            if (folded != NULL && PyDict_GET_SIZE(runs) >= limit)
+                PyDict_Clear(runs);
+            if (folded != NULL && PyDict_SetItem(runs, run, folded) < 0)
+                Py_CLEAR(folded);
+        }
+        Py_DECREF(run);
+        if (folded == NULL || ensure_ready(folded) < 0) {
+            Py_XDECREF(folded);
+            goto done;
+        }
+        int fkind = PyUnicode_KIND(folded);
+        const void *fdata = PyUnicode_DATA(folded);
+        Py_ssize_t fn = PyUnicode_GET_LENGTH(folded);
+        for (Py_ssize_t k = 0; k < fn; k++)
+            if (joiner_feed(&j, PyUnicode_READ(fkind, fdata, k)) < 0) {
+                Py_DECREF(folded);
+                goto nomemory;
+            }
+        Py_DECREF(folded);
     }
-    PyObject *result = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, out, at);
-    PyMem_Free(out);
+    result = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, j.out, j.size);
+    goto done;
+nomemory:
+    PyErr_NoMemory();
+done:
+    PyMem_Free(j.out);
     PyBuffer_Release(&marks);
     return result;
 }
@@ -1252,13 +1323,13 @@ static PyMethodDef methods[] = {
      "not_xml(text) -> whether it holds a character XML cannot carry"},
     {"ascii_words_text", ascii_words_text, METH_VARARGS,
      "ascii_words_text(text, first, last) -> str | None: words first to last as written"},
+    {"fold_words", fold_words, METH_VARARGS,
+     "fold_words(text, runs, fold, limit, marks) -> str: folded words of any text"},
     {"fold_ascii", fold_ascii, METH_O,
      "fold_ascii(text) -> the folded words of ASCII text, joined by spaces; None for other text"},
     {"strip_tags", strip_tags, METH_VARARGS,
      "strip_tags(fragment, special) -> the fragment without its plain tags, or None"},
     {"collapse_spaces", collapse_spaces, METH_O, "collapse_spaces(text) -> ' '.join(text.split())"},
-    {"join_words", join_words, METH_VARARGS,
-     "join_words(text, marks) -> the words of any text, joined by single spaces"},
     {"signature", signature, METH_VARARGS,
      "signature(title, summary, content, limit, short, a, b, min_shingles) -> bytes | None"},
     {"bloom_add", index_bloom_add, METH_VARARGS,

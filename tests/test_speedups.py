@@ -132,8 +132,29 @@ def test_words_of_any_text_in_c_are_the_words_the_regex_finds(native: ModuleType
     )
     for _ in range(20_000):
         text = "".join(rng.choice(pool) for _ in range(rng.randint(0, 30)))
-        expected = " ".join(WORD.findall(text.replace("_", " ")))
-        assert native.join_words(text, _MARK_RANGES) == expected, repr(text)
+        lowered = "".join(c.lower() if c.isascii() else c for c in text)
+        expected = " ".join(WORD.findall(lowered.replace("_", " ")))
+        unfolded = native.fold_words(text, {}, lambda run: run, 10, _MARK_RANGES)
+        assert unfolded == expected, repr(text)
+
+
+def test_folding_any_text_in_c_is_folding_it_in_python(native: ModuleType) -> None:
+    """`fold_words` (runs of other characters folded through the memo) against the Python
+    `folded_words`, with a memo so small that it is emptied again and again."""
+    from aggregator.process import text as words
+    from aggregator.process.text import _MARK_RANGES, fold
+
+    rng = random.Random(6)
+    pieces = [*TRICKY, "Réfugiés", "غَزَّة", "_", "ﬁne", "5½", "İstanbul", "Ab", " ", "—", "™"]
+    memo: dict[str, str] = {}
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        got = native.fold_words(text, memo, fold, 4, _MARK_RANGES)
+        with pure_python():
+            assert got == words.folded_words(text), repr(text)
+        assert len(memo) <= 4
+    with pytest.raises(TypeError, match="str"):
+        native.fold_words("é", {}, lambda run: 5, 4, _MARK_RANGES)
 
 
 FIRST_WORDS = [

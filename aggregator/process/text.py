@@ -145,6 +145,9 @@ def folded_words(text: str) -> str:
             return ascii_words
         return " ".join(_ASCII_WORD.findall(text.lower().replace("_", " ")))
     global _runs
+    if speedups.native is not None:  # the same, in C, with the same memo
+        words: str = speedups.native.fold_words(text, _runs, fold, _MEMO_LIMIT, _MARK_RANGES)
+        return words
     runs = _runs
     parts = _SPLIT_NON_ASCII.split(text)  # ASCII, a run, ASCII, ..., ASCII
     for at in range(0, len(parts) - 1, 2):
@@ -158,9 +161,6 @@ def folded_words(text: str) -> str:
             runs[run] = folded
         parts[at + 1] = folded
     parts[-1] = parts[-1].lower()
-    if speedups.native is not None:
-        joined: str = speedups.native.join_words("".join(parts), _MARK_RANGES)
-        return joined
     return " ".join(WORD.findall("".join(parts).replace("_", " ")))
 
 
