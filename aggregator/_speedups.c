@@ -1342,6 +1342,8 @@ static PyMethodDef methods[] = {
      "verify(owners, slots, ...) -> [(query, item id, score)]: a batch's candidates scored"},
     {"within", index_within, METH_VARARGS,
      "within(keys, bands, ...) -> (pairs, compared): the items of a batch alike each other"},
+    {"band_keys", index_band_keys, METH_VARARGS,
+     "band_keys(sigs, width, bands, rows) -> bytes: each signature's band keys, uint32"},
     {"compare", index_compare, METH_VARARGS,
      "compare(a, b, perms, numbers) -> (equal, conflict): two fingerprints' values alike"},
     {NULL, NULL, 0, NULL},

@@ -421,6 +421,12 @@ def test_confirming_a_candidate_in_c_is_confirming_it_in_numpy(native: ModuleTyp
         native.compare(made[0], made[1][:-1], prints.NUM_PERM, prints.NUMBERS)
     with pytest.raises(ValueError, match="shorter"):
         native.compare(made[0], made[1], -1, prints.NUMBERS)
+    sigs = np.frombuffer(b"".join(made[:25]), dtype="<u4").reshape(25, -1)
+    keys = index._band_keys(sigs)
+    with pure_python():
+        assert np.array_equal(index._band_keys(sigs), keys)
+    with pytest.raises(ValueError, match="fit"):
+        native.band_keys(np.zeros((2, 5), np.uint32), 5, 2, 3)
 
 
 def _same_index(fast: dedupe.SimilarityIndex, slow: dedupe.SimilarityIndex) -> None:
