@@ -449,22 +449,22 @@ def test_a_regex_term_names_the_letters_every_match_holds(pattern: str, needed: 
 
 
 def test_regex_terms_skipped_by_their_letters_find_what_searching_every_text_finds() -> None:
-    """A plain ASCII text without a regex term's letters is not searched; the hits are those of
-    searching every text, on random text around the terms' words (and the Kelvin sign and the
-    long s, which ignoring case they match)."""
+    """A text without a regex term's letters is not searched; the hits are those of searching
+    every text, on random text around the terms' words (and the Kelvin sign, the long s and
+    the dotted and dotless i, which ignoring case they match, and other scripts)."""
     groups = [
         [r"/(?<!South )\bSudan(ese)?\b/", "/(?-i:Turkey)/"],
         ["/colou?rs?/", r"/\bKelvin\b/", "Gaza"],
-        [r"/stor(m|k)s?/"],
+        [r"/stor(m|k)s?/", r"/\bistanbul\b/"],
     ]
     fast = TermIndex(groups)
     slow = TermIndex(groups)
     slow._needs = None
     slow._regexes = [[(t, r, None) for t, r, _ in g] for g in slow._regexes]
-    assert fast._needs == ("sudan", "turkey", "colo", "kelvin", "stor")
+    assert fast._needs == ("sudan", "turkey", "colo", "kelvin", "stor", "istanbul")
     pieces = ["Sudan", "SUDANESE", "South Sudan", "south sudan", "Turkey", "turkey", "TURKEY",
               "colour", "Colors", "\u212aelvin", "kelvin", "ſtorm", "STORK", "stor",
-              "Gaza"]  # fmt: skip
+              "Gaza", "İSTANBUL", "ıstanbul", "İstanbul", "غزة"]  # fmt: skip
     rng = random.Random(9)
     searched = 0
     for _ in range(3000):

@@ -268,15 +268,15 @@ class TermIndex:
         for field in fields:
             self._scan_words(field, hits)
             text = field.text
-            lowered = text.lower() if text.isascii() else None
-            if lowered is not None and needs is not None:
+            lowered = caseless(text)
+            if needs is not None:
                 if not any(need in lowered for need in needs):
                     continue
             elif self._any_regex is not None and self._any_regex.search(text) is None:
                 continue
             for group, regexes in enumerate(self._regexes):
                 for term, regex, need in regexes:
-                    if lowered is not None and need is not None and need not in lowered:
+                    if need is not None and need not in lowered:
                         continue
                     for match in regex.finditer(text):
                         if match.group():
@@ -290,10 +290,7 @@ class TermIndex:
         of each field."""
         if self._needs is None or len(fields) < 2:
             return False  # a field at a time, as `scan` goes
-        joined = "\n".join(field.text for field in fields)
-        if not joined.isascii():
-            return False
-        lowered = joined.lower()
+        lowered = caseless("\n".join(field.text for field in fields))
         return not any(need in lowered for need in self._needs)
 
     def _scan_written(self, scanner: re.Pattern[str], field: Field, hits: list[list[Hit]]) -> None:
@@ -426,12 +423,29 @@ class Terms:
         return next(self.hits(fields), None)
 
 
+# The only characters beyond ASCII that a regex ignoring case matches with an ASCII letter (found
+# by trying every code point against every letter): dotted and dotless i, the Kelvin sign, the
+# long s. Written as those letters, then lowered, any text holds a regex term's `required_text`
+# wherever the regex matches in it.
+_CASELESS = str.maketrans({"\u0130": "i", "\u0131": "i", "\u212a": "k", "\u017f": "s"})
+_CASELESS_LETTERS = "\u0130\u0131\u212a\u017f"
+
+
+def caseless(text: str) -> str:
+    """Text lowered, the four letters above written as ASCII: where a regex term ignoring case
+    matches, this holds its required letters. Text not plain ASCII was searched with the
+    regexes at every place, found or not."""
+    if not text.isascii() and any(letter in text for letter in _CASELESS_LETTERS):
+        text = text.translate(_CASELESS)  # (rare: a translation costs a dict lookup a letter)
+    return text.lower()
+
+
 def required_text(pattern: str) -> str | None:
     """Letters every match of a regex term holds in a row, lowered, where they are plain ASCII
-    (three at least): `Sudan` of `(?<!South )\\bSudan(ese)?\\b`. In plain ASCII text, a letter
-    matches another ignoring case only where the two are equal lowered (the Kelvin sign matches
-    `k`, but it is not ASCII), so a text without them, lowered, holds no match. Read from the
-    parsed pattern (`re._parser`, CPython's own); None where nothing is sure."""
+    (three at least): `Sudan` of `(?<!South )\\bSudan(ese)?\\b`. A letter matches an ASCII
+    letter ignoring case only where the two are equal lowered, or it is one of four others
+    (`caseless` writes those as ASCII): a text whose `caseless` lacks them holds no match. Read
+    from the parsed pattern (`re._parser`, CPython's own); None where nothing is sure."""
     try:
         from re import _constants as sre  # type: ignore[attr-defined]
         from re import _parser  # type: ignore[attr-defined]
