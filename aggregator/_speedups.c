@@ -71,6 +71,26 @@ ascii_word_char(unsigned char c)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
+/* The next word (run of ASCII letters and digits) of s[*at:n] as [*start, *end), *at moved past
+ * it; 0 when there is none. */
+static inline int
+next_ascii_word(const unsigned char *s, Py_ssize_t n, Py_ssize_t *at, Py_ssize_t *start,
+                Py_ssize_t *end)
+{
+    Py_ssize_t i = *at;
+    while (i < n && !ascii_word_char(s[i]))
+        i++;
+    if (i == n) {
+        *at = n;
+        return 0;
+    }
+    *start = i;
+    while (i < n && ascii_word_char(s[i]))
+        i++;
+    *end = *at = i;
+    return 1;
+}
+
 /* ascii_words_text(text, first, last) -> str | None: in ASCII text, the text from the start of
  * word `first` to the end of word `last` (words counted from 0 as fold_ascii finds them: runs of
  * letters and digits, the underscore a separator), as the item wrote them: a hit's words, found
@@ -87,20 +107,13 @@ ascii_words_text(PyObject *module, PyObject *args)
     if (!PyUnicode_IS_ASCII(text) || first < 0 || last < first)
         Py_RETURN_NONE;
     const unsigned char *s = PyUnicode_1BYTE_DATA(text);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text), word = -1, start = -1;
-    for (Py_ssize_t i = 0; i < n;) {
-        if (!ascii_word_char(s[i])) {
-            i++;
-            continue;
-        }
-        Py_ssize_t begin = i;
-        while (i < n && ascii_word_char(s[i]))
-            i++;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), word = -1, start = -1, at = 0, begin, end;
+    while (next_ascii_word(s, n, &at, &begin, &end)) {
         word++;
         if (word == first)
             start = begin;
         if (word == last)
-            return PyUnicode_Substring(text, start, i);
+            return PyUnicode_Substring(text, start, end);
     }
     Py_RETURN_NONE;
 }
@@ -118,16 +131,9 @@ fold_ascii(PyObject *module, PyObject *text)
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     const unsigned char *s = PyUnicode_1BYTE_DATA(text);
     /* the length first, then the string is written in place: no second buffer */
-    Py_ssize_t size = 0, words = 0;
-    for (Py_ssize_t i = 0; i < n;) {
-        if (!ascii_word_char(s[i])) {
-            i++;
-            continue;
-        }
-        Py_ssize_t start = i;
-        while (i < n && ascii_word_char(s[i]))
-            i++;
-        size += i - start;
+    Py_ssize_t size = 0, words = 0, from = 0, start, end;
+    while (next_ascii_word(s, n, &from, &start, &end)) {
+        size += end - start;
         words++;
     }
     if (words > 1)

@@ -261,11 +261,14 @@ class Field:
         return found + find(text, at, len(text))
 
     @cached_property
+    def _plain_ascii(self) -> bool:
+        return self.text.isascii() and "_" not in self.text
+
+    @cached_property
     def _ascii_words(self) -> list[str] | None:
         """The words of a plain ASCII text as written: folding them is lowering them, so one
         findall serves both the folded words and a hit's original text."""
-        text = self.text
-        return _ASCII_WORD.findall(text) if text.isascii() and "_" not in text else None
+        return _ASCII_WORD.findall(self.text) if self._plain_ascii else None
 
     @cached_property
     def folded(self) -> str:
@@ -311,10 +314,6 @@ class Field:
             ):
                 return None
         return found if len(found) == len(self.words) else None
-
-    @cached_property
-    def _plain_ascii(self) -> bool:
-        return self.text.isascii() and "_" not in self.text
 
     def original(self, first: int, last: int) -> str:
         """Words `first` to `last` (inclusive) as the original text wrote them, for showing why
