@@ -193,12 +193,19 @@ def word_count(text: str) -> int:
     return len(WORD.findall(text))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Field:
     """One part of an item (title, summary, ...) as plain text, with its folded words."""
 
     name: str
     text: str
+
+    def __init__(self, name: str, text: str) -> None:
+        # written straight into the instance's dict: a frozen dataclass's own __init__ sets each
+        # through object.__setattr__, twice the cost, and an item makes five to ten fields
+        values = self.__dict__
+        values["name"] = name
+        values["text"] = text
 
     def written_words(self, scanner: re.Pattern[str], finder: WordSet | None = None) -> list[str]:
         """In a text without underscores, the words `scanner` finds among those spelt in ASCII
