@@ -121,6 +121,8 @@ ascii_words_text(PyObject *module, PyObject *args)
 /* fold_ascii(text) -> str | None: for ASCII text, its words (runs of letters and digits, the
  * underscore a separator) lowered and joined by single spaces, as
  * " ".join(re.findall(r"\w+", text.lower().replace("_", " "))) gives; None for other text. */
+static PyObject *fold_ascii_text(PyObject *text);
+
 static PyObject *
 fold_ascii(PyObject *module, PyObject *text)
 {
@@ -128,6 +130,13 @@ fold_ascii(PyObject *module, PyObject *text)
         return NULL;
     if (!PyUnicode_IS_ASCII(text))
         Py_RETURN_NONE;
+    return fold_ascii_text(text);
+}
+
+/* fold_ascii of a ready ASCII str. */
+static PyObject *
+fold_ascii_text(PyObject *text)
+{
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     const unsigned char *s = PyUnicode_1BYTE_DATA(text);
     /* the length first, then the string is written in place: no second buffer */
@@ -330,6 +339,9 @@ joiner_feed(Joiner *j, Py_UCS4 c)
  * spaces, as " ".join(WORD.findall(...)) gives. Splitting the text into runs and joining it
  * again in Python cost 5 us a field, and the regex 14 us (news's curly quotes and dashes make
  * most fields such text). */
+static PyObject *fold_other_text(PyObject *text, PyObject *runs, PyObject *fold, Py_ssize_t limit,
+                                 const uint32_t *ranges, Py_ssize_t range_count);
+
 static PyObject *
 fold_words(PyObject *module, PyObject *args)
 {
@@ -340,13 +352,21 @@ fold_words(PyObject *module, PyObject *args)
                           &marks))
         return NULL;
     PyObject *result = NULL;
-    Joiner j = {NULL, 0, 0, 0, (const uint32_t *)marks.buf, marks.len / 8};
-    if (marks.len % 8) {
+    if (marks.len % 8)
         PyErr_SetString(PyExc_ValueError, "fold_words: marks must be pairs of uint32");
-        goto done;
-    }
-    if (ensure_ready(text) < 0)
-        goto done;
+    else if (ensure_ready(text) == 0)
+        result = fold_other_text(text, runs, fold, limit, (const uint32_t *)marks.buf, marks.len / 8);
+    PyBuffer_Release(&marks);
+    return result;
+}
+
+/* fold_words of a ready str, `runs` a dict, the marks `range_count` pairs at `ranges`. */
+static PyObject *
+fold_other_text(PyObject *text, PyObject *runs, PyObject *fold, Py_ssize_t limit,
+                const uint32_t *ranges, Py_ssize_t range_count)
+{
+    PyObject *result = NULL;
+    Joiner j = {NULL, 0, 0, 0, ranges, range_count};
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
@@ -405,7 +425,6 @@ nomemory:
     PyErr_NoMemory();
 done:
     PyMem_Free(j.out);
-    PyBuffer_Release(&marks);
     return result;
 }
 
@@ -967,11 +986,20 @@ wordset_sort_wilds(WordSet *self)
 
 /* WordSet.find(folded) -> list[tuple[int, str]]: each word of folded text (words joined by
  * single spaces) that is in the set, with its place (the words before it). */
+static PyObject *wordset_find_in(WordSet *self, PyObject *folded);
+
 static PyObject *
 wordset_find(WordSet *self, PyObject *folded)
 {
     if (str_argument(folded, "find") == NULL)
         return NULL;
+    return wordset_find_in(self, folded);
+}
+
+/* find, of a ready str. */
+static PyObject *
+wordset_find_in(WordSet *self, PyObject *folded)
+{
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(folded, &n);
     if (s == NULL)
@@ -1000,6 +1028,101 @@ wordset_find(WordSet *self, PyObject *folded)
         i++;
     }
     return found;
+}
+
+/* WordSet.find_fields(fields, runs, fold, limit, marks) -> [(index, [(place, word)])]: for each
+ * field (text.Field: its `text`, and its `folded` where made already) with text, its folded
+ * words as text.folded_words makes them (fold_ascii, or fold_words with these arguments), kept
+ * as its `folded` (in its __dict__, as its cached property would), and `find` of them, for the
+ * fields holding a word of the set (most hold none). A field cost half a dozen Python calls this
+ * way, and an item has five to ten. */
+static PyObject *
+wordset_find_fields(WordSet *self, PyObject *args)
+{
+    static PyObject *text_name = NULL, *folded_name = NULL;
+    PyObject *fields, *runs, *fold, *seq = NULL, *result = NULL;
+    Py_ssize_t limit;
+    Py_buffer marks;
+    if (!PyArg_ParseTuple(args, "OO!Ony*:find_fields", &fields, &PyDict_Type, &runs, &fold, &limit,
+                          &marks))
+        return NULL;
+    if (text_name == NULL && (text_name = PyUnicode_InternFromString("text")) == NULL)
+        goto done;
+    if (folded_name == NULL && (folded_name = PyUnicode_InternFromString("folded")) == NULL)
+        goto done;
+    if (marks.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "find_fields: marks must be pairs of uint32");
+        goto done;
+    }
+    /* a tuple of its own: `fold` and a field's `text` run Python code, which may change a list */
+    seq = PySequence_Tuple(fields);
+    if (seq == NULL || (result = PyList_New(0)) == NULL)
+        goto done;
+    Py_ssize_t count = PyTuple_GET_SIZE(seq);
+    PyObject **items = &PyTuple_GET_ITEM(seq, 0);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *dict = PyObject_GenericGetDict(items[k], NULL);
+        if (dict == NULL)
+            goto fail;
+        PyObject *folded = PyDict_GetItemWithError(dict, folded_name); /* borrowed */
+        if (folded != NULL)
+            Py_INCREF(folded);
+        else if (PyErr_Occurred()) {
+            Py_DECREF(dict);
+            goto fail;
+        } else {
+            PyObject *text = PyObject_GetAttr(items[k], text_name);
+            if (text == NULL || !PyUnicode_Check(text) || ensure_ready(text) < 0) {
+                if (text != NULL && !PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "find_fields: a field's text must be a str");
+                Py_XDECREF(text);
+                Py_DECREF(dict);
+                goto fail;
+            }
+            folded = PyUnicode_IS_ASCII(text)
+                         ? fold_ascii_text(text)
+                         : fold_other_text(text, runs, fold, limit, (const uint32_t *)marks.buf,
+                                           marks.len / 8);
+            Py_DECREF(text);
+            if (folded == NULL || PyDict_SetItem(dict, folded_name, folded) < 0) {
+                Py_XDECREF(folded);
+                Py_DECREF(dict);
+                goto fail;
+            }
+        }
+        Py_DECREF(dict);
+        if (ensure_ready(folded) < 0 || !PyUnicode_Check(folded)) {
+            Py_DECREF(folded);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "find_fields: a field's folded must be a str");
+            goto fail;
+        }
+        if (PyUnicode_GET_LENGTH(folded) == 0) {
+            Py_DECREF(folded);
+            continue;
+        }
+        PyObject *found = wordset_find_in(self, folded);
+        Py_DECREF(folded);
+        if (found == NULL)
+            goto fail;
+        if (PyList_GET_SIZE(found) == 0) {
+            Py_DECREF(found);
+            continue;
+        }
+        PyObject *entry = Py_BuildValue("(nN)", k, found);
+        if (entry == NULL || PyList_Append(result, entry) < 0) {
+            Py_XDECREF(entry);
+            goto fail;
+        }
+        Py_DECREF(entry);
+    }
+    goto done;
+fail:
+    Py_CLEAR(result);
+done:
+    Py_XDECREF(seq);
+    PyBuffer_Release(&marks);
+    return result;
 }
 
 static inline int
@@ -1099,6 +1222,8 @@ wordset_dealloc(WordSet *self)
 static PyMethodDef wordset_methods[] = {
     {"find", (PyCFunction)wordset_find, METH_O,
      "find(folded) -> [(place, word)]: the words of folded text in the set"},
+    {"find_fields", (PyCFunction)wordset_find_fields, METH_VARARGS,
+     "find_fields(fields, runs, fold, limit, marks) -> [(index, find(field.folded))]"},
     {"find_written", (PyCFunction)wordset_find_written, METH_VARARGS,
      "find_written(text, start=0, end=len(text)) -> [word]: ASCII words of written text in the set"},
     {"holds", (PyCFunction)wordset_holds_py, METH_O, "holds(word) -> whether it is in the set"},
@@ -1320,11 +1445,101 @@ collapse_spaces(PyObject *module, PyObject *text)
 
 /* ---------------------------------------------------------------- the module */
 
+/* ---------------------------------------------------------------- letters a regex needs */
+
+/* caseless_holds(texts, needs) -> bool: whether any text's `caseless` (terms.py: lowered, the four
+ * letters beyond ASCII that a regex ignoring case matches with an ASCII one written as that
+ * letter) holds any of `needs` (plain ASCII, lowered). Other characters lower to no ASCII
+ * letter (tests/test_speedups.py tries every one), so each stands as a byte no need holds. Most
+ * items hold none: lowering a copy of their whole text and searching it cost more than the
+ * rest of their regex terms. */
+static PyObject *
+caseless_holds(PyObject *module, PyObject *args)
+{
+    PyObject *texts, *needs, *text_seq = NULL, *need_seq = NULL, *result = NULL;
+    unsigned char *buffer = NULL;
+    Py_ssize_t room = 0;
+    if (!PyArg_ParseTuple(args, "OO:caseless_holds", &texts, &needs))
+        return NULL;
+    text_seq = PySequence_Fast(texts, "caseless_holds: texts must be a sequence of str");
+    need_seq = text_seq ? PySequence_Fast(needs, "caseless_holds: needs must be a sequence of str")
+                        : NULL;
+    if (need_seq == NULL)
+        goto done;
+    Py_ssize_t need_count = PySequence_Fast_GET_SIZE(need_seq);
+    PyObject **need_items = PySequence_Fast_ITEMS(need_seq);
+    for (Py_ssize_t k = 0; k < need_count; k++)
+        if (!PyUnicode_Check(need_items[k]) || ensure_ready(need_items[k]) < 0 ||
+            !PyUnicode_IS_ASCII(need_items[k]) || PyUnicode_GET_LENGTH(need_items[k]) == 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "caseless_holds: needs must be ASCII, not empty");
+            goto done;
+        }
+    Py_ssize_t text_count = PySequence_Fast_GET_SIZE(text_seq);
+    PyObject **text_items = PySequence_Fast_ITEMS(text_seq);
+    for (Py_ssize_t t = 0; t < text_count; t++) {
+        PyObject *text = text_items[t];
+        if (!PyUnicode_Check(text)) {
+            PyErr_SetString(PyExc_TypeError, "caseless_holds: texts must be a sequence of str");
+            goto done;
+        }
+        if (ensure_ready(text) < 0)
+            goto done;
+        Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+        if (n > room) {
+            PyMem_Free(buffer);
+            room = n * 2;
+            if ((buffer = PyMem_Malloc(room)) == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+        }
+        int kind = PyUnicode_KIND(text);
+        const void *data = PyUnicode_DATA(text);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (c < 128)
+                buffer[i] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : (unsigned char)c;
+            else if (c == 0x130 || c == 0x131)
+                buffer[i] = 'i';
+            else if (c == 0x212a)
+                buffer[i] = 'k';
+            else if (c == 0x17f)
+                buffer[i] = 's';
+            else
+                buffer[i] = 0x80;
+        }
+        for (Py_ssize_t k = 0; k < need_count; k++) {
+            const unsigned char *need = PyUnicode_1BYTE_DATA(need_items[k]);
+            Py_ssize_t size = PyUnicode_GET_LENGTH(need_items[k]);
+            for (Py_ssize_t at = 0; at + size <= n;) {
+                const unsigned char *first = memchr(buffer + at, need[0], n - size + 1 - at);
+                if (first == NULL)
+                    break;
+                if (memcmp(first, need, size) == 0) {
+                    result = Py_True;
+                    goto done;
+                }
+                at = first - buffer + 1;
+            }
+        }
+    }
+    result = Py_False;
+done:
+    Py_XINCREF(result);
+    PyMem_Free(buffer);
+    Py_XDECREF(text_seq);
+    Py_XDECREF(need_seq);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"clean_simple", sanitize_clean_simple, METH_VARARGS,
      "clean_simple(fragment, allowed, generic, links, join, rel) -> what nh3 writes, or None"},
     {"json_string", json_string, METH_O,
      "json_string(text) -> text as json.dumps(text, ensure_ascii=False) writes it"},
+    {"caseless_holds", caseless_holds, METH_VARARGS,
+     "caseless_holds(texts, needs) -> whether a text's caseless form holds a need"},
     {"not_xml", not_xml, METH_O,
      "not_xml(text) -> whether it holds a character XML cannot carry"},
     {"ascii_words_text", ascii_words_text, METH_VARARGS,

@@ -364,10 +364,71 @@ def test_a_term_index_finds_in_c_what_it_finds_in_python(native: ModuleType) -> 
     for _ in range(3000):
         fields = [Field(name, tricky_text(rng, glue=True)) for name in ("title", "summary")]
         again = [Field(f.name, f.text) for f in fields]
+        if rng.random() < 0.3:  # folded already (a section's category rule did): kept as it is
+            assert fields[0].folded is not None
         with pure_python():
             expected = [[(h.term, h.field, h.text) for h in found] for found in slow.scan(again)]
         got = [[(h.term, h.field, h.text) for h in found] for found in fast.scan(fields)]
         assert got == expected, [f.text for f in fields]
+
+
+def test_every_field_is_folded_and_searched_in_one_call_as_one_at_a_time(
+    native: ModuleType,
+) -> None:
+    """`WordSet.find_fields` against `folded_words` and `find` of each field: the folded words it
+    leaves as each field's `folded`, and the fields, places and words it finds."""
+    from aggregator.process.text import find_in_fields
+
+    words = FIRST_WORDS[1] + FIRST_WORDS[3]
+    found = native.WordSet(words)
+    rng = random.Random(9)
+    pieces = [*TRICKY, "Gaza", "pakistani", "İstanbul", "5½", "غزه", " ", "", "e_e", "Kyiv"]
+    for _ in range(2000):
+        fields = [
+            Field("categories", "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))))
+            for _ in range(rng.randint(0, 6))
+        ]
+        with pure_python():
+            folded = [folded_words(f.text) for f in fields]
+        if fields and rng.random() < 0.3:
+            fields[0].__dict__["folded"] = folded[0] = "gaza ab kyiv"  # made: searched as it is
+        expected = [(n, found.find(text)) for n, text in enumerate(folded) if found.find(text)]
+        places = {id(field): n for n, field in enumerate(fields)}  # (equal fields are not one)
+        got = [(places[id(field)], starts) for field, starts in find_in_fields(found, fields)]
+        assert got == expected, [f.text for f in fields]
+        assert [f.__dict__.get("folded", "") for f in fields] == folded
+    with pytest.raises(TypeError, match="str"):
+        found.find_fields([Field("title", 5)], {}, str, 4, b"")  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        found.find_fields([object()], {}, str, 4, b"")
+
+
+def test_a_regex_terms_letters_are_looked_for_in_c_as_in_the_lowered_text(
+    native: ModuleType,
+) -> None:
+    """`caseless_holds` against `caseless` and `in`; and what it rests on: of every character
+    beyond ASCII, only dotted capital I and the Kelvin sign lower to text holding ASCII (both
+    among the four `caseless` writes as ASCII)."""
+    from aggregator.process.terms import _CASELESS_LETTERS, caseless
+
+    lowering_to_ascii = {
+        c for c in range(0x80, 0x110000) if any(ch.isascii() for ch in chr(c).lower())
+    }
+    assert lowering_to_ascii == {0x130, 0x212A}
+    assert {ord(c) for c in _CASELESS_LETTERS} >= lowering_to_ascii
+    rng = random.Random(12)
+    pool = list("sudanturkeyTURKEYSudan \n-") + list(_CASELESS_LETTERS) + ["é", "ß", "ﬁ", "Σ", "丁"]
+    needs = ["sudan", "turkey", "ski", "ei", "s\nk"]
+    for _ in range(20_000):
+        texts = ["".join(rng.choice(pool) for _ in range(rng.randint(0, 12))) for _ in range(3)]
+        chosen = rng.sample(needs, rng.randint(1, 3))
+        expected = any(need in caseless(text) for text in texts for need in chosen)
+        assert native.caseless_holds(texts, chosen) is expected, (texts, chosen)
+    assert native.caseless_holds([], ["abc"]) is False
+    with pytest.raises(ValueError, match="ASCII"):
+        native.caseless_holds(["x"], ["é"])
+    with pytest.raises(TypeError, match="str"):
+        native.caseless_holds([5], ["abc"])
 
 
 class _Prints:

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aggregator import speedups
-from aggregator.process.text import PATTERN_WORD, Field, fold, folded_token
+from aggregator.process.text import PATTERN_WORD, Field, find_in_fields, fold, folded_token
 
 _MEMO_LIMIT = 500_000  # distinct words remembered before starting afresh
 
@@ -261,6 +261,11 @@ class TermIndex:
         # an empty field (most items' content, where a feed gives a summary) holds no hit
         fields = [field for field in fields if field.text]
         if not self._has_regexes or self._lacks_regex_letters(fields):
+            native = self._native
+            if native is not None and self._written is None and self._by_regex and not self._whole:
+                for field, starting in find_in_fields(native, fields):  # every field in one call
+                    self._scan_starting(field, starting, hits)
+                return hits
             for field in fields:
                 self._scan_words(field, hits)
             return hits
@@ -290,6 +295,8 @@ class TermIndex:
         of each field."""
         if self._needs is None or len(fields) < 2:
             return False  # a field at a time, as `scan` goes
+        if speedups.native is not None:  # the same, without the lowered copy
+            return not speedups.native.caseless_holds([f.text for f in fields], self._needs)
         lowered = caseless("\n".join(field.text for field in fields))
         return not any(need in lowered for need in self._needs)
 
@@ -344,8 +351,13 @@ class TermIndex:
             self._scan_written(self._written, field, hits)
             return
         starting = self._starts(field)
-        if not starting:
-            return
+        if starting:
+            self._scan_starting(field, starting, hits)
+
+    def _scan_starting(
+        self, field: Field, starting: list[tuple[int, str]], hits: list[list[Hit]]
+    ) -> None:
+        """The hits of the terms that may start at these words of a field (`_starts`)."""
         memo = self._memo
         if self._one_word:
             if self._whole and len(field.words) != 1:

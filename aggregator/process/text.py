@@ -164,6 +164,16 @@ def folded_words(text: str) -> str:
     return " ".join(WORD.findall("".join(parts).replace("_", " ")))
 
 
+def find_in_fields(
+    finder: WordSet, fields: list[Field]
+) -> list[tuple[Field, list[tuple[int, str]]]]:
+    """The fields holding words of `finder`, each with those of its folded words and their places
+    (`WordSet.find`), in C in one call (`WordSet.find_fields`), which keeps each field's folded
+    words as its `folded` on the way (fingerprints read them next)."""
+    found = finder.find_fields(fields, _runs, fold, _MEMO_LIMIT, _MARK_RANGES)
+    return [(fields[index], words) for index, words in found]
+
+
 def unremembered_words(text: str) -> list[str]:
     """The words `folded_words` gives, folding the whole text and remembering nothing: for text
     from strangers (a search query), which must not grow the memos feeds share."""
