@@ -342,6 +342,35 @@ def test_filing_keeps_the_first_distinct_hits_of_a_topic_and_how_many_matches() 
     assert json.loads(kept)["count"] == 16
 
 
+def test_filing_keeps_what_categorising_decides() -> None:
+    """`Processor.file` (which makes no verdicts) against `categorise`: the same section with its
+    reason, and each topic the item gets with the JSON text of its verdict, for items that get
+    a topic from their source, from words in a field its topic looks at or not, by enough
+    matches or too few, or are excluded."""
+    processor = Processor(CONFIG)
+    rng = random.Random(5)
+    words = ["Gaza", "West Bank", "climate", "emissions", "political climate", "Kyiv",
+             "Ukrainian", "Opinion", "talks", "the", "Palestinians"]  # fmt: skip
+    got = 0
+    for n in range(600):
+        made = entry(
+            " ".join(rng.choices(words, k=rng.randint(1, 5))),
+            " ".join(rng.choices(words, k=rng.randint(0, 12))),
+            link=rng.choice([None, "https://x.example/environment/a", "https://x.example/a"]),
+            categories=tuple(
+                rng.sample(["Opinion", "Environment news", "World"], rng.randint(0, 2))
+            ),
+        )
+        source = rng.choice(["wire", "green"])
+        filed = processor.file(source, made)
+        decided = processor.categorise(source, made)
+        assert filed.section_id == (decided.section.section_id or None)
+        assert filed.section_reason == decided.section.stored()
+        assert filed.topics == {t.topic_id: t.as_json_text() for t in decided.topics}, n
+        got += len(filed.topics)
+    assert got > 300
+
+
 @pytest.mark.parametrize("hits", [0, 1, 3, STORED_HITS, STORED_HITS + 4])
 def test_a_reason_is_stored_as_the_json_text_json_dumps_writes(hits: int) -> None:
     """The reason text built by hand equals json.dumps of the reason, with quotes,

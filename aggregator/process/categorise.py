@@ -12,7 +12,7 @@ whose `exclude` terms appear there, plus the source's fixed topics.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any
@@ -68,6 +68,30 @@ class SectionChoice:
         return "its source's section"
 
 
+def _distinct(hits: Sequence[Hit], limit: int | None = None) -> list[Hit]:
+    """`TopicVerdict.distinct` of these hits."""
+    seen: set[tuple[str, str, str]] = set()
+    found: list[Hit] = []
+    # a scan repeats one hit object for a word repeated as written: each is looked at once
+    for hit in dict(zip(map(id, hits), hits, strict=True)).values():
+        key = (hit.term, hit.field, hit.text)
+        if key not in seen:
+            seen.add(key)
+            found.append(hit)
+            if len(found) == limit:
+                break
+    return found
+
+
+def _json_text(rule: str, hits: Sequence[Hit], more: int = 0) -> str:
+    """`TopicVerdict.as_json_text` of a verdict with this rule and these hits."""
+    kept = _distinct(hits, STORED_HITS)
+    listed = ", ".join(h.as_json_text() for h in kept)
+    matches = len(hits) + more
+    count = f', "count": {matches}' if matches > len(kept) else ""
+    return f'{{"rule": {_quoted(rule)}, "hits": [{listed}]{count}}}'
+
+
 @dataclass(frozen=True)
 class TopicVerdict:
     """Whether an item is about a topic, and why (or why not)."""
@@ -83,17 +107,7 @@ class TopicVerdict:
     def distinct(self, limit: int | None = None) -> list[Hit]:
         """The hits without repeats (the same words for the same term in the same field), in
         order: "'Gaza' in summary" said once, however often the summary says it."""
-        seen: set[tuple[str, str, str]] = set()
-        found: list[Hit] = []
-        # a scan repeats one hit object for a word repeated as written: each is looked at once
-        for hit in dict(zip(map(id, self.hits), self.hits, strict=True)).values():
-            key = (hit.term, hit.field, hit.text)
-            if key not in seen:
-                seen.add(key)
-                found.append(hit)
-                if len(found) == limit:
-                    break
-        return found
+        return _distinct(self.hits, limit)
 
     @property
     def matches(self) -> int:
@@ -113,10 +127,7 @@ class TopicVerdict:
         """`as_json` as the JSON text `json.dumps` writes of it (what storage keeps), built
         directly: the reasons of a first poll's items, made as dicts in a helper process,
         pickled to the poller and encoded there, were a tenth of the poller's time."""
-        kept = self.distinct(STORED_HITS)
-        hits = ", ".join(h.as_json_text() for h in kept)
-        count = f', "count": {self.matches}' if self.matches > len(kept) else ""
-        return f'{{"rule": {_quoted(self.rule)}, "hits": [{hits}]{count}}}'
+        return _json_text(self.rule, self.hits, self.more)
 
     @classmethod
     def from_json(cls, topic_id: str, data: Mapping[str, Any]) -> TopicVerdict:
@@ -184,6 +195,7 @@ class Categoriser:
         # topics matching in every field scanned (the default) take their hits unfiltered
         self._every_field = [set(self._fields) <= set(t.fields) for t in self._topics]
         self._sources: dict[str, Source] = {s.id: s for s in config.sources}
+        self._fixed = {s.id: frozenset(s.topics) for s in config.sources if s.topics}
         # most items take their source's section: one choice a source, made once (a frozen
         # dataclass of five fields cost 1.8 us to make, an item)
         self._source_sections = {s.id: SectionChoice(s.section, "source") for s in config.sources}
@@ -241,35 +253,59 @@ class Categoriser:
     ) -> list[TopicVerdict]:
         """One verdict per topic in the config, assigned or not (for `explain`); with
         `only_assigned`, just the topics the item gets (what filing needs)."""
-        text = text or ItemText(entry)
-        source = self._sources.get(source_id)
-        fixed = set(source.topics) if source else set()
+        return [
+            TopicVerdict(
+                topic.id,
+                assigned,
+                rule,
+                tuple(hits),
+                excluded,
+                1 if rule == "source" else topic.min_matches,
+            )
+            for topic, assigned, rule, hits, excluded in self._judged(
+                source_id, text or ItemText(entry), only_assigned
+            )
+        ]
+
+    def _judged(
+        self, source_id: str, text: ItemText, only_assigned: bool
+    ) -> list[tuple[Topic, bool, str, Sequence[Hit], Hit | None]]:
+        """Each topic's verdict as its parts (topic, assigned, rule, hits, excluded by): filing
+        makes no verdict of them (`filed`)."""
+        fixed = self._fixed.get(source_id, ())
         found = self._index.scan(text.fields(self._fields)) if self._topics else []
-        verdicts = []
+        judged: list[tuple[Topic, bool, str, Sequence[Hit], Hit | None]] = []
         for number, topic in enumerate(self._topics):
             if topic.id in fixed:
-                verdicts.append(TopicVerdict(topic.id, True, "source"))
+                judged.append((topic, True, "source", (), None))
                 continue
-            keyword_hits = found[2 * number]
-            if only_assigned and not keyword_hits:
+            hits: Sequence[Hit] = found[2 * number]
+            if only_assigned and not hits:
                 continue
-            hits = (
-                tuple(keyword_hits)
-                if self._every_field[number]
-                else tuple(h for h in keyword_hits if field_group(h.field) in topic.fields)
-            )
-            needed = topic.min_matches
-            if len(hits) < needed or not hits:
+            if not self._every_field[number]:
+                hits = [h for h in hits if field_group(h.field) in topic.fields]
+            if len(hits) < topic.min_matches or not hits:
                 if not only_assigned:
-                    verdicts.append(TopicVerdict(topic.id, False, "keywords", hits, needed=needed))
+                    judged.append((topic, False, "keywords", hits, None))
                 continue
             excluded = next(
                 (h for h in found[2 * number + 1] if field_group(h.field) in topic.fields), None
             )
-            verdicts.append(
-                TopicVerdict(topic.id, excluded is None, "keywords", hits, excluded, needed)
-            )
-        return verdicts
+            judged.append((topic, excluded is None, "keywords", hits, excluded))
+        return judged
+
+    def filed(
+        self, source_id: str, entry: Entry, text: ItemText
+    ) -> tuple[SectionChoice, dict[str, str]]:
+        """`categorise` as storage keeps it: the section, and the reason of each topic the item
+        gets as JSON text (`TopicVerdict.as_json_text`), made without the verdicts."""
+        section = self.section(source_id, entry, text)
+        topics = {
+            topic.id: _json_text(rule, hits)
+            for topic, assigned, rule, hits, _ in self._judged(source_id, text, True)
+            if assigned
+        }
+        return section, topics
 
     def categorise(self, source_id: str, entry: Entry, text: ItemText | None = None) -> Categories:
         text = text or ItemText(entry)

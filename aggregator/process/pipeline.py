@@ -112,7 +112,7 @@ class Processor:
         texts = [ItemText(entry) for entry in entries]
         # topics first: they fold whole fields, which fingerprints then reuse
         pairs = list(zip(entries, texts, strict=True))
-        found = [self.categoriser.categorise(source_id, e, t) for e, t in pairs]
+        found = [self.categoriser.filed(source_id, e, t) for e, t in pairs]
         prints: list[bytes | None] = [None] * len(entries)
         if self._fingerprints and entries:
             from aggregator.process.fingerprint import fingerprints
@@ -120,10 +120,10 @@ class Processor:
             prints = fingerprints(pairs)
         return [
             Filing(
-                section_id=categories.section.section_id or None,
-                section_reason=categories.section.stored(),
-                topics={t.topic_id: t.as_json_text() for t in categories.topics},
+                section_id=section.section_id or None,
+                section_reason=section.stored(),
+                topics=topics,
                 fingerprint=made,
             )
-            for categories, made in zip(found, prints, strict=True)
+            for (section, topics), made in zip(found, prints, strict=True)
         ]
