@@ -342,6 +342,35 @@ def test_filing_keeps_the_first_distinct_hits_of_a_topic_and_how_many_matches() 
     assert json.loads(kept)["count"] == 16
 
 
+def test_a_path_rule_matches_whatever_shape_the_link_has() -> None:
+    """The section a link gets against every path rule tried on the link (`PathRule.matches`),
+    on links in any case, beyond ASCII, with tabs and line breaks (which urlsplit drops), with
+    and without a scheme: the search of the whole link that rules most links out first must
+    rule out none that a rule matches."""
+    config = Config(
+        sections=(
+            Section("opinion", "Opinion", paths=("/commentisfree/", "news.example/op*/")),
+            Section("turkey", "Turkey", paths=("/i̇stanbul/", "/ıstanbul/", "/world/*/tr")),
+            Section("world", "World"),
+        ),
+        sources=(Source("wire", "https://wire.example/feed", "world"),),
+    )
+    rules = Categoriser(config)
+    rng = random.Random(8)
+    pieces = ["https://", "http://NEWS.example", "news.example", "/", "commentisfree", "Comment",
+              "isFree", "op", "opinion", "OPED", "/world/", "x", "tr", "TR", "İstanbul", "ıstanbul",
+              "\t", "\n", " ", "?q=/commentisfree/", "#/op/", "sub.news.example",
+              ":8080"]  # fmt: skip
+    chosen = 0
+    for _ in range(20_000):
+        link = "".join(rng.choices(pieces, k=rng.randint(1, 9)))
+        expected = next((sid for sid, rule in rules._paths if rule.matches(link)), "world")
+        got = rules.section("wire", entry("x", link=link))
+        assert got.section_id == expected, link
+        chosen += expected != "world"
+    assert chosen > 100
+
+
 def test_filing_keeps_what_categorising_decides() -> None:
     """`Processor.file` (which makes no verdicts) against `categorise`: the same section with its
     reason, and each topic the item gets with the JSON text of its verdict, for items that get

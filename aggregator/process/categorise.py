@@ -169,6 +169,7 @@ class Categories:
 
 
 _UNKNOWN = SectionChoice("", "")  # not remembered yet
+_BROKEN_LINK = re.compile("[\t\r\n]")
 
 
 class Categoriser:
@@ -205,10 +206,21 @@ class Categoriser:
 
     def section(self, source_id: str, entry: Entry, text: ItemText | None = None) -> SectionChoice:
         if self._paths:
-            links = [
-                (link, split_link(link)) for link in {entry.link, entry.canonical_link} if link
-            ]
             any_path = self._any_path
+            # Most links hold no rule's path: one search of the link says so, before splitting
+            # it. A link's lowered path is part of it lowered where it is ASCII (lowering is
+            # then a letter at a time) without tabs or line breaks (which urlsplit drops).
+            links = [
+                (link, split_link(link))
+                for link in {entry.link, entry.canonical_link}
+                if link
+                and (
+                    any_path is None
+                    or not link.isascii()
+                    or any_path.search(link.lower()) is not None
+                    or _BROKEN_LINK.search(link) is not None
+                )
+            ]
             if any_path is not None and not any(any_path.search(path) for _, (_, path) in links):
                 links = []  # no rule's path is in any link: no rule matches
             for section_id, rule in self._paths if links else ():
