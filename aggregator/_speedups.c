@@ -1445,6 +1445,78 @@ collapse_spaces(PyObject *module, PyObject *text)
 
 /* ---------------------------------------------------------------- the module */
 
+/* ---------------------------------------------------------------- a headline's numbers */
+
+static inline int
+re_digit(Py_UCS4 c)
+{
+    return c < 128 ? (c >= '0' && c <= '9') : Py_UNICODE_ISDECIMAL(c);
+}
+
+static inline int
+re_word(Py_UCS4 c)
+{
+    return c < 128 ? ascii_word_char((unsigned char)c) || c == '_' : Py_UNICODE_ISALNUM(c);
+}
+
+/* numbers(title) -> [str]: what fingerprint.py's _NUMBER finds (re.findall), a number not inside
+ * a word or another number: `\d(?<![\w.,]\d)\d*(?:[.,]\d+)*(?!\w)`. The regex, greedy, ends
+ * after its last group of digits where no letter follows; where one does, it gives the last
+ * group back and ends at that group's separator (a shorter group ends at a digit, which is a
+ * letter of \w), and with no group it fails there. A headline was searched a character at a
+ * time, and most of the digits news headlines hold are in no number. */
+static PyObject *
+numbers(PyObject *module, PyObject *text)
+{
+    if (str_argument(text, "numbers") == NULL)
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    PyObject *found = PyList_New(0);
+    if (found == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!re_digit(PyUnicode_READ(kind, data, i)))
+            continue;
+        if (i > 0) {
+            Py_UCS4 before = PyUnicode_READ(kind, data, i - 1);
+            if (before == '.' || before == ',' || re_word(before))
+                continue;
+        }
+        Py_ssize_t end = i + 1, last_group = -1;
+        while (end < n && re_digit(PyUnicode_READ(kind, data, end)))
+            end++;
+        for (;;) { /* (?:[.,]\d+)* */
+            if (end + 1 >= n)
+                break;
+            Py_UCS4 mark = PyUnicode_READ(kind, data, end);
+            if ((mark != '.' && mark != ',') || !re_digit(PyUnicode_READ(kind, data, end + 1)))
+                break;
+            last_group = end;
+            end += 2;
+            while (end < n && re_digit(PyUnicode_READ(kind, data, end)))
+                end++;
+        }
+        if (end < n && re_word(PyUnicode_READ(kind, data, end))) {
+            if (last_group < 0) {
+                i = end - 1; /* each digit after the first follows a digit: none starts one */
+                continue;
+            }
+            end = last_group;
+        }
+        PyObject *number = PyUnicode_Substring(text, i, end);
+        if (number == NULL || PyList_Append(found, number) < 0) {
+            Py_XDECREF(number);
+            Py_DECREF(found);
+            return NULL;
+        }
+        Py_DECREF(number);
+        i = end - 1;
+    }
+    return found;
+}
+
 /* ---------------------------------------------------------------- letters a regex needs */
 
 /* caseless_holds(texts, needs) -> bool: whether any text's `caseless` (terms.py: lowered, the four
@@ -1540,6 +1612,7 @@ static PyMethodDef methods[] = {
      "json_string(text) -> text as json.dumps(text, ensure_ascii=False) writes it"},
     {"caseless_holds", caseless_holds, METH_VARARGS,
      "caseless_holds(texts, needs) -> whether a text's caseless form holds a need"},
+    {"numbers", numbers, METH_O, "numbers(title) -> [str]: the numbers _NUMBER finds"},
     {"not_xml", not_xml, METH_O,
      "not_xml(text) -> whether it holds a character XML cannot carry"},
     {"ascii_words_text", ascii_words_text, METH_VARARGS,

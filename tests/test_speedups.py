@@ -403,6 +403,18 @@ def test_every_field_is_folded_and_searched_in_one_call_as_one_at_a_time(
         found.find_fields([object()], {}, str, 4, b"")
 
 
+def test_a_headlines_numbers_are_found_in_c_as_the_regex_finds_them(native: ModuleType) -> None:
+    """`numbers` against the regex it stands in for (its backtracking included: `1.5x` holds
+    the number 1), on random text of digits of several scripts, separators, letters and
+    characters that are digits but not decimal ones."""
+    rng = random.Random(11)
+    pool = [*"0123456789.,_ -ax", "٣", "²", "é", "Ⅻ", "١", "߁", "W"]
+    for _ in range(100_000):
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(0, 14)))
+        assert native.numbers(text) == prints._NUMBER.findall(text), repr(text)
+    assert native.numbers("Day 1,727: 2.5x more, 3.4.5 and 12a 7") == ["1,727", "2", "3.4.5", "7"]
+
+
 def test_a_regex_terms_letters_are_looked_for_in_c_as_in_the_lowered_text(
     native: ModuleType,
 ) -> None:

@@ -106,7 +106,8 @@ _NUMBER = re.compile(r"\d(?<![\w.,]\d)\d*(?:[.,]\d+)*(?!\w)")
 def title_numbers(title: str) -> list[int]:
     """The numbers a headline carries, hashed: 'day 1,727' and 'day 1,728' are two stories."""
     found = set()
-    for number in _NUMBER.findall(title):
+    native = speedups.native
+    for number in native.numbers(title) if native is not None else _NUMBER.findall(title):
         digits = "".join(str(unicodedata.digit(c)) if c.isdigit() else c for c in number)
         found.add(zlib.crc32(digits.replace(",", "").encode()) or 1)
     return sorted(found)[:NUMBERS]
