@@ -428,6 +428,99 @@ done:
     return result;
 }
 
+/* words_text(text, first, last, count, marks, token_fold) -> str | None: the text from the start
+ * of the word that folds to folded word `first` to the end of the one that folds to `last`
+ * (text.py's Field._spans, read off in one walk): the words are runs of what WORD matches (a
+ * letter or digit of any script, the underscore, and `marks`, as in fold_words); one without
+ * the underscore in ASCII folds to one word, any other to the words of `token_fold(word)`
+ * (text.folded_token, remembered there). None where they fold to other than `count` words in
+ * all (the two cannot be lined up), or `first` and `last` are not such words. A field's every
+ * word found by a regex, to show the words of a hit or two, was a twentieth of filing. */
+static PyObject *
+words_text(PyObject *module, PyObject *args)
+{
+    PyObject *text, *token_fold;
+    Py_ssize_t first, last, count;
+    Py_buffer marks;
+    if (!PyArg_ParseTuple(args, "Unnny*O:words_text", &text, &first, &last, &count, &marks,
+                          &token_fold))
+        return NULL;
+    PyObject *result = NULL;
+    if (marks.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "words_text: marks must be pairs of uint32");
+        goto done;
+    }
+    if (ensure_ready(text) < 0)
+        goto done;
+    const uint32_t *ranges = (const uint32_t *)marks.buf;
+    Py_ssize_t range_count = marks.len / 8;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t folded = 0, start = -1, end = -1;
+    if (first < 0 || last < first || last >= count) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n;) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        int plain = c < 128;
+        if (!(plain ? ascii_word_char((unsigned char)c) || c == '_'
+                    : Py_UNICODE_ISALNUM(c) || in_ranges(ranges, range_count, c))) {
+            i++;
+            continue;
+        }
+        Py_ssize_t at = i;
+        int simple = 1; /* ASCII without the underscore */
+        for (; i < n; i++) {
+            c = PyUnicode_READ(kind, data, i);
+            if (c < 128) {
+                if (!ascii_word_char((unsigned char)c)) {
+                    if (c != '_')
+                        break;
+                    simple = 0;
+                }
+            } else if (Py_UNICODE_ISALNUM(c) || in_ranges(ranges, range_count, c))
+                simple = 0;
+            else
+                break;
+        }
+        Py_ssize_t made = 1;
+        if (!simple) {
+            PyObject *word = PyUnicode_Substring(text, at, i);
+            PyObject *token = word ? PyObject_CallOneArg(token_fold, word) : NULL;
+            Py_XDECREF(word);
+            if (token == NULL)
+                goto done;
+            if (!PyUnicode_Check(token) || ensure_ready(token) < 0) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "words_text: token_fold must give a str");
+                Py_DECREF(token);
+                goto done;
+            }
+            Py_ssize_t size = PyUnicode_GET_LENGTH(token);
+            int token_kind = PyUnicode_KIND(token);
+            const void *token_data = PyUnicode_DATA(token);
+            made = size ? 1 : 0; /* folded words are joined by single spaces */
+            for (Py_ssize_t k = 0; k < size; k++)
+                made += PyUnicode_READ(token_kind, token_data, k) == ' ';
+            Py_DECREF(token);
+        }
+        if (made && folded <= first && first < folded + made)
+            start = at;
+        if (made && folded <= last && last < folded + made)
+            end = i;
+        folded += made;
+    }
+    if (folded != count || start < 0 || end < 0)
+        result = Py_NewRef(Py_None);
+    else
+        result = PyUnicode_Substring(text, start, end);
+done:
+    PyBuffer_Release(&marks);
+    return result;
+}
+
 /* ---------------------------------------------------------------- words of folded text */
 
 typedef struct {
@@ -1619,6 +1712,8 @@ static PyMethodDef methods[] = {
      "ascii_words_text(text, first, last) -> str | None: words first to last as written"},
     {"fold_words", fold_words, METH_VARARGS,
      "fold_words(text, runs, fold, limit, marks) -> str: folded words of any text"},
+    {"words_text", words_text, METH_VARARGS,
+     "words_text(text, first, last, count, marks, token_fold) -> str | None: a hit's words"},
     {"fold_ascii", fold_ascii, METH_O,
      "fold_ascii(text) -> the folded words of ASCII text, joined by spaces; None for other text"},
     {"strip_tags", strip_tags, METH_VARARGS,

@@ -222,13 +222,15 @@ def test_written_words_that_may_start_a_term_are_those_the_regex_finds(
 
 
 def test_a_hits_words_as_written_are_found_in_c_as_in_python(native: ModuleType) -> None:
-    """`Field.original` in plain ASCII counts words in C: every span of words (one word, a
-    phrase across punctuation) must be what the words' places give in Python, and text the C
-    path leaves alone (underscores, other scripts) goes the Python way."""
+    """`Field.original` counts words in C: every span of words (one word, a phrase across
+    punctuation) must be what the words' places give in Python, in plain ASCII and in text
+    whose words fold to several or none (`5½`, a lone tatweel), hold marks or underscores, or
+    are in other scripts."""
     rng = random.Random(21)
-    pieces = ["Gaza", "WEST", "bank", "5", "x9", "--", "'", ".", " ", "\n", ",", "-", "_", "é"]
+    pieces = ["Gaza", "WEST", "bank", "5", "x9", "--", "'", ".", " ", "\n", ",", "-", "_", "é",
+              "5½", "ـ", "ﬁne", "İstanbul", "غَزَّة", "\u0301", "हिंदी", "’", "a_b", "™"]  # fmt: skip
     checked = 0
-    for _ in range(1500):
+    for _ in range(3000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 14)))
         words = len(Field("title", text).words)
         for first in range(words):
@@ -237,10 +239,18 @@ def test_a_hits_words_as_written_are_found_in_c_as_in_python(native: ModuleType)
                 with pure_python():
                     assert got == Field("title", text).original(first, last), (text, first, last)
                 checked += 1
-    assert checked > 5000
+    assert checked > 10_000
     assert (
         native.ascii_words_text("a b", 0, 2) is None and native.ascii_words_text("é", 0, 0) is None
     )
+    from aggregator.process.text import _MARK_RANGES, folded_token
+
+    assert native.words_text("é a", 1, 1, 2, _MARK_RANGES, folded_token) == "a"
+    assert native.words_text("é a", 1, 2, 2, _MARK_RANGES, folded_token) is None  # no word 2
+    assert native.words_text("é a", 0, 0, 3, _MARK_RANGES, folded_token) is None  # 2 words, not 3
+    assert native.words_text("5½ x", 1, 2, 3, _MARK_RANGES, folded_token) == "5½ x"  # 51 2 x
+    with pytest.raises(TypeError, match="str"):
+        native.words_text("é", 0, 0, 1, _MARK_RANGES, lambda word: 1)
 
 
 def test_html_to_text_in_c_is_html_to_text_in_python(native: ModuleType) -> None:
