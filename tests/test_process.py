@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -148,6 +149,44 @@ def test_the_shortcuts_find_the_hits_looking_up_every_word_finds(
         got = [[(h.term, h.field, h.text) for h in found] for found in fast.scan(fields)]
         assert got == expected, [f.text for f in fields]
     assert TermIndex(groups[:1])._one_word is (groups[0][0] != "West Bank")
+
+
+@pytest.mark.parametrize(
+    "terms",
+    [
+        ["West Bank", "West", "Bank", "gaza ecole", "Gaza", "ecole syria"],
+        ["storm* fire", "storm*", "fire aid", "aid", "*stan* fire", "fire"],
+        ["gaza gaza", "Gaza", "said talks", "talks kyiv", "Kyiv"],
+    ],
+)
+def test_a_list_of_terms_matches_as_one_regex_alternation_of_them(terms: list[str]) -> None:
+    """Within a list, at each word the first term (in the list's order) matching there wins and
+    the next hit starts after it: what one regex alternating the terms finds over the folded
+    words, an independent reference for phrases overlapping each other and words."""
+    index = TermIndex([terms, list(reversed(terms))])
+    references = []
+    for group in (terms, list(reversed(terms))):
+        branches = [
+            " ".join("[^ ]*".join(map(re.escape, w.split("*"))) for w in fold(t).split())
+            for t in group
+        ]
+        alternation = "|".join(f"({branch})" for branch in branches)
+        references.append(re.compile(f"(?<![^ ])(?:{alternation})(?![^ ])"))
+    rng = random.Random(len(terms[0]))
+    pieces = ["West", "Bank", "gaza", "ecole", "syria", "storms", "fire", "aid", "pakistani",
+              "said", "talks", "Kyiv", "x", "—", "Gaza"]  # fmt: skip
+    found = 0
+    for _ in range(3000):
+        text = " ".join(rng.choice(pieces) for _ in range(rng.randint(0, 16)))
+        got = [[h.term for h in hits] for hits in index.scan([Field("title", text)])]
+        folded = folded_words(text)
+        expected = [
+            [group[m.lastindex - 1] for m in reference.finditer(folded)] if folded else []
+            for group, reference in zip((terms, list(reversed(terms))), references, strict=True)
+        ]
+        assert got == expected, text
+        found += sum(map(len, got))
+    assert found > 3000
 
 
 def test_folding_text_a_run_at_a_time_is_folding_it_whole() -> None:

@@ -251,6 +251,8 @@ class TermIndex:
                     if c.group not in best or c.order < best[c.group].order:
                         best[c.group] = c
                 found = tuple(best.values())
+            else:  # by list, then order: a list's first term matching there wins
+                found = tuple(sorted(found, key=lambda c: (c.group, c.order)))
             if len(self._memo) >= _MEMO_LIMIT:
                 self._memo = {}
             self._memo[word] = found
@@ -386,33 +388,33 @@ class TermIndex:
                         hit = made[key] = Hit(c.term, name, originals[at])
                     hits[c.group].append(hit)
             return
-        starts: list[tuple[int, tuple[_Candidate, ...]]] = []
+        words: list[str] | None = None  # split when a term of several words is tried
+        count = 0
+        whole = self._whole
+        name = field.name
+        # group -> the word where its next hit may start (hits of one list do not overlap)
+        free: dict[int, int] = {}
         for at, word in starting:
             candidates = memo.get(word)
             if candidates is None:
                 candidates = self._starting(word)
-            if candidates:
-                starts.append((at, candidates))
-        if not starts:
-            return
-        words = field.words
-        # group -> the word where its next hit may start (hits of one list do not overlap)
-        free: dict[int, int] = {}
-        for at, candidates in starts:
-            best: dict[int, _Candidate] = {}  # group -> the earliest term matching here
+            # by list, then order: a list's first term matching here wins, and its hit makes
+            # the list's next hit start after it (so its other terms here are passed over)
             for c in candidates:
-                if free.get(c.group, 0) > at:
+                group = c.group
+                if free.get(group, 0) > at:
                     continue
-                end = at + len(c.rest)
-                if end >= len(words) or (self._whole and end != len(words) - 1):
-                    continue
-                if c.rest and not all(_same(m, words[at + 1 + k]) for k, m in enumerate(c.rest)):
-                    continue
-                if c.group not in best or c.order < best[c.group].order:
-                    best[c.group] = c
-            for group, c in best.items():
-                end = at + len(c.rest)
-                hits[group].append(Hit(c.term, field.name, found=(field, at, end)))
+                rest = c.rest
+                end = at + len(rest)
+                if rest or whole:
+                    if words is None:
+                        words = field.words
+                        count = len(words)
+                    if end >= count or (whole and end != count - 1):
+                        continue
+                    if rest and not all(_same(m, words[at + 1 + k]) for k, m in enumerate(rest)):
+                        continue
+                hits[group].append(Hit(c.term, name, found=(field, at, end)))
                 free[group] = end + 1
 
 
