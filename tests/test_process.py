@@ -181,7 +181,7 @@ def test_a_list_of_terms_matches_as_one_regex_alternation_of_them(terms: list[st
         got = [[h.term for h in hits] for hits in index.scan([Field("title", text)])]
         folded = folded_words(text)
         expected = [
-            [group[m.lastindex - 1] for m in reference.finditer(folded)] if folded else []
+            [group[(m.lastindex or 0) - 1] for m in reference.finditer(folded)] if folded else []
             for group, reference in zip((terms, list(reversed(terms))), references, strict=True)
         ]
         assert got == expected, text
