@@ -208,7 +208,7 @@ class ArticleFetch:
     canonical: str | None = None  # the page's <link rel="canonical">, checked (poll.py)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Filing:
     """Where processing files a new or edited entry, and why; storage keeps the reasons."""
 
@@ -218,6 +218,21 @@ class Filing:
     # helper process: text pickles and stores as it is)
     topics: Mapping[str, str] = field(default_factory=dict)
     fingerprint: bytes | None = None
+
+    def __init__(
+        self,
+        section_id: str | None = None,
+        section_reason: Mapping[str, Any] | None = None,
+        topics: Mapping[str, str] | None = None,
+        fingerprint: bytes | None = None,
+    ) -> None:
+        # written straight into the instance's dict: a frozen dataclass's own __init__ sets each
+        # through object.__setattr__, twice the cost, for every item filed
+        values = self.__dict__
+        values["section_id"] = section_id
+        values["section_reason"] = section_reason
+        values["topics"] = {} if topics is None else topics
+        values["fingerprint"] = fingerprint
 
 
 @dataclass(frozen=True)

@@ -385,10 +385,12 @@ class ItemText:
 
     def fields(self, names: Iterable[str] = FIELDS) -> list[Field]:
         found: list[Field] = []
+        made = self._fields
         for name in names:
-            if name not in self._fields:
-                self._fields[name] = self._make(name)
-            found.extend(self._fields[name])
+            fields = made.get(name)
+            if fields is None:
+                fields = made[name] = self._make(name)
+            found += fields
         return found
 
     def _make(self, name: str) -> tuple[Field, ...]:
@@ -400,11 +402,13 @@ class ItemText:
         if name == "content":
             return (Field("content", html_to_text(entry.content)),)
         if name == "categories":
-            return tuple(Field("categories", category) for category in entry.categories)
+            return tuple([Field("categories", category) for category in entry.categories])
         if name == "publisher":
             return tuple(
-                Field(PUBLISHER_FIELDS.get(kind, "the page's label"), term)
-                for kind, term in entry.publisher
+                [
+                    Field(PUBLISHER_FIELDS.get(kind, "the page's label"), term)
+                    for kind, term in entry.publisher
+                ]
             )
         raise ValueError(f"no field {name!r}")
 
