@@ -799,12 +799,20 @@ fnv1a(const char *s, Py_ssize_t n)
     return h;
 }
 
+static int wordset_has_hashed(WordSet *self, const char *w, Py_ssize_t n, uint64_t h);
+
 static int
 wordset_has_literal(WordSet *self, const char *w, Py_ssize_t n)
 {
+    return self->mask >= 0 && wordset_has_hashed(self, w, n, fnv1a(w, n));
+}
+
+/* wordset_has_literal of a word whose fnv1a is `h`. */
+static int
+wordset_has_hashed(WordSet *self, const char *w, Py_ssize_t n, uint64_t h)
+{
     if (self->mask < 0)
         return 0;
-    uint64_t h = fnv1a(w, n);
     for (Py_ssize_t slot = (Py_ssize_t)(h & self->mask);; slot = (slot + 1) & self->mask) {
         Piece *p = &self->literals[slot];
         if (p->size == 0)
@@ -983,10 +991,19 @@ wordset_init(WordSet *self, PyObject *args, PyObject *kwargs)
     return 0;
 }
 
+static inline int wordset_holds_hashed(WordSet *self, const char *w, Py_ssize_t n, uint64_t h);
+
 static inline int
 wordset_holds(WordSet *self, const char *w, Py_ssize_t n)
 {
-    if (wordset_has_literal(self, w, n))
+    return wordset_holds_hashed(self, w, n, fnv1a(w, n));
+}
+
+/* wordset_holds of a word whose fnv1a is `h`. */
+static inline int
+wordset_holds_hashed(WordSet *self, const char *w, Py_ssize_t n, uint64_t h)
+{
+    if (wordset_has_hashed(self, w, n, h))
         return 1;
     if (n < self->shortest_wild)
         return 0;
@@ -1123,6 +1140,63 @@ wordset_find_in(WordSet *self, PyObject *folded)
     return found;
 }
 
+/* For plain ASCII text: fold_ascii of it (into *folded) and `find` of that (into *found, NULL
+ * where no word is in the set), in one pass: each word lowered, hashed and looked up as it is
+ * written out. 0, or -1 with an exception. */
+static int
+fold_find_ascii(WordSet *self, PyObject *text, PyObject **folded, PyObject **found)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    const unsigned char *s = PyUnicode_1BYTE_DATA(text);
+    char small[1024];
+    char *out = n <= (Py_ssize_t)sizeof(small) ? small : PyMem_Malloc(n); /* folding never grows */
+    *folded = *found = NULL;
+    if (out == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t at = 0, place = 0;
+    for (Py_ssize_t i = 0; i < n;) {
+        if (!ascii_word_char(s[i])) {
+            i++;
+            continue;
+        }
+        if (at)
+            out[at++] = ' ';
+        Py_ssize_t start = at;
+        uint64_t h = 1469598103934665603ull; /* fnv1a, as the word is written */
+        for (; i < n && ascii_word_char(s[i]); i++) {
+            unsigned char c = s[i];
+            c = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+            out[at++] = (char)c;
+            h = (h ^ c) * 1099511628211ull;
+        }
+        if (wordset_holds_hashed(self, out + start, at - start, h)) {
+            if (*found == NULL && (*found = PyList_New(0)) == NULL)
+                goto fail;
+            PyObject *word = PyUnicode_DecodeASCII(out + start, at - start, NULL);
+            PyObject *pair = word ? Py_BuildValue("(nN)", place, word) : NULL;
+            if (pair == NULL || PyList_Append(*found, pair) < 0) {
+                Py_XDECREF(pair);
+                goto fail;
+            }
+            Py_DECREF(pair);
+        }
+        place++;
+    }
+    *folded = PyUnicode_DecodeASCII(out, at, NULL);
+    if (*folded == NULL)
+        goto fail;
+    if (out != small)
+        PyMem_Free(out);
+    return 0;
+fail:
+    Py_CLEAR(*found);
+    if (out != small)
+        PyMem_Free(out);
+    return -1;
+}
+
 /* WordSet.find_fields(fields, runs, fold, limit, marks) -> [(index, [(place, word)])]: for each
  * field (text.Field: its `text`, and its `folded` where made already) with text, its folded
  * words as text.folded_words makes them (fold_ascii, or fold_words with these arguments), kept
@@ -1172,10 +1246,30 @@ wordset_find_fields(WordSet *self, PyObject *args)
                 Py_DECREF(dict);
                 goto fail;
             }
-            folded = PyUnicode_IS_ASCII(text)
-                         ? fold_ascii_text(text)
-                         : fold_other_text(text, runs, fold, limit, (const uint32_t *)marks.buf,
-                                           marks.len / 8);
+            if (PyUnicode_IS_ASCII(text)) { /* (most fields) folded and searched at once */
+                PyObject *words;
+                int failed = fold_find_ascii(self, text, &folded, &words);
+                Py_DECREF(text);
+                if (failed < 0 || PyDict_SetItem(dict, folded_name, folded) < 0) {
+                    Py_XDECREF(folded);
+                    Py_XDECREF(words);
+                    Py_DECREF(dict);
+                    goto fail;
+                }
+                Py_DECREF(dict);
+                Py_DECREF(folded);
+                if (words == NULL)
+                    continue;
+                PyObject *entry = Py_BuildValue("(nN)", k, words);
+                if (entry == NULL || PyList_Append(result, entry) < 0) {
+                    Py_XDECREF(entry);
+                    goto fail;
+                }
+                Py_DECREF(entry);
+                continue;
+            }
+            folded = fold_other_text(text, runs, fold, limit, (const uint32_t *)marks.buf,
+                                     marks.len / 8);
             Py_DECREF(text);
             if (folded == NULL || PyDict_SetItem(dict, folded_name, folded) < 0) {
                 Py_XDECREF(folded);
