@@ -1646,24 +1646,16 @@ re_word(Py_UCS4 c)
     return c < 128 ? ascii_word_char((unsigned char)c) || c == '_' : Py_UNICODE_ISALNUM(c);
 }
 
-/* numbers(title) -> [str]: what fingerprint.py's _NUMBER finds (re.findall), a number not inside
- * a word or another number: `\d(?<![\w.,]\d)\d*(?:[.,]\d+)*(?!\w)`. The regex, greedy, ends
- * after its last group of digits where no letter follows; where one does, it gives the last
- * group back and ends at that group's separator (a shorter group ends at a digit, which is a
- * letter of \w), and with no group it fails there. A headline was searched a character at a
- * time, and most of the digits news headlines hold are in no number. */
-static PyObject *
-numbers(PyObject *module, PyObject *text)
+/* The next number at or after *at in text (as fingerprint.py's _NUMBER finds them, below) as
+ * [*start, *end), *at moved past it; 0 when there is none. The regex, greedy, ends after its
+ * last group of digits where no letter follows; where one does, it gives the last group back
+ * and ends at that group's separator (a shorter group ends at a digit, which is a letter of
+ * \w), and with no group it fails there. */
+static int
+next_number(int kind, const void *data, Py_ssize_t n, Py_ssize_t *at, Py_ssize_t *start,
+            Py_ssize_t *end)
 {
-    if (str_argument(text, "numbers") == NULL)
-        return NULL;
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
-    PyObject *found = PyList_New(0);
-    if (found == NULL)
-        return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = *at; i < n; i++) {
         if (!re_digit(PyUnicode_READ(kind, data, i)))
             continue;
         if (i > 0) {
@@ -1671,37 +1663,123 @@ numbers(PyObject *module, PyObject *text)
             if (before == '.' || before == ',' || re_word(before))
                 continue;
         }
-        Py_ssize_t end = i + 1, last_group = -1;
-        while (end < n && re_digit(PyUnicode_READ(kind, data, end)))
-            end++;
+        Py_ssize_t stop = i + 1, last_group = -1;
+        while (stop < n && re_digit(PyUnicode_READ(kind, data, stop)))
+            stop++;
         for (;;) { /* (?:[.,]\d+)* */
-            if (end + 1 >= n)
+            if (stop + 1 >= n)
                 break;
-            Py_UCS4 mark = PyUnicode_READ(kind, data, end);
-            if ((mark != '.' && mark != ',') || !re_digit(PyUnicode_READ(kind, data, end + 1)))
+            Py_UCS4 mark = PyUnicode_READ(kind, data, stop);
+            if ((mark != '.' && mark != ',') || !re_digit(PyUnicode_READ(kind, data, stop + 1)))
                 break;
-            last_group = end;
-            end += 2;
-            while (end < n && re_digit(PyUnicode_READ(kind, data, end)))
-                end++;
+            last_group = stop;
+            stop += 2;
+            while (stop < n && re_digit(PyUnicode_READ(kind, data, stop)))
+                stop++;
         }
-        if (end < n && re_word(PyUnicode_READ(kind, data, end))) {
+        if (stop < n && re_word(PyUnicode_READ(kind, data, stop))) {
             if (last_group < 0) {
-                i = end - 1; /* each digit after the first follows a digit: none starts one */
+                i = stop - 1; /* each digit after the first follows a digit: none starts one */
                 continue;
             }
-            end = last_group;
+            stop = last_group;
         }
-        PyObject *number = PyUnicode_Substring(text, i, end);
+        *start = i;
+        *end = *at = stop;
+        return 1;
+    }
+    *at = n;
+    return 0;
+}
+
+/* numbers(title) -> [str]: what fingerprint.py's _NUMBER finds (re.findall), a number not inside
+ * a word or another number: `\d(?<![\w.,]\d)\d*(?:[.,]\d+)*(?!\w)`. A headline was searched a
+ * character at a time, and most of the digits news headlines hold are in no number. */
+static PyObject *
+numbers(PyObject *module, PyObject *text)
+{
+    if (str_argument(text, "numbers") == NULL)
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), at = 0, start, end;
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    PyObject *found = PyList_New(0);
+    if (found == NULL)
+        return NULL;
+    while (next_number(kind, data, n, &at, &start, &end)) {
+        PyObject *number = PyUnicode_Substring(text, start, end);
         if (number == NULL || PyList_Append(found, number) < 0) {
             Py_XDECREF(number);
             Py_DECREF(found);
             return NULL;
         }
         Py_DECREF(number);
-        i = end - 1;
     }
     return found;
+}
+
+static int
+compare_u32_values(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* numbers_bytes(title, count) -> bytes: fingerprint.py's _numbers_bytes, its title_numbers
+ * packed: each number's digits (of any script, as ASCII; commas dropped, points kept) hashed by
+ * crc32 (0 made 1), the `count` lowest distinct, as little-endian uint32, zeros after. */
+static PyObject *
+numbers_bytes(PyObject *module, PyObject *args)
+{
+    PyObject *text;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "Un:numbers_bytes", &text, &count))
+        return NULL;
+    if (ensure_ready(text) < 0)
+        return NULL;
+    if (count < 0 || count > 1024) {
+        PyErr_SetString(PyExc_ValueError, "numbers_bytes: count out of range");
+        return NULL;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), at = 0, start, end, made = 0;
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    uint32_t *hashes = NULL, packed[1024] = {0};
+    unsigned char digits[64];
+    while (next_number(kind, data, n, &at, &start, &end)) {
+        if (hashes == NULL && (hashes = PyMem_Malloc(sizeof(uint32_t) * (n / 2 + 1))) == NULL)
+            return PyErr_NoMemory();
+        uint32_t crc = 0;
+        Py_ssize_t size = 0;
+        for (Py_ssize_t i = start; i < end; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (c == ',')
+                continue;
+            digits[size++] = c == '.' ? '.' : (unsigned char)('0' + Py_UNICODE_TODECIMAL(c));
+            if (size == sizeof(digits)) {
+                crc = crc32_update(crc, digits, size);
+                size = 0;
+            }
+        }
+        crc = crc32_update(crc, digits, size);
+        hashes[made++] = crc ? crc : 1;
+    }
+    if (made)
+        qsort(hashes, made, sizeof(uint32_t), compare_u32_values);
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t i = 0; i < made && kept < count; i++)
+        if (kept == 0 || hashes[i] != packed[kept - 1])
+            packed[kept++] = hashes[i];
+    PyMem_Free(hashes);
+    unsigned char out[4 * 1024];
+    for (Py_ssize_t i = 0; i < count; i++) {
+        uint32_t v = packed[i];
+        out[4 * i] = v & 0xFF;
+        out[4 * i + 1] = (v >> 8) & 0xFF;
+        out[4 * i + 2] = (v >> 16) & 0xFF;
+        out[4 * i + 3] = (v >> 24) & 0xFF;
+    }
+    return PyBytes_FromStringAndSize((const char *)out, 4 * count);
 }
 
 /* ---------------------------------------------------------------- letters a regex needs */
@@ -1800,6 +1878,8 @@ static PyMethodDef methods[] = {
     {"caseless_holds", caseless_holds, METH_VARARGS,
      "caseless_holds(texts, needs) -> whether a text's caseless form holds a need"},
     {"numbers", numbers, METH_O, "numbers(title) -> [str]: the numbers _NUMBER finds"},
+    {"numbers_bytes", numbers_bytes, METH_VARARGS,
+     "numbers_bytes(title, count) -> bytes: a headline's numbers hashed, packed"},
     {"not_xml", not_xml, METH_O,
      "not_xml(text) -> whether it holds a character XML cannot carry"},
     {"ascii_words_text", ascii_words_text, METH_VARARGS,

@@ -416,13 +416,22 @@ def test_every_field_is_folded_and_searched_in_one_call_as_one_at_a_time(
 def test_a_headlines_numbers_are_found_in_c_as_the_regex_finds_them(native: ModuleType) -> None:
     """`numbers` against the regex it stands in for (its backtracking included: `1.5x` holds
     the number 1), on random text of digits of several scripts, separators, letters and
-    characters that are digits but not decimal ones."""
+    characters that are digits but not decimal ones; and `numbers_bytes` against them hashed
+    and packed in Python (digits of other scripts written as ASCII, repeats once, the lowest
+    four, a number longer than the C buffer)."""
     rng = random.Random(11)
     pool = [*"0123456789.,_ -ax", "٣", "²", "é", "Ⅻ", "١", "߁", "W"]
     for _ in range(100_000):
         text = "".join(rng.choice(pool) for _ in range(rng.randint(0, 14)))
         assert native.numbers(text) == prints._NUMBER.findall(text), repr(text)
     assert native.numbers("Day 1,727: 2.5x more, 3.4.5 and 12a 7") == ["1,727", "2", "3.4.5", "7"]
+    titles = ["".join(rng.choice(pool) for _ in range(rng.randint(0, 40))) for _ in range(20_000)]
+    titles += ["Day 1,727: 7, 7.0, ٣,٣ and 3,3", "1 2 3 4 5 6 " + "9" * 200]
+    for title in titles:
+        with pure_python():
+            expected = prints._numbers_bytes(title)
+        assert native.numbers_bytes(title, prints.NUMBERS) == expected, repr(title)
+    assert sum(prints._numbers_bytes(t) != prints._NO_NUMBERS for t in titles) > 5_000
 
 
 def test_a_regex_terms_letters_are_looked_for_in_c_as_in_the_lowered_text(
