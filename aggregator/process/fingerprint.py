@@ -142,7 +142,8 @@ _NO_NUMBERS = bytes(4 * NUMBERS)
 
 def _numbers_bytes(title: str) -> bytes:
     if speedups.native is not None:  # the same, packed in C
-        return speedups.native.numbers_bytes(title, NUMBERS)
+        packed: bytes = speedups.native.numbers_bytes(title, NUMBERS)
+        return packed
     numbers = title_numbers(title)
     if not numbers:  # most headlines
         return _NO_NUMBERS
