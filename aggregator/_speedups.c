@@ -1899,6 +1899,8 @@ static PyMethodDef methods[] = {
      "bloom_add(words, size, keys): set each key's two bits in a story index's filter"},
     {"lookup", index_lookup, METH_VARARGS,
      "lookup(query, words, size, bands, runs) -> (owners, slots): a batch's keys in the runs"},
+    {"sort_pairs", index_sort_pairs, METH_VARARGS,
+     "sort_pairs(keys, slots) -> (keys, slots): keys sorted, slots beside them, stable"},
     {"merge", index_merge, METH_VARARGS,
      "merge(keys, offsets, count, new_keys, new_slots, shift): sorted keys into a run in place"},
     {"verify", index_verify, METH_VARARGS,

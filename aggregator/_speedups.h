@@ -12,6 +12,7 @@ PyObject *index_verify(PyObject *module, PyObject *args);
 PyObject *index_within(PyObject *module, PyObject *args);
 PyObject *index_compare(PyObject *module, PyObject *args);
 PyObject *index_band_keys(PyObject *module, PyObject *args);
+PyObject *index_sort_pairs(PyObject *module, PyObject *args);
 
 /* _sanitize.c: feed HTML an HTML parser reads as written, cleaned as nh3 cleans it */
 PyObject *sanitize_clean_simple(PyObject *module, PyObject *args);

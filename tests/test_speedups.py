@@ -585,6 +585,31 @@ def test_the_story_index_in_c_answers_what_numpy_answers(
     assert compacted  # and compaction ran (the dead were reclaimed)
 
 
+@pytest.mark.parametrize("slot_type", [np.int32, np.uint16])
+def test_a_batchs_band_keys_are_sorted_in_c_as_numpy_sorts_them(
+    native: ModuleType, slot_type: type[np.generic]
+) -> None:
+    """`sort_pairs` against numpy's stable argsort: keys with many repeats (whose slots keep
+    their order), keys sharing some of their bytes (passes skipped), none, one, and a window's
+    worth."""
+    rng = np.random.default_rng(3)
+    for size in [0, 1, 2, 7, 1050, 1050, 50_000]:
+        for keys in (
+            rng.integers(0, 2**32, size, dtype=np.uint64).astype(np.uint32),
+            rng.integers(0, 40, size, dtype=np.uint32) * np.uint32(0x01000100),  # shared bytes
+            np.full(size, 7, dtype=np.uint32),
+        ):
+            slots = rng.integers(0, 60_000, size).astype(slot_type)
+            order = np.argsort(keys, kind="stable")
+            got_keys, got_slots = native.sort_pairs(keys, slots)
+            assert np.frombuffer(got_keys, np.uint32).tolist() == keys[order].tolist()
+            assert np.frombuffer(got_slots, slot_type).tolist() == slots[order].tolist()
+    with pytest.raises(ValueError, match="as many"):
+        native.sort_pairs(np.zeros(3, np.uint32), np.zeros(2, np.int32))
+    with pytest.raises(ValueError, match="4-byte"):
+        native.sort_pairs(np.zeros(3, np.uint64), np.zeros(3, np.int32))
+
+
 def test_the_c_part_refuses_or_survives_what_callers_never_pass(native: ModuleType) -> None:
     """Found by a review's fuzzing: a huge word limit overflowed a buffer's size, a set never
     initialised was read through a null pointer, and initialising one again leaked the old."""

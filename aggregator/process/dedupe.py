@@ -268,7 +268,14 @@ class _Run:
         a fifth of adding a poll's items to the index). `given_alive`: whether the given
         entries' items are all alive (new items are; another run's, when it was clean)."""
         self._fences = None
-        if not ordered:
+        native = speedups.native
+        if not ordered and native is not None:  # the same order, by a radix sort in C
+            if slots.dtype not in (np.uint16, np.int32):
+                slots = slots.astype(np.int32)
+            sorted_keys, sorted_slots = native.sort_pairs(_flat(keys), _flat(slots))
+            keys = np.frombuffer(sorted_keys, dtype=np.uint32)
+            slots = np.frombuffer(sorted_slots, dtype=slots.dtype)
+        elif not ordered:
             order = np.argsort(keys, kind="stable")
             keys, slots = keys[order], slots[order]
             del order
@@ -280,7 +287,6 @@ class _Run:
             self._drop_dead(alive)
         self.clean_at = dead if dead is not None and given_alive else -1
         count, added = self.count, len(keys)
-        native = speedups.native
         if native is not None:  # the same merge in C, from the last entry, no temporaries
             if slots.dtype not in (np.uint16, np.int32):
                 slots = slots.astype(np.int32)
