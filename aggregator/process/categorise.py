@@ -169,7 +169,6 @@ class Categories:
 
 
 _UNKNOWN = SectionChoice("", "")  # not remembered yet
-_BROKEN_LINK = re.compile("[\t\r\n]")
 
 
 class Categoriser:
@@ -205,28 +204,30 @@ class Categoriser:
         ] = {}
 
     def section(self, source_id: str, entry: Entry, text: ItemText | None = None) -> SectionChoice:
-        if self._paths:
-            any_path = self._any_path
+        any_path = self._any_path
+        if any_path is not None:  # (there are path rules)
+            link, canonical = entry.link, entry.canonical_link
             # Most links hold no rule's path: one search of the link says so, before splitting
             # it. A link's lowered path is part of it lowered where it is ASCII (lowering is
             # then a letter at a time) without tabs or line breaks (which urlsplit drops).
             links = [
-                (link, split_link(link))
-                for link in {entry.link, entry.canonical_link}
-                if link
+                (given, split_link(given))
+                for given in (link, canonical if canonical != link else None)
+                if given
                 and (
-                    any_path is None
-                    or not link.isascii()
-                    or any_path.search(link.lower()) is not None
-                    or _BROKEN_LINK.search(link) is not None
+                    any_path.search(given.lower()) is not None
+                    or not given.isascii()
+                    or "\n" in given
+                    or "\t" in given
+                    or "\r" in given
                 )
             ]
-            if any_path is not None and not any(any_path.search(path) for _, (_, path) in links):
+            if links and not any(any_path.search(path) for _, (_, path) in links):
                 links = []  # no rule's path is in any link: no rule matches
             for section_id, rule in self._paths if links else ():
-                for link, parts in links:
+                for given, parts in links:
                     if rule.matches_parts(*parts):
-                        return SectionChoice(section_id, "path", rule.pattern, link)
+                        return SectionChoice(section_id, "path", rule.pattern, given)
         if self._category_sections and (entry.categories or entry.publisher):
             # A feed files its items under the same few categories again and again: what they
             # decide is remembered, by the categories and the publisher's filing.
