@@ -73,7 +73,9 @@ def _distinct(hits: Sequence[Hit], limit: int | None = None) -> list[Hit]:
     seen: set[tuple[str, str, str]] = set()
     found: list[Hit] = []
     # a scan repeats one hit object for a word repeated as written: each is looked at once
-    for hit in dict(zip(map(id, hits), hits, strict=True)).values():
+    # (where there are a few, looking again costs less than the table)
+    unique = hits if len(hits) < 8 else dict(zip(map(id, hits), hits, strict=True)).values()
+    for hit in unique:
         key = (hit.term, hit.field, hit.text)
         if key not in seen:
             seen.add(key)
