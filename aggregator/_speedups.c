@@ -283,6 +283,119 @@ json_string(PyObject *module, PyObject *text)
     return result;
 }
 
+/* ---------------------------------------------------------------- letters a regex needs */
+
+/* Whether the needs (`count` str) are all plain ASCII and not empty, as `caseless_text_holds`
+ * takes them; -1 with ValueError if not. */
+static int
+check_needs(PyObject *const *needs, Py_ssize_t count)
+{
+    for (Py_ssize_t k = 0; k < count; k++)
+        if (!PyUnicode_Check(needs[k]) || ensure_ready(needs[k]) < 0 ||
+            !PyUnicode_IS_ASCII(needs[k]) || PyUnicode_GET_LENGTH(needs[k]) == 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "needs must be ASCII, not empty");
+            return -1;
+        }
+    return 0;
+}
+
+/* Whether a text's `caseless` (terms.py: lowered, the four letters beyond ASCII that a regex
+ * ignoring case matches with an ASCII one written as that letter) holds any of `needs` (checked
+ * by check_needs). Other characters lower to no ASCII letter (tests/test_speedups.py tries every
+ * one), so each stands as a byte no need holds. `*buffer` (of `*room` bytes) is grown as needed
+ * and kept for the next text. 1 or 0, or -1 with an exception. */
+static int
+caseless_text_holds(PyObject *text, PyObject *const *needs, Py_ssize_t need_count,
+                    unsigned char **buffer, Py_ssize_t *room)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "texts must be str");
+        return -1;
+    }
+    if (ensure_ready(text) < 0)
+        return -1;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    if (n > *room) {
+        PyMem_Free(*buffer);
+        *room = n * 2;
+        if ((*buffer = PyMem_Malloc(*room)) == NULL) {
+            *room = 0;
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    unsigned char *lowered = *buffer;
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 128)
+            lowered[i] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : (unsigned char)c;
+        else if (c == 0x130 || c == 0x131)
+            lowered[i] = 'i';
+        else if (c == 0x212a)
+            lowered[i] = 'k';
+        else if (c == 0x17f)
+            lowered[i] = 's';
+        else
+            lowered[i] = 0x80;
+    }
+    for (Py_ssize_t k = 0; k < need_count; k++) {
+        const unsigned char *need = PyUnicode_1BYTE_DATA(needs[k]);
+        Py_ssize_t size = PyUnicode_GET_LENGTH(needs[k]);
+        for (Py_ssize_t at = 0; at + size <= n;) {
+            const unsigned char *first = memchr(lowered + at, need[0], n - size + 1 - at);
+            if (first == NULL)
+                break;
+            if (memcmp(first, need, size) == 0)
+                return 1;
+            at = first - lowered + 1;
+        }
+    }
+    return 0;
+}
+
+/* caseless_holds(texts, needs) -> bool: whether any text's `caseless` holds any of `needs`
+ * (plain ASCII, lowered). Most items hold none: lowering a copy of their whole text and
+ * searching it cost more than the rest of their regex terms. */
+static PyObject *
+caseless_holds(PyObject *module, PyObject *args)
+{
+    PyObject *texts, *needs, *text_seq = NULL, *need_seq = NULL, *result = NULL;
+    unsigned char *buffer = NULL;
+    Py_ssize_t room = 0;
+    if (!PyArg_ParseTuple(args, "OO:caseless_holds", &texts, &needs))
+        return NULL;
+    text_seq = PySequence_Fast(texts, "caseless_holds: texts must be a sequence of str");
+    need_seq = text_seq ? PySequence_Fast(needs, "caseless_holds: needs must be a sequence of str")
+                        : NULL;
+    if (need_seq == NULL)
+        goto done;
+    Py_ssize_t need_count = PySequence_Fast_GET_SIZE(need_seq);
+    PyObject **need_items = PySequence_Fast_ITEMS(need_seq);
+    if (check_needs(need_items, need_count) < 0)
+        goto done;
+    Py_ssize_t text_count = PySequence_Fast_GET_SIZE(text_seq);
+    PyObject **text_items = PySequence_Fast_ITEMS(text_seq);
+    for (Py_ssize_t t = 0; t < text_count; t++) {
+        int held = caseless_text_holds(text_items[t], need_items, need_count, &buffer, &room);
+        if (held < 0)
+            goto done;
+        if (held) {
+            result = Py_True;
+            goto done;
+        }
+    }
+    result = Py_False;
+done:
+    Py_XINCREF(result);
+    PyMem_Free(buffer);
+    Py_XDECREF(text_seq);
+    Py_XDECREF(need_seq);
+    return result;
+}
+
 /* ---------------------------------------------------------------- words of other text */
 
 /* Whether c is in one of the sorted, disjoint ranges (first, last pairs). */
@@ -1197,22 +1310,35 @@ fail:
     return -1;
 }
 
-/* WordSet.find_fields(fields, runs, fold, limit, marks) -> [(index, [(place, word)])]: for each
- * field (text.Field: its `text`, and its `folded` where made already) with text, its folded
- * words as text.folded_words makes them (fold_ascii, or fold_words with these arguments), kept
- * as its `folded` (in its __dict__, as its cached property would), and `find` of them, for the
- * fields holding a word of the set (most hold none). A field cost half a dozen Python calls this
- * way, and an item has five to ten. */
+/* WordSet.find_fields(fields, runs, fold, limit, marks, needs=None) -> [(index, [(place,
+ * word)])] | None: for each field (text.Field: its `text`, and its `folded` where made already)
+ * with text, its folded words as text.folded_words makes them (fold_ascii, or fold_words with
+ * these arguments), kept as its `folded` (in its __dict__, as its cached property would), and
+ * `find` of them, for the fields holding a word of the set (most hold none). A field cost half a
+ * dozen Python calls this way, and an item has five to ten. `needs`: None where any field's
+ * text holds one as caseless_holds looks (its regex terms may match: they are searched a field
+ * at a time, by the caller). */
 static PyObject *
 wordset_find_fields(WordSet *self, PyObject *args)
 {
     static PyObject *text_name = NULL, *folded_name = NULL;
-    PyObject *fields, *runs, *fold, *seq = NULL, *result = NULL;
-    Py_ssize_t limit;
+    PyObject *fields, *runs, *fold, *needs = Py_None, *seq = NULL, *result = NULL;
+    PyObject *need_seq = NULL, *const *need_items = NULL;
+    Py_ssize_t limit, need_count = 0, room = 0;
+    unsigned char *buffer = NULL;
     Py_buffer marks;
-    if (!PyArg_ParseTuple(args, "OO!Ony*:find_fields", &fields, &PyDict_Type, &runs, &fold, &limit,
-                          &marks))
+    if (!PyArg_ParseTuple(args, "OO!Ony*|O:find_fields", &fields, &PyDict_Type, &runs, &fold,
+                          &limit, &marks, &needs))
         return NULL;
+    if (needs != Py_None) {
+        need_seq = PySequence_Tuple(needs);
+        if (need_seq == NULL)
+            goto done;
+        need_count = PyTuple_GET_SIZE(need_seq);
+        need_items = &PyTuple_GET_ITEM(need_seq, 0);
+        if (check_needs(need_items, need_count) < 0)
+            goto done;
+    }
     if (text_name == NULL && (text_name = PyUnicode_InternFromString("text")) == NULL)
         goto done;
     if (folded_name == NULL && (folded_name = PyUnicode_InternFromString("folded")) == NULL)
@@ -1227,6 +1353,18 @@ wordset_find_fields(WordSet *self, PyObject *args)
         goto done;
     Py_ssize_t count = PyTuple_GET_SIZE(seq);
     PyObject **items = &PyTuple_GET_ITEM(seq, 0);
+    for (Py_ssize_t k = 0; k < count && need_seq != NULL; k++) { /* the needs first */
+        PyObject *text = PyObject_GetAttr(items[k], text_name);
+        int held = text ? caseless_text_holds(text, need_items, need_count, &buffer, &room) : -1;
+        Py_XDECREF(text);
+        if (held < 0)
+            goto fail;
+        if (held) {
+            Py_CLEAR(result);
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
     for (Py_ssize_t k = 0; k < count; k++) {
         PyObject *dict = PyObject_GenericGetDict(items[k], NULL);
         if (dict == NULL)
@@ -1308,6 +1446,8 @@ fail:
     Py_CLEAR(result);
 done:
     Py_XDECREF(seq);
+    Py_XDECREF(need_seq);
+    PyMem_Free(buffer);
     PyBuffer_Release(&marks);
     return result;
 }
@@ -1410,7 +1550,7 @@ static PyMethodDef wordset_methods[] = {
     {"find", (PyCFunction)wordset_find, METH_O,
      "find(folded) -> [(place, word)]: the words of folded text in the set"},
     {"find_fields", (PyCFunction)wordset_find_fields, METH_VARARGS,
-     "find_fields(fields, runs, fold, limit, marks) -> [(index, find(field.folded))]"},
+     "find_fields(fields, runs, fold, limit, marks, needs=None) -> [(index, find(folded))] | None"},
     {"find_written", (PyCFunction)wordset_find_written, METH_VARARGS,
      "find_written(text, start=0, end=len(text)) -> [word]: ASCII words of written text in the set"},
     {"holds", (PyCFunction)wordset_holds_py, METH_O, "holds(word) -> whether it is in the set"},
@@ -1780,94 +1920,6 @@ numbers_bytes(PyObject *module, PyObject *args)
         out[4 * i + 3] = (v >> 24) & 0xFF;
     }
     return PyBytes_FromStringAndSize((const char *)out, 4 * count);
-}
-
-/* ---------------------------------------------------------------- letters a regex needs */
-
-/* caseless_holds(texts, needs) -> bool: whether any text's `caseless` (terms.py: lowered, the four
- * letters beyond ASCII that a regex ignoring case matches with an ASCII one written as that
- * letter) holds any of `needs` (plain ASCII, lowered). Other characters lower to no ASCII
- * letter (tests/test_speedups.py tries every one), so each stands as a byte no need holds. Most
- * items hold none: lowering a copy of their whole text and searching it cost more than the
- * rest of their regex terms. */
-static PyObject *
-caseless_holds(PyObject *module, PyObject *args)
-{
-    PyObject *texts, *needs, *text_seq = NULL, *need_seq = NULL, *result = NULL;
-    unsigned char *buffer = NULL;
-    Py_ssize_t room = 0;
-    if (!PyArg_ParseTuple(args, "OO:caseless_holds", &texts, &needs))
-        return NULL;
-    text_seq = PySequence_Fast(texts, "caseless_holds: texts must be a sequence of str");
-    need_seq = text_seq ? PySequence_Fast(needs, "caseless_holds: needs must be a sequence of str")
-                        : NULL;
-    if (need_seq == NULL)
-        goto done;
-    Py_ssize_t need_count = PySequence_Fast_GET_SIZE(need_seq);
-    PyObject **need_items = PySequence_Fast_ITEMS(need_seq);
-    for (Py_ssize_t k = 0; k < need_count; k++)
-        if (!PyUnicode_Check(need_items[k]) || ensure_ready(need_items[k]) < 0 ||
-            !PyUnicode_IS_ASCII(need_items[k]) || PyUnicode_GET_LENGTH(need_items[k]) == 0) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_ValueError, "caseless_holds: needs must be ASCII, not empty");
-            goto done;
-        }
-    Py_ssize_t text_count = PySequence_Fast_GET_SIZE(text_seq);
-    PyObject **text_items = PySequence_Fast_ITEMS(text_seq);
-    for (Py_ssize_t t = 0; t < text_count; t++) {
-        PyObject *text = text_items[t];
-        if (!PyUnicode_Check(text)) {
-            PyErr_SetString(PyExc_TypeError, "caseless_holds: texts must be a sequence of str");
-            goto done;
-        }
-        if (ensure_ready(text) < 0)
-            goto done;
-        Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-        if (n > room) {
-            PyMem_Free(buffer);
-            room = n * 2;
-            if ((buffer = PyMem_Malloc(room)) == NULL) {
-                PyErr_NoMemory();
-                goto done;
-            }
-        }
-        int kind = PyUnicode_KIND(text);
-        const void *data = PyUnicode_DATA(text);
-        for (Py_ssize_t i = 0; i < n; i++) {
-            Py_UCS4 c = PyUnicode_READ(kind, data, i);
-            if (c < 128)
-                buffer[i] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : (unsigned char)c;
-            else if (c == 0x130 || c == 0x131)
-                buffer[i] = 'i';
-            else if (c == 0x212a)
-                buffer[i] = 'k';
-            else if (c == 0x17f)
-                buffer[i] = 's';
-            else
-                buffer[i] = 0x80;
-        }
-        for (Py_ssize_t k = 0; k < need_count; k++) {
-            const unsigned char *need = PyUnicode_1BYTE_DATA(need_items[k]);
-            Py_ssize_t size = PyUnicode_GET_LENGTH(need_items[k]);
-            for (Py_ssize_t at = 0; at + size <= n;) {
-                const unsigned char *first = memchr(buffer + at, need[0], n - size + 1 - at);
-                if (first == NULL)
-                    break;
-                if (memcmp(first, need, size) == 0) {
-                    result = Py_True;
-                    goto done;
-                }
-                at = first - buffer + 1;
-            }
-        }
-    }
-    result = Py_False;
-done:
-    Py_XINCREF(result);
-    PyMem_Free(buffer);
-    Py_XDECREF(text_seq);
-    Py_XDECREF(need_seq);
-    return result;
 }
 
 static PyMethodDef methods[] = {

@@ -262,12 +262,21 @@ class TermIndex:
         hits: list[list[Hit]] = [[] for _ in self.groups]
         # an empty field (most items' content, where a feed gives a summary) holds no hit
         fields = [field for field in fields if field.text]
-        if not self._has_regexes or self._lacks_regex_letters(fields):
-            native = self._native
-            if native is not None and self._written is None and self._by_regex and not self._whole:
-                for field, starting in find_in_fields(native, fields):  # every field in one call
+        native = self._native
+        if (
+            native is not None
+            and self._written is None
+            and self._by_regex
+            and not self._whole
+            and (not self._has_regexes or self._needs is not None)
+        ):
+            # every field in one call, which says too whether any holds a regex term's letters
+            found = find_in_fields(native, fields, self._needs if self._has_regexes else None)
+            if found is not None:
+                for field, starting in found:
                     self._scan_starting(field, starting, hits)
                 return hits
+        elif not self._has_regexes or self._lacks_regex_letters(fields):
             for field in fields:
                 self._scan_words(field, hits)
             return hits

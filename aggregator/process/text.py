@@ -165,12 +165,15 @@ def folded_words(text: str) -> str:
 
 
 def find_in_fields(
-    finder: WordSet, fields: list[Field]
-) -> list[tuple[Field, list[tuple[int, str]]]]:
+    finder: WordSet, fields: list[Field], needs: tuple[str, ...] | None = None
+) -> list[tuple[Field, list[tuple[int, str]]]] | None:
     """The fields holding words of `finder`, each with those of its folded words and their places
     (`WordSet.find`), in C in one call (`WordSet.find_fields`), which keeps each field's folded
-    words as its `folded` on the way (fingerprints read them next)."""
-    found = finder.find_fields(fields, _runs, fold, _MEMO_LIMIT, _MARK_RANGES)
+    words as its `folded` on the way (fingerprints read them next). None where a field holds
+    one of `needs` ignoring case (terms.caseless): its regex terms are to be tried."""
+    found = finder.find_fields(fields, _runs, fold, _MEMO_LIMIT, _MARK_RANGES, needs)
+    if found is None:
+        return None
     return [(fields[index], words) for index, words in found]
 
 
