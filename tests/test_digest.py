@@ -342,6 +342,13 @@ def ten_minutes_ago() -> datetime:
     return datetime.now(UTC) - timedelta(minutes=10)
 
 
+def a_daily_schedule() -> str:
+    """A daily schedule (UTC) whose last time was two to three hours ago: the period it leaves
+    for a digest sent now holds items stored ten minutes ago whatever the time of day (at 7:00,
+    with a fixed hour, the ten minutes after it held none)."""
+    return f"0 {(datetime.now(UTC) - timedelta(hours=2)).hour} * * *"
+
+
 # -- the command -------------------------------------------------------------------------------
 
 
@@ -350,11 +357,12 @@ def test_digest_preview_and_list_commands(tmp_path: Path) -> None:
 
     db = tmp_path / "a.db"
     config = tmp_path / "feeds.yaml"
+    schedule = a_daily_schedule()
     config.write_text(
         "sections: [{id: world, title: World}]\n"
         "sources: [{id: herald, url: 'https://herald.example/rss', section: world,\n"
         "           title: Herald}]\n"
-        "digests: [{id: daily, title: Daily, schedule: '0 7 * * *', filter: {},\n"
+        f"digests: [{{id: daily, title: Daily, schedule: '{schedule}', filter: {{}},\n"
         "            recipients: [a@example.org]}]\n"
         f"storage: {{url: 'sqlite:///{db}'}}\n"
     )
@@ -373,12 +381,13 @@ def test_digest_preview_and_list_commands(tmp_path: Path) -> None:
     assert "* Fresh <news> & more" in text.stdout
     listed = aggregator("digest", "list", "-c", str(config), cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    assert re.search(r"daily\s+every day at 07:00, UTC\s+-\s+never sent", listed.stdout)
+    hour = schedule.split()[1].zfill(2)
+    assert re.search(rf"daily\s+every day at {hour}:00, UTC\s+-\s+never sent", listed.stdout)
     (row,) = json.loads(
         aggregator("digest", "list", "--json", "-c", str(config), cwd=tmp_path).stdout
     )
     assert row["id"] == "daily" and row["state"] == "never sent" and row["sent"] == 0
-    assert row["schedule"] == "every day at 07:00, UTC" and row["next_run"].endswith("+00:00")
+    assert row["schedule"] == f"every day at {hour}:00, UTC" and row["next_run"].endswith("+00:00")
     missing = aggregator("digest", "preview", "weekly", "-c", str(config), cwd=tmp_path)
     assert missing.returncode == 1 and "no digest 'weekly'" in missing.stderr
 

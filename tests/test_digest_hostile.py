@@ -38,7 +38,7 @@ from tests.mailserver import Handler, Received
 from tests.publishing import entry, serving
 from tests.support import Clock
 from tests.test_cli import aggregator
-from tests.test_digest import PERIOD, newsroom, stock, ten_minutes_ago
+from tests.test_digest import PERIOD, a_daily_schedule, newsroom, stock, ten_minutes_ago
 from tests.test_digest_send import SECRET, _post, path_of
 from tests.test_web import Client
 
@@ -104,7 +104,7 @@ def _digest_yaml(tmp_path: Path, port: int, recipients: list[str]) -> Path:
     path.write_text(
         "sections: [{id: world, title: World}]\n"
         "sources: [{id: herald, url: 'https://herald.example/rss', section: world}]\n"
-        f"digests: [{{id: daily, title: Daily, schedule: '0 7 * * *', filter: {{}},\n"
+        f"digests: [{{id: daily, title: Daily, schedule: '{a_daily_schedule()}', filter: {{}},\n"
         f"            recipients: [{', '.join(recipients)}]}}]\n"
         f"smtp: {{host: 127.0.0.1, port: {port}, security: none, from: news@example.org,\n"
         "       rate: 0, connections: 2}\n"

@@ -32,7 +32,7 @@ from aggregator.web import WebServer, create_app
 from tests.feedserver import certificate
 from tests.mailserver import MailServer
 from tests.support import Clock
-from tests.test_digest import PERIOD, newsroom, stock, ten_minutes_ago, utc
+from tests.test_digest import PERIOD, a_daily_schedule, newsroom, stock, ten_minutes_ago, utc
 from tests.test_service import free_port
 from tests.test_web import Answer, Client
 
@@ -262,7 +262,7 @@ def test_a_sender_killed_mid_run_is_resumed_with_exactly_the_rest(
     path.write_text(
         "sections: [{id: world, title: World}]\n"
         "sources: [{id: herald, url: 'https://herald.example/rss', section: world}]\n"
-        f"digests: [{{id: daily, title: Daily, schedule: '0 7 * * *', filter: {{}},\n"
+        f"digests: [{{id: daily, title: Daily, schedule: '{a_daily_schedule()}', filter: {{}},\n"
         f"            recipients: [{', '.join(recipients)}]}}]\n"
         f"smtp: {{host: 127.0.0.1, port: {mail.port}, security: none, from: news@example.org,\n"
         "       rate: 5, connections: 1}\n"  # 200 ms between messages: the kill lands between
@@ -524,7 +524,7 @@ def test_dry_run_and_test_copies_send_and_record_nothing_for_the_period(
     path.write_text(
         "sections: [{id: world, title: World}]\n"
         "sources: [{id: herald, url: 'https://herald.example/rss', section: world}]\n"
-        "digests: [{id: daily, title: Daily, schedule: '0 7 * * *', filter: {},\n"
+        f"digests: [{{id: daily, title: Daily, schedule: '{a_daily_schedule()}', filter: {{}},\n"
         "            recipients: [ann@example.org, bob@example.org]}]\n"
         f"smtp: {{host: 127.0.0.1, port: {mail.port}, security: none, from: news@example.org}}\n"
         f"storage: {{url: 'sqlite:///{tmp_path / 'a.db'}'}}\n"
