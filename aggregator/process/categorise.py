@@ -290,6 +290,8 @@ class Categoriser:
         fixed = self._fixed.get(source_id, ())
         found = self._index.scan(text.fields(self._fields)) if self._topics else []
         judged: list[tuple[Topic, bool, str, Sequence[Hit], Hit | None]] = []
+        if only_assigned and not fixed and not any(found):  # (half the items: no topic)
+            return judged
         for number, topic in enumerate(self._topics):
             if topic.id in fixed:
                 judged.append((topic, True, "source", (), None))
