@@ -106,8 +106,7 @@ _NUMBER = re.compile(r"\d(?<![\w.,]\d)\d*(?:[.,]\d+)*(?!\w)")
 def title_numbers(title: str) -> list[int]:
     """The numbers a headline carries, hashed: 'day 1,727' and 'day 1,728' are two stories."""
     found = set()
-    native = speedups.native
-    for number in native.numbers(title) if native is not None else _NUMBER.findall(title):
+    for number in _NUMBER.findall(title):
         digits = "".join(str(unicodedata.digit(c)) if c.isdigit() else c for c in number)
         found.add(zlib.crc32(digits.replace(",", "").encode()) or 1)
     return sorted(found)[:NUMBERS]
@@ -141,9 +140,8 @@ _NO_NUMBERS = bytes(4 * NUMBERS)
 
 
 def _numbers_bytes(title: str) -> bytes:
-    if speedups.native is not None:  # the same, packed in C
-        packed: bytes = speedups.native.numbers_bytes(title, NUMBERS)
-        return packed
+    """The headline numbers as a fingerprint ends with them (in C: `numbers_bytes`, which tests
+    hold to this)."""
     numbers = title_numbers(title)
     if not numbers:  # most headlines
         return _NO_NUMBERS
@@ -179,5 +177,6 @@ def _native_fingerprint(entry: Entry, text: ItemText) -> bytes | None:
     )
     if signed is None:
         return None
-    made: bytes = signed + speedups.native.numbers_bytes(entry.title, NUMBERS)  # _numbers_bytes
+    # the headline numbers (`_numbers_bytes`) found, hashed and packed in C too
+    made: bytes = signed + speedups.native.numbers_bytes(entry.title, NUMBERS)
     return made
