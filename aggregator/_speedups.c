@@ -1885,7 +1885,7 @@ numbers_bytes(PyObject *module, PyObject *args)
     Py_ssize_t n = PyUnicode_GET_LENGTH(text), at = 0, start, end, made = 0;
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
-    uint32_t *hashes = NULL, packed[1024] = {0};
+    uint32_t *hashes = NULL, packed[1024]; /* the first `count` zeroed below */
     unsigned char digits[64];
     while (next_number(kind, data, n, &at, &start, &end)) {
         if (hashes == NULL && (hashes = PyMem_Malloc(sizeof(uint32_t) * (n / 2 + 1))) == NULL)
@@ -1905,6 +1905,7 @@ numbers_bytes(PyObject *module, PyObject *args)
         crc = crc32_update(crc, digits, size);
         hashes[made++] = crc ? crc : 1;
     }
+    memset(packed, 0, sizeof(uint32_t) * count);
     if (made)
         qsort(hashes, made, sizeof(uint32_t), compare_u32_values);
     Py_ssize_t kept = 0;
