@@ -629,6 +629,21 @@ def test_the_c_part_refuses_or_survives_what_callers_never_pass(native: ModuleTy
         native.signature("", words, "", -1, 20, a, b, 4)
     empty = native.WordSet.__new__(native.WordSet)
     assert not empty.holds("a") and empty.find("a b") == [] and empty.find_written("a") == []
+    # the twentieth stop's functions: counts out of range, needs they cannot search for
+    from aggregator.process.text import _MARK_RANGES, folded_token
+
+    with pytest.raises(ValueError, match="count"):
+        native.numbers_bytes("1 2", -1)
+    with pytest.raises(ValueError, match="count"):
+        native.numbers_bytes("1 2", 1 << 40)
+    assert native.numbers_bytes("", 0) == b""
+    assert native.words_text("é a", -1, 0, 2, _MARK_RANGES, folded_token) is None
+    assert native.words_text("é a", 0, 0, -5, _MARK_RANGES, folded_token) is None
+    with pytest.raises(ValueError, match="ASCII"):
+        empty.find_fields([Field("title", "x")], {}, str, 4, b"", ["é"])
+    with pytest.raises(ValueError, match="marks"):
+        empty.find_fields([Field("title", "x")], {}, str, 4, b"abc")
+    assert empty.find_fields([Field("title", "a b")], {}, str, 4, b"", ["zz"]) == []
     assert native.strip_tags("<p>x</p>", empty) == "x"
     again = native.WordSet(["gaza"])
     again.__init__(["syria*"])
