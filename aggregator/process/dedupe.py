@@ -269,9 +269,9 @@ class _Run:
         entries' items are all alive (new items are; another run's, when it was clean)."""
         self._fences = None
         native = speedups.native
+        if native is not None and slots.dtype not in (np.uint16, np.int32):
+            slots = slots.astype(np.int32)  # what the C sort and merge take
         if not ordered and native is not None:  # the same order, by a radix sort in C
-            if slots.dtype not in (np.uint16, np.int32):
-                slots = slots.astype(np.int32)
             sorted_keys, sorted_slots = native.sort_pairs(_flat(keys), _flat(slots))
             keys = np.frombuffer(sorted_keys, dtype=np.uint32)
             slots = np.frombuffer(sorted_slots, dtype=slots.dtype)
@@ -288,8 +288,6 @@ class _Run:
         self.clean_at = dead if dead is not None and given_alive else -1
         count, added = self.count, len(keys)
         if native is not None:  # the same merge in C, from the last entry, no temporaries
-            if slots.dtype not in (np.uint16, np.int32):
-                slots = slots.astype(np.int32)
             shift = slot_base - base
             native.merge(self._keys, self._offsets, count, _flat(keys), _flat(slots), shift)
             self.count = count + added
