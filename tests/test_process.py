@@ -593,6 +593,26 @@ def test_an_index_batch_with_one_id_twice_keeps_one() -> None:
     assert index.similar(fp, NOW) == []
 
 
+def test_an_index_batch_looked_up_again_at_other_times_follows_the_times_given() -> None:
+    """The index keeps a batch's times (and keys) for its next calls with the same batch: the
+    same fingerprints asked about at other times, or the same times in new tuples, must be
+    answered for the times given, not the remembered ones."""
+    index = SimilarityIndex(0.5, timedelta(hours=72))
+    story = "Officials said the ceasefire talks in Cairo stalled again over the crossings."
+    fp = fingerprint(entry("Gaza talks stall in Cairo", story))
+    alike = fingerprint(entry("Gaza talks stall in Cairo again", story))
+    assert fp is not None and alike is not None
+    index.add_many([(1, fp, NOW)])
+    assert [m.item_id for m in index.similar_many([alike], [NOW])[0]] == [1]
+    far = NOW + timedelta(hours=80)
+    assert index.similar_many([alike], [far]) == [[]]
+    assert [m.item_id for m in index.similar_many([alike], [NOW + timedelta(hours=1)])[0]] == [1]
+    assert index.similar_within([alike, alike], [NOW, far]) == [[], []]
+    assert index.similar_within([alike, alike], [NOW, NOW])[1][0][0] == 0
+    index.add_many([(2, alike, far)])
+    assert [m.item_id for m in index.similar_many([fp], [far])[0]] == [2]
+
+
 def test_a_one_word_hit_shows_the_word_as_written_by_either_route() -> None:
     """`original` takes a one-word hit from findall in plain ASCII text; it must be what the
     word's place in the text (`_spans`) gives."""

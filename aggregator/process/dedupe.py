@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import mmap
+import operator
 import threading
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -254,6 +255,7 @@ class _Run:
         slot_base: int = 0,
         dead: int | None = None,
         given_alive: bool = True,
+        bounds: tuple[int, int] | None = None,
     ) -> _Run:
         """This run with its dead entries gone and the given ones added (`ordered`: the keys
         come sorted, from another run); returned, for the caller to keep. The merge is done in
@@ -266,7 +268,9 @@ class _Run:
         `dead`: the index's count of the dead now; where it is the run's `clean_at`, no entry
         died since the last merge, and none is looked for (a look at every entry, each merge:
         a fifth of adding a poll's items to the index). `given_alive`: whether the given
-        entries' items are all alive (new items are; another run's, when it was clean)."""
+        entries' items are all alive (new items are; another run's, when it was clean).
+        `bounds`: the lowest and highest of `slots` (plus `slot_base`), where the caller knows
+        them."""
         self._fences = None
         native = speedups.native
         if native is not None and slots.dtype not in (np.uint16, np.int32):
@@ -279,7 +283,7 @@ class _Run:
             order = np.argsort(keys, kind="stable")
             keys, slots = keys[order], slots[order]
             del order
-        base, dtype = self._shape(slots, slot_base)
+        base, dtype = self._shape(slots, slot_base, bounds)
         fits = self.count + len(keys) <= len(self._keys)
         if base != self.base or dtype != self._offsets.dtype or not fits:
             self._move(alive, base, dtype, len(keys), room)
@@ -343,13 +347,18 @@ class _Run:
         low, high = other.base + int(offsets.min()), other.base + int(offsets.max())
         return low >= self.base and high - self.base < _OFFSET_SPAN
 
-    def _shape(self, slots: NDArray[Any], slot_base: int) -> tuple[int, np.dtype[Any]]:
+    def _shape(
+        self, slots: NDArray[Any], slot_base: int, bounds: tuple[int, int] | None = None
+    ) -> tuple[int, np.dtype[Any]]:
         """The base and offset type of the merged run: this run's where the new slots fit them
         (so the merge can be done in place; the offsets held fit already), else from the lowest
         and highest slot of all."""
         if not len(slots):
             return self.base, self._offsets.dtype
-        low, high = slot_base + int(slots.min()), slot_base + int(slots.max())
+        if bounds is not None:
+            low, high = bounds
+        else:
+            low, high = slot_base + int(slots.min()), slot_base + int(slots.max())
         if self.count and self._offsets.dtype == np.int32:
             return self.base, self._offsets.dtype  # slots themselves: any fits
         if self.count and low >= self.base and high - self.base < _OFFSET_SPAN:
@@ -574,6 +583,8 @@ class SimilarityIndex:
         # the last batch's signatures and band keys: storage looks a new batch up, compares it
         # within itself and adds it, three calls with the same fingerprints
         self._last: tuple[tuple[bytes, ...], NDArray[np.uint32], NDArray[np.uint32]] | None = None
+        self._last_moments: tuple[tuple[datetime, ...], NDArray[np.float64]] | None = None
+        self._spreads: dict[int, NDArray[np.int32]] = {}  # see _spread
         self._reset()
 
     def _reset(self, capacity: int = 1024) -> None:
@@ -623,40 +634,60 @@ class SimilarityIndex:
         self._last = (batch, sigs, keys)
         return sigs, keys
 
+    def _moments(self, whens: Sequence[datetime]) -> NDArray[np.float64]:
+        """The times of a batch as POSIX seconds, made once for the same batch (read-only, like
+        `_keyed`): its three calls each made them, a twentieth of the index's time."""
+        batch = tuple(whens)
+        last = self._last_moments
+        if last is not None and last[0] == batch:
+            return last[1]
+        moments = np.array([when.timestamp() for when in batch], dtype=np.float64)
+        moments.flags.writeable = False
+        self._last_moments = (batch, moments)
+        return moments
+
     def add(self, item_id: int, fp: bytes, when: datetime) -> None:
         self.add_many([(item_id, fp, when)])
 
     def add_many(self, rows: Iterable[tuple[int, bytes, datetime]]) -> None:
         with self._lock:
-            batch = list({row[0]: row for row in rows}.values())
-            if batch and min(row[0] for row in batch) <= self.watermark:
-                held = set(self._ids[self._slots_of([row[0] for row in batch])].tolist())
+            batch = list(rows)
+            ids = [row[0] for row in batch]
+            if len(set(ids)) < len(ids):  # an id given twice: its last row, in its first place
+                batch = list({row[0]: row for row in batch}.values())
+                ids = [row[0] for row in batch]
+            if batch and min(ids) <= self.watermark:
+                held = set(self._ids[self._slots_of(ids)].tolist())
                 batch = [row for row in batch if row[0] not in held]
             if not batch:
                 return
             for at in range(0, len(batch), self.OLD):  # a big batch makes runs of OLD items
                 self._add(batch[at : at + self.OLD])
             if len(batch) > self.RECENT:
-                self._last = None  # kept for the three calls of a save's batch, not this one
+                # kept for the three calls of a save's batch, not this one
+                self._last = self._last_moments = None
 
     def _add(self, batch: list[tuple[int, bytes, datetime]]) -> None:
         self._grow(self._size + len(batch))
         start = self._size
         end = start + len(batch)
         full, keys = self._keyed([fp for _, fp, _ in batch])
-        ids = np.array([item_id for item_id, _, _ in batch], dtype=np.int64)
+        # (in Python, not numpy: a poll's few ids cost less as a list, a tenth of adding them)
+        ids = [item_id for item_id, _, _ in batch]
         self._sigs.put(start, self._low(full[:, :NUM_PERM]))
         self._numbers[start:end] = full[:, NUM_PERM:]
-        self._ordered = self._ordered and bool(
-            (start == 0 or ids[0] > self._ids[start - 1]) and np.all(ids[1:] > ids[:-1])
+        self._ordered = (
+            self._ordered
+            and (start == 0 or ids[0] > int(self._ids[start - 1]))
+            and all(map(operator.lt, ids, itertools.islice(ids, 1, None)))
         )
         self._ids[start:end] = ids
-        self._times[start:end] = [when.timestamp() for _, _, when in batch]
+        self._times[start:end] = self._moments([when for _, _, when in batch])
         self._alive[start:end] = True
         self._size = end
-        self.watermark = max(self.watermark, int(ids.max()))
+        self.watermark = max(self.watermark, max(ids))
         self._remember(keys)
-        slots = np.repeat(np.arange(start, end, dtype=np.int32), self.bands)
+        slots = self._spread(len(batch)) + np.int32(start)
         if len(batch) >= self.YOUNG:  # a window loaded: runs of OLD items of their own
             self._to_full(_Run().merged(keys, slots, len(batch), self._alive, dead=self._dead))
         else:
@@ -666,9 +697,22 @@ class SimilarityIndex:
             # last full run: their slots interleaved with the young run's and overflowed 16 bits.
             room = 2 * self.RECENT * self.bands
             self._runs[0] = self._runs[0].merged(
-                keys, slots, len(batch), self._alive, room=room, dead=self._dead
-            )
+                keys, slots, len(batch), self._alive, room=room, dead=self._dead,
+                bounds=(start, end - 1),
+            )  # fmt: skip
             self._settle()
+
+    def _spread(self, count: int) -> NDArray[np.int32]:
+        """Each of `count` positions once per band, in order (the slots of a batch, less its
+        first): a poll's few sizes are kept, each made once."""
+        made = self._spreads.get(count)
+        if made is None:
+            made = np.repeat(np.arange(count, dtype=np.int32), self.bands)
+            if count <= self.RECENT:
+                if len(self._spreads) >= self.RECENT:
+                    self._spreads.clear()
+                self._spreads[count] = made
+        return made
 
     def _slots_of(self, item_ids: Sequence[int]) -> NDArray[np.int64]:
         """The live slots holding these ids: a binary search while ids ascend with their slots
@@ -769,7 +813,7 @@ class SimilarityIndex:
     ) -> list[list[Match]]:
         """`_verify` in C, over what the C lookup found."""
         result: list[list[Match]] = [[] for _ in whens]
-        moments = np.array([when.timestamp() for when in whens])
+        moments = self._moments(whens)
         for query, item_id, score in native.verify(
             np.frombuffer(found[0], dtype=np.int64),
             np.frombuffer(found[1], dtype=np.int32),
@@ -810,7 +854,7 @@ class SimilarityIndex:
         ends = np.cumsum(np.bincount(owners, minlength=len(whens)))
         newest = ends[owners] - np.arange(len(owners)) <= _MAX_CANDIDATES  # per query, in order
         owners, slots = owners[newest], slots[newest]
-        moments = np.array([when.timestamp() for when in whens])
+        moments = self._moments(whens)
         span = self.window.total_seconds()
         near = self._alive[slots] & (np.abs(self._times[slots] - moments[owners]) <= span)
         owners, slots = owners[near], slots[near]
@@ -845,7 +889,7 @@ class SimilarityIndex:
             if len(fps) < 2:
                 return result
             sigs, keys = self._keyed(fps)
-            times = np.array([w.timestamp() for w in whens])
+            times = self._moments(whens)
             span = self.window.total_seconds()
             native = speedups.native
             if native is not None:
@@ -857,7 +901,8 @@ class SimilarityIndex:
             else:
                 self._within_pairs(sigs, keys, times, result)
             for pairs in result:  # candidates come in order of position: equals stay earliest first
-                pairs.sort(key=lambda pair: -pair[1])
+                if len(pairs) > 1:
+                    pairs.sort(key=lambda pair: -pair[1])
             return result
 
     def _within_pairs(
@@ -1008,7 +1053,8 @@ class SimilarityIndex:
 def _most_alike_first(found: list[list[Match]]) -> list[list[Match]]:
     """Each query's matches, most alike first (the lowest id of equals first)."""
     for matches in found:
-        matches.sort(key=lambda match: (-match.score, match.item_id))
+        if len(matches) > 1:  # (most have none or one)
+            matches.sort(key=lambda match: (-match.score, match.item_id))
     return found
 
 
