@@ -366,11 +366,17 @@ index_lookup(PyObject *module, PyObject *args)
                 const uint32_t *fences = (const uint32_t *)run->fences.buf;
                 __builtin_prefetch(&fences[fence_guess(q[passing[p]], run->fence_count)]);
             }
+        const char *offsets = (const char *)run->offsets.buf;
+        Py_ssize_t width = run->offsets.itemsize;
         for (Py_ssize_t p = 0; p < held; p++) {
             narrow(run, q[passing[p]], &lows[p], &highs[p]);
-            if (run->has_fences)
+            if (run->has_fences) {
                 for (Py_ssize_t at = lows[p]; at < highs[p]; at += 16)
                     __builtin_prefetch(&keys[at]);
+                /* the offsets beside them: a popular key's dozen entries are read next */
+                for (Py_ssize_t at = lows[p]; at < highs[p]; at += 64 / width)
+                    __builtin_prefetch(offsets + at * width);
+            }
         }
         for (Py_ssize_t p = 0; p < held && !failed; p++) {
             uint32_t key = q[passing[p]];
@@ -640,6 +646,59 @@ sort_u64(uint64_t *values, Py_ssize_t n)
     return 0;
 }
 
+/* The distinct values of `codes[0..n)` that occur at least `needed` times, sorted, written over
+ * its start; returns how many, or -1 where no memory was had. A batch's candidate pairs are
+ * mostly pairs that share one band (a key common to many items, not a like item) and are
+ * dropped here: counted in a hash table, only the few kept are sorted, where sorting them all
+ * (a radix sort) was nearly all of verifying a batch. No value may be UINT64_MAX (the empty
+ * mark; a pair's high half is a position in a batch, below 2**31). */
+static Py_ssize_t
+shared_codes(uint64_t *codes, Py_ssize_t n, Py_ssize_t needed)
+{
+    Py_ssize_t kept = 0;
+    if (n < 64) { /* a small batch: sorted, then counted in runs */
+        if (sort_u64(codes, n) < 0)
+            return -1;
+        for (Py_ssize_t i = 0; i < n;) {
+            Py_ssize_t j = i + 1;
+            while (j < n && codes[j] == codes[i])
+                j++;
+            if (j - i >= needed)
+                codes[kept++] = codes[i];
+            i = j;
+        }
+        return kept;
+    }
+    int bits = 7;
+    while (((Py_ssize_t)1 << bits) < 2 * n)
+        bits++;
+    Py_ssize_t size = (Py_ssize_t)1 << bits, mask = size - 1;
+    uint64_t *table = PyMem_RawMalloc(size * sizeof(uint64_t));
+    Py_ssize_t *counts = PyMem_RawCalloc(size, sizeof(Py_ssize_t));
+    if (table == NULL || counts == NULL) {
+        PyMem_RawFree(table);
+        PyMem_RawFree(counts);
+        return -1;
+    }
+    memset(table, 0xFF, size * sizeof(uint64_t));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t code = codes[i];
+        Py_ssize_t at = (Py_ssize_t)((code * 0x9E3779B97F4A7C15ull) >> (64 - bits));
+        while (table[at] != code && table[at] != UINT64_MAX)
+            at = (at + 1) & mask;
+        table[at] = code;
+        counts[at]++;
+    }
+    for (Py_ssize_t at = 0; at < size; at++)
+        if (counts[at] >= needed && table[at] != UINT64_MAX)
+            codes[kept++] = table[at];
+    PyMem_RawFree(table);
+    PyMem_RawFree(counts);
+    if (sort_u64(codes, kept) < 0)
+        return -1;
+    return kept;
+}
+
 /* verify(owners, slots, needed, after, ids, alive, times, moments, span, sigs, blocks, block_rows,
  * bits, numbers, threshold, most) -> [(query, item id, score), ...]: `SimilarityIndex._verify`,
  * the candidates `lookup` found scored. A pair must come `needed` times (once a band shared),
@@ -735,19 +794,26 @@ index_verify(PyObject *module, PyObject *args)
         }
         codes[i] = ((uint64_t)owners[i] << 32) | (uint32_t)slots[i];
     }
-    if (sort_u64(codes, n) < 0) {
+    /* the distinct pairs shared often enough (and of items above `after`), in place */
+    Py_ssize_t shared = shared_codes(codes, n, needed);
+    if (shared < 0) {
         PyErr_NoMemory();
         goto done;
     }
-    /* the distinct pairs shared often enough (and of items above `after`), in place */
     Py_ssize_t kept = 0;
-    for (Py_ssize_t i = 0; i < n;) {
-        Py_ssize_t j = i + 1;
-        while (j < n && codes[j] == codes[i])
-            j++;
-        if (j - i >= needed && (!after || ids[(uint32_t)codes[i]] > after))
+    for (Py_ssize_t i = 0; i < shared; i++)
+        if (!after || ids[(uint32_t)codes[i]] > after)
             codes[kept++] = codes[i];
-        i = j;
+    /* what the pairs are checked against, asked of memory for all of them first: an item's
+     * liveness, time and signature row are three misses of a window of hundreds of MiB */
+    for (Py_ssize_t i = 0; i < kept; i++) {
+        Py_ssize_t slot = (Py_ssize_t)(uint32_t)codes[i];
+        const unsigned char *row =
+            (const unsigned char *)blocks[slot / block_rows].buf + (slot % block_rows) * row_bytes;
+        __builtin_prefetch(&alive[slot]);
+        __builtin_prefetch(&times[slot]);
+        for (Py_ssize_t at = 0; at < row_bytes; at += 64)
+            __builtin_prefetch(row + at);
     }
     result = PyList_New(0);
     if (result == NULL)
@@ -899,7 +965,9 @@ index_within(PyObject *module, PyObject *args)
         }
         first = end;
     }
-    if (sort_u64(found.codes, found.size) < 0)
+    /* the pairs sharing `needed` bands or more, each once (`shared_codes`) */
+    Py_ssize_t distinct = found.size ? shared_codes(found.codes, found.size, needed) : 0;
+    if (distinct < 0)
         goto nomemory;
     pairs = PyList_New(count);
     if (pairs == NULL)
@@ -910,17 +978,12 @@ index_within(PyObject *module, PyObject *args)
             goto done;
         PyList_SET_ITEM(pairs, i, empty);
     }
-    /* the runs of equal pairs: how many bands each shares */
+    /* each pair shared often enough, compared */
     Py_ssize_t compared = 0;
-    for (Py_ssize_t i = 0; i < found.size;) {
-        Py_ssize_t j = i + 1;
-        while (j < found.size && found.codes[j] == found.codes[i])
-            j++;
-        Py_ssize_t times_shared = j - i;
+    for (Py_ssize_t i = 0; i < distinct; i++) {
         Py_ssize_t later = (Py_ssize_t)(found.codes[i] >> 32);
         Py_ssize_t earlier = (Py_ssize_t)(uint32_t)found.codes[i];
-        i = j;
-        if (times_shared < needed || later <= earlier)
+        if (later <= earlier)
             continue;
         compared++;
         const uint32_t *a = sig + later * WORDS, *b = sig + earlier * WORDS;
