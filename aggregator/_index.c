@@ -117,11 +117,21 @@ index_bloom_add(PyObject *module, PyObject *args)
         uint64_t *w = (uint64_t *)words.buf;
         const uint32_t *k = (const uint32_t *)keys.buf;
         Py_ssize_t n = keys.len / 4;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            uint64_t a, b;
-            bloom_slots(k[i], size, &a, &b);
-            w[a >> 6] |= 1ULL << (a & 63);
-            w[b >> 6] |= 1ULL << (b & 63);
+        /* a chunk's words asked of memory before any is written (as `lookup` reads them): one
+         * at a time, each a miss of a filter of megabytes, they followed one another */
+        enum { CHUNK = 32 };
+        uint64_t firsts[CHUNK], seconds[CHUNK];
+        for (Py_ssize_t start = 0; start < n; start += CHUNK) {
+            Py_ssize_t count = n - start < CHUNK ? n - start : CHUNK;
+            for (Py_ssize_t i = 0; i < count; i++) {
+                bloom_slots(k[start + i], size, &firsts[i], &seconds[i]);
+                __builtin_prefetch(&w[firsts[i] >> 6], 1);
+                __builtin_prefetch(&w[seconds[i] >> 6], 1);
+            }
+            for (Py_ssize_t i = 0; i < count; i++) {
+                w[firsts[i] >> 6] |= 1ULL << (firsts[i] & 63);
+                w[seconds[i] >> 6] |= 1ULL << (seconds[i] & 63);
+            }
         }
     }
     PyBuffer_Release(&words);
