@@ -377,6 +377,12 @@ def field_group(name: str) -> str:
     return "publisher" if name in _PUBLISHER_NAMES else name
 
 
+# An empty summary or content is the same field for every entry (a field is a value: what it
+# remembers of an empty text is empty)
+_NO_SUMMARY = (Field("summary", ""),)
+_NO_CONTENT = (Field("content", ""),)
+
+
 class ItemText:
     """The matchable parts of one entry, converted to plain text and folded once, on demand."""
 
@@ -401,12 +407,16 @@ class ItemText:
         if name == "title":
             return (Field("title", entry.title),)
         if name == "summary":
-            return (Field("summary", html_to_text(entry.summary)),)
-        if name == "content":
-            return (Field("content", html_to_text(entry.content)),)
+            summary = entry.summary
+            return (Field("summary", html_to_text(summary)),) if summary else _NO_SUMMARY
+        if name == "content":  # (most entries have a summary only)
+            content = entry.content
+            return (Field("content", html_to_text(content)),) if content else _NO_CONTENT
         if name == "categories":
             return tuple([Field("categories", category) for category in entry.categories])
         if name == "publisher":
+            if not entry.publisher:
+                return ()
             return tuple(
                 [
                     Field(PUBLISHER_FIELDS.get(kind, "the page's label"), term)
