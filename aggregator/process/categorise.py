@@ -212,18 +212,16 @@ class Categoriser:
             # Most links hold no rule's path: one search of the link says so, before splitting
             # it. A link's lowered path is part of it lowered where it is ASCII (lowering is
             # then a letter at a time) without tabs or line breaks (which urlsplit drops).
-            links = [
-                (given, split_link(given))
-                for given in (link, canonical if canonical != link else None)
-                if given
-                and (
+            links: list[tuple[str, tuple[str, str]]] = []
+            for given in (link, canonical) if canonical and canonical != link else (link,):
+                if given and (
                     any_path.search(given.lower()) is not None
                     or not given.isascii()
                     or "\n" in given
                     or "\t" in given
                     or "\r" in given
-                )
-            ]
+                ):
+                    links.append((given, split_link(given)))
             if links and not any(any_path.search(path) for _, (_, path) in links):
                 links = []  # no rule's path is in any link: no rule matches
             for section_id, rule in self._paths if links else ():

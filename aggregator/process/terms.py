@@ -213,6 +213,7 @@ class TermIndex:
             except re.error:  # a term with global flags cannot be joined: check each in turn
                 self._any_regex = None
         self._has_regexes = any(self._regexes)
+        self._no_hits: tuple[tuple[Hit, ...], ...] = tuple(() for _ in self.groups)
         self._memo: dict[str, tuple[_Candidate, ...]] = {}
         # Every term one word long (the usual topic keywords): a word's hits are its candidates'
         # earliest term of each list, and no hit can overlap another, so `_scan_words` takes a
@@ -258,11 +259,12 @@ class TermIndex:
             self._memo[word] = found
         return found
 
-    def scan(self, fields: Iterable[Field]) -> list[list[Hit]]:
-        hits: list[list[Hit]] = [[] for _ in self.groups]
+    def scan(self, fields: Iterable[Field]) -> Sequence[Sequence[Hit]]:
+        """Each list's hits in these fields (read-only: an item with none shares one answer)."""
         # an empty field (most items' content, where a feed gives a summary) holds no hit
         fields = [field for field in fields if field.text]
         native = self._native
+        hits: list[list[Hit]]
         if (
             native is not None
             and self._written is None
@@ -273,13 +275,18 @@ class TermIndex:
             # every field in one call, which says too whether any holds a regex term's letters
             found = find_in_fields(native, fields, self._needs if self._has_regexes else None)
             if found is not None:
+                if not found:  # (most items: no word of any term)
+                    return self._no_hits
+                hits = [[] for _ in self.groups]
                 for field, starting in found:
                     self._scan_starting(field, starting, hits)
                 return hits
         elif not self._has_regexes or self._lacks_regex_letters(fields):
+            hits = [[] for _ in self.groups]
             for field in fields:
                 self._scan_words(field, hits)
             return hits
+        hits = [[] for _ in self.groups]
         needs = self._needs
         for field in fields:
             self._scan_words(field, hits)
