@@ -593,6 +593,26 @@ def test_an_index_batch_with_one_id_twice_keeps_one() -> None:
     assert index.similar(fp, NOW) == []
 
 
+@pytest.mark.parametrize(
+    "item",
+    [
+        entry("Gaza talks", "<p>Officials &amp; envoys met.</p>", content="<p>Full text</p>"),
+        entry("Only a title"),
+        entry("", "", categories=("World", "Middle East"), publisher=(("section", "World"),)),
+        entry("T", "S", publisher=(("tag", "Gaza"), ("odd-kind", "x"), ("breadcrumb", "News"))),
+    ],
+)
+def test_every_field_at_once_is_each_field_asked_for_in_turn(item: Entry) -> None:
+    """Filing asks for every field at once (made in one go); it must be what asking for each
+    field in turn gives, and what is asked for next must be the fields made then."""
+    each = ItemText(item)
+    expected = [f for name in ItemText.FIELDS for f in each.fields((name,))]
+    at_once = ItemText(item)
+    assert at_once.fields() == expected
+    assert at_once.fields(("summary", "title")) == each.fields(("summary", "title"))
+    assert at_once.fields() == expected  # made already: the fields asked for one by one
+
+
 def test_an_index_batch_looked_up_again_at_other_times_follows_the_times_given() -> None:
     """The index keeps a batch's times (and keys) for its next calls with the same batch: the
     same fingerprints asked about at other times, or the same times in new tuples, must be

@@ -194,6 +194,8 @@ class Categoriser:
         self._topics: list[Topic] = list(config.topics)
         self._index = TermIndex([g for t in self._topics for g in (t.keywords, t.exclude)])
         self._fields = tuple(f for f in ItemText.FIELDS if any(f in t.fields for t in self._topics))
+        if self._fields == ItemText.FIELDS:  # (ItemText makes them all at once)
+            self._fields = ItemText.FIELDS
         # topics matching in every field scanned (the default) take their hits unfiltered
         self._every_field = [set(self._fields) <= set(t.fields) for t in self._topics]
         self._sources: dict[str, Source] = {s.id: s for s in config.sources}
