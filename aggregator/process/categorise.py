@@ -11,8 +11,9 @@ whose `exclude` terms appear there, plus the source's fixed topics.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any
@@ -292,7 +293,12 @@ class Categoriser:
         judged: list[tuple[Topic, bool, str, Sequence[Hit], Hit | None]] = []
         if only_assigned and not fixed and not any(found):  # (half the items: no topic)
             return judged
-        for number, topic in enumerate(self._topics):
+        topics = self._topics
+        numbers: Iterable[int] = range(len(topics))
+        if only_assigned and not fixed:  # only the topics with a hit (one or two an item)
+            numbers = itertools.compress(numbers, found[::2])
+        for number in numbers:
+            topic = topics[number]
             if topic.id in fixed:
                 judged.append((topic, True, "source", (), None))
                 continue

@@ -160,11 +160,11 @@ def _native_fingerprint(entry: Entry, text: ItemText) -> bytes | None:
     """`fingerprint` in C: the same words, shingles and signature (tests hold them equal). The
     content is made plain text and folded only where the summary is short, as `_words` does."""
     assert speedups.native is not None
-    title, summary = text.fields(("title", "summary"))
-    body = _folded_opening(summary)
+    title = text.field("title")
+    body = _folded_opening(text.field("summary"))
     content = ""
     if not body or body.count(" ") + 1 < SHORT_SUMMARY:
-        content = _folded_opening(text.fields(("content",))[0])
+        content = _folded_opening(text.field("content"))
     signed = speedups.native.signature(
         title.folded,
         body,

@@ -404,6 +404,13 @@ class ItemText:
             found += fields
         return found
 
+    def field(self, name: str) -> Field:
+        """The one field of a kind there is one of (title, summary, content)."""
+        made = self._fields.get(name)
+        if made is None:
+            made = self._fields[name] = self._make(name)
+        return made[0]
+
     def _every(self) -> list[Field]:
         """Every field, made at once (what `_make` makes of each): filing's topic rules ask for
         them all first, and a loop over the names was a twentieth of filing an item."""
