@@ -278,6 +278,26 @@ def test_html_to_text_in_c_is_html_to_text_in_python(native: ModuleType) -> None
     assert stripped > 3000
 
 
+def test_collapsing_spaces_in_c_is_splitting_and_joining(native: ModuleType) -> None:
+    """Text already collapsed is its own answer (no copy made); any other one-byte text, with
+    every kind of space below 256 at either end, doubled or alone, is collapsed as Python does."""
+    rng = random.Random(21)
+    alphabet = [" ", " ", "a", "b", "\xe9", "\x01", "\t", "\n", "\x0b", "\x1c", "\x1f"]
+    alphabet += ["\x85", "\xa0", "\x7f", "\xff"]
+    samples = ["", " ", "a", "a b", " a", "a ", "a  b", "a\xa0b", "a\x85", "a\x01 b"]
+    samples += ["".join(rng.choices(alphabet, k=rng.randint(1, 12))) for _ in range(20_000)]
+    for text in samples:
+        assert native.collapse_spaces(text) == " ".join(text.split()), repr(text)
+    plain = "already single spaced, \xe9 and all"
+    assert native.collapse_spaces(plain) is plain
+
+    class Text(str):
+        pass
+
+    made = native.collapse_spaces(Text("a b"))
+    assert made == "a b" and type(made) is str
+
+
 def _eval_entries() -> list[Entry]:
     entries = []
     for n, line in enumerate((EVAL / "items.jsonl").read_text(encoding="utf-8").splitlines()):
