@@ -796,9 +796,12 @@ index_verify(PyObject *module, PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
+    /* (a slot's block is within the blocks given: no division a pair) */
+    Py_ssize_t rows_held = block_count < PY_SSIZE_T_MAX / block_rows ? block_count * block_rows
+                                                                      : PY_SSIZE_T_MAX;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (owners[i] < 0 || owners[i] >= queries || slots[i] < 0 || slots[i] >= capacity
-            || slots[i] / block_rows >= block_count) {
+            || slots[i] >= rows_held) {
             PyErr_SetString(PyExc_ValueError, "verify: a candidate out of range");
             goto done;
         }
