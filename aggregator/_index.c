@@ -604,7 +604,18 @@ index_merge(PyObject *module, PyObject *args)
  * qsort's comparisons took 10 s where boilerplate gave a batch 126 million candidate pairs;
  * numpy's sort, which the Python code uses, 4. Returns -1 where no room for the copy was had. */
 static int
+sort_u64_from(uint64_t *values, Py_ssize_t n, int first_bit);
+
+static int
 sort_u64(uint64_t *values, Py_ssize_t n)
+{
+    return sort_u64_from(values, n, 0);
+}
+
+/* `sort_u64` of values whose bits below `first_bit` already ascend in the order given (a position
+ * beside a key): the passes over them are left out, the sort being stable. */
+static int
+sort_u64_from(uint64_t *values, Py_ssize_t n, int first_bit)
 {
     if (n < 2)
         return 0;
@@ -631,7 +642,7 @@ sort_u64(uint64_t *values, Py_ssize_t n)
         return -1;
     }
     uint64_t *from = values, *to = other;
-    for (int shift = 0; shift < 64; shift += bits) {
+    for (int shift = first_bit - first_bit % bits; shift < 64; shift += bits) {
         memset(counts, 0, buckets * sizeof(Py_ssize_t));
         for (Py_ssize_t i = 0; i < n; i++)
             counts[(from[i] >> shift) & mask]++;
@@ -960,7 +971,7 @@ index_within(PyObject *module, PyObject *args)
     }
     for (Py_ssize_t i = 0; i < n; i++)
         ranked[i] = ((uint64_t)k[i] << 32) | (uint64_t)i;
-    if (sort_u64(ranked, n) < 0)
+    if (sort_u64_from(ranked, n, 32) < 0) /* (the positions ascend already) */
         goto nomemory;
     for (Py_ssize_t first = 0; first < n;) {
         Py_ssize_t end = first + 1;
