@@ -72,29 +72,32 @@ get_arrays(const Wanted *wanted, int count)
     return 0;
 }
 
-/* The filter's two bits for a key: the halves of a multiplicative hash, scaled to its size
- * (as `_Bits._slots`). */
+/* The filter's word for a key and the three bits of it a key sets (as `_Bits._spots`): the high
+ * half of a multiplicative hash scaled to the words, the low bits the bits. One memory access
+ * a key where two bits anywhere in the filter took two (and 3.8% false positives at 8 bits a
+ * key, where two bits gave 5%). */
 static inline void
-bloom_slots(uint32_t key, uint64_t size, uint64_t *first, uint64_t *second)
+bloom_spot(uint32_t key, uint64_t size, uint64_t *word, uint64_t *mask)
 {
     uint64_t mixed = (uint64_t)key * MIX;
-    *first = ((mixed >> 32) * size) >> 32;
-    *second = ((mixed & 0xFFFFFFFFULL) * size) >> 32;
+    *word = ((mixed >> 32) * (size >> 6)) >> 32;
+    *mask = (1ULL << (mixed & 63)) | (1ULL << ((mixed >> 6) & 63)) | (1ULL << ((mixed >> 12) & 63));
 }
 
 static inline int
 bloom_holds(const uint64_t *words, uint64_t size, uint32_t key)
 {
-    uint64_t a, b;
-    bloom_slots(key, size, &a, &b);
-    return (words[a >> 6] >> (a & 63)) & (words[b >> 6] >> (b & 63)) & 1;
+    uint64_t word, mask;
+    bloom_spot(key, size, &word, &mask);
+    return (words[word] & mask) == mask;
 }
 
 static int
 check_size(Py_buffer *words, unsigned long long size)
 {
-    /* up to 2**32 bits (what `_Bits` caps a filter at): a slot then still fits in 32 bits */
-    if (size == 0 || size > (unsigned long long)words->len * 8 || size > (1ULL << 32)) {
+    /* up to 2**32 bits (what `_Bits` caps a filter at), whole words */
+    if (size == 0 || size % 64 || size > (unsigned long long)words->len * 8
+        || size > (1ULL << 32)) {
         PyErr_SetString(PyExc_ValueError, "bloom: size out of range of its words");
         return -1;
     }
@@ -120,18 +123,15 @@ index_bloom_add(PyObject *module, PyObject *args)
         /* a chunk's words asked of memory before any is written (as `lookup` reads them): one
          * at a time, each a miss of a filter of megabytes, they followed one another */
         enum { CHUNK = 32 };
-        uint64_t firsts[CHUNK], seconds[CHUNK];
+        uint64_t at[CHUNK], masks[CHUNK];
         for (Py_ssize_t start = 0; start < n; start += CHUNK) {
             Py_ssize_t count = n - start < CHUNK ? n - start : CHUNK;
             for (Py_ssize_t i = 0; i < count; i++) {
-                bloom_slots(k[start + i], size, &firsts[i], &seconds[i]);
-                __builtin_prefetch(&w[firsts[i] >> 6], 1);
-                __builtin_prefetch(&w[seconds[i] >> 6], 1);
+                bloom_spot(k[start + i], size, &at[i], &masks[i]);
+                __builtin_prefetch(&w[at[i]], 1);
             }
-            for (Py_ssize_t i = 0; i < count; i++) {
-                w[firsts[i] >> 6] |= 1ULL << (firsts[i] & 63);
-                w[seconds[i] >> 6] |= 1ULL << (seconds[i] & 63);
-            }
+            for (Py_ssize_t i = 0; i < count; i++)
+                w[at[i]] |= masks[i];
         }
     }
     PyBuffer_Release(&words);
@@ -358,10 +358,9 @@ index_lookup(PyObject *module, PyObject *args)
     for (Py_ssize_t first = 0; first < n && !failed; first += CHUNK) {
         Py_ssize_t last = first + CHUNK < n ? first + CHUNK : n;
         for (Py_ssize_t i = first; i < last; i++) {
-            uint64_t a, b;
-            bloom_slots(q[i], size, &a, &b);
-            __builtin_prefetch(&w[a >> 6]);
-            __builtin_prefetch(&w[b >> 6]);
+            uint64_t word, mask;
+            bloom_spot(q[i], size, &word, &mask);
+            __builtin_prefetch(&w[word]);
         }
         for (Py_ssize_t i = first; i < last; i++)
             if (bloom_holds(w, size, q[i]))

@@ -357,7 +357,7 @@ def test_a_run_merges_in_place_and_holds_what_a_sorted_list_would(
 
 def test_the_band_key_filter_never_misses_a_key_and_rarely_passes_another() -> None:
     """The filter in front of the runs' binary searches: a key it was given always passes (or
-    an item would go unfound), and of keys it was not given, full to capacity, about 5% pass."""
+    an item would go unfound), and of keys it was not given, full to capacity, about 4% pass."""
     rng = np.random.default_rng(3)
     given = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
     bits = dedupe._Bits(len(given))
