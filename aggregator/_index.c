@@ -672,11 +672,15 @@ sort_u64_from(uint64_t *values, Py_ssize_t n, int first_bit)
  * dropped here: counted in a hash table, only the few kept are sorted, where sorting them all
  * (a radix sort) was nearly all of verifying a batch. No value may be UINT64_MAX (the empty
  * mark; a pair's high half is a position in a batch, below 2**31). */
+enum { SHARED_TABLE_MOST = 1 << 14 }; /* pairs counted in a table (288 KiB at most) */
+
 static Py_ssize_t
 shared_codes(uint64_t *codes, Py_ssize_t n, Py_ssize_t needed)
 {
     Py_ssize_t kept = 0;
-    if (n < 64) { /* a small batch: sorted, then counted in runs */
+    /* A small batch, or a big one (the table takes 18 bytes a pair where the sort's copy takes
+     * 8: a big batch's would raise the poller's peak): sorted, then counted in runs. */
+    if (n < 64 || n > SHARED_TABLE_MOST || needed > 255) {
         if (sort_u64(codes, n) < 0)
             return -1;
         for (Py_ssize_t i = 0; i < n;) {
@@ -694,7 +698,7 @@ shared_codes(uint64_t *codes, Py_ssize_t n, Py_ssize_t needed)
         bits++;
     Py_ssize_t size = (Py_ssize_t)1 << bits, mask = size - 1;
     uint64_t *table = PyMem_RawMalloc(size * sizeof(uint64_t));
-    Py_ssize_t *counts = PyMem_RawCalloc(size, sizeof(Py_ssize_t));
+    unsigned char *counts = PyMem_RawCalloc(size, 1); /* held at 255: `needed` is less */
     if (table == NULL || counts == NULL) {
         PyMem_RawFree(table);
         PyMem_RawFree(counts);
@@ -707,7 +711,7 @@ shared_codes(uint64_t *codes, Py_ssize_t n, Py_ssize_t needed)
         while (table[at] != code && table[at] != UINT64_MAX)
             at = (at + 1) & mask;
         table[at] = code;
-        counts[at]++;
+        counts[at] += counts[at] < 255;
     }
     for (Py_ssize_t at = 0; at < size; at++)
         if (counts[at] >= needed && table[at] != UINT64_MAX)

@@ -426,6 +426,7 @@ def _room(count: int, dtype: np.dtype[Any]) -> NDArray[Any]:
 
 
 _MAPPED_FROM = 1 << 17
+_SPREADS_KEPT = 64  # batch sizes up to this have their slots' pattern kept (`_spread`)
 
 
 _OFFSET_SPAN = 1 << 16  # slot offsets below this fit in 16 bits
@@ -698,13 +699,11 @@ class SimilarityIndex:
 
     def _spread(self, count: int) -> NDArray[np.int32]:
         """Each of `count` positions once per band, in order (the slots of a batch, less its
-        first): a poll's few sizes are kept, each made once."""
+        first): a poll's sizes are kept, each made once."""
         made = self._spreads.get(count)
         if made is None:
             made = np.repeat(np.arange(count, dtype=np.int32), self.bands)
-            if count <= self.RECENT:
-                if len(self._spreads) >= self.RECENT:
-                    self._spreads.clear()
+            if count <= _SPREADS_KEPT:  # (350 KiB at most)
                 self._spreads[count] = made
         return made
 
