@@ -375,17 +375,11 @@ index_lookup(PyObject *module, PyObject *args)
                 const uint32_t *fences = (const uint32_t *)run->fences.buf;
                 __builtin_prefetch(&fences[fence_guess(q[passing[p]], run->fence_count)]);
             }
-        const char *offsets = (const char *)run->offsets.buf;
-        Py_ssize_t width = run->offsets.itemsize;
         for (Py_ssize_t p = 0; p < held; p++) {
             narrow(run, q[passing[p]], &lows[p], &highs[p]);
-            if (run->has_fences) {
+            if (run->has_fences)
                 for (Py_ssize_t at = lows[p]; at < highs[p]; at += 16)
                     __builtin_prefetch(&keys[at]);
-                /* the offsets beside them: a popular key's dozen entries are read next */
-                for (Py_ssize_t at = lows[p]; at < highs[p]; at += 64 / width)
-                    __builtin_prefetch(offsets + at * width);
-            }
         }
         for (Py_ssize_t p = 0; p < held && !failed; p++) {
             uint32_t key = q[passing[p]];
@@ -831,17 +825,6 @@ index_verify(PyObject *module, PyObject *args)
     for (Py_ssize_t i = 0; i < shared; i++)
         if (!after || ids[(uint32_t)codes[i]] > after)
             codes[kept++] = codes[i];
-    /* what the pairs are checked against, asked of memory for all of them first: an item's
-     * liveness, time and signature row are three misses of a window of hundreds of MiB */
-    for (Py_ssize_t i = 0; i < kept; i++) {
-        Py_ssize_t slot = (Py_ssize_t)(uint32_t)codes[i];
-        const unsigned char *row =
-            (const unsigned char *)blocks[slot / block_rows].buf + (slot % block_rows) * row_bytes;
-        __builtin_prefetch(&alive[slot]);
-        __builtin_prefetch(&times[slot]);
-        for (Py_ssize_t at = 0; at < row_bytes; at += 64)
-            __builtin_prefetch(row + at);
-    }
     result = PyList_New(0);
     if (result == NULL)
         goto done;
