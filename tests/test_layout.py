@@ -212,7 +212,7 @@ def test_the_front_page_in_a_browser_shows_stories_by_section_and_leads_to_searc
     """What a reader sees on a phone: each section's latest stories with source and time, the
     sections and topics, the digests with their schedule; and the search box, used as a reader
     uses it, finds a story."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -238,11 +238,11 @@ def test_the_front_page_in_a_browser_shows_stories_by_section_and_leads_to_searc
     deadline = time.monotonic() + 30
 
     def page_text() -> str:
-        """The page's text; nothing while the browser is still leaving the last page (the body
-        found there can go stale before its text is read)."""
+        """The page's text; nothing while the browser is still between pages (the body found
+        on the last one can go stale before its text is read, and the next may have none yet)."""
         try:
             return str(browser.find_element(By.TAG_NAME, "body").text)
-        except StaleElementReferenceException:
+        except (StaleElementReferenceException, NoSuchElementException):
             return ""
 
     while "Supercalifragilistic" not in page_text():
