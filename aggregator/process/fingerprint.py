@@ -53,10 +53,10 @@ def _opening(field: Field, count: int) -> list[str]:
 
 
 def _words(entry: Entry, text: ItemText) -> list[str]:
-    title = text.fields(("title",))[0].words
-    body = _opening(text.fields(("summary",))[0], SUMMARY_WORDS)
+    title = text.field("title").words
+    body = _opening(text.field("summary"), SUMMARY_WORDS)
     if len(body) < SHORT_SUMMARY:
-        content = _opening(text.fields(("content",))[0], SUMMARY_WORDS)
+        content = _opening(text.field("content"), SUMMARY_WORDS)
         if len(content) > len(body):
             body = content
     return title + body
