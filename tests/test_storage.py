@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from aggregator.exceptions import StorageError
 from aggregator.process.pipeline import Processor
 from aggregator.storage import Storage, migrate, tables
 from aggregator.storage import items as items_module
+from aggregator.storage import sources as sources_module
 from aggregator.storage.engine import make_engine
 from aggregator.storage.search import is_index_table
 from aggregator.storage.tables import metadata
@@ -31,6 +33,7 @@ from aggregator.types import (
     Filing,
     RunStatus,
     SaveReport,
+    SourceState,
     SubscriberStatus,
 )
 from tests.conftest import _reset_postgres
@@ -630,6 +633,57 @@ def test_outcomes_without_entries_are_written_together(storage: Storage, clock: 
     assert all(isinstance(result, SaveReport) for result in results.values())
     due = {state.id: state.next_due_at for state in storage.sources()}
     assert [name for name in names if due[name] == later] == names[:5]
+
+
+def test_outcomes_written_together_are_written_as_one_at_a_time(
+    storage: Storage, clock: Clock
+) -> None:
+    """`record_fetches` writes most 304s with a statement of their own (a third of the
+    parameters): every kind of outcome leaves its source's row exactly as the statement for any
+    outcome (`sources.record_fetch`) does, from the same row before."""
+    later = clock() + timedelta(hours=1)
+    outcomes = {
+        "plain": FetchRecord("", clock(), later, status=304),
+        "validators": FetchRecord("", clock(), later, status=304, etag='"v2"', last_modified="x"),
+        "moved": FetchRecord("", clock(), later, status=304, permanent_url="https://m.example/"),
+        "titled": FetchRecord("", clock(), later, status=304, feed_title="Renamed"),
+        "document": FetchRecord("", clock(), later, status=200, etag='"v3"', entry_count=4),
+        "failed": FetchRecord("", clock(), later, status=503, ok=False, error="HTTP 503"),
+        "gone": FetchRecord("", clock(), later, status=410, ok=False, error="gone", gone=True),
+    }
+    names = [f"{kind}-{way}" for kind in outcomes for way in ("alone", "together")]
+    storage.sync_sources([source(name) for name in names])
+    # a row with something to keep or to reset: validators, a failure, a warning
+    storage.claim_sources(names, "w1", LEASE)
+    before = FetchRecord("", clock(), clock(), status=500, ok=False, error="HTTP 500")
+    with storage._tx() as conn:
+        sources_module.record_fetches(
+            conn, [(replace(before, source_id=name), "w1") for name in names]
+        )
+        conn.execute(
+            tables.sources.update().values(
+                etag='"v1"', last_modified="y", last_warning="odd", last_entry_count=2
+            )
+        )
+    clock.advance(minutes=1)
+    storage.claim_sources(names, "w1", LEASE)
+    with storage._tx() as conn:  # the statement for any outcome, one at a time
+        for kind, outcome in outcomes.items():
+            alone = replace(outcome, source_id=f"{kind}-alone")
+            assert sources_module.record_fetch(conn, alone, "w1")
+    together = [(replace(o, source_id=f"{kind}-together"), "w1") for kind, o in outcomes.items()]
+    assert storage.record_fetches(together) == [True] * len(outcomes)
+
+    def written(state: SourceState) -> SourceState:  # what a fetch's outcome decides
+        moved = state.fetch_url if state.fetch_url != state.url else "(its own)"
+        return replace(state, id="", url="", title="", fetch_url=moved)
+
+    rows = {state.id: written(state) for state in storage.sources()}
+    for kind in outcomes:
+        assert rows[f"{kind}-together"] == rows[f"{kind}-alone"], kind
+    assert rows["moved-together"].fetch_url == "https://m.example/"
+    assert rows["plain-together"].etag == '"v1"' and rows["plain-together"].last_error is None
+    assert rows["validators-together"].etag == '"v2"'
 
 
 def test_a_database_failure_is_the_projects_storage_error(storage: Storage) -> None:
