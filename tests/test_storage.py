@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import subprocess
 import sys
@@ -633,6 +634,15 @@ def test_outcomes_without_entries_are_written_together(storage: Storage, clock: 
     assert all(isinstance(result, SaveReport) for result in results.values())
     due = {state.id: state.next_due_at for state in storage.sources()}
     assert [name for name in names if due[name] == later] == names[:5]
+
+
+def test_a_source_state_is_read_by_the_place_of_each_field() -> None:
+    """`_state` makes a SourceState of a row by position: the columns read are its fields, in
+    its order (a field added to one and not the other fails here, not as a shifted value)."""
+    fields = [f.name for f in dataclasses.fields(SourceState)]
+    columns = [c.name for c in sources_module._STATE_COLUMNS]
+    assert columns == [name if name != "interval" else "interval_seconds" for name in fields]
+    assert columns[sources_module._INTERVAL] == "interval_seconds"
 
 
 def test_outcomes_written_together_are_written_as_one_at_a_time(

@@ -30,34 +30,41 @@ from aggregator.storage.dialect import serialise
 from aggregator.storage.tables import sources as t
 from aggregator.types import FetchRecord, SourceState, SyncReport
 
+# What a SourceState is made of, in the order of its fields (the interval in seconds): a claim
+# reads these and no more (not when a row was made or changed, nor its priority, which took two
+# more dates to parse a source), and `_state` makes a state of them by position.
+_STATE_COLUMNS = (
+    t.c.id,
+    t.c.url,
+    t.c.fetch_url,
+    t.c.title,
+    t.c.enabled,
+    t.c.in_config,
+    t.c.interval_seconds,
+    t.c.next_due_at,
+    t.c.etag,
+    t.c.last_modified,
+    t.c.last_fetched_at,
+    t.c.last_success_at,
+    t.c.last_status,
+    t.c.last_error,
+    t.c.consecutive_failures,
+    t.c.gone_at,
+    t.c.lease_owner,
+    t.c.lease_expires_at,
+    t.c.feed_title,
+    t.c.last_warning,
+    t.c.last_entry_count,
+    t.c.discovered,
+    t.c.last_article_error,
+)
+_INTERVAL = 6  # the place of interval_seconds among them
+
 
 def _state(row: Row[Any]) -> SourceState:
-    m = row._mapping
-    return SourceState(
-        id=m["id"],
-        url=m["url"],
-        fetch_url=m["fetch_url"],
-        title=m["title"],
-        enabled=m["enabled"],
-        in_config=m["in_config"],
-        interval=timedelta(seconds=m["interval_seconds"]),
-        next_due_at=m["next_due_at"],
-        etag=m["etag"],
-        last_modified=m["last_modified"],
-        last_fetched_at=m["last_fetched_at"],
-        last_success_at=m["last_success_at"],
-        last_status=m["last_status"],
-        last_error=m["last_error"],
-        consecutive_failures=m["consecutive_failures"],
-        gone_at=m["gone_at"],
-        lease_owner=m["lease_owner"],
-        lease_expires_at=m["lease_expires_at"],
-        feed_title=m["feed_title"],
-        last_warning=m["last_warning"],
-        last_entry_count=m["last_entry_count"],
-        discovered=m["discovered"],
-        last_article_error=m["last_article_error"],
-    )
+    values = list(row)
+    values[_INTERVAL] = timedelta(seconds=values[_INTERVAL])
+    return SourceState(*values)
 
 
 def sync(conn: Connection, configured: Sequence[Source], now: datetime) -> SyncReport:
@@ -129,12 +136,12 @@ def sync(conn: Connection, configured: Sequence[Source], now: datetime) -> SyncR
 
 
 def get(conn: Connection, source_id: str) -> SourceState | None:
-    row = conn.execute(select(t).where(t.c.id == source_id)).first()
+    row = conn.execute(select(*_STATE_COLUMNS).where(t.c.id == source_id)).first()
     return _state(row) if row else None
 
 
 def all_states(conn: Connection) -> list[SourceState]:
-    return [_state(row) for row in conn.execute(select(t).order_by(t.c.id))]
+    return [_state(row) for row in conn.execute(select(*_STATE_COLUMNS).order_by(t.c.id))]
 
 
 def pollable(conn: Connection) -> list[tuple[str, datetime]]:
@@ -166,7 +173,7 @@ def _leasing(condition: Any) -> Any:
         update(t)
         .where(t.c.id.in_(bindparam("ids", expanding=True)), condition)
         .values(lease_owner=bindparam("owner"), lease_expires_at=bindparam("until"))
-        .returning(*t.c)
+        .returning(*_STATE_COLUMNS)
     )
 
 
