@@ -10,7 +10,6 @@ from sqlalchemy import (
     Boolean,
     Connection,
     Integer,
-    Row,
     String,
     Text,
     and_,
@@ -61,7 +60,7 @@ _STATE_COLUMNS = (
 _INTERVAL = 6  # the place of interval_seconds among them
 
 
-def _state(row: Row[Any]) -> SourceState:
+def _state(row: Sequence[Any]) -> SourceState:
     values = list(row)
     values[_INTERVAL] = timedelta(seconds=values[_INTERVAL])
     return SourceState(*values)
