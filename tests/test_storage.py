@@ -692,6 +692,19 @@ def test_outcomes_written_together_are_written_as_one_at_a_time(
     for kind in outcomes:
         assert rows[f"{kind}-together"] == rows[f"{kind}-alone"], kind
     assert rows["moved-together"].fetch_url == "https://m.example/"
+    # and as the database holds them (a date written as other text would read back the same,
+    # but sort apart from the others)
+    with storage._tx() as conn:
+        result = conn.exec_driver_sql("SELECT * FROM sources")
+        held = {row.id: row._asdict() for row in result}
+    for kind in outcomes:
+        one, batch = held[f"{kind}-alone"], held[f"{kind}-together"]
+        assert {k for k in batch if batch[k] != one[k]} <= {
+            "id",
+            "url",
+            "fetch_url",
+            "title",
+        }, kind
     assert rows["plain-together"].etag == '"v1"' and rows["plain-together"].last_error is None
     assert rows["validators-together"].etag == '"v2"'
 
