@@ -24,7 +24,6 @@ MALLOC_ARENA_MAX or glibc.malloc.arena_max tunable is always left as they set it
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 from collections.abc import Callable
@@ -35,14 +34,13 @@ THRESHOLD = 128 * 1024
 ARENAS = 2
 
 
-@functools.cache  # find_library runs ldconfig: 3-4 ms a call
+@functools.cache
 def _mallopt() -> Callable[[int, int], int] | None:
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
+    # the symbols the process has loaded already (the C library's among them): finding libc by
+    # name (ctypes.util.find_library) runs ldconfig, and its import that of subprocess, at
+    # every command's start
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return None
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
