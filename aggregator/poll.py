@@ -449,13 +449,25 @@ class Poller:
         running: set[asyncio.Task[PollResult | asyncio.Task[PollResult]]] = set()
         saving: set[asyncio.Task[PollResult]] = set()  # plain outcomes, stored in batches
         claiming: asyncio.Future[list[SourceState]] | None = None
+        # Tasks tell the loop below when they are done, one at a time: asyncio.wait over every
+        # task in flight registered and removed a callback on each of them at every turn.
+        ended: deque[asyncio.Future[Any]] = deque()
+        woken = asyncio.Event()
+
+        def ending(task: asyncio.Future[Any]) -> None:
+            ended.append(task)
+            woken.set()
+
+        def started(task: asyncio.Task[Any], into: set[Any]) -> None:
+            into.add(task)
+            task.add_done_callback(ending)
 
         def finished(task: asyncio.Future[Any]) -> None:
             running.discard(task)
             saving.discard(task)
             outcome = task.result()
             if isinstance(outcome, asyncio.Task):
-                saving.add(outcome)
+                started(outcome, saving)
                 return
             results.append(outcome)
             if on_result:
@@ -469,6 +481,7 @@ class Poller:
                     claiming = loop.run_in_executor(
                         storing, self._claim_and_staff, wanted, pending_named, only, claimed_in_all
                     )
+                    claiming.add_done_callback(lambda _: woken.set())
                 if claiming is not None and (claiming.done() or not queue):
                     claimed = await claiming
                     claiming = None
@@ -478,16 +491,14 @@ class Poller:
                     continue
                 while queue and len(running) < concurrency and saves.waiting < _SAVING:
                     polled = self._poll_async(fetcher, queue.popleft(), pool, outcomes, saves)
-                    running.add(asyncio.create_task(polled))
+                    started(asyncio.create_task(polled), running)
                 if not running and not saving:
                     break
-                waiting: set[asyncio.Future[Any]] = {*running, *saving}
-                if claiming is not None:
-                    waiting.add(claiming)
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task is not claiming:
-                        finished(task)
+                while not ended and not (claiming is not None and claiming.done()):
+                    woken.clear()
+                    await woken.wait()
+                while ended:
+                    finished(ended.popleft())
         finally:
             # stopping, or a failure: what is in flight finishes and is stored, and what was
             # claimed but not started goes back at once for other workers
