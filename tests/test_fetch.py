@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
+from aggregator.feed import fetch as fetch_module
 from aggregator.feed.fetch import (
     Fetcher,
     FetchError,
@@ -120,6 +121,24 @@ def test_redirect_loops_stop(server: FeedServer, fetcher: Fetcher) -> None:
     result = fetcher.fetch(FetchRequest(server.url("/loop")))
     assert result.error is FetchError.REDIRECTS and result.message == "more than 5 redirects"
     assert len(server.requests_to("/loop")) == 6
+
+
+def test_what_a_url_says_is_remembered_for_so_many_urls(
+    server: FeedServer, fetcher: Fetcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parts of a URL (scheme, host, port) are read once and kept, for at most
+    `_PLACES_KEPT` URLs and their hosts (a source redirecting to ever new hosts grows nothing
+    past it), and fetching goes on the same when they are forgotten."""
+    monkeypatch.setattr(fetch_module, "_PLACES_KEPT", 3)
+    for n in range(5):
+        server.routes[f"/f{n}"] = feed_file(RSS)
+        result = fetcher.fetch(FetchRequest(server.url(f"/f{n}")))
+        assert result.status == 200 and result.body == RSS
+        assert len(fetcher._places) <= 3 and len(fetcher._hosts) <= 3
+    kept = list(fetcher._places.values())
+    assert len(kept) >= 2 and {place.host for place in kept} == {"127.0.0.1"}
+    assert len({id(place.host) for place in kept}) == 1  # one string for the host
+    assert fetcher._place("HTTP://Example.ORG:8080/a") == ("http", "example.org", 8080)
 
 
 @pytest.mark.parametrize("status", [404, 410, 429, 500, 503])

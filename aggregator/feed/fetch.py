@@ -406,8 +406,8 @@ class Fetcher:
     def _place(self, url: str) -> _Place:
         place = self._places.get(url)
         if place is None:
-            if len(self._places) >= _PLACES_KEPT:
-                self._places = {}
+            if len(self._places) >= _PLACES_KEPT:  # (redirects lead anywhere: both bounded)
+                self._places, self._hosts = {}, {}
             place = self._places[url] = _place_of(url, self._hosts)
         return place
 
