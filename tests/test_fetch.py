@@ -258,6 +258,34 @@ def test_requests_to_one_host_are_spaced_by_the_gap(server: FeedServer) -> None:
     assert slept == [5.0, 10.0]  # the clock stands still, so each waits for its own slot
 
 
+def test_hosts_turns_are_forgotten_only_when_nothing_waits_on_them(
+    server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `_GATES_KEPT` hosts (a source may redirect anywhere), the hosts whose next request may
+    start now are forgotten; one whose gap is still running is kept, so no host is asked sooner
+    than its gap allows."""
+    monkeypatch.setattr(fetch_module, "_GATES_KEPT", 2)
+    server.routes["/feed"] = feed_file(RSS)
+    now = [100.0]
+    slept: list[float] = []
+
+    def at(host: str) -> FetchRequest:
+        return FetchRequest(server.url("/feed").replace("127.0.0.1", host))
+
+    with Fetcher(
+        user_agent="t", host_gap=5.0, timeout=5, clock=lambda: now[0], sleep=slept.append
+    ) as fetcher:
+        fetcher.fetch(at("127.0.0.1"))
+        fetcher.fetch(at("localhost"))
+        fetcher.fetch(at("127.0.0.2"))  # (nothing listens there: a failure, after its turn)
+        assert set(fetcher._gates) == {"127.0.0.1", "localhost", "127.0.0.2"}  # all in a gap
+        assert fetcher.fetch(at("127.0.0.1")).status == 200
+        assert slept == [5.0]  # its gap held
+        now[0] = 200.0
+        fetcher.fetch(at("127.0.0.3"))
+        assert set(fetcher._gates) == {"127.0.0.3"}
+
+
 def test_a_fetchs_time_leaves_out_its_wait_for_the_hosts_gap(server: FeedServer) -> None:
     """`304 in 7.98s` from 127.0.0.1 was the wait for a slot at the host, not the fetch: the time
     shown starts when the request may go. (The gap is a real second; the fetch from 127.0.0.1

@@ -131,6 +131,7 @@ def user_agent(base_url: str | None) -> str:
 
 # URLs whose parts are remembered: a poll asks for the same ones again (their hosts shared)
 _PLACES_KEPT = 20_000
+_GATES_KEPT = 20_000  # hosts whose turns are kept; past it, those with nothing to wait for go
 
 
 class _Place(NamedTuple):
@@ -163,9 +164,19 @@ class _HostGate:
         self._next_start = 0.0
         self._clock = clock
         self._sleep = sleep
+        self._users = 0  # requests waiting for a slot or holding one
+
+    def idle(self) -> bool:
+        """No request waits or runs, and the next may start now: forgetting it loses nothing."""
+        return self._users == 0 and self._next_start <= self._clock()
 
     async def __aenter__(self) -> None:
-        await self._slots.acquire()
+        self._users += 1
+        try:
+            await self._slots.acquire()
+        except BaseException:
+            self._users -= 1
+            raise
         try:
             now = self._clock()
             start = max(now, self._next_start)
@@ -176,10 +187,12 @@ class _HostGate:
                     await waited
         except BaseException:  # cancelled while waiting for its turn: the slot is not taken
             self._slots.release()
+            self._users -= 1
             raise
 
     async def __aexit__(self, *_exc: object) -> None:
         self._slots.release()
+        self._users -= 1
 
 
 @dataclass(frozen=True)
@@ -428,6 +441,8 @@ class Fetcher:
         host = self._place(url).host
         gate = self._gates.get(host)
         if gate is None:
+            if len(self._gates) >= _GATES_KEPT:  # the idle ones go (redirects lead anywhere)
+                self._gates = {h: g for h, g in self._gates.items() if not g.idle()}
             gate = _HostGate(self._per_host, self._host_gap, self._clock, self._sleep)
             self._gates[host] = gate
         return gate
