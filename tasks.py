@@ -7,8 +7,8 @@
     python3 tasks.py lint          ruff (lint and format check) and mypy
     python3 tasks.py bench [NAME] [ARGS]
                                    a benchmark in bench/ (on demand, never in CI): ingest
-                                   (the default), dedupe, quality, serve, digest, soak, startup
-                                   or search
+                                   (the default), poll, dedupe, quality, serve, digest, soak,
+                                   startup or search
 
 Each virtual environment is reinstalled only when pyproject.toml changes, so the second run starts
 at once. The service has one of its own, holding nothing but what it needs: in one shared with
@@ -46,7 +46,7 @@ EXTRAS = {
     "lint": "[test,lint]",  # mypy reads the tests too
     "bench": "[test,bench]",
 }
-BENCHES = ("ingest", "dedupe", "quality", "serve", "digest", "soak", "startup")
+BENCHES = ("ingest", "dedupe", "quality", "serve", "digest", "soak", "startup", "search", "poll")
 
 
 def _say(message: str) -> None:
