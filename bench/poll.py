@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -100,7 +101,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait()
-        subprocess.run(["rm", "-rf", str(work)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
     rounds = [json.loads(line) for line in measured.stdout.splitlines() if line.startswith("{")]
     walls, cpus = [], []
     for n, r in enumerate(rounds, 1):
