@@ -593,7 +593,7 @@ def test_a_new_items_values_are_its_rows_values(storage: Storage, clock: Clock) 
     filings.append(Filing())
     now = clock()
     with storage._engine.begin() as conn:
-        write = items_module._time_writer(conn.dialect)
+        write = tables.time_writer(conn.dialect)
         for entry, filing in zip(entries, filings, strict=True):
             row = items_module.new_row("a", entry.key, items_module.columns_of(entry), filing, now)
             assert (

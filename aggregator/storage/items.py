@@ -29,7 +29,7 @@ from sqlalchemy import (
 
 from aggregator.feed.urls import canonical_url
 from aggregator.storage.dialect import insert as _insert
-from aggregator.storage.tables import UTCDateTime, item_topics, items, pruned_keys, stories
+from aggregator.storage.tables import item_topics, items, pruned_keys, stories, time_writer
 from aggregator.types import (
     ArticleFetch,
     Enclosure,
@@ -133,26 +133,6 @@ _ROWS_A_STATEMENT = (64, 16, 4, 1)
 _PAIRS_A_STATEMENT = 256  # (source, key) pairs a lookup, padded up to a power of two
 
 
-_AS_UTC = UTCDateTime()
-
-
-def _time_writer(dialect: Dialect) -> Callable[[datetime | None], Any]:
-    """What SQLAlchemy writes for a time on this database: the column type's own conversion
-    (aware, as UTC), then, on SQLite, its DATETIME text (what isoformat writes of the naive
-    time, to the microsecond, with a space between date and time)."""
-    sqlite = dialect.name == "sqlite"
-
-    def write(value: datetime | None) -> Any:
-        if sqlite and value is not None and value.tzinfo is UTC:  # what the type does to it
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-        moment = _AS_UTC.process_bind_param(value, dialect)
-        if moment is None or not sqlite:
-            return moment
-        return moment.isoformat(" ", "microseconds")
-
-    return write
-
-
 def _json(value: Any) -> str:
     """What SQLAlchemy's JSON type writes (json.dumps), without its cost for the values most
     rows hold: nothing, or an empty list."""
@@ -223,7 +203,7 @@ def new_values(
 
 def _values(rows: Sequence[dict[str, Any]], dialect: Dialect) -> list[list[Any]]:
     """Each row's values in `_ROW` order, as SQLAlchemy's types would write them."""
-    when = _time_writer(dialect)
+    when = time_writer(dialect)
     values = []
     stamps: dict[datetime | None, Any] = {}  # most times of a batch are its `now`
     for row in rows:
@@ -492,7 +472,7 @@ def _sort_out(
     # filed together: a filer makes a document's fingerprints in one go
     new_filings = _filed(filer, source_id, [entry for _, entry in arriving])
     inserted = [(entry, filing) for (_, entry), filing in zip(arriving, new_filings, strict=True)]
-    when = _time_writer(conn.dialect)
+    when = time_writer(conn.dialect)
     stamp = when(now)
     inserts = [
         new_values(source_id, key, entry, filing, stamp, when)

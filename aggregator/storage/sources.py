@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +26,7 @@ from sqlalchemy import (
 
 from aggregator.config import Defaults, Source
 from aggregator.storage.dialect import serialise
+from aggregator.storage.tables import UTCDateTime, time_writer
 from aggregator.storage.tables import sources as t
 from aggregator.types import FetchRecord, SourceState, SyncReport
 
@@ -318,11 +319,10 @@ _NOT_MODIFIED = (
     )
 )
 _LEASES = select(t.c.id, t.c.lease_owner).where(t.c.id.in_(bindparam("ids", expanding=True)))
-_LEASES_ORDERED = _LEASES.order_by(t.c.id)
 # FOR NO KEY UPDATE, as the UPDATE itself locks: FOR UPDATE would also block the foreign-key
 # checks of rows that name a source (retention's pruned_keys, under the story lock), and a group
-# of saves takes the story lock after this: a cycle
-_LEASES_LOCKED = _LEASES_ORDERED.with_for_update(key_share=True)
+# of saves takes the story lock after this: a cycle. Rows locked in id order, as other writers do.
+_LEASES_LOCKED = _LEASES.order_by(t.c.id).with_for_update(key_share=True)
 
 
 def record_fetch(conn: Connection, record: FetchRecord, owner: str | None = None) -> bool:
@@ -387,12 +387,19 @@ class _Driven:
         self.sql: str = compiled.string
         self.positional: bool = compiled.positional
         # the parameters as the driver takes them: in order (qmark), or by name (pyformat)
-        self.names: list[str] = list(compiled.positiontup or compiled.bind_names.values())
-        self.convert = {
-            name: convert
-            for bind, name in compiled.bind_names.items()
-            if (convert := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
-        }
+        self.names: list[str] = list(
+            compiled.positiontup or dict.fromkeys(compiled.bind_names.values())
+        )
+        # times as storage writes them at the driver elsewhere (`time_writer`); any other type
+        # by its own bind processor
+        when = time_writer(dialect)
+        self.convert: dict[str, Callable[[Any], Any]] = {}
+        for bind, name in compiled.bind_names.items():
+            kind = bind.type
+            if isinstance(kind, UTCDateTime):
+                self.convert[name] = when
+            elif (convert := kind.dialect_impl(dialect).bind_processor(dialect)) is not None:
+                self.convert[name] = convert
 
 
 _driven: dict[tuple[int, str], _Driven] = {}

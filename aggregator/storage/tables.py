@@ -6,6 +6,7 @@ always comes with a new migration.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,6 +65,27 @@ class UTCDateTime(TypeDecorator[datetime]):
         moment = datetime.fromisoformat(value) if isinstance(value, str) else value
         assert isinstance(moment, datetime)
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+_AS_UTC = UTCDateTime()
+
+
+def time_writer(dialect: Dialect) -> Callable[[datetime | None], Any]:
+    """What SQLAlchemy writes for a UTCDateTime on this database, for statements run at the
+    driver (items.py, sources.py): the column type's own conversion (aware, as UTC), then, on
+    SQLite, its DATETIME text (what isoformat writes of the naive
+    time, to the microsecond, with a space between date and time)."""
+    sqlite = dialect.name == "sqlite"
+
+    def write(value: datetime | None) -> Any:
+        if sqlite and value is not None and value.tzinfo is UTC:  # what the type does to it
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        moment = _AS_UTC.process_bind_param(value, dialect)
+        if moment is None or not sqlite:
+            return moment
+        return moment.isoformat(" ", "microseconds")
+
+    return write
 
 
 # An autoincrementing key that is 64-bit on PostgreSQL and SQLite's ROWID on SQLite.
