@@ -407,10 +407,10 @@ _driven: dict[tuple[int, str], _Driven] = {}
 
 def _run_many(conn: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
     """`conn.execute(statement, rows)`, its parameters made ready for the driver here (times by
-    `time_writer`, any other value by its type's own bind processor) and the compiled statement run by the
-    driver's executemany: SQLAlchemy goes through every parameter of a statement again for each
-    row (matching them to its cache key, then converting), three quarters of what storing an
-    all-304 poll cost in Python. Tests hold the rows written to `conn.execute`'s."""
+    `time_writer`, any other value by its type's own bind processor) and the compiled statement
+    run by the driver's executemany: SQLAlchemy goes through every parameter of a statement
+    again for each row (matching them to its cache key, then converting), three quarters of what
+    storing an all-304 poll cost in Python. Tests hold the rows written to `conn.execute`'s."""
     dialect = conn.dialect
     key = (id(statement), dialect.name)
     driven = _driven.get(key)
