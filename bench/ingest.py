@@ -16,8 +16,11 @@ processes, interleaved (the order alternates from round to round):
 Each pass is measured as a whole process: wall time, CPU time (user + system, its helper
 processes included) and peak RSS, from the operating system (wait4), and the peak of the RSS of
 the whole process tree summed, sampled every 50 ms from /proc (wait4 gives the largest single
-process: the project's parsing helpers are separate processes). The table gives medians over
-the rounds and reader's figure over the project's (above 1: the project is faster or smaller).
+process: the project's parsing helpers are separate processes), and the tree's peak PSS (each
+shared page counted once, split between the processes sharing it; the RSS sum counts the
+interpreter's and libraries' pages once a process: PSS is what the machine gives the tree). The
+table gives medians over the rounds and reader's figure over the project's (above 1: the project
+is faster or smaller).
 feedparser alone on the same files is printed as a floor. The load average before and after is
 printed: the machine is shared.
 """
@@ -184,10 +187,11 @@ class Pass:
     peak_mib: float
     output: str
     tree_mib: float = 0.0
+    tree_pss_mib: float = 0.0
 
 
-def _tree_rss(root: int) -> int:
-    """KiB resident in `root` and every process below it, from /proc."""
+def _tree(root: int) -> set[int]:
+    """`root` and every process below it, from /proc."""
     parents: dict[int, int] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -201,20 +205,33 @@ def _tree_rss(root: int) -> int:
         below = {pid for pid, parent in parents.items() if parent in tree} - tree
         changed = bool(below)
         tree |= below
-    total = 0
-    for pid in tree:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except (OSError, ValueError):
-            continue
-    return total
+    return tree
+
+
+def _kib(path: str, name: str) -> int:
+    """A `name: N kB` line of a /proc file (0 if the process is gone)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(name):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _tree_memory(root: int) -> tuple[int, int]:
+    """KiB resident in the tree: the sum of its processes' RSS, and of their PSS."""
+    tree = _tree(root)
+    rss = sum(_kib(f"/proc/{pid}/status", "VmRSS:") for pid in tree)
+    pss = sum(_kib(f"/proc/{pid}/smaps_rollup", "Pss:") for pid in tree)
+    return rss, pss
 
 
 def _sample_tree(pid: int, done: threading.Event, peak: list[int]) -> None:
     while not done.wait(0.05):
-        peak[0] = max(peak[0], _tree_rss(pid))
+        rss, pss = _tree_memory(pid)
+        peak[0] = max(peak[0], rss)
+        peak[1] = max(peak[1], pss)
 
 
 def measured(args: list[str], cwd: Path) -> Pass:
@@ -224,7 +241,7 @@ def measured(args: list[str], cwd: Path) -> Pass:
         args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_environment(cwd)
     )
     assert process.stdout is not None
-    done, peak = threading.Event(), [0]
+    done, peak = threading.Event(), [0, 0]
     sampler = threading.Thread(target=_sample_tree, args=(process.pid, done, peak), daemon=True)
     sampler.start()
     output = process.stdout.read().decode(errors="replace")
@@ -236,7 +253,7 @@ def measured(args: list[str], cwd: Path) -> Pass:
     if process.returncode != 0:
         sys.exit(f"bench: {' '.join(args[:4])} exited {process.returncode}:\n{output[-3000:]}")
     cpu = usage.ru_utime + usage.ru_stime
-    return Pass(wall, cpu, usage.ru_maxrss / 1024, output, peak[0] / 1024)
+    return Pass(wall, cpu, usage.ru_maxrss / 1024, output, peak[0] / 1024, peak[1] / 1024)
 
 
 def _environment(work: Path) -> dict[str, str]:
@@ -260,6 +277,7 @@ def measured_together(runs: list[list[str]], cwd: Path) -> Pass:
         max(p.peak_mib for p in passes),
         "\n".join(p.output for p in passes),
         sum(p.tree_mib for p in passes),
+        sum(p.tree_pss_mib for p in passes),
     )
 
 
@@ -397,6 +415,7 @@ def _table(ours: list[list[Pass]], theirs: list[list[Pass]]) -> None:
             ("CPU", "s", lambda p: p.cpu),
             ("peak RSS", "MiB", lambda p: p.peak_mib),
             ("tree RSS", "MiB", lambda p: p.tree_mib),
+            ("tree PSS", "MiB", lambda p: p.tree_pss_mib),
         )
         for label, unit, pick in picks:
             mine = _median([pick(r[index]) for r in ours])
