@@ -153,7 +153,7 @@ def test_the_poller_carries_on_when_a_helper_dies(
 def test_how_many_helpers_a_poll_gets(server: FeedServer) -> None:
     auto = _config(server, 1, processes=0)
     assert helpers_for(auto, PROCESS_FROM - 1) == 0
-    assert helpers_for(auto, PROCESS_FROM) == (2 if usable_cores() >= 2 else 0)
+    assert helpers_for(auto, PROCESS_FROM) == (1 if usable_cores() >= 2 else 0)
     assert helpers_for(_config(server, 1, processes=1), 10_000) == 0
     assert helpers_for(_config(server, 1, processes=3), 1) == 2
 
