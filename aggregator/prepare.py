@@ -14,15 +14,15 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
-from multiprocessing import get_context
 
 from aggregator import malloc
 from aggregator.config import Config
 from aggregator.feed.parse import ParsedFeed, parse_document, parse_page
+from aggregator.helperpool import HelperPool
 from aggregator.process.pipeline import Kept, Processor
 from aggregator.types import Entry, Filer, Filing, StoryIndex, file_missing
 
@@ -133,19 +133,12 @@ def _prepare_here(
     return prepare(_processor, body, url, now, content_type, source_id, file=True)
 
 
-def pipes(pool: ProcessPoolExecutor) -> list[int]:
-    """The file descriptors of the pool's pipes: results back, documents out. They are the
-    pool's own (private names, read defensively): a Python that names them otherwise has none."""
-    found = []
-    for queue, end in (("_result_queue", "_reader"), ("_call_queue", "_writer")):
-        connection = getattr(getattr(pool, queue, None), end, None)
-        if connection is not None:
-            with contextlib.suppress(OSError, ValueError, AttributeError):  # closed, or no pipe
-                found.append(int(connection.fileno()))
-    return found
+def pipes(pool: HelperPool) -> list[int]:
+    """The file descriptors of the pool's pipes: documents out, results back."""
+    return pool.pipes()
 
 
-def widen_pipes(pool: ProcessPoolExecutor) -> None:
+def widen_pipes(pool: HelperPool) -> None:
     """Give the pool's pipes room for several documents (PIPE_BYTES, where Linux allows it:
     F_SETPIPE_SZ). Alternating first passes of 1,000 sources: -6% CPU, -6 to -13% wall time."""
     try:
@@ -185,7 +178,7 @@ class Helpers:
     changes (they file with its rules), and given up on for good if one dies."""
 
     def __init__(self) -> None:
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: HelperPool | None = None
         self._size = 0
         self._config: Config | None = None
         self._broken = False
@@ -195,8 +188,7 @@ class Helpers:
 
     def want(self, config: Config, size: int) -> None:
         """Helpers for this config, started when a document first needs one: a poll where
-        every source answers 304 never starts them (nor multiprocessing's resource tracker,
-        a process of 12 MiB)."""
+        every source answers 304 never starts them."""
         with self._lock:
             if self._broken or size <= 0:
                 return
@@ -207,19 +199,21 @@ class Helpers:
                 old.shutdown(wait=False, cancel_futures=False)
             self._size, self._config = size, config
 
-    def _started(self, config: Config) -> ProcessPoolExecutor | None:
+    def _started(self, config: Config) -> HelperPool | None:
         with self._lock:
             if self._broken or self._config is not config or self._size <= 0:
                 return None
             if self._pool is None:
-                # spawn, not fork: the poller has threads, and a forked child may inherit a
-                # held lock
-                self._pool = ProcessPoolExecutor(
-                    self._size,
-                    mp_context=get_context("spawn"),
-                    initializer=_start,
-                    initargs=(config,),
-                )
+                # new processes, not forks: the poller has threads, and a forked child may
+                # inherit a held lock
+                try:
+                    self._pool = HelperPool(
+                        self._size, f"{__name__}:_start", f"{__name__}:_prepare_here", (config,)
+                    )
+                except OSError as exc:  # no process could be started (limits, resources)
+                    log.warning("no parsing helper could start (%s); parsing in the poller", exc)
+                    self._broken = True
+                    return None
                 widen_pipes(self._pool)
             return self._pool
 
@@ -238,7 +232,7 @@ class Helpers:
         if pool is None and (pool := self._started(processor.config)) is None:
             return None
         try:
-            return pool.submit(_prepare_here, body, url, now, content_type, source_id)
+            return pool.submit(body, url, now, content_type, source_id)
         except BrokenProcessPool:
             self.broken()
             return None

@@ -140,10 +140,9 @@ def test_the_poller_carries_on_when_a_helper_dies(
     assert harness.poll("s0")["s0"].new == 6
     pool = harness.poller._helpers._pool
     assert pool is not None
-    for process in list(pool._processes.values()):
-        assert process.pid is not None
+    for process in pool.processes:
         os.kill(process.pid, signal.SIGKILL)
-        process.join()
+        process.wait()
     with caplog.at_level(logging.WARNING, logger="aggregator.prepare"):
         results = harness.poll("s1", "s2")
     assert all(r.ok and r.new == 6 for r in results.values())
