@@ -13,67 +13,33 @@ the whole process group) and ends when the parent closes its end or dies.
 from __future__ import annotations
 
 import contextlib
-import importlib
+import io
+import json
 import logging
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing.connection import Connection
 from typing import Any
+
+from aggregator.helper import receive, send
 
 log = logging.getLogger(__name__)
 
-# What a helper runs first: the pipes are the file descriptors named on its command line; the
-# parent's import path comes first (so the project imports as it does in the parent), then
-# what to run. Only the standard library is imported before the path is set.
+# What a helper runs first: the parent's import path (so the project imports as it does in the
+# parent), then the helper's loop on the pipes named on its command line.
 _BOOT = (
-    "import sys; "
-    "from multiprocessing.connection import Connection; "
-    "reader = Connection(int(sys.argv[1]), writable=False); "
-    "writer = Connection(int(sys.argv[2]), readable=False); "
-    "sys.path[:] = reader.recv(); "
-    "from aggregator.helperpool import serve; "
-    "serve(reader, writer)"
+    "import json, os, sys; "
+    "sys.path[:] = json.loads(os.environ.pop('AGGREGATOR_HELPER_PATH')); "
+    "from aggregator.helper import serve; "
+    "serve(int(sys.argv[1]), int(sys.argv[2]))"
 )  # (one line: it is what `ps` shows of a helper)
 
 _STOP = None  # what tells a sending thread to close its helper's pipe
-
-
-def _named(name: str) -> Callable[..., Any]:
-    """A function by its "module:name" (what crosses the pipe, rather than the function)."""
-    module, _, attribute = name.partition(":")
-    found: Callable[..., Any] = getattr(importlib.import_module(module), attribute)
-    return found
-
-
-def serve(reader: Connection, writer: Connection) -> None:
-    """A helper's life: run the start function, then the work function on each piece of work
-    until the pipe closes."""
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, signal.SIG_IGN)
-    start, work, args = reader.recv()
-    _named(start)(*args)
-    function = _named(work)
-    while True:
-        try:
-            job = reader.recv()
-        except EOFError:
-            return
-        try:
-            answer: tuple[bool, Any] = (True, function(*job))
-        except Exception as exc:
-            answer = (False, exc)
-        try:
-            writer.send(answer)
-        except Exception as exc:  # a result or an error that does not pickle
-            writer.send((False, RuntimeError(f"the helper could not send its answer: {exc!r}")))
 
 
 DEPTH = 4  # pieces of work sent to a helper ahead of its answers
@@ -96,6 +62,7 @@ class _Helper:
                 [sys.executable, *flags, "-c", _BOOT, str(to_child), str(from_child)],
                 stdin=subprocess.DEVNULL,
                 pass_fds=(to_child, from_child),
+                env={**os.environ, "AGGREGATOR_HELPER_PATH": json.dumps(sys.path)},
             )
         except BaseException:
             for fd in (self._out, self._in):
@@ -105,14 +72,20 @@ class _Helper:
             os.close(to_child)
             os.close(from_child)
         self.pipes = (self._out, self._in)
-        self.writer = Connection(self._out, readable=False)
-        self.reader = Connection(self._in, writable=False)
+        self.writer = io.FileIO(self._out, "wb")
+        self.reader = io.FileIO(self._in, "rb")
         self._pool = pool
         self._sent: deque[Future[Any]] = deque()  # answered in this order
         self._room = threading.Semaphore(DEPTH)
         self._stopping = False
-        self.writer.send(list(sys.path))
-        self.writer.send((start, work, args))
+        try:
+            send(self.writer, (start, work, args))
+        except BaseException:  # it ended at once (or the arguments do not pickle)
+            self.process.kill()
+            self.process.wait()
+            self.writer.close()
+            self.reader.close()
+            raise
         self.sender = threading.Thread(target=self._send, name="helper-sender", daemon=True)
         self.receiver = threading.Thread(target=self._receive, name="helper-reader", daemon=True)
         self.sender.start()
@@ -131,7 +104,7 @@ class _Helper:
                 continue
             self._sent.append(future)
             try:
-                self.writer.send(args)
+                send(self.writer, args)
             except OSError:  # the helper died: its reader says so, and fails what was sent
                 break
         self._stopping = True
@@ -142,7 +115,7 @@ class _Helper:
         try:
             while True:
                 try:
-                    ok, value = self.reader.recv()
+                    ok, value = receive(self.reader)
                 except (EOFError, OSError) as exc:
                     if self._sent or not self._stopping:  # it ended with work in hand
                         broken = BrokenProcessPool(f"a helper process ended: {exc!r}")

@@ -14,17 +14,19 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import BrokenExecutor, Future
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from aggregator import malloc
 from aggregator.config import Config
 from aggregator.feed.parse import ParsedFeed, parse_document, parse_page
-from aggregator.helperpool import HelperPool
 from aggregator.process.pipeline import Kept, Processor
 from aggregator.types import Entry, Filer, Filing, StoryIndex, file_missing
+
+if TYPE_CHECKING:
+    from aggregator.helperpool import HelperPool
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +208,8 @@ class Helpers:
             if self._pool is None:
                 # new processes, not forks: the poller has threads, and a forked child may
                 # inherit a held lock
+                from aggregator.helperpool import HelperPool  # (not in the helpers themselves)
+
                 try:
                     self._pool = HelperPool(
                         self._size, f"{__name__}:_start", f"{__name__}:_prepare_here", (config,)
@@ -233,7 +237,7 @@ class Helpers:
             return None
         try:
             return pool.submit(body, url, now, content_type, source_id)
-        except BrokenProcessPool:
+        except BrokenExecutor:  # (the pool's BrokenProcessPool)
             self.broken()
             return None
 
@@ -264,7 +268,7 @@ class Helpers:
             return None
         try:
             done = future.result()
-        except BrokenProcessPool:
+        except BrokenExecutor:  # (the pool's BrokenProcessPool)
             self.broken()
             return None
         self.done()

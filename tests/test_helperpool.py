@@ -161,7 +161,7 @@ def test_no_other_process_is_started_and_helpers_end_with_their_parent() -> None
     assert done.returncode == 0, done.stderr
     children = done.stdout.strip().splitlines()
     assert len(children) == 2, children
-    assert all("aggregator.helperpool" in line for line in children), children
+    assert all("aggregator.helper import serve" in line for line in children), children
     assert not any("resource_tracker" in line for line in children)
     for line in children:
         assert _gone(int(line.split()[0]))

@@ -436,7 +436,7 @@ class PageRules:
     summary: Selector | None = _doc("The lead or teaser, inside an item.", None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Source:
     """One feed to poll."""
 
