@@ -6,6 +6,12 @@ it accepts the document, and by feedparser alone. Every field of the feed and of
 be equal. Tables copied from feedparser (namespaces, its element handlers, the HTML elements of
 its guess, the Windows-1252 map) are held equal to feedparser's own, so an upgrade that changes
 them fails here rather than in silence.
+
+The corpus's other files are not XML for either parser, so they are not compared here: three JSON
+Feed documents (read by jsonfeed.py) and six compressed bodies (feedparser's samples of HTTP
+content-encodings, which feed/decoding.py undoes before any parser sees a byte: its own tests
+compress and decode); tests/test_corpus.py gives every file, those included, to `parse_document`
+and requires each to be read or refused with a ParseError.
 """
 
 from __future__ import annotations
