@@ -41,8 +41,13 @@ def send(pipe: io.FileIO, message: object) -> None:
 
 def receive(pipe: io.FileIO) -> Any:
     """Read one message (raises EOFError when the other end closed its pipe)."""
+    return pickle.loads(read(pipe))
+
+
+def read(pipe: io.FileIO) -> bytearray:
+    """One message's pickle, read whole (raises EOFError when the other end closed its pipe)."""
     (size,) = _HEADER.unpack(_read(pipe, _HEADER.size))
-    return pickle.loads(_read(pipe, size))
+    return _read(pipe, size)
 
 
 def _read(pipe: io.FileIO, size: int) -> bytearray:

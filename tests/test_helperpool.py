@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from concurrent.futures import CancelledError
 from concurrent.futures.process import BrokenProcessPool
@@ -32,7 +33,7 @@ def _gone(pid: int, seconds: float = 10.0) -> bool:
             return True
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone while being read
             return True
         if stat.rsplit(")", 1)[1].split()[0] == "Z":  # ended, its parent not told yet
             return True
@@ -73,10 +74,40 @@ def test_an_answer_that_does_not_pickle_is_an_error_not_a_dead_helper() -> None:
         pool.shutdown()
 
 
+def test_arguments_that_do_not_pickle_fail_their_own_piece_alone() -> None:
+    pool = _pool(1, "operator:add")
+    try:
+        with pytest.raises(TypeError):
+            pool.submit(threading.Lock(), 1).result(timeout=30)
+        assert pool.submit(1, 2).result(timeout=30) == 3
+    finally:
+        pool.shutdown()
+
+
+# An answer the helper can pickle but the parent cannot load: an object of a class that only the
+# helper's __main__ has.
+_ONLY_THERE = (
+    "exec('class Only: pass', vars(__import__('__main__'))) or __import__('__main__').Only()"
+)
+
+
+def test_an_answer_the_parent_cannot_load_fails_its_own_piece_alone() -> None:
+    pool = _pool(1, "builtins:eval")
+    try:
+        with pytest.raises(RuntimeError, match="did not load"):
+            pool.submit(_ONLY_THERE).result(timeout=30)
+        assert pool.submit("6 * 7").result(timeout=30) == 42
+    finally:
+        pool.shutdown()
+
+
 def test_a_helper_that_dies_fails_what_waits_and_breaks_the_pool() -> None:
+    """Every piece of work ends, done or broken, however the death falls among the threads
+    sending and reading (none is left waiting for an answer that cannot come)."""
     pool = _pool(2, "time:sleep")
     try:
-        waiting = [pool.submit(0.3) for _ in range(2 * DEPTH + 4)]
+        waiting = [pool.submit(0.05) for _ in range(60)]
+        time.sleep(0.12)
         os.kill(pool.processes[0].pid, signal.SIGKILL)
         outcomes = []
         for future in waiting:
