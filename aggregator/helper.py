@@ -13,6 +13,7 @@ import io
 import pickle
 import signal
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -62,7 +63,7 @@ def _read(pipe: io.FileIO, size: int) -> bytearray:
     return data
 
 
-def _named(name: str) -> Callable[..., Any]:
+def named(name: str) -> Callable[..., Any]:
     """A function by its "module:name" (what crosses the pipe, rather than the function)."""
     module, _, attribute = name.partition(":")
     found: Callable[..., Any] = getattr(importlib.import_module(module), attribute)
@@ -76,9 +77,19 @@ def serve(reading: int, writing: int) -> None:
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, signal.SIG_IGN)
     with io.FileIO(reading, "rb") as reader, io.FileIO(writing, "wb") as writer:
+        # Same code as the parent's, before anything of its is unpickled (the project upgraded
+        # on the disk under a running service: an old object read by new code can go wrong in
+        # silence; a frozen dataclass given slots reads an old one's fields as their names).
+        check, expected = receive(reader)
+        if check and named(check)() != expected:
+            sys.stderr.write(
+                "aggregator: a helper process runs other code than the process that started it "
+                "(the project changed on the disk since): restart the service\n"
+            )
+            return
         start, work, args = receive(reader)
-        _named(start)(*args)
-        function = _named(work)
+        named(start)(*args)
+        function = named(work)
         while True:
             try:
                 job = receive(reader)

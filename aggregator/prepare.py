@@ -201,6 +201,7 @@ class Helpers:
                         f"{__name__}:_prepare_here",
                         (config,),
                         pipe_bytes=PIPE_BYTES,
+                        stamp="aggregator.config.cache:code",
                     )
                 except OSError as exc:  # no process could be started (limits, resources)
                     log.warning("no parsing helper could start (%s); parsing in the poller", exc)

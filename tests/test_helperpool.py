@@ -196,3 +196,15 @@ def test_no_other_process_is_started_and_helpers_end_with_their_parent() -> None
     assert not any("resource_tracker" in line for line in children)
     for line in children:
         assert _gone(int(line.split()[0]))
+
+
+def test_a_helper_running_other_code_than_its_parent_ends_before_reading_anything() -> None:
+    """The stamp stands for the code a process runs (the project's code hash in the poller);
+    here each process's pid, which always differs: the helper must refuse, and say why."""
+    pool = HelperPool(1, "time:sleep", "operator:add", (0,), stamp="os:getpid")
+    try:
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(1, 2).result(timeout=30)
+        assert _gone(pool.processes[0].pid)
+    finally:
+        pool.shutdown()
