@@ -241,7 +241,7 @@ class HelperPool:
         return [helper.process for helper in self.helpers]
 
     def pipes(self) -> list[int]:
-        """The parent's ends of every helper's pipes (to widen them)."""
+        """The parent's ends of every helper's pipes: work out, answers back."""
         return [fd for helper in self.helpers for fd in helper.pipes]
 
     def submit(self, *args: Any) -> Future[Any]:

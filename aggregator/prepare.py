@@ -134,11 +134,6 @@ def _prepare_here(
     return prepare(_processor, body, url, now, content_type, source_id, file=True)
 
 
-def pipes(pool: HelperPool) -> list[int]:
-    """The file descriptors of the pool's pipes: documents out, results back."""
-    return pool.pipes()
-
-
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity, which containers' cpusets set)."""
     try:

@@ -29,7 +29,6 @@ from aggregator.prepare import (
     Filed,
     Prepared,
     helpers_for,
-    pipes,
     usable_cores,
 )
 from aggregator.process.pipeline import Kept
@@ -302,7 +301,7 @@ def test_the_helpers_pipes_hold_several_documents(
     assert pool is not None and harness.poller._helpers.prepared == 3
     import fcntl
 
-    sizes = [fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) for fd in pipes(pool)]
+    sizes = [fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) for fd in pool.pipes()]
     assert len(sizes) == 2
     allowed = int(Path("/proc/sys/fs/pipe-max-size").read_text())
     assert all(size >= min(PIPE_BYTES, allowed) for size in sizes), sizes
